@@ -1,0 +1,73 @@
+"""Automation for Keepstack. Every session installs exactly the hash-locked requirements it needs.
+
+Run through ./noxw (which installs the pinned nox itself): ./noxw -s tests
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint"]
+nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).parent
+REQ = ROOT / "requirements"
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session, lock: str) -> None:
+    session.install("--require-hashes", "-r", str(REQ / f"{lock}.txt"))
+    # The project itself, without re-resolving dependencies (they are hash-locked above).
+    session.install("--no-deps", "-e", ".")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite (KVM tests run where /dev/kvm works and say why they skip elsewhere)."""
+    _install(session, "tests")
+    args = session.posargs or ["-n", "2", "--dist", "loadgroup"]
+    session.run("pytest", *args)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (broad rule set) and mypy --strict on toolchain/ and runtime/."""
+    _install(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against peers in the same run; prints ratios (no timing asserts anywhere)."""
+    _install(session, "tests")
+    benches = sorted((ROOT / "bench").glob("bench_*.py"))
+    selected = [b for b in benches if not session.posargs or b.stem in session.posargs]
+    for bench_file in selected:
+        session.run("python", str(bench_file), env={"PYTHONHASHSEED": "0"})
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The main job, end to end."""
+    _install(session, "runtime")
+    session.run("keep", "demo", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing (atheris) of the parsers; pass -- TARGET [ARGS] to pick one."""
+    _install(session, "tests")
+    session.install("atheris==3.1.0")
+    targets = sorted((ROOT / "tests" / "fuzz").glob("fuzz_*.py"))
+    runs = os.environ.get("KEEP_FUZZ_RUNS", "20000")
+    for target in targets:
+        if session.posargs and target.stem not in session.posargs:
+            continue
+        session.run("python", str(target), f"-runs={runs}")

@@ -1,0 +1,5 @@
+"""``python -m toolchain`` is ``keep``."""
+
+from toolchain.cli import entry
+
+entry()
