@@ -1,0 +1,148 @@
+"""A content-addressed build cache keyed by the hash of every input.
+
+A step (one compile, one wasm2c run, one link) is identified by a *key*: the SHA-256 of its tool
+identities, flags and primary input bytes. Inputs discovered only while running the step (headers
+from a compiler depfile) are recorded in the entry with their own digests and re-checked on every
+lookup, so editing a header invalidates exactly the objects that include it ("direct mode").
+
+Layout under ``cache_dir("build")``::
+
+    entries/<key[:2]>/<key>.json   manifest: outputs (name -> sha256) and dependencies
+    blobs/<sha[:2]>/<sha>          output bytes, by SHA-256
+
+Writes are atomic (temporary file + rename), so concurrent builds never see half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolchain.state import cache_dir
+
+CACHE_FORMAT = "keepstack-build-cache-1"
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 (hex) of a file's contents."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def step_key(*parts: str | bytes) -> str:
+    """The key of a build step: SHA-256 over length-prefixed parts (no ambiguity in joins)."""
+    digest = hashlib.sha256(CACHE_FORMAT.encode())
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """The outputs of a cached step, by name, as blob paths inside the cache."""
+
+    outputs: dict[str, Path]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class BuildCache:
+    """The cache. ``root`` defaults to the per-user cache directory; disabled caches miss always."""
+
+    def __init__(self, root: Path | None = None, *, enabled: bool = True) -> None:
+        self.root = root if root is not None else cache_dir("build")
+        self.enabled = enabled and os.environ.get("KEEPSTACK_NO_BUILD_CACHE", "") in ("", "0")
+
+    def _entry_path(self, key: str) -> Path:
+        return self.root / "entries" / key[:2] / f"{key}.json"
+
+    def _blob_path(self, sha: str) -> Path:
+        return self.root / "blobs" / sha[:2] / sha
+
+    def lookup(self, key: str, *, base: Path | None = None) -> CacheHit | None:
+        """The entry for ``key`` if every recorded dependency still has its recorded digest.
+
+        Dependencies recorded relative (``@/name``) are resolved against ``base``.
+        """
+        if not self.enabled:
+            return None
+        try:
+            manifest = json.loads(self._entry_path(key).read_text(encoding="utf-8"))
+            deps: dict[str, str] = manifest["deps"]
+            outputs: dict[str, str] = manifest["outputs"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        for recorded, sha in deps.items():
+            path = self._resolve(recorded, base)
+            try:
+                if path is None or sha256_file(path) != sha:
+                    return None
+            except OSError:
+                return None
+        found: dict[str, Path] = {}
+        for name, sha in outputs.items():
+            blob = self._blob_path(sha)
+            if not blob.is_file():
+                return None
+            found[name] = blob
+        return CacheHit(found)
+
+    @staticmethod
+    def _resolve(recorded: str, base: Path | None) -> Path | None:
+        if recorded.startswith("@/"):
+            return None if base is None else base / recorded[2:]
+        return Path(recorded)
+
+    def store(
+        self,
+        key: str,
+        outputs: Mapping[str, Path],
+        *,
+        deps: Iterable[Path] = (),
+        base: Path | None = None,
+    ) -> None:
+        """Record ``outputs`` (name → file) for ``key``, with the digests of ``deps``."""
+        if not self.enabled:
+            return
+        dep_digests: dict[str, str] = {}
+        for dep in sorted(set(deps)):
+            name = str(dep)
+            if base is not None and dep.is_relative_to(base):
+                name = "@/" + dep.relative_to(base).as_posix()
+            dep_digests[name] = sha256_file(dep)
+        out_digests: dict[str, str] = {}
+        for name, path in sorted(outputs.items()):
+            data = path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            blob = self._blob_path(sha)
+            if not blob.is_file():
+                _atomic_write(blob, data)
+            out_digests[name] = sha
+        manifest = {"format": CACHE_FORMAT, "deps": dep_digests, "outputs": out_digests}
+        _atomic_write(self._entry_path(key), json.dumps(manifest, sort_keys=True).encode())
+
+
+def restore(blob: Path, destination: Path) -> None:
+    """Copy a cached blob to ``destination`` (atomically; never a link into the cache)."""
+    _atomic_write(destination, blob.read_bytes())
+    destination.chmod(0o644)

