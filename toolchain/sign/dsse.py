@@ -70,9 +70,11 @@ class Envelope:
         except UnicodeDecodeError as exc:
             raise InputError(f"envelope is not JSON: not UTF-8 text ({exc.reason})") from exc
         except json.JSONDecodeError as exc:
-            if exc.pos >= len(exc.doc.rstrip()):
+            # Input that stops mid-string or mid-structure was cut short, not merely malformed.
+            if exc.msg.startswith("Unterminated string") or exc.pos >= len(exc.doc.rstrip()):
                 raise InputError(
-                    f"envelope is truncated: JSON ends unexpectedly at byte {exc.pos} ({exc.msg})"
+                    "envelope is truncated: its JSON ends before it is complete "
+                    f"({exc.msg} at byte {exc.pos})"
                 ) from exc
             raise InputError(
                 f"envelope is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
