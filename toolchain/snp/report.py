@@ -14,6 +14,7 @@ import dataclasses
 import re
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from toolchain.errors import InputError
@@ -29,6 +30,7 @@ __all__ = [
     "SigningKey",
     "TcbVersion",
     "load_report",
+    "read_report_file",
 ]
 
 REPORT_SIZE = 0x4A0
@@ -436,3 +438,12 @@ def load_report(data: bytes, *, offset: int | None = None) -> tuple[AttestationR
         f"nor its hex or base64 text",
         hint="a report embedded in a larger message can be read with --offset",
     )
+
+
+def read_report_file(path: Path, *, offset: int | None = None) -> tuple[AttestationReport, str]:
+    """``load_report`` on a file; an unreadable file is unusable input."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read report {path}: {exc.strerror or exc}") from exc
+    return load_report(data, offset=offset)

@@ -100,7 +100,7 @@ def report_signature_ok(report: AttestationReport, key: ec.EllipticCurvePublicKe
     return True
 
 
-def _hexs(data: bytes, limit: int = 96) -> str:
+def _hexs(data: bytes, limit: int = 128) -> str:
     text = data.hex()
     return text if len(text) <= limit else f"{text[:limit]}…"
 
