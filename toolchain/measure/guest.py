@@ -40,7 +40,7 @@ from toolchain.snp.vmsa import (
 )
 
 MAX_VCPUS = 4096
-_AMDSEV_HINT = "measured direct boot needs the AmdSev OVMF build (OvmfPkg/AmdSev/AmdSevX64.dsc)"
+_AMDSEV_HINT = "(measured direct boot needs the AmdSev build, OvmfPkg/AmdSev/AmdSevX64.dsc)"
 #: SEV_FEATURES of the VMSAs in SVSM mode (SNP active only), as QEMU's SVSM launch uses.
 SVSM_SEV_FEATURES = 0x1
 
@@ -68,7 +68,7 @@ class Mode(Enum):
             return aliases[text.lower()]
         except KeyError:
             raise InputError(
-                f"unknown mode {text!r}", hint="use one of: " + ", ".join(m.value for m in cls)
+                f"unknown mode {text!r} (use one of: {', '.join(m.value for m in cls)})"
             ) from None
 
     @property
@@ -286,8 +286,7 @@ def _measure_snp(spec: GuestSpec, counts: list[int]) -> GuestMeasurement:
     firmware.require_sev_metadata()
     if collect_hashes is not None and not firmware.has_section(SectionType.SNP_KERNEL_HASHES):
         raise InputError(
-            f"--kernel given, but {firmware.name} has no SNP_KERNEL_HASHES section",
-            hint=_AMDSEV_HINT,
+            f"--kernel given, but {firmware.name} has no SNP_KERNEL_HASHES section " + _AMDSEV_HINT
         )
     components: dict[str, Any] = {"ovmf": _firmware_component(firmware)}
     if spec.snp_ovmf_hash is not None:
@@ -354,8 +353,8 @@ def _measure_svsm(spec: GuestSpec, counts: list[int]) -> GuestMeasurement:
         raise InputError("mode snp:svsm is defined for QEMU only")
     if spec.vcpu_sig is None and spec.vmsa_rdx is None:
         raise InputError(
-            "mode snp:svsm needs the vCPU model",
-            hint="give --vcpu-type, --vcpu-sig or --vcpu-family/--vcpu-model/--vcpu-stepping",
+            "mode snp:svsm needs the vCPU model: give --vcpu-type, --vcpu-sig or "
+            "--vcpu-family/--vcpu-model/--vcpu-stepping"
         )
     if spec.vars_size < 0 or spec.vars_size % 4096:
         raise InputError(f"--vars-size {spec.vars_size} must be a multiple of 4096")
@@ -391,8 +390,8 @@ def _measure_sev(spec: GuestSpec, counts: list[int]) -> GuestMeasurement:
     if collect_hashes is not None:
         if not firmware.supports_kernel_hashes():
             raise InputError(
-                f"--kernel given, but {firmware.name} has no SEV kernel-hashes table",
-                hint=_AMDSEV_HINT,
+                f"--kernel given, but {firmware.name} has no SEV kernel-hashes table "
+                + _AMDSEV_HINT
             )
         hashes = collect_hashes()
         table = hashes.table()

@@ -79,8 +79,7 @@ def model_signature(name: str) -> int:
         if known.lower() == name.lower():
             return signature
     raise InputError(
-        f"unknown CPU model {name!r}",
-        hint="known models: " + ", ".join(CPU_MODELS) + "; or give --vcpu-sig",
+        f"unknown CPU model {name!r} (known: {', '.join(CPU_MODELS)}; or give a raw --vcpu-sig)"
     )
 
 

@@ -100,8 +100,8 @@ class Firmware:
     def require_sev_metadata(self) -> None:
         if not self.sections:
             raise InputError(
-                f"{self.name} has no SEV metadata: it is not an SEV-SNP capable OVMF build",
-                hint="build OVMF from OvmfPkg/AmdSev/AmdSevX64.dsc or OvmfPkg/OvmfPkgX64.dsc",
+                f"{self.name} has no SEV metadata: not an SEV-SNP capable OVMF build "
+                "(build OvmfPkg/AmdSev/AmdSevX64.dsc or OvmfPkg/OvmfPkgX64.dsc)"
             )
 
 

@@ -272,7 +272,7 @@ class VmmType(Enum):
             if member.value.lower() == name.lower():
                 return member
         raise InputError(
-            f"unknown VMM type {name!r}", hint="use one of: " + ", ".join(m.value for m in cls)
+            f"unknown VMM type {name!r} (use one of: {', '.join(m.value for m in cls)})"
         )
 
 
@@ -300,8 +300,8 @@ def ovmf_reset_state(
     if vmm is VmmType.QEMU:
         if vcpu_sig is None and rdx is None:
             raise InputError(
-                "QEMU guests need the vCPU model",
-                hint="give --vcpu-type, --vcpu-sig or --vcpu-family/--vcpu-model/--vcpu-stepping",
+                "QEMU guests need the vCPU model: give --vcpu-type, --vcpu-sig or "
+                "--vcpu-family/--vcpu-model/--vcpu-stepping"
             )
         reset_rdx = vcpu_sig if vcpu_sig is not None else 0
     elif vmm is VmmType.EC2:
