@@ -98,11 +98,12 @@ struct keep_hc_page {
 struct keep_user_info {
     uint32_t magic; /* KEEP_USER_INFO_MAGIC */
     uint16_t abi_version;
-    uint16_t vcpu_count;
+    uint16_t reserved;
     uint64_t hc_page;
     uint64_t hc_buffer;
     uint64_t hc_buffer_size;
     uint64_t doorbell;
+    uint64_t entry;       /* the runtime image's ELF entry point */
     uint64_t image_start; /* lowest page of the runtime image */
     uint64_t image_end;   /* first byte after the image's last page */
     uint64_t heap_start;  /* private RAM, contents undefined: zero what you use */

@@ -1,0 +1,96 @@
+/* Entry points, the 256 vector stubs, the fault path and the switch to ring 3.
+ * Everything here runs in ring 0, where PVM emulates each instruction: keep it short. */
+#include "keep_abi.h"
+
+    .section .text.entry, "ax", @progbits
+
+/* Boot vCPU: rsp = keep_boot_stack_top (set by the measured initial state). */
+    .globl _start
+_start:
+    call keep_main
+    jmp keep_halt
+
+/* Application processors park here with interrupts off. */
+    .globl keep_ap_park
+keep_ap_park:
+    .globl keep_halt
+keep_halt:
+    cli
+    hlt
+    jmp keep_halt
+
+/* IDT entry i = keep_vector_stubs + i * KEEP_VECTOR_STUB_SIZE. Each stub pushes a zero error
+ * code where the CPU pushes none, then its vector. */
+    .balign KEEP_VECTOR_STUB_SIZE
+    .globl keep_vector_stubs
+keep_vector_stubs:
+    .set vec, 0
+    .rept 256
+    .balign KEEP_VECTOR_STUB_SIZE
+    .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+    .else
+    pushq $0
+    .endif
+    pushq $vec
+    jmp keep_fault
+    .set vec, vec + 1
+    .endr
+    .balign KEEP_VECTOR_STUB_SIZE
+    .globl keep_vector_stubs_end
+keep_vector_stubs_end:
+
+/* On IST1: [rsp] vector, error code, RIP, CS, RFLAGS, RSP, SS. Report, then halt for good. */
+keep_fault:
+    movl $KEEP_HC_PAGE_GPA, %eax
+    movl $KEEP_HC_MAGIC, KEEP_HC_OFF_MAGIC(%rax)
+    movw $KEEP_ABI_VERSION, KEEP_HC_OFF_VERSION(%rax)
+    movl $KEEP_HC_FAULT, KEEP_HC_OFF_CALL(%rax)
+    popq %rcx
+    movq %rcx, KEEP_HC_OFF_ARGS + 0(%rax)
+    popq %rcx
+    movq %rcx, KEEP_HC_OFF_ARGS + 8(%rax)
+    movq %cr2, %rcx
+    movq %rcx, KEEP_HC_OFF_ARGS + 16(%rax)
+    movq 0(%rsp), %rcx
+    movq %rcx, KEEP_HC_OFF_ARGS + 24(%rax)
+    movq 8(%rsp), %rcx
+    movq %rcx, KEEP_HC_OFF_ARGS + 32(%rax)
+    movq 24(%rsp), %rcx
+    movq %rcx, KEEP_HC_OFF_ARGS + 40(%rax)
+    movl $KEEP_DOORBELL_RING, KEEP_DOORBELL_GPA
+    jmp keep_halt
+
+/* keep_enter_user(entry, stack_top, info): iretq to ring 3 with every other register zero. */
+    .globl keep_enter_user
+keep_enter_user:
+    pushq $KEEP_SEL_UDATA
+    pushq %rsi
+    pushq $0x2
+    pushq $KEEP_SEL_UCODE
+    pushq %rdi
+    movq %rdx, %rdi
+    xorl %eax, %eax
+    xorl %ebx, %ebx
+    xorl %ecx, %ecx
+    xorl %edx, %edx
+    xorl %esi, %esi
+    xorl %ebp, %ebp
+    xorl %r8d, %r8d
+    xorl %r9d, %r9d
+    xorl %r10d, %r10d
+    xorl %r11d, %r11d
+    xorl %r12d, %r12d
+    xorl %r13d, %r13d
+    xorl %r14d, %r14d
+    xorl %r15d, %r15d
+    iretq
+
+/* Ring-0 stacks: the boot stack, and the fault stack (TSS.RSP0 and IST1). */
+    .section .bss.stacks, "aw", @nobits
+    .balign KEEP_PAGE_SIZE
+    .space KEEP_PAGE_SIZE
+    .globl keep_boot_stack_top
+keep_boot_stack_top:
+    .space KEEP_PAGE_SIZE
+    .globl keep_fault_stack_top
+keep_fault_stack_top:

@@ -1,0 +1,671 @@
+"""Lay a keep out: microkernel ELF + ring-3 runtime image ELF (+ vCPU count) → ``LaunchPlan``.
+
+The microkernel declares the layout in its ``.note.keepstack`` note (``struct keep_layout`` in
+``runtime/ukernel/include/keep_abi.h``); this module reads it and builds, as measured pages:
+
+* the GDT + TSS page, the IDT page (256 interrupt gates on IST1, pointing at the microkernel's
+  vector stubs), the user-info page (``struct keep_user_info``), the SECRETS and CPUID pages;
+* the page tables: an identity map of exactly what is used — ring-0 pages for the microkernel,
+  ring-3 pages only for the runtime image, its heap and stack, the shared hypercall page and
+  buffer and the doorbell; NX on everything not executable; 2 MiB pages where a whole aligned
+  2 MiB has one permission;
+* both ELFs' PT_LOAD segments page by page (NORMAL; ZERO for pages wholly past ``p_filesz``);
+* the vCPU states: the boot CPU at the microkernel's entry in long mode, APs parked.
+
+ELF input is validated strictly: anything malformed, overlapping or misaligned is an
+``InputError`` naming the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolchain.errors import InputError
+from toolchain.measure.plan import AbiAddresses, LaunchPlan, Region
+from toolchain.snp.digest import PAGE_SIZE, PageType
+from toolchain.snp.vmsa import (
+    CR4_MCE,
+    CR4_OSFXSR,
+    CR4_OSXMMEXCPT,
+    CR4_PAE,
+    EFER_LMA,
+    EFER_LME,
+    EFER_NXE,
+    EFER_SVME,
+    TSS64_BUSY,
+    Segment,
+    VcpuState,
+    long_mode_state,
+)
+
+NOTE_NAME = b"Keepstack\0"
+NOTE_TYPE_LAYOUT = 1
+ABI_VERSION = 1
+VECTOR_STUB_SIZE = 16
+HC_MAGIC = 0x3143484B
+USER_INFO_MAGIC = 0x3149554B
+LARGE_PAGE = 0x200000
+
+# Selectors and GDT (see keep_abi.h): null, kernel code, kernel data, user code, user data, TSS.
+SEL_KCODE, SEL_KDATA, SEL_UCODE, SEL_UDATA, SEL_TSS = 0x08, 0x10, 0x1B, 0x23, 0x28
+_GDT_ENTRIES = (
+    0,
+    0x00AF9B000000FFFF,  # ring-0 64-bit code, accessed
+    0x00CF93000000FFFF,  # ring-0 data, accessed
+    0x00AFFB000000FFFF,  # ring-3 64-bit code, accessed
+    0x00CFF3000000FFFF,  # ring-3 data, accessed
+)
+GDT_LIMIT = (len(_GDT_ENTRIES) + 2) * 8 - 1  # + the 16-byte TSS descriptor
+TSS_LIMIT = 0x67
+TSS_OFFSET = 0x80
+
+#: struct keep_layout, field by field (little-endian), after abi_version and size.
+_LAYOUT_FIELDS = (
+    "guest_policy",
+    "sev_features",
+    "ram_size",
+    "gdt",
+    "tss",
+    "idt",
+    "secrets_page",
+    "cpuid_page",
+    "user_info",
+    "page_tables",
+    "page_tables_size",
+    "hc_page",
+    "hc_buffer",
+    "hc_buffer_size",
+    "doorbell",
+    "user_base",
+    "user_stack_size",
+    "boot_stack_top",
+    "fault_stack_top",
+    "ap_entry",
+    "vector_stubs",
+)
+_LAYOUT = struct.Struct("<II" + "Q" * len(_LAYOUT_FIELDS))
+_USER_INFO = struct.Struct("<IHH" + "Q" * 12)
+
+# Page-table entry bits.
+PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80
+PTE_NX = 1 << 63
+
+# ELF constants (pyelftools names).
+PF_X, PF_W, PF_R = 1, 2, 4
+
+
+@dataclass(frozen=True)
+class KeepLayout:
+    """The ``.note.keepstack`` declaration of a microkernel ELF."""
+
+    abi_version: int
+    guest_policy: int
+    sev_features: int
+    ram_size: int
+    gdt: int
+    tss: int
+    idt: int
+    secrets_page: int
+    cpuid_page: int
+    user_info: int
+    page_tables: int
+    page_tables_size: int
+    hc_page: int
+    hc_buffer: int
+    hc_buffer_size: int
+    doorbell: int
+    user_base: int
+    user_stack_size: int
+    boot_stack_top: int
+    fault_stack_top: int
+    ap_entry: int
+    vector_stubs: int
+
+
+@dataclass(frozen=True)
+class Access:
+    """How a page is mapped: writable, executable, reachable from ring 3."""
+
+    write: bool
+    execute: bool
+    user: bool
+
+    def pte_bits(self) -> int:
+        bits = PTE_P | PTE_A
+        if self.write:
+            bits |= PTE_RW | PTE_D
+        if self.user:
+            bits |= PTE_US
+        if not self.execute:
+            bits |= PTE_NX
+        return bits
+
+
+KERNEL_RO = Access(write=False, execute=False, user=False)
+KERNEL_RW = Access(write=True, execute=False, user=False)
+USER_RO = Access(write=False, execute=False, user=True)
+USER_RW = Access(write=True, execute=False, user=True)
+
+
+@dataclass(frozen=True)
+class Segment64:
+    """One validated PT_LOAD segment."""
+
+    index: int
+    vaddr: int
+    memsz: int
+    data: bytes  # p_filesz bytes from the file
+    flags: int
+
+    @property
+    def first_page(self) -> int:
+        return self.vaddr - self.vaddr % PAGE_SIZE
+
+    @property
+    def end_page(self) -> int:
+        return -(-(self.vaddr + self.memsz) // PAGE_SIZE) * PAGE_SIZE
+
+
+@dataclass(frozen=True)
+class ElfImage:
+    """A validated static x86-64 executable: entry point, PT_LOAD segments and notes."""
+
+    name: str
+    entry: int
+    segments: tuple[Segment64, ...]
+    notes: tuple[tuple[bytes, int, bytes], ...]  # (name, type, descriptor)
+    sha256: str
+
+    @property
+    def start(self) -> int:
+        return self.segments[0].first_page
+
+    @property
+    def end(self) -> int:
+        return max(s.end_page for s in self.segments)
+
+
+def _read_bytes(source: Path | bytes, what: str) -> bytes:
+    if isinstance(source, bytes | bytearray):
+        return bytes(source)
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the {what} {source}: {exc.strerror}") from None
+
+
+def load_elf(source: Path | bytes, what: str) -> ElfImage:
+    """Parse and validate a static x86-64 ELF executable (``what`` names it in errors)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    data = _read_bytes(source, what)
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        elfclass, little_endian, header = elf.elfclass, elf.little_endian, elf.header
+        headers = [elf.get_segment(i).header for i in range(elf.num_segments())]
+    except (ELFError, struct.error, ValueError, KeyError, IndexError, OSError) as exc:
+        raise InputError(f"the {what} is not a valid ELF file: {exc}") from None
+    if elfclass != 64 or not little_endian:
+        raise InputError(f"the {what} is not a little-endian 64-bit ELF")
+    if header["e_machine"] != "EM_X86_64":
+        raise InputError(f"the {what} is for {header['e_machine']}, not x86-64")
+    if header["e_type"] != "ET_EXEC":
+        raise InputError(f"the {what} is {header['e_type']}, not a static executable (ET_EXEC)")
+
+    segments: list[Segment64] = []
+    notes: list[tuple[bytes, int, bytes]] = []
+    for index, ph in enumerate(headers):
+        kind = ph["p_type"]
+        if kind in {"PT_DYNAMIC", "PT_INTERP"}:
+            raise InputError(f"the {what} has {kind}: it must be statically linked")
+        offset, filesz = ph["p_offset"], ph["p_filesz"]
+        if kind in {"PT_LOAD", "PT_NOTE"} and (offset + filesz > len(data) or offset < 0):
+            raise InputError(
+                f"the {what}'s segment {index} ({kind}) reaches past the end of the file "
+                f"(offset {offset:#x} + {filesz:#x} > {len(data):#x})"
+            )
+        if kind == "PT_NOTE":
+            notes.extend(_parse_notes(data[offset : offset + filesz], what))
+            continue
+        if kind != "PT_LOAD":
+            continue
+        vaddr, memsz, align = ph["p_vaddr"], ph["p_memsz"], ph["p_align"]
+        if memsz == 0:
+            continue
+        if filesz > memsz:
+            raise InputError(f"the {what}'s PT_LOAD {index} has p_filesz > p_memsz")
+        if ph["p_paddr"] != vaddr:
+            raise InputError(
+                f"the {what}'s PT_LOAD {index} has p_paddr {ph['p_paddr']:#x} != "
+                f"p_vaddr {vaddr:#x} (the keep is identity mapped)"
+            )
+        if align < PAGE_SIZE or align & (align - 1) or vaddr % align != offset % align:
+            raise InputError(
+                f"the {what}'s PT_LOAD {index} is misaligned (p_align {align:#x}, "
+                f"p_vaddr {vaddr:#x}, p_offset {offset:#x}): need page alignment"
+            )
+        if ph["p_flags"] & PF_W and ph["p_flags"] & PF_X:
+            raise InputError(f"the {what}'s PT_LOAD {index} is both writable and executable")
+        if vaddr + memsz > 1 << 47:
+            raise InputError(f"the {what}'s PT_LOAD {index} lies beyond the 47-bit address space")
+        segments.append(
+            Segment64(index, vaddr, memsz, data[offset : offset + filesz], ph["p_flags"])
+        )
+    if not segments:
+        raise InputError(f"the {what} has no loadable segment")
+    segments.sort(key=lambda s: s.vaddr)
+    for before, after in itertools.pairwise(segments):
+        if after.first_page < before.end_page:
+            raise InputError(
+                f"the {what}'s PT_LOAD {before.index} and {after.index} overlap or share a page "
+                f"({before.vaddr:#x}+{before.memsz:#x} and {after.vaddr:#x})"
+            )
+    entry = header["e_entry"]
+    if not any(s.flags & PF_X and s.vaddr <= entry < s.vaddr + s.memsz for s in segments):
+        raise InputError(f"the {what}'s entry point {entry:#x} is not in an executable segment")
+    return ElfImage(what, entry, tuple(segments), tuple(notes), hashlib.sha256(data).hexdigest())
+
+
+def _parse_notes(blob: bytes, what: str) -> list[tuple[bytes, int, bytes]]:
+    notes = []
+    pos = 0
+    while pos + 12 <= len(blob):
+        namesz, descsz, kind = struct.unpack_from("<III", blob, pos)
+        name_start = pos + 12
+        desc_start = name_start + (-(-namesz // 4) * 4)
+        desc_end = desc_start + descsz
+        if desc_end > len(blob):
+            raise InputError(f"the {what} has a truncated note")
+        notes.append((blob[name_start : name_start + namesz], kind, blob[desc_start:desc_end]))
+        pos = desc_start + (-(-descsz // 4) * 4)
+    return notes
+
+
+def read_layout(ukernel: ElfImage) -> KeepLayout:
+    """The microkernel's ``.note.keepstack`` layout declaration."""
+    found = [desc for name, kind, desc in ukernel.notes if name == NOTE_NAME]
+    layouts = [
+        desc for name, kind, desc in ukernel.notes if name == NOTE_NAME and kind == NOTE_TYPE_LAYOUT
+    ]
+    if not found or len(layouts) != 1:
+        raise InputError(
+            f"the {ukernel.name} has no (or more than one) Keepstack layout note",
+            hint="build it with toolchain.build.ukernel (runtime/ukernel/note.c)",
+        )
+    desc = layouts[0]
+    if len(desc) < 8:
+        raise InputError("the Keepstack layout note is truncated")
+    version, size = struct.unpack_from("<II", desc)
+    if version != ABI_VERSION:
+        raise InputError(f"the microkernel declares ABI version {version}; this is {ABI_VERSION}")
+    if size != _LAYOUT.size or len(desc) != _LAYOUT.size:
+        raise InputError(
+            f"the Keepstack layout note is {len(desc)} bytes (declares {size}); "
+            f"ABI {ABI_VERSION} has {_LAYOUT.size}"
+        )
+    values = _LAYOUT.unpack(desc)[2:]
+    layout = KeepLayout(version, **dict(zip(_LAYOUT_FIELDS, values, strict=True)))
+    _check_layout(layout)
+    return layout
+
+
+def _check_layout(layout: KeepLayout) -> None:
+    for name in (
+        "ram_size",
+        "gdt",
+        "idt",
+        "secrets_page",
+        "cpuid_page",
+        "user_info",
+        "page_tables",
+        "page_tables_size",
+        "hc_page",
+        "hc_buffer",
+        "hc_buffer_size",
+        "doorbell",
+        "user_base",
+        "user_stack_size",
+    ):
+        value = getattr(layout, name)
+        if value % PAGE_SIZE or (name.endswith("size") and value == 0):
+            raise InputError(f"the layout note's {name} ({value:#x}) is not page-aligned")
+    if layout.tss != layout.gdt + TSS_OFFSET:
+        raise InputError(f"the layout note puts the TSS at {layout.tss:#x}, not GDT + 0x80")
+    if layout.ram_size > 1 << 39:
+        raise InputError(f"RAM size {layout.ram_size:#x} exceeds the 512 GiB one PML4 entry maps")
+    if layout.vector_stubs % VECTOR_STUB_SIZE:
+        raise InputError("the layout note's vector stubs are not 16-byte aligned")
+
+
+class _PageMap:
+    """Launched pages by GPA, refusing any page claimed twice."""
+
+    def __init__(self) -> None:
+        self.pages: dict[int, tuple[PageType, bytes | None, str]] = {}
+
+    def add(self, gpa: int, page_type: PageType, data: bytes | None, label: str) -> None:
+        if gpa in self.pages:
+            raise InputError(
+                f"{label} overlaps {self.pages[gpa][2]} at {gpa:#x}",
+                hint="the runtime image must not overlap the microkernel's fixed layout",
+            )
+        self.pages[gpa] = (page_type, data, label)
+
+
+class _Mappings:
+    """Identity mappings by page, refusing any page mapped twice."""
+
+    def __init__(self) -> None:
+        self.pages: dict[int, Access] = {}
+        self.ranges: list[tuple[int, int, Access]] = []  # large uniform ranges (heap, stack)
+
+    def add(self, gpa: int, access: Access, what: str) -> None:
+        if gpa in self.pages or any(s <= gpa < e for s, e, _ in self.ranges):
+            raise InputError(f"{what} at {gpa:#x} is mapped twice")
+        self.pages[gpa] = access
+
+    def add_range(self, start: int, end: int, access: Access, what: str) -> None:
+        if any(start <= gpa < end for gpa in self.pages) or any(
+            s < end and start < e for s, e, _ in self.ranges
+        ):
+            raise InputError(f"{what} [{start:#x}, {end:#x}) overlaps another mapping")
+        self.ranges.append((start, end, access))
+
+    def lookup(self, gpa: int) -> Access | None:
+        if gpa in self.pages:
+            return self.pages[gpa]
+        for start, end, access in self.ranges:
+            if start <= gpa < end:
+                return access
+        return None
+
+    def uniform_large(self, base: int) -> Access | None:
+        """The access of the 2 MiB at ``base`` if one range maps it all, else None."""
+        for start, end, access in self.ranges:
+            if start <= base and base + LARGE_PAGE <= end:
+                return access
+        return None
+
+    def touched_chunks(self) -> list[int]:
+        chunks = {gpa - gpa % LARGE_PAGE for gpa in self.pages}
+        for start, end, _ in self.ranges:
+            chunks.update(range(start - start % LARGE_PAGE, end, LARGE_PAGE))
+        return sorted(chunks)
+
+
+def _place_segments(
+    image: ElfImage, pages: _PageMap, mappings: _Mappings, *, user: bool, label: str
+) -> None:
+    for seg in image.segments:
+        access = Access(write=bool(seg.flags & PF_W), execute=bool(seg.flags & PF_X), user=user)
+        file_end = seg.vaddr + len(seg.data)
+        for gpa in range(seg.first_page, seg.end_page, PAGE_SIZE):
+            what = f"{label} PT_LOAD {seg.index}"
+            if gpa >= file_end:
+                pages.add(gpa, PageType.ZERO, None, what)
+            else:
+                page = bytearray(PAGE_SIZE)
+                lo = max(gpa, seg.vaddr)
+                hi = min(gpa + PAGE_SIZE, file_end)
+                page[lo - gpa : hi - gpa] = seg.data[lo - seg.vaddr : hi - seg.vaddr]
+                pages.add(gpa, PageType.NORMAL, bytes(page), what)
+            mappings.add(gpa, access, what)
+
+
+def _gdt_page(layout: KeepLayout) -> bytes:
+    page = bytearray(PAGE_SIZE)
+    for index, entry in enumerate(_GDT_ENTRIES):
+        struct.pack_into("<Q", page, index * 8, entry)
+    base = layout.tss
+    low = (
+        TSS_LIMIT
+        | (base & 0xFFFFFF) << 16
+        | (0x80 | 0x0B) << 40  # present, 64-bit TSS (busy: TR is loaded at entry)
+        | ((base >> 24) & 0xFF) << 56
+    )
+    struct.pack_into("<QQ", page, len(_GDT_ENTRIES) * 8, low, base >> 32)
+    # TSS: RSP0 and IST1 both the fault stack; no I/O bitmap (offset past the limit).
+    tss = bytearray(TSS_LIMIT + 1)
+    struct.pack_into("<Q", tss, 0x04, layout.fault_stack_top)
+    struct.pack_into("<Q", tss, 0x24, layout.fault_stack_top)
+    struct.pack_into("<H", tss, 0x66, TSS_LIMIT + 1)
+    page[TSS_OFFSET : TSS_OFFSET + len(tss)] = tss
+    return bytes(page)
+
+
+def _idt_page(layout: KeepLayout) -> bytes:
+    page = bytearray(PAGE_SIZE)
+    for vector in range(256):
+        handler = layout.vector_stubs + vector * VECTOR_STUB_SIZE
+        struct.pack_into(
+            "<HHBBHII",
+            page,
+            vector * 16,
+            handler & 0xFFFF,
+            SEL_KCODE,
+            1,  # IST1: every fault lands on the known-good fault stack
+            0x8E,  # present, DPL 0 (int N from ring 3 is #GP), 64-bit interrupt gate
+            (handler >> 16) & 0xFFFF,
+            handler >> 32,
+            0,
+        )
+    return bytes(page)
+
+
+def _page_tables(layout: KeepLayout, mappings: _Mappings) -> list[tuple[int, bytes]]:
+    """Identity-map ``mappings`` with PML4 → PDPT → PDs → PTs placed from ``page_tables`` on."""
+    chunks = mappings.touched_chunks()
+    gigs = sorted({c - c % (1 << 30) for c in chunks})
+    small = [c for c in chunks if mappings.uniform_large(c) is None]
+    base = layout.page_tables
+    pml4_gpa, pdpt_gpa = base, base + PAGE_SIZE
+    pd_gpa = {g: base + (2 + i) * PAGE_SIZE for i, g in enumerate(gigs)}
+    pt_gpa = {c: base + (2 + len(gigs) + i) * PAGE_SIZE for i, c in enumerate(small)}
+    total = 2 + len(gigs) + len(small)
+    if total * PAGE_SIZE > layout.page_tables_size:
+        raise InputError(
+            f"the page tables need {total} pages but the layout reserves "
+            f"{layout.page_tables_size // PAGE_SIZE}"
+        )
+    upper = PTE_P | PTE_RW | PTE_US | PTE_A  # leaves decide the permissions
+    pml4 = bytearray(PAGE_SIZE)
+    struct.pack_into("<Q", pml4, 0, pdpt_gpa | upper)
+    pdpt = bytearray(PAGE_SIZE)
+    for gig, gpa in pd_gpa.items():
+        struct.pack_into("<Q", pdpt, (gig >> 30) * 8, gpa | upper)
+    tables: list[tuple[int, bytes]] = [(pml4_gpa, bytes(pml4)), (pdpt_gpa, bytes(pdpt))]
+    pds: dict[int, bytearray] = {g: bytearray(PAGE_SIZE) for g in gigs}
+    for chunk in chunks:
+        pd = pds[chunk - chunk % (1 << 30)]
+        slot = ((chunk >> 21) & 0x1FF) * 8
+        large = mappings.uniform_large(chunk)
+        if large is not None:
+            struct.pack_into("<Q", pd, slot, chunk | large.pte_bits() | PTE_PS)
+        else:
+            struct.pack_into("<Q", pd, slot, pt_gpa[chunk] | upper)
+    tables += [(pd_gpa[g], bytes(pds[g])) for g in gigs]
+    for chunk in small:
+        pt = bytearray(PAGE_SIZE)
+        for index in range(512):
+            gpa = chunk + index * PAGE_SIZE
+            access = mappings.lookup(gpa)
+            if access is not None:
+                struct.pack_into("<Q", pt, index * 8, gpa | access.pte_bits())
+        tables.append((pt_gpa[chunk], bytes(pt)))
+    return tables
+
+
+def _merge_regions(pages: _PageMap) -> tuple[Region, ...]:
+    """Consecutive pages of one type and one label become one region, in GPA order."""
+    regions: list[Region] = []
+    run: list[tuple[int, PageType, bytes | None, str]] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        first_gpa, page_type, _, label = run[0]
+        data = None
+        if page_type is PageType.NORMAL:
+            data = b"".join(d for _, _, d, _ in run if d is not None)
+        regions.append(Region(first_gpa, page_type, len(run) * PAGE_SIZE, data, label))
+        run.clear()
+
+    for gpa in sorted(pages.pages):
+        page_type, data, label = pages.pages[gpa]
+        if run and not (
+            run[-1][0] + PAGE_SIZE == gpa and run[-1][1] is page_type and run[-1][3] == label
+        ):
+            flush()
+        run.append((gpa, page_type, data, label))
+    flush()
+    return tuple(regions)
+
+
+def _long_mode_vcpu(layout: KeepLayout, *, rip: int, rsp: int) -> VcpuState:
+    """Ring 0, 64-bit, paging on with the measured tables, GDT/IDT/TR loaded (ABI.md)."""
+    return long_mode_state(
+        rip=rip,
+        rsp=rsp,
+        cr3=layout.page_tables,
+        gdt_base=layout.gdt,
+        gdt_limit=GDT_LIMIT,
+        idt_base=layout.idt,
+        idt_limit=256 * 16 - 1,
+        tr=Segment(SEL_TSS, TSS64_BUSY, TSS_LIMIT, layout.tss),
+        code_selector=SEL_KCODE,
+        data_selector=SEL_KDATA,
+        cr4=CR4_PAE | CR4_MCE | CR4_OSFXSR | CR4_OSXMMEXCPT,
+        efer=EFER_SVME | EFER_NXE | EFER_LMA | EFER_LME,  # no SCE: syscall faults
+    )
+
+
+def build_plan(
+    ukernel: Path | bytes,
+    runtime: Path | bytes,
+    *,
+    vcpu_count: int = 1,
+) -> LaunchPlan:
+    """The LaunchPlan of a keep: the microkernel ELF and the ring-3 runtime image ELF."""
+    kernel = load_elf(ukernel, "microkernel ELF")
+    user = load_elf(runtime, "runtime image ELF")
+    layout = read_layout(kernel)
+    ram = layout.ram_size
+
+    if kernel.end > layout.hc_page or kernel.start < layout.page_tables + layout.page_tables_size:
+        raise InputError(
+            f"the microkernel [{kernel.start:#x}, {kernel.end:#x}) does not fit between the page "
+            f"tables and the hypercall page"
+        )
+    if user.start < layout.user_base:
+        raise InputError(
+            f"the runtime image starts at {user.start:#x}, below the user base "
+            f"{layout.user_base:#x}",
+            hint="link it at 0x1000000 or above (see runtime/ukernel/ABI.md)",
+        )
+    stack_top = ram
+    stack_bottom = ram - layout.user_stack_size
+    heap_start = user.end
+    heap_end = stack_bottom - PAGE_SIZE  # one unmapped guard page below the stack
+    if heap_end <= heap_start:
+        raise InputError(
+            f"the runtime image ends at {user.end:#x}: no room for a heap below the stack "
+            f"({stack_bottom:#x}) in {ram:#x} bytes of RAM"
+        )
+
+    pages = _PageMap()
+    mappings = _Mappings()
+    _place_segments(kernel, pages, mappings, user=False, label="microkernel")
+    _place_segments(user, pages, mappings, user=True, label="runtime image")
+
+    user_info = _USER_INFO.pack(
+        USER_INFO_MAGIC,
+        ABI_VERSION,
+        0,
+        layout.hc_page,
+        layout.hc_buffer,
+        layout.hc_buffer_size,
+        layout.doorbell,
+        user.entry,
+        user.start,
+        user.end,
+        heap_start,
+        heap_end,
+        stack_top,
+        stack_bottom,
+        ram,
+    )
+    fixed: Iterable[tuple[int, PageType, bytes | None, str, Access]] = (
+        (layout.gdt, PageType.NORMAL, _gdt_page(layout), "GDT and TSS", KERNEL_RW),
+        (layout.idt, PageType.NORMAL, _idt_page(layout), "IDT", KERNEL_RO),
+        (layout.secrets_page, PageType.SECRETS, None, "secrets page", KERNEL_RO),
+        (layout.cpuid_page, PageType.CPUID, None, "CPUID page", KERNEL_RO),
+        (
+            layout.user_info,
+            PageType.NORMAL,
+            user_info.ljust(PAGE_SIZE, b"\0"),
+            "user info",
+            USER_RO,
+        ),
+    )
+    for gpa, page_type, data, label, access in fixed:
+        pages.add(gpa, page_type, data, label)
+        mappings.add(gpa, access, label)
+
+    # Shared with the VMM and the doorbell: mapped for ring 3, never launched.
+    for gpa in range(layout.hc_page, layout.hc_page + PAGE_SIZE, PAGE_SIZE):
+        mappings.add(gpa, USER_RW, "hypercall page")
+    for gpa in range(layout.hc_buffer, layout.hc_buffer + layout.hc_buffer_size, PAGE_SIZE):
+        mappings.add(gpa, USER_RW, "hypercall buffer")
+    mappings.add(layout.doorbell, USER_RW, "doorbell")
+    for what, gpa in (("hypercall page", layout.hc_page), ("doorbell", layout.doorbell)):
+        if gpa in pages.pages:
+            raise InputError(f"{pages.pages[gpa][2]} overlaps the {what} at {gpa:#x}")
+    if any(layout.hc_buffer <= g < layout.hc_buffer + layout.hc_buffer_size for g in pages.pages):
+        raise InputError("a launched page overlaps the hypercall buffer")
+    mappings.add_range(heap_start, heap_end, USER_RW, "heap")
+    mappings.add_range(stack_bottom, stack_top, USER_RW, "stack")
+
+    for gpa, table in _page_tables(layout, mappings):
+        pages.add(gpa, PageType.NORMAL, table, "page tables")
+    if any(g >= ram for g in pages.pages):
+        raise InputError("a launched page lies beyond the end of RAM")
+
+    boot = _long_mode_vcpu(layout, rip=kernel.entry, rsp=layout.boot_stack_top)
+    ap = _long_mode_vcpu(layout, rip=layout.ap_entry, rsp=0)
+
+    abi = AbiAddresses(
+        abi_version=layout.abi_version,
+        hc_page=layout.hc_page,
+        hc_buffer=layout.hc_buffer,
+        hc_buffer_size=layout.hc_buffer_size,
+        doorbell=layout.doorbell,
+        user_info=layout.user_info,
+        secrets_page=layout.secrets_page,
+        cpuid_page=layout.cpuid_page,
+        page_tables=layout.page_tables,
+        user_entry=user.entry,
+        image_start=user.start,
+        image_end=user.end,
+        heap_start=heap_start,
+        heap_end=heap_end,
+        stack_top=stack_top,
+        stack_bottom=stack_bottom,
+    )
+    return LaunchPlan(
+        regions=_merge_regions(pages),
+        boot_vcpu=boot,
+        ap_vcpu=ap,
+        vcpu_count=vcpu_count,
+        guest_policy=layout.guest_policy,
+        sev_features=layout.sev_features,
+        ram_size=ram,
+        abi=abi,
+        inputs={"ukernel_sha256": kernel.sha256, "runtime_sha256": user.sha256},
+    )
