@@ -1,0 +1,33 @@
+/* Internal interface between the parts of the ring-3 runtime (glue, WASI, libc shim). */
+#ifndef KEEP_RUNTIME_H
+#define KEEP_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit status of an application that trapped (as wasmtime's CLI: 128 + SIGABRT). */
+#define KEEP_TRAP_EXIT_STATUS 134
+/* Exit status when the runtime itself cannot go on (bad launch arguments, out of memory). */
+#define KEEP_FATAL_EXIT_STATUS 125
+/* Stack kept free below the wasm stack limit for the trap handler and WASI calls. */
+#define KEEP_STACK_MARGIN (256u << 10)
+
+/* Lowest stack address wasm code may reach (checked in every wasm function prologue). */
+extern uintptr_t keep_stack_limit;
+
+void keep_heap_init(uintptr_t start, uintptr_t end);
+
+/* Print "keep: <message>" on stderr and end with KEEP_FATAL_EXIT_STATUS. */
+_Noreturn void keep_fatal(const char *message);
+
+/* Write a NUL-terminated string to fd 1 or 2. */
+void keep_write_str(int fd, const char *s);
+
+/* Load the launch arguments (call once, before the application runs). */
+void keep_wasi_init(void);
+
+/* Instantiate and run the application's _start (generated per application: entry.c).
+ * Returns its exit status (0 when _start returns). */
+int keep_app_run(void);
+
+#endif
