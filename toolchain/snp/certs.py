@@ -199,11 +199,9 @@ OID_CSP_ID = x509.ObjectIdentifier(f"{AMD_OID}.5")
 TCB_ARCS: dict[str, int] = {"bootloader": 1, "tee": 2, "snp": 3, "microcode": 8, "fmc": 9}
 
 
-def _reserved_spl_bytes(*, turin: bool) -> tuple[tuple[int, int], ...]:
-    """(arc, byte index) of the reserved SPLs: Turin spl5..7 -> bytes 4..6, else spl4..7 -> 2..5."""
-    if turin:
-        return ((5, 4), (6, 5), (7, 6))
-    return ((4, 2), (5, 3), (6, 4), (7, 5))
+# The arc of 1.3.6.1.4.1.3704.1.3.x that holds each byte (0..7) of a TCB value, per layout
+# (Turin: False/True key). The arcs not named in TCB_ARCS fill the reserved bytes.
+_SPL_ARC_BY_BYTE = {False: (1, 2, 4, 5, 6, 7, 3, 8), True: (9, 1, 2, 3, 5, 6, 7, 8)}
 
 
 def _tcb_oid(arc: int) -> x509.ObjectIdentifier:
@@ -221,21 +219,18 @@ class VekExtensions:
     csp_id: str | None
 
     def tcb(self, *, turin: bool) -> TcbVersion:
-        """The certificate's TCB as a 64-bit TCB_VERSION in the given layout (absent parts: 0)."""
-        missing = [
-            n for n, arc in TCB_ARCS.items() if arc not in self.spl and (turin or n != "fmc")
-        ]
+        """The certificate's TCB as a TCB_VERSION in the given layout (reserved SPLs absent: 0)."""
+        arcs = _SPL_ARC_BY_BYTE[turin]
+        missing = [n for n, arc in TCB_ARCS.items() if arc in arcs and arc not in self.spl]
         if missing:
             raise InputError(f"the certificate lacks TCB extension(s): {', '.join(missing)}")
-        parts = {n: self.spl[arc] for n, arc in TCB_ARCS.items() if n != "fmc"}
-        if any(v > 0xFF for v in self.spl.values()):
-            raise InputError("a TCB extension value exceeds 255")
-        reserved = 0
-        for arc, byte in _reserved_spl_bytes(turin=turin):
-            reserved |= self.spl.get(arc, 0) << (8 * byte)
-        if turin:
-            return TcbVersion(**parts, fmc=self.spl[TCB_ARCS["fmc"]], reserved=reserved)
-        return TcbVersion(**parts, reserved=reserved)
+        value = 0
+        for byte, arc in enumerate(arcs):
+            level = self.spl.get(arc, 0)
+            if level > 0xFF:
+                raise InputError(f"TCB extension 1.3.6.1.4.1.3704.1.3.{arc} exceeds 255: {level}")
+            value |= level << (8 * byte)
+        return TcbVersion.from_int(value, turin=turin)
 
 
 def _ext_value(ext: x509.Extension[x509.ExtensionType]) -> bytes:
@@ -305,15 +300,11 @@ def vcek_extensions(
         (OID_STRUCT_VERSION, der_integer(1 if turin else 0)),
         (OID_PRODUCT_NAME, der_ia5(name)),
     ]
-    if turin:
-        values.append((_tcb_oid(TCB_ARCS["fmc"]), der_integer(int(tcb.fmc or 0))))
-    spl = {arc: tcb.reserved >> (8 * byte) & 0xFF for arc, byte in _reserved_spl_bytes(turin=turin)}
-    for arc in (1, 2, 3, 4, 5, 6, 7, 8):
-        if arc in spl:
-            values.append((_tcb_oid(arc), der_integer(spl[arc])))
-        elif arc in TCB_ARCS.values():
-            component = next(n for n, a in TCB_ARCS.items() if a == arc)
-            values.append((_tcb_oid(arc), der_integer(int(getattr(tcb, component)))))
+    # One extension per byte of the TCB value, in byte order (as AMD's certificates list them).
+    value = tcb.to_int()
+    for arc in _SPL_ARC_BY_BYTE[turin]:
+        values.append((_tcb_oid(arc), der_integer(value & 0xFF)))
+        value >>= 8
     if chip_id:
         hwid = chip_id[:8] if turin and len(chip_id) == 64 and not any(chip_id[8:]) else chip_id
         values.append((OID_HWID, decode_hwid(hwid)))
