@@ -80,8 +80,28 @@ def _quiet_load_der(data: bytes) -> x509.Certificate:
         return x509.load_der_x509_certificate(data)
 
 
+# What cryptography raises on malformed DER inside an object it already loaded (a KeyError for an
+# unknown string type in a Name, for one).
+_PARSE_ERRORS = (ValueError, TypeError, KeyError)
+
+
+def _touch(cert: x509.Certificate) -> x509.Certificate:
+    """Read the fields the verifier uses, so that lazily parsed garbage fails at load time."""
+    try:
+        _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _ = (cert.signature_algorithm_oid, cert.serial_number, cert.signature)
+        _ = cert.tbs_certificate_bytes
+    except _PARSE_ERRORS as exc:
+        raise InputError(f"malformed certificate: {exc!r}") from exc
+    return cert
+
+
 def load_certificates(data: bytes) -> list[x509.Certificate]:
     """Certificates from PEM (one or many), DER, or a PkiPath (DER SEQUENCE OF Certificate)."""
+    return [_touch(cert) for cert in _load_certificates(data)]
+
+
+def _load_certificates(data: bytes) -> list[x509.Certificate]:
     try:
         if b"-----BEGIN CERTIFICATE-----" in data:
             with warnings.catch_warnings():
@@ -100,8 +120,8 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
             size = _der_size(content)
             certs.append(_quiet_load_der(content[:size]))
             content = content[size:]
-    except ValueError as exc:
-        raise InputError(f"not a certificate (PEM, DER) nor a PkiPath: {exc}") from exc
+    except _PARSE_ERRORS as exc:
+        raise InputError(f"not a certificate (PEM, DER) nor a PkiPath: {exc!r}") from exc
     if not certs:
         raise InputError("an empty certificate list")
     return certs
@@ -274,7 +294,7 @@ def parse_vcek_extensions(cert: x509.Certificate) -> VekExtensions:
     """AMD's extensions of a VCEK/VLEK; InputError when one is malformed."""
     try:
         extensions = list(cert.extensions)
-    except ValueError as exc:
+    except _PARSE_ERRORS as exc:
         raise InputError(f"the certificate's extensions cannot be read: {exc}") from exc
     values = {
         ext.oid.dotted_string: _ext_value(ext)
@@ -383,8 +403,8 @@ def read_crl(data: bytes) -> x509.CertificateRevocationList:
         # Touch what the verifier will read, so malformed inner fields fail here.
         _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.signature_algorithm_oid)
         _ = [(entry.serial_number, entry.revocation_date_utc) for entry in crl]
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"not a certificate revocation list: {exc}") from exc
+    except _PARSE_ERRORS as exc:
+        raise InputError(f"not a certificate revocation list: {exc!r}") from exc
     return crl
 
 
