@@ -88,9 +88,11 @@ _PARSE_ERRORS = (ValueError, TypeError, KeyError)
 def _touch(cert: x509.Certificate) -> x509.Certificate:
     """Read the fields the verifier uses, so that lazily parsed garbage fails at load time."""
     try:
-        _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
-        _ = (cert.signature_algorithm_oid, cert.serial_number, cert.signature)
-        _ = cert.tbs_certificate_bytes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # AMD's VCEK serials are "negative" for RFC 5280
+            _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+            _ = (cert.signature_algorithm_oid, cert.serial_number, cert.signature)
+            _ = cert.tbs_certificate_bytes
     except _PARSE_ERRORS as exc:
         raise InputError(f"malformed certificate: {exc!r}") from exc
     return cert
