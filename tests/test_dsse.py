@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from securesystemslib import exceptions as sslib_exceptions
 from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import CryptoSigner, SSlibKey
@@ -150,3 +152,58 @@ def test_securesystemslib_envelope_verifies_with_ours(algorithm: str, keyid_styl
     )
     assert references is None
     assert [c.name for c in checklist.failures] == ["payload type"]
+
+
+# --- robustness -------------------------------------------------------------------------------
+
+
+def test_duplicate_keys_and_nan_are_refused() -> None:
+    key = generate_private_key("ed25519")
+    good = sign_statement(_statement(), key)
+    text = good.decode()
+    doubled = text.replace('"payloadType"', '"payloadType": "text/plain", "payloadType"', 1)
+    with pytest.raises(InputError, match="duplicate key 'payloadType'"):
+        Envelope.parse(doubled.encode())
+    with pytest.raises(InputError, match="NaN"):
+        Envelope.parse(b'{"payload": NaN, "payloadType": "x", "signatures": []}')
+    # A signed payload with a duplicate key is not a usable statement either.
+    payload = canonical_payload(_statement()).replace(b'{"_type"', b'{"_type":1,"_type"', 1)
+    envelope = Envelope(payload, INTOTO_PAYLOAD_TYPE, ()).signed_by(key)
+    checklist, references = verify_envelope(
+        envelope.to_json(), TrustPolicy.from_keys([key.public_key()]), at=AT
+    )
+    assert references is None
+    assert "duplicate key '_type'" in checklist.render()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_are_unusable_input_or_unverified(data: bytes) -> None:
+    trust = TrustPolicy.from_keys([_FUZZ_KEY.public_key()])
+    try:
+        _, references = verify_envelope(data, trust, at=AT)
+    except InputError:
+        return
+    assert references is None
+
+
+_FUZZ_KEY = generate_private_key("ed25519")
+_FUZZ_ENVELOPE = sign_statement(_statement(), _FUZZ_KEY)
+_FUZZ_CONTENT = Envelope.parse(_FUZZ_ENVELOPE)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, len(_FUZZ_ENVELOPE) - 1), st.integers(1, 255))
+def test_a_flipped_byte_never_verifies_different_content(position: int, flip: int) -> None:
+    data = bytearray(_FUZZ_ENVELOPE)
+    data[position] ^= flip
+    trust = TrustPolicy.from_keys([_FUZZ_KEY.public_key()])
+    try:
+        checklist, _ = verify_envelope(bytes(data), trust, at=AT)
+    except InputError:
+        return
+    if checklist.ok:
+        # Only changes outside the signed content (whitespace, the keyid hint) may still verify.
+        parsed = Envelope.parse(bytes(data))
+        assert parsed.payload == _FUZZ_CONTENT.payload
+        assert parsed.payload_type == _FUZZ_CONTENT.payload_type

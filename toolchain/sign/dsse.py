@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolchain.errors import InputError
+from toolchain.sign import strict_json
 from toolchain.sign.keys import PrivateKey, key_id, sign_bytes
 
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -66,7 +67,7 @@ class Envelope:
         if not data.strip():
             raise InputError("envelope is empty")
         try:
-            document = json.loads(data)
+            document = strict_json.loads(data)
         except UnicodeDecodeError as exc:
             raise InputError(f"envelope is not JSON: not UTF-8 text ({exc.reason})") from exc
         except json.JSONDecodeError as exc:
@@ -79,6 +80,8 @@ class Envelope:
             raise InputError(
                 f"envelope is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from exc
+        except ValueError as exc:
+            raise InputError(f"envelope is ambiguous JSON: {exc}") from exc
         if not isinstance(document, dict):
             raise InputError(f"envelope must be a JSON object, found {type(document).__name__}")
         return cls._from_document(document)

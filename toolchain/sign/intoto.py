@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from toolchain.errors import InputError
+from toolchain.sign import strict_json
 from toolchain.sign.predicate import PREDICATE_TYPE, KeepPredicate
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -43,8 +44,8 @@ def canonical_payload(statement: Mapping[str, Any]) -> bytes:
 
 def parse_statement(payload: bytes) -> dict[str, Any]:
     try:
-        statement = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        statement = strict_json.loads(payload)
+    except ValueError as exc:  # also UnicodeDecodeError and JSONDecodeError
         raise InputError(f"payload is not a JSON in-toto statement ({exc})") from exc
     validate_statement(statement)
     return statement  # type: ignore[no-any-return]

@@ -153,9 +153,9 @@ def verify_envelope(
     Raises InputError when the envelope cannot be read at all (truncated, not JSON, not DSSE) or
     the policy cannot be satisfied by any envelope (fewer distinct keys than its threshold).
     """
-    moment = (at or datetime.now(UTC)).astimezone(UTC)
     if at is not None and at.tzinfo is None:
         raise InputError("verification time needs a time zone")
+    moment = (at or datetime.now(UTC)).astimezone(UTC)
     if len(trust.keys) < trust.threshold:
         raise InputError(
             f"trust policy ({trust.source}) lists {len(trust.keys)} distinct key(s) but needs "
