@@ -55,14 +55,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     show = actions.add_parser(
         "show",
-        help="print an envelope's predicate as a table (verified first when trust is given)",
+        help="print an envelope's predicate as a table (verified first with --trust/--trusted-key)",
     )
     show.add_argument("envelope", type=Path, metavar="ENVELOPE")
     _add_trust_options(show)
 
 
-def _trust_policy(args: argparse.Namespace) -> TrustPolicy | None:
-    """The policy the options name, the default one when present, or None."""
+def _trust_policy(args: argparse.Namespace, *, use_default: bool) -> TrustPolicy | None:
+    """The policy the options name, else the default one when present and wanted, else None."""
     from toolchain.errors import InputError
     from toolchain.sign.keys import load_public_key
     from toolchain.sign.trust import TrustPolicy
@@ -71,7 +71,7 @@ def _trust_policy(args: argparse.Namespace) -> TrustPolicy | None:
         policy = TrustPolicy.from_keys([load_public_key(p) for p in args.trusted_key])
         return policy.with_threshold(args.threshold or 1)
     path = args.trust
-    if path is None and DEFAULT_TRUST.is_file():
+    if path is None and use_default and DEFAULT_TRUST.is_file():
         path = DEFAULT_TRUST
     if path is None:
         return None
@@ -197,7 +197,7 @@ def _show(args: argparse.Namespace) -> int:
 
     data = _read_envelope(args.envelope)
     status = 0
-    policy = _trust_policy(args)
+    policy = _trust_policy(args, use_default=False)
     if policy is not None:
         status, (checklist, _) = _verify(args, policy, data)
         if not args.json:
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         return _show(args)
     from toolchain.errors import InputError
 
-    policy = _trust_policy(args)
+    policy = _trust_policy(args, use_default=True)
     if policy is None:
         raise InputError(
             "no trust policy: give --trust FILE or --trusted-key PUB",
