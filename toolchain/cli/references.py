@@ -110,6 +110,8 @@ def _verify(args: argparse.Namespace, policy: TrustPolicy, data: bytes) -> tuple
             data, policy, at=_at(args), artifacts=getattr(args, "artifacts", None)
         )
     except InputError as exc:
+        if not exc.message.startswith("envelope"):
+            raise
         raise InputError(f"{args.envelope}: {exc.message}", hint=exc.hint) from exc
     checklist.title = f"signed reference measurements {args.envelope}"
     return (0 if checklist.ok else 1), (checklist, references)

@@ -75,7 +75,7 @@ class Envelope:
             if exc.msg.startswith("Unterminated string") or exc.pos >= len(exc.doc.rstrip()):
                 raise InputError(
                     "envelope is truncated: its JSON ends before it is complete "
-                    f"({exc.msg} at byte {exc.pos})"
+                    f"({exc.msg}, byte {exc.pos})"
                 ) from exc
             raise InputError(
                 f"envelope is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"

@@ -206,7 +206,13 @@ def verify_envelope(
             notes.append(f"signature {result.index} is by an untrusted key ({hint})")
             continue
         label = f"{name} (key {key.name}, {key.algorithm})"
-        extra = f"keyid hint {hint} is not this key's ID; " if result.hint_mismatch else ""
+        extra = ""
+        if result.hint_mismatch:
+            extra = (
+                f"keyid hint {hint} is not this key's ID; "
+                if result.signature.keyid
+                else "no keyid hint; "
+            )
         if key.key_id in counted:
             checklist.add(
                 label,
