@@ -177,7 +177,7 @@ def load_wasm(source: Path) -> bytes:
         except UnicodeDecodeError:
             raise InputError(f"{source} is neither a WebAssembly binary nor UTF-8 text") from None
         try:
-            data = wasmtime.wat2wasm(text)
+            data = bytes(wasmtime.wat2wasm(text))
         except wasmtime.WasmtimeError as exc:
             raise InputError(f"{source}: invalid WebAssembly text: {_one_line(str(exc))}") from None
     try:
@@ -364,5 +364,7 @@ def build_app_image(
 
 def runtime_source_digests() -> dict[str, str]:
     """name → SHA-256 of every trusted runtime source (for provenance)."""
-    files = sorted(p for p in RUNTIME_DIR.rglob("*") if p.is_file() and p.suffix in {".c", ".h", ".ld"})
+    files = sorted(
+        p for p in RUNTIME_DIR.rglob("*") if p.is_file() and p.suffix in {".c", ".h", ".ld"}
+    )
     return {f"runtime/wasm/{p.relative_to(RUNTIME_DIR).as_posix()}": sha256_file(p) for p in files}

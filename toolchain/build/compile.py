@@ -283,6 +283,7 @@ def link(
     output = Path(output)
     if hit is not None:
         restore(hit.outputs["elf"], output)
+        output.chmod(0o755)
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="keep-ld-") as scratch:

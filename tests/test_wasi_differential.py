@@ -1,0 +1,166 @@
+"""Differential tests: the keep's runtime (as the Linux "hostcheck" executable) against wasmtime.
+
+Every program in tests/wat/ and examples/ is built with ``build_app_image(..., hostcheck=True)``:
+the same wasm2c output, wasm2c runtime, WASI layer and libc shim objects as the keep image, linked
+with the raw-syscall platform file instead of the hypercall client. Each run must give the same
+stdout and exit status as wasmtime; a trap must print the trap's name and exit non-zero (134).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+from toolchain.build.app import build_app_image
+
+ROOT = Path(__file__).resolve().parent.parent
+WAT_DIR = ROOT / "tests" / "wat"
+TRAP_STATUS = 134
+
+# wasmtime's trap codes → the names the keep's runtime prints (runtime/wasm/glue.c).
+TRAP_NAMES = {
+    wasmtime.TrapCode.STACK_OVERFLOW: "call stack exhausted",
+    wasmtime.TrapCode.MEMORY_OUT_OF_BOUNDS: "out of bounds memory access",
+    wasmtime.TrapCode.INTEGER_OVERFLOW: "integer overflow",
+    wasmtime.TrapCode.INTEGER_DIVISION_BY_ZERO: "integer divide by zero",
+    wasmtime.TrapCode.BAD_CONVERSION_TO_INTEGER: "invalid conversion to integer",
+    wasmtime.TrapCode.UNREACHABLE: "unreachable",
+    wasmtime.TrapCode.TABLE_OUT_OF_BOUNDS: "indirect call",
+    wasmtime.TrapCode.INDIRECT_CALL_TO_NULL: "indirect call",
+    wasmtime.TrapCode.BAD_SIGNATURE: "indirect call",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    program: Path
+    argv: tuple[str, ...] = ("app.wasm",)
+    env: dict[str, str] = field(default_factory=dict)
+    stdin: bytes = b""
+    trap: str | None = None  # expected trap name, when the program must trap
+
+
+@dataclass(frozen=True)
+class Outcome:
+    stdout: bytes
+    status: int
+    trap: str | None
+
+
+CASES = {
+    "hello": Case(ROOT / "examples/hello/hello.wat"),
+    "hello-args-env": Case(
+        ROOT / "examples/hello/hello.wat",
+        argv=("hello.wasm", "one", "two words", "ünïcödé", ""),
+        env={"KEEP": "1", "EMPTY": "", "PATHISH": "/a:/b=c"},
+    ),
+    "fib": Case(ROOT / "examples/cpu/fib.wat"),
+    "exit-code": Case(WAT_DIR / "exit_code.wat"),
+    "echo-stdin": Case(WAT_DIR / "echo_stdin.wat", stdin=b"line one\nline two\n" * 50 + b"end"),
+    "echo-empty-stdin": Case(WAT_DIR / "echo_stdin.wat"),
+    "wasi-errnos": Case(WAT_DIR / "wasi_errnos.wat", argv=("x", "y")),
+    "math": Case(WAT_DIR / "math.wat"),
+    "memory-grow": Case(WAT_DIR / "memory_grow.wat", trap="out of bounds memory access"),
+    "trap-div-zero": Case(WAT_DIR / "trap_div_zero.wat", trap="integer divide by zero"),
+    "trap-int-overflow": Case(WAT_DIR / "trap_int_overflow.wat", trap="integer overflow"),
+    "trap-unreachable": Case(WAT_DIR / "trap_unreachable.wat", trap="unreachable"),
+    "trap-oob": Case(WAT_DIR / "trap_oob.wat", trap="out of bounds memory access"),
+    "trap-stack": Case(WAT_DIR / "trap_stack.wat", trap="call stack exhausted"),
+    "trap-conversion": Case(WAT_DIR / "trap_conversion.wat", trap="invalid conversion to integer"),
+    "trap-indirect": Case(WAT_DIR / "trap_indirect.wat", trap="indirect call"),
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, Path]:
+    """program → hostcheck executable, each program built once."""
+    base = tmp_path_factory.mktemp("hostcheck")
+    executables: dict[Path, Path] = {}
+    for case in CASES.values():
+        if case.program not in executables:
+            out = base / case.program.stem
+            build_app_image(case.program, out, hostcheck=True)
+            executables[case.program] = out / "hostcheck.elf"
+    return executables
+
+
+def run_wasmtime(case: Case, tmp_path: Path) -> Outcome:
+    engine = wasmtime.Engine()
+    module = wasmtime.Module(engine, wasmtime.wat2wasm(case.program.read_text()))
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    store = wasmtime.Store(engine)
+    config = wasmtime.WasiConfig()
+    config.argv = list(case.argv)
+    config.env = list(case.env.items())
+    stdin, stdout = tmp_path / "stdin", tmp_path / "stdout"
+    stdin.write_bytes(case.stdin)
+    config.stdin_file = str(stdin)
+    config.stdout_file = str(stdout)
+    config.stderr_file = str(tmp_path / "stderr")
+    store.set_wasi(config)
+    instance = linker.instantiate(store, module)
+    start = instance.exports(store)["_start"]
+    assert isinstance(start, wasmtime.Func)
+    status, trap = 0, None
+    try:
+        start(store)
+    except wasmtime.ExitTrap as exc:
+        status = exc.code
+    except wasmtime.Trap as exc:
+        status, trap = TRAP_STATUS, TRAP_NAMES.get(exc.trap_code, f"unmapped: {exc}")
+    return Outcome(stdout.read_bytes(), status, trap)
+
+
+def run_hostcheck(case: Case, executable: Path) -> tuple[Outcome, bytes]:
+    done = subprocess.run(
+        list(case.argv),
+        executable=executable,
+        env=case.env,
+        input=case.stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    trap = None
+    prefix = b"wasm trap: "
+    if done.stderr.startswith(prefix):
+        trap = done.stderr[len(prefix) :].decode().strip()
+    return Outcome(done.stdout, done.returncode, trap), done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostcheck_matches_wasmtime(name: str, built: dict[Path, Path], tmp_path: Path) -> None:
+    case = CASES[name]
+    reference = run_wasmtime(case, tmp_path)
+    ours, stderr = run_hostcheck(case, built[case.program])
+    assert reference.trap == case.trap, "the case's expectation disagrees with wasmtime"
+    assert ours.trap == case.trap, stderr
+    assert ours.stdout == reference.stdout
+    assert ours.status == reference.status
+    if case.trap is not None:
+        assert ours.status != 0
+
+
+def test_expected_outputs(built: dict[Path, Path], tmp_path: Path) -> None:
+    """Independent of wasmtime: the examples print what their sources say."""
+    hello, _ = run_hostcheck(CASES["hello-args-env"], built[CASES["hello"].program])
+    assert hello.stdout.decode() == (
+        "hello from a keep\narg: hello.wasm\narg: one\narg: two words\narg: ünïcödé\narg: \n"
+        "env: KEEP=1\nenv: EMPTY=\nenv: PATHISH=/a:/b=c\n"
+    )
+    fib, _ = run_hostcheck(CASES["fib"], built[CASES["fib"].program])
+    assert fib.stdout == b"fib(32) = 2178309\n"
+    errnos, _ = run_hostcheck(CASES["wasi-errnos"], built[CASES["wasi-errnos"].program])
+    # EBADF x3, ok, EBADF x2, ok (random), ok x3 (clocks), ok (args), then two booleans (1, 1).
+    assert errnos.stdout == b"IIIAIIAAAAABB\n"
+    exit_code, stderr = run_hostcheck(CASES["exit-code"], built[CASES["exit-code"].program])
+    assert (exit_code.status, exit_code.stdout, stderr) == (
+        42,
+        b"exiting with 42\n",
+        b"exiting with 42\n",
+    )

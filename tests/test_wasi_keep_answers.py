@@ -1,0 +1,33 @@
+"""The WASI layer's own answers where WASI hosts legitimately differ from wasmtime.
+
+Unsupported calls return ENOSYS (52) and never crash; pointers outside linear memory are EFAULT
+(21); an unknown clock is EINVAL (28). Run through the hostcheck build (same objects as the keep).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from toolchain.build.app import build_app_image
+
+WAT = Path(__file__).resolve().parent / "wat" / "wasi_enosys.wat"
+
+
+def _errno_line(*errnos: int) -> bytes:
+    return bytes(65 + e for e in errnos) + b"\n"
+
+
+def test_unsupported_calls_and_bad_pointers(tmp_path: Path) -> None:
+    build_app_image(WAT, tmp_path, hostcheck=True)
+    done = subprocess.run(
+        ["app.wasm", "arg"],
+        executable=tmp_path / "hostcheck.elf",
+        env={},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    enosys, efault, einval = 52, 21, 28
+    assert done.stdout == _errno_line(*[enosys] * 6, efault, efault, efault, efault, einval, efault)
