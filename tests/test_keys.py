@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from toolchain.cli import main
 from toolchain.errors import InputError
-from toolchain.sign import keys
+from toolchain.sign import build_statement, keys
+from toolchain.sign.dsse import Envelope
 from toolchain.sign.keys import (
     dev_key,
     generate_private_key,
@@ -27,6 +32,7 @@ from toolchain.sign.keys import (
     verify_bytes,
     write_key_pair,
 )
+from toolchain.sign.predicate import ComponentDigest, KeepPredicate, LaunchConfig
 
 
 def _der_from_pem(pem: bytes) -> bytes:
@@ -185,3 +191,45 @@ def test_dev_key_is_created_once_in_state_dir() -> None:
     assert key_id(again) == key_id(private)
     assert is_development_key(private)
     assert not is_development_key(generate_private_key())
+
+
+def test_sign_prompts_for_the_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+
+    answers = iter(["pw", "pw"])
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(answers))
+    key = tmp_path / "k.pem"
+    assert main(["keygen", str(key), "--passphrase"]) == 0
+    assert "encrypted" in capsys.readouterr().out
+    now = datetime.now(UTC)
+    predicate = KeepPredicate(
+        "1.0",
+        [LaunchConfig("any", 1, 0, "nil", bytes(48))],
+        [ComponentDigest("a", "0" * 64, "0" * 96)],
+        {},
+        "0" * 64,
+        now,
+        now + timedelta(days=1),
+        False,
+    )
+    statement = tmp_path / "s.json"
+    statement.write_text(json.dumps(build_statement(predicate, {"a": {"sha256": "0" * 64}})))
+    out = tmp_path / "e.json"
+    sign = ["sign", "--key", str(key), "--statement", str(statement), "-o", str(out), "--force"]
+    # Not a terminal and no passphrase option: a clear error, no prompt.
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    assert main(sign) == 2
+    assert "encrypted and no passphrase" in capsys.readouterr().err
+    # On a terminal, the encrypted key is prompted for.
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    answers = iter(["pw"])
+    assert main(sign) == 0
+    answers = iter(["wrong"])
+    assert main([*sign, "--passphrase"]) == 2
+    assert "wrong passphrase" in capsys.readouterr().err
+    assert Envelope.parse(out.read_bytes()).signatures
+    # keygen with two different answers refuses.
+    answers = iter(["one", "two"])
+    assert main(["keygen", str(tmp_path / "j.pem"), "--passphrase"]) == 2
+    assert "differ" in capsys.readouterr().err

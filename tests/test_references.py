@@ -26,7 +26,6 @@ from toolchain.sign import (
     require_references,
     sign_statement,
     verify_envelope,
-    write_key_pair,
 )
 from toolchain.sign.dsse import Envelope, Signature
 from toolchain.sign.keys import public_key_pem
@@ -524,8 +523,6 @@ def test_cli_reports_changed_payload_with_exit_1(
     path.write_text(json.dumps(document))
     pub = tmp_path / "a.pub"
     pub.write_bytes(public_key_pem(key_a.public_key()))
-    key_file = tmp_path / "unused.pem"
-    write_key_pair(key_file, generate_private_key())
     assert main(["references", "verify", str(path), "--trusted-key", str(pub)]) == 1
     out = capsys.readouterr().out
     assert "✗ signature 1" in out

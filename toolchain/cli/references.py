@@ -195,7 +195,7 @@ def _show(args: argparse.Namespace) -> int:
 
     from toolchain.errors import InputError
     from toolchain.sign.dsse import INTOTO_PAYLOAD_TYPE, Envelope
-    from toolchain.sign.intoto import parse_statement, validate_statement
+    from toolchain.sign.intoto import parse_statement
 
     data = _read_envelope(args.envelope)
     status = 0
@@ -207,14 +207,13 @@ def _show(args: argparse.Namespace) -> int:
             print()
     try:
         envelope = Envelope.parse(data)
-        statement = parse_statement(envelope.payload)
+        statement, predicate = parse_statement(envelope.payload)
     except InputError as exc:
         raise InputError(f"{args.envelope}: {exc.message}") from exc
     if envelope.payload_type != INTOTO_PAYLOAD_TYPE:
         raise InputError(
             f"{args.envelope}: payload type is {envelope.payload_type!r}, not {INTOTO_PAYLOAD_TYPE}"
         )
-    predicate = validate_statement(statement)
     subjects = {s["name"]: dict(s["digest"]) for s in statement["subject"]}
     signers = [s.keyid[:16] or "(no keyid)" for s in envelope.signatures]
     if args.json:

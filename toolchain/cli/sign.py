@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     from toolchain.errors import InputError
     from toolchain.sign.dsse import Envelope
-    from toolchain.sign.keys import dev_key, key_id, load_private_key
-    from toolchain.sign.passphrase import passphrase_for_key
+    from toolchain.sign.keys import dev_key, key_id
+    from toolchain.sign.passphrase import load_key_for_signing
     from toolchain.sign.signing import add_signature, sign_statement
 
     if args.statement is not None and args.output is None:
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         key, key_path = dev_key()
     else:
         key_path = args.key
-        key = load_private_key(key_path, passphrase=passphrase_for_key(args, key_path))
+        key = load_key_for_signing(args, key_path)
 
     if args.statement is not None:
         try:

@@ -42,13 +42,14 @@ def canonical_payload(statement: Mapping[str, Any]) -> bytes:
     return json.dumps(statement, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def parse_statement(payload: bytes) -> dict[str, Any]:
+def parse_statement(payload: bytes) -> tuple[dict[str, Any], KeepPredicate | None]:
+    """Parse and validate a statement: (statement, our predicate or None for other types)."""
     try:
         statement = strict_json.loads(payload)
     except ValueError as exc:  # also UnicodeDecodeError and JSONDecodeError
         raise InputError(f"payload is not a JSON in-toto statement ({exc})") from exc
-    validate_statement(statement)
-    return statement  # type: ignore[no-any-return]
+    predicate = validate_statement(statement)
+    return statement, predicate
 
 
 def validate_statement(statement: object) -> KeepPredicate | None:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -135,15 +136,20 @@ def _read_private_key_file(path: Path) -> bytes:
     return data
 
 
-def is_encrypted(path: Path) -> bool:
-    """Whether the private key file holds an encrypted PKCS#8 key (checks the mode first)."""
-    return b"ENCRYPTED PRIVATE KEY" in _read_private_key_file(path)
+def load_private_key(
+    path: Path,
+    *,
+    passphrase: bytes | None = None,
+    ask_passphrase: Callable[[Path], bytes] | None = None,
+) -> PrivateKey:
+    """Load a PKCS#8 PEM private key, refusing files the group or others can read.
 
-
-def load_private_key(path: Path, *, passphrase: bytes | None = None) -> PrivateKey:
-    """Load a PKCS#8 PEM private key, refusing files the group or others can read."""
+    An encrypted key needs ``passphrase``, or else ``ask_passphrase(path)`` is called for it.
+    """
     data = _read_private_key_file(path)
     encrypted = b"ENCRYPTED PRIVATE KEY" in data
+    if encrypted and passphrase is None and ask_passphrase is not None:
+        passphrase = ask_passphrase(path)
     if encrypted and passphrase is None:
         raise InputError(
             f"private key {path} is encrypted and no passphrase was given",

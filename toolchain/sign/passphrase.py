@@ -9,8 +9,12 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolchain.errors import InputError
+
+if TYPE_CHECKING:
+    from toolchain.sign.keys import PrivateKey
 
 
 def _prompt(prompt: str) -> bytes:
@@ -37,12 +41,16 @@ def passphrase_for_new_key(args: argparse.Namespace) -> bytes | None:
     return None
 
 
-def passphrase_for_key(args: argparse.Namespace, path: Path) -> bytes | None:
-    """The passphrase to read ``path`` with; prompts on a terminal for an encrypted key."""
-    from toolchain.sign.keys import is_encrypted, passphrase_from_env
+def load_key_for_signing(args: argparse.Namespace, path: Path) -> PrivateKey:
+    """Load ``path`` with the passphrase the options name; on a terminal, an encrypted key
+    without one is prompted for."""
+    from toolchain.sign.keys import load_private_key, passphrase_from_env
+
+    def ask(key_path: Path) -> bytes:
+        return _prompt(f"passphrase for {key_path}: ")
 
     if args.passphrase_env:
-        return passphrase_from_env(args.passphrase_env)
-    if args.passphrase_prompt or (is_encrypted(path) and sys.stdin.isatty()):
-        return _prompt(f"passphrase for {path}: ")
-    return None
+        return load_private_key(path, passphrase=passphrase_from_env(args.passphrase_env))
+    if args.passphrase_prompt:
+        return load_private_key(path, passphrase=ask(path))
+    return load_private_key(path, ask_passphrase=ask if sys.stdin.isatty() else None)

@@ -11,7 +11,7 @@ subject's digest matches its file. Only a reference that passes them all yields
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from toolchain.checks import Checklist
 from toolchain.errors import EvidenceError, InputError
 from toolchain.sign.dsse import INTOTO_PAYLOAD_TYPE, Envelope, Signature
-from toolchain.sign.intoto import DIGEST_SIZES, parse_statement, validate_statement
+from toolchain.sign.intoto import DIGEST_SIZES, parse_statement
 from toolchain.sign.keys import verify_bytes
 from toolchain.sign.predicate import PREDICATE_TYPE, KeepPredicate, LaunchConfig, format_time
 from toolchain.sign.trust import TrustedKey, TrustPolicy
@@ -35,10 +35,6 @@ class VerifiedReferences:
     subjects: dict[str, dict[str, str]]
     signers: tuple[str, ...]  # key IDs that counted toward the threshold
     verified_at: datetime
-    _configs: tuple[LaunchConfig, ...] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_configs", tuple(self.predicate.configs))
 
     @property
     def release(self) -> str:
@@ -50,11 +46,11 @@ class VerifiedReferences:
 
     @property
     def configs(self) -> tuple[LaunchConfig, ...]:
-        return self._configs
+        return tuple(self.predicate.configs)
 
     def allowed_pairs(self) -> frozenset[tuple[bytes, LaunchConfig]]:
         """Every (launch digest, launch configuration) this reference allows."""
-        return frozenset((c.launch_digest, c) for c in self._configs)
+        return frozenset((c.launch_digest, c) for c in self.predicate.configs)
 
     def matching(
         self,
@@ -71,7 +67,7 @@ class VerifiedReferences:
         """
         return tuple(
             c
-            for c in self._configs
+            for c in self.predicate.configs
             if c.launch_digest == launch_digest
             and (cpu_generation is None or c.cpu_generation in ("any", cpu_generation.lower()))
             and (vcpus is None or c.vcpus == vcpus)
@@ -132,13 +128,13 @@ def _verify_signature(
     return result
 
 
-def _statement_release(payload: bytes) -> tuple[dict[str, Any] | None, KeepPredicate | None, str]:
+def _read_statement(payload: bytes) -> tuple[dict[str, Any] | None, KeepPredicate | None, str]:
     """(statement, our predicate or None, problem); problem is "" when the statement is valid."""
     try:
-        statement = parse_statement(payload)
-        return statement, validate_statement(statement), ""
+        statement, predicate = parse_statement(payload)
     except InputError as exc:
         return None, None, exc.message
+    return statement, predicate, ""
 
 
 def verify_envelope(
@@ -180,7 +176,7 @@ def verify_envelope(
     predicate: KeepPredicate | None = None
     statement_problem = ""
     if authenticated and parsed.payload_type == INTOTO_PAYLOAD_TYPE:
-        statement, predicate, statement_problem = _statement_release(parsed.payload)
+        statement, predicate, statement_problem = _read_statement(parsed.payload)
 
     counted: dict[str, int] = {}  # key ID -> index of the signature that counted
     notes: list[str] = []

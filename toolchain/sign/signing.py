@@ -44,8 +44,7 @@ def add_signature(envelope: bytes, key: PrivateKey) -> bytes:
         raise InputError(
             f"envelope payload type is {parsed.payload_type!r}, not {INTOTO_PAYLOAD_TYPE!r}"
         )
-    statement = parse_statement(parsed.payload)
-    predicate = validate_statement(statement)
+    _, predicate = parse_statement(parsed.payload)
     _check_development_key(
         predicate is not None, predicate is not None and predicate.development, key
     )
