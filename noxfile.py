@@ -64,7 +64,7 @@ def demo(session: nox.Session) -> None:
 def fuzz(session: nox.Session) -> None:
     """Coverage-guided fuzzing (atheris) of the parsers; pass -- TARGET [ARGS] to pick one."""
     _install(session, "tests")
-    session.install("atheris==3.0.0")  # newest release on PyPI with Python 3.11 wheels
+    session.install("atheris==3.0.0")  # the package index has no 3.1.0
     targets = sorted((ROOT / "tests" / "fuzz").glob("fuzz_*.py"))
     runs = os.environ.get("KEEP_FUZZ_RUNS", "20000")
     for target in targets:
