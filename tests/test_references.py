@@ -500,6 +500,20 @@ def test_show_prints_the_predicate_as_a_table(
     assert json.loads(capsys.readouterr().out)["predicate"]["release"] == "0.1.0"
 
 
+def test_threshold_zero_is_unusable_input(
+    tmp_path: Path, envelope: bytes, key_a: PrivateKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "e.json"
+    path.write_bytes(envelope)
+    pub = tmp_path / "a.pub"
+    pub.write_bytes(public_key_pem(key_a.public_key()))
+    assert (
+        main(["references", "verify", str(path), "--trusted-key", str(pub), "--threshold", "0"])
+        == 2
+    )
+    assert "threshold must be at least 1" in capsys.readouterr().err
+
+
 def test_verify_without_any_trust_is_unusable_input(
     tmp_path: Path,
     envelope: bytes,

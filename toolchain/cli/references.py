@@ -69,7 +69,7 @@ def _trust_policy(args: argparse.Namespace, *, use_default: bool) -> TrustPolicy
 
     if args.trusted_key:
         policy = TrustPolicy.from_keys([load_public_key(p) for p in args.trusted_key])
-        return policy.with_threshold(args.threshold or 1)
+        return policy.with_threshold(1 if args.threshold is None else args.threshold)
     path = args.trust
     if path is None and use_default and DEFAULT_TRUST.is_file():
         path = DEFAULT_TRUST
