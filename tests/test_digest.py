@@ -272,7 +272,7 @@ def test_random_sequences_match_sev_snp_measure(operations, seed):
 
 
 def test_large_region_matches_reference():
-    """Regions big enough to be hashed on several threads give the same chain."""
+    """A 600-page region with varied pages gives the reference chain."""
     data = bytes(range(256)) * 16 * 600  # 600 pages, varied content
     data = bytes(b ^ (i >> 12) & 0xFF for i, b in enumerate(data))
     digest = LaunchDigest()

@@ -104,14 +104,19 @@ class GuestMeasurement:
     components: dict[str, Any] = field(default_factory=dict)
     #: The distinct VMSA pages measured, in order: boot CPU, then the application processor.
     vmsa_pages: list[bytes] = field(default_factory=list)
+    #: Firmware images by component name; their SHA-256 is only computed for ``as_dict``.
+    images: dict[str, bytes] = field(default_factory=dict)
 
     def vmsa_for(self, index: int) -> bytes:
         return self.vmsa_pages[0] if index == 0 else self.vmsa_pages[-1]
 
     def as_dict(self) -> dict[str, Any]:
+        inputs = {name: dict(value) for name, value in self.components.items()}
+        for name, data in self.images.items():
+            inputs[name]["sha256"] = hashlib.sha256(data).hexdigest()
         return {
             "mode": self.mode.value,
-            "inputs": self.components,
+            "inputs": inputs,
             "measurements": [
                 {"vcpus": count or None, "digest": digest.hex()}
                 for count, digest in sorted(self.digests.items())
@@ -203,7 +208,6 @@ def _firmware_component(firmware: Firmware) -> dict[str, Any]:
         "path": firmware.name,
         "size": len(firmware.data),
         "gpa": f"{firmware.gpa:#x}",
-        "sha256": hashlib.sha256(firmware.data).hexdigest(),
         "sev_metadata": [section.as_dict() for section in firmware.sections],
     }
 
@@ -234,7 +238,10 @@ def measure_guest(spec: GuestSpec, vcpu_counts: Sequence[int] = ()) -> GuestMeas
         digest = LaunchDigest()
         digest.update(PageType.NORMAL, firmware.gpa, firmware.data)
         return GuestMeasurement(
-            spec.mode, {0: digest.digest()}, {"ovmf": _firmware_component(firmware)}
+            spec.mode,
+            {0: digest.digest()},
+            {"ovmf": _firmware_component(firmware)},
+            images={"ovmf": firmware.data},
         )
     if spec.mode is Mode.SNP:
         return _measure_snp(spec, counts)
@@ -306,7 +313,13 @@ def _measure_snp(spec: GuestSpec, counts: list[int]) -> GuestMeasurement:
         components["cmdline"] = {"text": spec.append or "", "sha256": hashes.cmdline.hex()}
     _measure_sections(digest, firmware, hashes, spec.vmm, components)
     pages, components["vmsa"] = _vmsa_pages(spec, firmware, spec.guest_features, max(counts))
-    return GuestMeasurement(spec.mode, _extend_vmsas(digest, pages, counts), components, pages)
+    return GuestMeasurement(
+        spec.mode,
+        _extend_vmsas(digest, pages, counts),
+        components,
+        pages,
+        images={"ovmf": firmware.data},
+    )
 
 
 def _measure_sections(
@@ -379,7 +392,13 @@ def _measure_svsm(spec: GuestSpec, counts: list[int]) -> GuestMeasurement:
         "sev_features": f"{SVSM_SEV_FEATURES:#x}",
         "all": {"eip": f"{eip:#x}", "sha384": hashlib.sha384(page).hexdigest()},
     }
-    return GuestMeasurement(spec.mode, _extend_vmsas(digest, [page], counts), components, [page])
+    return GuestMeasurement(
+        spec.mode,
+        _extend_vmsas(digest, [page], counts),
+        components,
+        [page],
+        images={"ovmf": ovmf.data, "svsm": svsm.data},
+    )
 
 
 def _measure_sev(spec: GuestSpec, counts: list[int]) -> GuestMeasurement:
@@ -404,7 +423,9 @@ def _measure_sev(spec: GuestSpec, counts: list[int]) -> GuestMeasurement:
         components["cmdline"] = {"text": spec.append or "", "sha256": hashes.cmdline.hex()}
         components["sev_hashes_table"] = {"hex": table.hex()}
     if spec.mode is Mode.SEV:
-        return GuestMeasurement(spec.mode, {0: launch.digest()}, components)
+        return GuestMeasurement(
+            spec.mode, {0: launch.digest()}, components, images={"ovmf": firmware.data}
+        )
     # SEV-ES VMSAs carry no SEV_FEATURES (that field is SNP's): guest features do not apply.
     pages, components["vmsa"] = _vmsa_pages(spec, firmware, 0, max(counts))
     results: dict[int, bytes] = {}
@@ -414,4 +435,4 @@ def _measure_sev(spec: GuestSpec, counts: list[int]) -> GuestMeasurement:
             launch.update(pages[0] if measured == 0 else pages[-1])
             measured += 1
         results[count] = launch.copy().digest()
-    return GuestMeasurement(spec.mode, results, components, pages)
+    return GuestMeasurement(spec.mode, results, components, pages, images={"ovmf": firmware.data})
