@@ -1,0 +1,1 @@
+"""The Keepstack VMM: runs a keep on /dev/kvm and serves its hypercalls (untrusted by design)."""
