@@ -1,0 +1,160 @@
+"""``keep build``: application → every artifact of a keep, reproducibly, into one directory.
+
+``DIR`` receives (and nothing in it varies between builds of the same sources):
+
+* ``app.wasm`` — the validated application module (assembled from ``.wat`` if needed);
+* ``ukernel.elf`` — the microkernel (``toolchain.build.ukernel``);
+* ``runtime.elf`` — the ring-3 runtime image: wasm2c app + wasm2c runtime + WASI + libc shim;
+* ``launch-plan.json`` — the LaunchPlan (every launched page, the vCPU state, the launch digest);
+* ``keepstack-<version>-py3-none-any.whl`` — this package, built reproducibly;
+* ``provenance.json`` — SLSA provenance v1 over all of the above;
+* ``work/`` — intermediate files (generated C, objects), kept for inspection.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolchain.build.provenance import (
+    PROVENANCE_FILE,
+    Resource,
+    provenance_statement,
+    source_resources,
+    write_provenance,
+)
+from toolchain.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_VCPU_COUNTS = (1, 2, 4)
+
+#: Called after each step with (step name, seconds it took).
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class KeepBuild:
+    """Where everything went, and the launch digests (vCPU count → 48 bytes)."""
+
+    out_dir: Path
+    artifacts: dict[str, Path]  # file name → path, the top-level outputs
+    launch_digests: dict[int, bytes]
+    provenance: Path
+
+
+def _copy_if_changed(source: Path, destination: Path) -> Path:
+    data = source.read_bytes()
+    try:
+        if destination.read_bytes() == data:
+            return destination
+    except OSError:
+        pass
+    tmp = destination.with_name(f".{destination.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    tmp.replace(destination)
+    return destination
+
+
+def build_keep(
+    app: Path,
+    out_dir: Path,
+    *,
+    vcpu_counts: Sequence[int] = DEFAULT_VCPU_COUNTS,
+    progress: Progress | None = None,
+) -> KeepBuild:
+    """Build every artifact of the keep for ``app`` (``.wasm``/``.wat``) into ``out_dir``."""
+    from toolchain import __version__
+    from toolchain.build import tools
+    from toolchain.build.app import RUNTIME_DIR, WASM2C_FLAGS, build_app_image
+    from toolchain.build.compile import CPU, describe_flags
+    from toolchain.build.ukernel import SOURCE_DIR as UKERNEL_DIR
+    from toolchain.build.ukernel import build_ukernel
+    from toolchain.build.wheel import build_wheel
+    from toolchain.measure.keep import build_plan
+    from toolchain.measure.plan import PLAN_FILE
+
+    app = Path(app)
+    if not app.is_file():
+        raise InputError(f"application {app} does not exist")
+    if not vcpu_counts:
+        raise InputError("at least one vCPU count is needed")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / "work"
+
+    def step(name: str, started: float) -> None:
+        if progress is not None:
+            progress(name, time.perf_counter() - started)
+
+    started = time.perf_counter()
+    versions = tools.toolchain_versions()
+    step("toolchain", started)
+
+    started = time.perf_counter()
+    image = build_app_image(app, work / "app")
+    runtime_elf = _copy_if_changed(image.elf.path, out_dir / "runtime.elf")
+    app_wasm = _copy_if_changed(image.wasm.path, out_dir / "app.wasm")
+    step("runtime image", started)
+
+    started = time.perf_counter()
+    ukernel_elf = _copy_if_changed(build_ukernel(work / "ukernel"), out_dir / "ukernel.elf")
+    step("microkernel", started)
+
+    started = time.perf_counter()
+    plan = build_plan(ukernel_elf, runtime_elf, vcpu_count=min(vcpu_counts))
+    plan_path = out_dir / PLAN_FILE
+    plan_text = plan.to_json().encode()
+    if not plan_path.is_file() or plan_path.read_bytes() != plan_text:
+        plan_path.write_bytes(plan_text)
+    digests = plan.launch_digests(vcpu_counts)
+    step("launch plan", started)
+
+    started = time.perf_counter()
+    wheel = build_wheel(out_dir)
+    step("wheel", started)
+
+    started = time.perf_counter()
+    artifacts = {p.name: p for p in (app_wasm, ukernel_elf, runtime_elf, plan_path, wheel.path)}
+    runtime_info = tools.wasm2c_runtime()
+    inputs = [
+        Resource.of_file(f"application/{app.name}", app),
+        *source_resources(ROOT, RUNTIME_DIR, (".c", ".h", ".ld")),
+        *source_resources(ROOT, UKERNEL_DIR, (".c", ".S", ".h", ".ld")),
+        *[
+            Resource.of_file(f"wasm2c-runtime/{name}", runtime_info.directory / name, sha384=False)
+            for name in tools.WASM2C_RUNTIME_FILES
+        ],
+        Resource("tool/zig", {"sha256": tools.zig().sha256}),
+        Resource("tool/wasm2c", {"sha256": tools.wasm2c().sha256}),
+    ]
+    statement = provenance_statement(
+        outputs=[Resource.of_file(name, path) for name, path in artifacts.items()],
+        inputs=inputs,
+        external_parameters={"application": app.name, "vcpu_counts": sorted(set(vcpu_counts))},
+        internal_parameters={
+            "toolchain": versions,
+            "cpu": CPU,
+            "target_flags": {k: list(v) for k, v in describe_flags().items()},
+            "wasm2c_flags": list(WASM2C_FLAGS),
+        },
+        builder_version={"keepstack": __version__, "keepstack-wheel": f"sha256:{wheel.sha256}"},
+        byproducts=[
+            Resource(f"launch-digest/vcpus={count}", {"sha384": digest.hex()})
+            for count, digest in digests.items()
+        ],
+    )
+    provenance = write_provenance(statement, out_dir / PROVENANCE_FILE)
+    step("provenance", started)
+    return KeepBuild(out_dir, artifacts, digests, provenance)
+
+
+def copy_tree_outputs(build: KeepBuild, destination: Path) -> None:
+    """Copy the top-level artifacts (not ``work/``) elsewhere."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name, path in sorted(build.artifacts.items()):
+        shutil.copyfile(path, destination / name)
+    shutil.copyfile(build.provenance, destination / build.provenance.name)

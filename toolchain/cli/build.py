@@ -1,0 +1,60 @@
+"""``keep build APP.wasm|APP.wat --out DIR``: every artifact of a keep, reproducibly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", type=Path, help="the application (.wasm or .wat)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--vcpus",
+        type=int,
+        action="append",
+        metavar="N",
+        help="vCPU count to compute a launch digest for (repeatable; default 1, 2 and 4)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolchain.build.keep_build import DEFAULT_VCPU_COUNTS, build_keep
+
+    tty = sys.stderr.isatty()
+
+    def progress(step: str, seconds: float) -> None:
+        if tty:
+            print(f"  built {step:<14} {seconds:7.2f} s", file=sys.stderr)
+
+    build = build_keep(
+        args.app, args.out, vcpu_counts=args.vcpus or DEFAULT_VCPU_COUNTS, progress=progress
+    )
+    files = {**build.artifacts, build.provenance.name: build.provenance}
+    if args.json:
+        import hashlib
+
+        document = {
+            "out": str(build.out_dir),
+            "artifacts": {
+                name: {
+                    "path": str(path),
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                }
+                for name, path in sorted(files.items())
+            },
+            "launch_digests": {str(k): v.hex() for k, v in sorted(build.launch_digests.items())},
+        }
+        print(json.dumps(document, indent=2, sort_keys=True))
+        return 0
+    import hashlib
+
+    print(f"keep built in {build.out_dir}")
+    for name, path in sorted(files.items()):
+        print(f"  {name:<40} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}")
+    for count, digest in sorted(build.launch_digests.items()):
+        print(f"  launch digest ({count} vCPU{'s' if count > 1 else ''}): {digest.hex()}")
+    return 0
