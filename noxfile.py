@@ -54,6 +54,15 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def repro(session: nox.Session) -> None:
+    """Build every example twice (different dirs, TZ, LC_ALL, umask, HOME, SOURCE_DATE_EPOCH set
+    vs unset, cold caches) and compare every artifact byte for byte; names what differs, where."""
+    _install(session, "runtime")
+    apps = session.posargs or sorted(str(p) for p in (ROOT / "examples").glob("*/*.wat"))
+    session.run("python", "-m", "toolchain.build.repro", *apps)
+
+
+@nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The main job, end to end."""
     _install(session, "runtime")
