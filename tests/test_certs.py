@@ -205,6 +205,20 @@ def test_real_crls(vectors: Path) -> None:
         certs.read_crl(b"\x30\x03\x02\x01\x00")
 
 
+def test_bad_versions_are_unusable_input(vectors: Path) -> None:
+    """cryptography raises InvalidVersion (not a ValueError) for these: found by atheris."""
+    crl = bytearray((vectors / "enarx-steward/genoa_vcek_crl_2022-10-31.der").read_bytes())
+    version_at = crl.index(bytes.fromhex("020101"))  # TBSCertList version v2 (1)
+    crl[version_at + 2] = 4
+    with pytest.raises(InputError):
+        certs.read_crl(bytes(crl))
+    cert = bytearray((vectors / "trustee/test-vcek.der").read_bytes())
+    version_at = cert.index(bytes.fromhex("a003020102"))  # [0] EXPLICIT version v3 (2)
+    cert[version_at + 4] = 7
+    with pytest.raises(InputError):
+        certs.load_certificate(bytes(cert))
+
+
 def test_der_integer_rules() -> None:
     assert certs.parse_der_integer(certs.der_integer(0xA9)) == 0xA9
     assert certs.der_integer(0xA9) == bytes.fromhex("020200a9")

@@ -80,9 +80,16 @@ def _quiet_load_der(data: bytes) -> x509.Certificate:
         return x509.load_der_x509_certificate(data)
 
 
-# What cryptography raises on malformed DER inside an object it already loaded (a KeyError for an
-# unknown string type in a Name, for one).
-_PARSE_ERRORS = (ValueError, TypeError, KeyError)
+# What cryptography raises on malformed input: ValueError mostly, but also its own exception
+# classes, and a KeyError for an unknown string type inside a Name it already loaded.
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 
 def _touch(cert: x509.Certificate) -> x509.Certificate:
@@ -111,8 +118,8 @@ def _load_certificates(data: bytes) -> list[x509.Certificate]:
                 return list(x509.load_pem_x509_certificates(data))
         try:
             return [_quiet_load_der(data)]
-        except ValueError:
-            pass
+        except _PARSE_ERRORS:
+            pass  # not one DER certificate: perhaps a PkiPath
         tag, content = _der_tlv(data)
         if tag != 0x30:
             raise InputError("not a certificate (PEM, DER) nor a PkiPath")
@@ -404,6 +411,7 @@ def read_crl(data: bytes) -> x509.CertificateRevocationList:
             crl = x509.load_der_x509_crl(data)
         # Touch what the verifier will read, so malformed inner fields fail here.
         _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.signature_algorithm_oid)
+        _ = (crl.signature, crl.tbs_certlist_bytes)
         _ = [(entry.serial_number, entry.revocation_date_utc) for entry in crl]
     except _PARSE_ERRORS as exc:
         raise InputError(f"not a certificate revocation list: {exc!r}") from exc
