@@ -180,7 +180,7 @@ class HypercallServer:
     def _span(self, offset: int, length: int, *, offset_name: str, length_name: str) -> int:
         """Check ``[offset, offset + length)`` lies in the data buffer; returns its GPA."""
         size = self.layout.buffer_size
-        if offset >= size or (offset == size and length):
+        if offset > size or (offset == size and length):
             raise self._fail(
                 offset_name, f"offset {offset:#x} is outside the {size:#x}-byte buffer"
             )
