@@ -1,0 +1,173 @@
+"""toolchain.build.app: application → ring-3 image; input errors; image layout; the libc shim."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from toolchain.build import app as app_build
+from toolchain.build.cache import BuildCache
+from toolchain.build.compile import RING3, compile_c, link
+from toolchain.build.wasm_info import read_module_info
+from toolchain.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO = ROOT / "examples" / "hello" / "hello.wat"
+
+
+def _wat(tmp_path: Path, text: str, name: str = "app.wat") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hello_image(tmp_path_factory: pytest.TempPathFactory) -> app_build.AppImage:
+    return app_build.build_app_image(HELLO, tmp_path_factory.mktemp("hello"))
+
+
+def test_image_digests_match_files(hello_image: app_build.AppImage) -> None:
+    import hashlib
+
+    for artifact in hello_image.artifacts():
+        data = artifact.path.read_bytes()
+        assert artifact.sha256 == hashlib.sha256(data).hexdigest()
+        assert artifact.sha384 == hashlib.sha384(data).hexdigest()
+    assert hello_image.wasm.path.read_bytes().startswith(b"\0asm")
+    assert b"w2c_app_0x5Fstart" in hello_image.c_source.path.read_bytes()
+
+
+def test_image_is_a_static_ring3_elf_at_the_user_base(hello_image: app_build.AppImage) -> None:
+    with hello_image.elf.path.open("rb") as stream:
+        elf = ELFFile(stream)
+        assert elf["e_type"] == "ET_EXEC"
+        assert elf["e_machine"] == "EM_X86_64"
+        loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+        kinds = {s["p_type"] for s in elf.iter_segments()}
+        sections = {s.name for s in elf.iter_sections()}
+        symbols = {s.name for s in elf.get_section_by_name(".symtab").iter_symbols()}
+        entry = elf["e_entry"]
+    assert kinds == {"PT_LOAD"}  # no interpreter, no dynamic section, no TLS
+    assert all(s["p_vaddr"] >= app_build.USER_IMAGE_BASE for s in loads)
+    assert all(s["p_vaddr"] % 4096 == 0 for s in loads), "segments must not share pages"
+    flags = [s["p_flags"] for s in loads]
+    assert flags == [5, 4, 6]  # R+X text, R rodata, R+W data/bss: nothing writable and executable
+    text = loads[0]
+    assert text["p_vaddr"] <= entry < text["p_vaddr"] + text["p_memsz"]
+    assert ".comment" not in sections
+    assert not any(n.startswith((".note", ".eh_frame", ".tdata", ".tbss")) for n in sections)
+    assert {"keep_hc_call", "keep_runtime_main", "keep_wasm_trap"} <= symbols
+    assert "sys6" not in symbols  # the hostcheck shim never enters a keep image
+
+
+def test_rebuild_is_identical(hello_image: app_build.AppImage, tmp_path: Path) -> None:
+    again = app_build.build_app_image(HELLO, tmp_path, cache=BuildCache(enabled=False))
+    assert again.elf.sha256 == hello_image.elf.sha256
+    assert again.c_source.sha256 == hello_image.c_source.sha256
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('(module (func (export "_start") (i32.add)))', r"invalid WebAssembly module: .*type"),
+        ('(module (func $x (export "_start")', r"invalid WebAssembly text"),
+        (
+            '(module (import "env" "f" (func)) (func (export "_start")))',
+            r"import env\.f: the keep provides only wasi_snapshot_preview1",
+        ),
+        (
+            (
+                '(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32)))'
+                ' (memory (export "memory") 1) (func (export "_start")))'
+            ),
+            r"fd_write has type \(i32\) -> \(\), WASI defines",
+        ),
+        (
+            (
+                '(module (import "wasi_snapshot_preview1" "no_such_call" (func))'
+                ' (func (export "_start")))'
+            ),
+            r"not a wasi_snapshot_preview1 function",
+        ),
+        ('(module (func (export "main")))', r"exports no _start function"),
+        ('(module (func (export "_start") (param i32)))', r"_start has type \(i32\) -> \(\)"),
+        (
+            (
+                '(module (import "wasi_snapshot_preview1" "sched_yield" (func (result i32)))'
+                ' (func (export "_start")))'
+            ),
+            r"exports no memory named 'memory'",
+        ),
+    ],
+)
+def test_unusable_modules_are_input_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message) as caught:
+        app_build.build_app_image(_wat(tmp_path, text), tmp_path / "out")
+    assert "\n" not in caught.value.message
+
+
+def test_binary_garbage_and_missing_files_are_input_errors(tmp_path: Path) -> None:
+    garbage = tmp_path / "bad.wasm"
+    garbage.write_bytes(b"\0asm\x01\0\0\0\x01\xff")
+    with pytest.raises(InputError, match="invalid WebAssembly module"):
+        app_build.build_app_image(garbage, tmp_path / "out")
+    with pytest.raises(InputError, match="cannot read"):
+        app_build.build_app_image(tmp_path / "missing.wasm", tmp_path / "out")
+    binary = tmp_path / "bin.wat"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(InputError, match="neither a WebAssembly binary nor UTF-8"):
+        app_build.build_app_image(binary, tmp_path / "out")
+
+
+def test_python_wasi_table_matches_the_c_header() -> None:
+    header = (ROOT / "runtime" / "wasm" / "keep_wasi.h").read_text()
+    declared: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for ret, name, args in re.findall(r"^WASI_FN\((\w+), (\w+), ([^;]*)\);$", header, re.MULTILINE):
+        params = tuple({"I32": "i32", "I64": "i64"}[a.strip()] for a in args.split(","))
+        declared[name] = (params, () if ret == "void" else ("i32",))
+    for _ret, name in re.findall(r"^WASI_FN0\((\w+), (\w+)\);$", header, re.MULTILINE):
+        declared[name] = ((), ("i32",))
+    table = {n: (t.params, t.results) for n, t in app_build.WASI_SIGNATURES.items()}
+    assert declared == table
+    assert len(table) == 46
+
+
+def test_an_app_importing_all_of_wasi_compiles(tmp_path: Path) -> None:
+    """The C compiler checks every wasm2c import prototype against keep_wasi.h."""
+    imports = (
+        "".join(
+            f'(import "wasi_snapshot_preview1" "{name}" (func (param {" ".join(t.params)})'
+            f" (result {' '.join(t.results)})))\n"
+            for name, t in sorted(app_build.WASI_SIGNATURES.items())
+        )
+        .replace("(param )", "")
+        .replace(" (result )", "")
+    )
+    wat = f'(module {imports} (memory (export "memory") 1) (func (export "_start")))'
+    image = app_build.build_app_image(_wat(tmp_path, wat), tmp_path / "out")
+    info = read_module_info(image.wasm.path.read_bytes())
+    assert len(info.imports) == 46
+
+
+def test_allocator_stress(tmp_path: Path) -> None:
+    cache = BuildCache()
+    runtime = app_build._compile_runtime(tmp_path / "obj", cache)
+    harness = compile_c(
+        ROOT / "tests" / "c" / "alloc_stress.c",
+        tmp_path / "obj" / "alloc_stress.o",
+        flags=app_build.WASM2C_FLAGS,
+        include_dirs=app_build._include_dirs(),
+        target=RING3,
+    )
+    names = (*app_build.WASM2C_RUNTIME_SOURCES, *app_build.RUNTIME_SOURCES)
+    exe = link(
+        [harness, *(runtime[n] for n in names), runtime[app_build.HOSTCHECK_PLATFORM]],
+        tmp_path / "alloc_stress.elf",
+        linker_script=app_build.LINKER_SCRIPT,
+    )
+    done = subprocess.run([exe], capture_output=True, timeout=120, check=False)
+    assert (done.returncode, done.stdout) == (0, b"ok\n"), done.stderr
