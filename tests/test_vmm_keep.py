@@ -69,7 +69,7 @@ def _verifier(plan: LaunchPlan, nonce: bytes) -> tuple[list[str], Callable[[byte
 def _run(plan: LaunchPlan, **options: object) -> tuple[KeepResult, bytes]:
     out = io.BytesIO()
     nonce = b"fresh nonce".ljust(64, b"\0")
-    lines, verify = _verifier(plan, nonce)
+    _lines, verify = _verifier(plan, nonce)
     result = run_keep(
         plan,
         firmware=SimFirmware(),
