@@ -410,6 +410,7 @@ def _issue(
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
     signer: rsa.RSAPrivateKey,
     extensions: list[x509.Extension[x509.UnrecognizedExtension]] = (),  # type: ignore[assignment]
+    salt: int = 48,
 ) -> x509.Certificate:
     now = datetime.now(UTC)
     builder = (
@@ -423,7 +424,7 @@ def _issue(
     )
     for ext in extensions:
         builder = builder.add_extension(ext.value, critical=ext.critical)
-    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=salt)
     return builder.sign(signer, hashes.SHA384(), rsa_padding=pss)
 
 
@@ -506,6 +507,18 @@ def test_simulated_root_trusted_only_on_request(simulated: SimulatedChain) -> No
     assert "simulated" in next(c for c in real.checks if c.name == "ark.trusted").found
 
 
+def test_amd_links_need_salt_exactly_48() -> None:
+    ark_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ask_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ark = _issue("ARK-Milan", "ARK-Milan", ark_key, ark_key)
+    assert certs.signed_by(_issue("SEV-Milan", "ARK-Milan", ask_key, ark_key), ark)[0]
+    for salt in (32, 64):
+        ask = _issue("SEV-Milan", "ARK-Milan", ask_key, ark_key, salt=salt)
+        ok, why = certs.signed_by(ask, ark)
+        assert not ok
+        assert "salt 48" in why
+
+
 def test_extra_root_must_be_self_signed(simulated: SimulatedChain) -> None:
     with pytest.raises(InputError):
         TrustedRoots.amd().with_extra(simulated.ask, label="not a root")
@@ -513,14 +526,12 @@ def test_extra_root_must_be_self_signed(simulated: SimulatedChain) -> None:
 
 def test_product_mismatch_is_a_failure(vectors: Path) -> None:
     sample = SAMPLES[0]
-    checklist = verify_report(
-        _report(vectors, sample.report),
-        _cert(vectors, sample.vcek),
-        policy=VerificationPolicy(),
-        product="genoa",
-    )
-    failed = {c.name for c in checklist.failures}
-    assert "product" in failed
+    report, vcek = _report(vectors, sample.report), _cert(vectors, sample.vcek)
+    checklist = verify_report(report, vcek, policy=VerificationPolicy(), product="genoa")
+    assert "product" in {c.name for c in checklist.failures}
+    assert verify_report(report, vcek, policy=VerificationPolicy(), product=Product.MILAN).ok
+    with pytest.raises(InputError):
+        verify_report(report, vcek, policy=VerificationPolicy(), product="rome")
 
 
 # ---- the command ------------------------------------------------------------------------------

@@ -109,11 +109,13 @@ def _detect_product(
     report: AttestationReport,
     ext: certs.VekExtensions,
     vek: x509.Certificate,
-    given: str | None,
+    given: str | Product | None,
     checks: Checklist,
 ) -> Product | None:
     sources: dict[str, Product] = {}
-    if given is not None and given.lower() != "auto":
+    if isinstance(given, Product):
+        sources["given"] = given
+    elif given is not None and given.lower() != "auto":
         sources["given"] = Product.from_name(given)
     if ext.product_name:
         try:
@@ -158,7 +160,7 @@ def verify_report(
     policy: VerificationPolicy,
     ask: x509.Certificate | None = None,
     ark: x509.Certificate | None = None,
-    product: str | None = None,
+    product: str | Product | None = None,
     at: datetime | None = None,
     crl: bytes | None = None,
     roots: TrustedRoots | None = None,
