@@ -80,6 +80,13 @@ def test_every_field_lands_at_its_offset():
     for name, offset in FIELD_OFFSETS.items():
         if name in segments or name in ("vmpl", "sev_features", "virtual_tom"):
             continue
+        if name.startswith("fpreg_"):
+            size = 80 if name == "fpreg_x87" else 256
+            blob = bytes(1 + i % 255 for i in range(size))
+            page = vmsa_page(VcpuState(**{**zero.__dict__, name: blob}), sev_features=0)
+            assert page[offset : offset + size] == blob, name
+            assert page.count(0) == 4096 - size, name
+            continue
         width = widths.get(name, 8)
         value = 0x5A if width == 1 else int.from_bytes(bytes(range(1, width + 1)), "little")
         page = vmsa_page(VcpuState(**{**zero.__dict__, name: value}), sev_features=0)
@@ -140,6 +147,8 @@ def test_long_mode_state():
         lambda: vmsa_page(VcpuState(), sev_features=1, vmpl=4),
         lambda: VcpuState(rip="0"),
         lambda: VcpuState(cs=(0, 0, 0, 0)),
+        lambda: VcpuState(fpreg_xmm=bytes(257)),
+        lambda: VcpuState(fpreg_x87="00"),
         lambda: ovmf_reset_state(VmmType.QEMU, BSP_RESET_EIP, None),  # QEMU needs the CPU model
         lambda: ovmf_reset_state(VmmType.QEMU, 1 << 32, 0x800F12),
         lambda: VmmType.parse("xen"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field, fields
 from enum import Enum
+from typing import Any
 
 from toolchain.errors import InputError
 
@@ -122,6 +123,9 @@ FIELD_OFFSETS: dict[str, int] = {
     "sev_features": OFFSET_SEV_FEATURES,
     "virtual_tom": OFFSET_VIRTUAL_TOM,
 }
+# FPU register files: offset and size in bytes.
+_FP_REGISTERS = {"fpreg_x87": (0x420, 80), "fpreg_xmm": (0x470, 256), "fpreg_ymm": (0x570, 256)}
+FIELD_OFFSETS.update({name: offset for name, (offset, _) in _FP_REGISTERS.items()})
 _LIMITS = {"B": 0xFF, "H": 0xFFFF, "I": 0xFFFFFFFF, "Q": 0xFFFFFFFFFFFFFFFF}
 
 
@@ -131,7 +135,10 @@ class VcpuState:
 
     Defaults are the values KVM puts in a freshly created vCPU (and zero elsewhere); segment
     registers default to the null segment, so build real states with the helpers below or
-    give every segment explicitly.
+    give every segment explicitly. From KVM's register state (``KVM_GET_SREGS`` and friends):
+    OR ``EFER_SVME`` into ``efer`` (KVM's VMSA carries it, sregs do not show it). The FPU
+    register files are raw bytes (``fpreg_x87`` 80, ``fpreg_xmm`` and ``fpreg_ymm`` 256 each),
+    zero-padded when shorter.
     """
 
     es: Segment = field(default_factory=Segment)
@@ -205,10 +212,18 @@ class VcpuState:
     vmpl1_ssp: int = 0
     vmpl2_ssp: int = 0
     vmpl3_ssp: int = 0
+    fpreg_x87: bytes = b""
+    fpreg_xmm: bytes = b""
+    fpreg_ymm: bytes = b""
 
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
+            if item.name in _FP_REGISTERS:
+                size = _FP_REGISTERS[item.name][1]
+                if not isinstance(value, bytes) or len(value) > size:
+                    raise InputError(f"{item.name} must be at most {size} bytes, got {value!r:.40}")
+                continue
             if item.name in _SEGMENTS:
                 if not isinstance(value, Segment):
                     raise InputError(f"{item.name} must be a Segment, got {value!r}")
@@ -256,6 +271,9 @@ def vmsa_page(
         raise InputError(f"VMPL {vmpl} out of range 0..3")
     _put(page, "sev_features", OFFSET_SEV_FEATURES, "Q", sev_features)
     _put(page, "virtual_tom", OFFSET_VIRTUAL_TOM, "Q", virtual_tom)
+    for name, (offset, _size) in _FP_REGISTERS.items():
+        raw: bytes = getattr(state, name)
+        page[offset : offset + len(raw)] = raw
     return bytes(page)
 
 
@@ -386,7 +404,7 @@ def long_mode_state(
     cr0: int = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
     cr4: int = CR4_PAE | CR4_MCE | CR4_OSFXSR | CR4_OSXMMEXCPT,
     efer: int = EFER_SVME | EFER_NXE | EFER_LMA | EFER_LME | EFER_SCE,
-    **registers: int,
+    **registers: Any,
 ) -> VcpuState:
     """A vCPU entering 64-bit flat long mode at ring 0 (paging on, ``cr3`` the PML4).
 
