@@ -202,6 +202,21 @@ def test_turin_tcb_layout_round_trip() -> None:
         TcbVersion(reserved=1)  # byte 0 is not reserved
 
 
+def test_tcb_fields_share_one_layout() -> None:
+    turin = TcbVersion(fmc=1)
+    with pytest.raises(InputError, match="layout"):
+        AttestationReport(reported_tcb=turin)
+    report = AttestationReport(
+        version=5,
+        cpuid_fam_id=0x1A,
+        current_tcb=turin,
+        reported_tcb=turin,
+        committed_tcb=turin,
+        launch_tcb=turin,
+    )
+    assert AttestationReport.parse(report.to_bytes()) == report
+
+
 def test_invalid_field_values_are_input_errors() -> None:
     with pytest.raises(InputError):
         AttestationReport(measurement=b"short")

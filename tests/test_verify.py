@@ -696,3 +696,12 @@ def test_fuzz_damaged_vcek(vectors: Path, data: st.DataObject) -> None:
         verify_report(report, vcek, policy=VerificationPolicy())
     except KeepError:
         pass
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(min_size=REPORT_SIZE, max_size=REPORT_SIZE))
+def test_fuzz_random_reports_never_verify(vectors: Path, data: bytes) -> None:
+    vcek = _cert(vectors, "trustee/test-vcek.der")
+    checklist = verify_report(AttestationReport.parse(data), vcek, policy=VerificationPolicy())
+    assert not checklist.ok
+    assert "report.signature" in {c.name for c in checklist.failures}

@@ -236,6 +236,12 @@ class AttestationReport:
                     raise InputError(f"report field {name} must fit in {size} bytes")
             elif kind == "tcb" and not isinstance(value, TcbVersion):
                 raise InputError(f"report field {name} must be a TcbVersion")
+        layouts = {
+            tcb.turin_layout
+            for tcb in (self.current_tcb, self.reported_tcb, self.committed_tcb, self.launch_tcb)
+        }
+        if len(layouts) != 1:
+            raise InputError("the report's four TCB fields must share one layout (FMC or not)")
         if not isinstance(self.policy, GuestPolicy):
             raise InputError("report field policy must be a GuestPolicy")
         if not isinstance(self.platform_info, PlatformInfo) or not 0 <= self.platform_info.value < (
