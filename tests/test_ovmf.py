@@ -9,8 +9,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toolchain.errors import InputError
+from toolchain.measure.guest import GuestSpec, Mode, measure_guest
 from toolchain.snp.kernel_hashes import PADDED_LENGTH, KernelHashes, cmdline_bytes
 from toolchain.snp.ovmf import (
     FOOTER_TABLE_GUID,
@@ -167,3 +170,34 @@ def test_firmware_without_table_has_no_metadata(tmp_path):
         load_firmware(tmp_path / "missing.fd")
     with pytest.raises(InputError, match="cannot end"):
         load_firmware(bytes(8192), end_gpa=4096)
+
+
+_SAMPLE = (HERE.parent / "examples/guest/ovmf_AmdSev_suffix.bin").read_bytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=4095), st.integers(min_value=0, max_value=255)
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    tail_bias=st.booleans(),
+)
+def test_mutated_firmware_parses_or_raises_input_error(edits, tail_bias):
+    """Corrupting bytes of a real OVMF footer never escapes as anything but InputError."""
+    image = bytearray(_SAMPLE)
+    for position, value in edits:
+        # the footer table and metadata live in the last ~1 KiB: aim there half of the time
+        index = 4096 - 1 - (position % 1024) if tail_bias else position
+        image[index] = value
+    try:
+        firmware = load_firmware(bytes(image))
+        for section in firmware.sections:
+            assert section.size % 4096 == 0
+        if firmware.sections:
+            measure_guest(GuestSpec(mode=Mode.SNP, ovmf=bytes(image), vcpu_sig=1), [1, 2])
+    except InputError:
+        pass

@@ -81,7 +81,8 @@ class GuestSpec:
     """Everything that determines an OVMF guest's launch digest."""
 
     mode: Mode
-    ovmf: Path | str
+    #: The OVMF image: a path, or its bytes.
+    ovmf: Path | str | bytes
     kernel: Path | str | None = None
     initrd: Path | str | None = None
     append: str | None = None
@@ -89,7 +90,7 @@ class GuestSpec:
     guest_features: int = 0x1
     vmm: VmmType = VmmType.QEMU
     snp_ovmf_hash: bytes | None = None
-    svsm: Path | str | None = None
+    svsm: Path | str | bytes | None = None
     vars_size: int = 0
     #: Override RDX in every VMSA (e.g. 0 for EC2 measurements made before sev-snp-measure 0.0.13).
     vmsa_rdx: int | None = None
