@@ -41,8 +41,18 @@ _ext_cache: dict[bytes, certs.VekExtensions] = {}
 _key_cache: dict[bytes, ec.EllipticCurvePublicKey | None] = {}
 
 
+_fingerprints: dict[int, tuple[x509.Certificate, bytes]] = {}
+
+
 def _fingerprint(cert: x509.Certificate) -> bytes:
-    return cert.fingerprint(hashes.SHA256())
+    # Keyed by identity; the entry holds the certificate, so its id cannot be reused meanwhile.
+    entry = _fingerprints.get(id(cert))
+    if entry is not None and entry[0] is cert:
+        return entry[1]
+    _bounded(_fingerprints)
+    digest = cert.fingerprint(hashes.SHA256())
+    _fingerprints[id(cert)] = (cert, digest)
+    return digest
 
 
 def _bounded(cache: dict[Any, Any]) -> None:
@@ -86,6 +96,7 @@ def clear_caches() -> None:
     _link_cache.clear()
     _ext_cache.clear()
     _key_cache.clear()
+    _fingerprints.clear()
 
 
 def report_signature_ok(report: AttestationReport, key: ec.EllipticCurvePublicKey) -> bool:
