@@ -79,37 +79,69 @@ def install_kick_signal() -> None:
     signal.signal(KICK_SIGNAL, _kick_handler)
 
 
+class _WatchdogService:
+    """One daemon thread for every keep's deadline (starting a thread per keep costs ms).
+
+    Firing and disarming happen under one lock, so once ``disarm`` returns the keep's run page
+    is never touched again (the VMM unmaps it next).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: set[Watchdog] = set()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, dog: Watchdog) -> None:
+        with self._cond:
+            self._armed.add(dog)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve, name="keep-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def disarm(self, dog: Watchdog) -> None:
+        with self._cond:
+            self._armed.discard(dog)
+
+    def _serve(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for dog in [d for d in self._armed if d.deadline <= now]:
+                    self._armed.discard(dog)
+                    dog.fire()
+                next_deadline = min((d.deadline for d in self._armed), default=None)
+                self._cond.wait(None if next_deadline is None else max(next_deadline - now, 0))
+
+
+_SERVICE = _WatchdogService()
+
+
 class Watchdog:
     """Ends ``KVM_RUN`` once ``timeout`` seconds have passed (``fired`` tells the loop why)."""
 
     def __init__(self, timeout: float, run: kvm_abi.KvmRun) -> None:
+        install_kick_signal()
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.fired = False
         self._run = run
         self._thread_id = threading.get_ident()
-        self._lock = threading.Lock()
-        self._active = True
-        install_kick_signal()
-        self._timer = threading.Timer(timeout, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        _SERVICE.arm(self)
 
-    def _fire(self) -> None:
-        with self._lock:
-            if not self._active:
-                return
-            self.fired = True
-            self._run.immediate_exit = 1  # covers a kick that lands outside KVM_RUN
-            signal.pthread_kill(self._thread_id, KICK_SIGNAL)
+    def fire(self) -> None:
+        """Called by the watchdog thread, under its lock, at the deadline."""
+        self.fired = True
+        self._run.immediate_exit = 1  # covers a kick that lands outside KVM_RUN
+        signal.pthread_kill(self._thread_id, KICK_SIGNAL)
 
     def expired(self) -> bool:
         return self.fired or time.monotonic() >= self.deadline
 
     def stop(self) -> None:
-        with self._lock:
-            self._active = False
-        self._timer.cancel()
+        _SERVICE.disarm(self)
 
 
 class Vcpu:
