@@ -210,7 +210,15 @@ def load_elf(source: Path | bytes, what: str) -> ElfImage:
         elf = ELFFile(io.BytesIO(data))
         elfclass, little_endian, header = elf.elfclass, elf.little_endian, elf.header
         headers = [elf.get_segment(i).header for i in range(elf.num_segments())]
-    except (ELFError, struct.error, ValueError, KeyError, IndexError, OSError) as exc:
+    except (
+        ELFError,
+        struct.error,
+        ValueError,
+        KeyError,
+        IndexError,
+        OSError,
+        ArithmeticError,
+    ) as exc:
         raise InputError(f"the {what} is not a valid ELF file: {exc}") from None
     if elfclass != 64 or not little_endian:
         raise InputError(f"the {what} is not a little-endian 64-bit ELF")
@@ -340,6 +348,26 @@ def _check_layout(layout: KeepLayout) -> None:
         raise InputError(f"the layout note puts the TSS at {layout.tss:#x}, not GDT + 0x80")
     if layout.ram_size > 1 << 39:
         raise InputError(f"RAM size {layout.ram_size:#x} exceeds the 512 GiB one PML4 entry maps")
+    for name in (
+        "gdt",
+        "idt",
+        "secrets_page",
+        "cpuid_page",
+        "user_info",
+        "page_tables",
+        "hc_page",
+        "hc_buffer",
+        "doorbell",
+        "user_base",
+        "boot_stack_top",
+        "fault_stack_top",
+        "ap_entry",
+        "vector_stubs",
+    ):
+        if getattr(layout, name) >= layout.ram_size:
+            raise InputError(f"the layout note's {name} lies beyond the end of RAM")
+    if layout.user_stack_size >= layout.ram_size:
+        raise InputError("the layout note's user stack is larger than RAM")
     if layout.vector_stubs % VECTOR_STUB_SIZE:
         raise InputError("the layout note's vector stubs are not 16-byte aligned")
 

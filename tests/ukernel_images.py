@@ -1,0 +1,54 @@
+"""Builds the microkernel and a tiny hand-written ring-3 image for the ukernel/plan/layout tests.
+
+The ring-3 image (``tests/keep_user/hello.c``) stands in for the runtime image: it has text,
+rodata, data and bss, and its first launch argument picks a forbidden access (``ACTIONS``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+USER_DIR = HERE / "keep_user"
+
+#: action character → (what it does, expected FAULT vector, expected error code or None).
+ACTIONS: dict[str, tuple[str, int, int | None]] = {
+    "1": ("write to the null page", 14, 0x6),
+    "2": ("int3 through a DPL-0 gate", 13, (3 << 3) | 2),
+    "3": ("write to microkernel text", 14, 0x7),
+    "4": ("execute the NX heap", 14, 0x15),
+    "5": ("read the unmapped page tables", 14, 0x4),
+    "6": ("write to the read-only user-info page", 14, 0x7),
+    "7": ("read the ring-0 secrets page", 14, 0x5),
+    "8": ("write to the stack guard page", 14, 0x6),
+    "9": ("cli in ring 3", 13, 0),
+}
+
+
+@dataclass(frozen=True)
+class Images:
+    ukernel: Path
+    user: Path
+
+
+def build_images(out: Path, *, cache_dir: Path) -> Images:
+    """Build both ELFs into ``out`` using a private build cache."""
+    old = os.environ.get("KEEPSTACK_CACHE_DIR")
+    os.environ["KEEPSTACK_CACHE_DIR"] = str(cache_dir)
+    try:
+        from toolchain.build.compile import RING3, compile_c, link
+        from toolchain.build.ukernel import INCLUDE_DIR, build_ukernel
+
+        ukernel = build_ukernel(out)
+        obj = compile_c(
+            USER_DIR / "hello.c", out / "hello.o", include_dirs=[INCLUDE_DIR], target=RING3
+        )
+        user = link([obj], out / "hello.elf", linker_script=USER_DIR / "user.ld")
+    finally:
+        if old is None:
+            del os.environ["KEEPSTACK_CACHE_DIR"]
+        else:
+            os.environ["KEEPSTACK_CACHE_DIR"] = old
+    return Images(ukernel, user)
