@@ -46,14 +46,23 @@ class PlatformFacts:
 
 
 def kvm_unavailable_reason() -> str | None:
-    """Why keeps cannot run on KVM here (None when /dev/kvm opens and speaks the right API)."""
+    """Why keeps cannot run on KVM here, or None: /dev/kvm opens, speaks API 12, creates a VM."""
+    import fcntl
+
+    from runtime.vmm import kvm_abi
     from runtime.vmm.vm import open_kvm
 
     try:
         fd = open_kvm()
     except PlatformError as exc:
         return exc.message
-    os.close(fd)
+    try:
+        vm_fd = int(fcntl.ioctl(fd, kvm_abi.KVM_CREATE_VM, 0))
+    except OSError as exc:
+        return f"/dev/kvm cannot create a VM: {exc.strerror}"
+    finally:
+        os.close(fd)
+    os.close(vm_fd)
     return None
 
 
@@ -115,11 +124,11 @@ def probe(*, timing: bool = True) -> PlatformFacts:
     facts.snp_host, facts.snp_evidence = _snp_host()
     root = sim_root_present()
     facts.sim_root = str(root) if root is not None else None
-    try:
-        fd = open_kvm()
-    except PlatformError as exc:
-        facts.kvm_error = exc.message
+    reason = kvm_unavailable_reason()
+    if reason is not None:
+        facts.kvm_error = reason
         return facts
+    fd = open_kvm()
     try:
         facts.max_vcpus = check_extension(fd, kvm_abi.KVM_CAP_MAX_VCPUS)
         vm_types = check_extension(fd, kvm_abi.KVM_CAP_VM_TYPES)
