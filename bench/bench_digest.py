@@ -10,7 +10,7 @@ page cache), so the end-to-end floor also reads the files; the engine-only compa
 digest chain on in-memory data against the in-memory floor. For case 2 we also print the "work
 floor": exactly the hashing the measurement needs (SHA-384 per firmware page, SHA-256 of kernel
 and initrd, SHA-384 per PAGE_INFO) done serially.
-Prints best-of-N wall times and ratios; asserts nothing.
+Prints best-of-N wall times (contestants interleaved round by round) and ratios; asserts nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +40,17 @@ SIG = 0x800F12
 SUFFIX = ROOT / "examples/guest/ovmf_AmdSev_suffix.bin"
 
 
-def best_of(runs: int, function) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
+def race(rounds: int, functions: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Best wall time of each function, run interleaved round by round (rotating the order), so
+    that load from other processes hits every contestant alike and ratios stay meaningful."""
+    best = dict.fromkeys(functions, float("inf"))
+    names = list(functions)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            functions[name]()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -65,7 +71,7 @@ def page_info_count(ovmf: Path, vcpus: int) -> int:
     return len(firmware.data) // 4096 + sum(s.size for s in firmware.sections) // 4096 + vcpus
 
 
-def floor(paths: list[Path], page_infos: int, *, read: bool) -> float:
+def floor(paths: list[Path], page_infos: int, *, read: bool) -> Callable[[], None]:
     datas = [path.read_bytes() for path in paths]
 
     def work() -> None:
@@ -76,10 +82,10 @@ def floor(paths: list[Path], page_infos: int, *, read: bool) -> float:
         for _ in range(page_infos):
             hashlib.sha384(record).digest()
 
-    return best_of(21 if read else 15, work)
+    return work
 
 
-def work_floor(firmware: bytes, others: list[bytes], page_infos: int) -> float:
+def work_floor(firmware: bytes, others: list[bytes], page_infos: int) -> Callable[[], None]:
     def work() -> None:
         view = memoryview(firmware)
         for offset in range(0, len(firmware), 4096):
@@ -90,7 +96,7 @@ def work_floor(firmware: bytes, others: list[bytes], page_infos: int) -> float:
         for _ in range(page_infos):
             hashlib.sha384(record).digest()
 
-    return best_of(5, work)
+    return work
 
 
 def run_case(title: str, files: dict[str, Path], with_kernel: bool, runs: int) -> None:
@@ -127,10 +133,16 @@ def run_case(title: str, files: dict[str, Path], with_kernel: bool, runs: int) -
     firmware = files["ovmf"].read_bytes()
     others = [files["kernel"].read_bytes(), files["initrd"].read_bytes()] if with_kernel else []
     infos = page_info_count(files["ovmf"], 1)
-    t_ours = best_of(runs, ours)
-    t_theirs = best_of(runs, theirs)
     paths = [files["ovmf"], files["kernel"], files["initrd"]] if with_kernel else [files["ovmf"]]
-    t_floor = floor(paths, infos, read=True)
+    contestants: dict[str, Callable[[], object]] = {
+        "ours": ours,
+        "theirs": theirs,
+        "floor": floor(paths, infos, read=True),
+    }
+    if with_kernel:
+        contestants["work"] = work_floor(firmware, others, infos)
+    times = race(runs, contestants)
+    t_ours, t_theirs, t_floor = times["ours"], times["theirs"], times["floor"]
     print(f"\n{title}  ({infos} PAGE_INFOs, best of {runs})")
     print(f"  keepstack          {t_ours * 1e3:9.2f} ms")
     print(
@@ -141,7 +153,7 @@ def run_case(title: str, files: dict[str, Path], with_kernel: bool, runs: int) -
         f"  floor (read+hash)  {t_floor * 1e3:9.2f} ms   keepstack/floor = {t_ours / t_floor:.3f}"
     )
     if with_kernel:
-        t_work = work_floor(firmware, others, infos)
+        t_work = times["work"]
         print(
             f"  work floor         {t_work * 1e3:9.2f} ms   "
             f"keepstack/work floor = {t_ours / t_work:.3f}"
@@ -172,8 +184,10 @@ def run_engine(files: dict[str, Path]) -> None:
     if ours() != theirs():
         raise SystemExit("engine: the digests differ")
     infos = page_info_count(files["ovmf"], 1)
-    t_ours, t_theirs = best_of(15, ours), best_of(15, theirs)
-    t_floor = floor([files["ovmf"]], infos, read=False)
+    times = race(
+        15, {"ours": ours, "theirs": theirs, "floor": floor([files["ovmf"]], infos, read=False)}
+    )
+    t_ours, t_theirs, t_floor = times["ours"], times["theirs"], times["floor"]
     print(f"\nengine only: 4 MiB OVMF in memory  ({infos} PAGE_INFOs, best of 15)")
     print(f"  keepstack          {t_ours * 1e3:9.2f} ms")
     print(
@@ -187,7 +201,7 @@ def run_engine(files: dict[str, Path]) -> None:
 
 def run_vcpu_sweep(files: dict[str, Path]) -> None:
     spec = GuestSpec(mode=Mode.SNP, ovmf=files["ovmf"], vcpu_sig=SIG)
-    t_ours = best_of(3, lambda: measure_guest(spec, range(1, 65)))
+    t_ours = race(3, {"ours": lambda: measure_guest(spec, range(1, 65))})["ours"]
 
     def theirs() -> None:
         for count in range(1, 65):
@@ -195,7 +209,7 @@ def run_vcpu_sweep(files: dict[str, Path]) -> None:
                 SevMode.SEV_SNP, count, SIG, str(files["ovmf"]), None, None, None, 0x1
             )
 
-    t_theirs = best_of(1, theirs)
+    t_theirs = race(1, {"theirs": theirs})["theirs"]
     print("\n4 MiB OVMF, digests for 1..64 vCPUs")
     print(f"  keepstack (one pass)        {t_ours * 1e3:9.2f} ms")
     print(
