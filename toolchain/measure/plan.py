@@ -293,6 +293,8 @@ def _state_to_dict(state: VcpuState) -> dict[str, Any]:
                 "limit": value.limit,
                 "base": value.base,
             }
+        elif isinstance(value, bytes):
+            out[item.name] = {"hex": value.hex()}
         else:
             out[item.name] = value
     return out
@@ -306,7 +308,12 @@ def _state_from_dict(raw: Mapping[str, Any]) -> VcpuState:
     for name, value in raw.items():
         if name not in known:
             raise InputError(f"unknown vCPU state field {name!r} in the launch plan")
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and set(value) == {"hex"}:
+            try:
+                values[name] = bytes.fromhex(value["hex"])
+            except (ValueError, TypeError):
+                raise InputError(f"vCPU state field {name} is not hex") from None
+        elif isinstance(value, Mapping):
             values[name] = Segment(**value)
         else:
             values[name] = value
