@@ -174,7 +174,7 @@ class _Background:
 def _kernel_hashes_async(spec: GuestSpec) -> Callable[[], KernelHashes] | None:
     """Start hashing kernel and initrd in the background; return a function that collects them."""
     if spec.kernel is None:
-        if spec.initrd is not None or spec.append is not None:
+        if spec.initrd is not None or spec.append:  # an empty --append alone is harmless
             raise InputError("--initrd and --append need --kernel")
         return None
     kernel_path, initrd_path = spec.kernel, spec.initrd
