@@ -61,28 +61,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _add_trust_options(show)
 
 
-def _trust_policy(args: argparse.Namespace, *, use_default: bool) -> TrustPolicy | None:
-    """The policy the options name, else the default one when present and wanted, else None."""
+def trust_policy_from_args(args: argparse.Namespace, *, use_default: bool) -> TrustPolicy | None:
+    """The policy the options name, else the default one when present and wanted, else None.
+
+    Reads ``args.trust``, ``args.trusted_key`` and (when present) ``args.threshold``; also used
+    by ``keep verify-report --references`` and ``keep run``.
+    """
     from toolchain.errors import InputError
     from toolchain.sign.keys import load_public_key
     from toolchain.sign.trust import TrustPolicy
 
+    threshold = getattr(args, "threshold", None)
     if args.trusted_key:
         policy = TrustPolicy.from_keys([load_public_key(p) for p in args.trusted_key])
-        return policy.with_threshold(1 if args.threshold is None else args.threshold)
+        return policy.with_threshold(1 if threshold is None else threshold)
     path = args.trust
     if path is None and use_default and DEFAULT_TRUST.is_file():
         path = DEFAULT_TRUST
     if path is None:
         return None
     policy = TrustPolicy.load(path)
-    if args.threshold is not None:
-        if args.threshold < policy.threshold:
+    if threshold is not None:
+        if threshold < policy.threshold:
             raise InputError(
-                f"--threshold {args.threshold} is below the policy's threshold "
+                f"--threshold {threshold} is below the policy's threshold "
                 f"{policy.threshold} ({path}); it may only be raised"
             )
-        policy = policy.with_threshold(args.threshold)
+        policy = policy.with_threshold(threshold)
     return policy
 
 
@@ -199,7 +204,7 @@ def _show(args: argparse.Namespace) -> int:
 
     data = _read_envelope(args.envelope)
     status = 0
-    policy = _trust_policy(args, use_default=False)
+    policy = trust_policy_from_args(args, use_default=False)
     if policy is not None:
         status, (checklist, _) = _verify(args, policy, data)
         if not args.json:
@@ -234,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         return _show(args)
     from toolchain.errors import InputError
 
-    policy = _trust_policy(args, use_default=True)
+    policy = trust_policy_from_args(args, use_default=True)
     if policy is None:
         raise InputError(
             "no trust policy: give --trust FILE or --trusted-key PUB",

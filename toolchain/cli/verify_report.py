@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
     from cryptography import x509
 
+    from toolchain.checks import Checklist
+    from toolchain.snp.report import AttestationReport
     from toolchain.verify import TrustedRoots, VerificationPolicy
 
 
@@ -95,6 +97,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="CERT",
         help="also trust this self-signed root (development: a simulated ARK); the result names it",
     )
+    refs = parser.add_argument_group("signed reference measurements")
+    refs.add_argument(
+        "--references",
+        type=Path,
+        metavar="ENVELOPE",
+        help="accept MEASUREMENT only if this verified reference lists it for a matching "
+        "configuration (guest policy, CPU generation)",
+    )
+    trust = refs.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--trust",
+        type=Path,
+        metavar="FILE",
+        help="trust policy for --references (default: ./reference-measurements/trust.toml)",
+    )
+    trust.add_argument(
+        "--trusted-key",
+        type=Path,
+        action="append",
+        metavar="PUB",
+        help="trust this public key for --references; repeat for several",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -175,6 +199,50 @@ def roots_from_args(args: argparse.Namespace) -> TrustedRoots:
     return roots
 
 
+def references_checklist(
+    args: argparse.Namespace,
+    report: AttestationReport,
+    vcek: x509.Certificate,
+    policy: VerificationPolicy,
+) -> tuple[Checklist | None, VerificationPolicy]:
+    """Verify ``--references`` and narrow the policy's allowed measurements to what it lists."""
+    from toolchain.cli.references import trust_policy_from_args
+    from toolchain.errors import InputError
+    from toolchain.sign.references import verify_envelope
+    from toolchain.verify.references import allowed_measurements, report_generation
+
+    if args.references is None:
+        if args.trust is not None or args.trusted_key:
+            raise InputError("--trust and --trusted-key only make sense with --references")
+        return None, policy
+    trust = trust_policy_from_args(args, use_default=True)
+    if trust is None:
+        raise InputError(
+            "--references needs a trust policy",
+            hint="pass --trust FILE or --trusted-key PUB",
+        )
+    envelope = read_file(args.references, "reference envelope")
+    at = parse_time(args.at) if args.at else None
+    checks, references = verify_envelope(envelope, trust, at=at)
+    checks.title = f"signed reference measurements {args.references}"
+    if references is None:
+        # Fail closed: an unverified reference allows nothing.
+        return checks, policy.replace(allowed_measurements=frozenset())
+    generation = report_generation(report, vcek, args.product)
+    allowed = allowed_measurements(references, report, product=generation)
+    if policy.allowed_measurements is not None:
+        allowed &= policy.allowed_measurements
+    checks.add(
+        "references.configuration",
+        bool(allowed),
+        expected=f"a launch configuration for guest policy {report.policy.value:#x}"
+        f" on {generation or 'any CPU generation'}",
+        found=f"{len(allowed)} matching launch digest(s) in release {references.release}",
+        detail="development reference" if references.development else "",
+    )
+    return checks, policy.replace(allowed_measurements=allowed)
+
+
 def run(args: argparse.Namespace) -> int:
     from toolchain.snp.certs import load_certificate, load_certificates
     from toolchain.snp.report import read_report_file
@@ -182,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
 
     report, how = read_report_file(args.report, offset=args.offset)
     vcek = load_certificate(read_file(args.vcek, "certificate"))
+    ref_checks, policy = references_checklist(args, report, vcek, policy_from_args(args))
     ask = ark = None
     if args.ask_chain is not None:
         ask, ark = split_chain(load_certificates(read_file(args.ask_chain, "certificate chain")))
@@ -189,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     checklist = verify_report(
         report,
         vcek,
-        policy=policy_from_args(args),
+        policy=policy,
         ask=ask,
         ark=ark,
         product=args.product,
@@ -198,5 +267,9 @@ def run(args: argparse.Namespace) -> int:
         roots=roots_from_args(args),
     )
     checklist.title = f"{checklist.title}: {args.report} ({how})"
+    if ref_checks is not None:
+        ref_checks.extend(checklist)
+        ref_checks.title = checklist.title + f" with references {args.references}"
+        checklist = ref_checks
     print(checklist.to_json() if args.json else checklist.render())
     return 0 if checklist.ok else 1

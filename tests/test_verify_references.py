@@ -1,0 +1,130 @@
+"""verify-report --references: MEASUREMENT accepted only if a verified reference lists it."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from toolchain.cli import main
+from toolchain.sign import (
+    KeepPredicate,
+    LaunchConfig,
+    build_statement,
+    generate_private_key,
+    sign_statement,
+    write_key_pair,
+)
+from toolchain.snp.report import AttestationReport
+
+REPORT = "vectors/snp-reports/enarx-steward/report.bin"
+VCEK = "vectors/snp-reports/enarx-steward/vcek.der"
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _envelope(tmp_path: Path, key_name: str, configs: list[LaunchConfig]) -> tuple[Path, Path]:
+    key = generate_private_key("ecdsa-p384")
+    key_path = tmp_path / key_name
+    pub_path = write_key_pair(key_path, key)
+    predicate = KeepPredicate(
+        release="9.9.9",
+        configs=configs,
+        components=[],
+        toolchain={},
+        provenance_sha256=hashlib.sha256(b"provenance").hexdigest(),
+        not_before=NOW - timedelta(days=1),
+        not_after=NOW + timedelta(days=1),
+        development=False,
+    )
+    statement = build_statement(predicate, {"keep.img": {"sha256": "00" * 32}})
+    out = tmp_path / f"{key_name}.dsse.json"
+    out.write_bytes(sign_statement(statement, key))
+    return out, pub_path
+
+
+@pytest.fixture
+def report_facts(shared_dir: Path) -> tuple[bytes, int]:
+    report = AttestationReport.parse((shared_dir / REPORT).read_bytes())
+    return report.measurement, report.policy.value
+
+
+def _verify(shared_dir: Path, *extra: str) -> int:
+    return main(
+        ["verify-report", str(shared_dir / REPORT), "--vcek", str(shared_dir / VCEK), *extra]
+    )
+
+
+def test_listed_measurement_verifies(
+    shared_dir: Path, tmp_path: Path, report_facts: tuple[bytes, int], capsys
+) -> None:
+    measurement, policy = report_facts
+    envelope, pub = _envelope(
+        tmp_path, "release", [LaunchConfig("milan", 1, policy, "snp", measurement)]
+    )
+    status = _verify(shared_dir, "--references", str(envelope), "--trusted-key", str(pub))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "✔ references.configuration" in out
+    assert "✔ measurement" in out
+
+
+def test_unlisted_measurement_is_rejected(
+    shared_dir: Path, tmp_path: Path, report_facts: tuple[bytes, int], capsys
+) -> None:
+    _, policy = report_facts
+    envelope, pub = _envelope(
+        tmp_path, "release", [LaunchConfig("milan", 1, policy, "snp", bytes(48))]
+    )
+    status = _verify(shared_dir, "--references", str(envelope), "--trusted-key", str(pub))
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "✗ measurement" in out
+
+
+def test_other_generation_or_policy_does_not_match(
+    shared_dir: Path, tmp_path: Path, report_facts: tuple[bytes, int], capsys
+) -> None:
+    measurement, policy = report_facts
+    envelope, pub = _envelope(
+        tmp_path,
+        "release",
+        [
+            LaunchConfig("genoa", 1, policy, "snp", measurement),
+            LaunchConfig("milan", 1, policy ^ (1 << 16), "snp", measurement),
+        ],
+    )
+    status = _verify(shared_dir, "--references", str(envelope), "--trusted-key", str(pub))
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "✗ references.configuration" in out
+
+
+def test_reference_signed_by_untrusted_key_allows_nothing(
+    shared_dir: Path, tmp_path: Path, report_facts: tuple[bytes, int], capsys
+) -> None:
+    measurement, policy = report_facts
+    envelope, _ = _envelope(
+        tmp_path, "release", [LaunchConfig("milan", 1, policy, "snp", measurement)]
+    )
+    _, other_pub = _envelope(
+        tmp_path, "other", [LaunchConfig("milan", 1, policy, "snp", bytes(48))]
+    )
+    status = _verify(shared_dir, "--references", str(envelope), "--trusted-key", str(other_pub))
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "✗" in out
+    assert "✗ measurement" in out
+
+
+def test_references_without_trust_is_unusable_input(
+    shared_dir: Path, tmp_path: Path, report_facts: tuple[bytes, int], capsys, monkeypatch
+) -> None:
+    measurement, policy = report_facts
+    envelope, _ = _envelope(
+        tmp_path, "release", [LaunchConfig("milan", 1, policy, "snp", measurement)]
+    )
+    monkeypatch.chdir(tmp_path)  # no ./reference-measurements/trust.toml here
+    assert _verify(shared_dir, "--references", str(envelope)) == 2
+    assert "needs a trust policy" in capsys.readouterr().err

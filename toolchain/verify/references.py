@@ -1,0 +1,58 @@
+"""Feeding signed reference measurements into report verification.
+
+A report's MEASUREMENT is accepted only if a verified reference lists it for a launch
+configuration that matches the report: the same guest policy and, where the product is known,
+the same CPU generation (or a configuration for "any" generation).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from toolchain.sign.references import VerifiedReferences
+    from toolchain.snp.report import AttestationReport
+
+
+def report_generation(
+    report: AttestationReport, vcek: x509.Certificate, given: str | None = None
+) -> str | None:
+    """The CPU generation to match references with: given, else what the certificate or the
+    report's CPUID says (the verifier separately checks that these sources agree)."""
+    from toolchain.errors import InputError
+    from toolchain.snp import certs
+    from toolchain.snp.tcb import Product
+
+    if given not in (None, "auto"):
+        return str(given).lower()
+    try:
+        name = certs.parse_vcek_extensions(vcek).product_name
+        if name:
+            return Product.from_name(name).value.lower()
+    except InputError:
+        pass  # an unusable extension is reported by verify_report itself
+    product = certs.product_from_issuer(vcek) or report.cpuid_product
+    return product.value.lower() if product is not None else None
+
+
+def allowed_measurements(
+    references: VerifiedReferences,
+    report: AttestationReport,
+    *,
+    product: str | None = None,
+    backend: str | None = None,
+) -> frozenset[bytes]:
+    """The launch digests ``references`` allow for ``report``'s configuration."""
+    generation = None if product in (None, "auto") else str(product).lower()
+    allowed: set[bytes] = set()
+    for config in references.configs:
+        if config.guest_policy != report.policy.value:
+            continue
+        if generation is not None and config.cpu_generation not in ("any", generation):
+            continue
+        if backend is not None and config.backend != backend:
+            continue
+        allowed.add(config.launch_digest)
+    return frozenset(allowed)
