@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ from runtime.vmm.miniguest import (
 )
 from runtime.vmm.platform import kvm_unavailable_reason
 from runtime.vmm.vm import Vm
-from toolchain.errors import EvidenceError, InputError
+from toolchain.errors import EvidenceError, InputError, PlatformError
 from toolchain.snp.report import AttestationReport
 
 KVM_MISSING = kvm_unavailable_reason()
@@ -95,6 +96,32 @@ def test_vcpu_state_reads_back_as_the_plan_says(ring: int) -> None:
     with Vm(_ranges(plan)) as vm:  # type: ignore[arg-type]
         vcpu.write_vcpu_state(vm.vcpus[0], plan.boot_vcpu)
         assert vcpu.read_vcpu_state(vm.vcpus[0]) == plan.boot_vcpu
+
+
+def test_every_vmsa_register_round_trips_through_kvm() -> None:
+    plan = mini_plan(miniguest.hello_guest())
+    state = replace(
+        plan.boot_vcpu,
+        rax=5,
+        r15=9,
+        rflags=0x202,
+        dr7=0x401,
+        star=0x0023001000000000,
+        lstar=0xFFFF800000001000,
+        g_pat=0x0007040600070407,
+        mxcsr=0x1F00,
+        x87_fcw=0x27F,
+        xcr0=0x7,
+        fpreg_x87=bytes(range(1, 81)),
+        fpreg_xmm=bytes(i % 255 + 1 for i in range(256)),
+        fpreg_ymm=bytes(i * 7 % 255 + 1 for i in range(256)),
+    )
+    with Vm(_ranges(plan)) as vm:  # type: ignore[arg-type]
+        try:
+            vcpu.write_vcpu_state(vm.vcpus[0], state)
+        except PlatformError as exc:
+            pytest.skip(f"this host's KVM refuses AVX state (XCR0=7): {exc.message}")
+        assert vcpu.read_vcpu_state(vm.vcpus[0]) == state
 
 
 def _ranges(plan: object) -> list[object]:
@@ -359,8 +386,6 @@ def test_unknown_exit_reasons_and_entry_failures_stop_the_keep() -> None:
 
 
 def test_a_plan_whose_shared_pages_overlap_a_region_is_refused() -> None:
-    from dataclasses import replace
-
     plan = mini_plan(miniguest.hello_guest())
     bad = replace(plan, abi=replace(plan.abi, hc_page=miniguest.GDT_GPA))
     with pytest.raises(InputError, match="overlaps launched region"):

@@ -172,9 +172,18 @@ class KvmXsave(ctypes.Structure):
     _fields_ = [("region", ctypes.c_uint32 * 1024)]
 
 
-#: Byte offsets inside the legacy FXSAVE area of kvm_xsave.
+#: Byte offsets inside kvm_xsave (standard, non-compacted format, Intel SDM vol. 1, 13.4).
 XSAVE_FCW_OFFSET = 0
+XSAVE_FSW_OFFSET = 2
+XSAVE_FOP_OFFSET = 6
 XSAVE_MXCSR_OFFSET = 24
+XSAVE_ST_OFFSET = 32  # ST0-7 / MM0-7, 16 bytes apart, 10 bytes used
+XSAVE_XMM_OFFSET = 160  # XMM0-15, 16 bytes each
+XSAVE_HEADER_OFFSET = 512  # XSTATE_BV (u64) first
+XSAVE_YMM_HI_OFFSET = 576  # upper 128 bits of YMM0-15 (state component 2)
+XSTATE_X87 = 1 << 0
+XSTATE_SSE = 1 << 1
+XSTATE_AVX = 1 << 2
 
 
 class KvmDebugregs(ctypes.Structure):

@@ -466,6 +466,46 @@ def _xsave_field(raw: bytes | bytearray, offset: int, size: int) -> int:
     return int.from_bytes(raw[offset : offset + size], "little")
 
 
+def _fp_registers(xsave: bytes) -> dict[str, bytes]:
+    """The VMSA's FPU register files from an XSAVE image, in their shortest form (the VMSA
+    zero-pads them, so trailing zero bytes carry nothing)."""
+    st = b"".join(
+        xsave[kvm_abi.XSAVE_ST_OFFSET + 16 * i : kvm_abi.XSAVE_ST_OFFSET + 16 * i + 10]
+        for i in range(8)
+    )
+    xmm = xsave[kvm_abi.XSAVE_XMM_OFFSET : kvm_abi.XSAVE_XMM_OFFSET + 256]
+    xstate_bv = _xsave_field(xsave, kvm_abi.XSAVE_HEADER_OFFSET, 8)
+    ymm = b""
+    if xstate_bv & kvm_abi.XSTATE_AVX:
+        ymm = xsave[kvm_abi.XSAVE_YMM_HI_OFFSET : kvm_abi.XSAVE_YMM_HI_OFFSET + 256]
+    return {
+        "fpreg_x87": st.rstrip(b"\0"),
+        "fpreg_xmm": xmm.rstrip(b"\0"),
+        "fpreg_ymm": ymm.rstrip(b"\0"),
+    }
+
+
+def _put_fp_registers(raw: bytearray, state: VcpuState) -> None:
+    x87 = state.fpreg_x87.ljust(80, b"\0")
+    for i in range(8):
+        start = kvm_abi.XSAVE_ST_OFFSET + 16 * i
+        raw[start : start + 10] = x87[10 * i : 10 * i + 10]
+    raw[kvm_abi.XSAVE_XMM_OFFSET : kvm_abi.XSAVE_XMM_OFFSET + 256] = state.fpreg_xmm.ljust(
+        256, b"\0"
+    )
+    raw[kvm_abi.XSAVE_YMM_HI_OFFSET : kvm_abi.XSAVE_YMM_HI_OFFSET + 256] = state.fpreg_ymm.ljust(
+        256, b"\0"
+    )
+    # The legacy area (x87 and SSE) is loaded only for the components marked in XSTATE_BV.
+    xstate_bv = _xsave_field(raw, kvm_abi.XSAVE_HEADER_OFFSET, 8)
+    xstate_bv |= kvm_abi.XSTATE_X87 | kvm_abi.XSTATE_SSE
+    if any(state.fpreg_ymm):
+        xstate_bv |= kvm_abi.XSTATE_AVX
+    raw[kvm_abi.XSAVE_HEADER_OFFSET : kvm_abi.XSAVE_HEADER_OFFSET + 8] = xstate_bv.to_bytes(
+        8, "little"
+    )
+
+
 def read_vcpu_state(vcpu: Vcpu) -> VcpuState:
     """The vCPU's real state read back from KVM, in VMSA terms (what the firmware measures).
 
@@ -495,9 +535,10 @@ def read_vcpu_state(vcpu: Vcpu) -> VcpuState:
         cpl=int(sregs.ss.dpl),
         xcr0=1 if xcr0 is None else xcr0,
         x87_fcw=_xsave_field(xsave, kvm_abi.XSAVE_FCW_OFFSET, 2),
-        x87_fsw=_xsave_field(xsave, 2, 2),
-        x87_fop=_xsave_field(xsave, 6, 2),
+        x87_fsw=_xsave_field(xsave, kvm_abi.XSAVE_FSW_OFFSET, 2),
+        x87_fop=_xsave_field(xsave, kvm_abi.XSAVE_FOP_OFFSET, 2),
         mxcsr=_xsave_field(xsave, kvm_abi.XSAVE_MXCSR_OFFSET, 4),
+        **_fp_registers(xsave),
     )
     for name, index in STATE_MSRS.items():
         if index in msrs:
@@ -539,11 +580,12 @@ def write_vcpu_state(vcpu: Vcpu, state: VcpuState) -> None:
     raw = bytearray(vcpu.get_xsave())
     for offset, size, value in (
         (kvm_abi.XSAVE_FCW_OFFSET, 2, state.x87_fcw),
-        (2, 2, state.x87_fsw),
-        (6, 2, state.x87_fop),
+        (kvm_abi.XSAVE_FSW_OFFSET, 2, state.x87_fsw),
+        (kvm_abi.XSAVE_FOP_OFFSET, 2, state.x87_fop),
         (kvm_abi.XSAVE_MXCSR_OFFSET, 4, state.mxcsr),
     ):
         raw[offset : offset + size] = value.to_bytes(size, "little")
+    _put_fp_registers(raw, state)
     vcpu.set_xsave(kvm_abi.KvmXsave.from_buffer_copy(raw))
     if vcpu.get_xcr0() is not None:
         vcpu.set_xcr0(state.xcr0)
