@@ -13,17 +13,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 USER_DIR = HERE / "keep_user"
 
-#: action character → (what it does, expected FAULT vector, expected error code or None).
-ACTIONS: dict[str, tuple[str, int, int | None]] = {
-    "1": ("write to the null page", 14, 0x6),
-    "2": ("int3 through a DPL-0 gate", 13, (3 << 3) | 2),
-    "3": ("write to microkernel text", 14, 0x7),
-    "4": ("execute the NX heap", 14, 0x15),
-    "5": ("read the unmapped page tables", 14, 0x4),
-    "6": ("write to the read-only user-info page", 14, 0x7),
-    "7": ("read the ring-0 secrets page", 14, 0x5),
-    "8": ("write to the stack guard page", 14, 0x6),
-    "9": ("cli in ring 3", 13, 0),
+#: action character → (what it does, the fault names accepted, expected error code or None).
+#: A software interrupt from ring 3 through a DPL-0 gate is #GP on hardware; PVM reports #UD.
+ACTIONS: dict[str, tuple[str, tuple[str, ...], int | None]] = {
+    "1": ("write to the null page", ("#PF",), 0x6),
+    "2": ("int $0x80 through a DPL-0 gate", ("#GP", "#UD"), None),
+    "3": ("write to microkernel text", ("#PF",), 0x7),
+    "4": ("execute the NX heap", ("#PF",), 0x15),
+    "5": ("read the unmapped page tables", ("#PF",), 0x4),
+    "6": ("write to the read-only user-info page", ("#PF",), 0x7),
+    "7": ("read the ring-0 secrets page", ("#PF",), 0x5),
+    "8": ("write to the stack guard page", ("#PF",), 0x6),
+    "9": ("cli in ring 3", ("#GP",), 0),
 }
 
 

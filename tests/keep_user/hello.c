@@ -33,7 +33,7 @@ __attribute__((noreturn)) void _start(const struct keep_user_info *info) {
     *(volatile uint64_t *)info->stack_bottom = 1;          /* bottom of the stack */
     switch (action) {
     case '1': *(volatile uint64_t *)8 = 1; break;                                /* null page */
-    case '2': __asm__ volatile("int3"); break;                                   /* DPL-0 gate */
+    case '2': __asm__ volatile("int $0x80"); break;                             /* DPL-0 gate */
     case '3': *(volatile uint64_t *)KEEP_UKERNEL_BASE = 1; break;                /* ring-0 text */
     case '4': ((void (*)(void))info->heap_start)(); break;                       /* NX heap */
     case '5': exit_status = *(volatile uint64_t *)KEEP_PAGE_TABLES_GPA; break;   /* unmapped */

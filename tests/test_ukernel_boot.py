@@ -1,0 +1,125 @@
+"""The microkernel boots on this machine's /dev/kvm through the real VMM and the sim firmware.
+
+The ring-3 image is the tiny hand-written one in tests/keep_user/; its first launch argument picks
+a forbidden access that the microkernel must report through FAULT (see ukernel_images.ACTIONS).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import replace
+
+import pytest
+from ukernel_images import ACTIONS, Images, build_images
+
+from runtime.firmware.sim import SimFirmware
+from runtime.vmm.keep import KeepResult, run_keep
+from runtime.vmm.platform import kvm_unavailable_reason
+from toolchain.errors import EvidenceError
+from toolchain.measure.keep import build_plan
+from toolchain.measure.plan import LaunchPlan
+
+KVM_MISSING = kvm_unavailable_reason()
+pytestmark = [
+    pytest.mark.kvm,
+    pytest.mark.skipif(KVM_MISSING is not None, reason=f"needs a working /dev/kvm: {KVM_MISSING}"),
+]
+GREETING = b"hello from ring 3\n"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
+    base = tmp_path_factory.mktemp("boot")
+    return build_images(base / "out", cache_dir=base / "cache")
+
+
+@pytest.fixture(scope="module")
+def plan(images: Images) -> LaunchPlan:
+    return build_plan(images.ukernel, images.user)
+
+
+def _accept(_report: bytes) -> None:
+    """The runner's verdict in these tests: accept (the verification path has its own tests)."""
+
+
+def boot(plan: LaunchPlan, action: str = "0", **options: object) -> tuple[KeepResult, bytes]:
+    out = io.BytesIO()
+    result = run_keep(
+        plan,
+        firmware=SimFirmware(),
+        args=[action],
+        stdout=out,
+        stderr=io.BytesIO(),
+        on_report=options.pop("on_report", _accept),  # type: ignore[arg-type]
+        timeout=20.0,
+    )
+    return result, out.getvalue()
+
+
+@pytest.mark.parametrize("vcpus", [1, 2])
+def test_boots_to_ring3_and_the_firmware_measures_the_plan(plan: LaunchPlan, vcpus: int) -> None:
+    plan = plan.with_vcpu_count(vcpus)
+    result, output = boot(plan)
+    assert result.error is None, result.error.explain()
+    assert result.exit_status == 7
+    assert output == GREETING
+    # The sim firmware measured the pages read back from guest memory and the VMSAs read back
+    # from KVM's real register state: they agree with the plan's own digest.
+    assert result.measurement == plan.launch_digest()
+    assert result.report is not None
+    assert result.calls.get("REPORT_DATA") == result.calls.get("ATTEST") == 1
+    assert result.to_attest_ms is not None
+    assert result.total_ms < 1000
+
+
+@pytest.mark.parametrize("action", sorted(ACTIONS))
+def test_ring3_faults_are_reported_with_vector_and_error_code(
+    plan: LaunchPlan, action: str
+) -> None:
+    what, names, error_code = ACTIONS[action]
+    result, output = boot(plan, action)
+    assert result.exit_status is None, what
+    assert result.error is not None, what
+    message = result.error.message
+    assert "faulted" in message, message
+    assert "in ring 3" in message, message
+    assert any(name in message for name in names), (what, message)
+    if error_code is not None:
+        assert f"(error code {error_code:#x})" in message, (what, message)
+    assert output == b""
+
+
+def test_a_refused_report_stops_the_keep_before_ring3(plan: LaunchPlan) -> None:
+    def refuse(_report: bytes) -> None:
+        raise EvidenceError("refused by the test", field="MEASUREMENT", expected="x", found="y")
+
+    result, output = boot(plan, on_report=refuse)
+    assert result.exit_status is None
+    assert isinstance(result.error, EvidenceError)
+    assert output == b""
+
+
+def test_ring0_faults_are_reported_too(plan: LaunchPlan) -> None:
+    """Unmap the user-info page: the microkernel's read of the ring-3 entry faults in ring 0."""
+    memory = {gpa: data for gpa, _, data in plan.pages() if data is not None}
+    mask = 0x000FFFFFFFFFF000
+    pml4e = struct.unpack_from("<Q", memory[plan.boot_vcpu.cr3])[0]
+    pdpte = struct.unpack_from("<Q", memory[pml4e & mask])[0]
+    pde = struct.unpack_from("<Q", memory[pdpte & mask])[0]
+    table = pde & mask
+    info = plan.abi.user_info
+    regions = []
+    for region in plan.regions:
+        if region.gpa <= table < region.end and region.data is not None:
+            data = bytearray(region.data)
+            struct.pack_into("<Q", data, table - region.gpa + (info >> 12) * 8, 0)
+            region = replace(region, data=bytes(data))  # noqa: PLW2901
+        regions.append(region)
+    result, output = boot(replace(plan, regions=tuple(regions)))
+    assert result.error is not None
+    message = result.error.message
+    assert "in ring 0" in message, message
+    assert "#PF" in message, message
+    assert f"CR2 {info + 0x28:#x}" in message, message  # keep_user_info.entry
+    assert output == b""
