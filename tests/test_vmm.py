@@ -80,6 +80,7 @@ def test_guest_prints_and_exits(ring: int) -> None:
     assert err == b""
     assert result.exits == {"MMIO": 2}
     assert result.calls == {"CONSOLE_WRITE": 1, "EXIT": 1}
+    assert not result.attested
     assert result.to_first_output_ms is not None
     assert 0 < result.to_first_output_ms < result.total_ms
 
@@ -184,6 +185,7 @@ def test_attest_returns_a_report_bound_to_the_runner_nonce() -> None:
         on_report=seen.append,
     )
     assert result.ok, result.error
+    assert result.attested
     assert out == b"app runs\n"
     assert len(seen) == 1
     assert seen[0] == result.report
@@ -209,6 +211,7 @@ def test_a_refused_report_stops_the_keep_before_the_app(refusal: str) -> None:
     )
     assert isinstance(result.error, EvidenceError)
     assert result.exit_status is None
+    assert not result.attested
     assert out == err == b""
     assert "CONSOLE_WRITE" not in result.calls
     if refusal == "raise":

@@ -49,6 +49,8 @@ class KeepResult:
     error: KeepError | None  # why it was stopped (GuestError, EvidenceError for a refused report)
     measurement: bytes  # the launch digest the firmware computed
     report: bytes | None  # the ATTESTATION_REPORT the keep obtained, if any
+    #: Whether the runner's verifier accepted a report from this keep (only then did it run).
+    attested: bool = False
     output_bytes: int = 0
     #: Milliseconds from KVM_CREATE_VM to: the report request, the first console output, the end.
     to_attest_ms: float | None = None
@@ -182,6 +184,7 @@ class Keep:
             error=error,
             measurement=self.measurement,
             report=stats.report,
+            attested=stats.attested_at is not None,
             output_bytes=stats.output_bytes,
             to_attest_ms=_ms(vm.created_at, stats.attested_at),
             to_first_output_ms=_ms(vm.created_at, stats.first_output_at),
