@@ -171,3 +171,23 @@ def test_allocator_stress(tmp_path: Path) -> None:
     )
     done = subprocess.run([exe], capture_output=True, timeout=120, check=False)
     assert (done.returncode, done.stdout) == (0, b"ok\n"), done.stderr
+
+
+def test_big_modules_are_split_into_several_c_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert app_build.c_file_count(1) == 1
+    assert app_build.c_file_count(app_build.WASM_BYTES_PER_C_FILE + 1) == 2
+    assert app_build.c_file_count(1 << 30) == app_build.MAX_C_FILES
+    monkeypatch.setattr(app_build, "WASM_BYTES_PER_C_FILE", 64)  # fib.wasm: a few hundred bytes
+    image = app_build.build_app_image(
+        ROOT / "examples" / "cpu" / "fib.wat", tmp_path, hostcheck=True
+    )
+    count = app_build.c_file_count(image.wasm.path.stat().st_size)
+    assert count > 1
+    assert [a.path.name for a in image.c_sources] == [f"app_{i}.c" for i in range(count)]
+    assert len(image.objects) == count
+    done = subprocess.run(
+        [tmp_path / "hostcheck.elf"], capture_output=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, b"fib(32) = 2178309\n")

@@ -18,6 +18,8 @@ runtime as a Linux executable and compare it with wasmtime.
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,20 +142,30 @@ class AppImage:
     """The outputs of ``build_app_image``: paths and digests."""
 
     wasm: Artifact  # the validated binary module (assembled when the input was .wat)
-    c_source: Artifact  # wasm2c's app.c
-    c_header: Artifact  # wasm2c's app.h
+    c_sources: tuple[Artifact, ...]  # wasm2c's app.c (or app_0.c ... for a big module)
+    c_headers: tuple[Artifact, ...]  # app.h (and app-impl.h)
     entry_source: Artifact  # generated entry.c
-    object: Artifact  # app.o
+    objects: tuple[Artifact, ...]  # one object per C file of the application
     elf: Artifact  # the linked ring-3 image
     runtime_objects: tuple[Artifact, ...]  # everything else linked into the image
+
+    @property
+    def c_source(self) -> Artifact:
+        """The (first) generated C file."""
+        return self.c_sources[0]
+
+    @property
+    def object(self) -> Artifact:
+        """The (first) application object."""
+        return self.objects[0]
 
     def artifacts(self) -> tuple[Artifact, ...]:
         return (
             self.wasm,
-            self.c_source,
-            self.c_header,
+            *self.c_sources,
+            *self.c_headers,
             self.entry_source,
-            self.object,
+            *self.objects,
             *self.runtime_objects,
             self.elf,
         )
@@ -230,24 +242,43 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _wasm2c(wasm_path: Path, out_dir: Path, cache: BuildCache) -> tuple[Path, Path]:
+#: wasm2c splits a module's C into one file per this many bytes of wasm (at most MAX_C_FILES),
+#: so big modules compile in parallel and recompile in parts.
+WASM_BYTES_PER_C_FILE = 256 * 1024
+MAX_C_FILES = 8
+
+
+def c_file_count(wasm_size: int) -> int:
+    """How many C files wasm2c writes for a module of this size (a function of the size only)."""
+    return max(1, min(MAX_C_FILES, -(-wasm_size // WASM_BYTES_PER_C_FILE)))
+
+
+def _wasm2c(wasm_path: Path, out_dir: Path, cache: BuildCache) -> tuple[list[Path], list[Path]]:
+    """Run wasm2c; returns (C files, headers)."""
     tool = tools.wasm2c()
-    c_path, h_path = out_dir / "app.c", out_dir / "app.h"
-    key = step_key("wasm2c", tool.describe(), "-n app", wasm_path.read_bytes())
+    wasm = wasm_path.read_bytes()
+    count = c_file_count(len(wasm))
+    if count == 1:
+        c_files, headers, extra = [out_dir / "app.c"], [out_dir / "app.h"], []
+    else:
+        c_files = [out_dir / f"app_{i}.c" for i in range(count)]
+        headers = [out_dir / "app.h", out_dir / "app-impl.h"]
+        extra = [f"--num-outputs={count}"]
+    key = step_key("wasm2c", tool.describe(), "-n app", *extra, wasm)
     hit = cache.lookup(key)
-    if hit is not None:
-        restore(hit.outputs["c"], c_path)
-        restore(hit.outputs["h"], h_path)
-        return c_path, h_path
+    if hit is not None and all(p.name in hit.outputs for p in (*c_files, *headers)):
+        for path in (*c_files, *headers):
+            restore(hit.outputs[path.name], path)
+        return c_files, headers
     from toolchain.build.compile import build_env
 
     tools.run_tool(
-        [str(tool.path), wasm_path.name, "-n", "app", "-o", c_path.name],
+        [str(tool.path), wasm_path.name, "-n", "app", "-o", "app.c", *extra],
         env=build_env(),
         cwd=out_dir,
     )
-    cache.store(key, {"c": c_path, "h": h_path})
-    return c_path, h_path
+    cache.store(key, {p.name: p for p in (*c_files, *headers)})
+    return c_files, headers
 
 
 def _include_dirs() -> list[Path]:
@@ -306,31 +337,33 @@ def build_app_image(
 
     wasm_path = out_dir / "app.wasm"
     _write_if_changed(wasm_path, binary)
-    c_path, h_path = _wasm2c(wasm_path, out_dir, build_cache)
+    c_files, headers = _wasm2c(wasm_path, out_dir, build_cache)
     entry_path = out_dir / "entry.c"
     _write_if_changed(entry_path, _entry_source(uses_wasi).encode())
 
     obj_dir = out_dir / "obj"
     includes = _include_dirs()
-    app_obj = compile_c(
-        c_path,
-        obj_dir / "app.o",
-        flags=WASM2C_FLAGS,
-        include_dirs=includes,
-        target=RING3,
-        cache=build_cache,
-    )
-    entry_obj = compile_c(
-        entry_path,
-        obj_dir / "entry.o",
-        flags=(*WASM2C_FLAGS, *OWN_FLAGS),
-        include_dirs=includes,
-        target=RING3,
-        cache=build_cache,
-    )
+    jobs: list[tuple[Path, Path, tuple[str, ...]]] = [
+        (c, obj_dir / f"{c.stem}.o", WASM2C_FLAGS) for c in c_files
+    ]
+    jobs.append((entry_path, obj_dir / "entry.o", (*WASM2C_FLAGS, *OWN_FLAGS)))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        futures = [
+            pool.submit(
+                compile_c,
+                source,
+                obj,
+                flags=flags,
+                include_dirs=includes,
+                target=RING3,
+                cache=build_cache,
+            )
+            for source, obj, flags in jobs
+        ]
+        *app_objs, entry_obj = [f.result() for f in futures]
     runtime_objects = _compile_runtime(obj_dir, build_cache)
     common = [
-        app_obj,
+        *app_objs,
         entry_obj,
         *(runtime_objects[n] for n in (*WASM2C_RUNTIME_SOURCES, *RUNTIME_SOURCES)),
     ]
@@ -353,10 +386,10 @@ def build_app_image(
     )
     return AppImage(
         wasm=Artifact.of(wasm_path),
-        c_source=Artifact.of(c_path),
-        c_header=Artifact.of(h_path),
+        c_sources=tuple(Artifact.of(p) for p in c_files),
+        c_headers=tuple(Artifact.of(p) for p in headers),
         entry_source=Artifact.of(entry_path),
-        object=Artifact.of(app_obj),
+        objects=tuple(Artifact.of(p) for p in app_objs),
         elf=Artifact.of(elf),
         runtime_objects=tuple(Artifact.of(p) for p in (entry_obj, *linked_runtime)),
     )

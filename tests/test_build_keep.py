@@ -1,0 +1,160 @@
+"""keep build end to end: artifacts, no-op rebuilds, provenance, the wheel, the repro checker."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from toolchain.build import compile as cc
+from toolchain.build import keep_build, repro, tools, wheel
+from toolchain.cli import main as keep_main
+from toolchain.errors import KeepError
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO = ROOT / "examples" / "hello" / "hello.wat"
+TOP_LEVEL = {
+    "app.wasm",
+    "ukernel.elf",
+    "runtime.elf",
+    "launch-plan.json",
+    "provenance.json",
+    "keepstack-0.1.0.dev0-py3-none-any.whl",
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> keep_build.KeepBuild:
+    return keep_build.build_keep(HELLO, tmp_path_factory.mktemp("keep") / "out")
+
+
+def test_cli_writes_every_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "dir"
+    assert keep_main(["build", str(HELLO), "--out", str(out), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert set(document["artifacts"]) == TOP_LEVEL
+    assert {p.name for p in out.iterdir() if p.is_file()} == TOP_LEVEL
+    for name, entry in document["artifacts"].items():
+        assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+    assert set(document["launch_digests"]) == {"1", "2", "4"}
+    assert len(set(document["launch_digests"].values())) == 3
+
+
+def test_bad_application_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.wat"
+    bad.write_text('(module (func (export "_start") (i32.add)))')
+    assert keep_main(["build", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unusable input:")
+    assert "invalid WebAssembly module" in err
+
+
+def test_two_builds_in_different_directories_are_identical(
+    built: keep_build.KeepBuild, tmp_path: Path
+) -> None:
+    other = keep_build.build_keep(HELLO, tmp_path / "elsewhere" / "deeper")
+    assert repro.compare(built.out_dir, other.out_dir) == []
+    assert other.launch_digests == built.launch_digests
+
+
+def test_noop_rebuild_runs_no_tool(
+    built: keep_build.KeepBuild, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = {name: path.read_bytes() for name, path in built.artifacts.items()}
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a tool ran during a no-op rebuild")
+
+    monkeypatch.setattr(cc, "_run", forbidden)
+    monkeypatch.setattr(tools, "run_tool", forbidden)
+    again = keep_build.build_keep(HELLO, built.out_dir)
+    assert {name: path.read_bytes() for name, path in again.artifacts.items()} == before
+
+
+def test_provenance_covers_every_output_and_input(built: keep_build.KeepBuild) -> None:
+    text = built.provenance.read_text()
+    statement = json.loads(text)
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    subjects = {s["name"]: s["digest"] for s in statement["subject"]}
+    assert set(subjects) == TOP_LEVEL - {"provenance.json"}
+    for name, digest in subjects.items():
+        data = (built.out_dir / name).read_bytes()
+        assert digest == {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha384": hashlib.sha384(data).hexdigest(),
+        }
+    definition = statement["predicate"]["buildDefinition"]
+    deps = {d["name"]: d["digest"]["sha256"] for d in definition["resolvedDependencies"]}
+    assert deps["application/hello.wat"] == hashlib.sha256(HELLO.read_bytes()).hexdigest()
+    wasi = ROOT / "runtime" / "wasm" / "wasi.c"
+    assert deps["runtime/wasm/wasi.c"] == hashlib.sha256(wasi.read_bytes()).hexdigest()
+    assert any(n.startswith("runtime/ukernel/") for n in deps)
+    assert deps["tool/zig"] == tools.zig().sha256
+    assert "wasm2c-runtime/wasm-rt-impl.c" in deps
+    assert definition["internalParameters"]["toolchain"] == tools.toolchain_versions()
+    builder = statement["predicate"]["runDetails"]["builder"]["version"]
+    whl = built.artifacts["keepstack-0.1.0.dev0-py3-none-any.whl"]
+    assert builder["keepstack-wheel"] == "sha256:" + hashlib.sha256(whl.read_bytes()).hexdigest()
+    byproducts = {
+        b["name"]: b["digest"]["sha384"] for b in statement["predicate"]["runDetails"]["byproducts"]
+    }
+    assert byproducts["launch-digest/vcpus=1"] == built.launch_digests[1].hex()
+    assert str(built.out_dir) not in text
+    assert "/tmp" not in text
+
+
+def test_wheel_is_reproducible_and_its_record_verifies() -> None:
+    name, first = wheel.wheel_bytes()
+    _, second = wheel.wheel_bytes()
+    assert first == second
+    with zipfile.ZipFile(io.BytesIO(first)) as archive:
+        names = archive.namelist()
+        assert names == sorted(names[:-4]) + names[-4:]  # package files sorted, dist-info last
+        assert "runtime/wasm/wasi.c" in names
+        assert "toolchain/build/compile.py" in names
+        assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+        assert {i.date_time for i in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        record = archive.read("keepstack-0.1.0.dev0.dist-info/RECORD").decode().splitlines()
+        for line in record:
+            path, digest, size = line.rsplit(",", 2)
+            if not digest:
+                continue
+            data = archive.read(path)
+            expected = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            assert digest == "sha256=" + expected.decode()
+            assert int(size) == len(data)
+    assert name == "keepstack-0.1.0.dev0-py3-none-any.whl"
+
+
+def test_repro_compare_names_the_file_and_section(
+    built: keep_build.KeepBuild, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(built.out_dir, copy)
+    assert repro.compare(built.out_dir, copy) == []
+    from elftools.elf.elffile import ELFFile
+
+    elf_path = copy / "runtime.elf"
+    with elf_path.open("rb") as stream:
+        text_offset = ELFFile(stream).get_section_by_name(".text")["sh_offset"]
+    data = bytearray(elf_path.read_bytes())
+    data[text_offset + 5] ^= 0x40
+    elf_path.write_bytes(bytes(data))
+    (copy / "extra.txt").write_text("x")
+    found = {d.path: d.detail for d in repro.compare(built.out_dir, copy)}
+    assert set(found) == {"runtime.elf", "extra.txt"}
+    assert f"byte {text_offset + 5:#x}" in found["runtime.elf"]
+    assert "section .text, offset 0x5" in found["runtime.elf"]
+    assert found["extra.txt"] == "only in the second build"
+
+
+def test_missing_application_is_input_error(tmp_path: Path) -> None:
+    with pytest.raises(KeepError, match="does not exist"):
+        keep_build.build_keep(tmp_path / "nope.wasm", tmp_path / "out")
