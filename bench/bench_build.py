@@ -21,15 +21,15 @@ TARGET_BYTES = 1 << 20
 def generate_module(functions: int) -> str:
     """A WASI command with many small arithmetic functions, all reachable from _start."""
     parts = ['(module (memory (export "memory") 1)']
-    for i in range(functions):
-        parts.append(
-            f"(func $f{i} (param i32 i32) (result i32) (local i32)"
-            f" (local.set 2 (i32.mul (local.get 0) (i32.const {i * 2654435761 % 2**31})))"
-            f" (if (i32.gt_u (local.get 2) (local.get 1))"
-            f" (then (local.set 2 (i32.xor (local.get 2) (i32.rotl (local.get 1) (i32.const {i % 31}))))))"
-            f" (i32.store (i32.and (local.get 2) (i32.const 0xfffc)) (local.get 2))"
-            f" (i32.add (local.get 2) (i32.load (i32.and (local.get 1) (i32.const 0xfffc)))))"
-        )
+    parts.extend(
+        f"(func $f{i} (param i32 i32) (result i32) (local i32)"
+        f" (local.set 2 (i32.mul (local.get 0) (i32.const {i * 2654435761 % 2**31})))"
+        f" (if (i32.gt_u (local.get 2) (local.get 1)) (then (local.set 2"
+        f" (i32.xor (local.get 2) (i32.rotl (local.get 1) (i32.const {i % 31}))))))"
+        f" (i32.store (i32.and (local.get 2) (i32.const 0xfffc)) (local.get 2))"
+        f" (i32.add (local.get 2) (i32.load (i32.and (local.get 1) (i32.const 0xfffc)))))"
+        for i in range(functions)
+    )
     calls = "".join(f" (drop (call $f{i} (i32.const {i}) (i32.const 7)))" for i in range(functions))
     parts.append(f'(func (export "_start"){calls}))')
     return "\n".join(parts)
