@@ -78,10 +78,11 @@ class Checklist:
         # Fail closed: an empty list, or one with only skipped checks, proves nothing.
         return not self.failures and any(c.ok for c in self.checks)
 
-    def render(self) -> str:
+    def render(self, *, verdict: bool = True) -> str:
+        """The title, a line per check and (unless ``verdict`` is False) VALID or INVALID."""
         lines = [self.title, *(f"  {c.line()}" for c in self.checks)]
-        verdict = "VALID" if self.ok else "INVALID"
-        lines.append(f"  => {verdict}")
+        if verdict:
+            lines.append(f"  => {'VALID' if self.ok else 'INVALID'}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,8 +1,11 @@
-"""``keep demo``: for now, measure an SEV-SNP guest from the firmware sample shipped in the repo.
+"""``keep demo``: the main job end to end, one visible step at a time.
 
-This stands in for the main job until the runner lands (it is then replaced by the full
-build, measure, sign, boot, verify and run demo). It prints the launch digests an OVMF guest
-would report for 1 to 4 vCPUs, with one line per input explaining what went into them.
+1. build the example application into a keep, reproducibly (microkernel, runtime image, plan);
+2. measure: the launch digest the SNP firmware will report, per vCPU count;
+3. sign: a reference statement with the per-user development key, written to a file;
+4. boot the keep (kvm backend where /dev/kvm works, else nil, said loudly), obtain its live
+   attestation report bound to a fresh nonce, and verify it against the signed reference;
+5. only then the application runs and prints.
 """
 
 from __future__ import annotations
@@ -10,76 +13,88 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SAMPLE = Path("examples/guest/ovmf_AmdSev_suffix.bin")
+EXAMPLE = Path("examples") / "hello" / "hello.wat"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Measure an SEV-SNP guest from the OVMF sample in examples/guest (stand-in for the full "
-        "demo until the runner exists)."
+    parser.add_argument(
+        "--app", type=Path, metavar="APP", help=f"application to run (default: {EXAMPLE})"
     )
-    parser.add_argument("--vcpus", default="1-4", help="vCPU counts to measure (default: 1-4)")
-    parser.add_argument("--vcpu-type", default="EPYC-v4", help="CPU model (default: EPYC-v4)")
+    parser.add_argument("--backend", choices=["kvm", "nil"], help="default: kvm where it works")
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="where the build and the reference go"
+    )
 
 
-def _sample() -> Path:
-    from toolchain.errors import PlatformError
+def _example() -> Path:
+    from toolchain.errors import InputError
 
-    repo = Path(__file__).resolve().parent.parent.parent
-    for candidate in (repo / SAMPLE, Path.cwd() / SAMPLE):
+    repo = Path(__file__).resolve().parents[2]
+    for candidate in (repo / EXAMPLE, Path.cwd() / EXAMPLE):
         if candidate.is_file():
             return candidate
-    raise PlatformError(f"the firmware sample {SAMPLE} is missing: run keep demo from a checkout")
+    raise InputError(
+        f"the example application {EXAMPLE} was not found (run from a Keepstack checkout, "
+        "or pass --app)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.measure.guest import GuestSpec, Mode, measure_guest, parse_vcpu_counts
-    from toolchain.snp.cpu import decode_signature, model_signature
-    from toolchain.snp.ovmf import SectionType, load_firmware
-    from toolchain.snp.vmsa import BSP_RESET_EIP, VmmType
+    import sys
 
-    ovmf = _sample()
-    counts = parse_vcpu_counts(args.vcpus)
-    signature = model_signature(args.vcpu_type)
-    firmware = load_firmware(ovmf)
-    spec = GuestSpec(mode=Mode.SNP, ovmf=ovmf, vcpu_sig=signature, guest_features=0x1)
-    result = measure_guest(spec, counts)
-    family, model, stepping = decode_signature(signature)
-    kinds = ", ".join(sorted({s.kind.name for s in firmware.sections}))
-    hashes = next(s for s in firmware.sections if s.kind is SectionType.SNP_KERNEL_HASHES)
-    try:
-        shown = ovmf.relative_to(Path.cwd())
-    except ValueError:
-        shown = ovmf
-    print("Keepstack demo: the SEV-SNP launch digest of an OVMF guest (keep measure-guest)")
-    print("(stand-in for the full build/measure/sign/run demo, which replaces it later)\n")
-    print("inputs:")
-    print(
-        f"  firmware     {shown}: {len(firmware.data)} bytes of OVMF (AmdSevX64 footer) mapped "
-        f"at {firmware.gpa:#x}, measured as NORMAL pages"
+    from toolchain.measure.plan import LaunchPlan
+    from toolchain.run import RunOptions, run_app
+    from toolchain.run.runner import _Log, build_for_run, development_references
+    from toolchain.sign import TrustPolicy, dev_key
+    from toolchain.state import cache_dir
+
+    app = args.app or _example()
+    out = args.out or cache_dir("demo")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+
+    options = RunOptions(app=app, backend=args.backend, dev=True, progress=True, log=sys.stdout)
+    say(f"== 1. build {app} (reproducible; cached steps are reused)")
+    build = build_for_run(app, out / "build", 1, _Log(options))
+    for name, path in sorted(build.artifacts.items()):
+        say(f"   {name:<36} {path.stat().st_size:>9} bytes")
+    plan = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
+
+    say("== 2. measure: the launch digest the SNP firmware will report")
+    for vcpus, digest in sorted(plan.launch_digests((1, 2, 4)).items()):
+        say(f"   {vcpus} vCPU(s): {digest.hex()}")
+
+    backend = args.backend or _default_backend()
+    say(f"== 3. sign a development reference for the {backend} backend")
+    envelope, _ = development_references(build, plan, backend, 1)
+    reference = out / "reference.dsse.json"
+    reference.write_bytes(envelope)
+    _, key_path = dev_key()
+    say(f"   {reference} (development key {key_path}.pub)")
+
+    say("== 4. boot, attest (fresh nonce), verify; 5. the application runs only if it verifies")
+    sys.stdout.flush()
+    outcome = run_app(
+        RunOptions(
+            app=app,
+            args=["from", "the", "demo"],
+            env=[("KEEP_DEMO", "1")],
+            backend=backend,
+            references=reference,
+            trust=TrustPolicy.from_keys([dev_key()[0].public_key()]),
+            dev=True,
+            build_dir=out / "build",
+            log=sys.stdout,
+            progress=False,
+        )
     )
-    print(
-        f"  metadata     {len(firmware.sections)} SEV metadata sections ({kinds}): ZERO, SECRETS "
-        "and CPUID pages, measured after the firmware in firmware order"
-    )
-    print(
-        f"  kernel       none: the SNP_KERNEL_HASHES page at {hashes.gpa:#x} is measured as a "
-        "ZERO page (with --kernel it would hold the SHA-256 of kernel, initrd, cmdline)"
-    )
-    print(
-        f"  vCPU model   {args.vcpu_type}: CPUID signature {signature:#x} (family {family:#x}, "
-        f"model {model:#x}, stepping {stepping}), loaded into RDX of every VMSA"
-    )
-    print(
-        f"  VMM          QEMU reset state: boot CPU at {BSP_RESET_EIP:#x}, the others at OVMF's "
-        f"SEV-ES AP reset address {firmware.sev_es_reset_eip():#x}; one VMSA page each, last"
-    )
-    print(f"  features     SEV_FEATURES {spec.guest_features:#x} (SNP active) in every VMSA")
-    print("\nSNP launch digests (SHA-384), as the AMD secure processor would report them:")
-    for count, digest in sorted(result.digests.items()):
-        print(f"  {count:>2} vCPU{'s' if count > 1 else ' '}  {digest.hex()}")
-    print(
-        f"\nsame as: keep measure-guest --vcpus {args.vcpus} --vcpu-type {args.vcpu_type} "
-        f"--vmm-type {VmmType.QEMU.value} --ovmf {shown}"
-    )
-    return 0
+    say(f"== the application exited with status {outcome.exit_status} ({outcome.backend} backend)")
+    return outcome.exit_status
+
+
+def _default_backend() -> str:
+    from runtime.vmm.platform import kvm_unavailable_reason
+
+    return "kvm" if kvm_unavailable_reason() is None else "nil"

@@ -43,6 +43,7 @@ def allowed_measurements(
     *,
     product: str | None = None,
     backend: str | None = None,
+    vcpus: int | None = None,
 ) -> frozenset[bytes]:
     """The launch digests ``references`` allow for ``report``'s configuration."""
     generation = None if product in (None, "auto") else str(product).lower()
@@ -53,6 +54,8 @@ def allowed_measurements(
         if generation is not None and config.cpu_generation not in ("any", generation):
             continue
         if backend is not None and config.backend != backend:
+            continue
+        if vcpus is not None and config.vcpus != vcpus:
             continue
         allowed.add(config.launch_digest)
     return frozenset(allowed)

@@ -1,0 +1,29 @@
+"""``keep platform``: a ✔/✗ list of what this host offers (KVM, software KVM, SEV-SNP, sim root)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-timing", action="store_true", help="skip the ring-0/ring-3 timing probe"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.vmm.platform import platform_checklist, probe
+
+    facts = probe(timing=not args.no_timing)
+    checklist = platform_checklist(facts)
+    if args.json:
+        print(checklist.to_json())
+        return 0
+    print(checklist.render(verdict=False))
+    if facts.kvm_usable:
+        print("  => keeps run here with the kvm backend and the simulated firmware (sim)")
+    else:
+        print("  => keeps run here only with the nil backend (no isolation)")
+    # Informational: exit 0 when keeps can run here at all (kvm or the nil fallback).
+    return 0

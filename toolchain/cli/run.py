@@ -1,0 +1,100 @@
+"""``keep run``: boot a keep, attest it live, and run the application only if it checks out.
+
+The application's stdout/stderr stream through and its exit status becomes ours. On any failed
+check the keep is stopped before the application runs, and the failed check is named (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--env takes KEY=VALUE, not {text!r}")
+    return key, value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", type=Path, metavar="APP.wasm", help="the application (.wasm/.wat)")
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
+    parser.add_argument(
+        "--backend",
+        choices=["kvm", "nil"],
+        help="kvm: a VM on /dev/kvm (default where it works); nil: wasmtime in this process, "
+        "no isolation",
+    )
+    parser.add_argument("--vcpus", type=int, default=1, metavar="N", help="vCPUs (default 1)")
+    parser.add_argument(
+        "--references",
+        type=Path,
+        metavar="ENVELOPE",
+        help="signed reference measurements the keep must match",
+    )
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--trust",
+        type=Path,
+        metavar="FILE",
+        help="trust policy for --references (default: ./reference-measurements/trust.toml)",
+    )
+    trust.add_argument(
+        "--trusted-key",
+        type=Path,
+        action="append",
+        metavar="PUB",
+        help="trust this public key for --references; repeat for several",
+    )
+    parser.add_argument("--policy", type=Path, metavar="FILE", help="verification policy (TOML)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="development: trust the simulated AMD root and, without --references, sign a "
+        "development reference for this build",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, metavar="S", help="stop the keep after S seconds"
+    )
+    parser.add_argument(
+        "--evidence",
+        type=Path,
+        metavar="OUT.json",
+        help="save the report, certificates and references for re-checking elsewhere",
+    )
+    parser.add_argument(
+        "--env",
+        type=_env_pair,
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="an environment variable for the application; repeat for several",
+    )
+    parser.add_argument(
+        "--build-dir", type=Path, metavar="DIR", help="build here (default: the per-user cache)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolchain.cli.references import trust_policy_from_args
+    from toolchain.run import RunOptions, run_app
+
+    trust = trust_policy_from_args(args, use_default=True) if args.references else None
+    outcome = run_app(
+        RunOptions(
+            app=args.app,
+            args=list(args.args),
+            env=list(args.env),
+            backend=args.backend,
+            vcpus=args.vcpus,
+            references=args.references,
+            trust=trust,
+            policy=args.policy,
+            dev=args.dev,
+            timeout=args.timeout,
+            evidence=args.evidence,
+            build_dir=args.build_dir,
+        )
+    )
+    return outcome.exit_status

@@ -1,0 +1,80 @@
+"""Reference statements for built keeps: the one place a build becomes a signable statement.
+
+``keep run --dev`` (a development reference for the keep it just built), ``keep measure --sign``
+and releases all call ``keep_statement`` so a reference always lists the same things: every
+artifact as an in-toto subject (SHA-256 and SHA-384), the same digests as components, the pinned
+toolchain, the provenance record's digest, and the launch digest per configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from toolchain.errors import InputError
+
+#: CPU generations a release lists (the keep's launch digest does not depend on them, but a
+#: verifier matches a report's generation against the reference's).
+GENERATIONS = ("milan", "genoa", "turin")
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    name: str
+    sha256: str
+    sha384: str
+
+    @classmethod
+    def of(cls, name: str, path: Path) -> FileDigest:
+        sha256, sha384 = hashlib.sha256(), hashlib.sha384()
+        try:
+            with path.open("rb") as stream:
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    sha256.update(chunk)
+                    sha384.update(chunk)
+        except OSError as exc:
+            raise InputError(f"cannot read artifact {path}: {exc.strerror}") from exc
+        return cls(name, sha256.hexdigest(), sha384.hexdigest())
+
+
+def keep_statement(
+    *,
+    release: str,
+    artifacts: Mapping[str, Path],
+    provenance: Path,
+    launch_digests: Mapping[int, bytes],
+    guest_policy: int,
+    backends: Iterable[str],
+    generations: Iterable[str] = GENERATIONS,
+    toolchain: Mapping[str, str],
+    not_before: datetime,
+    valid_for: timedelta,
+    development: bool,
+    subject_prefix: str = "",
+) -> dict[str, Any]:
+    """An in-toto Statement v1 with the Keepstack predicate for one built keep."""
+    from toolchain.sign import ComponentDigest, KeepPredicate, LaunchConfig, build_statement
+
+    files = [FileDigest.of(subject_prefix + name, path) for name, path in sorted(artifacts.items())]
+    configs = [
+        LaunchConfig(generation, vcpus, guest_policy, backend, digest)
+        for backend in sorted(set(backends))
+        for generation in generations
+        for vcpus, digest in sorted(launch_digests.items())
+    ]
+    predicate = KeepPredicate(
+        release=release,
+        configs=configs,
+        components=[ComponentDigest(f.name, f.sha256, f.sha384) for f in files],
+        toolchain=dict(sorted(toolchain.items())),
+        provenance_sha256=FileDigest.of("provenance", provenance).sha256,
+        not_before=not_before,
+        not_after=not_before + valid_for,
+        development=development,
+    )
+    subjects = {f.name: {"sha256": f.sha256, "sha384": f.sha384} for f in files}
+    return build_statement(predicate, subjects)

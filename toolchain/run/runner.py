@@ -1,0 +1,372 @@
+"""``keep run``, step by step: build → plan → references → boot → attest → verify → app.
+
+Fail closed: every step that cannot prove what it should stops the run before the application
+starts, with the failed check's name, the expected and the found value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from toolchain.checks import Checklist
+from toolchain.errors import EvidenceError, InputError, PlatformError
+
+if TYPE_CHECKING:
+    from runtime.firmware.interface import Firmware
+    from toolchain.build.keep_build import KeepBuild
+    from toolchain.measure.plan import LaunchPlan
+    from toolchain.run.attest import LiveAttestation
+    from toolchain.sign.references import VerifiedReferences
+    from toolchain.sign.trust import TrustPolicy
+    from toolchain.verify import TrustedRoots, VerificationPolicy
+
+BACKENDS = ("kvm", "nil")
+SIM_ROOT_LABEL = "simulated AMD root (development only: NOT a hardware root of trust)"
+DEV_REFERENCE_VALIDITY = timedelta(days=1)
+
+
+@dataclass
+class RunOptions:
+    app: Path
+    args: Sequence[str] = ()
+    env: Sequence[tuple[str, str]] = ()
+    backend: str | None = None  # None: kvm where /dev/kvm works, else nil (said loudly)
+    vcpus: int = 1
+    references: Path | None = None
+    trust: TrustPolicy | None = None
+    policy: Path | None = None
+    dev: bool = False
+    timeout: float = 60.0
+    evidence: Path | None = None
+    build_dir: Path | None = None
+    #: Where the runner's own lines go (progress, security statement, checklist).
+    log: TextIO = field(default_factory=lambda: sys.stderr)
+    progress: bool | None = None  # None: only when ``log`` is a terminal
+
+
+@dataclass
+class RunOutcome:
+    exit_status: int
+    backend: str
+    checklist: Checklist | None
+    measurement: bytes
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class _Log:
+    def __init__(self, options: RunOptions) -> None:
+        self.stream = options.log
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        self.progress_on = tty if options.progress is None else options.progress
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def progress(self, text: str) -> None:
+        if self.progress_on:
+            self.say(f"keep: {text}")
+
+
+def _choose_backend(options: RunOptions, log: _Log) -> str:
+    from runtime.vmm.platform import kvm_unavailable_reason
+
+    if options.backend is not None:
+        if options.backend not in BACKENDS:
+            raise InputError(f"unknown backend {options.backend!r} (known: {', '.join(BACKENDS)})")
+        if options.backend == "kvm":
+            reason = kvm_unavailable_reason()
+            if reason is not None:
+                raise PlatformError(f"the kvm backend cannot run here: {reason}")
+        return options.backend
+    reason = kvm_unavailable_reason()
+    if reason is None:
+        return "kvm"
+    log.say(f"keep: /dev/kvm is not usable ({reason}); falling back to the nil backend")
+    return "nil"
+
+
+def _security_statement(backend: str, firmware: Firmware) -> str:
+    from toolchain.run.nil import NIL_WARNING
+
+    if backend == "nil":
+        return f"keep: {NIL_WARNING}"
+    return (
+        f"keep: backend kvm: the keep runs in its own VM on /dev/kvm; firmware {firmware.name}: "
+        "a software model of the SNP PSP — no memory encryption, the host can read and change "
+        "the keep; the report proves only what the host could forge"
+    )
+
+
+def build_for_run(app: Path, build_dir: Path | None, vcpus: int, log: _Log) -> KeepBuild:
+    """Build the keep (each step is cached, so an unchanged keep rebuilds in well under 1 s)."""
+    from toolchain.build.keep_build import build_keep
+    from toolchain.state import cache_dir
+
+    if not app.is_file():
+        raise InputError(f"application {app} does not exist")
+    if build_dir is None:
+        key = hashlib.sha256(app.read_bytes() + app.suffix.encode()).hexdigest()[:16]
+        build_dir = cache_dir("run", f"{app.stem}-{key}")
+
+    def step(name: str, seconds: float) -> None:
+        log.progress(f"  {name}: {seconds * 1e3:.0f} ms")
+
+    log.progress(f"building {app} into {build_dir}")
+    return build_keep(app, build_dir, vcpu_counts=(vcpus,), progress=step)
+
+
+def development_references(
+    build: KeepBuild, plan: LaunchPlan, backend: str, vcpus: int
+) -> tuple[bytes, TrustPolicy]:
+    """Sign a development reference for this build with the per-user development key."""
+    from toolchain import __version__
+    from toolchain.build import tools
+    from toolchain.build.provenance import PROVENANCE_FILE
+    from toolchain.measure.reference import keep_statement
+    from toolchain.sign import TrustPolicy, dev_key, sign_statement
+
+    key, _ = dev_key()
+    statement = keep_statement(
+        release=__version__,
+        artifacts=build.artifacts,
+        provenance=build.out_dir / PROVENANCE_FILE,
+        launch_digests={vcpus: plan.launch_digest(vcpus)},
+        guest_policy=plan.guest_policy,
+        backends=[backend],
+        generations=["any"],
+        toolchain=tools.toolchain_versions(),
+        not_before=datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5),
+        valid_for=DEV_REFERENCE_VALIDITY,
+        development=True,
+    )
+    return sign_statement(statement, key), TrustPolicy.from_keys([key.public_key()])
+
+
+def load_references(
+    options: RunOptions, build: KeepBuild, plan: LaunchPlan, backend: str
+) -> tuple[bytes, VerifiedReferences, Checklist]:
+    from toolchain.sign.references import verify_envelope
+
+    if options.references is not None:
+        if options.trust is None:
+            raise InputError(
+                "--references needs a trust policy",
+                hint="pass --trust FILE or --trusted-key PUB (or run from a checkout with "
+                "reference-measurements/trust.toml)",
+            )
+        try:
+            envelope = options.references.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {options.references}: {exc.strerror}") from exc
+        trust = options.trust
+        title = f"signed reference measurements {options.references}"
+    elif options.dev:
+        envelope, trust = development_references(build, plan, backend, options.vcpus)
+        title = "signed reference measurements (development key, signed for this build)"
+    else:
+        raise InputError(
+            "no reference measurements to check the keep against",
+            hint="pass --references ENVELOPE (with --trust), or --dev to sign a development "
+            "reference for this build",
+        )
+    checks, references = verify_envelope(envelope, trust)
+    checks.title = title
+    if references is None:
+        failed = checks.failures[0] if checks.failures else None
+        raise EvidenceError(
+            "the signed reference measurements do not verify; the keep was not started",
+            field=failed.name if failed else "references",
+            expected=failed.expected if failed else "a verified reference",
+            found=failed.found if failed else "none",
+        )
+    return envelope, references, checks
+
+
+def _roots(dev: bool, firmware: Firmware) -> TrustedRoots:
+    from toolchain.snp.certs import load_certificate
+    from toolchain.verify import TrustedRoots
+
+    roots = TrustedRoots.amd()
+    chain = firmware.certificate_chain()
+    if chain.simulated and dev:
+        roots = roots.with_extra(load_certificate(chain.ark), label=SIM_ROOT_LABEL)
+    return roots
+
+
+def _policy(path: Path | None) -> VerificationPolicy:
+    from toolchain.verify import VerificationPolicy
+
+    return VerificationPolicy.load(path) if path is not None else VerificationPolicy()
+
+
+def write_evidence(path: Path, attestation: LiveAttestation, envelope: bytes, backend: str) -> None:
+    """Everything a tenant needs to re-check the run elsewhere with ``keep verify-report``."""
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from toolchain.snp.certs import load_certificate
+
+    chain = attestation.firmware.certificate_chain()
+
+    def pem(der: bytes) -> str:
+        return load_certificate(der).public_bytes(Encoding.PEM).decode()
+
+    document = {
+        "_type": "https://keepstack.dev/evidence/v1",
+        "backend": backend,
+        "firmware": attestation.firmware.name,
+        "simulated_root": chain.simulated,
+        "nonce": attestation.nonce.hex(),
+        "report": (attestation.report or b"").hex(),
+        "vcek": pem(chain.vcek),
+        "ask": pem(chain.ask),
+        "ark": pem(chain.ark),
+        "references": base64.b64encode(envelope).decode(),
+        "checklist": attestation.checklist.as_dict() if attestation.checklist else None,
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise InputError(f"cannot write evidence {path}: {exc.strerror}") from exc
+
+
+def run_app(options: RunOptions) -> RunOutcome:
+    """Run ``options.app`` in a keep; the exit status is the application's (or 1 on refusal)."""
+    from runtime.firmware.sim import SimFirmware
+    from toolchain.measure.plan import LaunchPlan
+    from toolchain.run.attest import LiveAttestation, fresh_nonce
+
+    log = _Log(options)
+    timings: dict[str, float] = {}
+    if options.vcpus < 1:
+        raise InputError(f"--vcpus must be at least 1, not {options.vcpus}")
+    backend = _choose_backend(options, log)
+    policy = _policy(options.policy)
+
+    started = time.perf_counter()
+    build = build_for_run(options.app, options.build_dir, options.vcpus, log)
+    timings["build"] = (time.perf_counter() - started) * 1e3
+    plan_path = build.artifacts["launch-plan.json"]
+    plan = LaunchPlan.from_json(plan_path.read_bytes()).with_vcpu_count(options.vcpus)
+
+    envelope, references, reference_checks = load_references(options, build, plan, backend)
+    if references.development:
+        log.say("keep: using DEVELOPMENT reference measurements (signed by a development key)")
+
+    firmware = SimFirmware()
+    log.say(_security_statement(backend, firmware))
+    if options.dev:
+        log.say(f"keep: --dev: trusting the {SIM_ROOT_LABEL}")
+    attestation = LiveAttestation(
+        nonce=fresh_nonce(),
+        firmware=firmware,
+        references=references,
+        reference_checks=reference_checks,
+        roots=_roots(options.dev, firmware),
+        policy=policy,
+        backend=backend,
+        vcpus=options.vcpus,
+    )
+
+    def verified(report: bytes) -> bool:
+        try:
+            return attestation(report)
+        finally:
+            if attestation.checklist is not None:
+                log.say(attestation.checklist.render())
+
+    argv = [options.app.stem, *options.args]
+    started = time.perf_counter()
+    try:
+        if backend == "kvm":
+            status, measurement = _run_kvm(
+                plan,
+                firmware=firmware,
+                argv=argv,
+                options=options,
+                verified=verified,
+                nonce=attestation.nonce,
+                timings=timings,
+            )
+        else:
+            status, measurement = _run_nil(
+                build,
+                plan,
+                firmware=firmware,
+                argv=argv,
+                options=options,
+                verified=verified,
+                nonce=attestation.nonce,
+            )
+    finally:
+        timings["run"] = (time.perf_counter() - started) * 1e3
+        if options.evidence is not None and attestation.report is not None:
+            write_evidence(options.evidence, attestation, envelope, backend)
+            log.say(f"keep: evidence written to {options.evidence}")
+    return RunOutcome(status, backend, attestation.checklist, measurement, timings)
+
+
+def _run_kvm(
+    plan: LaunchPlan,
+    *,
+    firmware: Firmware,
+    argv: list[str],
+    options: RunOptions,
+    verified: Callable[[bytes], bool],
+    nonce: bytes,
+    timings: dict[str, float],
+) -> tuple[int, bytes]:
+    from runtime.vmm.keep import run_keep
+
+    sys.stdout.flush()
+    result = run_keep(
+        plan,
+        firmware=firmware,
+        args=argv,
+        env=list(options.env),
+        timeout=options.timeout,
+        stdout=sys.stdout.buffer,
+        stderr=sys.stderr.buffer,
+        on_report=verified,
+        report_data=nonce,
+    )
+    if result.to_first_output_ms is not None:
+        timings["create_vm_to_first_output"] = result.to_first_output_ms
+    if result.error is not None:
+        raise result.error
+    if result.exit_status is None:
+        raise PlatformError("the keep ended without an exit status")
+    return result.exit_status, result.measurement
+
+
+def _run_nil(
+    build: KeepBuild,
+    plan: LaunchPlan,
+    *,
+    firmware: Firmware,
+    argv: list[str],
+    options: RunOptions,
+    verified: Callable[[bytes], bool],
+    nonce: bytes,
+) -> tuple[int, bytes]:
+    from runtime.firmware.sim import SimFirmware
+    from toolchain.run.nil import run_wasi
+
+    if not isinstance(firmware, SimFirmware):
+        raise PlatformError("the nil backend runs only with the simulated firmware")
+    measurement = firmware.launch_from_plan(plan)
+    report = firmware.guest_request_report(nonce, 0)
+    verified(report)  # raises EvidenceError before the application starts
+    status = run_wasi(build.artifacts["app.wasm"], argv=argv, env=list(options.env))
+    return status, measurement
