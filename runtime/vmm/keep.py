@@ -233,6 +233,11 @@ def run_keep(
     ``report_data``, the runner's nonce) and accepts it by returning, refuses it by raising
     (``EvidenceError``) or returning False — then the keep is stopped before ring 3 and the
     error is in the result. Without ``on_report`` an attesting keep is always refused.
+
+    The vCPU runs in the calling thread. The watchdog interrupts it with a signal whose handler
+    is installed on first use: run the first keep from the main thread, or call
+    ``runtime.vmm.vcpu.install_kick_signal()`` there beforehand. A blocking read of ``stdin``
+    is not interrupted by the watchdog.
     """
     with Keep(plan, firmware=firmware) as keep:
         keep.launch(id_block=id_block, host_data=host_data)
