@@ -44,17 +44,6 @@ def figure(values: list[float]) -> str:
     return f"{median(values):7.3f} ms (best {min(values):.3f})"
 
 
-def hypercall_loop(count: int) -> miniguest.Asm:
-    """CLOCK hypercall ``count`` times (r12 counts), then EXIT."""
-    asm = miniguest.Asm()
-    asm.code += b"\x49\xbc" + struct.pack("<Q", count)  # mov r12, count
-    top = asm.here()
-    asm.hypercall(miniguest.CLOCK, 1)
-    asm.code += b"\x49\xff\xcc"  # dec r12
-    asm.code += b"\x0f\x85" + struct.pack("<i", top - (len(asm.code) + 6))  # jnz top
-    return asm.hypercall(miniguest.EXIT, 0)
-
-
 def quiet_run(plan, **options):
     return run_keep(
         plan,
@@ -91,11 +80,16 @@ def bench_minimal() -> None:
 
 def round_trip_us(ring: int) -> float:
     one = median(
-        [quiet_run(miniguest.mini_plan(hypercall_loop(1), ring=ring)).total_ms for _ in range(5)]
+        [
+            quiet_run(miniguest.mini_plan(miniguest.hypercall_loop(1), ring=ring)).total_ms
+            for _ in range(5)
+        ]
     )
     many = median(
         [
-            quiet_run(miniguest.mini_plan(hypercall_loop(ROUND_TRIPS), ring=ring)).total_ms
+            quiet_run(
+                miniguest.mini_plan(miniguest.hypercall_loop(ROUND_TRIPS), ring=ring)
+            ).total_ms
             for _ in range(5)
         ]
     )

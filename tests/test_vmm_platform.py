@@ -55,6 +55,8 @@ def test_checklist_of_a_software_kvm() -> None:
         ring0_ns_per_iteration=600.0,
         ring3_ns_per_iteration=0.5,
         boot_ms=1.5,
+        ring3_round_trip_us=75.0,
+        mmio_caching=False,
         sim_root="/somewhere",
     )
     lines = [check.line() for check in platform_checklist(facts).checks]
@@ -63,6 +65,7 @@ def test_checklist_of_a_software_kvm() -> None:
     assert "software KVM" in lines[1]
     assert "ring 0 600 ns" in lines[1]
     assert any("1.50 ms" in line for line in lines)
+    assert any("75.0 us from ring 3" in line and "mmio_caching off" in line for line in lines)
     assert any(line.startswith("✔ simulated AMD root") for line in lines)
 
 
@@ -83,6 +86,7 @@ def test_probe_this_host(timing: bool) -> None:
         assert facts.ring3_ns_per_iteration is not None
         assert facts.boot_ms is not None
         assert facts.boot_ms > 0
+        assert facts.ring3_round_trip_us is not None
         assert "ring 0" in facts.software_kvm_evidence  # the timing is reported, not asserted
 
 

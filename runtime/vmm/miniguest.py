@@ -244,6 +244,17 @@ def attesting_guest(message: bytes = b"attested\n", status: int = 0) -> Asm:
     return asm.hypercall(EXIT, status)
 
 
+def hypercall_loop(count: int) -> Asm:
+    """CLOCK hypercall ``count`` times (r12 counts down), then EXIT 0: round-trip timing."""
+    asm = Asm()
+    asm.code += b"\x49\xbc" + struct.pack("<Q", count)  # mov r12, count
+    top = asm.here()
+    asm.hypercall(CLOCK, 1)
+    asm.code += b"\x49\xff\xcc"  # dec r12
+    asm.code += b"\x0f\x85" + struct.pack("<i", top - (len(asm.code) + 6))  # jnz top
+    return asm.hypercall(EXIT, 0)
+
+
 def counting_guest(iterations: int) -> Asm:
     """Counts ``iterations`` down in a two-instruction loop, then exits 0 (for timing rings)."""
     return Asm().count_down(iterations).hypercall(EXIT, 0)

@@ -22,6 +22,7 @@ HARDWARE_KVM_MODULES = ("kvm_intel", "kvm_amd")
 #: Ring 0 slower than ring 3 by more than this factor means ring 0 is emulated.
 EMULATION_RATIO = 20.0
 TIMING_LOOP_ITERATIONS = 20000
+ROUND_TRIPS = 200
 _SYS_MODULE = Path("/sys/module")
 
 
@@ -38,6 +39,8 @@ class PlatformFacts:
     ring0_ns_per_iteration: float | None = None
     ring3_ns_per_iteration: float | None = None
     boot_ms: float | None = None
+    ring3_round_trip_us: float | None = None  # one doorbell hypercall from ring 3, served
+    mmio_caching: bool | None = None  # kvm.mmio_caching (None: not readable)
     max_vcpus: int = 0
     snp_vm_type: bool = False
     snp_host: bool = False
@@ -102,6 +105,25 @@ def _run_loop(ring: int, iterations: int) -> tuple[float, float]:
     return elapsed, result.total_ms
 
 
+def _round_trip_us() -> float:
+    """Microseconds per ring-3 doorbell hypercall (CLOCK), entry and exit costs subtracted."""
+    from runtime.vmm import miniguest
+    from runtime.vmm.keep import Keep
+
+    def run(count: int) -> float:
+        plan = miniguest.mini_plan(miniguest.hypercall_loop(count))
+        with Keep(plan, firmware=miniguest.NullFirmware()) as keep:
+            keep.launch()
+            result = keep.run(require_attestation=False, timeout=30.0)
+        if result.error is not None:
+            raise result.error
+        return result.total_ms
+
+    one = min(run(1) for _ in range(3))
+    many = min(run(ROUND_TRIPS + 1) for _ in range(3))
+    return max(many - one, 0.0) * 1e3 / ROUND_TRIPS
+
+
 def _time_loop(ring: int) -> tuple[float, float]:
     """(ns per loop iteration, ms from KVM_CREATE_VM to exit) of a counting loop at ``ring``.
 
@@ -122,6 +144,11 @@ def probe(*, timing: bool = True) -> PlatformFacts:
     facts.kvm_device = Path(KVM_DEVICE).exists()
     facts.kvm_modules = _modules()
     facts.snp_host, facts.snp_evidence = _snp_host()
+    try:
+        caching = (_SYS_MODULE / "kvm" / "parameters" / "mmio_caching").read_text().strip()
+    except OSError:
+        caching = ""
+    facts.mmio_caching = {"Y": True, "N": False}.get(caching)
     root = sim_root_present()
     facts.sim_root = str(root) if root is not None else None
     reason = kvm_unavailable_reason()
@@ -148,6 +175,7 @@ def probe(*, timing: bool = True) -> PlatformFacts:
     try:
         facts.ring3_ns_per_iteration, facts.boot_ms = _time_loop(3)
         facts.ring0_ns_per_iteration, _ = _time_loop(0)
+        facts.ring3_round_trip_us = _round_trip_us()
     except KeepError as exc:
         facts.kvm_error = f"a test guest did not run: {exc.message}"
         return facts
@@ -194,6 +222,14 @@ def platform_checklist(facts: PlatformFacts) -> Checklist:
         )
         if facts.boot_ms is not None:
             checks.add("test guest boot", True, found=f"{facts.boot_ms:.2f} ms from KVM_CREATE_VM")
+        if facts.ring3_round_trip_us is not None:
+            caching = {True: "on", False: "off (MMIO accesses are not cached)", None: "unknown"}
+            checks.add(
+                "hypercall round trip",
+                True,
+                found=f"{facts.ring3_round_trip_us:.1f} us from ring 3",
+                detail=f"kvm.mmio_caching {caching[facts.mmio_caching]}",
+            )
     checks.add(
         "sev-snp",
         facts.snp_host and facts.snp_vm_type,
