@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -393,3 +396,27 @@ def test_corrupted_headers_never_escape_as_other_exceptions(
         user[offset] = data.draw(st.integers(0, 255))
     with contextlib.suppress(InputError):
         build_plan(kernel, bytes(user))
+
+
+def test_a_changed_microkernel_source_changes_the_digest(
+    images: Images, plan: LaunchPlan, tmp_path: Path
+) -> None:
+    """One byte in a trusted source (boot.c's attestation-failure status) → another digest."""
+    from toolchain.build.ukernel import SOURCE_DIR, build_ukernel
+
+    sources = tmp_path / "ukernel"
+    shutil.copytree(SOURCE_DIR, sources)
+    boot = sources / "boot.c"
+    text = boot.read_text(encoding="utf-8")
+    assert "#define KEEP_EXIT_ATTEST_FAILED 125" in text
+    boot.write_text(text.replace("ATTEST_FAILED 125", "ATTEST_FAILED 126"), encoding="utf-8")
+    cache = tmp_path / "cache"
+    old = os.environ.get("KEEPSTACK_CACHE_DIR")
+    os.environ["KEEPSTACK_CACHE_DIR"] = str(cache)
+    try:
+        changed = build_ukernel(tmp_path / "out", source_dir=sources)
+    finally:
+        if old is not None:
+            os.environ["KEEPSTACK_CACHE_DIR"] = old
+    assert changed.read_bytes() != images.ukernel.read_bytes()
+    assert build_plan(changed, images.user).launch_digest() != plan.launch_digest()

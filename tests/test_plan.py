@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import struct
@@ -9,6 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ukernel_images import Images, build_images
 
 from toolchain.errors import InputError
@@ -133,3 +136,44 @@ def test_plan_file_written_and_read(plan: LaunchPlan, tmp_path: Path) -> None:
     path = tmp_path / "launch-plan.json"
     path.write_text(plan.to_json(), encoding="utf-8")
     assert LaunchPlan.from_json(path.read_bytes()).launch_digest() == plan.launch_digest()
+
+
+def _json_paths(node: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    found: list[tuple[object, ...]] = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _json_paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node[:3]):
+            found += _json_paths(value, (*prefix, index))
+    return found
+
+
+ODD_VALUES = st.sampled_from(
+    [None, -1, 0, 1 << 70, "x", 1.5, True, [], {}, {"hex": "zz"}, {"selector": 1}]
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_edited_plan_json_is_read_or_refused_never_crashes(
+    plan: LaunchPlan, data: st.DataObject
+) -> None:
+    text = plan.to_json()
+    document = json.loads(text)
+    paths = _json_paths(document)
+    for _ in range(data.draw(st.integers(1, 2))):
+        path = data.draw(st.sampled_from(paths))
+        node = document
+        try:
+            for key in path[:-1]:
+                node = node[key]  # type: ignore[index]
+            node[path[-1]] = data.draw(ODD_VALUES)  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            continue
+    if data.draw(st.booleans()):
+        document.pop("launch_digest", None)
+    with contextlib.suppress(InputError):
+        LaunchPlan.from_json(json.dumps(document))

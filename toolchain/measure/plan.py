@@ -124,8 +124,13 @@ class LaunchPlan:
     inputs: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.vcpu_count, int) or not 1 <= self.vcpu_count <= MAX_VCPUS:
+        count = self.vcpu_count
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_VCPUS:
             raise InputError(f"vCPU count {self.vcpu_count!r} out of range 1..{MAX_VCPUS}")
+        for name in ("guest_policy", "sev_features"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
+                raise InputError(f"{name} {value!r} is not a 64-bit value")
         if not isinstance(self.ram_size, int) or self.ram_size <= 0 or self.ram_size % PAGE_SIZE:
             raise InputError(f"RAM size {self.ram_size!r} is not a positive multiple of 4096")
         previous_end = 0
