@@ -1,0 +1,352 @@
+"""keep run / keep demo: the main job, and every way it must refuse before the application runs."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from runtime.firmware.sim import SimFirmware
+from runtime.vmm.keep import run_keep
+from runtime.vmm.platform import kvm_unavailable_reason
+from toolchain.build.keep_build import KeepBuild, build_keep
+from toolchain.cli import main
+from toolchain.errors import EvidenceError
+from toolchain.measure.keep import build_plan
+from toolchain.measure.plan import LaunchPlan, Region
+from toolchain.run.attest import LiveAttestation, fresh_nonce
+from toolchain.run.runner import _roots, development_references
+from toolchain.sign import TrustPolicy, dev_key, generate_private_key, sign_statement
+from toolchain.sign.references import verify_envelope
+from toolchain.snp.digest import PageType
+from toolchain.verify import VerificationPolicy
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO = ROOT / "examples" / "hello" / "hello.wat"
+KVM_MISSING = kvm_unavailable_reason()
+needs_kvm = pytest.mark.skipif(KVM_MISSING is not None, reason=f"needs /dev/kvm: {KVM_MISSING}")
+
+
+@pytest.fixture(scope="module")
+def hello_build(tmp_path_factory: pytest.TempPathFactory) -> KeepBuild:
+    return build_keep(HELLO, tmp_path_factory.mktemp("hello"), vcpu_counts=(1,))
+
+
+@pytest.fixture(scope="module")
+def hello_plan(hello_build: KeepBuild) -> LaunchPlan:
+    return LaunchPlan.from_json(hello_build.artifacts["launch-plan.json"].read_bytes())
+
+
+def _attestation(plan: LaunchPlan, build: KeepBuild, firmware: SimFirmware) -> LiveAttestation:
+    """A verifier for a development reference signed over ``plan`` as built (not as tampered)."""
+    envelope, trust = development_references(build, plan, "kvm", 1)
+    checks, references = verify_envelope(envelope, trust)
+    assert references is not None, checks.render()
+    return LiveAttestation(
+        nonce=fresh_nonce(),
+        firmware=firmware,
+        references=references,
+        reference_checks=checks,
+        roots=_roots(True, firmware),
+        policy=VerificationPolicy(),
+        backend="kvm",
+        vcpus=1,
+    )
+
+
+def _boot(plan: LaunchPlan, attestation: LiveAttestation, firmware: SimFirmware):
+    stdout, stderr = io.BytesIO(), io.BytesIO()
+    result = run_keep(
+        plan,
+        firmware=firmware,
+        args=["hello", "x"],
+        stdout=stdout,
+        stderr=stderr,
+        on_report=attestation,
+        report_data=attestation.nonce,
+        timeout=20,
+    )
+    return result, stdout.getvalue()
+
+
+# -- the main job -------------------------------------------------------------------------------
+
+
+@needs_kvm
+def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capfd.readouterr().out
+    assert "hello from a keep" in out
+    assert "=> VALID" in out
+    assert "✔ measurement" in out
+    assert (tmp_path / "reference.dsse.json").is_file()
+    # The checklist is printed before the application's first line: it ran only once verified.
+    assert out.index("=> VALID") < out.index("hello from a keep")
+
+
+@needs_kvm
+def test_run_kvm_streams_output_and_exit_status(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["run", "--dev", "--build-dir", str(tmp_path), str(HELLO), "one", "two"])
+    captured = capfd.readouterr()
+    assert status == 0
+    assert "arg: one\narg: two\n" in captured.out
+    assert "backend kvm" in captured.err
+    assert "simulated" in captured.err
+
+
+def test_run_nil_says_no_isolation(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    status = main(
+        ["run", "--dev", "--backend", "nil", "--build-dir", str(tmp_path), str(HELLO), "n"]
+    )
+    captured = capfd.readouterr()
+    assert status == 0
+    assert "arg: n" in captured.out
+    assert "NO isolation" in captured.err
+    assert "=> VALID" in captured.err
+
+
+def test_run_without_references_or_dev_is_refused(tmp_path: Path, capfd) -> None:
+    status = main(["run", "--backend", "nil", "--build-dir", str(tmp_path), str(HELLO)])
+    captured = capfd.readouterr()
+    assert status == 2
+    assert "no reference measurements" in captured.err
+    assert "hello from a keep" not in captured.out
+
+
+def test_sim_root_is_not_trusted_without_dev(
+    tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
+) -> None:
+    envelope, _ = development_references(hello_build, hello_plan, "nil", 1)
+    reference = tmp_path / "ref.json"
+    reference.write_bytes(envelope)
+    _, key_path = dev_key()
+    status = main(
+        [
+            "run",
+            "--backend",
+            "nil",
+            "--build-dir",
+            str(hello_build.out_dir),
+            "--references",
+            str(reference),
+            "--trusted-key",
+            f"{key_path}.pub",
+            str(HELLO),
+        ]
+    )
+    captured = capfd.readouterr()
+    assert status == 1
+    assert "✗ ark.trusted" in captured.err
+    assert "hello from a keep" not in captured.out
+
+
+# -- refusals before the application runs --------------------------------------------------------
+
+
+@needs_kvm
+def test_changed_app_after_signing_is_refused(
+    tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
+) -> None:
+    envelope, _ = development_references(hello_build, hello_plan, "kvm", 1)
+    reference = tmp_path / "ref.json"
+    reference.write_bytes(envelope)
+    changed = tmp_path / "hello.wat"
+    changed.write_text(HELLO.read_text().replace("hello from a keep", "hello from a kEEp"))
+    _, key_path = dev_key()
+    status = main(
+        [
+            "run",
+            "--dev",
+            "--references",
+            str(reference),
+            "--trusted-key",
+            f"{key_path}.pub",
+            "--build-dir",
+            str(tmp_path / "build"),
+            str(changed),
+        ]
+    )
+    captured = capfd.readouterr()
+    assert status == 1
+    assert "✗ measurement" in captured.err
+    assert "kEEp" not in captured.out
+
+
+def _tampered_region(plan: LaunchPlan, label_part: str) -> LaunchPlan:
+    regions = list(plan.regions)
+    for index, region in enumerate(regions):
+        if label_part in region.label and region.page_type is PageType.NORMAL:
+            assert region.data is not None
+            data = bytearray(region.data)
+            data[len(data) // 2] ^= 0x01
+            regions[index] = Region(
+                region.gpa, region.page_type, region.size, bytes(data), region.label
+            )
+            return replace(plan, regions=tuple(regions))
+    raise AssertionError(
+        f"no NORMAL region labelled {label_part!r} in {[r.label for r in regions]}"
+    )
+
+
+@needs_kvm
+@pytest.mark.parametrize("component", ["microkernel", "runtime image"])
+def test_changed_byte_in_a_trusted_component_is_refused(
+    hello_build: KeepBuild, hello_plan: LaunchPlan, component: str
+) -> None:
+    tampered = _tampered_region(hello_plan, component)
+    firmware = SimFirmware()
+    attestation = _attestation(hello_plan, hello_build, firmware)
+    result, stdout = _boot(tampered, attestation, firmware)
+    assert isinstance(result.error, EvidenceError)
+    assert result.error.field == "measurement"
+    assert result.exit_status is None
+    assert stdout == b""  # the application never ran
+
+
+@needs_kvm
+def test_changed_byte_in_the_microkernel_elf_is_refused(
+    tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan
+) -> None:
+    elf = bytearray(hello_build.artifacts["ukernel.elf"].read_bytes())
+    plan = build_plan(hello_build.artifacts["ukernel.elf"], hello_build.artifacts["runtime.elf"])
+    text = next(r for r in plan.regions if "microkernel" in r.label and r.data)
+    assert text.data is not None
+    # Flip a byte of the first loaded microkernel segment inside the ELF file itself.
+    offset = bytes(elf).find(text.data[64:96])
+    assert offset > 0
+    elf[offset] ^= 0x80
+    tampered = build_plan(bytes(elf), hello_build.artifacts["runtime.elf"])
+    assert tampered.launch_digest() != hello_plan.launch_digest()
+    firmware = SimFirmware()
+    result, stdout = _boot(tampered, _attestation(hello_plan, hello_build, firmware), firmware)
+    assert isinstance(result.error, EvidenceError)
+    assert stdout == b""
+
+
+@needs_kvm
+def test_untrusted_reference_key_is_refused(
+    tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
+) -> None:
+    envelope, _ = development_references(hello_build, hello_plan, "kvm", 1)
+    reference = tmp_path / "ref.json"
+    reference.write_bytes(envelope)
+    other = generate_private_key("ecdsa-p384")
+    from toolchain.sign import write_key_pair
+
+    pub = write_key_pair(tmp_path / "other.pem", other)
+    status = main(
+        [
+            "run",
+            "--dev",
+            "--references",
+            str(reference),
+            "--trusted-key",
+            str(pub),
+            "--build-dir",
+            str(hello_build.out_dir),
+            str(HELLO),
+        ]
+    )
+    captured = capfd.readouterr()
+    assert status == 1
+    assert "do not verify" in captured.err
+    assert "hello from a keep" not in captured.out
+
+
+class _ReplayingFirmware(SimFirmware):
+    """A host that answers every report request with a report it recorded earlier."""
+
+    def __init__(self, recorded: bytes) -> None:
+        super().__init__()
+        self.recorded = recorded
+
+    def guest_request_report(self, report_data: bytes, vmpl: int) -> bytes:
+        return self.recorded
+
+
+@needs_kvm
+def test_replayed_report_with_an_old_nonce_is_refused(
+    hello_build: KeepBuild, hello_plan: LaunchPlan
+) -> None:
+    first = SimFirmware()
+    attestation = _attestation(hello_plan, hello_build, first)
+    result, stdout = _boot(hello_plan, attestation, first)
+    assert result.ok, result.error
+    assert b"hello from a keep" in stdout
+    assert attestation.report is not None
+
+    replaying = _ReplayingFirmware(attestation.report)
+    second = _attestation(hello_plan, hello_build, replaying)
+    result, stdout = _boot(hello_plan, second, replaying)
+    assert isinstance(result.error, EvidenceError)
+    assert result.error.field == "report-data"
+    assert stdout == b""
+
+
+def test_evidence_rechecks_with_verify_report(tmp_path: Path, capfd) -> None:
+    evidence = tmp_path / "evidence.json"
+    status = main(
+        [
+            "run",
+            "--dev",
+            "--backend",
+            "nil",
+            "--build-dir",
+            str(tmp_path / "build"),
+            "--evidence",
+            str(evidence),
+            str(HELLO),
+        ]
+    )
+    assert status == 0
+    capfd.readouterr()
+    document = json.loads(evidence.read_text())
+    (tmp_path / "report.bin").write_bytes(bytes.fromhex(document["report"]))
+    (tmp_path / "vcek.pem").write_text(document["vcek"])
+    (tmp_path / "chain.pem").write_text(document["ask"] + document["ark"])
+    (tmp_path / "ark.pem").write_text(document["ark"])
+    argv = [
+        "verify-report",
+        str(tmp_path / "report.bin"),
+        "--vcek",
+        str(tmp_path / "vcek.pem"),
+        "--ask-chain",
+        str(tmp_path / "chain.pem"),
+        "--report-data",
+        document["nonce"],
+    ]
+    # Without explicitly trusting the simulated root, the evidence does not verify ...
+    assert main(argv) == 1
+    assert "✗ ark.trusted" in capfd.readouterr().out
+    # ... and with it, it does.
+    assert main([*argv, "--extra-root", str(tmp_path / "ark.pem")]) == 0
+
+
+def test_a_second_report_request_in_one_run_is_refused(
+    hello_build: KeepBuild, hello_plan: LaunchPlan
+) -> None:
+    firmware = SimFirmware()
+    attestation = _attestation(hello_plan, hello_build, firmware)
+    firmware.launch_from_plan(hello_plan)
+    report = firmware.guest_request_report(attestation.nonce, 0)
+    assert attestation(report)
+    with pytest.raises(EvidenceError):
+        attestation(report)
+
+
+def test_unsigned_reference_content_change_is_refused(
+    hello_build: KeepBuild, hello_plan: LaunchPlan
+) -> None:
+    envelope, trust = development_references(hello_build, hello_plan, "nil", 1)
+    document = json.loads(envelope)
+    document["payloadType"] = "application/json"
+    checks, references = verify_envelope(json.dumps(document).encode(), trust)
+    assert references is None
+    assert checks.failures
+    assert isinstance(trust, TrustPolicy)
+    assert sign_statement  # imported API stays public
