@@ -175,7 +175,7 @@ def bench_leaks() -> None:
     plans = [
         miniguest.mini_plan(miniguest.hello_guest(b"ok\n")),
         miniguest.mini_plan(miniguest.Asm().store_rax_at(0x7FFF_0000_0000)),
-        miniguest.mini_plan(miniguest.Asm().hypercall(miniguest.CONSOLE_WRITE, 1, 0xFFFF, 2)),
+        miniguest.mini_plan(miniguest.Asm().hypercall(hypercalls.CONSOLE_WRITE, 1, 0xFFFF, 2)),
     ]
     for plan in plans:
         quiet_run(plan)

@@ -13,21 +13,24 @@ import pytest
 from runtime.firmware.sim import SimFirmware
 from runtime.vmm import kvm_abi, miniguest, vcpu
 from runtime.vmm.errors import GuestError
-from runtime.vmm.keep import Keep, KeepResult, run_keep
-from runtime.vmm.memory import GuestMemory
-from runtime.vmm.miniguest import (
+from runtime.vmm.hypercalls import (
     ATTEST,
     CLOCK,
     CONSOLE_WRITE,
     EXIT,
+    FAULT,
+    LAUNCH_ARGS,
+    REPORT_DATA,
+    STDIN_READ,
+)
+from runtime.vmm.keep import Keep, KeepResult, run_keep
+from runtime.vmm.memory import GuestMemory
+from runtime.vmm.miniguest import (
     HC_BUFFER_GPA,
     HC_PAGE_GPA,
-    LAUNCH_ARGS,
     OFF_ARGS,
     OFF_CALL,
     OFF_RET,
-    REPORT_DATA,
-    STDIN_READ,
     Asm,
     NullFirmware,
     mini_plan,
@@ -364,7 +367,7 @@ def test_bad_magic_and_unknown_call() -> None:
 
 
 def test_fault_call_is_reported() -> None:
-    asm = Asm().hypercall(miniguest.FAULT, 14, 6, 0xDEAD000, 0x1000123, 0x1B, 0x7000)
+    asm = Asm().hypercall(FAULT, 14, 6, 0xDEAD000, 0x1000123, 0x1B, 0x7000)
     error = _stopped(asm)
     assert "#PF page fault" in error.message
     assert "RIP 0x1000123" in error.message

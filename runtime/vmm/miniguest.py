@@ -13,7 +13,15 @@ import struct
 from dataclasses import replace
 
 from runtime.firmware.interface import CertificateChain
-from toolchain.errors import PlatformError
+from runtime.vmm.hypercalls import (  # the call numbers, also for the tests
+    ATTEST,
+    CLOCK,
+    CONSOLE_WRITE,
+    EXIT,
+    HC_MAGIC,
+    REPORT_DATA,
+)
+from toolchain.errors import InputError, PlatformError
 from toolchain.measure.plan import AbiAddresses, LaunchPlan, Region
 from toolchain.snp.digest import PageType
 from toolchain.snp.vmsa import (
@@ -40,10 +48,7 @@ STACK_TOP = 0x2000000
 GUEST_POLICY = 0x30000
 SEV_FEATURES = 0x1
 
-HC_MAGIC = 0x3143484B
 OFF_MAGIC, OFF_VERSION, OFF_CALL, OFF_STATUS, OFF_ARGS, OFF_RET = 0x0, 0x4, 0x8, 0xC, 0x10, 0x40
-
-CONSOLE_WRITE, STDIN_READ, EXIT, FAULT, LAUNCH_ARGS, REPORT_DATA, ATTEST, CLOCK = range(1, 9)
 
 
 class Asm:
@@ -139,8 +144,9 @@ class Asm:
         return self
 
     def build(self) -> bytes:
+        """The code, padded to whole pages."""
         if len(self.code) > PAGE * 4:
-            raise ValueError("mini guest code is limited to 16 KiB")
+            raise InputError("mini guest code is limited to 16 KiB")
         return bytes(self.code) + bytes(-len(self.code) % PAGE)
 
 
