@@ -158,3 +158,12 @@ def test_repro_compare_names_the_file_and_section(
 def test_missing_application_is_input_error(tmp_path: Path) -> None:
     with pytest.raises(KeepError, match="does not exist"):
         keep_build.build_keep(tmp_path / "nope.wasm", tmp_path / "out")
+
+
+def test_unwritable_output_is_platform_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert keep_main(["build", str(HELLO), "--out", str(blocker / "out")]) == 3
+    assert capsys.readouterr().err.startswith("platform error: cannot build the keep")

@@ -31,3 +31,15 @@ def test_unsupported_calls_and_bad_pointers(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     enosys, efault, einval = 52, 21, 28
     assert done.stdout == _errno_line(*[enosys] * 6, efault, efault, efault, efault, einval, efault)
+
+
+def test_memory_beyond_the_heap_ends_with_a_message(tmp_path: Path) -> None:
+    """5000 pages (328 MB) exceed the runtime's heap: a clear fatal error, not a crash."""
+    wat = tmp_path / "big.wat"
+    wat.write_text('(module (memory (export "memory") 5000) (func (export "_start")))')
+    build_app_image(wat, tmp_path, hostcheck=True)
+    done = subprocess.run(
+        [tmp_path / "hostcheck.elf"], env={}, capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 125
+    assert done.stderr == b"keep: aborted (out of memory for the module?)\n"

@@ -514,7 +514,8 @@ float fmaxf(float x, float y) { return (float)fmax(x, y); }
 
 /* ---- process ------------------------------------------------------------------------------ */
 
-_Noreturn void abort(void) { keep_fatal("abort() called"); }
+/* wasm2c's runtime aborts when it cannot allocate an instance's initial memory or tables. */
+_Noreturn void abort(void) { keep_fatal("aborted (out of memory for the module?)"); }
 
 _Noreturn void exit(int status) { keep_platform_exit(status); }
 

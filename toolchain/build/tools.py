@@ -193,13 +193,31 @@ def wasmtime_version() -> str:
     return _distribution(WASMTIME_DIST, WASMTIME_VERSION).version
 
 
+@cache
+def wasmtime() -> Tool:
+    """The pinned wasmtime's native library (it validates every application module)."""
+    dist = _distribution(WASMTIME_DIST, WASMTIME_VERSION)
+    library = next(
+        (str(f) for f in dist.files or () if str(f).endswith("_libwasmtime.so")),
+        "wasmtime/linux-x86_64/_libwasmtime.so",
+    )
+    path = Path(str(dist.locate_file(library)))
+    if not path.is_file():
+        raise PlatformError(f"wasmtime's native library is missing: {path}")
+    sha = file_sha256(path)
+    recorded = _record_sha256(dist, library)
+    if recorded is not None and recorded != sha:
+        raise PlatformError(f"{path} does not match its wheel's RECORD")
+    return Tool("wasmtime", path, WASMTIME_VERSION, sha)
+
+
 def toolchain_versions() -> dict[str, str]:
     """name → ``"<version> sha256:<hex>"`` for every tool whose output lands in a keep image."""
     runtime = wasm2c_runtime()
     return {
         "wasm2c": wasm2c().describe(),
         "wasm2c-runtime": f"{runtime.version} sha256:{runtime.sha256}",
-        "wasmtime": wasmtime_version(),
+        "wasmtime": wasmtime().describe(),
         "zig": zig().describe(),
     }
 

@@ -30,9 +30,15 @@ def run(args: argparse.Namespace) -> int:
         if tty:
             print(f"  built {step:<14} {seconds:7.2f} s", file=sys.stderr)
 
-    build = build_keep(
-        args.app, args.out, vcpu_counts=args.vcpus or DEFAULT_VCPU_COUNTS, progress=progress
-    )
+    from toolchain.errors import PlatformError
+
+    try:
+        build = build_keep(
+            args.app, args.out, vcpu_counts=args.vcpus or DEFAULT_VCPU_COUNTS, progress=progress
+        )
+    except OSError as exc:  # the output directory, the cache or a tool's files
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise PlatformError(f"cannot build the keep: {exc.strerror or exc}{where}") from exc
     files = {**build.artifacts, build.provenance.name: build.provenance}
     if args.json:
         import hashlib
