@@ -1,8 +1,8 @@
 """The VMM on /dev/kvm: boot time, hypercall round trip, a real keep, and leaks over many boots.
 
 Figures (medians of several runs, each keep in a fresh VM):
-  1. minimal ring-3 guest: KVM_CREATE_VM -> first console output, and -> exit; split into
-     VM creation + load + measurement (launch) and run;
+  1. minimal guest, ring 3 and (peer) ring 0: KVM_CREATE_VM -> first console output, and
+     -> exit; split into VM creation + load + measurement (launch) and run;
   2. hypercall round trip (doorbell exit -> Python handler -> resume), ring 3 and ring 0,
      against its peer in the same run: the same handler called directly (no exit);
   3. a real keep (examples/hello: microkernel + wasm2c runtime, sim firmware, ATTEST verified by
@@ -57,25 +57,27 @@ def quiet_run(plan, **options):
 
 
 def bench_minimal() -> None:
-    plan = miniguest.mini_plan(miniguest.hello_guest(b"hi\n"))
-    first, total, launch, run = [], [], [], []
-    for _ in range(RUNS):
-        with Keep(plan, firmware=miniguest.NullFirmware()) as keep:
-            started = time.perf_counter()
-            keep.launch()
-            launched = time.perf_counter()
-            result = keep.run(stdout=io.BytesIO(), require_attestation=False)
-            ended = time.perf_counter()
-        assert result.ok
-        first.append(result.to_first_output_ms)
-        total.append(result.total_ms)
-        launch.append((launched - started) * 1e3)
-        run.append((ended - launched) * 1e3)
-    print("1. minimal ring-3 guest (prints, exits), median (best) of", RUNS)
-    print(f"   KVM_CREATE_VM -> first output  {figure(first)}")
-    print(f"   KVM_CREATE_VM -> exit          {figure(total)}")
-    print(f"   launch (VM + load + measure)   {figure(launch)}")
-    print(f"   run (enter -> exit)            {figure(run)}")
+    for ring in (3, 0):
+        plan = miniguest.mini_plan(miniguest.hello_guest(b"hi\n"), ring=ring)
+        first, total, launch, run = [], [], [], []
+        for _ in range(RUNS):
+            with Keep(plan, firmware=miniguest.NullFirmware()) as keep:
+                started = time.perf_counter()
+                keep.launch()
+                launched = time.perf_counter()
+                result = keep.run(stdout=io.BytesIO(), require_attestation=False)
+                ended = time.perf_counter()
+            assert result.ok
+            first.append(result.to_first_output_ms)
+            total.append(result.total_ms)
+            launch.append((launched - started) * 1e3)
+            run.append((ended - launched) * 1e3)
+        peer = "" if ring == 3 else " (peer: the same guest in emulated ring 0)"
+        print(f"1. minimal ring-{ring} guest (prints, exits){peer}, median (best) of {RUNS}")
+        print(f"   KVM_CREATE_VM -> first output  {figure(first)}")
+        print(f"   KVM_CREATE_VM -> exit          {figure(total)}")
+        print(f"   launch (VM + load + measure)   {figure(launch)}")
+        print(f"   run (enter -> exit)            {figure(run)}")
 
 
 def round_trip_us(ring: int) -> float:
