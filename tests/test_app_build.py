@@ -191,3 +191,8 @@ def test_big_modules_are_split_into_several_c_files(
         [tmp_path / "hostcheck.elf"], capture_output=True, timeout=60, check=False
     )
     assert (done.returncode, done.stdout) == (0, b"fib(32) = 2178309\n")
+    monkeypatch.undo()  # the same module again, unsplit, into the same directory
+    again = app_build.build_app_image(ROOT / "examples" / "cpu" / "fib.wat", tmp_path)
+    assert [a.path.name for a in again.c_sources] == ["app.c"]
+    assert sorted(p.name for p in tmp_path.glob("app*.[ch]")) == ["app.c", "app.h"]
+    assert sorted(p.name for p in (tmp_path / "obj").glob("app*.o")) == ["app.o"]

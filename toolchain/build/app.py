@@ -281,6 +281,15 @@ def _wasm2c(wasm_path: Path, out_dir: Path, cache: BuildCache) -> tuple[list[Pat
     return c_files, headers
 
 
+def _remove_stale(out_dir: Path, current: set[str]) -> None:
+    """Drop generated files of an earlier build of another module (they would never be linked,
+    but ``out_dir`` must hold exactly what this build made)."""
+    for pattern in ("app*.c", "app*.h", "obj/app*.o"):
+        for path in out_dir.glob(pattern):
+            if path.name not in current and path.with_suffix(".c").name not in current:
+                path.unlink()
+
+
 def _include_dirs() -> list[Path]:
     runtime = tools.wasm2c_runtime()
     return [
@@ -338,6 +347,7 @@ def build_app_image(
     wasm_path = out_dir / "app.wasm"
     _write_if_changed(wasm_path, binary)
     c_files, headers = _wasm2c(wasm_path, out_dir, build_cache)
+    _remove_stale(out_dir, {p.name for p in (*c_files, *headers)})
     entry_path = out_dir / "entry.c"
     _write_if_changed(entry_path, _entry_source(uses_wasi).encode())
 
