@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runtime.firmware.sim import SimFirmware
 from runtime.vmm import kvm_abi, miniguest, vcpu
@@ -442,3 +444,34 @@ def test_200_keeps_in_a_row_leak_no_fds_or_memory() -> None:
     assert outcomes == {"exit": 40, "stopped": 160}
     assert _open_fds() == fds
     assert _resident_bytes() - resident < 16 << 20
+
+
+# ---- fuzz through a real guest: hostile hypercalls end the keep cleanly -----------------------
+
+_ARG = st.one_of(
+    st.integers(0, 0x20),
+    st.integers(0xFB00, 0x10010),
+    st.sampled_from([1 << 63, (1 << 64) - 1, 0x4A0, 64]),
+    st.integers(0, (1 << 64) - 1),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(call=st.integers(0, 10), args=st.lists(_ARG, min_size=6, max_size=6), attest=st.booleans())
+def test_fuzz_hypercalls_from_a_guest(call: int, args: list[int], attest: bool) -> None:
+    asm = Asm().put_buffer(0, b"x" * 16).hypercall(call, *args).hypercall(EXIT, 0)
+    result, _, _ = _run(
+        asm,
+        firmware=SimFirmware(),
+        require_attestation=attest,
+        on_report=lambda _r: None,
+        output_limit=0x8000,
+        stdin=io.BytesIO(b"input"),
+        timeout=10.0,
+    )
+    if result.error is not None:
+        assert isinstance(result.error, GuestError)
+        assert result.error.call is not None
+    else:
+        assert result.exit_status is not None
+    assert result.output_bytes <= 0x8000
