@@ -115,3 +115,42 @@ def test_watchdog_works_for_a_keep_run_from_another_thread() -> None:
     assert not thread.is_alive()
     assert isinstance(results[0].error, GuestError)
     assert "time limit" in results[0].error.message
+
+
+@pytest.mark.kvm
+@pytest.mark.skipif(KVM_MISSING is not None, reason=f"needs a working /dev/kvm: {KVM_MISSING}")
+def test_keeps_in_parallel_threads_each_get_their_own_watchdog() -> None:
+    install_kick_signal()
+    forever = miniguest.Asm()
+    forever.jmp(forever.here())
+    plans = {
+        "loop": miniguest.mini_plan(forever),
+        "hello": miniguest.mini_plan(miniguest.hello_guest(b"hi\n")),
+    }
+    outcomes: dict[str, list[str]] = {"loop": [], "hello": []}
+    lock = threading.Lock()
+
+    def worker(kind: str, timeout: float) -> None:
+        for _ in range(5):
+            result = run_keep(
+                plans[kind],
+                firmware=miniguest.NullFirmware(),
+                stdout=io.BytesIO(),
+                require_attestation=False,
+                timeout=timeout,
+            )
+            with lock:
+                outcomes[kind].append("ok" if result.ok else str(result.error))
+
+    threads = [
+        threading.Thread(target=worker, args=("loop", 0.05)),
+        threading.Thread(target=worker, args=("loop", 0.08)),
+        threading.Thread(target=worker, args=("hello", 30.0)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes["hello"] == ["ok"] * 5
+    assert len(outcomes["loop"]) == 10
+    assert all("time limit" in outcome for outcome in outcomes["loop"])
