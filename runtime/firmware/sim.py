@@ -242,12 +242,10 @@ def sim_root_certificate() -> x509.Certificate:
 
 def sim_root_present() -> Path | None:
     """Where the simulated chain is, if it has been generated (without generating it)."""
-    base = os.environ.get("KEEPSTACK_STATE_DIR")
-    if base:
-        directory = Path(base) / STATE_SUBDIR
-    else:
-        xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        directory = Path(xdg) / "keepstack" / STATE_SUBDIR
+    try:
+        directory = state_dir(STATE_SUBDIR)
+    except PlatformError:
+        return None
     return directory if (directory / "ark.pem").is_file() else None
 
 
