@@ -196,3 +196,29 @@ def test_big_modules_are_split_into_several_c_files(
     assert [a.path.name for a in again.c_sources] == ["app.c"]
     assert sorted(p.name for p in tmp_path.glob("app*.[ch]")) == ["app.c", "app.h"]
     assert sorted(p.name for p in (tmp_path / "obj").glob("app*.o")) == ["app.o"]
+
+
+def test_module_info_reads_imports_exports_and_rejects_garbage() -> None:
+    import wasmtime
+
+    wasm = bytes(
+        wasmtime.wat2wasm(
+            '(module (import "wasi_snapshot_preview1" "fd_close" (func (param i32) (result i32)))'
+            ' (import "m" "t" (table 1 funcref)) (import "m" "g" (global i64))'
+            ' (memory (export "memory") 1 2) (func $s (export "_start"))'
+            ' (func (export "add") (param i64 f64) (result f32) (f32.const 1)))'
+        )
+    )
+    info = read_module_info(wasm)
+    assert [(i.module, i.name, i.kind) for i in info.imports] == [
+        ("wasi_snapshot_preview1", "fd_close", "func"),
+        ("m", "t", "table"),
+        ("m", "g", "global"),
+    ]
+    add = info.export("add")
+    assert add is not None
+    assert str(add.type) == "(i64, f64) -> (f32)"
+    assert info.export("memory") is not None
+    for bad in (b"", b"\0asm\x02\0\0\0", wasm[:20], b"\0asm\x01\0\0\0\x07\x05\x01\x01x\0\x09"):
+        with pytest.raises(InputError):
+            read_module_info(bad)

@@ -70,7 +70,7 @@ class _Reader:
             if not b & 0x80:
                 return result
             shift += 7
-            if shift > 35:
+            if shift > 63:
                 raise InputError("malformed LEB128 integer in WebAssembly module")
 
     def name(self) -> str:
