@@ -222,3 +222,15 @@ def test_module_info_reads_imports_exports_and_rejects_garbage() -> None:
     for bad in (b"", b"\0asm\x02\0\0\0", wasm[:20], b"\0asm\x01\0\0\0\x07\x05\x01\x01x\0\x09"):
         with pytest.raises(InputError):
             read_module_info(bad)
+
+
+def test_image_has_no_sse41_rounding_or_ssse3_encodings(tmp_path: Path) -> None:
+    """Ring 3 may use SSE2 only (baseline x86-64). ROUNDSD/ROUNDSS and every SSSE3/SSE4 opcode
+    are encoded 66 0F 3A xx or 66 0F 38 xx: those byte sequences must not occur in the text of
+    an image whose program uses floor/ceil/trunc/nearest/sqrt on f32 and f64."""
+    image = app_build.build_app_image(ROOT / "tests" / "wat" / "math.wat", tmp_path)
+    with image.elf.path.open("rb") as stream:
+        text = ELFFile(stream).get_section_by_name(".text").data()
+    assert b"\x66\x0f\x3a" not in text
+    assert b"\x66\x0f\x38" not in text
+    assert b"\xf2\x0f\x51" in text  # SQRTSD (SSE2) is there: the scan sees real code
