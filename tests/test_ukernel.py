@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from ukernel_images import Images, build_images
 
-from toolchain.build.compile import RING0, build_env
+from toolchain.build.compile import RING0, RING3, build_env
 from toolchain.build.tools import zig
 from toolchain.build.ukernel import INCLUDE_DIR, SOURCE_DIR, UKERNEL_FLAGS, ukernel_sources
 from toolchain.measure.keep import VECTOR_STUB_SIZE, load_elf, read_layout
@@ -105,7 +105,8 @@ def test_vector_stubs_are_evenly_spaced_and_push_error_codes(images: Images) -> 
             assert code[:5] == b"\x68" + struct.pack("<I", vector), vector  # push imm32
 
 
-def _ring0_assembly(source: Path) -> str:
+def _ring0_assembly(source: Path, scratch: Path) -> str:
+    output = scratch / f"{source.name}.s"
     argv = [
         str(zig().path),
         "cc",
@@ -115,20 +116,40 @@ def _ring0_assembly(source: Path) -> str:
         f"-I{SOURCE_DIR}",
         "-S",
         "-o",
-        "-",
+        str(output),
         str(source),
     ]
-    done = subprocess.run(argv, env=build_env(), capture_output=True, text=True, check=True)
-    return done.stdout
+    subprocess.run(argv, env=build_env(), capture_output=True, check=True)
+    return output.read_text(encoding="utf-8")
 
 
-def test_ring0_code_uses_no_sse_registers() -> None:
+def test_ring0_code_uses_no_sse_registers(tmp_path: Path) -> None:
     """PVM's ring-0 emulator dies on SSE: neither the compiler nor our asm may use it."""
     for source in ukernel_sources():
-        text = source.read_text(encoding="utf-8") if source.suffix == ".S" else ""
-        text += _ring0_assembly(source) if source.suffix == ".c" else ""
+        if source.suffix == ".S":
+            text = source.read_text(encoding="utf-8")
+        else:
+            text = _ring0_assembly(source, tmp_path)
+            assert "\t.text" in text or ".section" in text, "no assembly produced"
         found = SSE_REGISTER.findall(text)
         assert not found, f"{source.name} uses SSE/MMX registers: {found[:5]}"
+    # The check itself can fail: the same C compiled for ring 3 may use SSE for a struct copy.
+    probe = tmp_path / "probe.c"
+    probe.write_text(
+        "struct s { long a[8]; };\nvoid copy(struct s *d, const struct s *x) { *d = *x; }\n",
+        encoding="utf-8",
+    )
+    ring3 = subprocess.run(
+        [str(zig().path), "cc", *RING3.compiler_flags(), "-S", "-o", "-", str(probe)],
+        env=build_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    ring3_text = ring3.stdout or (tmp_path / "-").read_text(encoding="utf-8")
+    assert SSE_REGISTER.findall(ring3_text), "the SSE probe found nothing even in ring-3 code"
+    assert not SSE_REGISTER.findall(_ring0_assembly(probe, tmp_path))
 
 
 def test_disassembly_has_no_sse(images: Images) -> None:
