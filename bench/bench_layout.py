@@ -81,38 +81,42 @@ def boot_ms(plan: LaunchPlan) -> float | None:
     return statistics.median(firsts) if firsts else None
 
 
+def bench_one(name: str, app: Path, scratch: Path) -> None:
+    out = scratch / name
+    build_keep(app, out, vcpu_counts=(1,))
+    ukernel, runtime = out / "ukernel.elf", out / "runtime.elf"
+    plan = build_plan(ukernel, runtime)
+    text = plan.to_json()
+    t_plan = best(lambda: build_plan(ukernel, runtime))
+    t_digest = best(lambda: plan.launch_digests([1, 2, 4]))
+    t_floor = best(lambda: floor(plan))
+    t_to = best(plan.to_json)
+    t_from = best(lambda: LaunchPlan.from_json(text))
+    pages = plan.page_counts()
+    print(
+        f"{name}: ukernel.elf {ukernel.stat().st_size} B, runtime.elf "
+        f"{runtime.stat().st_size} B, {sum(pages.values())} launched pages {pages}"
+    )
+    print(f"  build_plan            {t_plan * 1e3:8.2f} ms")
+    print(
+        f"  launch_digests(1,2,4) {t_digest * 1e3:8.2f} ms   hashlib floor "
+        f"{t_floor * 1e3:6.2f} ms   ratio {t_digest / t_floor:5.2f}x"
+    )
+    print(f"  to_json / from_json   {t_to * 1e3:8.2f} / {t_from * 1e3:.2f} ms")
+    first = boot_ms(plan)
+    if first is None:
+        print("  boot: skipped (no usable /dev/kvm)")
+    else:
+        print(f"  KVM_CREATE_VM -> first output (median of 10): {first:.2f} ms")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-layout-") as scratch:
         for name, app in EXAMPLES.items():
             if app is None:
                 print(f"{name}: no example found, skipped")
                 continue
-            out = Path(scratch) / name
-            build_keep(app, out, vcpu_counts=(1,))
-            ukernel, runtime = out / "ukernel.elf", out / "runtime.elf"
-            plan = build_plan(ukernel, runtime)
-            text = plan.to_json()
-            t_plan = best(lambda: build_plan(ukernel, runtime))
-            t_digest = best(lambda: plan.launch_digests([1, 2, 4]))
-            t_floor = best(lambda: floor(plan))
-            t_to = best(plan.to_json)
-            t_from = best(lambda: LaunchPlan.from_json(text))
-            pages = plan.page_counts()
-            print(
-                f"{name}: ukernel.elf {ukernel.stat().st_size} B, runtime.elf "
-                f"{runtime.stat().st_size} B, {sum(pages.values())} launched pages {pages}"
-            )
-            print(f"  build_plan            {t_plan * 1e3:8.2f} ms")
-            print(
-                f"  launch_digests(1,2,4) {t_digest * 1e3:8.2f} ms   hashlib floor "
-                f"{t_floor * 1e3:6.2f} ms   ratio {t_digest / t_floor:5.2f}x"
-            )
-            print(f"  to_json / from_json   {t_to * 1e3:8.2f} / {t_from * 1e3:.2f} ms")
-            first = boot_ms(plan)
-            if first is None:
-                print("  boot: skipped (no usable /dev/kvm)")
-            else:
-                print(f"  KVM_CREATE_VM -> first output (median of 10): {first:.2f} ms")
+            bench_one(name, app, Path(scratch))
 
 
 if __name__ == "__main__":
