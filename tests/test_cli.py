@@ -23,7 +23,10 @@ def test_unknown_command_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_module_entry_point_runs() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "toolchain", "--version"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "toolchain", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("keepstack ")
