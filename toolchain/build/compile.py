@@ -79,12 +79,21 @@ class Target:
 
 
 #: Ring-0 microkernel code: no SSE/x87 registers at all (the PVM emulator dies on SSE in ring 0),
-#: no red zone (interrupts arrive on the same stack).
+#: no red zone (interrupts arrive on the same stack). ``zig cc`` silently drops
+#: ``-mgeneral-regs-only`` (a struct copy still compiles to movups/xmm), so the SSE, MMX and x87
+#: features are also switched off one by one; tests/test_ukernel.py checks the generated code.
 RING0 = Target(
     "ring0",
     "x86_64-freestanding-none",
     CPU,
-    ("-mgeneral-regs-only", "-mno-red-zone"),
+    (
+        "-mgeneral-regs-only",
+        "-mno-red-zone",
+        "-mno-mmx",
+        "-mno-sse",
+        "-mno-sse2",
+        "-mno-80387",
+    ),
 )
 
 #: Ring-3 runtime and application code: the normal x86-64 SysV ABI, SSE2 allowed.

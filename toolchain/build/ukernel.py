@@ -19,14 +19,8 @@ INCLUDE_DIR = SOURCE_DIR / "include"
 LINKER_SCRIPT = SOURCE_DIR / "link.ld"
 ELF_NAME = "ukernel.elf"
 
-#: Flags on top of the ring-0 target's fixed ones. ``zig cc`` silently drops
-#: ``-mgeneral-regs-only`` (a struct copy still compiles to movups/xmm), so the SSE, MMX and x87
-#: features are switched off explicitly; tests/test_ukernel.py checks the generated assembly.
+#: Flags on top of the ring-0 target's fixed ones (which already exclude SSE, MMX and x87).
 UKERNEL_FLAGS = (
-    "-mno-mmx",
-    "-mno-sse",
-    "-mno-sse2",
-    "-mno-80387",
     "-fomit-frame-pointer",
     "-fno-builtin",
     "-Wall",
