@@ -13,7 +13,11 @@ if TYPE_CHECKING:
 DEFAULT_TRUST = Path("reference-measurements") / "trust.toml"
 
 
-def _add_trust_options(parser: argparse.ArgumentParser) -> None:
+def add_trust_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--trust FILE`` | ``--trusted-key PUB ...``: which keys may sign reference measurements.
+
+    Shared by every command that reads signed references (references, verify-report, run).
+    """
     trust = parser.add_mutually_exclusive_group()
     trust.add_argument(
         "--trust",
@@ -28,6 +32,10 @@ def _add_trust_options(parser: argparse.ArgumentParser) -> None:
         metavar="PUB",
         help="trust this public key (PEM); repeat for several keys",
     )
+
+
+def _add_trust_options(parser: argparse.ArgumentParser) -> None:
+    add_trust_arguments(parser)
     parser.add_argument(
         "--threshold",
         type=int,

@@ -18,6 +18,8 @@ def _env_pair(text: str) -> tuple[str, str]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from toolchain.cli.references import add_trust_arguments
+
     parser.add_argument("app", type=Path, metavar="APP.wasm", help="the application (.wasm/.wat)")
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
     parser.add_argument(
@@ -33,20 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="ENVELOPE",
         help="signed reference measurements the keep must match",
     )
-    trust = parser.add_mutually_exclusive_group()
-    trust.add_argument(
-        "--trust",
-        type=Path,
-        metavar="FILE",
-        help="trust policy for --references (default: ./reference-measurements/trust.toml)",
-    )
-    trust.add_argument(
-        "--trusted-key",
-        type=Path,
-        action="append",
-        metavar="PUB",
-        help="trust this public key for --references; repeat for several",
-    )
+    add_trust_arguments(parser)
     parser.add_argument("--policy", type=Path, metavar="FILE", help="verification policy (TOML)")
     parser.add_argument(
         "--dev",

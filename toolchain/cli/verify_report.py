@@ -24,6 +24,8 @@ def _int_auto(text: str) -> int:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from toolchain.cli.references import add_trust_arguments
+
     parser.description = (
         "Verify an SEV-SNP attestation report against AMD's pinned roots and a policy, offline. "
         "Exit 0 when valid, 1 when not, 2 on unusable input."
@@ -105,20 +107,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="accept MEASUREMENT only if this verified reference lists it for a matching "
         "configuration (guest policy, CPU generation)",
     )
-    trust = refs.add_mutually_exclusive_group()
-    trust.add_argument(
-        "--trust",
-        type=Path,
-        metavar="FILE",
-        help="trust policy for --references (default: ./reference-measurements/trust.toml)",
-    )
-    trust.add_argument(
-        "--trusted-key",
-        type=Path,
-        action="append",
-        metavar="PUB",
-        help="trust this public key for --references; repeat for several",
-    )
+    add_trust_arguments(refs)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
