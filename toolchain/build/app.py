@@ -32,8 +32,9 @@ from toolchain.errors import InputError, PlatformError
 #: The address the runtime image is linked at (ABI.md: KEEP_USER_BASE).
 USER_IMAGE_BASE = 0x0100_0000
 
-RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtime" / "wasm"
-UKERNEL_INCLUDE = Path(__file__).resolve().parents[2] / "runtime" / "ukernel" / "include"
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+RUNTIME_DIR = SOURCE_ROOT / "runtime" / "wasm"
+UKERNEL_INCLUDE = SOURCE_ROOT / "runtime" / "ukernel" / "include"
 LINKER_SCRIPT = RUNTIME_DIR / "user.ld"
 
 #: Our runtime sources common to both link targets, plus one platform file per target.
@@ -290,23 +291,37 @@ def _remove_stale(out_dir: Path, current: set[str]) -> None:
                 path.unlink()
 
 
-def _include_dirs() -> list[Path]:
+def runtime_dir(source_root: Path | None = None) -> Path:
+    """``runtime/wasm`` of the source tree at ``source_root`` (default: beside the package)."""
+    return RUNTIME_DIR if source_root is None else Path(source_root) / "runtime" / "wasm"
+
+
+def _include_dirs(source_root: Path | None = None) -> list[Path]:
     runtime = tools.wasm2c_runtime()
+    sources = runtime_dir(source_root)
+    ukernel_include = (
+        UKERNEL_INCLUDE
+        if source_root is None
+        else Path(source_root) / "runtime" / "ukernel" / "include"
+    )
     return [
-        RUNTIME_DIR / "include",
-        RUNTIME_DIR,
-        UKERNEL_INCLUDE,
+        sources / "include",
+        sources,
+        ukernel_include,
         runtime.directory,
         runtime.directory.parent / "include",  # simde, for modules with SIMD
     ]
 
 
-def _compile_runtime(obj_dir: Path, cache: BuildCache) -> dict[str, Path]:
+def _compile_runtime(
+    obj_dir: Path, cache: BuildCache, *, source_root: Path | None = None
+) -> dict[str, Path]:
     """The application-independent objects, by source file name."""
-    if not RUNTIME_DIR.is_dir():
-        raise PlatformError(f"the runtime sources are missing: {RUNTIME_DIR}")
+    sources = runtime_dir(source_root)
+    if not sources.is_dir():
+        raise PlatformError(f"the runtime sources are missing: {sources}")
     runtime = tools.wasm2c_runtime()
-    includes = _include_dirs()
+    includes = _include_dirs(source_root)
     objects: dict[str, Path] = {}
     for name in WASM2C_RUNTIME_SOURCES:
         objects[name] = compile_c(
@@ -319,7 +334,7 @@ def _compile_runtime(obj_dir: Path, cache: BuildCache) -> dict[str, Path]:
         )
     for name in (*RUNTIME_SOURCES, KEEP_PLATFORM, HOSTCHECK_PLATFORM):
         objects[name] = compile_c(
-            RUNTIME_DIR / name,
+            sources / name,
             obj_dir / name.replace(".c", ".o"),
             flags=(*WASM2C_FLAGS, *OWN_FLAGS),
             include_dirs=includes,
@@ -330,12 +345,18 @@ def _compile_runtime(obj_dir: Path, cache: BuildCache) -> dict[str, Path]:
 
 
 def build_app_image(
-    wasm: Path, out_dir: Path, *, hostcheck: bool = False, cache: BuildCache | None = None
+    wasm: Path,
+    out_dir: Path,
+    *,
+    hostcheck: bool = False,
+    cache: BuildCache | None = None,
+    source_root: Path | None = None,
 ) -> AppImage:
     """Build the ring-3 image of an application (``out_dir/app.elf``) from ``.wasm``/``.wat``.
 
     With ``hostcheck=True`` also link ``out_dir/hostcheck.elf``, the same runtime as a static
-    Linux executable (for tests; never part of a keep).
+    Linux executable (for tests; never part of a keep). ``source_root`` is the source tree whose
+    ``runtime/`` is built (default: the tree beside the package).
     """
     source = Path(wasm)
     out_dir = Path(out_dir)
@@ -352,7 +373,7 @@ def build_app_image(
     _write_if_changed(entry_path, _entry_source(uses_wasi).encode())
 
     obj_dir = out_dir / "obj"
-    includes = _include_dirs()
+    includes = _include_dirs(source_root)
     jobs: list[tuple[Path, Path, tuple[str, ...]]] = [
         (c, obj_dir / f"{c.stem}.o", WASM2C_FLAGS) for c in c_files
     ]
@@ -371,7 +392,8 @@ def build_app_image(
             for source, obj, flags in jobs
         ]
         *app_objs, entry_obj = [f.result() for f in futures]
-    runtime_objects = _compile_runtime(obj_dir, build_cache)
+    runtime_objects = _compile_runtime(obj_dir, build_cache, source_root=source_root)
+    linker_script = runtime_dir(source_root) / "user.ld"
     common = [
         *app_objs,
         entry_obj,
@@ -380,14 +402,14 @@ def build_app_image(
     elf = link(
         [*common, runtime_objects[KEEP_PLATFORM]],
         out_dir / "app.elf",
-        linker_script=LINKER_SCRIPT,
+        linker_script=linker_script,
         cache=build_cache,
     )
     if hostcheck:
         link(
             [*common, runtime_objects[HOSTCHECK_PLATFORM]],
             out_dir / "hostcheck.elf",
-            linker_script=LINKER_SCRIPT,
+            linker_script=linker_script,
             cache=build_cache,
         )
     linked_runtime = sorted(

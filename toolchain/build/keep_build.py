@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolchain.build.provenance import (
     PROVENANCE_FILE,
@@ -27,6 +28,9 @@ from toolchain.build.provenance import (
     write_provenance,
 )
 from toolchain.errors import InputError
+
+if TYPE_CHECKING:
+    from toolchain.build.cache import BuildCache
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VCPU_COUNTS = (1, 2, 4)
@@ -65,13 +69,19 @@ def build_keep(
     *,
     vcpu_counts: Sequence[int] = DEFAULT_VCPU_COUNTS,
     progress: Progress | None = None,
+    source_root: Path | None = None,
+    cache: BuildCache | None = None,
 ) -> KeepBuild:
-    """Build every artifact of the keep for ``app`` (``.wasm``/``.wat``) into ``out_dir``."""
+    """Build every artifact of the keep for ``app`` (``.wasm``/``.wat``) into ``out_dir``.
+
+    ``source_root`` is the source tree to build (its ``runtime/`` and ``pyproject.toml``;
+    default: the tree beside this package), so a release can be rebuilt from any checkout;
+    ``cache`` defaults to the per-user build cache.
+    """
     from toolchain import __version__
     from toolchain.build import tools
-    from toolchain.build.app import RUNTIME_DIR, WASM2C_FLAGS, build_app_image
+    from toolchain.build.app import WASM2C_FLAGS, build_app_image, runtime_dir
     from toolchain.build.compile import CPU, describe_flags
-    from toolchain.build.ukernel import SOURCE_DIR as UKERNEL_DIR
     from toolchain.build.ukernel import build_ukernel
     from toolchain.build.wheel import build_wheel
     from toolchain.measure.keep import build_plan
@@ -82,6 +92,10 @@ def build_keep(
         raise InputError(f"application {app} does not exist")
     if not vcpu_counts:
         raise InputError("at least one vCPU count is needed")
+    root = ROOT if source_root is None else Path(source_root).resolve()
+    ukernel_dir = root / "runtime" / "ukernel"
+    if not ukernel_dir.is_dir():
+        raise InputError(f"{root} is not a Keepstack source tree (no runtime/ukernel/)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "work"
@@ -95,13 +109,14 @@ def build_keep(
     step("toolchain", started)
 
     started = time.perf_counter()
-    image = build_app_image(app, work / "app")
+    image = build_app_image(app, work / "app", cache=cache, source_root=root)
     runtime_elf = _copy_if_changed(image.elf.path, out_dir / "runtime.elf")
     app_wasm = _copy_if_changed(image.wasm.path, out_dir / "app.wasm")
     step("runtime image", started)
 
     started = time.perf_counter()
-    ukernel_elf = _copy_if_changed(build_ukernel(work / "ukernel"), out_dir / "ukernel.elf")
+    built_ukernel = build_ukernel(work / "ukernel", source_dir=ukernel_dir, cache=cache)
+    ukernel_elf = _copy_if_changed(built_ukernel, out_dir / "ukernel.elf")
     step("microkernel", started)
 
     started = time.perf_counter()
@@ -114,7 +129,7 @@ def build_keep(
     step("launch plan", started)
 
     started = time.perf_counter()
-    wheel = build_wheel(out_dir)
+    wheel = build_wheel(out_dir, root)
     step("wheel", started)
 
     started = time.perf_counter()
@@ -122,8 +137,8 @@ def build_keep(
     runtime_info = tools.wasm2c_runtime()
     inputs = [
         Resource.of_file(f"application/{app.name}", app),
-        *source_resources(ROOT, RUNTIME_DIR, (".c", ".h", ".ld")),
-        *source_resources(ROOT, UKERNEL_DIR, (".c", ".S", ".h", ".ld")),
+        *source_resources(root, runtime_dir(root), (".c", ".h", ".ld")),
+        *source_resources(root, ukernel_dir, (".c", ".S", ".h", ".ld")),
         *[
             Resource.of_file(f"wasm2c-runtime/{name}", runtime_info.directory / name, sha384=False)
             for name in tools.WASM2C_RUNTIME_FILES

@@ -89,18 +89,21 @@ def compare(first: Path, second: Path) -> list[Difference]:
     differences += [Difference(n, "only in the second build") for n in sorted(b.keys() - a.keys())]
     for name in sorted(a.keys() & b.keys()):
         x, y = a[name].read_bytes(), b[name].read_bytes()
-        if x == y:
-            continue
-        offset = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), None)
-        if offset is None:
-            detail = f"sizes differ ({len(x)} vs {len(y)} bytes), one is a prefix of the other"
-        else:
-            detail = (
-                f"first difference at byte {offset:#x}{_where(a[name], offset)}: "
-                f"{x[offset : offset + 8].hex()} vs {y[offset : offset + 8].hex()}"
-            )
-        differences.append(Difference(name, detail))
+        if x != y:
+            differences.append(Difference(name, byte_difference(x, y, a[name])))
     return differences
+
+
+def byte_difference(x: bytes, y: bytes, path: Path) -> str:
+    """Where ``x`` and ``y`` (two versions of ``path``) first differ: the offset and, for an ELF
+    file, the section holding it."""
+    offset = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), None)
+    if offset is None:
+        return f"sizes differ ({len(x)} vs {len(y)} bytes), one is a prefix of the other"
+    return (
+        f"first difference at byte {offset:#x}{_where(path, offset)}: "
+        f"{x[offset : offset + 8].hex()} vs {y[offset : offset + 8].hex()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,12 @@ only on the sources, the flags below and the pinned ``zig``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolchain.errors import InputError
+
+if TYPE_CHECKING:
+    from toolchain.build.cache import BuildCache
 
 #: The microkernel's sources, beside the Python package (shipped in the wheel too).
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "runtime" / "ukernel"
@@ -37,8 +41,13 @@ def ukernel_sources(source_dir: Path = SOURCE_DIR) -> list[Path]:
     return sources
 
 
-def build_ukernel(out_dir: Path, *, source_dir: Path = SOURCE_DIR) -> Path:
-    """Compile and link the microkernel into ``out_dir/ukernel.elf``; returns its path."""
+def build_ukernel(
+    out_dir: Path, *, source_dir: Path = SOURCE_DIR, cache: BuildCache | None = None
+) -> Path:
+    """Compile and link the microkernel into ``out_dir/ukernel.elf``; returns its path.
+
+    ``cache`` defaults to the per-user build cache.
+    """
     from toolchain.build.compile import RING0, compile_c, link
 
     out_dir = Path(out_dir)
@@ -51,8 +60,9 @@ def build_ukernel(out_dir: Path, *, source_dir: Path = SOURCE_DIR) -> Path:
             include_dirs=[source_dir / "include", source_dir],
             target=RING0,
             source_root=source_dir,
+            cache=cache,
         )
         for source in ukernel_sources(source_dir)
     ]
     script = source_dir / "link.ld"
-    return link(objects, out_dir / ELF_NAME, linker_script=script)
+    return link(objects, out_dir / ELF_NAME, linker_script=script, cache=cache)

@@ -55,11 +55,21 @@ def keep_statement(
     valid_for: timedelta,
     development: bool,
     subject_prefix: str = "",
+    untrusted_components: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """An in-toto Statement v1 with the Keepstack predicate for one built keep."""
+    """An in-toto Statement v1 with the Keepstack predicate for one built keep.
+
+    ``untrusted_components`` (a release's VMM wheel) are listed among the predicate's components
+    but are not subjects: they are outside the trust decision, so reproducing a release never
+    depends on them.
+    """
     from toolchain.sign import ComponentDigest, KeepPredicate, LaunchConfig, build_statement
 
     files = [FileDigest.of(subject_prefix + name, path) for name, path in sorted(artifacts.items())]
+    untrusted = [
+        FileDigest.of(subject_prefix + name, path)
+        for name, path in sorted((untrusted_components or {}).items())
+    ]
     configs = [
         LaunchConfig(generation, vcpus, guest_policy, backend, digest)
         for backend in sorted(set(backends))
@@ -69,7 +79,10 @@ def keep_statement(
     predicate = KeepPredicate(
         release=release,
         configs=configs,
-        components=[ComponentDigest(f.name, f.sha256, f.sha384) for f in files],
+        components=[
+            ComponentDigest(f.name, f.sha256, f.sha384)
+            for f in sorted((*files, *untrusted), key=lambda f: f.name)
+        ],
         toolchain=dict(sorted(toolchain.items())),
         provenance_sha256=FileDigest.of("provenance", provenance).sha256,
         not_before=not_before,

@@ -1,0 +1,233 @@
+"""Publish a release: build every example, measure, sign, write ``reference-measurements/<v>/``.
+
+``make_release`` (run by ``nox -s release -- --key PATH``) builds each example keep of the source
+tree in a fresh directory with a fresh build cache, signs one statement per example
+(``toolchain.measure.reference.keep_statement``: subjects are the trusted artifacts, the VMM wheel
+is an untrusted component) with the release key, writes the envelope and the release's bytes of
+those artifacts plus the provenance record, and adds the public key to ``keys/`` and
+``trust.toml`` if it is new. The release key never comes from the repository.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from toolchain.errors import InputError, PlatformError
+from toolchain.release.layout import (
+    ENVELOPE_SUFFIX,
+    KEYS_DIR,
+    REFERENCES_DIR,
+    RELEASE_BACKENDS,
+    RELEASE_VCPU_COUNTS,
+    TRUST_FILE,
+    TRUSTED_ARTIFACTS,
+    example_apps,
+)
+
+if TYPE_CHECKING:
+    from toolchain.sign import PrivateKey
+
+#: How long a release's references are valid, from the signing time.
+RELEASE_VALIDITY = timedelta(days=365)
+#: Paths whose uncommitted changes would make the release differ from what was committed.
+TRUSTED_SOURCES = ("runtime", "examples", "toolchain", "requirements/runtime.txt")
+_RELEASE_VERSION = re.compile(r"[0-9]+(\.[0-9]+)*([-+._]?[0-9A-Za-z]+)*")
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    directory: Path
+    envelopes: tuple[Path, ...]
+    key_id: str
+    public_key: Path
+    trust_added: bool  # whether the key was new to trust.toml
+
+
+def package_version(repo_root: Path) -> str:
+    """The ``[project] version`` of ``repo_root/pyproject.toml``."""
+    path = repo_root / "pyproject.toml"
+    try:
+        return str(tomllib.loads(path.read_text(encoding="utf-8"))["project"]["version"])
+    except (OSError, tomllib.TOMLDecodeError, KeyError) as exc:
+        raise InputError(f"cannot read the package version from {path}: {exc}") from exc
+
+
+def _check_version(version: str, repo_root: Path) -> None:
+    if not _RELEASE_VERSION.fullmatch(version):
+        raise InputError(f"{version!r} is not a release version")
+    if "dev" in version:
+        raise InputError(
+            f"{version} is a development version, not a release",
+            hint="set [project] version in pyproject.toml to the release (e.g. 0.1.0) first",
+        )
+    found = package_version(repo_root)
+    if found != version:
+        raise InputError(
+            f"the package version is {found}, not {version}",
+            hint=f"set [project] version = {version!r} in pyproject.toml",
+        )
+
+
+def _check_key_outside(key_path: Path, repo_root: Path) -> None:
+    if key_path.resolve().is_relative_to(repo_root.resolve()):
+        raise InputError(
+            f"the release key {key_path} is inside the repository {repo_root}",
+            hint="private keys never go in the repository; keep it in your state directory",
+        )
+
+
+def _check_clean(repo_root: Path) -> None:
+    """Refuse uncommitted changes to what the release builds (only in a git checkout)."""
+    if not (repo_root / ".git").exists():
+        return
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--", *TRUSTED_SOURCES],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise PlatformError(f"cannot ask git whether {repo_root} is clean: {exc}") from exc
+    if done.stdout.strip():
+        changed = ", ".join(line[3:] for line in done.stdout.splitlines()[:8])
+        raise InputError(
+            f"uncommitted changes to the trusted sources: {changed}",
+            hint="a release is built from a clean tree: commit or remove them first",
+        )
+
+
+def _trust_entry(name: str, key_file: str, key_id: str, version: str) -> str:
+    major = version.split(".", 1)[0]
+    return (
+        f"\n[[keys]]\n"
+        f'name = "{name}"\n'
+        f'file = "{key_file}"\n'
+        f'keyid = "{key_id}"\n'
+        f'releases = ["{major}.*"]\n'
+    )
+
+
+def _publish_key(
+    references: Path, private: PrivateKey, name: str, version: str
+) -> tuple[Path, str, bool]:
+    """Write ``keys/<name>.pub.pem`` and the trust.toml entry if new; (public key, ID, added)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from toolchain.sign import TrustPolicy, key_id
+
+    identity = key_id(private)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    relative = f"{KEYS_DIR}/{name}.pub.pem"
+    public = references / relative
+    trust_path = references / TRUST_FILE
+    policy = TrustPolicy.load(trust_path)
+    if policy.key(identity) is not None:
+        return public, identity, False
+    if public.exists() and public.read_bytes() != pem:
+        raise InputError(f"{public} exists and holds another key; rename the release key file")
+    public.parent.mkdir(parents=True, exist_ok=True)
+    public.write_bytes(pem)
+    text = trust_path.read_text(encoding="utf-8")
+    trust_path.write_text(
+        text.rstrip("\n") + "\n" + _trust_entry(name, relative, identity, version),
+        encoding="utf-8",
+    )
+    TrustPolicy.load(trust_path)  # the edited policy must still read
+    return public, identity, True
+
+
+def make_release(
+    version: str,
+    key_path: Path,
+    repo_root: Path,
+    *,
+    now: datetime | None = None,
+    log: list[str] | None = None,
+) -> Release:
+    """Build, measure and sign every example of ``repo_root`` as release ``version``."""
+    from toolchain.build import tools
+    from toolchain.build.cache import BuildCache
+    from toolchain.build.keep_build import build_keep
+    from toolchain.measure.plan import LaunchPlan
+    from toolchain.measure.reference import GENERATIONS, keep_statement
+    from toolchain.sign import TrustPolicy, load_private_key, sign_statement, verify_envelope
+
+    repo_root = Path(repo_root).resolve()
+    key_path = Path(key_path)
+    _check_key_outside(key_path, repo_root)
+    _check_version(version, repo_root)
+    _check_clean(repo_root)
+    references = repo_root / REFERENCES_DIR
+    directory = references / version
+    if directory.exists() and any(directory.iterdir()):
+        raise InputError(
+            f"release {version} is already published at {directory}",
+            hint="a published release is never rewritten; release a new version",
+        )
+    key = load_private_key(key_path)
+    signed_at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    public, identity, added = _publish_key(
+        references, key, key_path.name.removesuffix(".pem"), version
+    )
+    apps = example_apps(repo_root)
+    directory.mkdir(parents=True, exist_ok=True)
+    envelopes: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="keep-release-") as scratch:
+        cache = BuildCache(Path(scratch) / "cache")
+        for name, app in apps.items():
+            build = build_keep(
+                app,
+                Path(scratch) / name,
+                vcpu_counts=RELEASE_VCPU_COUNTS,
+                source_root=repo_root,
+                cache=cache,
+            )
+            plan = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
+            trusted = {n: build.artifacts[n] for n in TRUSTED_ARTIFACTS}
+            untrusted = {n: p for n, p in build.artifacts.items() if n not in trusted}
+            statement = keep_statement(
+                release=version,
+                artifacts=trusted,
+                provenance=build.provenance,
+                launch_digests=build.launch_digests,
+                guest_policy=plan.guest_policy,
+                backends=RELEASE_BACKENDS,
+                generations=GENERATIONS,
+                toolchain=tools.toolchain_versions(),
+                not_before=signed_at,
+                valid_for=RELEASE_VALIDITY,
+                development=False,
+                untrusted_components=untrusted,
+            )
+            published = directory / name
+            published.mkdir()
+            for artifact in (*trusted.values(), build.provenance):
+                shutil.copyfile(artifact, published / artifact.name)
+            envelope = directory / f"{name}{ENVELOPE_SUFFIX}"
+            envelope.write_bytes(sign_statement(statement, key))
+            envelopes.append(envelope)
+            if log is not None:
+                digests = ", ".join(
+                    f"{count} vCPU {digest.hex()[:16]}…"
+                    for count, digest in build.launch_digests.items()
+                )
+                log.append(f"{envelope.relative_to(repo_root)}: {name} ({digests})")
+    policy = TrustPolicy.load(references / TRUST_FILE)
+    for envelope in envelopes:  # what was written must verify against what was written
+        checklist, verified = verify_envelope(envelope.read_bytes(), policy, at=signed_at)
+        if verified is None:
+            raise PlatformError(f"the new release does not verify:\n{checklist.render()}")
+    return Release(version, directory, tuple(envelopes), identity, public, added)
