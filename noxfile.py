@@ -63,6 +63,14 @@ def repro(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def release(session: nox.Session) -> None:
+    """Publish this version's signed references: -- --key PATH (or $KEEPSTACK_RELEASE_KEY), a
+    release key outside the repository. Writes reference-measurements/<version>/."""
+    _install(session, "runtime")
+    session.run("python", "-m", "toolchain.release", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The main job, end to end."""
     _install(session, "runtime")
