@@ -71,6 +71,13 @@ def release(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def reproduce(session: nox.Session) -> None:
+    """Rebuild a signed release from this tree and compare every digest: -- --version V."""
+    _install(session, "runtime")
+    session.run("keep", "reproduce", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The main job, end to end."""
     _install(session, "runtime")
