@@ -419,10 +419,11 @@ def test_unsatisfiable_policy_is_unusable_input(envelope: bytes) -> None:
         verify_envelope(envelope, empty, at=AT)
 
 
-def test_shipped_trust_toml_loads_and_trusts_no_keys() -> None:
+def test_shipped_trust_toml_loads_and_trusts_only_release_keys() -> None:
     policy = TrustPolicy.load(Path(__file__).parent.parent / "reference-measurements/trust.toml")
-    assert policy.keys == ()
     assert policy.threshold == 1
+    for key in policy.keys:  # release keys, each scoped to release versions
+        assert key.releases, f"{key.name} is trusted for every release"
 
 
 def test_bad_trust_toml_is_unusable_input(tmp_path: Path) -> None:
