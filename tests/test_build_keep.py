@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import shutil
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -19,13 +20,15 @@ from toolchain.errors import KeepError
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello" / "hello.wat"
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+WHEEL = f"keepstack-{VERSION}-py3-none-any.whl"
 TOP_LEVEL = {
     "app.wasm",
     "ukernel.elf",
     "runtime.elf",
     "launch-plan.json",
     "provenance.json",
-    "keepstack-0.1.0.dev0-py3-none-any.whl",
+    WHEEL,
 }
 
 
@@ -100,7 +103,7 @@ def test_provenance_covers_every_output_and_input(built: keep_build.KeepBuild) -
     assert "wasm2c-runtime/wasm-rt-impl.c" in deps
     assert definition["internalParameters"]["toolchain"] == tools.toolchain_versions()
     builder = statement["predicate"]["runDetails"]["builder"]["version"]
-    whl = built.artifacts["keepstack-0.1.0.dev0-py3-none-any.whl"]
+    whl = built.artifacts[WHEEL]
     assert builder["keepstack-wheel"] == "sha256:" + hashlib.sha256(whl.read_bytes()).hexdigest()
     byproducts = {
         b["name"]: b["digest"]["sha384"] for b in statement["predicate"]["runDetails"]["byproducts"]
@@ -121,7 +124,7 @@ def test_wheel_is_reproducible_and_its_record_verifies() -> None:
         assert "toolchain/build/compile.py" in names
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
         assert {i.date_time for i in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
-        record = archive.read("keepstack-0.1.0.dev0.dist-info/RECORD").decode().splitlines()
+        record = archive.read(f"keepstack-{VERSION}.dist-info/RECORD").decode().splitlines()
         for line in record:
             path, digest, size = line.rsplit(",", 2)
             if not digest:
@@ -130,7 +133,7 @@ def test_wheel_is_reproducible_and_its_record_verifies() -> None:
             expected = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
             assert digest == "sha256=" + expected.decode()
             assert int(size) == len(data)
-    assert name == "keepstack-0.1.0.dev0-py3-none-any.whl"
+    assert name == WHEEL
 
 
 def test_repro_compare_names_the_file_and_section(
