@@ -38,9 +38,14 @@ def compile_wasi(
     output: Path,
     *,
     include_dirs: Sequence[Path] = (HERE,),
+    extra_flags: Sequence[str] = (),
     cache: BuildCache | None = None,
 ) -> Path:
-    """``source`` (one C file) → ``output`` (a WASI preview 1 command module)."""
+    """``source`` (one C file) → ``output`` (a WASI preview 1 command module).
+
+    ``extra_flags`` go after the fixed ones (e.g. ``-Wl,-z,stack-size=65536``: zig's default
+    wasm stack is 16 MiB, so every module starts with 257 pages of linear memory).
+    """
     source = Path(source).resolve()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -50,11 +55,17 @@ def compile_wasi(
     prefix_maps = [f"-ffile-prefix-map={source.parent}=/src"] + [
         f"-ffile-prefix-map={Path(d).resolve()}=/include{i}" for i, d in enumerate(include_dirs)
     ]
-    flags = [*WASI_CFLAGS, *prefix_maps, *(f"-I{Path(d).resolve()}" for d in include_dirs)]
+    flags = [
+        *WASI_CFLAGS,
+        *prefix_maps,
+        *(f"-I{Path(d).resolve()}" for d in include_dirs),
+        *extra_flags,
+    ]
     key = step_key(
         "wasi-cc",
         zig.describe(),
         *WASI_CFLAGS,
+        *extra_flags,
         source.name,
         source.read_bytes(),
         *(part for h in headers for part in (h.name, h.read_bytes())),
