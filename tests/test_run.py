@@ -350,3 +350,20 @@ def test_unsigned_reference_content_change_is_refused(
     assert checks.failures
     assert isinstance(trust, TrustPolicy)
     assert sign_statement  # imported API stays public
+
+
+@pytest.mark.parametrize(
+    ("program", "trap"),
+    [("trap_div_zero.wat", "integer divide by zero"), ("trap_stack.wat", "call stack exhausted")],
+)
+@pytest.mark.parametrize("backend", ["nil", "kvm"])
+def test_traps_look_the_same_on_both_backends(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], program: str, trap: str, backend: str
+) -> None:
+    if backend == "kvm" and KVM_MISSING is not None:
+        pytest.skip(f"needs /dev/kvm: {KVM_MISSING}")
+    app = ROOT / "tests" / "wat" / program
+    status = main(["run", "--dev", "--backend", backend, "--build-dir", str(tmp_path), str(app)])
+    captured = capfd.readouterr()
+    assert status == 134
+    assert f"wasm trap: {trap}" in captured.err

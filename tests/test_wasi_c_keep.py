@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,3 +267,43 @@ def test_runner_with_development_reference(
     assert outcome.checklist.ok, log.getvalue()
     out = capfd.readouterr().out
     assert out.splitlines()[1].startswith(hashlib.sha256(b"abc").hexdigest())
+
+
+def test_keep_run_forwards_stdin_on_kvm(built: dict[str, Built]) -> None:
+    """``keep run`` (kvm backend) hands its own stdin to the application."""
+    program = built["stdin_read"]
+    argv = [sys.executable, "-m", "toolchain", "run", "--dev", "--backend", "kvm"]
+    done = subprocess.run(
+        [*argv, "--build-dir", str(program.keep_dir), str(program.wasm)],
+        input=b"hello\nworld\n",
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"bytes=12 lines=2" in done.stdout
+    assert b"first line: <hello>" in done.stdout
+
+
+@pytest.mark.parametrize(("status", "expected"), [(42, 42), (256, 255), (300, 255)])
+def test_exit_status_beyond_255_never_becomes_success(
+    built: dict[str, Built], status: int, expected: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from toolchain.run.runner import RunOptions, run_app
+
+    program = built["exit_code"]
+    log = io.StringIO()
+    outcome = run_app(
+        RunOptions(
+            app=program.wasm,
+            args=[str(status), "exit"],
+            backend="kvm",
+            dev=True,
+            build_dir=program.keep_dir,
+            log=log,
+        )
+    )
+    capfd.readouterr()
+    assert outcome.exit_status == expected
+    if status > 255:
+        assert f"exit status {status} does not fit" in log.getvalue()

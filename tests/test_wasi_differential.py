@@ -16,23 +16,13 @@ import pytest
 import wasmtime
 
 from toolchain.build.app import build_app_image
+from toolchain.run.nil import TRAP_EXIT_STATUS, trap_names
 
 ROOT = Path(__file__).resolve().parent.parent
 WAT_DIR = ROOT / "tests" / "wat"
-TRAP_STATUS = 134
-
+TRAP_STATUS = TRAP_EXIT_STATUS
 # wasmtime's trap codes → the names the keep's runtime prints (runtime/wasm/glue.c).
-TRAP_NAMES = {
-    wasmtime.TrapCode.STACK_OVERFLOW: "call stack exhausted",
-    wasmtime.TrapCode.MEMORY_OUT_OF_BOUNDS: "out of bounds memory access",
-    wasmtime.TrapCode.INTEGER_OVERFLOW: "integer overflow",
-    wasmtime.TrapCode.INTEGER_DIVISION_BY_ZERO: "integer divide by zero",
-    wasmtime.TrapCode.BAD_CONVERSION_TO_INTEGER: "invalid conversion to integer",
-    wasmtime.TrapCode.UNREACHABLE: "unreachable",
-    wasmtime.TrapCode.TABLE_OUT_OF_BOUNDS: "indirect call",
-    wasmtime.TrapCode.INDIRECT_CALL_TO_NULL: "indirect call",
-    wasmtime.TrapCode.BAD_SIGNATURE: "indirect call",
-}
+TRAP_NAMES = trap_names()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ the VMM.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import mmap
@@ -58,6 +59,10 @@ class _Slot:
             self.map = mmap.mmap(-1, ram.size, flags=flags)
         except OSError as exc:
             raise PlatformError(f"cannot map {ram.size:#x} bytes of guest RAM: {exc}") from exc
+        # Huge pages where the host allows them: every first touch of a 4 KiB page costs
+        # ~25 us on a software KVM, so a guest that zeroes a 16 MiB stack would wait ~100 ms.
+        with contextlib.suppress(AttributeError, OSError):
+            self.map.madvise(mmap.MADV_HUGEPAGE)
         # The address KVM needs; the temporary ctypes view is dropped at once so that close()
         # is not refused for an exported buffer.
         view = (ctypes.c_char * ram.size).from_buffer(self.map)

@@ -10,6 +10,7 @@ checked against the wheel's own ``RECORD`` (whose hash pip verified), so a tampe
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import json
 import os
@@ -79,11 +80,16 @@ def _distribution(dist: str, expected: str) -> metadata.Distribution:
 
 
 def _record_sha256(dist: metadata.Distribution, relative: str) -> str | None:
-    """The SHA-256 (hex) that the wheel's RECORD lists for ``relative``, if any."""
-    for entry in dist.files or ():
-        if str(entry) == relative and entry.hash is not None and entry.hash.mode == "sha256":
-            padded = entry.hash.value + "=" * (-len(entry.hash.value) % 4)
-            return base64.urlsafe_b64decode(padded).hex()
+    """The SHA-256 (hex) that the wheel's RECORD lists for ``relative``, if any.
+
+    Reads RECORD as text and looks for the one line: ``dist.files`` would build ~22,000
+    path objects for ziglang on every run (over 100 ms of a warm ``keep run``).
+    """
+    record = dist.read_text("RECORD") or ""
+    for row in csv.reader(line for line in record.splitlines() if line.startswith(relative)):
+        if len(row) >= 2 and row[0] == relative and row[1].startswith("sha256="):
+            value = row[1].removeprefix("sha256=")
+            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
     return None
 
 

@@ -23,7 +23,8 @@ NIL_WARNING = (
 )
 
 
-def _trap_names() -> dict[object, str]:
+def trap_names() -> dict[object, str]:
+    """wasmtime trap code → the name the keep's runtime prints for that trap."""
     import wasmtime
 
     code = wasmtime.TrapCode
@@ -43,7 +44,7 @@ def _trap_names() -> dict[object, str]:
 
 def trap_name(trap_code: object) -> str:
     """The keep runtime's name for a wasmtime trap code."""
-    return _trap_names().get(trap_code, "unknown trap")
+    return trap_names().get(trap_code, "unknown trap")
 
 
 def run_wasi(

@@ -314,7 +314,21 @@ def run_app(options: RunOptions) -> RunOutcome:
         if options.evidence is not None and attestation.report is not None:
             write_evidence(options.evidence, attestation, envelope, backend)
             log.say(f"keep: evidence written to {options.evidence}")
-    return RunOutcome(status, backend, attestation.checklist, measurement, timings)
+    return RunOutcome(
+        process_status(status, log), backend, attestation.checklist, measurement, timings
+    )
+
+
+def process_status(status: int, log: _Log) -> int:
+    """The application's WASI exit status as a process exit status (0-255).
+
+    A status that does not fit must never turn into success (256 would be 0 modulo 256), so it
+    becomes 255, and the runner says so.
+    """
+    if 0 <= status <= 255:
+        return status
+    log.say(f"keep: the application's exit status {status} does not fit in 0-255; exiting with 255")
+    return 255
 
 
 def _run_kvm(
@@ -336,6 +350,7 @@ def _run_kvm(
         args=argv,
         env=list(options.env),
         timeout=options.timeout,
+        stdin=sys.stdin.buffer if sys.stdin is not None else None,
         stdout=sys.stdout.buffer,
         stderr=sys.stderr.buffer,
         on_report=verified,
