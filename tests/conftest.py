@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,15 @@ def shared_dir() -> Path:
     return SHARED
 
 
-@pytest.fixture(autouse=True)
-def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Keep tests away from the user's real state and cache directories."""
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep tests away from the user's real state and cache directories.
+
+    Session-scoped, so it is in force before any module-scoped fixture builds something (a
+    function-scoped one would come too late for them, and they would use the real cache).
+    """
     base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("KEEPSTACK_STATE_DIR", str(base / "state"))
-    monkeypatch.setenv("KEEPSTACK_CACHE_DIR", str(base / "cache"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KEEPSTACK_STATE_DIR", str(base / "state"))
+        patch.setenv("KEEPSTACK_CACHE_DIR", str(base / "cache"))
+        yield
