@@ -367,3 +367,18 @@ def test_traps_look_the_same_on_both_backends(
     captured = capfd.readouterr()
     assert status == 134
     assert f"wasm trap: {trap}" in captured.err
+
+
+def test_options_may_follow_the_application_arguments(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", str(HELLO), "a", "--backend", "nil", "--dev", "--build-dir", str(tmp_path)]
+    assert main([*argv, "--", "-x"]) == 0
+    out = capfd.readouterr().out
+    assert "arg: a\narg: -x\n" in out
+
+
+def test_non_positive_timeout_is_unusable_input(tmp_path: Path, capfd) -> None:
+    status = main(["run", "--dev", "--backend", "nil", "--timeout", "0", str(HELLO)])
+    assert status == 2
+    assert "--timeout must be a positive" in capfd.readouterr().err

@@ -86,7 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = cast(_Command, importlib.import_module(f"toolchain.cli.{module_name}"))
     parser = argparse.ArgumentParser(prog=f"keep {name}", description=help_)
     module.configure(parser)
-    args = parser.parse_args(rest)
+    if getattr(module, "INTERMIXED", False):
+        args = parser.parse_intermixed_args(rest)
+    else:
+        args = parser.parse_args(rest)
     try:
         return module.run(args)
     except KeepError as exc:

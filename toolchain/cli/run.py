@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+#: Options may follow the application's arguments (``keep run app.wasm a b --backend nil``).
+INTERMIXED = True
+
 
 def _env_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
@@ -21,7 +24,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from toolchain.cli.references import add_trust_arguments
 
     parser.add_argument("app", type=Path, metavar="APP.wasm", help="the application (.wasm/.wat)")
-    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="ARGS",
+        help="its arguments (options may come before or after them; put arguments that start "
+        "with '-' after '--')",
+    )
     parser.add_argument(
         "--backend",
         choices=["kvm", "nil"],

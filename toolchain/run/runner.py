@@ -251,6 +251,8 @@ def run_app(options: RunOptions) -> RunOutcome:
     timings: dict[str, float] = {}
     if options.vcpus < 1:
         raise InputError(f"--vcpus must be at least 1, not {options.vcpus}")
+    if not options.timeout > 0:
+        raise InputError(f"--timeout must be a positive number of seconds, not {options.timeout}")
     backend = _choose_backend(options, log)
     policy = _policy(options.policy)
 
