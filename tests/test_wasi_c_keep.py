@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import wasmtime
-from test_wasi_differential import TRAP_NAMES, TRAP_STATUS, Outcome
+from test_wasi_differential import TRAP_STATUS, Outcome, run_wasmtime_module
 from wasi_c.wasi_cc import compile_wasi
 
 from toolchain.build.keep_build import build_keep
@@ -108,28 +108,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
 
 
 def run_wasmtime(case: Case, module: wasmtime.Module, tmp_path: Path) -> Outcome:
-    linker = wasmtime.Linker(ENGINE)
-    linker.define_wasi()
-    store = wasmtime.Store(ENGINE)
-    config = wasmtime.WasiConfig()
-    config.argv = list(case.argv)
-    config.env = list(case.env.items())
-    stdin, stdout = tmp_path / "stdin", tmp_path / "stdout"
-    stdin.write_bytes(case.stdin)
-    config.stdin_file = str(stdin)
-    config.stdout_file = str(stdout)
-    config.stderr_file = str(tmp_path / "stderr")
-    store.set_wasi(config)
-    start = linker.instantiate(store, module).exports(store)["_start"]
-    assert isinstance(start, wasmtime.Func)
-    status, trap = 0, None
-    try:
-        start(store)
-    except wasmtime.ExitTrap as exc:
-        status = exc.code
-    except wasmtime.Trap as exc:
-        status, trap = TRAP_STATUS, TRAP_NAMES.get(exc.trap_code, f"unmapped: {exc}")
-    return Outcome(stdout.read_bytes(), status, trap)
+    return run_wasmtime_module(ENGINE, module, case, tmp_path)
 
 
 def run_in_keep(case: Case, plan: LaunchPlan) -> tuple[Outcome, bytes]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import wasmtime
@@ -81,6 +82,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, Path]:
 def run_wasmtime(case: Case, tmp_path: Path) -> Outcome:
     engine = wasmtime.Engine()
     module = wasmtime.Module(engine, wasmtime.wat2wasm(case.program.read_text()))
+    return run_wasmtime_module(engine, module, case, tmp_path)
+
+
+def run_wasmtime_module(
+    engine: wasmtime.Engine, module: wasmtime.Module, case: Any, tmp_path: Path
+) -> Outcome:
+    """Run ``module`` under wasmtime with ``case``'s argv, env and stdin (shared by the tests)."""
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
     store = wasmtime.Store(engine)
@@ -93,8 +101,7 @@ def run_wasmtime(case: Case, tmp_path: Path) -> Outcome:
     config.stdout_file = str(stdout)
     config.stderr_file = str(tmp_path / "stderr")
     store.set_wasi(config)
-    instance = linker.instantiate(store, module)
-    start = instance.exports(store)["_start"]
+    start = linker.instantiate(store, module).exports(store)["_start"]
     assert isinstance(start, wasmtime.Func)
     status, trap = 0, None
     try:
