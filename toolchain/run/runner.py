@@ -135,7 +135,7 @@ def development_references(
 
     key, _ = dev_key()
     statement = keep_statement(
-        release=__version__,
+        release=f"{__version__}+dev",
         artifacts=build.artifacts,
         provenance=build.out_dir / PROVENANCE_FILE,
         launch_digests={vcpus: plan.launch_digest(vcpus)},
