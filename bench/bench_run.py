@@ -284,7 +284,7 @@ def bench_cpu(work: Path) -> None:
         )
     print(
         "   keep/host ~1.0: the VM costs nothing in ring 3; keep/wt is the wasm2c code's cost\n"
-        "   (stack-depth counter per call, explicit bounds checks) against wasmtime's JIT."
+        "   (explicit bounds checks on linear memory) against wasmtime's JIT."
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,26 @@ def test_cache_with_missing_blob_misses(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "cache" / "blobs")
     cc.compile_c(tree / "answer.c", tmp_path / "b.o", cache=cache)
     assert (tmp_path / "a.o").read_bytes() == (tmp_path / "b.o").read_bytes()
+
+
+def _assembly(source: str, target: cc.Target, tmp_path: Path) -> str:
+    path = tmp_path / f"frames_{target.name}.c"
+    path.write_text(source, encoding="utf-8")
+    output = tmp_path / f"frames_{target.name}.s"
+    subprocess.run(
+        [str(tools.zig().path), "cc", *target.compiler_flags(), "-S", "-o", str(output), str(path)],
+        env=cc.build_env(),
+        capture_output=True,
+        check=True,
+    )
+    return output.read_text(encoding="utf-8")
+
+
+def test_ring3_frames_larger_than_a_page_probe_every_page(tmp_path: Path) -> None:
+    """The ring-3 stack's only exhaustion check is its one-page guard: a 20000-byte frame must
+    touch each page on the way down (stack clash protection), or it could step over the guard.
+    The same source for ring 0 (no such flag) shows the check can fail."""
+    source = "void use(char *);\nvoid big(void) { char buf[20000]; use(buf); }\n"
+    probe = re.compile(r"subq\s+\$4096, %rsp[^\n]*\n\s+movq\s+\$0, \(%rsp\)")
+    assert len(probe.findall(_assembly(source, cc.RING3, tmp_path))) == 20000 // 4096
+    assert not probe.findall(_assembly(source, cc.RING0, tmp_path))

@@ -3,17 +3,23 @@ reference-measurements/trust.toml, and while the package version is a published 
 build of this tree reproduces every subject and launch digest in it (the code of keep reproduce).
 
 So a change to the trusted stack (microkernel, runtime, examples, pinned toolchain) fails here
-until the version moves on; a new release then needs new signed references."""
+until the version moves on; a new release then needs new signed references. Older releases
+reproduce too: keep reproduce rebuilds them with their own sources from the git history."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from toolchain import __version__
+from toolchain.cli import main as keep_main
 from toolchain.release import reproduce
+from toolchain.release.history import SOURCE_COMMIT_FILE
 from toolchain.sign import Envelope, TrustPolicy, verify_envelope
 from toolchain.sign.intoto import parse_statement
 
@@ -73,3 +79,88 @@ def test_this_version_reproduces() -> None:
         f"{__version__} was signed; bump the version (and publish new references):\n"
         + "\n".join(failed)
     )
+
+
+def _older_releases() -> list[str]:
+    return sorted({p.parent.name for p in ENVELOPES} - {__version__})
+
+
+def _history_missing() -> str | None:
+    """Why this checkout cannot provide older releases' sources (None when it can)."""
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--is-shallow-repository"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return f"{ROOT} is not a git checkout"
+    if done.stdout.strip() == "true":
+        return f"{ROOT} is a shallow clone (git fetch --unshallow gives the history)"
+    return None
+
+
+@pytest.mark.parametrize("version", _older_releases())
+def test_an_older_release_reproduces_with_its_own_sources(
+    version: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """keep reproduce --version OLD: the release's commit, exported from the git history, is
+    rebuilt by its own code, and every digest of the signed references reproduces."""
+    missing = _history_missing()
+    if missing is not None:
+        pytest.skip(f"no git history to export release {version} from: {missing}")
+    trust = REFERENCES / "trust.toml"
+    status = keep_main(["reproduce", "--version", version, "--trust", str(trust)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "✗" not in out
+    envelopes = len(list((REFERENCES / version).glob("*.dsse.json")))
+    assert out.count(f"=> REPRODUCED with the sources of release {version}") == envelopes
+    assert out.count("✔ artifact ukernel.elf") == envelopes
+    assert f"release {version} is not this tree's version {__version__}" in out
+
+
+def test_release_source_commit_locators_name_commits() -> None:
+    for locator in sorted(REFERENCES.glob(f"*/{SOURCE_COMMIT_FILE}")):
+        assert re.fullmatch(r"[0-9a-f]{40}\n", locator.read_text(encoding="utf-8")), locator
+
+
+def _copy_release(destination: Path, version: str) -> Path:
+    release = destination / "reference-measurements" / version
+    release.mkdir(parents=True)
+    for envelope in (REFERENCES / version).glob("*.dsse.json"):
+        shutil.copyfile(envelope, release / envelope.name)
+    return release
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        check=True,
+    )
+
+
+@pytest.mark.parametrize("version", _older_releases())
+def test_an_older_release_without_its_sources_is_unusable_input(
+    version: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outside git, or with a locator naming a commit the clone lacks: exit 2, saying how to get
+    the history; nothing is built."""
+    trust = str(REFERENCES / "trust.toml")
+    outside = _copy_release(tmp_path / "plain", version)
+    assert keep_main(["reproduce", str(outside / "hello.dsse.json"), "--trust", trust]) == 2
+    err = capsys.readouterr().err
+    assert "not inside a git clone" in err
+    assert "--unshallow" in err
+
+    repo = tmp_path / "clone"
+    release = _copy_release(repo, version)
+    (release / SOURCE_COMMIT_FILE).write_text("0" * 40 + "\n", encoding="utf-8")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "release without sources")
+    assert keep_main(["reproduce", str(release / "hello.dsse.json"), "--trust", trust]) == 2
+    err = capsys.readouterr().err
+    assert f"commit {'0' * 40}" in err
+    assert "not in this clone" in err

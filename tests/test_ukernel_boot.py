@@ -11,7 +11,7 @@ import struct
 from dataclasses import replace
 
 import pytest
-from ukernel_images import ACTIONS, Images, build_images
+from ukernel_images import ACTIONS, STACK_GUARD_ACTION, Images, build_images
 
 from runtime.firmware.sim import SimFirmware
 from runtime.vmm.keep import KeepResult, run_keep
@@ -43,14 +43,16 @@ def _accept(_report: bytes) -> None:
     """The runner's verdict in these tests: accept (the verification path has its own tests)."""
 
 
-def boot(plan: LaunchPlan, action: str = "0", **options: object) -> tuple[KeepResult, bytes]:
+def boot(
+    plan: LaunchPlan, action: str = "0", stderr: io.BytesIO | None = None, **options: object
+) -> tuple[KeepResult, bytes]:
     out = io.BytesIO()
     result = run_keep(
         plan,
         firmware=SimFirmware(),
         args=[action],
         stdout=out,
-        stderr=io.BytesIO(),
+        stderr=stderr if stderr is not None else io.BytesIO(),
         on_report=options.pop("on_report", _accept),  # type: ignore[arg-type]
         timeout=20.0,
     )
@@ -88,6 +90,19 @@ def test_ring3_faults_are_reported_with_vector_and_error_code(
     if error_code is not None:
         assert f"(error code {error_code:#x})" in message, (what, message)
     assert output == b""
+
+
+def test_a_ring3_fault_in_the_stack_guard_ends_the_application_as_a_trap(
+    plan: LaunchPlan,
+) -> None:
+    """The microkernel (trusted) turns it into what the runtime prints for stack exhaustion."""
+    stderr = io.BytesIO()
+    result, output = boot(plan, STACK_GUARD_ACTION, stderr=stderr)
+    assert result.error is None, result.error.explain()
+    assert result.exit_status == 134
+    assert stderr.getvalue() == b"wasm trap: call stack exhausted\n"
+    assert output == b""
+    assert "FAULT" not in result.calls
 
 
 def test_a_refused_report_stops_the_keep_before_ring3(plan: LaunchPlan) -> None:

@@ -39,8 +39,19 @@ keep_vector_stubs:
     .globl keep_vector_stubs_end
 keep_vector_stubs_end:
 
-/* On IST1: [rsp] vector, error code, RIP, CS, RFLAGS, RSP, SS. Report, then halt for good. */
+/* On IST1: [rsp] vector, error code, RIP, CS, RFLAGS, RSP, SS. A ring-3 #PF in the stack
+ * guard ends the application as a trap (fault.c, does not return then); anything else is
+ * reported through FAULT, then the keep halts for good. */
 keep_fault:
+    cmpq $14, 0(%rsp)
+    jne 1f
+    testb $3, 24(%rsp)
+    jz 1f
+    movq %cr2, %rdi
+    subq $8, %rsp /* 16-byte aligned at the call */
+    call keep_fault_stack_guard
+    addq $8, %rsp
+1:
     movl $KEEP_HC_PAGE_GPA, %eax
     movl $KEEP_HC_MAGIC, KEEP_HC_OFF_MAGIC(%rax)
     movw $KEEP_ABI_VERSION, KEEP_HC_OFF_VERSION(%rax)

@@ -4,11 +4,8 @@
 #include <string.h>
 
 #include "keep_platform.h"
-#include "keep_rt_config.h"
 #include "keep_runtime.h"
 #include "wasm-rt.h"
-
-uintptr_t keep_stack_limit;
 
 void keep_write_str(int fd, const char *s) { keep_platform_console_write(fd, s, strlen(s)); }
 
@@ -55,11 +52,14 @@ _Noreturn void keep_wasm_trap(wasm_rt_trap_t code) {
     keep_platform_exit(KEEP_TRAP_EXIT_STATUS);
 }
 
+/* In the keep the microkernel ends a stack overflow itself (the guard page fault never returns
+ * to ring 3); the hostcheck build's SIGSEGV handler calls this. Same bytes, same status. */
+_Noreturn void keep_stack_exhausted(void) { keep_wasm_trap(WASM_RT_TRAP_EXHAUSTION); }
+
 _Noreturn void keep_runtime_main(uintptr_t boot_arg) {
-    struct keep_platform_memory memory = {0, 0, 0};
+    struct keep_platform_memory memory = {0, 0};
     keep_platform_init(boot_arg, &memory);
     keep_heap_init(memory.heap_start, memory.heap_end);
-    keep_stack_limit = memory.stack_bottom + KEEP_STACK_MARGIN;
     keep_wasi_init();
     wasm_rt_init();
     keep_platform_exit(keep_app_run());

@@ -53,7 +53,7 @@ void keep_platform_init(uintptr_t boot_arg, struct keep_platform_memory *memory)
     keep_hc_init(info);
     memory->heap_start = (uintptr_t)info->heap_start;
     memory->heap_end = (uintptr_t)info->heap_end;
-    memory->stack_bottom = (uintptr_t)info->stack_bottom;
+    /* The stack and its guard page are the microkernel's business (ABI.md): nothing to do. */
 }
 
 long keep_platform_console_write(int fd, const void *buf, size_t len) {

@@ -14,7 +14,6 @@
 struct keep_platform_memory {
     uintptr_t heap_start;   /* private RAM for the allocator; contents undefined */
     uintptr_t heap_end;
-    uintptr_t stack_bottom; /* lowest usable stack address (a guard page lies below) */
 };
 
 /* Called once from the entry point with the entry's boot argument (the keep_user_info block in

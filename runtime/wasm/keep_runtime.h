@@ -5,15 +5,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Exit status of an application that trapped (as wasmtime's CLI: 128 + SIGABRT). */
-#define KEEP_TRAP_EXIT_STATUS 134
+#include "keep_abi.h" /* KEEP_TRAP_EXIT_STATUS: the microkernel ends stack overflows with it too */
 /* Exit status when the runtime itself cannot go on (bad launch arguments, out of memory). */
 #define KEEP_FATAL_EXIT_STATUS 125
-/* Stack kept free below the wasm stack limit for the trap handler and WASI calls. */
-#define KEEP_STACK_MARGIN (256u << 10)
-
-/* Lowest stack address wasm code may reach (checked in every wasm function prologue). */
-extern uintptr_t keep_stack_limit;
+/* End the application as the trap "call stack exhausted" (hostcheck's SIGSEGV handler). */
+_Noreturn void keep_stack_exhausted(void);
 
 void keep_heap_init(uintptr_t start, uintptr_t end);
 

@@ -45,8 +45,13 @@ WASM2C_RUNTIME_SOURCES = ("wasm-rt-impl.c", "wasm-rt-mem-impl.c")
 
 #: Flags for everything that includes wasm-rt.h: C99 (so wasm-rt.h wants neither pthreads nor
 #: _Thread_local), no thread-local storage (the keep sets up no FS base), and one configuration.
+#: ``-fno-optimize-sibling-calls`` also switches off LLVM's tail-recursion elimination: every wasm
+#: call stays a machine call that uses stack, so unbounded recursion reaches the stack guard
+#: (the only exhaustion check, keep_rt_config.h) and traps, as in wasmtime, instead of becoming
+#: an endless loop (``f(n) = f(n + 1) + n`` is otherwise turned into one).
 WASM2C_FLAGS = (
     "-std=gnu99",
+    "-fno-optimize-sibling-calls",
     "-D__thread=",
     "-DNDEBUG",
     "-include",

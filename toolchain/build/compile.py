@@ -98,7 +98,14 @@ RING0 = Target(
 
 #: Ring-3 runtime and application code: the normal x86-64 SysV ABI, SSE2 allowed.
 #: The same objects link into the keep image and into the Linux "hostcheck" executable.
-RING3 = Target("ring3", "x86_64-freestanding-none", CPU, ())
+#: Stack clash protection: a frame larger than a page touches every page as it grows, so no
+#: frame steps over the one-page guard below the ring-3 stack, whose fault is the only stack
+#: exhaustion check (runtime/wasm/keep_rt_config.h). The driver flag is silently dropped for a
+#: freestanding triple (clang renders it for Linux and FreeBSD only), so it goes straight to
+#: cc1; tests/test_build_compile.py checks the probes in the generated code.
+RING3 = Target(
+    "ring3", "x86_64-freestanding-none", CPU, ("-Xclang", "-fstack-clash-protection")
+)
 
 TARGETS: dict[str, Target] = {t.name: t for t in (RING0, RING3)}
 

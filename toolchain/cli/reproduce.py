@@ -45,15 +45,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
 
 
+def _tree_version(root: Path) -> str:
+    from toolchain import __version__
+    from toolchain.release.publish import package_version
+
+    return package_version(root) if (root / "pyproject.toml").is_file() else __version__
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import time
 
     from toolchain import __version__
+    from toolchain.build.keep_build import ROOT
     from toolchain.errors import InputError
     from toolchain.release.layout import release_envelopes
     from toolchain.release.reproduce import reproduce
-    from toolchain.sign import TrustPolicy
+    from toolchain.sign import TrustPolicy, verify_envelope
 
     if args.envelopes and args.version:
         raise InputError("give envelopes or --version, not both")
@@ -63,16 +71,82 @@ def run(args: argparse.Namespace) -> int:
         envelopes = release_envelopes(args.trust.parent / (args.version or __version__))
     if args.source is not None and not args.source.is_dir():
         raise InputError(f"source tree {args.source} is not a directory")
-    results = []
+    tree_version = _tree_version(ROOT)
+    results: list[dict[str, object]] = []
+    status = 0
     for envelope in envelopes:
         started = time.perf_counter()
+        try:
+            data = envelope.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {envelope}: {exc.strerror}") from exc
+        _, verified = verify_envelope(data, trust)
+        if args.source is None and verified is not None and verified.release != tree_version:
+            # Another release than this tree's: rebuild it with its own sources and code.
+            code, dicts = _reproduce_from_history(args, envelope, verified.release, tree_version)
+            results.extend(dicts)
+            status = max(status, code)
+            continue
         checklist = reproduce(envelope, trust, args.source)
         seconds = time.perf_counter() - started
-        results.append(checklist)
+        results.append(checklist.as_dict())
+        status = max(status, 0 if checklist.ok else 1)
         if not args.json:
             print(checklist.render(verdict=False))
             verdict = "REPRODUCED" if checklist.ok else "NOT REPRODUCED"
             print(f"  => {verdict} ({seconds:.1f} s)", flush=True)
     if args.json:
-        print(json.dumps([c.as_dict() for c in results], indent=2, sort_keys=True))
-    return 0 if all(c.ok for c in results) else 1
+        print(json.dumps(results, indent=2, sort_keys=True))
+    return status
+
+
+def _reproduce_from_history(
+    args: argparse.Namespace, envelope: Path, release: str, tree_version: str
+) -> tuple[int, list[dict[str, object]]]:
+    """Export release ``release``'s commit and run its own ``keep reproduce`` on ``envelope``;
+    returns (exit status, the checklists as dicts for --json)."""
+    import json
+    import sys
+    import tempfile
+    import time
+
+    from toolchain.build.keep_build import ROOT
+    from toolchain.checks import Checklist
+    from toolchain.release import history
+
+    started = time.perf_counter()
+    source = history.find_release_commit(envelope.parent, release)
+    header = Checklist(f"reproduce {envelope}")
+    header.add(
+        "signatures",
+        True,
+        found=f"verified against {args.trust} before anything is built",
+    )
+    with tempfile.TemporaryDirectory(prefix=f"keep-release-{release}-") as scratch:
+        tree = history.export_tree(source, Path(scratch) / "source")
+        header.add(
+            "release source",
+            None,
+            detail=f"release {release} is not this tree's version {tree_version}: its own "
+            f"sources and reproduce code, commit {source.commit[:12]} ({source.how}), "
+            f"exported to {tree}; {history.requirements_note(tree, ROOT)}",
+        )
+        if not args.json:
+            print(header.render(verdict=False), flush=True)
+        done = history.reproduce_in_tree(tree, envelope, args.trust, json_output=args.json)
+    if done.stderr:
+        print(done.stderr, end="", file=sys.stderr)
+    seconds = time.perf_counter() - started
+    code = done.returncode if done.returncode in (0, 1) else max(done.returncode, 2)
+    if not args.json:
+        print(done.stdout, end="")
+        verdict = "REPRODUCED" if code == 0 else "NOT REPRODUCED"
+        print(f"  => {verdict} with the sources of release {release} ({seconds:.1f} s)", flush=True)
+        return code, []
+    try:
+        theirs = json.loads(done.stdout) if done.stdout.strip() else []
+    except json.JSONDecodeError:
+        theirs = [{"title": "release's keep reproduce", "ok": False, "output": done.stdout}]
+    if not isinstance(theirs, list):
+        theirs = [theirs]
+    return code, [header.as_dict(), *theirs]

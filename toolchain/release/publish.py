@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolchain.errors import InputError, PlatformError
+from toolchain.release.history import SOURCE_COMMIT_FILE
 from toolchain.release.layout import (
     ENVELOPE_SUFFIX,
     KEYS_DIR,
@@ -107,6 +108,23 @@ def _check_clean(repo_root: Path) -> None:
         )
 
 
+def _source_commit(repo_root: Path) -> str | None:
+    """The commit whose (clean) trusted sources the release builds; None outside git."""
+    if not (repo_root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--verify", "HEAD^{commit}"],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise PlatformError(f"cannot ask git for the commit of {repo_root}: {exc}") from exc
+    return done.stdout.strip()
+
+
 def _trust_entry(name: str, key_file: str, key_id: str, version: str) -> str:
     major = version.split(".", 1)[0]
     return (
@@ -170,6 +188,7 @@ def make_release(
     _check_key_outside(key_path, repo_root)
     _check_version(version, repo_root)
     _check_clean(repo_root)
+    commit = _source_commit(repo_root)
     references = repo_root / REFERENCES_DIR
     directory = references / version
     if directory.exists() and any(directory.iterdir()):
@@ -184,6 +203,8 @@ def make_release(
     )
     apps = example_apps(repo_root)
     directory.mkdir(parents=True, exist_ok=True)
+    if commit is not None:  # where `keep reproduce` finds these sources once HEAD moves on
+        (directory / SOURCE_COMMIT_FILE).write_text(commit + "\n", encoding="utf-8")
     envelopes: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="keep-release-") as scratch:
         cache = BuildCache(Path(scratch) / "cache")

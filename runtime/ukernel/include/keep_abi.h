@@ -29,6 +29,13 @@
 #define KEEP_RAM_SIZE 0x10000000   /* 256 MiB of guest RAM, [0, KEEP_RAM_SIZE) minus the doorbell */
 #define KEEP_USER_STACK_SIZE 0x800000 /* ring-3 stack at the top of RAM, guard page below */
 
+/* ---- ending the application ------------------------------------------------------------- */
+/* Exit status of an application that trapped (as wasmtime's CLI: 128 + SIGABRT). */
+#define KEEP_TRAP_EXIT_STATUS 134
+/* What the microkernel prints on stderr when ring 3 faults in the stack guard
+ * ([keep_user_info.heap_end, stack_bottom)): the runtime's trap line for stack exhaustion. */
+#define KEEP_STACK_EXHAUSTED_MESSAGE "wasm trap: call stack exhausted\n"
+
 /* ---- segment selectors (GDT built by the toolchain) ------------------------------------- */
 #define KEEP_SEL_KCODE 0x08
 #define KEEP_SEL_KDATA 0x10
