@@ -1,10 +1,13 @@
 """``keep reproduce``: rebuild a signed release from source and compare every digest.
 
-``keep reproduce --version 0.1.0`` (or ``keep reproduce ENVELOPE ...``) verifies each envelope
+``keep reproduce --version 0.2.0`` (or ``keep reproduce ENVELOPE ...``) verifies each envelope
 against the trust policy first and refuses it if it does not verify; then it rebuilds the
 example from the source tree in a fresh temporary directory and prints a ✔/✗ line per trusted
-artifact and per launch digest (``toolchain.release.reproduce``). Exit status 0 when everything
-reproduces, 1 when anything does not, 2 on unusable input.
+artifact and per launch digest (``toolchain.release.reproduce``). An envelope of another release
+than this source tree's version is rebuilt by that release's own code and sources, exported
+from the clone's git history (``toolchain.release.history``), unless ``--source`` names a tree.
+Exit status 0 when everything reproduces, 1 when anything does not, 2 on unusable input
+(including a clone without the history an older release needs).
 """
 
 from __future__ import annotations
