@@ -164,3 +164,25 @@ def test_an_older_release_without_its_sources_is_unusable_input(
     err = capsys.readouterr().err
     assert f"commit {'0' * 40}" in err
     assert "not in this clone" in err
+
+
+@pytest.mark.parametrize("version", _older_releases())
+def test_an_older_release_in_a_shallow_clone_says_how_to_get_the_history(
+    version: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shallow clone's oldest commit seems to add every file: it must not pass for the
+    release's commit (that would rebuild the wrong sources); exit 2 and how to unshallow."""
+    if _history_missing() == f"{ROOT} is not a git checkout":
+        pytest.skip(f"{ROOT} is not a git checkout: nothing to clone shallowly")
+    shallow = tmp_path / "shallow"
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", f"file://{ROOT}", str(shallow)],
+        capture_output=True,
+        check=True,
+    )
+    envelope = shallow / "reference-measurements" / version / "hello.dsse.json"
+    trust = str(shallow / "reference-measurements" / "trust.toml")
+    assert keep_main(["reproduce", str(envelope), "--trust", trust]) == 2
+    err = capsys.readouterr().err
+    assert "shallow" in err
+    assert "git fetch --unshallow" in err

@@ -86,6 +86,13 @@ def find_release_commit(release_dir: Path, version: str) -> ReleaseSource:
     if locator.is_file():
         commit = locator.read_text(encoding="utf-8").strip()
         how = f"named by {locator.relative_to(repository).as_posix()}"
+    elif shallow:
+        # The oldest commit of a shallow clone seems to add every file: never believe it.
+        raise InputError(
+            f"release {version} was built from older sources than this tree, and this clone "
+            f"of {repository} is shallow: the commit that added its references is not in it",
+            hint=_FETCH_HINT,
+        )
     else:
         relative = release_dir.relative_to(repository).as_posix()
         done = _git(repository, "log", "--diff-filter=A", "--format=%H", "--", f"{relative}/")
