@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import struct
@@ -170,7 +171,9 @@ def test_edited_plan_json_is_read_or_refused_never_crashes(
         try:
             for key in path[:-1]:
                 node = node[key]  # type: ignore[index]
-            node[path[-1]] = data.draw(ODD_VALUES)  # type: ignore[index]
+            # A copy: the sampled [] and {} are shared, and an edit inside one would leak into
+            # later examples (even making it contain itself: a circular reference).
+            node[path[-1]] = copy.deepcopy(data.draw(ODD_VALUES))  # type: ignore[index]
         except (KeyError, IndexError, TypeError):
             continue
     if data.draw(st.booleans()):
