@@ -38,6 +38,7 @@ IN_KEEP = (
     "trap-div-zero",
     "trap-oob",
     "trap-stack",
+    "trap-stack-big-frames",
     "memory-grow",
 )
 

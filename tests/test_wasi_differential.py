@@ -61,6 +61,9 @@ CASES = {
     "trap-unreachable": Case(WAT_DIR / "trap_unreachable.wat", trap="unreachable"),
     "trap-oob": Case(WAT_DIR / "trap_oob.wat", trap="out of bounds memory access"),
     "trap-stack": Case(WAT_DIR / "trap_stack.wat", trap="call stack exhausted"),
+    "trap-stack-big-frames": Case(
+        WAT_DIR / "trap_stack_big_frames.wat", trap="call stack exhausted"
+    ),
     "trap-conversion": Case(WAT_DIR / "trap_conversion.wat", trap="invalid conversion to integer"),
     "trap-indirect": Case(WAT_DIR / "trap_indirect.wat", trap="indirect call"),
 }
