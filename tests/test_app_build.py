@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -171,6 +172,28 @@ def test_allocator_stress(tmp_path: Path) -> None:
     )
     done = subprocess.run([exe], capture_output=True, timeout=120, check=False)
     assert (done.returncode, done.stdout) == (0, b"ok\n"), done.stderr
+
+
+def test_hostcheck_sigsegv_outside_the_stack_guard_is_not_a_trap(tmp_path: Path) -> None:
+    """Only a fault in the guard page below hostcheck's stack is "call stack exhausted" (the
+    trap-stack differential cases show that side); any other SIGSEGV stays a SIGSEGV."""
+    runtime = app_build._compile_runtime(tmp_path / "obj", BuildCache())
+    harness = compile_c(
+        ROOT / "tests" / "c" / "segv_outside_guard.c",
+        tmp_path / "obj" / "segv_outside_guard.o",
+        flags=app_build.WASM2C_FLAGS,
+        include_dirs=app_build._include_dirs(),
+        target=RING3,
+    )
+    names = (*app_build.WASM2C_RUNTIME_SOURCES, *app_build.RUNTIME_SOURCES)
+    exe = link(
+        [harness, *(runtime[n] for n in names), runtime[app_build.HOSTCHECK_PLATFORM]],
+        tmp_path / "segv_outside_guard.elf",
+        linker_script=app_build.LINKER_SCRIPT,
+    )
+    done = subprocess.run([exe], capture_output=True, timeout=60, check=False)
+    assert done.returncode == -signal.SIGSEGV, (done.returncode, done.stderr)
+    assert done.stderr == b""
 
 
 def test_big_modules_are_split_into_several_c_files(
