@@ -371,26 +371,42 @@ def product_from_issuer(cert: x509.Certificate) -> Product | None:
 # ---- signatures and validity --------------------------------------------------------------------
 
 
-def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> tuple[bool, str]:
-    """Whether ``issuer``'s RSA key signed ``cert`` with RSA-PSS/SHA-384/salt 48, and why not."""
-    if cert.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
-        return (
-            False,
-            f"signature algorithm {cert.signature_algorithm_oid.dotted_string}, not RSA-PSS",
-        )
-    if cert.issuer != issuer.subject:
-        return False, f"issuer {common_name(cert.issuer)!r} is not {common_name(issuer.subject)!r}"
+def _amd_pss_verdict(
+    signature: bytes,
+    signed: bytes,
+    algorithm: x509.ObjectIdentifier,
+    issuer: x509.Certificate,
+    *,
+    what: str,
+) -> tuple[bool, str]:
+    """Whether ``issuer``'s RSA key made ``signature`` over ``signed`` the way AMD signs (RSA-PSS,
+    SHA-384, salt 48), and why not. Shared by certificates and CRLs."""
+    if algorithm != SignatureAlgorithmOID.RSASSA_PSS:
+        return False, f"signature algorithm {algorithm.dotted_string}, not RSA-PSS"
     try:
         key = issuer.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
-        return False, f"issuer key unreadable: {exc}"
+        return False, f"{what} key unreadable: {exc}"
     if not isinstance(key, rsa.RSAPublicKey):
-        return False, "issuer key is not RSA"
+        return False, f"{what} key is not RSA"
     try:
-        key.verify(cert.signature, cert.tbs_certificate_bytes, AMD_PSS, hashes.SHA384())
+        key.verify(signature, signed, AMD_PSS, hashes.SHA384())
     except InvalidSignature:
         return False, "RSA-PSS (SHA-384, salt 48) signature does not verify"
     return True, "RSA-PSS SHA-384 salt 48"
+
+
+def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> tuple[bool, str]:
+    """Whether ``issuer``'s RSA key signed ``cert`` with RSA-PSS/SHA-384/salt 48, and why not."""
+    if cert.issuer != issuer.subject:
+        return False, f"issuer {common_name(cert.issuer)!r} is not {common_name(issuer.subject)!r}"
+    return _amd_pss_verdict(
+        cert.signature,
+        cert.tbs_certificate_bytes,
+        cert.signature_algorithm_oid,
+        issuer,
+        what="issuer",
+    )
 
 
 def validity(cert: x509.Certificate, at: datetime) -> tuple[bool, str]:
@@ -419,21 +435,12 @@ def read_crl(data: bytes) -> x509.CertificateRevocationList:
 
 
 def crl_signed_by(crl: x509.CertificateRevocationList, ark: x509.Certificate) -> tuple[bool, str]:
-    if crl.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
-        return (
-            False,
-            f"signature algorithm {crl.signature_algorithm_oid.dotted_string}, not RSA-PSS",
-        )
     if crl.issuer != ark.subject:
         return False, f"issued by {common_name(crl.issuer)!r}, not {common_name(ark.subject)!r}"
-    key = ark.public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
-        return False, "ARK key is not RSA"
-    try:
-        key.verify(crl.signature, crl.tbs_certlist_bytes, AMD_PSS, hashes.SHA384())
-    except InvalidSignature:
-        return False, "RSA-PSS (SHA-384, salt 48) signature does not verify"
-    return True, f"signed by {common_name(ark.subject)}"
+    ok, why = _amd_pss_verdict(
+        crl.signature, crl.tbs_certlist_bytes, crl.signature_algorithm_oid, ark, what="ARK"
+    )
+    return (True, f"signed by {common_name(ark.subject)}") if ok else (False, why)
 
 
 def crl_revocation(crl: x509.CertificateRevocationList, cert: x509.Certificate) -> datetime | None:
