@@ -87,17 +87,25 @@ def verify_bytes(public: PublicKey, signature: bytes, data: bytes) -> bool:
     return True
 
 
+_UNSUPPORTED = "unsupported key type; only ECDSA P-384 or Ed25519 keys"
+
+
+def _check_algorithm(key: PrivateKey | PublicKey, source: str) -> None:
+    """``algorithm_of`` with the key's source in the message (e.g. an ECDSA key on P-256)."""
+    try:
+        algorithm_of(key)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc.message}") from exc
+
+
 def public_key_from_pem(data: bytes, source: str) -> PublicKey:
     try:
         public = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise InputError(f"{source}: not a PEM public key ({exc})") from exc
     if not isinstance(public, PublicKey):
-        raise InputError(f"{source}: unsupported key type; only ECDSA P-384 or Ed25519 keys")
-    try:
-        algorithm_of(public)
-    except InputError as exc:
-        raise InputError(f"{source}: {exc.message}") from exc
+        raise InputError(f"{source}: {_UNSUPPORTED}")
+    _check_algorithm(public, source)
     return public
 
 
@@ -164,11 +172,8 @@ def load_private_key(
     except (TypeError, UnsupportedAlgorithm) as exc:
         raise InputError(f"{path}: unusable private key ({exc})") from exc
     if not isinstance(private, PrivateKey):
-        raise InputError(f"{path}: unsupported key type; only ECDSA P-384 or Ed25519 keys")
-    try:
-        algorithm_of(private)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc.message}") from exc
+        raise InputError(f"{path}: {_UNSUPPORTED}")
+    _check_algorithm(private, str(path))
     return private
 
 
