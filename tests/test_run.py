@@ -72,6 +72,14 @@ def _boot(plan: LaunchPlan, attestation: LiveAttestation, firmware: SimFirmware)
     return result, stdout.getvalue()
 
 
+def _reference_file(tmp_path: Path, build: KeepBuild, plan: LaunchPlan, backend: str) -> Path:
+    """A development reference for ``plan`` as built, written where ``--references`` reads it."""
+    envelope, _ = development_references(build, plan, backend, 1)
+    reference = tmp_path / "ref.json"
+    reference.write_bytes(envelope)
+    return reference
+
+
 # -- the main job -------------------------------------------------------------------------------
 
 
@@ -121,9 +129,7 @@ def test_run_without_references_or_dev_is_refused(tmp_path: Path, capfd) -> None
 def test_sim_root_is_not_trusted_without_dev(
     tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
 ) -> None:
-    envelope, _ = development_references(hello_build, hello_plan, "nil", 1)
-    reference = tmp_path / "ref.json"
-    reference.write_bytes(envelope)
+    reference = _reference_file(tmp_path, hello_build, hello_plan, "nil")
     _, key_path = dev_key()
     status = main(
         [
@@ -152,9 +158,7 @@ def test_sim_root_is_not_trusted_without_dev(
 def test_changed_app_after_signing_is_refused(
     tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
 ) -> None:
-    envelope, _ = development_references(hello_build, hello_plan, "kvm", 1)
-    reference = tmp_path / "ref.json"
-    reference.write_bytes(envelope)
+    reference = _reference_file(tmp_path, hello_build, hello_plan, "kvm")
     changed = tmp_path / "hello.wat"
     changed.write_text(HELLO.read_text().replace("hello from a keep", "hello from a kEEp"))
     _, key_path = dev_key()
@@ -232,9 +236,7 @@ def test_changed_byte_in_the_microkernel_elf_is_refused(
 def test_untrusted_reference_key_is_refused(
     tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
 ) -> None:
-    envelope, _ = development_references(hello_build, hello_plan, "kvm", 1)
-    reference = tmp_path / "ref.json"
-    reference.write_bytes(envelope)
+    reference = _reference_file(tmp_path, hello_build, hello_plan, "kvm")
     other = generate_private_key("ecdsa-p384")
     from toolchain.sign import write_key_pair
 
