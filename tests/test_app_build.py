@@ -154,22 +154,26 @@ def test_an_app_importing_all_of_wasi_compiles(tmp_path: Path) -> None:
     assert len(info.imports) == 46
 
 
-def test_allocator_stress(tmp_path: Path) -> None:
-    cache = BuildCache()
-    runtime = app_build._compile_runtime(tmp_path / "obj", cache)
+def _hostcheck_harness(tmp_path: Path, name: str) -> Path:
+    """tests/c/NAME.c linked with the runtime objects as a Linux (hostcheck) executable."""
+    runtime = app_build._compile_runtime(tmp_path / "obj", BuildCache())
     harness = compile_c(
-        ROOT / "tests" / "c" / "alloc_stress.c",
-        tmp_path / "obj" / "alloc_stress.o",
+        ROOT / "tests" / "c" / f"{name}.c",
+        tmp_path / "obj" / f"{name}.o",
         flags=app_build.WASM2C_FLAGS,
         include_dirs=app_build._include_dirs(),
         target=RING3,
     )
     names = (*app_build.WASM2C_RUNTIME_SOURCES, *app_build.RUNTIME_SOURCES)
-    exe = link(
+    return link(
         [harness, *(runtime[n] for n in names), runtime[app_build.HOSTCHECK_PLATFORM]],
-        tmp_path / "alloc_stress.elf",
+        tmp_path / f"{name}.elf",
         linker_script=app_build.LINKER_SCRIPT,
     )
+
+
+def test_allocator_stress(tmp_path: Path) -> None:
+    exe = _hostcheck_harness(tmp_path, "alloc_stress")
     done = subprocess.run([exe], capture_output=True, timeout=120, check=False)
     assert (done.returncode, done.stdout) == (0, b"ok\n"), done.stderr
 
@@ -177,20 +181,7 @@ def test_allocator_stress(tmp_path: Path) -> None:
 def test_hostcheck_sigsegv_outside_the_stack_guard_is_not_a_trap(tmp_path: Path) -> None:
     """Only a fault in the guard page below hostcheck's stack is "call stack exhausted" (the
     trap-stack differential cases show that side); any other SIGSEGV stays a SIGSEGV."""
-    runtime = app_build._compile_runtime(tmp_path / "obj", BuildCache())
-    harness = compile_c(
-        ROOT / "tests" / "c" / "segv_outside_guard.c",
-        tmp_path / "obj" / "segv_outside_guard.o",
-        flags=app_build.WASM2C_FLAGS,
-        include_dirs=app_build._include_dirs(),
-        target=RING3,
-    )
-    names = (*app_build.WASM2C_RUNTIME_SOURCES, *app_build.RUNTIME_SOURCES)
-    exe = link(
-        [harness, *(runtime[n] for n in names), runtime[app_build.HOSTCHECK_PLATFORM]],
-        tmp_path / "segv_outside_guard.elf",
-        linker_script=app_build.LINKER_SCRIPT,
-    )
+    exe = _hostcheck_harness(tmp_path, "segv_outside_guard")
     done = subprocess.run([exe], capture_output=True, timeout=60, check=False)
     assert done.returncode == -signal.SIGSEGV, (done.returncode, done.stderr)
     assert done.stderr == b""
