@@ -26,7 +26,7 @@ from toolchain.verify import VerificationPolicy, verify_report
 from toolchain.verify.verifier import clear_caches
 
 ROOT = Path(__file__).resolve().parent.parent
-SNP = ROOT.parent / "shared" / "vectors" / "snp-reports"
+SNP = ROOT / "tests" / "data" / "vectors" / "snp-reports"
 SAMPLES = {
     "Genoa v3": (
         "microsoft-tee-av/genoa_attestation_report.bin",

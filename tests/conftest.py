@@ -1,4 +1,4 @@
-"""Shared fixtures. ``../shared/`` (test data beside the clone) is read by tests only."""
+"""Shared fixtures. Test data lives in ``tests/data/`` (``testdata.py``), inside the clone."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+from testdata import DATA
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"test data directory {SHARED} is missing (expected beside the clone)")
-    return SHARED
+def data_dir() -> Path:
+    return DATA
 
 
 @pytest.fixture(scope="session", autouse=True)

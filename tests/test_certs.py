@@ -20,8 +20,8 @@ from toolchain.snp.tcb import Product, TcbVersion
 
 
 @pytest.fixture(scope="module")
-def vectors(shared_dir: Path) -> Path:
-    return shared_dir / "vectors" / "snp-reports"
+def vectors(data_dir: Path) -> Path:
+    return data_dir / "vectors" / "snp-reports"
 
 
 def _cert(path: Path) -> x509.Certificate:
@@ -30,13 +30,13 @@ def _cert(path: Path) -> x509.Certificate:
 
 @pytest.mark.parametrize("product", list(Product))
 @pytest.mark.parametrize("role", ["ark", "ask", "asvk"])
-def test_packaged_certificates_match_pins_and_shared_copies(
-    shared_dir: Path, product: Product, role: str
+def test_packaged_certificates_match_pins_and_amd_copies(
+    data_dir: Path, product: Product, role: str
 ) -> None:
     packaged = certs.amd_certificate(product, role)
-    shared = _cert(shared_dir / "amd-certs" / f"{product.value.lower()}_{role}.pem")
-    assert packaged == shared
-    pins = (shared_dir / "amd-certs" / "PINS.md").read_text()
+    published = _cert(data_dir / "amd-certs" / f"{product.value.lower()}_{role}.pem")
+    assert packaged == published
+    pins = (data_dir / "amd-certs" / "PINS.md").read_text()
     assert certs.der_sha256(packaged) in pins
     ark = certs.amd_certificate(product, "ark")
     ok, why = certs.signed_by(packaged, ark)
@@ -245,8 +245,8 @@ def test_fuzz_extension_values(values: dict[str, bytes], turin: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def crl_bytes(shared_dir: Path) -> bytes:
-    path = shared_dir / "vectors/snp-reports/enarx-steward/genoa_vcek_crl_2022-10-31.der"
+def crl_bytes(data_dir: Path) -> bytes:
+    path = data_dir / "vectors/snp-reports/enarx-steward/genoa_vcek_crl_2022-10-31.der"
     return path.read_bytes()
 
 

@@ -1,5 +1,5 @@
-"""The SNP launch-digest engine against the shared vectors, an independent reference and
-sev-snp-measure."""
+"""The SNP launch-digest engine against the independent vectors in tests/data, an independent
+reference and sev-snp-measure."""
 
 from __future__ import annotations
 
@@ -14,11 +14,8 @@ from hypothesis import strategies as st
 from toolchain.errors import InputError
 from toolchain.snp.digest import VMSA_GPA, LaunchDigest, PageInfo, PageType
 
-VECTORS = Path(__file__).resolve().parent.parent.parent / "shared/vectors/snp-digest/vectors.json"
-
-
-def _vectors() -> dict:
-    return json.loads(VECTORS.read_text()) if VECTORS.is_file() else {}
+from testdata import digest_vectors
+from testdata import digest_vectors
 
 
 def gen_data(spec: dict) -> bytes:
@@ -43,11 +40,11 @@ def gen_data(spec: dict) -> bytes:
     raise AssertionError(f"unknown generator {kind}")
 
 
-SYNTHETIC = _vectors().get("synthetic", [])
+SYNTHETIC = digest_vectors()["synthetic"]
 
 
 @pytest.mark.parametrize("vector", SYNTHETIC, ids=[v["name"] for v in SYNTHETIC])
-def test_synthetic_vector(vector, shared_dir):
+def test_synthetic_vector(vector):
     digest = LaunchDigest(bytes.fromhex(vector["initial_digest"]))
     first_info = None
     for step in vector["steps"]:
@@ -76,7 +73,7 @@ def test_synthetic_vector(vector, shared_dir):
         assert PageInfo.from_bytes(first_info.to_bytes()) == first_info
 
 
-def test_every_synthetic_vector_is_collected(shared_dir):
+def test_every_synthetic_vector_is_collected():
     assert len(SYNTHETIC) == 15
 
 
@@ -84,7 +81,7 @@ def test_nonzero_vmpl_permissions_follow_the_spec_layout():
     """Which bytes do VMPL1/2/3 permissions occupy? The SNP ABI (#56860, PAGE_INFO: 0x63
     IMI_PAGE, 0x64 reserved, 0x65 VMPL1_PERMS, 0x66 VMPL2_PERMS, 0x67 VMPL3_PERMS) and AMD's own
     firmware source (amd/AMD-ASPFW sev_mcmd.h, snp_mcmd_launch_update_page_info_t: imi_page:1,
-    reserved2, vmpl1_perms, vmpl2_perms, vmpl3_perms) settle it. The shared vector
+    reserved2, vmpl1_perms, vmpl2_perms, vmpl3_perms) settle it. The vector
     ``ref_only_vmpl_perms_nonzero`` agrees (its "00 0f 03 01" at 0x64..0x67 is reserved, VMPL1,
     VMPL2, VMPL3); sev-snp-measure 0.0.13 writes the reverse order (0x64 VMPL3 .. 0x66 VMPL1,
     0x67 zero), which is only harmless because it always writes zeros. This test pins the spec

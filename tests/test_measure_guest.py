@@ -20,15 +20,11 @@ from toolchain.errors import EvidenceError, InputError
 from toolchain.measure.guest import GuestSpec, Mode, measure_guest, parse_vcpu_counts, snp_ovmf_hash
 from toolchain.snp.sev_legacy import launch_measurement, verify_launch_measurement
 from toolchain.snp.vmsa import VmmType
+from testdata import digest_fixtures, digest_vectors
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared/vectors/snp-digest"
-FIXTURES = SHARED / "fixtures"
-TESTS = (
-    json.loads((SHARED / "vectors.json").read_text())["sev_snp_measure_tests"]
-    if (SHARED / "vectors.json").is_file()
-    else []
-)
+FIXTURES = digest_fixtures()
+TESTS = digest_vectors()["sev_snp_measure_tests"]
 AMDSEV = FIXTURES / "ovmf_AmdSev_suffix.bin"
 
 
@@ -58,7 +54,7 @@ def _spec_from_vector(inputs: dict, name: str) -> GuestSpec:
 
 
 @pytest.mark.parametrize("vector", TESTS, ids=[t["name"] for t in TESTS])
-def test_sev_snp_measure_vector(vector, shared_dir):
+def test_sev_snp_measure_vector(vector):
     inputs = vector["inputs"]
     if vector["name"].startswith("calc_snp_ovmf_hash"):
         assert (
@@ -72,7 +68,7 @@ def test_sev_snp_measure_vector(vector, shared_dir):
     assert next(iter(result.digests.values())).hex() == vector["expected_digest"]
 
 
-def test_every_guest_vector_is_collected(shared_dir):
+def test_every_guest_vector_is_collected():
     assert len(TESTS) == 26
 
 
@@ -93,7 +89,7 @@ def _reference(mode: str, vcpus: int, sig: int, kernel, initrd, append, features
     )
 
 
-def test_random_guests_match_sev_snp_measure(tmp_path, shared_dir):
+def test_random_guests_match_sev_snp_measure(tmp_path):
     rng = random.Random(20261127)
     for case in range(24):
         mode = rng.choice(["snp", "snp", "seves", "sev"])
@@ -136,7 +132,7 @@ def test_random_guests_match_sev_snp_measure(tmp_path, shared_dir):
             assert digest == expected, (case, mode, vmm, count)
 
 
-def test_one_pass_equals_separate_runs(shared_dir):
+def test_one_pass_equals_separate_runs():
     spec = GuestSpec(mode=Mode.SNP, ovmf=AMDSEV, vcpu_sig=0xA00F11, guest_features=0x21)
     together = measure_guest(spec, range(1, 9)).digests
     for count in (1, 2, 5, 8):
@@ -147,7 +143,7 @@ def test_one_pass_equals_separate_runs(shared_dir):
     assert both[1] == measure_guest(seves, [1]).digests[1]
 
 
-def test_snp_ovmf_hash_seed_equals_full_measurement(shared_dir):
+def test_snp_ovmf_hash_seed_equals_full_measurement():
     seed = snp_ovmf_hash(AMDSEV)
     full = GuestSpec(mode=Mode.SNP, ovmf=AMDSEV, vcpu_sig=0x800F12)
     seeded = GuestSpec(mode=Mode.SNP, ovmf=AMDSEV, vcpu_sig=0x800F12, snp_ovmf_hash=seed)
@@ -181,7 +177,7 @@ def test_snp_ovmf_hash_seed_equals_full_measurement(shared_dir):
         (GuestSpec(mode=Mode.SNP, ovmf=AMDSEV, vcpu_sig=1, guest_features=1 << 64), [1], "64 bits"),
     ],
 )
-def test_bad_guest_specs(spec, counts, message, shared_dir):
+def test_bad_guest_specs(spec, counts, message):
     with pytest.raises(InputError, match=message):
         measure_guest(spec, counts)
 
@@ -235,7 +231,7 @@ def _keep(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_cli_matches_vector_and_lists_counts(capsys, shared_dir):
+def test_cli_matches_vector_and_lists_counts(capsys):
     common = ["--mode", "snp", "--vcpu-type", "EPYC-v4", "--ovmf", str(AMDSEV)]
     common += ["--kernel", str(FIXTURES / "empty.bin"), "--initrd", str(FIXTURES / "empty.bin")]
     code, out, err = _keep(
@@ -260,7 +256,7 @@ def test_cli_matches_vector_and_lists_counts(capsys, shared_dir):
     assert base64.b64decode(out.strip()).hex().startswith("ddc52245")
 
 
-def test_cli_json(capsys, shared_dir):
+def test_cli_json(capsys):
     code, out, err = _keep(
         capsys,
         "--vcpus",
@@ -286,7 +282,7 @@ def test_cli_json(capsys, shared_dir):
     assert set(inputs["vmsa"]) >= {"bsp", "ap", "sev_features", "vcpu_sig"}
 
 
-def test_cli_modes(capsys, shared_dir):
+def test_cli_modes(capsys):
     code, out, _ = _keep(capsys, "--mode", "snp:ovmf-hash", "--ovmf", str(AMDSEV))
     assert (code, out.strip()[:8]) == (0, "086e2e91")
     code, out, _ = _keep(
@@ -333,7 +329,7 @@ def test_cli_modes(capsys, shared_dir):
     assert out.strip().startswith("7d375615")  # historical_ec2_rdx0_features_0x1
 
 
-def test_cli_dump_vmsa(capsys, tmp_path, monkeypatch, shared_dir):
+def test_cli_dump_vmsa(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = _keep(
         capsys, "--vcpus", "3", "--vcpu-type", "EPYC-Milan", "--ovmf", str(AMDSEV), "--dump-vmsa"
@@ -383,7 +379,7 @@ def test_cli_dump_vmsa(capsys, tmp_path, monkeypatch, shared_dir):
         ["--no-such-option"],
     ],
 )
-def test_cli_bad_input_is_one_line_and_exit_2(argv, capsys, tmp_path, shared_dir):
+def test_cli_bad_input_is_one_line_and_exit_2(argv, capsys, tmp_path):
     files = {
         "AMDSEV": str(AMDSEV),
         "EMPTY": str(FIXTURES / "empty.bin"),
@@ -440,8 +436,8 @@ def _time_help(env: dict) -> float:
     return time.perf_counter() - start
 
 
-def test_shipped_sample_measures_without_shared(capsys):
-    """The OVMF sample shipped in examples/guest measures without ../shared."""
+def test_shipped_sample_measures_without_test_data(capsys):
+    """The OVMF sample shipped in examples/guest measures with nothing from tests/data."""
     sample = ROOT / "examples" / "guest" / "ovmf_AmdSev_suffix.bin"
     argv = ["measure-guest", "--mode", "snp", "--ovmf", str(sample), "--vcpus", "1-4"]
     assert main([*argv, "--vcpu-type", "EPYC-v4", "--guest-features", "0x1"]) == 0

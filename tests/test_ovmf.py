@@ -1,4 +1,4 @@
-"""OVMF footer table, SEV metadata and the kernel-hashes table, against the shared components."""
+"""OVMF footer table, SEV metadata and the kernel-hashes table, against the vectors (tests/data)."""
 
 from __future__ import annotations
 
@@ -21,20 +21,17 @@ from toolchain.snp.ovmf import (
     SectionType,
     load_firmware,
 )
+from testdata import digest_fixtures, digest_vectors
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared/vectors/snp-digest"
-COMPONENTS = (
-    json.loads((SHARED / "vectors.json").read_text())["components"]
-    if (SHARED / "vectors.json").is_file()
-    else {}
-)
+FIXTURES = digest_fixtures()
+COMPONENTS = digest_vectors()["components"]
 
 
 @pytest.mark.parametrize("name", ["ovmf_AmdSev_suffix.bin", "ovmf_OvmfX64_suffix.bin"])
-def test_metadata_matches_components(name, shared_dir):
+def test_metadata_matches_components(name):
     expected = COMPONENTS[name]
-    firmware = load_firmware(SHARED / "fixtures" / name)
+    firmware = load_firmware(FIXTURES / name)
     assert firmware.gpa == int(expected["gpa"], 16)
     assert [s.as_dict() for s in firmware.sections] == expected["metadata_sections"]
     assert firmware.sev_es_reset_eip() == int(expected["sev_es_reset_eip"], 16)
@@ -46,12 +43,12 @@ def test_metadata_matches_components(name, shared_dir):
         assert not firmware.supports_kernel_hashes()
 
 
-def test_svsm_ovmf_layout(shared_dir):
-    firmware = load_firmware(SHARED / "fixtures/svsm_ovmf.fd")
+def test_svsm_ovmf_layout():
+    firmware = load_firmware(FIXTURES / "svsm_ovmf.fd")
     expected = COMPONENTS["svsm_ovmf.fd"]
     assert firmware.gpa == int(expected["gpa"], 16)
     assert len(firmware.data) == int(expected["size"], 16)
-    svsm = load_firmware(SHARED / "fixtures/svsm.bin", end_gpa=firmware.gpa - 540672)
+    svsm = load_firmware(FIXTURES / "svsm.bin", end_gpa=firmware.gpa - 540672)
     assert svsm.end_gpa == firmware.gpa - 540672
     assert svsm.has_section(SectionType.SNP_SECRETS)
     assert svsm.gpa <= svsm.svsm_reset_eip() < svsm.end_gpa
@@ -61,7 +58,7 @@ def test_svsm_ovmf_layout(shared_dir):
     "key",
     [k for k in COMPONENTS if k.startswith("sev_hashes_table(")],
 )
-def test_kernel_hashes_table_matches_components(key, shared_dir):
+def test_kernel_hashes_table_matches_components(key):
     expected = COMPONENTS[key]
     append = key.split("append=")[1].rstrip(")").strip("'")
     hashes = KernelHashes.of(b"", b"", append)

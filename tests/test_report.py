@@ -37,8 +37,8 @@ RAW_SAMPLES = [
 
 
 @pytest.fixture(scope="module")
-def reports(shared_dir: Path) -> Path:
-    return shared_dir / "vectors" / "snp-reports"
+def reports(data_dir: Path) -> Path:
+    return data_dir / "vectors" / "snp-reports"
 
 
 @pytest.mark.parametrize("name", RAW_SAMPLES)

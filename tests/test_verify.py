@@ -165,8 +165,8 @@ SAMPLES = [
 
 
 @pytest.fixture(scope="module")
-def vectors(shared_dir: Path) -> Path:
-    return shared_dir / SNP
+def vectors(data_dir: Path) -> Path:
+    return data_dir / SNP
 
 
 def _report(vectors: Path, name: str) -> AttestationReport:

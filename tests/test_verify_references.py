@@ -18,6 +18,7 @@ from toolchain.sign import (
     write_key_pair,
 )
 from toolchain.snp.report import AttestationReport
+from testdata import DATA
 
 REPORT = "vectors/snp-reports/enarx-steward/report.bin"
 VCEK = "vectors/snp-reports/enarx-steward/vcek.der"
@@ -45,25 +46,25 @@ def _envelope(tmp_path: Path, key_name: str, configs: list[LaunchConfig]) -> tup
 
 
 @pytest.fixture
-def report_facts(shared_dir: Path) -> tuple[bytes, int]:
-    report = AttestationReport.parse((shared_dir / REPORT).read_bytes())
+def report_facts(data_dir: Path) -> tuple[bytes, int]:
+    report = AttestationReport.parse((data_dir / REPORT).read_bytes())
     return report.measurement, report.policy.value
 
 
-def _verify(shared_dir: Path, *extra: str) -> int:
+def _verify(*extra: str) -> int:
     return main(
-        ["verify-report", str(shared_dir / REPORT), "--vcek", str(shared_dir / VCEK), *extra]
+        ["verify-report", str(DATA / REPORT), "--vcek", str(DATA / VCEK), *extra]
     )
 
 
 def test_listed_measurement_verifies(
-    shared_dir: Path, tmp_path: Path, report_facts: tuple[bytes, int], capsys
+    tmp_path: Path, report_facts: tuple[bytes, int], capsys
 ) -> None:
     measurement, policy = report_facts
     envelope, pub = _envelope(
         tmp_path, "release", [LaunchConfig("milan", 1, policy, "snp", measurement)]
     )
-    status = _verify(shared_dir, "--references", str(envelope), "--trusted-key", str(pub))
+    status = _verify("--references", str(envelope), "--trusted-key", str(pub))
     out = capsys.readouterr().out
     assert status == 0, out
     assert "✔ references.configuration" in out
@@ -71,20 +72,20 @@ def test_listed_measurement_verifies(
 
 
 def test_unlisted_measurement_is_rejected(
-    shared_dir: Path, tmp_path: Path, report_facts: tuple[bytes, int], capsys
+    tmp_path: Path, report_facts: tuple[bytes, int], capsys
 ) -> None:
     _, policy = report_facts
     envelope, pub = _envelope(
         tmp_path, "release", [LaunchConfig("milan", 1, policy, "snp", bytes(48))]
     )
-    status = _verify(shared_dir, "--references", str(envelope), "--trusted-key", str(pub))
+    status = _verify("--references", str(envelope), "--trusted-key", str(pub))
     out = capsys.readouterr().out
     assert status == 1
     assert "✗ measurement" in out
 
 
 def test_other_generation_or_policy_does_not_match(
-    shared_dir: Path, tmp_path: Path, report_facts: tuple[bytes, int], capsys
+    tmp_path: Path, report_facts: tuple[bytes, int], capsys
 ) -> None:
     measurement, policy = report_facts
     envelope, pub = _envelope(
@@ -95,14 +96,14 @@ def test_other_generation_or_policy_does_not_match(
             LaunchConfig("milan", 1, policy ^ (1 << 16), "snp", measurement),
         ],
     )
-    status = _verify(shared_dir, "--references", str(envelope), "--trusted-key", str(pub))
+    status = _verify("--references", str(envelope), "--trusted-key", str(pub))
     out = capsys.readouterr().out
     assert status == 1
     assert "✗ references.configuration" in out
 
 
 def test_reference_signed_by_untrusted_key_allows_nothing(
-    shared_dir: Path, tmp_path: Path, report_facts: tuple[bytes, int], capsys
+    tmp_path: Path, report_facts: tuple[bytes, int], capsys
 ) -> None:
     measurement, policy = report_facts
     envelope, _ = _envelope(
@@ -111,7 +112,7 @@ def test_reference_signed_by_untrusted_key_allows_nothing(
     _, other_pub = _envelope(
         tmp_path, "other", [LaunchConfig("milan", 1, policy, "snp", bytes(48))]
     )
-    status = _verify(shared_dir, "--references", str(envelope), "--trusted-key", str(other_pub))
+    status = _verify("--references", str(envelope), "--trusted-key", str(other_pub))
     out = capsys.readouterr().out
     assert status == 1
     assert "✗" in out
@@ -119,12 +120,12 @@ def test_reference_signed_by_untrusted_key_allows_nothing(
 
 
 def test_references_without_trust_is_unusable_input(
-    shared_dir: Path, tmp_path: Path, report_facts: tuple[bytes, int], capsys, monkeypatch
+    tmp_path: Path, report_facts: tuple[bytes, int], capsys, monkeypatch
 ) -> None:
     measurement, policy = report_facts
     envelope, _ = _envelope(
         tmp_path, "release", [LaunchConfig("milan", 1, policy, "snp", measurement)]
     )
     monkeypatch.chdir(tmp_path)  # no ./reference-measurements/trust.toml here
-    assert _verify(shared_dir, "--references", str(envelope)) == 2
+    assert _verify("--references", str(envelope)) == 2
     assert "needs a trust policy" in capsys.readouterr().err

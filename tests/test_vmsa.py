@@ -29,9 +29,9 @@ from toolchain.snp.vmsa import (
     svsm_reset_state,
     vmsa_page,
 )
+from testdata import digest_vectors
 
-VECTORS = Path(__file__).resolve().parent.parent.parent / "shared/vectors/snp-digest/vectors.json"
-COMPONENTS = json.loads(VECTORS.read_text())["components"] if VECTORS.is_file() else {}
+COMPONENTS = digest_vectors()["components"]
 PAGES = COMPONENTS.get("vmsa_pages", {})
 
 
@@ -44,7 +44,7 @@ def sparse_page(spec: dict) -> bytes:
 
 
 @pytest.mark.parametrize("name", sorted(PAGES))
-def test_reset_state_pages_match_vectors(name, shared_dir):
+def test_reset_state_pages_match_vectors(name):
     vector = PAGES[name]
     expected = sparse_page(vector["page"])
     assert hashlib.sha384(expected).hexdigest() == vector["sha384"]
@@ -57,11 +57,11 @@ def test_reset_state_pages_match_vectors(name, shared_dir):
     assert page == expected
 
 
-def test_every_vmsa_vector_is_collected(shared_dir):
+def test_every_vmsa_vector_is_collected():
     assert len(PAGES) == 13
 
 
-def test_field_offsets_match_vectors(shared_dir):
+def test_field_offsets_match_vectors():
     offsets = COMPONENTS["vmsa_field_offsets"]
     common = set(offsets) & set(FIELD_OFFSETS)
     assert len(common) >= 60

@@ -1,4 +1,4 @@
-"""Seeds for the atheris targets: real samples from ../shared, patched by the fuzzer's bytes.
+"""Seeds for the atheris targets: real samples from tests/data, patched by the fuzzer's bytes.
 
 Random bytes rarely form a DER certificate or CRL; patching a real one reaches the deep parsers.
 """
@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SNP = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "snp-reports"
+SNP = Path(__file__).resolve().parents[1] / "data" / "vectors" / "snp-reports"
 
 
 def seed(name: str) -> bytes:
-    path = SNP / name
-    return path.read_bytes() if path.is_file() else b""
+    return (SNP / name).read_bytes()
 
 
 def patched(base: bytes, patch: bytes) -> bytes:
