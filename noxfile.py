@@ -34,6 +34,44 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *args)
 
 
+@nox.session(venv_backend="none")
+def installed(session: nox.Session) -> None:
+    """The README's install steps in a fresh virtual environment (never reused): the hash-locked
+    runtime requirements, then this package (not editable); then, from a directory outside the
+    source tree, `keep --version` and `keep run --dev` of the hello example must print its line."""
+    import shutil
+    import sys
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="keepstack-installed-"))
+    try:
+        venv = scratch / "venv"
+        session.run(sys.executable, "-m", "venv", str(venv), external=True)
+        pip, keep = str(venv / "bin" / "pip"), str(venv / "bin" / "keep")
+        session.run(
+            pip, "install", "-q", "--require-hashes", "-r", str(REQ / "runtime.txt"), external=True
+        )
+        session.run(pip, "install", "-q", "--no-deps", str(ROOT), external=True)
+        app = scratch / "app" / "hello.wat"
+        app.parent.mkdir()
+        shutil.copyfile(ROOT / "examples" / "hello" / "hello.wat", app)
+        session.chdir(app.parent)
+        # A new user: empty state and cache directories (development key, simulated root, builds).
+        fresh = {
+            "KEEPSTACK_STATE_DIR": str(scratch / "state"),
+            "KEEPSTACK_CACHE_DIR": str(scratch / "cache"),
+        }
+        session.run(keep, "--version", external=True, env=fresh)
+        output = session.run(
+            keep, "run", "--dev", "hello.wat", external=True, silent=True, env=fresh
+        )
+        if "hello from a keep" not in str(output):
+            session.error(f"the installed keep did not run the example: {output!r}")
+        session.log("installed package runs a keep outside the source tree")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff (broad rule set) and mypy --strict on toolchain/ and runtime/."""
