@@ -214,7 +214,7 @@ def compile_c(
     )
     hit = build_cache.lookup(key, base=root)
     if hit is not None:
-        restore(hit.outputs["object"], output)
+        hit.restore("object", output)
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="keep-cc-") as scratch:
@@ -298,7 +298,7 @@ def link(
     hit = build_cache.lookup(key)
     output = Path(output)
     if hit is not None:
-        restore(hit.outputs["elf"], output)
+        hit.restore("elf", output)
         output.chmod(0o755)
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
