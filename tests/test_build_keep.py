@@ -104,6 +104,35 @@ def test_an_altered_cached_output_is_rebuilt_and_measured_right(
     assert digests == built.launch_digests
 
 
+def _build_out(out: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``keep build`` of a module never built before (nothing cached) with ``--out out``."""
+    app = cwd / "fresh.wat"
+    # A fresh module (its own constant): its objects and link are not in the cache yet.
+    app.write_text(HELLO.read_text().replace("hello", f"fresh {out}"))
+    monkeypatch.chdir(cwd)
+    assert keep_main(["build", str(app), "--out", out]) == 0
+    return Path(out).expanduser()
+
+
+@pytest.mark.parametrize("kind", ["relative", "absolute", "home"])
+def test_out_may_be_relative_absolute_or_under_home(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative --out once failed to link: "ld.lld: cannot open rel/dir/work/app/obj/app.o"."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = {
+        "relative": "rel/dir",
+        "absolute": str(tmp_path / "abs" / "dir"),
+        "home": "~/keeps/dir",  # as quoted on a command line: the shell does not expand it
+    }[kind]
+    built = _build_out(out, tmp_path, monkeypatch)
+    where = {"relative": tmp_path / "rel/dir", "absolute": Path(out)}
+    expected = where.get(kind, tmp_path / "home" / "keeps" / "dir")
+    assert built.resolve() == expected
+    assert {p.name for p in expected.iterdir() if p.is_file()} == TOP_LEVEL
+    assert not (tmp_path / "~").exists()
+
+
 def test_provenance_covers_every_output_and_input(built: keep_build.KeepBuild) -> None:
     text = built.provenance.read_text()
     statement = json.loads(text)

@@ -262,7 +262,9 @@ def link(
     """
     if not objects:
         raise InputError("nothing to link: no object files given")
-    ordered = sorted((Path(o) for o in objects), key=lambda p: (p.name, str(p)))
+    # Absolute: the linker runs in "/" (so relative paths could not leak into the output), and
+    # an object under a relative --out would not be found there.
+    ordered = sorted((Path(o).resolve() for o in objects), key=lambda p: (p.name, str(p)))
     for obj in ordered:
         if not obj.is_file():
             raise InputError(f"object file {obj} does not exist")
