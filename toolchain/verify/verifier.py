@@ -3,6 +3,9 @@
 Order: the report's own format, the product, the certificate chain to a pinned root (with
 revocation when a CRL is given), the report signature and its binding to the certificate (TCB,
 chip ID, key kind), then the tenant's policy. Checks never stop early: one run shows every problem.
+A CRL past its nextUpdate fails the revocation check unless the policy allows stale CRLs; what a
+VALID verdict did not cover (no CRL, a stale one accepted) is a caveat on the verdict line. Every
+time is UTC (an aware ``at`` is converted).
 
 Certificate-chain results are cached by certificate fingerprint, so verifying many reports from
 one machine costs one ECDSA verification each.
