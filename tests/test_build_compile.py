@@ -184,3 +184,27 @@ def test_ring3_frames_larger_than_a_page_probe_every_page(tmp_path: Path) -> Non
     probe = re.compile(r"subq\s+\$4096, %rsp[^\n]*\n\s+movq\s+\$0, \(%rsp\)")
     assert len(probe.findall(_assembly(source, cc.RING3, tmp_path))) == 20000 // 4096
     assert not probe.findall(_assembly(source, cc.RING0, tmp_path))
+
+
+def test_an_altered_cached_object_is_rebuilt_and_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hit used to hand out the blob without re-hashing it: whoever could write the cache chose
+    the object."""
+    tree = _tree(tmp_path / "src")
+    cache = BuildCache(tmp_path / "cache")
+    right = cc.compile_c(tree / "answer.c", tmp_path / "a.o", cache=cache).read_bytes()
+    blob = tmp_path / "cache" / "blobs" / hashlib.sha256(right).hexdigest()[:2]
+    blob /= hashlib.sha256(right).hexdigest()
+    altered = right.replace(b"answer", b"ANSWER")
+    assert altered != right
+    blob.write_bytes(altered)
+    capsys.readouterr()
+    again = cc.compile_c(tree / "answer.c", tmp_path / "b.o", cache=cache).read_bytes()
+    assert again == right
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "does not match its SHA-256 (damaged or altered): rebuilding" in err
+    assert blob.read_bytes() == right, "the rebuild stores the right bytes again"
+    cc.compile_c(tree / "answer.c", tmp_path / "c.o", cache=cache)
+    assert capsys.readouterr().err == "", "and the next hit is clean"

@@ -15,6 +15,7 @@ import pytest
 
 from toolchain.build import compile as cc
 from toolchain.build import keep_build, repro, tools, wheel
+from toolchain.build.cache import BuildCache
 from toolchain.cli import main as keep_main
 from toolchain.errors import KeepError
 
@@ -78,6 +79,58 @@ def test_noop_rebuild_runs_no_tool(
     monkeypatch.setattr(tools, "run_tool", forbidden)
     again = keep_build.build_keep(HELLO, built.out_dir)
     assert {name: path.read_bytes() for name, path in again.artifacts.items()} == before
+
+
+def test_an_altered_cached_output_is_rebuilt_and_measured_right(
+    built: keep_build.KeepBuild, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hits are re-hashed: an edited blob in the cache never becomes what `keep run` boots."""
+    right = {name: built.artifacts[name].read_bytes() for name in ("runtime.elf", "ukernel.elf")}
+    cache_root = BuildCache().root
+    for data in right.values():
+        sha = hashlib.sha256(data).hexdigest()
+        blob = cache_root / "blobs" / sha[:2] / sha
+        blob.write_bytes(data.replace(b"hello", b"HELLO") + b"\0")  # another image, same entry
+    capsys.readouterr()
+    assert keep_main(["build", str(HELLO), "--out", str(tmp_path / "again"), "--json"]) == 0
+    captured = capsys.readouterr()
+    rebuilt = [line for line in captured.err.splitlines() if "build cache" in line]
+    assert len(rebuilt) == 2, captured.err
+    assert all("does not match its SHA-256 (damaged or altered): rebuilding" in x for x in rebuilt)
+    document = json.loads(captured.out)
+    for name, data in right.items():
+        assert (tmp_path / "again" / name).read_bytes() == data, name
+    digests = {int(k): bytes.fromhex(v) for k, v in document["launch_digests"].items()}
+    assert digests == built.launch_digests
+
+
+def _build_out(out: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``keep build`` of a module never built before (nothing cached) with ``--out out``."""
+    app = cwd / "fresh.wat"
+    # A fresh module (its own constant): its objects and link are not in the cache yet.
+    app.write_text(HELLO.read_text().replace("hello", f"fresh {out}"))
+    monkeypatch.chdir(cwd)
+    assert keep_main(["build", str(app), "--out", out]) == 0
+    return Path(out).expanduser()
+
+
+@pytest.mark.parametrize("kind", ["relative", "absolute", "home"])
+def test_out_may_be_relative_absolute_or_under_home(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative --out once failed to link: "ld.lld: cannot open rel/dir/work/app/obj/app.o"."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = {
+        "relative": "rel/dir",
+        "absolute": str(tmp_path / "abs" / "dir"),
+        "home": "~/keeps/dir",  # as quoted on a command line: the shell does not expand it
+    }[kind]
+    built = _build_out(out, tmp_path, monkeypatch)
+    where = {"relative": tmp_path / "rel/dir", "absolute": Path(out)}
+    expected = where.get(kind, tmp_path / "home" / "keeps" / "dir")
+    assert built.resolve() == expected
+    assert {p.name for p in expected.iterdir() if p.is_file()} == TOP_LEVEL
+    assert not (tmp_path / "~").exists()
 
 
 def test_provenance_covers_every_output_and_input(built: keep_build.KeepBuild) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import getpass
 import hashlib
 import json
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from toolchain.cli import main
-from toolchain.errors import InputError
+from toolchain.errors import InputError, PlatformError
 from toolchain.sign import build_statement, keys
 from toolchain.sign.dsse import Envelope
 from toolchain.sign.keys import (
@@ -28,6 +29,7 @@ from toolchain.sign.keys import (
     key_id,
     load_private_key,
     load_public_key,
+    public_path_for,
     sign_bytes,
     verify_bytes,
     write_key_pair,
@@ -128,6 +130,85 @@ def test_keygen_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert main(["keygen", str(path), "--force"]) == 0
     assert path.read_bytes() != first
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def _pair(path: Path) -> tuple[bytes, bytes]:
+    return path.read_bytes(), public_path_for(path).read_bytes()
+
+
+def test_keygen_never_writes_through_a_symlink_at_the_public_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A planted PATH.pub -> victim once made keygen overwrite the victim."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    path = tmp_path / "k.pem"
+    public_path_for(path).symlink_to(victim)
+    assert main(["keygen", str(path)]) == 2
+    assert "k.pem.pub already exists (a symbolic link)" in capsys.readouterr().err
+    assert victim.read_bytes() == b"precious"
+    assert public_path_for(path).is_symlink()
+    assert not path.exists(), "no private key without its public key"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.pem.pub", "victim"]
+    # a dangling link is refused the same way (O_EXCL|O_NOFOLLOW semantics, not exists())
+    victim.unlink()
+    assert main(["keygen", str(path)]) == 2
+    assert not victim.exists()
+    # --force replaces the link itself, never its target
+    victim.write_bytes(b"precious")
+    assert main(["keygen", str(path), "--force"]) == 0
+    assert victim.read_bytes() == b"precious"
+    assert not public_path_for(path).is_symlink()
+    load_public_key(public_path_for(path))
+
+
+def test_keygen_refuses_an_existing_public_key(tmp_path: Path) -> None:
+    path = tmp_path / "k.pem"
+    public_path_for(path).write_bytes(b"someone else's public key")
+    assert main(["keygen", str(path)]) == 2
+    assert public_path_for(path).read_bytes() == b"someone else's public key"
+    assert not path.exists()
+    # and a symlink at PATH itself is never followed either
+    target = tmp_path / "target"
+    target.write_bytes(b"precious")
+    other = tmp_path / "o.pem"
+    other.symlink_to(target)
+    assert main(["keygen", str(other)]) == 2
+    assert target.read_bytes() == b"precious"
+    assert not public_path_for(other).exists()
+
+
+@pytest.mark.parametrize("failing_write", [1, 2])
+def test_keygen_force_keeps_the_old_pair_until_the_new_one_is_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_write: int
+) -> None:
+    """--force used to delete the old pair first: a failed write then left no key at all."""
+    path = tmp_path / "k.pem"
+    write_key_pair(path, generate_private_key())
+    old = _pair(path)
+    real_open = os.open
+    calls = []
+
+    def open_failing(file: object, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & os.O_CREAT and str(file).endswith(".tmp"):
+            calls.append(file)
+            if len(calls) == failing_write:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        return real_open(file, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", open_failing)
+    with pytest.raises(PlatformError, match="No space left on device"):
+        write_key_pair(path, generate_private_key(), overwrite=True)
+    monkeypatch.undo()
+    assert _pair(path) == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.pem", "k.pem.pub"], "no temporaries"
+    # and when nothing fails, the new pair replaces the old one, matched
+    private = generate_private_key()
+    write_key_pair(path, private, overwrite=True)
+    assert key_id(load_public_key(public_path_for(path))) == key_id(private)
+    assert key_id(load_private_key(path)) == key_id(private)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.pem", "k.pem.pub"]
 
 
 def test_keygen_under_permissive_umask_still_0600(tmp_path: Path) -> None:

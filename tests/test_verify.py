@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -119,16 +122,35 @@ SAMPLES = [
         "microsoft-tee-av/genoa_attestation_report.bin",
         "microsoft-tee-av/genoa_vcek.pem",
         True,
+        policy=VerificationPolicy(allow_stale_crl=True),
         ask="microsoft-tee-av/genoa_ask.pem",
         crl=GENOA_CRL,
     ),
     Sample("enarx-milan-valid", "enarx-steward/report.bin", "enarx-steward/vcek.der", True),
     Sample(
-        "enarx-milan-valid-with-crl",
+        "enarx-milan-valid-with-stale-crl-accepted",
+        "enarx-steward/report.bin",
+        "enarx-steward/vcek.der",
+        True,
+        policy=VerificationPolicy(allow_stale_crl=True),
+        crl=MILAN_CRL,
+    ),
+    # By default a CRL past its nextUpdate fails: it says nothing of later revocations.
+    Sample(
+        "enarx-milan-stale-crl-rejected",
+        "enarx-steward/report.bin",
+        "enarx-steward/vcek.der",
+        False,
+        frozenset({"crl.freshness", "ask.revocation"}),
+        crl=MILAN_CRL,
+    ),
+    Sample(
+        "enarx-milan-valid-with-crl-current-at-the-time",
         "enarx-steward/report.bin",
         "enarx-steward/vcek.der",
         True,
         crl=MILAN_CRL,
+        at=datetime(2022, 12, 1, tzinfo=UTC),
     ),
     Sample(
         "genoa-revoked-ask",
@@ -136,6 +158,17 @@ SAMPLES = [
         "microsoft-tee-av/genoa_vcek.pem",
         False,
         frozenset({"ask.revocation", "vcek.signed-by-ask"}),
+        policy=VerificationPolicy(allow_stale_crl=True),
+        ask=REVOKED_GENOA_ASK,
+        crl=GENOA_CRL,
+    ),
+    # A revocation is final: a stale CRL that lists the ASK still revokes it.
+    Sample(
+        "genoa-revoked-ask-stale-crl",
+        "microsoft-tee-av/genoa_attestation_report.bin",
+        "microsoft-tee-av/genoa_vcek.pem",
+        False,
+        frozenset({"ask.revocation", "vcek.signed-by-ask", "crl.freshness"}),
         ask=REVOKED_GENOA_ASK,
         crl=GENOA_CRL,
     ),
@@ -159,9 +192,14 @@ SAMPLES = [
         "enarx-steward/vcek.der",
         False,
         frozenset({"crl.signature", "ask.revocation"}),
+        policy=VerificationPolicy(allow_stale_crl=True),
         crl=GENOA_CRL,
     ),
 ]
+
+
+def _sample(name: str) -> Sample:
+    return next(s for s in SAMPLES if s.id == name)
 
 
 @pytest.fixture(scope="module")
@@ -214,31 +252,56 @@ def test_revoked_ask_is_correctly_signed_but_revoked(vectors: Path) -> None:
     assert certs.signed_by(revoked, ark)[0]
     crl = certs.read_crl((vectors / GENOA_CRL).read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(0x20001) is not None
-    checks = {c.name: c for c in _run(vectors, SAMPLES[13]).checks}
+    checks = {c.name: c for c in _run(vectors, _sample("genoa-revoked-ask")).checks}
     assert checks["ask.signed-by-ark"].ok is True
     assert checks["ask.validity"].ok is True
     assert checks["ask.revocation"].ok is False
     assert "revoked 2022" in checks["ask.revocation"].found
 
 
-def test_stale_crl_is_said_and_can_be_required_fresh(vectors: Path) -> None:
-    sample = next(s for s in SAMPLES if s.id == "enarx-milan-valid-with-crl")
-    checks = {c.name: c for c in _run(vectors, sample).checks}
-    assert checks["crl.freshness"].ok is None
-    assert "stale" in checks["crl.freshness"].detail
-    strict = dataclasses.replace(sample, policy=VerificationPolicy(require_fresh_crl=True))
-    assert {c.name for c in _run(vectors, strict).failures} == {"crl.freshness"}
-    at_the_time = dataclasses.replace(strict, at=datetime(2022, 12, 1, tzinfo=UTC))
-    assert _run(vectors, at_the_time).ok
+def test_stale_crl_fails_revocation_by_default_and_is_said_when_accepted(vectors: Path) -> None:
+    """A CRL past its nextUpdate says nothing of later revocations: it fails unless accepted."""
+    sample = _sample("enarx-milan-stale-crl-rejected")
+    checklist = _run(vectors, sample)
+    checks = {c.name: c for c in checklist.checks}
+    assert not checklist.ok
+    assert checks["crl.freshness"].ok is False
+    assert checks["crl.freshness"].found == "stale CRL (2022-05-09 .. 2023-05-09)"
+    assert checks["ask.revocation"].ok is False
+    assert "revocation not checked" in checks["ask.revocation"].found
+    assert "--allow-stale-crl" in checks["ask.revocation"].detail
+    accepted = _run(vectors, _sample("enarx-milan-valid-with-stale-crl-accepted"))
+    assert accepted.ok
+    assert accepted.caveats == [
+        "revocation checked only as of a stale CRL (2022-05-09 .. 2023-05-09): accepted by policy"
+    ]
+    assert accepted.render().endswith(f"=> VALID ({accepted.caveats[0]})")
+    current = _run(vectors, _sample("enarx-milan-valid-with-crl-current-at-the-time"))
+    assert current.ok
+    assert current.caveats == []
+    assert current.render().endswith("=> VALID")
 
 
 def test_no_crl_is_a_skip_with_reason_or_a_failure_when_required(vectors: Path) -> None:
     sample = SAMPLES[0]
-    checks = {c.name: c for c in _run(vectors, sample).checks}
+    checklist = _run(vectors, sample)
+    checks = {c.name: c for c in checklist.checks}
     assert checks["ask.revocation"].ok is None
     assert "no CRL" in checks["ask.revocation"].detail
+    # the verdict itself says what it did not cover
+    assert checklist.render().endswith("=> VALID (revocation not checked: no CRL given)")
     required = dataclasses.replace(sample, policy=VerificationPolicy(require_crl=True))
     assert {c.name for c in _run(vectors, required).failures} == {"ask.revocation"}
+
+
+def test_stale_crl_policy_key_and_its_predecessor() -> None:
+    assert VerificationPolicy.from_toml("allow_stale_crl = true").allow_stale_crl
+    assert not VerificationPolicy().allow_stale_crl
+    # require_fresh_crl = true asked for today's default; false would silently weaken it
+    assert VerificationPolicy.from_toml("require_fresh_crl = true") == VerificationPolicy()
+    with pytest.raises(InputError) as info:
+        VerificationPolicy.from_toml("require_fresh_crl = false")
+    assert "allow_stale_crl = true" in (info.value.hint or "")
 
 
 def test_every_skipped_check_says_why(vectors: Path) -> None:
@@ -705,3 +768,190 @@ def test_fuzz_random_reports_never_verify(vectors: Path, data: bytes) -> None:
     checklist = verify_report(AttestationReport.parse(data), vcek, policy=VerificationPolicy())
     assert not checklist.ok
     assert "report.signature" in {c.name for c in checklist.failures}
+
+
+# ---- messages that name the real cause ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim_evidence(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A report of the simulated firmware and its chain, as `keep run --evidence` hands them out."""
+    from runtime.firmware.sim import SimFirmware
+    from runtime.vmm import miniguest
+
+    firmware = SimFirmware()
+    firmware.launch_from_plan(miniguest.mini_plan(miniguest.hello_guest()))
+    out = tmp_path_factory.mktemp("sim-evidence")
+    (out / "report.bin").write_bytes(firmware.guest_request_report(bytes(64), 0))
+    chain = firmware.certificate_chain()
+    pem = serialization.Encoding.PEM
+    ark, ask, vcek = (certs.load_certificate(d) for d in (chain.ark, chain.ask, chain.vcek))
+    (out / "vcek.pem").write_bytes(vcek.public_bytes(pem))
+    (out / "chain.pem").write_bytes(ask.public_bytes(pem) + ark.public_bytes(pem))
+    (out / "ask.pem").write_bytes(ask.public_bytes(pem))
+    (out / "ark.pem").write_bytes(ark.public_bytes(pem))
+    return out
+
+
+def _verify_sim(sim_evidence: Path, *extra: str) -> dict[str, dict[str, Any]]:
+    args = ["verify-report", str(sim_evidence / "report.bin"), "--vcek"]
+    args += [str(sim_evidence / "vcek.pem"), *extra, "--json"]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(args) == 1
+    return {c["name"]: c for c in json.loads(out.getvalue())["checks"]}
+
+
+def test_issuers_that_differ_are_shown_by_full_name(sim_evidence: Path) -> None:
+    """The simulated 'SEV-Milan' and AMD's 'SEV-Milan' differ only outside the CN."""
+    check = _verify_sim(sim_evidence)["vcek.signed-by-ask"]
+    assert check["ok"] is False
+    assert "O=Keepstack simulated SNP firmware (NOT AMD)" in check["found"]
+    assert "O=Advanced Micro Devices" in check["found"]
+    assert "--ask-chain" in check["detail"]
+    assert "--extra-root" in check["detail"]
+
+
+def test_an_unpinned_simulated_root_is_named_as_the_cause(sim_evidence: Path) -> None:
+    checks = _verify_sim(sim_evidence, "--ask-chain", str(sim_evidence / "chain.pem"))
+    assert checks["ark.trusted"]["ok"] is False
+    link = checks["ask.signed-by-ark"]
+    assert link["ok"] is False
+    assert link["found"] == "no pinned root"
+    assert "no product" not in link["detail"]
+    assert "simulated AMD root" in link["detail"]
+    assert "'keep run --dev'" in link["detail"]
+    assert "--extra-root" in link["detail"]
+    # without the root in the file: the issuer is looked up among the pinned roots by full name
+    checks = _verify_sim(sim_evidence, "--ask-chain", str(sim_evidence / "ask.pem"))
+    assert "O=Keepstack simulated" in checks["ark.trusted"]["found"]
+    assert "'keep run --dev'" in checks["ark.trusted"]["detail"]
+
+
+def test_an_unpinned_root_is_named_as_the_cause(simulated: SimulatedChain) -> None:
+    checklist = verify_report(
+        simulated.report,
+        simulated.vcek,
+        policy=VerificationPolicy(),
+        ask=simulated.ask,
+        ark=simulated.ark,
+    )
+    link = next(c for c in checklist.checks if c.name == "ask.signed-by-ark")
+    assert link.found == "no pinned root"
+    assert "is not pinned (see ark.trusted)" in link.detail
+
+
+def test_at_with_a_utc_offset_is_converted(
+    vectors: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "verify-report",
+        str(vectors / "trustee/test-vlek-report.bin"),
+        "--vcek",
+        str(vectors / "trustee/test-vlek.der"),
+        "--ask-chain",
+        str(vectors / "go-sev-guest/milanvlek.testcer"),
+        "--vmpl",
+        "1",
+        "--json",
+    ]
+    assert main([*args, "--at", "2025-06-01T02:30:00+02:00"]) == 0
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["vlek.validity"]["expected"] == "valid at 2025-06-01 00:30:00 UTC"
+    # and in the library too, whatever the caller passes
+    report = _report(vectors, "trustee/test-vlek-report.bin")
+    vlek = _cert(vectors, "trustee/test-vlek.der")
+    east = datetime(2025, 6, 1, 2, 30, tzinfo=timezone(timedelta(hours=2)))
+    checklist = verify_report(report, vlek, policy=VerificationPolicy(vmpl=1), at=east)
+    validity = next(c for c in checklist.checks if c.name == "vlek.validity")
+    assert validity.expected == "valid at 2025-06-01 00:30:00 UTC"
+
+
+def test_cli_stale_crl_fails_unless_allowed_and_the_verdict_says_so(
+    vectors: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "verify-report",
+        str(vectors / "enarx-steward/report.bin"),
+        "--vcek",
+        str(vectors / "enarx-steward/vcek.der"),
+        "--crl",
+        str(vectors / MILAN_CRL),
+    ]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "✗ crl.freshness: expected a CRL current at" in out
+    assert "✗ ask.revocation" in out
+    assert main([*args, "--allow-stale-crl"]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(
+        "=> VALID (revocation checked only as of a stale CRL (2022-05-09 .. 2023-05-09): "
+        "accepted by policy)"
+    )
+    assert main([*args, "--at", "2022-12-01"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("=> VALID")
+
+
+# ---- policy values are strictly typed -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("min_abi = 1.60", ["min_abi", "found float 1.6", 'min_abi = "1.55"']),
+        ("min_abi = 1", ["min_abi", "found integer 1", 'min_abi = "1.55"']),
+        ('min_abi = "1.256"', ["min_abi", "found string '1.256'", "0..255"]),
+        ('min_abi = "1.5.2"', ["min_abi", "found string '1.5.2'"]),
+        ('min_abi = "1.٥"', ["min_abi"]),
+        ("vmpl = 0.0", ["vmpl", "found float 0.0", "vmpl = 0"]),
+        ("vmpl = true", ["vmpl", "found boolean True"]),
+        ("min_guest_svn = '3'", ["min_guest_svn", "found string '3'"]),
+        ("allow_debug = 1", ["allow_debug", "found integer 1", "allow_debug = false"]),
+        ("strict = 'true'", ["strict", "found string 'true'"]),
+        ("allow_stale_crl = 0", ["allow_stale_crl", "found integer 0"]),
+        ("allowed_versions = 3", ["allowed_versions", "found integer 3"]),
+        ("allowed_versions = [3, true]", ["allowed_versions[1]", "found boolean True"]),
+        ("allowed_versions = [3.0]", ["allowed_versions[0]", "found float 3.0"]),
+        ("min_tcb = { snp = 8.0 }", ["min_tcb.snp", "found float 8.0", "microcode = 115"]),
+        ("min_tcb = { snp = true }", ["min_tcb.snp", "found boolean True"]),
+        ("min_tcb = 8", ["min_tcb", "found integer 8"]),
+        ("required_platform_flags = 'smt_enabled'", ["required_platform_flags", "found string"]),
+        ("required_policy_flags = [1]", ["required_policy_flags[0]", "found integer 1"]),
+        ("report_data = 1234", ["report_data", "found integer 1234", 'report_data = "0011aabb"']),
+        ("allowed_measurements = 'ab'", ["allowed_measurements", "found string 'ab'"]),
+        ("allowed_measurements = [12]", ["allowed_measurements[0]", "found integer 12"]),
+        ("host_data = 1979-05-27", ["host_data", "found date"]),
+    ],
+)
+def test_policy_values_are_strictly_typed(line: str, words: list[str]) -> None:
+    with pytest.raises(InputError) as info:
+        VerificationPolicy.from_toml(line)
+    text = info.value.explain()
+    for word in words:
+        assert word in text, text
+    assert "for example: " in text, text
+
+
+def test_min_abi_is_exact_and_a_float_never_weakens_it(
+    vectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`min_abi = 1.60` once read as ABI 1.6: firmware 1.52 passed a policy asking for 1.60."""
+    assert VerificationPolicy.from_toml('min_abi = "1.60"').min_abi == (1, 60)
+    assert VerificationPolicy.from_toml('min_abi = "0.255"').min_abi == (0, 255)
+    with pytest.raises(InputError):
+        VerificationPolicy(min_abi=(1, 256))
+    policy = tmp_path / "policy.toml"
+    policy.write_text("min_abi = 1.60\n")
+    args = [
+        "verify-report",
+        str(vectors / "microsoft-tee-av/genoa_attestation_report.bin"),
+        "--vcek",
+        str(vectors / "microsoft-tee-av/genoa_vcek.pem"),
+        "--policy",
+        str(policy),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert 'policy min_abi: expected a string "MAJOR.MINOR"' in err
+    assert "found float 1.6" in err
+    assert 'min_abi = "1.55"' in err
+    assert len(err.strip().splitlines()) == 2  # the error and its hint, no traceback

@@ -2,6 +2,8 @@
 
 A ``Check`` names one property, what was expected and what was found. Commands collect them in a
 ``Checklist`` so that the text output, the JSON output and the exit status come from one place.
+A *caveat* is what a VALID verdict did not cover (e.g. revocation not checked): it is printed on
+the verdict line itself, so it cannot be lost among the checks.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Checklist:
 
     title: str
     checks: list[Check] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)
 
     def add(
         self,
@@ -66,8 +69,15 @@ class Checklist:
         self.checks.append(check)
         return check
 
+    def caveat(self, text: str) -> None:
+        """Something the verdict did not cover, said on the verdict line."""
+        if text not in self.caveats:
+            self.caveats.append(text)
+
     def extend(self, other: Checklist) -> None:
         self.checks.extend(other.checks)
+        for text in other.caveats:
+            self.caveat(text)
 
     @property
     def failures(self) -> list[Check]:
@@ -79,16 +89,19 @@ class Checklist:
         return not self.failures and any(c.ok for c in self.checks)
 
     def render(self, *, verdict: bool = True) -> str:
-        """The title, a line per check and (unless ``verdict`` is False) VALID or INVALID."""
+        """The title, a line per check and (unless ``verdict`` is False) VALID or INVALID, with
+        the caveats."""
         lines = [self.title, *(f"  {c.line()}" for c in self.checks)]
         if verdict:
-            lines.append(f"  => {'VALID' if self.ok else 'INVALID'}")
+            caveats = f" ({'; '.join(self.caveats)})" if self.caveats else ""
+            lines.append(f"  => {'VALID' if self.ok else 'INVALID'}{caveats}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "title": self.title,
             "ok": self.ok,
+            "caveats": list(self.caveats),
             "checks": [c.as_dict() for c in self.checks],
         }
 

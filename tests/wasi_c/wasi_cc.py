@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from toolchain.build import tools
-from toolchain.build.cache import BuildCache, restore, step_key
+from toolchain.build.cache import BuildCache, step_key
 from toolchain.build.compile import build_env
 
 HERE = Path(__file__).resolve().parent
@@ -73,7 +73,7 @@ def compile_wasi(
     build_cache = cache if cache is not None else BuildCache()
     hit = build_cache.lookup(key)
     if hit is not None and "module.wasm" in hit.outputs:
-        restore(hit.outputs["module.wasm"], output)
+        hit.restore("module.wasm", output)
         return output
     tools.run_tool(
         [str(zig.path), "cc", *flags, source.name, "-o", str(output.resolve())],

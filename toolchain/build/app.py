@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.build import tools
-from toolchain.build.cache import BuildCache, restore, sha256_file, step_key
+from toolchain.build.cache import BuildCache, sha256_file, step_key
 from toolchain.build.compile import RING3, compile_c, link
 from toolchain.build.wasm_info import FuncType, ModuleInfo, read_module_info
 from toolchain.errors import InputError, PlatformError
@@ -274,7 +274,7 @@ def _wasm2c(wasm_path: Path, out_dir: Path, cache: BuildCache) -> tuple[list[Pat
     hit = cache.lookup(key)
     if hit is not None and all(p.name in hit.outputs for p in (*c_files, *headers)):
         for path in (*c_files, *headers):
-            restore(hit.outputs[path.name], path)
+            hit.restore(path.name, path)
         return c_files, headers
     from toolchain.build.compile import build_env
 

@@ -11,6 +11,11 @@ Layout under ``cache_dir("build")``::
     blobs/<sha[:2]>/<sha>          output bytes, by SHA-256
 
 Writes are atomic (temporary file + rename), so concurrent builds never see half an entry.
+Every hit re-hashes each output it returns against the entry's digest (cheap next to a compile):
+a blob changed in the cache (damaged, or altered by anyone who can write the cache) is a miss, said
+on stderr, and the step runs again; ``keep run`` never boots bytes the entry does not name. The
+bytes hashed are the bytes restored (one read), so a blob changed in between cannot slip through.
+(Whoever can write the cache can still write a *consistent* false entry; the cache is per user.)
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -49,9 +55,13 @@ def step_key(*parts: str | bytes) -> str:
 
 @dataclass(frozen=True)
 class CacheHit:
-    """The outputs of a cached step, by name, as blob paths inside the cache."""
+    """The outputs of a cached step, by name: their bytes, just checked against the entry."""
 
-    outputs: dict[str, Path]
+    outputs: dict[str, bytes]
+
+    def restore(self, name: str, destination: Path) -> None:
+        """Write output ``name`` to ``destination`` (atomically; never a link into the cache)."""
+        _install(self.outputs[name], destination)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -99,12 +109,22 @@ class BuildCache:
                     return None
             except OSError:
                 return None
-        found: dict[str, Path] = {}
+        found: dict[str, bytes] = {}
         for name, sha in outputs.items():
             blob = self._blob_path(sha)
-            if not blob.is_file():
+            try:
+                data = blob.read_bytes()
+            except OSError:
                 return None
-            found[name] = blob
+            if hashlib.sha256(data).hexdigest() != sha:
+                print(
+                    f"keep: build cache: output {name!r} ({blob}) does not match its SHA-256 "
+                    f"(damaged or altered): rebuilding step {key[:16]}",
+                    file=sys.stderr,
+                )
+                blob.unlink(missing_ok=True)
+                return None
+            found[name] = data
         return CacheHit(found)
 
     @staticmethod
@@ -135,14 +155,18 @@ class BuildCache:
             data = path.read_bytes()
             sha = hashlib.sha256(data).hexdigest()
             blob = self._blob_path(sha)
-            if not blob.is_file():
+            if not blob.is_file() or sha256_file(blob) != sha:  # a damaged blob is replaced
                 _atomic_write(blob, data)
             out_digests[name] = sha
         manifest = {"format": CACHE_FORMAT, "deps": dep_digests, "outputs": out_digests}
         _atomic_write(self._entry_path(key), json.dumps(manifest, sort_keys=True).encode())
 
 
-def restore(blob: Path, destination: Path) -> None:
-    """Copy a cached blob to ``destination`` (atomically; never a link into the cache)."""
-    _atomic_write(destination, blob.read_bytes())
+def restore(source: Path, destination: Path) -> None:
+    """Copy a freshly built file to ``destination`` (atomically)."""
+    _install(source.read_bytes(), destination)
+
+
+def _install(data: bytes, destination: Path) -> None:
+    _atomic_write(destination, data)
     destination.chmod(0o644)

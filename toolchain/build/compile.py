@@ -214,7 +214,7 @@ def compile_c(
     )
     hit = build_cache.lookup(key, base=root)
     if hit is not None:
-        restore(hit.outputs["object"], output)
+        hit.restore("object", output)
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="keep-cc-") as scratch:
@@ -262,7 +262,9 @@ def link(
     """
     if not objects:
         raise InputError("nothing to link: no object files given")
-    ordered = sorted((Path(o) for o in objects), key=lambda p: (p.name, str(p)))
+    # Absolute: the linker runs in "/" (so relative paths could not leak into the output), and
+    # an object under a relative --out would not be found there.
+    ordered = sorted((Path(o).resolve() for o in objects), key=lambda p: (p.name, str(p)))
     for obj in ordered:
         if not obj.is_file():
             raise InputError(f"object file {obj} does not exist")
@@ -298,7 +300,7 @@ def link(
     hit = build_cache.lookup(key)
     output = Path(output)
     if hit is not None:
-        restore(hit.outputs["elf"], output)
+        hit.restore("elf", output)
         output.chmod(0o755)
         return output
     output.parent.mkdir(parents=True, exist_ok=True)

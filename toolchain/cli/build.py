@@ -34,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         build = build_keep(
-            args.app, args.out, vcpu_counts=args.vcpus or DEFAULT_VCPU_COUNTS, progress=progress
+            args.app.expanduser(),  # "~/x" reaches us unexpanded when quoted or after "--out="
+            args.out.expanduser(),
+            vcpu_counts=args.vcpus or DEFAULT_VCPU_COUNTS,
+            progress=progress,
         )
     except OSError as exc:  # the output directory, the cache or a tool's files
         where = f" ({exc.filename})" if exc.filename else ""

@@ -30,11 +30,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="ecdsa-p384",
         help="signature algorithm (default: ecdsa-p384)",
     )
-    parser.add_argument("--force", action="store_true", help="replace an existing key at PATH")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing pair at PATH and PATH.pub (the old pair stays until the new "
+        "one is completely written)",
+    )
     add_passphrase_options(parser)
     parser.epilog = (
         "Writes the private key to PATH (PKCS#8 PEM, mode 0600, encrypted when a passphrase is "
-        "given) and the public key to PATH.pub. Never commit the private key."
+        "given) and the public key to PATH.pub; an existing file or symbolic link at either is "
+        "refused without --force, never written through. Never commit the private key."
     )
 
 

@@ -91,6 +91,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--crl", type=Path, metavar="FILE", help="AMD CRL (DER or PEM) to check revocation, offline"
     )
     parser.add_argument(
+        "--allow-stale-crl",
+        action="store_true",
+        help="accept a --crl past its nextUpdate (otherwise the revocation check fails); "
+        "the verdict says revocation was checked only as of that CRL",
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="also reject reserved bits that are set"
     )
     parser.add_argument(
@@ -138,7 +144,8 @@ def parse_time(text: str) -> datetime:
         when = datetime.fromisoformat(text)
     except ValueError as exc:
         raise InputError(f"--at {text!r} is not an ISO 8601 time") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    # Every time is printed as UTC: an offset is converted, never dropped.
+    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def policy_from_args(args: argparse.Namespace) -> VerificationPolicy:
@@ -161,6 +168,8 @@ def policy_from_args(args: argparse.Namespace) -> VerificationPolicy:
         changes["vmpl"] = args.vmpl
     if args.strict:
         changes["strict"] = True
+    if args.allow_stale_crl:
+        changes["allow_stale_crl"] = True
     return policy.replace(**changes) if changes else policy
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from toolchain.errors import InputError, PlatformError
+from toolchain.errors import InputError, KeepError, PlatformError
 from toolchain.state import state_dir
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -185,7 +186,14 @@ def public_path_for(private_path: Path) -> Path:
 def write_key_pair(
     path: Path, private: PrivateKey, *, passphrase: bytes | None = None, overwrite: bool = False
 ) -> Path:
-    """Write the private key to ``path`` (mode 0600) and the public key to ``path.pub``."""
+    """Write the private key to ``path`` (mode 0600) and the public key to ``path.pub``.
+
+    Both are written completely under temporary names in the same directory, created with
+    ``O_EXCL|O_NOFOLLOW`` (never through a planted link, never readable by others, not even
+    briefly). Then, without ``overwrite``, each is hard-linked to its name, which fails if
+    anything (a file, a symlink) is there: nothing is ever written through or over it. With
+    ``overwrite``, each is renamed over its name: the old pair stays until the new one is complete.
+    """
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase)
         if passphrase
@@ -195,31 +203,73 @@ def write_key_pair(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
     public_path = public_path_for(path)
-    if overwrite:
-        for existing in (path, public_path):
-            existing.unlink(missing_ok=True)
-    # Written under a temporary name created with mode 0600 (never readable by others, not even
-    # briefly), then linked into place: the link fails if the key exists, and no reader ever sees
-    # a half-written key.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporaries: list[Path] = []
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        new_private = _write_temporary(path, pem, 0o600, temporaries)
+        new_public = _write_temporary(
+            public_path, public_key_pem(private.public_key()), 0o644, temporaries
+        )
+        if overwrite:
+            _rename(new_private, path)
+            _rename(new_public, public_path)
+        else:
+            _link_new(new_private, path)
+            try:
+                _link_new(new_public, public_path)
+            except KeepError:
+                _unlink_if_ours(path, new_private)  # no half pair: the key without its .pub
+                raise
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+    return public_path
+
+
+def _write_temporary(final: Path, data: bytes, mode: int, made: list[Path]) -> Path:
+    """``data`` in a new file beside ``final`` (``O_EXCL|O_NOFOLLOW``, ``mode``), appended to
+    ``made`` so that the caller removes it whatever happens."""
+    temporary = final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(temporary, flags, mode)
+    except OSError as exc:
+        raise PlatformError(f"cannot create {final}: {exc.strerror}") from exc
+    made.append(temporary)
+    try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        os.link(temporary, path)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise PlatformError(f"cannot write {final}: {exc.strerror}") from exc
+    return temporary
+
+
+def _link_new(temporary: Path, final: Path) -> None:
+    """Give the complete file its name; refuse if the name exists (link(2) never follows it)."""
+    try:
+        os.link(temporary, final, follow_symlinks=False)
     except FileExistsError as exc:
+        what = "a symbolic link" if final.is_symlink() else "a file"
         raise InputError(
-            f"{path} already exists; refusing to overwrite a key", hint="pass --force to replace it"
+            f"{final} already exists ({what}); refusing to overwrite a key",
+            hint="pass --force to replace the pair",
         ) from exc
     except OSError as exc:
-        raise PlatformError(f"cannot create {path}: {exc.strerror}") from exc
-    finally:
-        temporary.unlink(missing_ok=True)
+        raise PlatformError(f"cannot create {final}: {exc.strerror}") from exc
+
+
+def _rename(temporary: Path, final: Path) -> None:
     try:
-        public_path.write_bytes(public_key_pem(private.public_key()))
+        temporary.replace(final)  # replaces a link at ``final`` itself, never its target
     except OSError as exc:
-        raise PlatformError(f"cannot write {public_path}: {exc.strerror}") from exc
-    return public_path
+        raise PlatformError(f"cannot replace {final}: {exc.strerror}") from exc
+
+
+def _unlink_if_ours(final: Path, temporary: Path) -> None:
+    with contextlib.suppress(OSError):
+        if not final.is_symlink() and final.samefile(temporary):
+            final.unlink()
 
 
 def dev_key() -> tuple[PrivateKey, Path]:

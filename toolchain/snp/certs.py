@@ -350,6 +350,12 @@ def common_name(name: x509.Name) -> str:
     return str(attrs[0].value) if attrs else ""
 
 
+def name_differs(found: x509.Name, expected: x509.Name) -> str:
+    """ "'<found DN>' is not '<expected DN>'": whole names, since two of them may share a CN
+    (a simulated 'SEV-Milan' is not AMD's 'SEV-Milan')."""
+    return f"{found.rfc4514_string()!r} is not {expected.rfc4514_string()!r}"
+
+
 def vek_kind(cert: x509.Certificate) -> str | None:
     """ "VCEK" or "VLEK" from the subject CN (SEV-VCEK / SEV-VLEK); None for anything else."""
     cn = common_name(cert.subject)
@@ -399,7 +405,7 @@ def _amd_pss_verdict(
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> tuple[bool, str]:
     """Whether ``issuer``'s RSA key signed ``cert`` with RSA-PSS/SHA-384/salt 48, and why not."""
     if cert.issuer != issuer.subject:
-        return False, f"issuer {common_name(cert.issuer)!r} is not {common_name(issuer.subject)!r}"
+        return False, f"issuer {name_differs(cert.issuer, issuer.subject)}"
     return _amd_pss_verdict(
         cert.signature,
         cert.tbs_certificate_bytes,
@@ -436,7 +442,7 @@ def read_crl(data: bytes) -> x509.CertificateRevocationList:
 
 def crl_signed_by(crl: x509.CertificateRevocationList, ark: x509.Certificate) -> tuple[bool, str]:
     if crl.issuer != ark.subject:
-        return False, f"issued by {common_name(crl.issuer)!r}, not {common_name(ark.subject)!r}"
+        return False, f"issuer {name_differs(crl.issuer, ark.subject)}"
     ok, why = _amd_pss_verdict(
         crl.signature, crl.tbs_certlist_bytes, crl.signature_algorithm_oid, ark, what="ARK"
     )

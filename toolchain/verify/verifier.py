@@ -3,6 +3,9 @@
 Order: the report's own format, the product, the certificate chain to a pinned root (with
 revocation when a CRL is given), the report signature and its binding to the certificate (TCB,
 chip ID, key kind), then the tenant's policy. Checks never stop early: one run shows every problem.
+A CRL past its nextUpdate fails the revocation check unless the policy allows stale CRLs; what a
+VALID verdict did not cover (no CRL, a stale one accepted) is a caveat on the verdict line. Every
+time is UTC (an aware ``at`` is converted).
 
 Certificate-chain results are cached by certificate fingerprint, so verifying many reports from
 one machine costs one ECDSA verification each.
@@ -18,6 +21,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.x509.oid import NameOID
 
 from toolchain.checks import Checklist
 from toolchain.errors import InputError
@@ -186,8 +190,8 @@ def verify_report(
     """
     roots = roots if roots is not None else TrustedRoots.amd()
     when = datetime.now(UTC) if at is None else at
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+    # Naive means UTC; an offset is converted, since every time below is printed as UTC.
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     revocations = certs.read_crl(crl) if crl is not None else None
     ext = _extensions(vcek)
     kind = certs.vek_kind(vcek)
@@ -258,9 +262,9 @@ def verify_report(
         checks.add(
             f"{issuer_role}.signed-by-ark",
             False,
-            expected="an intermediate and a root",
-            found="missing",
-            detail="no product, so no packaged intermediate",
+            expected="an intermediate and a pinned root",
+            found="no intermediate" if intermediate is None else "no pinned root",
+            detail=_why_no_link(intermediate, ark),
         )
     if intermediate is not None:
         ok, why = _signed_by(vcek, intermediate)
@@ -269,6 +273,9 @@ def verify_report(
             ok,
             expected=f"signed by {certs.common_name(intermediate.subject)}",
             found=why,
+            detail="a simulated certificate: pass its chain with --ask-chain; " + _SIMULATED_ROOT
+            if not ok and ask is None and _is_simulated(vcek.issuer)
+            else "",
         )
     ok, span = certs.validity(vcek, when)
     checks.add(
@@ -322,6 +329,30 @@ def verify_report(
     return checks
 
 
+def _is_simulated(name: x509.Name) -> bool:
+    """Whether ``name`` is one of the simulated firmware's (its organization says so)."""
+    from runtime.firmware.sim import SIM_ORGANIZATION
+
+    organizations = name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return any(a.value == SIM_ORGANIZATION for a in organizations)
+
+
+_SIMULATED_ROOT = (
+    "the simulated AMD root of Keepstack's simulated firmware is never trusted by default: "
+    "'keep run --dev' or 'keep verify-report --extra-root ARK.pem' trusts it (development only)"
+)
+
+
+def _why_no_link(intermediate: x509.Certificate | None, ark: x509.Certificate | None) -> str:
+    """Why there is no intermediate-to-root link to check: name the real cause."""
+    if intermediate is None:
+        return "no product detected, so no packaged intermediate: pass --product or --ask-chain"
+    root_name = ark.subject if ark is not None else intermediate.issuer
+    if _is_simulated(root_name):
+        return _SIMULATED_ROOT
+    return f"the root {root_name.rfc4514_string()!r} is not pinned (see ark.trusted)"
+
+
 def _choose_root(
     roots: TrustedRoots,
     ark: x509.Certificate | None,
@@ -337,6 +368,7 @@ def _choose_root(
                 expected="one of the pinned roots",
                 found=f"{certs.common_name(ark.subject)} sha256 {certs.der_sha256(ark)} "
                 "is not pinned",
+                detail=_SIMULATED_ROOT if _is_simulated(ark.subject) else "",
             )
             return None
     else:
@@ -349,7 +381,8 @@ def _choose_root(
                 "ark.trusted",
                 False,
                 expected="a pinned root",
-                found=f"none named {certs.common_name(intermediate.issuer)!r}",
+                found=f"none named {intermediate.issuer.rfc4514_string()!r}",
+                detail=_SIMULATED_ROOT if _is_simulated(intermediate.issuer) else "",
             )
             return None
         root = next(
@@ -376,6 +409,7 @@ def _revocation_checks(  # noqa: PLR0917
             found="none",
             detail="no CRL given: revocation not checked",
         )
+        checks.caveat("revocation not checked: no CRL given")
         return
     authentic = False
     if root is None:
@@ -383,37 +417,74 @@ def _revocation_checks(  # noqa: PLR0917
     else:
         authentic, why = certs.crl_signed_by(crl, root.certificate)
         checks.add("crl.signature", authentic, expected=f"signed by {root.name}", found=why)
-    next_update = crl.next_update_utc
-    last_update = crl.last_update_utc
-    fresh = next_update is not None and last_update <= when <= next_update
-    span = f"{last_update:%Y-%m-%d} .. {next_update:%Y-%m-%d}" if next_update else "no nextUpdate"
-    if fresh:
-        checks.add("crl.freshness", True, found=span)
-    else:
-        checks.add(
-            "crl.freshness",
-            False if policy.require_fresh_crl else None,
-            expected=f"current at {when:%Y-%m-%d}",
-            found=span,
-            detail=f"stale CRL ({span}): revocations after it are unknown",
-        )
+    stale = _crl_staleness(crl, when, policy, checks)
     if intermediate is None or not authentic:
         checks.add(
             f"{role}.revocation",
             None if authentic else False,
             expected="a CRL signed by the root",
-            found="CRL not authentic",
-            detail="cannot rely on an unauthenticated CRL",
+            found="CRL authentic" if authentic else "CRL not authentic",
+            detail="no intermediate to look up"
+            if authentic
+            else "cannot rely on an unauthenticated CRL",
         )
         return
     revoked_at = certs.crl_revocation(crl, intermediate)
     serial = f"serial 0x{intermediate.serial_number:x}"
+    if revoked_at is not None:  # a revocation is final, even in a stale CRL
+        checks.add(
+            f"{role}.revocation",
+            False,
+            expected=f"{serial} not revoked",
+            found=f"revoked {revoked_at:%Y-%m-%d}",
+        )
+    elif stale is None:
+        checks.add(f"{role}.revocation", True, found=f"{serial} not listed")
+    elif policy.allow_stale_crl:
+        checks.add(
+            f"{role}.revocation",
+            True,
+            found=f"{serial} not listed in the stale CRL ({stale})",
+            detail="stale CRL accepted (allow_stale_crl): later revocations unknown",
+        )
+        checks.caveat(f"revocation checked only as of a stale CRL ({stale}): accepted by policy")
+    else:
+        checks.add(
+            f"{role}.revocation",
+            False,
+            expected=f"{serial} not revoked by a CRL current at {when:%Y-%m-%d %H:%M:%S} UTC",
+            found=f"{serial} not listed in a stale CRL ({stale}): revocation not checked",
+            detail="fetch a current CRL, or accept this one with --allow-stale-crl",
+        )
+
+
+def _crl_staleness(
+    crl: x509.CertificateRevocationList,
+    when: datetime,
+    policy: VerificationPolicy,
+    checks: Checklist,
+) -> str | None:
+    """Check that ``crl`` is current at ``when``; its span if it is not (None when fresh).
+
+    A CRL past its nextUpdate (or before its lastUpdate, or without a nextUpdate) says nothing
+    about revocations after it, so by default it fails; ``allow_stale_crl`` accepts it, said.
+    """
+    next_update = crl.next_update_utc
+    last_update = crl.last_update_utc
+    span = f"{last_update:%Y-%m-%d} .. {next_update:%Y-%m-%d}" if next_update else "no nextUpdate"
+    if next_update is not None and last_update <= when <= next_update:
+        checks.add("crl.freshness", True, found=span)
+        return None
     checks.add(
-        f"{role}.revocation",
-        revoked_at is None,
-        expected=f"{serial} not revoked",
-        found=f"revoked {revoked_at:%Y-%m-%d}" if revoked_at else f"{serial} not listed",
+        "crl.freshness",
+        None if policy.allow_stale_crl else False,
+        expected=f"a CRL current at {when:%Y-%m-%d %H:%M:%S} UTC",
+        found=f"stale CRL ({span})",
+        detail=f"stale CRL ({span}) accepted (allow_stale_crl): revocations after it are unknown"
+        if policy.allow_stale_crl
+        else "revocations after it are unknown; --allow-stale-crl accepts it",
     )
+    return span
 
 
 def _chip_id_check(
