@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sign": ("sign", "sign an in-toto statement into a DSSE envelope (or co-sign one)"),
     "references": ("references", "verify or show signed reference measurements"),
     "verify-report": ("verify_report", "verify an SEV-SNP attestation report, offline"),
+    "verify-evidence": ("verify_evidence", "verify a 'keep run --evidence' file as a whole"),
     "report": ("report", "decode an SEV-SNP attestation report"),
     "run": ("run", "boot a keep, attest it, and run the application only if it checks out"),
     "platform": ("platform", "show what this host offers (KVM, SEV-SNP, simulated root)"),
