@@ -78,6 +78,13 @@ def kds(monkeypatch: pytest.MonkeyPatch) -> Iterator[Kds]:
         server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with an empty KDS cache (the session's is shared between tests)."""
+    monkeypatch.setenv("KEEPSTACK_CACHE_DIR", str(tmp_path / "own-cache"))
+    monkeypatch.delenv("KEEPSTACK_KDS_URL", raising=False)
+
+
 @pytest.fixture
 def vectors(data_dir: Path) -> Path:
     return data_dir / SNP

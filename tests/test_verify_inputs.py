@@ -4,6 +4,7 @@ report's certificate table, and reports on stdin, as 0x-hex and as URL-safe base
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import struct
 import uuid
@@ -14,9 +15,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toolchain.cli import main
-from toolchain.errors import InputError
+from toolchain.errors import InputError, KeepError
 from toolchain.snp import certs
 from toolchain.snp.bundle import (
     TABLE_GUIDS,
@@ -336,3 +339,33 @@ def test_report_from_stdin(
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"garbage")))
     assert main(["verify-report", "-", "--vcek", vcek]) == 2
     assert "not an SEV-SNP attestation report" in capsys.readouterr().err
+
+
+# ---- fuzzing: damaged tables and text never escape as anything but KeepError ------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_fuzz_damaged_table(milan: dict[str, x509.Certificate], data: st.DataObject) -> None:
+    der = {role: cert.public_bytes(DER) for role, cert in milan.items()}
+    table = bytearray(
+        cert_table([(VCEK_GUID, der["vcek"]), (ASK_GUID, der["ask"]), (ARK_GUID, der["ark"])])
+    )
+    for _ in range(data.draw(st.integers(1, 4))):
+        # mostly the table's entries, where offsets and lengths live
+        index = data.draw(
+            st.integers(0, min(len(table) - 1, data.draw(st.sampled_from([95, 4000]))))
+        )
+        table[index] = data.draw(st.integers(0, 255))
+    try:
+        bundle = bundle_from_table(bytes(table), "fuzzed")
+    except KeepError:
+        return
+    assert bundle.vek is None or certs.vek_kind(bundle.vek) == "VCEK"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet="0123456789abcdefABCDEF-_xX=+/ \n", max_size=2500))
+def test_fuzz_report_text_forms(text: str) -> None:
+    with contextlib.suppress(KeepError):
+        load_report(text.encode())

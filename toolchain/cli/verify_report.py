@@ -179,19 +179,6 @@ def policy_from_args(args: argparse.Namespace) -> VerificationPolicy:
     return policy.replace(**changes) if changes else policy
 
 
-def split_chain(
-    certificates: list[x509.Certificate],
-) -> tuple[x509.Certificate | None, x509.Certificate | None]:
-    """(intermediate, root) from an ASK/ASVK + ARK bundle in any order."""
-    from toolchain.errors import InputError
-
-    roots = [c for c in certificates if c.subject == c.issuer]
-    others = [c for c in certificates if c.subject != c.issuer]
-    if len(roots) > 1 or len(others) > 1:
-        raise InputError("the chain file holds more than one intermediate or root")
-    return (others[0] if others else None), (roots[0] if roots else None)
-
-
 def roots_from_args(args: argparse.Namespace) -> TrustedRoots:
     from toolchain.snp.certs import load_certificate
     from toolchain.verify import TrustedRoots

@@ -241,7 +241,15 @@ def load_bundle(path: Path) -> CertificateBundle:
         return bundle_from_directory(path)
     data = _read(path)
     if looks_like_table(data):
-        return bundle_from_table(data, str(path))
+        try:
+            return bundle_from_table(data, str(path))
+        except InputError as exc:
+            if uuid.UUID(bytes=data[:16]) in TABLE_GUIDS:
+                raise  # it starts like a table: say what is wrong with it
+            raise InputError(
+                f"{path} is neither a certificate (PEM, DER), a PkiPath, nor a certificate "
+                f"table ({exc.message})"
+            ) from exc
     certificates = load_certificates(data)
     kind = "bundle" if len(certificates) > 1 else "file"
     return CertificateBundle.from_certificates(certificates, f"{kind} {path}")
