@@ -98,7 +98,7 @@ def test_the_simulated_root_is_trusted_only_when_given(
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert "✗ ark.trusted: expected one of the pinned roots" in captured.out
-    assert "--extra-root" in captured.err
+    assert f"--extra-root naming your simulated ARK (this user's: {made['ark']})" in captured.err
     # the library default is AMD's pinned roots, whatever the file claims about its root
     checks = verify_evidence(
         made["path"].read_bytes(), trust=_dev_trust(made), roots=TrustedRoots.amd()

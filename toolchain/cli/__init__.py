@@ -62,7 +62,7 @@ def _top_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser
         "for AMD SEV-SNP.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n"
-        + "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in commands.items())
+        + "\n".join(f"  {name:<15} {help_}" for name, (_, help_) in commands.items())
         + "\n\nRun 'keep COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"keepstack {__version__}")

@@ -74,9 +74,14 @@ def run(args: argparse.Namespace) -> int:
     print(checklist.to_json() if args.json else checklist.render())
     untrusted_root = any(c.name == "ark.trusted" for c in checklist.failures)
     if untrusted_root and args.extra_root is None:
+        from runtime.firmware.sim import sim_root_present
+
+        # Only a hint: the simulated root is trusted when the user names it, never by default.
+        directory = sim_root_present()
+        where = f" (this user's: {directory / 'ark.pem'})" if directory is not None else ""
         print(
             "keep: the evidence's root is not one of AMD's; evidence from 'keep run --dev' "
-            "verifies only with --extra-root naming your simulated ARK",
+            f"verifies only with --extra-root naming your simulated ARK{where}",
             file=sys.stderr,
         )
     return 0 if checklist.ok else 1
