@@ -85,7 +85,9 @@ def test_vcek_bundle_in_either_order_verifies(
 ) -> None:
     chain = [milan["vcek"], milan["ask"], milan["ark"]]
     bundle = tmp_path / "bundle.pem"
-    bundle.write_bytes(_pem(*(chain if order == "leaf-first" else chain[::-1])))
+    # as openssl pkcs12 writes it: text before each certificate
+    preamble = b"Bag Attributes\n    localKeyID: 01 00 00 00 \nsubject=/CN=SEV-VCEK\n" * 3
+    bundle.write_bytes(preamble + _pem(*(chain if order == "leaf-first" else chain[::-1])))
     assert _verify(vectors, bundle) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert "✔ ark.trusted: ARK-Milan: AMD Milan (pinned)" in out

@@ -122,7 +122,7 @@ def looks_like_table(data: bytes) -> bool:
     """Whether ``data`` starts like a certificate table (not PEM, not a DER SEQUENCE)."""
     return (
         len(data) >= TABLE_ENTRY
-        and b"-----BEGIN" not in data[:64]
+        and b"-----BEGIN CERTIFICATE-----" not in data  # PEM, perhaps after a preamble
         and (data[0] != 0x30 or uuid.UUID(bytes=data[:16]) in TABLE_GUIDS)
     )
 
