@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sign": ("sign", "sign an in-toto statement into a DSSE envelope (or co-sign one)"),
     "references": ("references", "verify or show signed reference measurements"),
     "verify-report": ("verify_report", "verify an SEV-SNP attestation report, offline"),
+    "verify-evidence": ("verify_evidence", "verify a 'keep run --evidence' file as a whole"),
     "report": ("report", "decode an SEV-SNP attestation report"),
     "run": ("run", "boot a keep, attest it, and run the application only if it checks out"),
     "platform": ("platform", "show what this host offers (KVM, SEV-SNP, simulated root)"),
@@ -61,7 +62,7 @@ def _top_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser
         "for AMD SEV-SNP.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n"
-        + "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in commands.items())
+        + "\n".join(f"  {name:<15} {help_}" for name, (_, help_) in commands.items())
         + "\n\nRun 'keep COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"keepstack {__version__}")

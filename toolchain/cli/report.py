@@ -12,7 +12,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     show = actions.add_parser(
         "show",
         help="print every field decoded, as a table (this does not verify anything)",
-        description="Decode a report: raw 1184 bytes, hex or base64 text, or MSG_REPORT_RSP.",
+        description="Decode a report: raw 1184 bytes, hex (0x allowed) or base64 (standard or "
+        "URL-safe) text, or MSG_REPORT_RSP; '-' reads standard input.",
     )
     show.add_argument("report", type=Path, metavar="REPORT")
     show.add_argument(

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from toolchain.checks import Checklist
+    from toolchain.snp.bundle import CertificateBundle
     from toolchain.snp.report import AttestationReport
     from toolchain.verify import TrustedRoots, VerificationPolicy
 
@@ -34,7 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "report",
         type=Path,
         metavar="REPORT",
-        help="the report: 1184 raw bytes, hex or base64 text, or MSG_REPORT_RSP",
+        help="the report ('-': standard input): 1184 raw bytes, hex (0x allowed) or base64 "
+        "(standard or URL-safe) text, or MSG_REPORT_RSP",
     )
     parser.add_argument(
         "--offset",
@@ -45,9 +47,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vcek",
         type=Path,
-        required=True,
-        metavar="CERT",
-        help="the VCEK or VLEK certificate (DER or PEM)",
+        metavar="CERTS",
+        help="the VCEK or VLEK: a certificate (DER or PEM); a bundle with its ASK and ARK (PEM or "
+        "PkiPath, any order); a directory in snpguest's layout (vcek|vlek, ask, ark .pem/.der); or "
+        "the extended report's certificate table. Default: fetched from AMD KDS (see --kds-url)",
+    )
+    kds = parser.add_argument_group("AMD key distribution service (without --vcek)")
+    kds.add_argument(
+        "--kds-url",
+        metavar="URL",
+        help="KDS base URL, e.g. a mirror (default: $KEEPSTACK_KDS_URL, else "
+        "https://kdsintf.amd.com); what it returns is checked against the pinned roots",
+    )
+    kds.add_argument(
+        "--offline",
+        action="store_true",
+        help="never fetch: use the cache only, and say what is missing",
     )
     parser.add_argument(
         "--ask-chain",
@@ -173,19 +188,6 @@ def policy_from_args(args: argparse.Namespace) -> VerificationPolicy:
     return policy.replace(**changes) if changes else policy
 
 
-def split_chain(
-    certificates: list[x509.Certificate],
-) -> tuple[x509.Certificate | None, x509.Certificate | None]:
-    """(intermediate, root) from an ASK/ASVK + ARK bundle in any order."""
-    from toolchain.errors import InputError
-
-    roots = [c for c in certificates if c.subject == c.issuer]
-    others = [c for c in certificates if c.subject != c.issuer]
-    if len(roots) > 1 or len(others) > 1:
-        raise InputError("the chain file holds more than one intermediate or root")
-    return (others[0] if others else None), (roots[0] if roots else None)
-
-
 def roots_from_args(args: argparse.Namespace) -> TrustedRoots:
     from toolchain.snp.certs import load_certificate
     from toolchain.verify import TrustedRoots
@@ -206,8 +208,7 @@ def references_checklist(
     """Verify ``--references`` and narrow the policy's allowed measurements to what it lists."""
     from toolchain.cli.references import trust_policy_from_args
     from toolchain.errors import InputError
-    from toolchain.sign.references import verify_envelope
-    from toolchain.verify.references import allowed_measurements, report_generation
+    from toolchain.verify.references import references_checklist as check_references
 
     if args.references is None:
         if args.trust is not None or args.trusted_key:
@@ -219,46 +220,65 @@ def references_checklist(
             "--references needs a trust policy",
             hint="pass --trust FILE or --trusted-key PUB",
         )
-    envelope = read_file(args.references, "reference envelope")
-    at = parse_time(args.at) if args.at else None
-    checks, references = verify_envelope(envelope, trust, at=at)
-    checks.title = f"signed reference measurements {args.references}"
-    if references is None:
-        # Fail closed: an unverified reference allows nothing.
-        return checks, policy.replace(allowed_measurements=frozenset())
-    generation = report_generation(report, vcek, args.product)
-    allowed = allowed_measurements(references, report, product=generation)
-    if policy.allowed_measurements is not None:
-        allowed &= policy.allowed_measurements
-    checks.add(
-        "references.configuration",
-        bool(allowed),
-        expected=f"a launch configuration for guest policy {report.policy.value:#x}"
-        f" on {generation or 'any CPU generation'}",
-        found=f"{len(allowed)} matching launch digest(s) in release {references.release}",
-        detail="development reference" if references.development else "",
+    return check_references(
+        read_file(args.references, "reference envelope"),
+        trust,
+        report,
+        vcek,
+        policy,
+        product=args.product,
+        at=parse_time(args.at) if args.at else None,
+        title=f"signed reference measurements {args.references}",
     )
-    return checks, policy.replace(allowed_measurements=allowed)
+
+
+def certificates_from_args(
+    args: argparse.Namespace, report: AttestationReport
+) -> tuple[x509.Certificate, CertificateBundle, bytes | None]:
+    """The VCEK/VLEK and the bundle it came in (``--vcek`` in any accepted form, plus
+    ``--ask-chain``) or, without ``--vcek``, what KDS gave; and the CRL (``--crl``, else the
+    fetched one)."""
+    import sys
+
+    from toolchain.errors import InputError
+    from toolchain.snp.bundle import CertificateBundle, load_bundle
+    from toolchain.snp.certs import load_certificates
+    from toolchain.snp.kds import KdsClient, report_product
+
+    crl = read_file(args.crl, "CRL") if args.crl is not None else None
+    if args.vcek is not None:
+        if args.kds_url is not None:
+            raise InputError("--kds-url is used only without --vcek (nothing is fetched)")
+        bundle = load_bundle(args.vcek)
+    else:
+        client = KdsClient(base_url=args.kds_url, offline=args.offline)
+        fetched = client.for_report(
+            report, report_product(report, args.product), with_crl=crl is None
+        )
+        for note in fetched.notes:
+            print(f"keep: {note}", file=sys.stderr)
+        bundle, crl = fetched.bundle, crl if crl is not None else fetched.crl
+    if args.ask_chain is not None:
+        chain = load_certificates(read_file(args.ask_chain, "certificate chain"))
+        bundle = bundle.merged(CertificateBundle.from_certificates(chain, f"{args.ask_chain}"))
+    if bundle.vek is None:
+        raise InputError(f"no VCEK or VLEK in {bundle.describe()}")
+    return bundle.vek, bundle, crl
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.snp.certs import load_certificate, load_certificates
     from toolchain.snp.report import read_report_file
     from toolchain.verify import verify_report
 
     report, how = read_report_file(args.report, offset=args.offset)
-    vcek = load_certificate(read_file(args.vcek, "certificate"))
-    ref_checks, policy = references_checklist(args, report, vcek, policy_from_args(args))
-    ask = ark = None
-    if args.ask_chain is not None:
-        ask, ark = split_chain(load_certificates(read_file(args.ask_chain, "certificate chain")))
-    crl = read_file(args.crl, "CRL") if args.crl is not None else None
+    vek, bundle, crl = certificates_from_args(args, report)
+    ref_checks, policy = references_checklist(args, report, vek, policy_from_args(args))
     checklist = verify_report(
         report,
-        vcek,
+        vek,
         policy=policy,
-        ask=ask,
-        ark=ark,
+        ask=bundle.intermediate,
+        ark=bundle.ark,
         product=args.product,
         at=parse_time(args.at) if args.at else None,
         crl=crl,

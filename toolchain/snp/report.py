@@ -13,6 +13,7 @@ import binascii
 import dataclasses
 import re
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -404,21 +405,15 @@ class AttestationReport:
 # ---- reading reports from files -----------------------------------------------------------------
 
 _HEX_TEXT = re.compile(rb"[0-9a-fA-F\s]+")
-_B64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
+# Standard (+/) or URL-safe (-_) base64, padded or not; one alphabet per text, never both.
+_B64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+|[A-Za-z0-9\-_=\s]+")
+#: The most ``-`` (standard input) is read: far above any report or MSG_REPORT_RSP text.
+STDIN_LIMIT = 1 << 20
 
 
-def load_report(data: bytes, *, offset: int | None = None) -> tuple[AttestationReport, str]:
-    """A report from a file's bytes: raw, hex text, base64 text, or embedded at ``offset``.
-
-    A raw MSG_REPORT_RSP (status, size, then the report at 0x20) is recognised by its header.
-    Returns the report and how it was found (for display).
-    """
-    if offset is not None:
-        if offset < 0 or offset + REPORT_SIZE > len(data):
-            raise InputError(
-                f"no {REPORT_SIZE}-byte report at offset 0x{offset:x} of {len(data)} bytes"
-            )
-        return AttestationReport.parse(data[offset : offset + REPORT_SIZE]), f"at 0x{offset:x}"
+def _binary_report(data: bytes) -> tuple[AttestationReport, str] | None:
+    """A report from raw bytes: exactly 0x4A0 of them, or a MSG_REPORT_RSP (recognised by its
+    header: status 0, report size 0x4A0, reserved bytes zero, the report at 0x20)."""
     if len(data) == REPORT_SIZE:
         return AttestationReport.parse(data), "raw"
     if len(data) >= _MSG_REPORT_RSP_HEADER + REPORT_SIZE:
@@ -427,27 +422,70 @@ def load_report(data: bytes, *, offset: int | None = None) -> tuple[AttestationR
             start = _MSG_REPORT_RSP_HEADER
             report = AttestationReport.parse(data[start : start + REPORT_SIZE])
             return report, "MSG_REPORT_RSP at 0x20"
+    return None
+
+
+def _decoded_text(data: bytes) -> list[tuple[bytes, str]]:
+    """What hex (optionally ``0x``-prefixed) or base64 (standard or URL-safe, padding optional)
+    text may stand for, hex first; empty when the text is neither."""
     text = bytes(data).strip()
-    if text and _HEX_TEXT.fullmatch(text):
-        compact = b"".join(text.split())
-        if len(compact) == 2 * REPORT_SIZE:
-            return AttestationReport.parse(bytes.fromhex(compact.decode())), "hex"
-    if text and _B64_TEXT.fullmatch(text):
+    prefixed = text[:2] in (b"0x", b"0X")
+    if prefixed:
+        text = text[2:]
+    compact = b"".join(text.split())
+    if not compact:
+        return []
+    candidates = []
+    if _HEX_TEXT.fullmatch(text) and len(compact) % 2 == 0:
+        candidates.append((bytes.fromhex(compact.decode()), "0x-hex" if prefixed else "hex"))
+    if not prefixed and _B64_TEXT.fullmatch(text):
+        urlsafe = b"-" in compact or b"_" in compact
+        standard = compact.replace(b"-", b"+").replace(b"_", b"/") if urlsafe else compact
         try:
-            decoded = base64.b64decode(b"".join(text.split()), validate=True)
+            decoded = base64.b64decode(standard + b"=" * (-len(standard) % 4), validate=True)
         except (binascii.Error, ValueError):
             decoded = b""
-        if len(decoded) == REPORT_SIZE:
-            return AttestationReport.parse(decoded), "base64"
+        if decoded:
+            candidates.append((decoded, "URL-safe base64" if urlsafe else "base64"))
+    return candidates
+
+
+def load_report(data: bytes, *, offset: int | None = None) -> tuple[AttestationReport, str]:
+    """A report from a file's bytes: raw, hex text (``0x`` prefix allowed), base64 text (standard
+    or URL-safe), a MSG_REPORT_RSP in any of these forms, or embedded at ``offset``.
+
+    Returns the report and how it was found (for display).
+    """
+    if offset is not None:
+        if offset < 0 or offset + REPORT_SIZE > len(data):
+            raise InputError(
+                f"no {REPORT_SIZE}-byte report at offset 0x{offset:x} of {len(data)} bytes"
+            )
+        return AttestationReport.parse(data[offset : offset + REPORT_SIZE]), f"at 0x{offset:x}"
+    found = _binary_report(bytes(data))
+    if found is not None:
+        return found
+    for raw, encoding in _decoded_text(data):
+        found = _binary_report(raw)
+        if found is not None:
+            report, inner = found
+            return report, encoding if inner == "raw" else f"{inner}, {encoding}"
     raise InputError(
-        f"not an SEV-SNP attestation report: {len(data)} bytes, neither {REPORT_SIZE} raw bytes "
-        f"nor its hex or base64 text",
+        f"not an SEV-SNP attestation report: {len(data)} bytes, neither {REPORT_SIZE} raw bytes, "
+        f"a MSG_REPORT_RSP, nor their hex or base64 text",
         hint="a report embedded in a larger message can be read with --offset",
     )
 
 
 def read_report_file(path: Path, *, offset: int | None = None) -> tuple[AttestationReport, str]:
-    """``load_report`` on a file; an unreadable file is unusable input."""
+    """``load_report`` on a file, or on standard input when ``path`` is ``-``; an unreadable file
+    is unusable input."""
+    if str(path) == "-":
+        data = sys.stdin.buffer.read(STDIN_LIMIT + 1)
+        if len(data) > STDIN_LIMIT:
+            raise InputError(f"standard input holds more than {STDIN_LIMIT} bytes: not a report")
+        report, how = load_report(data, offset=offset)
+        return report, f"standard input, {how}"
     try:
         data = path.read_bytes()
     except OSError as exc:

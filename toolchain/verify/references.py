@@ -10,10 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from cryptography import x509
 
+    from toolchain.checks import Checklist
     from toolchain.sign.references import VerifiedReferences
+    from toolchain.sign.trust import TrustPolicy
     from toolchain.snp.report import AttestationReport
+    from toolchain.verify.policy import VerificationPolicy
 
 
 def report_generation(
@@ -59,3 +64,40 @@ def allowed_measurements(
             continue
         allowed.add(config.launch_digest)
     return frozenset(allowed)
+
+
+def references_checklist(
+    envelope: bytes,
+    trust: TrustPolicy,
+    report: AttestationReport,
+    vcek: x509.Certificate,
+    policy: VerificationPolicy,
+    *,
+    product: str | None = None,
+    at: datetime | None = None,
+    title: str = "signed reference measurements",
+) -> tuple[Checklist, VerificationPolicy]:
+    """Verify a reference envelope and narrow ``policy``'s allowed measurements to what it lists
+    for ``report``'s configuration. An envelope that does not verify allows nothing (fail closed).
+
+    One entry point for every command that checks a report against signed references.
+    """
+    from toolchain.sign.references import verify_envelope
+
+    checks, references = verify_envelope(envelope, trust, at=at)
+    checks.title = title
+    if references is None:
+        return checks, policy.replace(allowed_measurements=frozenset())
+    generation = report_generation(report, vcek, product)
+    allowed = allowed_measurements(references, report, product=generation)
+    if policy.allowed_measurements is not None:
+        allowed &= policy.allowed_measurements
+    checks.add(
+        "references.configuration",
+        bool(allowed),
+        expected=f"a launch configuration for guest policy {report.policy.value:#x}"
+        f" on {generation or 'any CPU generation'}",
+        found=f"{len(allowed)} matching launch digest(s) in release {references.release}",
+        detail="development reference" if references.development else "",
+    )
+    return checks, policy.replace(allowed_measurements=allowed)
