@@ -10,7 +10,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -396,7 +395,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, capsys, tmp_path):
     assert "Traceback" not in err
 
 
-def test_help_is_fast_and_imports_nothing_heavy():
+def test_help_imports_nothing_heavy():
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     probe = (
         "import sys, io, contextlib\n"
@@ -420,20 +419,8 @@ def test_help_is_fast_and_imports_nothing_heavy():
     )
     assert "toolchain.measure.guest" not in loaded
     assert "toolchain.snp.digest" not in loaded
-    best = min(_time_help(env) for _ in range(3))
-    assert best < 0.3, f"keep measure-guest --help took {best:.3f} s"
-
-
-def _time_help(env: dict) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "toolchain", "measure-guest", "--help"],
-        capture_output=True,
-        check=True,
-        env=env,
-        cwd=ROOT,
-    )
-    return time.perf_counter() - start
+    # How fast that makes it is measured by the benchmarks, never asserted here (no timing
+    # asserts in tests: a busy machine would make them flaky).
 
 
 def test_shipped_sample_measures_without_test_data(capsys):
