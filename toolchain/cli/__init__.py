@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keygen": ("keygen", "create a signing key pair for reference measurements"),
     "sign": ("sign", "sign an in-toto statement into a DSSE envelope (or co-sign one)"),
     "references": ("references", "verify or show signed reference measurements"),
+    "trust": ("trust", "show a trust policy, add a key to one, or retire a key"),
     "verify-report": ("verify_report", "verify an SEV-SNP attestation report, offline"),
     "report": ("report", "decode an SEV-SNP attestation report"),
     "run": ("run", "boot a keep, attest it, and run the application only if it checks out"),

@@ -204,12 +204,7 @@ def references_checklist(
         if args.trust is not None or args.trusted_key:
             raise InputError("--trust and --trusted-key only make sense with --references")
         return None, policy
-    trust = trust_policy_from_args(args, use_default=True)
-    if trust is None:
-        raise InputError(
-            "--references needs a trust policy",
-            hint="pass --trust FILE or --trusted-key PUB",
-        )
+    trust = trust_policy_from_args(args)
     envelope = read_file(args.references, "reference envelope")
     at = parse_time(args.at) if args.at else None
     checks, references = verify_envelope(envelope, trust, at=at)
