@@ -283,3 +283,55 @@ def test_keep_sign_cli_validates_its_inputs(
     assert "not JSON" in capsys.readouterr().err
     assert main(["sign", "--key", "missing.pem", "--add-to", "e.json"]) == 2
     assert "cannot read private key" in capsys.readouterr().err
+
+
+# --- keep sign signs only reference statements; keep statement makes them -----------------------
+
+
+def _slsa_provenance() -> dict[str, object]:
+    return {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "app.wasm", "digest": {"sha256": "0" * 64}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {"buildDefinition": {}},
+    }
+
+
+def test_keep_sign_refuses_anything_but_a_reference_statement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users signed provenance.json by mistake and keep sign accepted it: now exit 2, naming
+    what the file is, before any key is read (the key path here does not exist)."""
+    monkeypatch.chdir(tmp_path)
+    other = {**_slsa_provenance(), "predicateType": "https://example.com/other/v1"}
+    envelope = sign_statement(_slsa_provenance(), generate_private_key())
+    cases = {
+        "provenance.json": (_slsa_provenance(), "provenance.json is an SLSA build provenance"),
+        "other.json": (other, "predicateType 'https://example.com/other/v1', not https://keep"),
+        "list.json": ([_statement()], "list.json is a JSON list, not an in-toto statement"),
+        "e.json": (json.loads(envelope), "e.json is a DSSE envelope (already signed)"),
+        "v01.json": (
+            {**_statement(), "_type": "https://in-toto.io/Statement/v0.1"},
+            "v01.json is not an in-toto Statement v1",
+        ),
+    }
+    for name, (document, message) in cases.items():
+        Path(name).write_text(json.dumps(document))
+        argv = ["sign", "--key", "absent.pem", "--statement", name, "-o", "out.json"]
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert "cannot read private key" not in err
+        assert not Path("out.json").exists()
+    assert "keep statement BUILD_DIR" in _refusal(["--statement", "provenance.json"], capsys)
+    # Co-signing an envelope around anything but a reference is refused the same way.
+    assert "the payload of e.json is an SLSA build provenance" in _refusal(
+        ["--add-to", "e.json"], capsys
+    )
+    # The library still signs other statement types (tests use it to check the verifier).
+    assert parse_statement(Envelope.parse(envelope).payload)[1] is None
+
+
+def _refusal(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["sign", "--key", "absent.pem", *arguments, "-o", "out.json"]) == 2
+    return capsys.readouterr().err
