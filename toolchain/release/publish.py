@@ -16,10 +16,11 @@ import shutil
 import subprocess
 import tempfile
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from toolchain.errors import InputError, PlatformError
 from toolchain.release.history import SOURCE_COMMIT_FILE
@@ -143,6 +144,51 @@ def _publish_key(
     return public, identity, True
 
 
+def reference_statement(
+    artifacts: Mapping[str, Path],
+    provenance: Path,
+    *,
+    release: str,
+    vcpu_counts: Iterable[int],
+    backends: Iterable[str],
+    generations: Iterable[str],
+    not_before: datetime,
+    valid_for: timedelta,
+    development: bool = False,
+) -> dict[str, Any]:
+    """The reference statement for one built keep (``keep build``'s artifacts by name): the
+    trusted artifacts are its subjects, the others (the VMM wheel) untrusted components, and it
+    lists a launch configuration per backend, CPU generation and vCPU count, with the launch
+    digest the keep's plan gives for that count. Releases and ``keep statement`` both use it."""
+    from toolchain.build import tools
+    from toolchain.measure.plan import PLAN_FILE, LaunchPlan
+    from toolchain.measure.reference import keep_statement
+
+    missing = [n for n in TRUSTED_ARTIFACTS if n not in artifacts]
+    if missing:
+        raise InputError(f"not a built keep: {', '.join(missing)} missing")
+    try:
+        plan = LaunchPlan.from_json(artifacts[PLAN_FILE].read_bytes())
+    except OSError as exc:
+        raise InputError(f"cannot read {artifacts[PLAN_FILE]}: {exc.strerror}") from exc
+    trusted = {n: artifacts[n] for n in TRUSTED_ARTIFACTS}
+    untrusted = {n: p for n, p in artifacts.items() if n not in trusted}
+    return keep_statement(
+        release=release,
+        artifacts=trusted,
+        provenance=provenance,
+        launch_digests=plan.launch_digests(vcpu_counts),
+        guest_policy=plan.guest_policy,
+        backends=backends,
+        generations=generations,
+        toolchain=tools.toolchain_versions(),
+        not_before=not_before,
+        valid_for=valid_for,
+        development=development,
+        untrusted_components=untrusted,
+    )
+
+
 def make_release(
     version: str,
     key_path: Path,
@@ -152,11 +198,9 @@ def make_release(
     log: list[str] | None = None,
 ) -> Release:
     """Build, measure and sign every example of ``repo_root`` as release ``version``."""
-    from toolchain.build import tools
     from toolchain.build.cache import BuildCache
     from toolchain.build.keep_build import build_keep
-    from toolchain.measure.plan import LaunchPlan
-    from toolchain.measure.reference import GENERATIONS, keep_statement
+    from toolchain.measure.reference import GENERATIONS
     from toolchain.sign import TrustPolicy, load_private_key, sign_statement, verify_envelope
     from toolchain.sign.trust import BUILTIN_SOURCE_DIR, POLICY_FILE
 
@@ -193,23 +237,17 @@ def make_release(
                 source_root=repo_root,
                 cache=cache,
             )
-            plan = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
-            trusted = {n: build.artifacts[n] for n in TRUSTED_ARTIFACTS}
-            untrusted = {n: p for n, p in build.artifacts.items() if n not in trusted}
-            statement = keep_statement(
+            statement = reference_statement(
+                build.artifacts,
+                build.provenance,
                 release=version,
-                artifacts=trusted,
-                provenance=build.provenance,
-                launch_digests=build.launch_digests,
-                guest_policy=plan.guest_policy,
+                vcpu_counts=RELEASE_VCPU_COUNTS,
                 backends=RELEASE_BACKENDS,
                 generations=GENERATIONS,
-                toolchain=tools.toolchain_versions(),
                 not_before=signed_at,
                 valid_for=RELEASE_VALIDITY,
-                development=False,
-                untrusted_components=untrusted,
             )
+            trusted = {n: build.artifacts[n] for n in TRUSTED_ARTIFACTS}
             published = directory / name
             published.mkdir()
             for artifact in (*trusted.values(), build.provenance):
