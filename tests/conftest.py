@@ -25,4 +25,5 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KEEPSTACK_STATE_DIR", str(base / "state"))
         patch.setenv("KEEPSTACK_CACHE_DIR", str(base / "cache"))
+        patch.delenv("KEEPSTACK_TRUST", raising=False)  # the user's trust policy: never in tests
         yield

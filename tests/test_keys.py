@@ -55,7 +55,7 @@ def test_keygen_writes_0600_private_and_public_and_id_is_sha256_of_spki(
     expected_id = hashlib.sha256(_der_from_pem(public_pem)).hexdigest()
     out = capsys.readouterr().out
     assert f"key ID:      {expected_id}" in out
-    assert f'keyid = "{expected_id}"' in out
+    assert f"keep trust add-key {path}.pub --trust FILE" in out
     private = load_private_key(path)
     assert key_id(private) == expected_id == key_id(load_public_key(tmp_path / "release.pem.pub"))
     assert keys.algorithm_of(private) == algorithm
@@ -89,8 +89,7 @@ def test_cli_sign_refuses_world_readable_key(tmp_path: Path, capsys: pytest.Capt
     path = tmp_path / "k.pem"
     write_key_pair(path, generate_private_key())
     path.chmod(0o644)
-    statement = tmp_path / "s.json"
-    statement.write_text("{}")
+    statement = _reference_statement(tmp_path)
     code = main(["sign", "--key", str(path), "--statement", str(statement), "-o", "x.json"])
     assert code == 2
     err = capsys.readouterr().err
@@ -274,15 +273,8 @@ def test_dev_key_is_created_once_in_state_dir() -> None:
     assert not is_development_key(generate_private_key())
 
 
-def test_sign_prompts_for_the_passphrase(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-
-    answers = iter(["pw", "pw"])
-    monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(answers))
-    key = tmp_path / "k.pem"
-    assert main(["keygen", str(key), "--passphrase"]) == 0
-    assert "encrypted" in capsys.readouterr().out
+def _reference_statement(directory: Path) -> Path:
+    """A valid reference statement (the only kind keep sign signs), as a file."""
     now = datetime.now(UTC)
     predicate = KeepPredicate(
         "1.0",
@@ -294,8 +286,21 @@ def test_sign_prompts_for_the_passphrase(
         now + timedelta(days=1),
         False,
     )
-    statement = tmp_path / "s.json"
+    statement = directory / "s.json"
     statement.write_text(json.dumps(build_statement(predicate, {"a": {"sha256": "0" * 64}})))
+    return statement
+
+
+def test_sign_prompts_for_the_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+
+    answers = iter(["pw", "pw"])
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(answers))
+    key = tmp_path / "k.pem"
+    assert main(["keygen", str(key), "--passphrase"]) == 0
+    assert "encrypted" in capsys.readouterr().out
+    statement = _reference_statement(tmp_path)
     out = tmp_path / "e.json"
     sign = ["sign", "--key", str(key), "--statement", str(statement), "-o", str(out), "--force"]
     # Not a terminal and no passphrase option: a clear error, no prompt.

@@ -30,6 +30,7 @@ from toolchain.sign import (
 from toolchain.sign.dsse import Envelope, Signature
 from toolchain.sign.keys import public_key_pem
 
+ROOT = Path(__file__).resolve().parent.parent
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 MILAN_DIGEST = bytes(range(48))
 GENOA_DIGEST = bytes(range(48, 96))
@@ -419,11 +420,18 @@ def test_unsatisfiable_policy_is_unusable_input(envelope: bytes) -> None:
         verify_envelope(envelope, empty, at=AT)
 
 
-def test_shipped_trust_toml_loads_and_trusts_only_release_keys() -> None:
-    policy = TrustPolicy.load(Path(__file__).parent.parent / "reference-measurements/trust.toml")
+def test_built_in_policy_comes_from_the_package_and_trusts_only_release_keys() -> None:
+    policy = TrustPolicy.load_builtin()
+    assert policy.source == "built-in"
+    assert policy.path == ROOT / "toolchain/sign/release-trust/trust.toml"
+    assert policy.sha256 == hashlib.sha256(policy.path.read_bytes()).hexdigest()
+    assert policy.describe() == f"built-in, sha256 {policy.sha256}"
     assert policy.threshold == 1
+    assert policy.keys
     for key in policy.keys:  # release keys, each scoped to release versions
         assert key.releases, f"{key.name} is trusted for every release"
+    # The repository holds one copy: no second policy beside the releases.
+    assert not (ROOT / "reference-measurements" / "trust.toml").exists()
 
 
 def test_bad_trust_toml_is_unusable_input(tmp_path: Path) -> None:
@@ -515,16 +523,123 @@ def test_threshold_zero_is_unusable_input(
     assert "threshold must be at least 1" in capsys.readouterr().err
 
 
-def test_verify_without_any_trust_is_unusable_input(
+# --- which trust policy decides (issue 10, finding 3) -------------------------------------------
+
+
+def plant_trust_policy(directory: Path, key: PrivateKey) -> Path:
+    """Someone else's ``reference-measurements/trust.toml`` and key in ``directory`` (the
+    attacker's checkout, or a downloaded tarball), trusting ``key``; returns the policy file."""
+    references = directory / "reference-measurements"
+    (references / "keys").mkdir(parents=True)
+    (references / "keys" / "theirs.pub.pem").write_bytes(public_key_pem(key.public_key()))
+    policy = references / "trust.toml"
+    policy.write_text(
+        f'version = 1\nthreshold = 1\n[[keys]]\nfile = "keys/theirs.pub.pem"\n'
+        f'keyid = "{key_id(key)}"\n'
+    )
+    return policy
+
+
+def builtin_line() -> str:
+    return f"✔ trust policy: {TrustPolicy.load_builtin().describe()}"
+
+
+def test_a_policy_in_the_current_directory_is_never_used(
     tmp_path: Path,
     envelope: bytes,
+    key_a: PrivateKey,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The attack: a directory holding someone else's trust.toml, key and envelope. Their
+    envelope must not print VALID; the checklist names the built-in policy that decided."""
+    planted = plant_trust_policy(tmp_path, key_a)
     monkeypatch.chdir(tmp_path)
-    Path("e.json").write_bytes(envelope)
-    assert main(["references", "verify", "e.json"]) == 2
-    assert "no trust policy" in capsys.readouterr().err
+    Path("their.dsse.json").write_bytes(envelope)
+    assert main(["references", "verify", "their.dsse.json", "--at", "2026-11-27T12:00:00Z"]) == 1
+    out = capsys.readouterr().out
+    assert builtin_line() in out
+    assert "✗ threshold: expected 1 distinct trusted key(s), found 0" in out
+    assert "=> INVALID" in out
+    assert "=> VALID" not in out
+    # Only when given does their policy count, and the checklist then names it and its digest.
+    at = ["--at", "2026-11-27T12:00:00Z"]
+    assert main(["references", "verify", "their.dsse.json", "--trust", str(planted), *at]) == 0
+    out = capsys.readouterr().out
+    digest = hashlib.sha256(planted.read_bytes()).hexdigest()
+    assert f"✔ trust policy: {planted}, sha256 {digest}" in out
+    assert "=> VALID" in out
+
+
+def test_keepstack_trust_names_a_policy_and_the_checklist_says_so(
+    tmp_path: Path,
+    envelope: bytes,
+    key_a: PrivateKey,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    planted = plant_trust_policy(tmp_path / "mine", key_a)
+    path = tmp_path / "e.json"
+    path.write_bytes(envelope)
+    monkeypatch.setenv("KEEPSTACK_TRUST", str(planted))
+    verify = ["references", "verify", str(path), "--at", "2026-11-27T12:00:00Z", "--json"]
+    assert main(verify) == 0
+    checks = json.loads(capsys.readouterr().out)["checks"]
+    assert checks[0]["name"] == "trust policy"
+    digest = hashlib.sha256(planted.read_bytes()).hexdigest()
+    assert checks[0]["found"] == f"{planted} (from $KEEPSTACK_TRUST), sha256 {digest}"
+    # --trust wins over the variable; a variable naming a missing file is unusable input.
+    monkeypatch.setenv("KEEPSTACK_TRUST", str(tmp_path / "missing.toml"))
+    assert main(verify) == 2
+    assert "(from $KEEPSTACK_TRUST)" in capsys.readouterr().err
+    assert main([*verify, "--trust", str(planted)]) == 0
+    capsys.readouterr()
+    monkeypatch.delenv("KEEPSTACK_TRUST")
+    assert main(verify) == 1
+    assert json.loads(capsys.readouterr().out)["checks"][0]["found"].startswith("built-in, sha256")
+
+
+def test_trusted_keys_are_named_in_the_checklist(
+    tmp_path: Path, envelope: bytes, key_a: PrivateKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "e.json"
+    path.write_bytes(envelope)
+    pub = tmp_path / "a.pub"
+    pub.write_bytes(public_key_pem(key_a.public_key()))
+    assert main(["references", "verify", str(path), "--trusted-key", str(pub),
+                 "--at", "2026-11-27T12:00:00Z"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"✔ trust policy: --trusted-key {pub} (key ID: SHA-256 of the public key " in out
+    assert key_id(key_a) in out
+
+
+def test_reproduce_refuses_an_envelope_trusted_only_by_a_planted_policy(
+    tmp_path: Path,
+    key_a: PrivateKey,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """keep reproduce from the attacker's directory: refused before anything is built."""
+    from toolchain import __version__
+
+    plant_trust_policy(tmp_path, key_a)
+    release = tmp_path / "reference-measurements" / __version__
+    release.mkdir()
+    statement = _statement(release=__version__)
+    statement["predicate"]["validity"]["notAfter"] = "2099-01-01T00:00:00Z"  # type: ignore[index]
+    (release / "hello.dsse.json").write_bytes(sign_statement(statement, key_a))
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("reproduce built from an envelope the built-in policy refuses")
+
+    monkeypatch.setattr("toolchain.build.keep_build.build_keep", no_build)
+    monkeypatch.chdir(tmp_path)
+    relative = f"reference-measurements/{__version__}/hello.dsse.json"
+    assert main(["reproduce", relative]) == 1
+    out = capsys.readouterr().out
+    assert builtin_line() in out
+    assert "✗ threshold" in out
+    assert "=> REPRODUCED" not in out
 
 
 def test_cli_reports_changed_payload_with_exit_1(
@@ -542,3 +657,199 @@ def test_cli_reports_changed_payload_with_exit_1(
     out = capsys.readouterr().out
     assert "✗ signature 1" in out
     assert "=> INVALID" in out
+
+
+def test_run_refuses_references_trusted_only_by_a_planted_policy(
+    tmp_path: Path,
+    key_a: PrivateKey,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """keep run --references from the attacker's directory: their envelope lists the very keep
+    built here (so their policy alone would let it run); the built-in policy refuses it."""
+    from toolchain.build import tools
+    from toolchain.build.keep_build import build_keep
+    from toolchain.measure.plan import LaunchPlan
+    from toolchain.measure.reference import keep_statement
+
+    build = build_keep(ROOT / "examples/hello/hello.wat", tmp_path / "build", vcpu_counts=(1,))
+    plan = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
+    statement = keep_statement(
+        release="9.9.9",
+        artifacts=build.artifacts,
+        provenance=build.provenance,
+        launch_digests=build.launch_digests,
+        guest_policy=plan.guest_policy,
+        backends=["nil"],
+        generations=["any"],
+        toolchain=tools.toolchain_versions(),
+        not_before=datetime.now(UTC) - timedelta(minutes=5),
+        valid_for=timedelta(days=1),
+        development=False,
+    )
+    plant_trust_policy(tmp_path, key_a)
+    (tmp_path / "their.dsse.json").write_bytes(sign_statement(statement, key_a))
+    monkeypatch.chdir(tmp_path)
+    run = ["run", "--dev", "--backend", "nil", "--build-dir", "build", "--references"]
+    status = main([*run, "their.dsse.json", str(ROOT / "examples/hello/hello.wat")])
+    captured = capfd.readouterr()
+    assert status == 1, captured.err
+    assert "hello from a keep" not in captured.out
+    assert "do not verify; the keep was not started" in captured.err
+    assert "threshold" in captured.err
+
+
+# --- keep trust: show, add a key, retire a key ---------------------------------------------------
+
+
+def test_trust_show_names_the_policy_a_verification_would_use(
+    tmp_path: Path,
+    key_a: PrivateKey,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    builtin = TrustPolicy.load_builtin()
+    plant_trust_policy(tmp_path, key_a)
+    monkeypatch.chdir(tmp_path)  # a trust.toml here is not the default
+    assert main(["trust", "show"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("trust policy: built-in\n")
+    assert f"sha256     {builtin.sha256}" in out
+    for key in builtin.keys:
+        assert f"keyid      {key.key_id}" in out
+    monkeypatch.setenv("KEEPSTACK_TRUST", "reference-measurements/trust.toml")
+    assert main(["trust", "show", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["source"] == "reference-measurements/trust.toml (from $KEEPSTACK_TRUST)"
+    assert [k["keyid"] for k in document["keys"]] == [key_id(key_a)]
+
+
+def test_trust_add_key_and_retire_edit_only_the_given_file(
+    tmp_path: Path,
+    envelope: bytes,
+    key_a: PrivateKey,
+    key_b: PrivateKey,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    policy_file = tmp_path / "policy" / "trust.toml"
+    pub_a, pub_b = tmp_path / "a.pem.pub", tmp_path / "b.pub.pem"
+    pub_a.write_bytes(public_key_pem(key_a.public_key()))
+    pub_b.write_bytes(public_key_pem(key_b.public_key()))
+    trust = ["--trust", str(policy_file)]
+    # Writes need --trust: never the built-in policy by default.
+    with pytest.raises(SystemExit):
+        main(["trust", "add-key", str(pub_a)])
+    capsys.readouterr()
+    builtin = TrustPolicy.builtin_file().read_bytes()
+    assert main(["trust", "add-key", str(pub_a), *trust, "--releases", "0.*"]) == 0
+    assert f"created {policy_file}: trusts key a" in capsys.readouterr().out
+    args = ["--releases", "0.1.*", "--releases", "1.*", "--not-after", "2027-06-01T00:00:00Z"]
+    assert main(["trust", "add-key", str(pub_b), *trust, "--name", "second", *args]) == 0
+    capsys.readouterr()
+    assert TrustPolicy.builtin_file().read_bytes() == builtin
+    policy = TrustPolicy.load(policy_file)
+    a, b = policy.key(key_id(key_a)), policy.key(key_id(key_b))
+    assert a is not None
+    assert b is not None
+    assert a.name == "a"
+    assert a.releases == ("0.*",)
+    assert b.releases == ("0.1.*", "1.*")
+    assert b.not_after == datetime(2027, 6, 1, tzinfo=UTC)
+    assert (tmp_path / "policy/keys/second.pub.pem").read_bytes() == pub_b.read_bytes()
+    # The same key twice is refused, and the file is left as it was.
+    before = policy_file.read_bytes()
+    assert main(["trust", "add-key", str(pub_a), *trust, "--name", "again"]) == 2
+    assert "already trusts key" in capsys.readouterr().err
+    assert policy_file.read_bytes() == before
+    # Verifying with it works; after retiring key a, its signature no longer counts.
+    path = tmp_path / "e.json"
+    path.write_bytes(envelope)
+    verify = ["references", "verify", str(path), *trust, "--at", "2026-11-27T12:00:00Z"]
+    assert main(verify) == 0
+    capsys.readouterr()
+    retire = ["trust", "retire", key_id(key_a)[:12], *trust]
+    assert main([*retire, "--not-after", "2026-11-20T00:00:00Z"]) == 0
+    assert "counts until 2026-11-20T00:00:00Z" in capsys.readouterr().out
+    assert main(verify) == 1
+    assert "key trusted only until 2026-11-20T00:00:00Z; not counted" in capsys.readouterr().out
+    # Retiring again moves the one not_after line; the other key's entry is untouched.
+    assert main([*retire, "--not-after", "2026-12-01T00:00:00Z"]) == 0
+    capsys.readouterr()
+    text = policy_file.read_text()
+    assert text.count("not_after") == 2
+    assert "not_after = 2026-12-01T00:00:00Z" in text
+    assert "not_after = 2027-06-01T00:00:00Z" in text
+    assert main(verify) == 0
+    capsys.readouterr()
+    # An unknown key ID, or too short a prefix, is unusable input.
+    assert main(["trust", "retire", "00000000", *trust, "--not-after", "2027-01-01"]) == 2
+    assert "lists no key 00000000" in capsys.readouterr().err
+    assert main(["trust", "retire", key_id(key_a)[:4], *trust, "--not-after", "2027-01-01"]) == 2
+    assert "at least 8 hex digits" in capsys.readouterr().err
+
+
+def test_retire_keeps_comments_and_refuses_an_empty_window(
+    tmp_path: Path, key_a: PrivateKey, key_b: PrivateKey
+) -> None:
+    from toolchain.sign.trust import add_key, retire_key
+
+    policy_file = tmp_path / "trust.toml"
+    add_key(
+        policy_file,
+        key_a.public_key(),
+        name="a",
+        releases=None,
+        not_before=datetime(2026, 6, 1, tzinfo=UTC),
+    )
+    add_key(policy_file, key_b.public_key(), name="b", releases=["0.*"])
+    policy_file.write_text("# our policy: keep this comment\n" + policy_file.read_text())
+    before = policy_file.read_bytes()
+    with pytest.raises(InputError, match="not_before must be earlier than not_after"):
+        retire_key(policy_file, key_id(key_a), datetime(2026, 1, 1, tzinfo=UTC))
+    assert policy_file.read_bytes() == before  # restored
+    policy, key = retire_key(policy_file, key_id(key_b), datetime(2027, 1, 1, tzinfo=UTC))
+    assert key.not_after == datetime(2027, 1, 1, tzinfo=UTC)
+    assert policy.key(key_id(key_a)).not_after is None  # type: ignore[union-attr]
+    assert policy_file.read_text().startswith("# our policy: keep this comment\n")
+    with pytest.raises(InputError, match="holds another key"):
+        add_key(policy_file, generate_private_key().public_key(), name="a", releases=None)
+    with pytest.raises(InputError, match="key name"):
+        add_key(policy_file, generate_private_key().public_key(), name='x"y', releases=None)
+
+
+def test_an_installed_wheel_carries_the_built_in_policy(tmp_path: Path, key_a: PrivateKey) -> None:
+    """The wheel holds the policy and its keys; unpacked as pip installs it and run from a
+    directory holding someone else's trust.toml, it uses its own copy and names it."""
+    import io
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    from toolchain.build.wheel import wheel_bytes
+
+    _, data = wheel_bytes(ROOT)
+    site = tmp_path / "site-packages"
+    zipfile.ZipFile(io.BytesIO(data)).extractall(site)
+    shipped = site / "toolchain/sign/release-trust/trust.toml"
+    assert shipped.read_bytes() == TrustPolicy.builtin_file().read_bytes()
+    here = tmp_path / "elsewhere"
+    plant_trust_policy(here, key_a)
+    (here / "e.json").write_bytes(sign_statement(_statement(), key_a))
+    script = (
+        "import sys, toolchain; from toolchain.cli import main; print(toolchain.__file__); "
+        "sys.exit(main(['references', 'verify', 'e.json', '--at', '2026-11-27T12:00:00Z']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=here,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.startswith(str(site / "toolchain"))
+    sha = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert f"✔ trust policy: built-in, sha256 {sha}" in done.stdout
+    assert "=> INVALID" in done.stdout

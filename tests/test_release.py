@@ -1,6 +1,7 @@
-"""The committed releases: every envelope under reference-measurements/*/ verifies against
-reference-measurements/trust.toml, and while the package version is a published release, a fresh
-build of this tree reproduces every subject and launch digest in it (the code of keep reproduce).
+"""The committed releases: every envelope under reference-measurements/*/ verifies against the
+built-in trust policy (toolchain/sign/release-trust/), and while the package version is a
+published release, a fresh build of this tree reproduces every subject and launch digest in it
+(the code of keep reproduce).
 
 So a change to the trusted stack (microkernel, runtime, examples, pinned toolchain) fails here
 until the version moves on; a new release then needs new signed references. Older releases
@@ -25,6 +26,7 @@ from toolchain.sign.intoto import parse_statement
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ROOT / "reference-measurements"
+TRUST = TrustPolicy.builtin_file()
 ENVELOPES = sorted(REFERENCES.glob("*/*.dsse.json"))
 
 
@@ -47,7 +49,7 @@ def _release_of(envelope: Path) -> str:
 @pytest.mark.parametrize("envelope", ENVELOPES, ids=_label)
 def test_committed_envelope_verifies(envelope: Path) -> None:
     """Signatures, threshold and key scope as of signing time; the current release also now."""
-    trust = TrustPolicy.load(REFERENCES / "trust.toml")
+    trust = TrustPolicy.load_builtin()
     _, predicate = parse_statement(Envelope.parse(envelope.read_bytes()).payload)
     assert predicate is not None
     assert not predicate.development, "a development reference was committed as a release"
@@ -68,7 +70,7 @@ def test_this_version_reproduces() -> None:
         )
     envelopes = sorted(release.glob("*.dsse.json"))
     assert envelopes, f"{release} holds no envelopes"
-    trust = TrustPolicy.load(REFERENCES / "trust.toml")
+    trust = TrustPolicy.load_builtin()
     failed = []
     for envelope in envelopes:
         checklist = reproduce(envelope, trust, ROOT)
@@ -109,8 +111,7 @@ def test_an_older_release_reproduces_with_its_own_sources(
     missing = _history_missing()
     if missing is not None:
         pytest.skip(f"no git history to export release {version} from: {missing}")
-    trust = REFERENCES / "trust.toml"
-    status = keep_main(["reproduce", "--version", version, "--trust", str(trust)])
+    status = keep_main(["reproduce", "--version", version])  # the built-in policy
     out = capsys.readouterr().out
     assert status == 0, out
     assert "✗" not in out
@@ -147,7 +148,7 @@ def test_an_older_release_without_its_sources_is_unusable_input(
 ) -> None:
     """Outside git, or with a locator naming a commit the clone lacks: exit 2, saying how to get
     the history; nothing is built."""
-    trust = str(REFERENCES / "trust.toml")
+    trust = str(TRUST)
     outside = _copy_release(tmp_path / "plain", version)
     assert keep_main(["reproduce", str(outside / "hello.dsse.json"), "--trust", trust]) == 2
     err = capsys.readouterr().err
@@ -181,8 +182,7 @@ def test_an_older_release_in_a_shallow_clone_says_how_to_get_the_history(
         check=True,
     )
     envelope = shallow / "reference-measurements" / version / "hello.dsse.json"
-    trust = str(shallow / "reference-measurements" / "trust.toml")
-    assert keep_main(["reproduce", str(envelope), "--trust", trust]) == 2
+    assert keep_main(["reproduce", str(envelope)]) == 2  # the built-in policy
     err = capsys.readouterr().err
     assert "shallow" in err
     assert "git fetch --unshallow" in err

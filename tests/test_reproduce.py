@@ -25,6 +25,7 @@ from toolchain.sign import (
     sign_statement,
     write_key_pair,
 )
+from toolchain.sign.trust import BUILTIN_SOURCE_DIR, KEYS_DIR, POLICY_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0.0.1"
@@ -37,10 +38,16 @@ def _copy_sources(destination: Path) -> Path:
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     text = re.sub(r'(?m)^version = "[^"]*"', f'version = "{VERSION}"', text, count=1)
     (destination / "pyproject.toml").write_text(text, encoding="utf-8")
-    references = destination / "reference-measurements"
-    references.mkdir()
-    (references / "trust.toml").write_text("version = 1\nthreshold = 1\n", encoding="utf-8")
+    # The copy's built-in policy starts empty: only the throwaway release key will be in it.
+    shutil.rmtree(destination / BUILTIN_SOURCE_DIR)
+    (destination / BUILTIN_SOURCE_DIR).mkdir()
+    _policy_file(destination).write_text("version = 1\nthreshold = 1\n", encoding="utf-8")
     return destination
+
+
+def _policy_file(repo: Path) -> Path:
+    """The built-in trust policy of a source tree (the copy the package ships)."""
+    return repo / BUILTIN_SOURCE_DIR / POLICY_FILE
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ class Published:
 
     @property
     def trust(self) -> TrustPolicy:
-        return TrustPolicy.load(self.repo / "reference-measurements" / "trust.toml")
+        return TrustPolicy.load(_policy_file(self.repo))
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +90,7 @@ def test_release_layout(published: Published) -> None:
     policy = published.trust
     assert len(policy.keys) == 1
     assert policy.keys[0].releases == ("0.*",)
-    key_file = published.repo / "reference-measurements" / "keys" / "throwaway-release.pub.pem"
+    key_file = published.repo / BUILTIN_SOURCE_DIR / KEYS_DIR / "throwaway-release.pub.pem"
     assert key_file.is_file()
     for name, envelope in published.envelopes.items():
         statement = json.loads(Envelope.parse(envelope.read_bytes()).payload)
@@ -117,7 +124,7 @@ def test_round_trip_reproduces_every_digest(published: Published) -> None:
 
 
 def test_cli_reproduces_a_version(published: Published, capsys: pytest.CaptureFixture[str]) -> None:
-    trust = published.repo / "reference-measurements" / "trust.toml"
+    trust = _policy_file(published.repo)
     argv = [
         "reproduce",
         "--version",
@@ -188,13 +195,13 @@ def test_untrusted_signature_is_refused_before_any_build(
     assert not checklist.ok
     assert _by_name(checklist)["threshold"] is False
     assert _by_name(checklist)["rebuild"] is None
-    trust = published.repo / "reference-measurements" / "trust.toml"
+    trust = _policy_file(published.repo)
     argv = ["reproduce", str(forged), "--trust", str(trust), "--source", str(published.repo)]
     assert keep_main(argv) == 1
 
 
 def test_unusable_input_exits_2(published: Published) -> None:
-    trust = published.repo / "reference-measurements" / "trust.toml"
+    trust = _policy_file(published.repo)
     assert keep_main(["reproduce", "--version", "9.9.9", "--trust", str(trust)]) == 2
     assert keep_main(["reproduce", "--trust", str(published.repo / "missing.toml")]) == 2
 

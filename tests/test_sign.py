@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import shutil
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from toolchain.sign.intoto import canonical_payload, parse_statement
 from toolchain.sign.predicate import SCHEMA_FILE, parse_time
 from toolchain.sign.schema_check import _check_supported, load_schema, validate
 
+ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = Path(__file__).parent.parent / "toolchain/sign/schema" / SCHEMA_FILE
 AT = datetime(2026, 11, 27, tzinfo=UTC)
 
@@ -283,3 +285,144 @@ def test_keep_sign_cli_validates_its_inputs(
     assert "not JSON" in capsys.readouterr().err
     assert main(["sign", "--key", "missing.pem", "--add-to", "e.json"]) == 2
     assert "cannot read private key" in capsys.readouterr().err
+
+
+# --- keep sign signs only reference statements; keep statement makes them -----------------------
+
+
+def _slsa_provenance() -> dict[str, object]:
+    return {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "app.wasm", "digest": {"sha256": "0" * 64}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {"buildDefinition": {}},
+    }
+
+
+def test_keep_sign_refuses_anything_but_a_reference_statement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users signed provenance.json by mistake and keep sign accepted it: now exit 2, naming
+    what the file is, before any key is read (the key path here does not exist)."""
+    monkeypatch.chdir(tmp_path)
+    other = {**_slsa_provenance(), "predicateType": "https://example.com/other/v1"}
+    envelope = sign_statement(_slsa_provenance(), generate_private_key())
+    cases = {
+        "provenance.json": (_slsa_provenance(), "provenance.json is an SLSA build provenance"),
+        "other.json": (other, "predicateType 'https://example.com/other/v1', not https://keep"),
+        "list.json": ([_statement()], "list.json is a JSON list, not an in-toto statement"),
+        "e.json": (json.loads(envelope), "e.json is a DSSE envelope (already signed)"),
+        "v01.json": (
+            {**_statement(), "_type": "https://in-toto.io/Statement/v0.1"},
+            "v01.json is not an in-toto Statement v1",
+        ),
+    }
+    for name, (document, message) in cases.items():
+        Path(name).write_text(json.dumps(document))
+        argv = ["sign", "--key", "absent.pem", "--statement", name, "-o", "out.json"]
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert "cannot read private key" not in err
+        assert not Path("out.json").exists()
+    assert "keep statement BUILD_DIR" in _refusal(["--statement", "provenance.json"], capsys)
+    # Co-signing an envelope around anything but a reference is refused the same way.
+    assert "the payload of e.json is an SLSA build provenance" in _refusal(
+        ["--add-to", "e.json"], capsys
+    )
+    # The library still signs other statement types (tests use it to check the verifier).
+    assert parse_statement(Envelope.parse(envelope).payload)[1] is None
+
+
+def _refusal(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["sign", "--key", "absent.pem", *arguments, "-o", "out.json"]) == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def hello_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from toolchain.build.keep_build import build_keep
+
+    out = tmp_path_factory.mktemp("hello") / "build"
+    build_keep(ROOT / "examples/hello/hello.wat", out, vcpu_counts=(1,))
+    return out
+
+
+def test_keep_statement_sign_verify_run(
+    tmp_path: Path,
+    hello_build: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole user flow the issue describes: build, statement, sign, verify, run, with
+    relative paths; the signed reference is one keep run finds."""
+    from toolchain.measure.plan import LaunchPlan
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(hello_build, "build")
+    write_key_pair(Path("me.pem"), generate_private_key())
+    statement = ["statement", "build", "--vcpus", "1,2", "--vcpus", "4", "--backend", "nil"]
+    statement += ["--cpu-generation", "milan,any", "--valid-for", "30d", "-o", "s.json"]
+    assert main(statement) == 0
+    assert "6 launch configuration(s)" in capfd.readouterr().err
+    document = json.loads(Path("s.json").read_text())
+    plan = LaunchPlan.from_json(Path("build/launch-plan.json").read_bytes())
+    digests = plan.launch_digests([1, 2, 4])
+    configs = document["predicate"]["launchConfigurations"]
+    assert {(c["cpuGeneration"], c["vcpus"], c["backend"]) for c in configs} == {
+        (g, v, "nil") for g in ("milan", "any") for v in (1, 2, 4)
+    }
+    assert all(c["launchDigest"] == digests[c["vcpus"]].hex() for c in configs)
+    assert sorted(s["name"] for s in document["subject"]) == sorted(
+        ["app.wasm", "launch-plan.json", "runtime.elf", "ukernel.elf"]
+    )
+    assert main(statement) == 2  # never overwritten silently
+    assert "already exists" in capfd.readouterr().err
+    assert main(["sign", "--key", "me.pem", "--statement", "s.json", "-o", "hello.dsse.json"]) == 0
+    trusted = ["--trusted-key", "me.pem.pub"]
+    verify = ["references", "verify", "hello.dsse.json", *trusted, "--artifacts", "build"]
+    assert main(verify) == 0
+    assert "=> VALID" in capfd.readouterr().out
+    run = ["run", "--dev", "--backend", "nil", "--build-dir", "build"]
+    run += ["--references", "hello.dsse.json", *trusted, str(ROOT / "examples/hello/hello.wat")]
+    assert main(run) == 0
+    assert "hello from a keep" in capfd.readouterr().out
+
+
+def test_keep_statement_refuses_a_changed_or_foreign_directory(
+    tmp_path: Path, hello_build: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build = tmp_path / "build"
+    shutil.copytree(hello_build, build)
+    (build / "ukernel.elf").write_bytes((build / "ukernel.elf").read_bytes() + b"\0")
+    assert main(["statement", str(build)]) == 2
+    err = capsys.readouterr().err
+    assert "ukernel.elf changed since keep build: expected sha256 " in err
+    assert main(["statement", str(tmp_path)]) == 2
+    assert "no readable provenance.json" in capsys.readouterr().err
+    assert main(["statement", str(hello_build), "--cpu-generation", "zen9"]) == 2
+    assert "unknown CPU generation 'zen9'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse: exit 2 with the usage
+        main(["statement", str(hello_build), "--valid-for", "1y"])
+    assert exited.value.code == 2
+    assert "give days or hours" in capsys.readouterr().err
+
+
+def test_keep_statement_makes_the_release_statement(
+    hello_build: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The code a release signs with: for this tree's hello, keep statement with the release's
+    parameters gives the published release statement's subjects and launch configurations."""
+    from toolchain import __version__
+
+    published = ROOT / "reference-measurements" / __version__ / "hello.dsse.json"
+    if not published.is_file():
+        pytest.skip(f"release {__version__} is not published in this tree")
+    release = json.loads(Envelope.parse(published.read_bytes()).payload)
+    validity = release["predicate"]["validity"]
+    argv = ["statement", str(hello_build), "--not-before", validity["notBefore"]]
+    assert main([*argv, "--release", __version__]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert ours["subject"] == release["subject"]
+    for field in ("launchConfigurations", "validity", "release", "development"):
+        assert ours["predicate"][field] == release["predicate"][field], field

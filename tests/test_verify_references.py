@@ -117,13 +117,30 @@ def test_reference_signed_by_untrusted_key_allows_nothing(
     assert "✗ measurement" in out
 
 
-def test_references_without_trust_is_unusable_input(
+def test_references_without_trust_use_the_built_in_policy_never_the_current_directory(
     tmp_path: Path, report_facts: tuple[bytes, int], capsys, monkeypatch
 ) -> None:
+    """The attack: run from a directory holding someone else's trust.toml, key and envelope
+    (listing this report's measurement). Without --trust the built-in policy decides, and the
+    output names it; their envelope allows nothing."""
+    from test_references import builtin_line, plant_trust_policy
+
+    from toolchain.sign import load_private_key
+
     measurement, policy = report_facts
     envelope, _ = _envelope(
         tmp_path, "release", [LaunchConfig("milan", 1, policy, "snp", measurement)]
     )
-    monkeypatch.chdir(tmp_path)  # no ./reference-measurements/trust.toml here
-    assert _verify("--references", str(envelope)) == 2
-    assert "needs a trust policy" in capsys.readouterr().err
+    planted = plant_trust_policy(tmp_path, load_private_key(tmp_path / "release"))
+    monkeypatch.chdir(tmp_path)
+    assert _verify("--references", envelope.name) == 1
+    out = capsys.readouterr().out
+    assert builtin_line() in out
+    assert "✗ threshold" in out
+    assert "✗ measurement" in out
+    assert "=> VALID" not in out
+    # Given explicitly, their policy is used, and named.
+    assert _verify("--references", envelope.name, "--trust", str(planted)) == 0
+    out = capsys.readouterr().out
+    assert f"✔ trust policy: {planted}, sha256 " in out
+    assert "=> VALID" in out

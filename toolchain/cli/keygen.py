@@ -57,10 +57,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"private key: {path} ({args.algorithm}, mode 0600, {state})")
     print(f"public key:  {public_path}")
     print(f"key ID:      {identity}")
-    stem = path.name.removesuffix(".pem").removesuffix(".key")
     print(
-        "\nTo trust it, copy the public key to reference-measurements/keys/"
-        f"{stem}.pub.pem and add to reference-measurements/trust.toml:\n\n"
-        f'[[keys]]\nfile = "keys/{stem}.pub.pem"\nkeyid = "{identity}"'
+        f"\nTo trust it: keep trust add-key {public_path} --trust FILE [--releases PATTERN]"
+        "\n(then verify with --trust FILE, or KEEPSTACK_TRUST=FILE)"
     )
     return 0

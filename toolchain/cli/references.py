@@ -10,7 +10,11 @@ if TYPE_CHECKING:
     from toolchain.sign.predicate import KeepPredicate
     from toolchain.sign.trust import TrustPolicy
 
-DEFAULT_TRUST = Path("reference-measurements") / "trust.toml"
+#: Where the default comes from, for --help (never the current directory).
+TRUST_DEFAULT_HELP = (
+    "default: $KEEPSTACK_TRUST when set, else the built-in policy shipped with keepstack "
+    "(its release keys)"
+)
 
 
 def add_trust_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -23,7 +27,7 @@ def add_trust_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGrou
         "--trust",
         type=Path,
         metavar="FILE",
-        help=f"trust policy (default: ./{DEFAULT_TRUST} when present)",
+        help=f"trust policy ({TRUST_DEFAULT_HELP})",
     )
     trust.add_argument(
         "--trusted-key",
@@ -69,11 +73,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _add_trust_options(show)
 
 
-def trust_policy_from_args(args: argparse.Namespace, *, use_default: bool) -> TrustPolicy | None:
-    """The policy the options name, else the default one when present and wanted, else None.
-
-    Reads ``args.trust``, ``args.trusted_key`` and (when present) ``args.threshold``; also used
-    by ``keep verify-report --references`` and ``keep run``.
+def trust_policy_from_args(args: argparse.Namespace) -> TrustPolicy:
+    """The policy the options name: ``--trusted-key`` keys, else ``TrustPolicy.select(--trust)``
+    (``--trust FILE``, else ``$KEEPSTACK_TRUST``, else the built-in policy; never a file of the
+    current directory). Reads ``args.trust``, ``args.trusted_key`` and (when present)
+    ``args.threshold``; also used by ``keep verify-report --references`` and ``keep run``.
     """
     from toolchain.errors import InputError
     from toolchain.sign.keys import load_public_key
@@ -81,19 +85,17 @@ def trust_policy_from_args(args: argparse.Namespace, *, use_default: bool) -> Tr
 
     threshold = getattr(args, "threshold", None)
     if args.trusted_key:
-        policy = TrustPolicy.from_keys([load_public_key(p) for p in args.trusted_key])
+        policy = TrustPolicy.from_keys(
+            [load_public_key(p) for p in args.trusted_key],
+            source="--trusted-key " + ", ".join(str(p) for p in args.trusted_key),
+        )
         return policy.with_threshold(1 if threshold is None else threshold)
-    path = args.trust
-    if path is None and use_default and DEFAULT_TRUST.is_file():
-        path = DEFAULT_TRUST
-    if path is None:
-        return None
-    policy = TrustPolicy.load(path)
+    policy = TrustPolicy.select(args.trust)
     if threshold is not None:
         if threshold < policy.threshold:
             raise InputError(
                 f"--threshold {threshold} is below the policy's threshold "
-                f"{policy.threshold} ({path}); it may only be raised"
+                f"{policy.threshold} ({policy.source}); it may only be raised"
             )
         policy = policy.with_threshold(threshold)
     return policy
@@ -212,7 +214,8 @@ def _show(args: argparse.Namespace) -> int:
 
     data = _read_envelope(args.envelope)
     status = 0
-    policy = trust_policy_from_args(args, use_default=False)
+    # show verifies only when asked to: an unverified table says so on its first line.
+    policy = trust_policy_from_args(args) if args.trust or args.trusted_key else None
     if policy is not None:
         status, (checklist, _) = _verify(args, policy, data)
         if not args.json:
@@ -245,14 +248,7 @@ def _show(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.action == "show":
         return _show(args)
-    from toolchain.errors import InputError
-
-    policy = trust_policy_from_args(args, use_default=True)
-    if policy is None:
-        raise InputError(
-            "no trust policy: give --trust FILE or --trusted-key PUB",
-            hint=f"./{DEFAULT_TRUST} is used when it exists",
-        )
+    policy = trust_policy_from_args(args)
     status, (checklist, references) = _verify(args, policy, _read_envelope(args.envelope))
     if args.json:
         print(checklist.to_json())

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-DEFAULT_TRUST = Path("reference-measurements") / "trust.toml"
+if TYPE_CHECKING:
+    from toolchain.sign.trust import TrustPolicy
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,15 +31,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--version",
         metavar="V",
-        help="every envelope of release V (beside the trust policy); default when no "
+        help="every envelope of release V (SOURCE/reference-measurements/V/); default when no "
         "ENVELOPE is given: this package's version",
     )
+    from toolchain.cli.references import TRUST_DEFAULT_HELP
+
     parser.add_argument(
-        "--trust",
-        type=Path,
-        default=DEFAULT_TRUST,
-        metavar="FILE",
-        help="trust policy (default: ./reference-measurements/trust.toml)",
+        "--trust", type=Path, metavar="FILE", help=f"trust policy ({TRUST_DEFAULT_HELP})"
     )
     parser.add_argument(
         "--source",
@@ -62,16 +62,17 @@ def run(args: argparse.Namespace) -> int:
     from toolchain import __version__
     from toolchain.build.keep_build import ROOT
     from toolchain.errors import InputError
-    from toolchain.release.layout import release_envelopes
+    from toolchain.release.layout import REFERENCES_DIR, release_envelopes
     from toolchain.release.reproduce import reproduce
     from toolchain.sign import TrustPolicy, verify_envelope
 
     if args.envelopes and args.version:
         raise InputError("give envelopes or --version, not both")
-    trust = TrustPolicy.load(args.trust)
+    trust = TrustPolicy.select(args.trust)
     envelopes: list[Path] = list(args.envelopes)
     if not envelopes:
-        envelopes = release_envelopes(args.trust.parent / (args.version or __version__))
+        releases = (args.source or ROOT) / REFERENCES_DIR
+        envelopes = release_envelopes(releases / (args.version or __version__))
     if args.source is not None and not args.source.is_dir():
         raise InputError(f"source tree {args.source} is not a directory")
     tree_version = _tree_version(ROOT)
@@ -86,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         _, verified = verify_envelope(data, trust)
         if args.source is None and verified is not None and verified.release != tree_version:
             # Another release than this tree's: rebuild it with its own sources and code.
-            code, dicts = _reproduce_from_history(args, envelope, verified.release, tree_version)
+            code, dicts = _reproduce_from_history(
+                args, trust, envelope, verified.release, tree_version
+            )
             results.extend(dicts)
             status = max(status, code)
             continue
@@ -104,7 +107,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _reproduce_from_history(
-    args: argparse.Namespace, envelope: Path, release: str, tree_version: str
+    args: argparse.Namespace,
+    trust: TrustPolicy,
+    envelope: Path,
+    release: str,
+    tree_version: str,
 ) -> tuple[int, list[dict[str, object]]]:
     """Export release ``release``'s commit and run its own ``keep reproduce`` on ``envelope``;
     returns (exit status, the checklists as dicts for --json)."""
@@ -115,6 +122,7 @@ def _reproduce_from_history(
 
     from toolchain.build.keep_build import ROOT
     from toolchain.checks import Checklist
+    from toolchain.errors import InputError
     from toolchain.release import history
 
     started = time.perf_counter()
@@ -123,7 +131,7 @@ def _reproduce_from_history(
     header.add(
         "signatures",
         True,
-        found=f"verified against {args.trust} before anything is built",
+        found=f"verified against the trust policy {trust.describe()} before anything is built",
     )
     with tempfile.TemporaryDirectory(prefix=f"keep-release-{release}-") as scratch:
         tree = history.export_tree(source, Path(scratch) / "source")
@@ -136,7 +144,10 @@ def _reproduce_from_history(
         )
         if not args.json:
             print(header.render(verdict=False), flush=True)
-        done = history.reproduce_in_tree(tree, envelope, args.trust, json_output=args.json)
+        # The release's own code is given the same policy file (built-in: the package's copy).
+        if trust.path is None:
+            raise InputError(f"the trust policy {trust.source} is not a file to hand on")
+        done = history.reproduce_in_tree(tree, envelope, trust.path, json_output=args.json)
     if done.stderr:
         print(done.stderr, end="", file=sys.stderr)
     seconds = time.perf_counter() - started

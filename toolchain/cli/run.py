@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from toolchain.cli.references import trust_policy_from_args
     from toolchain.run import RunOptions, run_app
 
-    trust = trust_policy_from_args(args, use_default=True) if args.references else None
+    trust = trust_policy_from_args(args) if args.references else None
     outcome = run_app(
         RunOptions(
             app=args.app,

@@ -50,17 +50,12 @@ def run(args: argparse.Namespace) -> int:
 
     from toolchain.cli.references import trust_policy_from_args
     from toolchain.cli.verify_report import parse_hex, parse_time, read_file, roots_from_args
-    from toolchain.errors import InputError
     from toolchain.verify import VerificationPolicy
     from toolchain.verify.evidence import verify_evidence
 
-    trust = trust_policy_from_args(args, use_default=True)
-    if trust is None:
-        raise InputError(
-            "the evidence's reference measurements need a trust policy",
-            hint="pass --trust FILE or --trusted-key PUB (for 'keep run --dev' evidence: "
-            "your development key's .pub)",
-        )
+    # --trust FILE, $KEEPSTACK_TRUST or the built-in policy (never the current directory);
+    # 'keep run --dev' evidence is signed by your development key: pass its .pub as --trusted-key.
+    trust = trust_policy_from_args(args)
     checklist = verify_evidence(
         read_file(args.evidence, "evidence"),
         trust=trust,

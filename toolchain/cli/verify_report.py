@@ -214,12 +214,7 @@ def references_checklist(
         if args.trust is not None or args.trusted_key:
             raise InputError("--trust and --trusted-key only make sense with --references")
         return None, policy
-    trust = trust_policy_from_args(args, use_default=True)
-    if trust is None:
-        raise InputError(
-            "--references needs a trust policy",
-            hint="pass --trust FILE or --trusted-key PUB",
-        )
+    trust = trust_policy_from_args(args)
     return check_references(
         read_file(args.references, "reference envelope"),
         trust,

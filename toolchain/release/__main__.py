@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"release {release.version}: {len(release.envelopes)} envelope(s) in {release.directory}")
     print(f"signed by key {release.key_id} ({release.public_key})")
     if release.trust_added:
-        print("added the key to reference-measurements/trust.toml: commit it with the release")
+        print(
+            "added the key to the built-in trust policy toolchain/sign/release-trust/: "
+            "commit it with the release"
+        )
     return 0
 
 

@@ -24,8 +24,6 @@ RELEASE_VCPU_COUNTS = (1, 2, 4)
 RELEASE_BACKENDS = ("kvm", "nil")
 ENVELOPE_SUFFIX = ".dsse.json"
 REFERENCES_DIR = "reference-measurements"
-TRUST_FILE = "trust.toml"
-KEYS_DIR = "keys"
 APP_SUFFIXES = (".wat", ".wasm")
 
 

@@ -4,8 +4,9 @@
 tree in a fresh directory with a fresh build cache, signs one statement per example
 (``toolchain.measure.reference.keep_statement``: subjects are the trusted artifacts, the VMM wheel
 is an untrusted component) with the release key, writes the envelope and the release's bytes of
-those artifacts plus the provenance record, and adds the public key to ``keys/`` and
-``trust.toml`` if it is new. The release key never comes from the repository.
+those artifacts plus the provenance record, and adds the public key to the built-in trust policy
+the package ships (``toolchain/sign/release-trust/``: ``keys/`` and ``trust.toml``) if it is new.
+The release key never comes from the repository.
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ import shutil
 import subprocess
 import tempfile
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from toolchain.errors import InputError, PlatformError
 from toolchain.release.history import SOURCE_COMMIT_FILE
 from toolchain.release.layout import (
     ENVELOPE_SUFFIX,
-    KEYS_DIR,
     REFERENCES_DIR,
     RELEASE_BACKENDS,
     RELEASE_VCPU_COUNTS,
-    TRUST_FILE,
     TRUSTED_ARTIFACTS,
     example_apps,
 )
@@ -50,7 +50,7 @@ class Release:
     envelopes: tuple[Path, ...]
     key_id: str
     public_key: Path
-    trust_added: bool  # whether the key was new to trust.toml
+    trust_added: bool  # whether the key was new to the built-in trust policy
 
 
 def package_version(repo_root: Path) -> str:
@@ -125,46 +125,68 @@ def _source_commit(repo_root: Path) -> str | None:
     return done.stdout.strip()
 
 
-def _trust_entry(name: str, key_file: str, key_id: str, version: str) -> str:
-    major = version.split(".", 1)[0]
-    return (
-        f"\n[[keys]]\n"
-        f'name = "{name}"\n'
-        f'file = "{key_file}"\n'
-        f'keyid = "{key_id}"\n'
-        f'releases = ["{major}.*"]\n'
-    )
-
-
 def _publish_key(
-    references: Path, private: PrivateKey, name: str, version: str
+    repo_root: Path, private: PrivateKey, name: str, version: str
 ) -> tuple[Path, str, bool]:
-    """Write ``keys/<name>.pub.pem`` and the trust.toml entry if new; (public key, ID, added)."""
-    from cryptography.hazmat.primitives import serialization
-
+    """Add the release key to the tree's built-in trust policy (the one copy the package ships)
+    if it is new, trusted for this major version's releases; (public key file, ID, added)."""
     from toolchain.sign import TrustPolicy, key_id
+    from toolchain.sign.trust import BUILTIN_SOURCE_DIR, KEYS_DIR, POLICY_FILE, add_key
 
     identity = key_id(private)
-    pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    relative = f"{KEYS_DIR}/{name}.pub.pem"
-    public = references / relative
-    trust_path = references / TRUST_FILE
-    policy = TrustPolicy.load(trust_path)
-    if policy.key(identity) is not None:
+    trust_path = repo_root / BUILTIN_SOURCE_DIR / POLICY_FILE
+    known = TrustPolicy.load(trust_path).key(identity)
+    public = repo_root / BUILTIN_SOURCE_DIR / KEYS_DIR / f"{name}.pub.pem"
+    if known is not None:
         return public, identity, False
-    if public.exists() and public.read_bytes() != pem:
-        raise InputError(f"{public} exists and holds another key; rename the release key file")
-    public.parent.mkdir(parents=True, exist_ok=True)
-    public.write_bytes(pem)
-    text = trust_path.read_text(encoding="utf-8")
-    trust_path.write_text(
-        text.rstrip("\n") + "\n" + _trust_entry(name, relative, identity, version),
-        encoding="utf-8",
-    )
-    TrustPolicy.load(trust_path)  # the edited policy must still read
+    major = version.split(".", 1)[0]
+    add_key(trust_path, private.public_key(), name=name, releases=[f"{major}.*"])
     return public, identity, True
+
+
+def reference_statement(
+    artifacts: Mapping[str, Path],
+    provenance: Path,
+    *,
+    release: str,
+    vcpu_counts: Iterable[int],
+    backends: Iterable[str],
+    generations: Iterable[str],
+    not_before: datetime,
+    valid_for: timedelta,
+    development: bool = False,
+) -> dict[str, Any]:
+    """The reference statement for one built keep (``keep build``'s artifacts by name): the
+    trusted artifacts are its subjects, the others (the VMM wheel) untrusted components, and it
+    lists a launch configuration per backend, CPU generation and vCPU count, with the launch
+    digest the keep's plan gives for that count. Releases and ``keep statement`` both use it."""
+    from toolchain.build import tools
+    from toolchain.measure.plan import PLAN_FILE, LaunchPlan
+    from toolchain.measure.reference import keep_statement
+
+    missing = [n for n in TRUSTED_ARTIFACTS if n not in artifacts]
+    if missing:
+        raise InputError(f"not a built keep: {', '.join(missing)} missing")
+    try:
+        plan = LaunchPlan.from_json(artifacts[PLAN_FILE].read_bytes())
+    except OSError as exc:
+        raise InputError(f"cannot read {artifacts[PLAN_FILE]}: {exc.strerror}") from exc
+    trusted = {n: artifacts[n] for n in TRUSTED_ARTIFACTS}
+    untrusted = {n: p for n, p in artifacts.items() if n not in trusted}
+    return keep_statement(
+        release=release,
+        artifacts=trusted,
+        provenance=provenance,
+        launch_digests=plan.launch_digests(vcpu_counts),
+        guest_policy=plan.guest_policy,
+        backends=backends,
+        generations=generations,
+        toolchain=tools.toolchain_versions(),
+        not_before=not_before,
+        valid_for=valid_for,
+        development=development,
+        untrusted_components=untrusted,
+    )
 
 
 def make_release(
@@ -176,12 +198,11 @@ def make_release(
     log: list[str] | None = None,
 ) -> Release:
     """Build, measure and sign every example of ``repo_root`` as release ``version``."""
-    from toolchain.build import tools
     from toolchain.build.cache import BuildCache
     from toolchain.build.keep_build import build_keep
-    from toolchain.measure.plan import LaunchPlan
-    from toolchain.measure.reference import GENERATIONS, keep_statement
+    from toolchain.measure.reference import GENERATIONS
     from toolchain.sign import TrustPolicy, load_private_key, sign_statement, verify_envelope
+    from toolchain.sign.trust import BUILTIN_SOURCE_DIR, POLICY_FILE
 
     repo_root = Path(repo_root).resolve()
     key_path = Path(key_path)
@@ -199,7 +220,7 @@ def make_release(
     key = load_private_key(key_path)
     signed_at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     public, identity, added = _publish_key(
-        references, key, key_path.name.removesuffix(".pem"), version
+        repo_root, key, key_path.name.removesuffix(".pem"), version
     )
     apps = example_apps(repo_root)
     directory.mkdir(parents=True, exist_ok=True)
@@ -216,23 +237,17 @@ def make_release(
                 source_root=repo_root,
                 cache=cache,
             )
-            plan = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
-            trusted = {n: build.artifacts[n] for n in TRUSTED_ARTIFACTS}
-            untrusted = {n: p for n, p in build.artifacts.items() if n not in trusted}
-            statement = keep_statement(
+            statement = reference_statement(
+                build.artifacts,
+                build.provenance,
                 release=version,
-                artifacts=trusted,
-                provenance=build.provenance,
-                launch_digests=build.launch_digests,
-                guest_policy=plan.guest_policy,
+                vcpu_counts=RELEASE_VCPU_COUNTS,
                 backends=RELEASE_BACKENDS,
                 generations=GENERATIONS,
-                toolchain=tools.toolchain_versions(),
                 not_before=signed_at,
                 valid_for=RELEASE_VALIDITY,
-                development=False,
-                untrusted_components=untrusted,
             )
+            trusted = {n: build.artifacts[n] for n in TRUSTED_ARTIFACTS}
             published = directory / name
             published.mkdir()
             for artifact in (*trusted.values(), build.provenance):
@@ -246,7 +261,7 @@ def make_release(
                     for count, digest in build.launch_digests.items()
                 )
                 log.append(f"{envelope.relative_to(repo_root)}: {name} ({digests})")
-    policy = TrustPolicy.load(references / TRUST_FILE)
+    policy = TrustPolicy.load(repo_root / BUILTIN_SOURCE_DIR / POLICY_FILE)
     for envelope in envelopes:  # what was written must verify against what was written
         checklist, verified = verify_envelope(envelope.read_bytes(), policy, at=signed_at)
         if verified is None:

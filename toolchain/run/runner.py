@@ -159,8 +159,7 @@ def load_references(
         if options.trust is None:
             raise InputError(
                 "--references needs a trust policy",
-                hint="pass --trust FILE or --trusted-key PUB (or run from a checkout with "
-                "reference-measurements/trust.toml)",
+                hint="pass --trust FILE or --trusted-key PUB (keep run uses the built-in policy)",
             )
         try:
             envelope = options.references.read_bytes()

@@ -4,7 +4,8 @@ Checks, each one a ✔/✗ line: the envelope parses; its payload type; every si
 pre-authentication encoding; the threshold of *distinct* trusted keys (a key is identified by its
 public key, never by the envelope's keyid hint, so one key never counts twice); the statement and
 predicate; the validity window at the verification time; and, when artifacts are given, that every
-subject's digest matches its file. Only a reference that passes them all yields
+subject's digest matches its file. The first line names the trust policy that decided ("built-in"
+or its path, and its SHA-256). Only a reference that passes them all yields
 ``VerifiedReferences``, the set of launch digests the runner and report verifier may accept.
 """
 
@@ -156,11 +157,17 @@ def verify_envelope(
         raise InputError(
             f"trust policy ({trust.source}) lists {len(trust.keys)} distinct key(s) but needs "
             f"{trust.threshold}: no envelope can satisfy it",
-            hint="add release public keys to reference-measurements/trust.toml, "
-            "or pass --trusted-key PUB",
+            hint="add keys with keep trust add-key, or pass --trusted-key PUB",
         )
     parsed = Envelope.parse(envelope)
     checklist = Checklist("signed reference measurements")
+    # Which trust anchor decided is never left implicit: name it, with its digest.
+    checklist.add(
+        "trust policy",
+        True,
+        found=trust.describe(),
+        detail=f"threshold {trust.threshold} of {len(trust.keys)} key(s)",
+    )
     checklist.add("envelope", True, found=f"DSSE, {len(parsed.signatures)} signature(s)")
     checklist.add(
         "payload type",

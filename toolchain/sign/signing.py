@@ -2,6 +2,9 @@
 
 Every statement is validated before it is signed (our predicate against its schema), and the
 per-user development key signs only references whose predicate says ``development: true``.
+``keep sign`` signs nothing but reference statements: ``require_reference_statement`` refuses any
+other document by name (an SLSA provenance signed by mistake verified VALID and then matched
+nothing in ``keep run``).
 """
 
 from __future__ import annotations
@@ -11,8 +14,51 @@ from typing import Any
 
 from toolchain.errors import InputError
 from toolchain.sign.dsse import INTOTO_PAYLOAD_TYPE, Envelope
-from toolchain.sign.intoto import canonical_payload, parse_statement, validate_statement
+from toolchain.sign.intoto import (
+    STATEMENT_TYPE,
+    canonical_payload,
+    parse_statement,
+    validate_statement,
+)
 from toolchain.sign.keys import PrivateKey, is_development_key, key_id, verify_bytes
+from toolchain.sign.predicate import PREDICATE_TYPE, KeepPredicate
+
+_SLSA_PROVENANCE = "https://slsa.dev/provenance/"
+_MAKE_ONE = "make a reference statement with: keep statement BUILD_DIR -o statement.json"
+
+
+def _what_it_is(document: object) -> str | None:
+    """What ``document`` is when it is not a reference statement (None when it may be one)."""
+    if not isinstance(document, dict):
+        return f"a JSON {type(document).__name__}, not an in-toto statement"
+    if "payloadType" in document and "signatures" in document:
+        return "a DSSE envelope (already signed), not a statement"
+    if document.get("_type") != STATEMENT_TYPE:
+        return f"not an in-toto Statement v1 (_type {document.get('_type')!r})"
+    kind = document.get("predicateType")
+    if isinstance(kind, str) and kind.startswith(_SLSA_PROVENANCE):
+        return f"an SLSA build provenance (predicateType {kind}), not a reference statement"
+    if kind != PREDICATE_TYPE:
+        return f"an in-toto statement with predicateType {kind!r}, not {PREDICATE_TYPE}"
+    return None
+
+
+def require_reference_statement(document: object, source: str) -> KeepPredicate:
+    """``keep sign``'s gate: ``document`` must be an in-toto Statement v1 whose predicate is a
+    Keepstack reference (schema-valid); anything else is refused, saying what it is."""
+    problem = _what_it_is(document)
+    if problem is not None:
+        hint = _MAKE_ONE
+        if problem.startswith("a DSSE envelope"):
+            hint = f"to co-sign it: keep sign --key PATH --add-to {source}"
+        raise InputError(f"{source} is {problem}", hint=hint)
+    try:
+        predicate = validate_statement(document)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc.message}", hint=_MAKE_ONE) from exc
+    if predicate is None:  # excluded by _what_it_is; kept for the type checker
+        raise InputError(f"{source} is not a reference statement", hint=_MAKE_ONE)
+    return predicate
 
 
 def _check_development_key(predicate_is_ours: bool, development: bool, key: PrivateKey) -> None:
