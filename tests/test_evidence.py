@@ -226,3 +226,27 @@ def test_not_json_and_duplicate_keys_are_exit_2(
     path.write_text(text.replace('"nonce":', '"nonce": "00", "nonce":', 1))
     assert main(argv) == 2
     assert "duplicate key 'nonce'" in capsys.readouterr().err
+
+
+def test_a_policy_in_the_current_directory_is_never_used(
+    made: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Someone else's reference-measurements/trust.toml in the current directory, trusting the
+    key that signed the evidence's references: without --trust it decides nothing."""
+    from test_references import builtin_line, plant_trust_policy
+
+    key, _ = dev_key()
+    planted = plant_trust_policy(tmp_path, key)
+    monkeypatch.chdir(tmp_path)
+    argv = ["verify-evidence", str(made["path"]), "--extra-root", str(made["ark"])]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert builtin_line() in out
+    assert "✗ threshold: expected 1 distinct trusted key(s), found 0" in out
+    assert "=> VALID" not in out
+    # Named explicitly, the same policy is used (and named in the checklist).
+    assert main([*argv, "--trust", str(planted)]) == 0
+    assert f"✔ trust policy: {planted}, sha256" in capsys.readouterr().out
