@@ -182,9 +182,13 @@ def test_cli_reproduces_a_version(published: Published, capsys: pytest.CaptureFi
         assert out.count(f"✔ source tree: treeSha256 {digest}, signed of commit") == 2
         assert out.count(tree) == 2
         assert out.count("by the tree's own keep build") == 2
-    assert keep_main([*argv, "--json"]) == 0
+    hello = str(published.envelopes["hello"])
+    assert keep_main(["reproduce", hello, "--trust", str(trust), "--json"]) == 0
     documents = json.loads(capsys.readouterr().out)
-    assert [d["ok"] for d in documents] == [True, True]
+    assert [d["ok"] for d in documents] == [True]
+    checks = {c["name"]: c for c in documents[0]["checks"]}
+    assert checks["source tree"]["ok"] is True
+    assert checks["rebuild"]["ok"] is None  # the tree's own build: its exit status is no ✔
 
 
 def test_a_tree_that_is_not_the_signed_source_never_runs(
