@@ -5,7 +5,10 @@ published release, a fresh build of this tree reproduces every subject and launc
 
 So a change to the trusted stack (microkernel, runtime, examples, pinned toolchain) fails here
 until the version moves on; a new release then needs new signed references. Older releases
-reproduce too: keep reproduce rebuilds them with their own sources from the git history."""
+reproduce too: keep reproduce rebuilds them from a commit of the git history, built by that
+commit's own code and compared by the running code. Releases 0.1.0 and 0.2.0 do not sign their
+source, so the commit is one the user names (--source-commit); an unsigned file beside the
+envelopes never chooses it."""
 
 from __future__ import annotations
 
@@ -102,23 +105,49 @@ def _history_missing() -> str | None:
     return None
 
 
-@pytest.mark.parametrize("version", _older_releases())
-def test_an_older_release_reproduces_with_its_own_sources(
+def _release_commit(version: str) -> str:
+    """The commit release ``version`` was built from, as a tenant would look it up: the note
+    beside its envelopes (0.2.0), else the commit that added its folder (0.1.0)."""
+    note = REFERENCES / version / SOURCE_COMMIT_FILE
+    if note.is_file():
+        return note.read_text(encoding="utf-8").strip()
+    folder = f"reference-measurements/{version}/"
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "--diff-filter=A", "--format=%H", "--", folder],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split()[-1]
+
+
+def _published_releases() -> list[str]:
+    return sorted({p.parent.name for p in ENVELOPES})
+
+
+@pytest.mark.parametrize("version", _published_releases())
+def test_a_release_reproduces_from_a_named_commit(
     version: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """keep reproduce --version OLD: the release's commit, exported from the git history, is
-    rebuilt by its own code, and every digest of the signed references reproduces."""
+    """keep reproduce --version V --source-commit SHA: the commit, exported from the git history,
+    is built (by its own code when V is not this code's version) and every digest of the signed
+    references reproduces; the output says loudly that the source was not signed."""
     missing = _history_missing()
     if missing is not None:
         pytest.skip(f"no git history to export release {version} from: {missing}")
-    status = keep_main(["reproduce", "--version", version])  # the built-in policy
+    commit = _release_commit(version)
+    argv = ["reproduce", "--version", version, "--source-commit", commit]  # the built-in policy
+    status = keep_main(argv)
     out = capsys.readouterr().out
     assert status == 0, out
     assert "✗" not in out
     envelopes = len(list((REFERENCES / version).glob("*.dsse.json")))
-    assert out.count(f"=> REPRODUCED with the sources of release {version}") == envelopes
+    assert out.count("=> REPRODUCED from an UNSIGNED source") == envelopes
+    assert out.count(f"- source NOT SIGNED (release {version} was signed without") == envelopes
+    assert out.count(f"commit {commit[:12]} (named by --source-commit)") == envelopes
     assert out.count("✔ artifact ukernel.elf") == envelopes
-    assert f"release {version} is not this tree's version {__version__}" in out
+    own_code = "by the tree's own keep build" in out
+    assert own_code == (version != __version__)
 
 
 def test_release_source_commit_locators_name_commits() -> None:
@@ -146,33 +175,39 @@ def _git(repo: Path, *args: str) -> None:
 def test_an_older_release_without_its_sources_is_unusable_input(
     version: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Outside git, or with a locator naming a commit the clone lacks: exit 2, saying how to get
-    the history; nothing is built."""
+    """No named source, or a named commit outside any clone or missing from it: exit 2, saying
+    what to name and how to get the history; nothing is built."""
     trust = str(TRUST)
     outside = _copy_release(tmp_path / "plain", version)
-    assert keep_main(["reproduce", str(outside / "hello.dsse.json"), "--trust", trust]) == 2
+    envelope = str(outside / "hello.dsse.json")
+    assert keep_main(["reproduce", envelope, "--trust", trust]) == 2
+    err = capsys.readouterr().err
+    assert f"release {version} was signed without its source" in err
+    assert "--source-commit SHA" in err
+    assert keep_main(["reproduce", envelope, "--trust", trust, "--source-commit", "0" * 40]) == 2
     err = capsys.readouterr().err
     assert "not inside a git clone" in err
     assert "--unshallow" in err
 
     repo = tmp_path / "clone"
     release = _copy_release(repo, version)
-    (release / SOURCE_COMMIT_FILE).write_text("0" * 40 + "\n", encoding="utf-8")
     _git(repo, "init", "-q")
     _git(repo, "add", ".")
     _git(repo, "commit", "-q", "-m", "release without sources")
-    assert keep_main(["reproduce", str(release / "hello.dsse.json"), "--trust", trust]) == 2
+    envelope = str(release / "hello.dsse.json")
+    assert keep_main(["reproduce", envelope, "--trust", trust, "--source-commit", "0" * 40]) == 2
     err = capsys.readouterr().err
-    assert f"commit {'0' * 40}" in err
-    assert "not in this clone" in err
+    assert f"{'0' * 40} is not a commit in this clone" in err
+    # Never an option to git: a name starting with "-" would be read as one.
+    assert keep_main(["reproduce", envelope, "--trust", trust, "--source-commit=--output=x"]) == 2
+    assert "'--output=x' is not a commit name" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("version", _older_releases())
 def test_an_older_release_in_a_shallow_clone_says_how_to_get_the_history(
     version: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A shallow clone's oldest commit seems to add every file: it must not pass for the
-    release's commit (that would rebuild the wrong sources); exit 2 and how to unshallow."""
+    """A shallow clone lacks the release's commit: exit 2 and how to unshallow."""
     if _history_missing() == f"{ROOT} is not a git checkout":
         pytest.skip(f"{ROOT} is not a git checkout: nothing to clone shallowly")
     shallow = tmp_path / "shallow"
@@ -182,7 +217,67 @@ def test_an_older_release_in_a_shallow_clone_says_how_to_get_the_history(
         check=True,
     )
     envelope = shallow / "reference-measurements" / version / "hello.dsse.json"
-    assert keep_main(["reproduce", str(envelope)]) == 2  # the built-in policy
+    argv = ["reproduce", str(envelope)]  # the built-in policy
+    assert keep_main([*argv, "--source-commit", _release_commit(version)]) == 2
     err = capsys.readouterr().err
-    assert "shallow" in err
+    assert "this clone is shallow" in err
     assert "git fetch --unshallow" in err
+
+
+#: Appended to a crafted commit's modules: a mark when its code runs, and a run() that claims
+#: success (the later definition wins), as in the report of issue 10.
+_CRAFTED = """
+import pathlib as _pathlib
+
+_pathlib.Path({marker!r}).write_text("crafted code ran")
+
+
+def run(args):
+    print("  ✔ artifact ukernel.elf: sha256, sha384 reproduced")
+    print("  => REPRODUCED")
+    return 0
+"""
+
+
+def test_an_unsigned_note_never_chooses_the_code_that_decides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10, finding 1: a crafted commit whose keep reproduce and keep build print ✔ and
+    exit 0, named in reference-measurements/0.1.0/source-commit. keep reproduce does not take
+    it (exit 2, nothing of it runs); named on purpose with --source-commit, its build code runs
+    but builds nothing, and the running code's comparison says NOT REPRODUCED (exit 1)."""
+    if _history_missing() is not None:
+        pytest.skip(f"no git history to clone: {_history_missing()}")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], capture_output=True, check=True)
+    marker = tmp_path / "crafted-code-ran"
+    _git(clone, "checkout", "-q", "-b", "crafted")
+    for module in ("cli/reproduce.py", "cli/build.py"):
+        path = clone / "toolchain" / module
+        crafted = _CRAFTED.format(marker=str(marker))
+        path.write_text(path.read_text(encoding="utf-8") + crafted, encoding="utf-8")
+    _git(clone, "commit", "-q", "-a", "-m", "keep reproduce: always reproduced")
+    commit = subprocess.run(
+        ["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    _git(clone, "checkout", "-q", "-")
+    release = clone / "reference-measurements" / "0.1.0"
+    (release / SOURCE_COMMIT_FILE).write_text(commit + "\n", encoding="utf-8")
+    argv = ["reproduce", str(release / "hello.dsse.json")]  # the built-in policy
+
+    assert keep_main(argv) == 2
+    captured = capsys.readouterr()
+    assert "REPRODUCED" not in captured.out
+    assert "release 0.1.0 was signed without its source" in captured.err
+    assert (
+        f"the UNSIGNED note {release / SOURCE_COMMIT_FILE} suggests {commit[:12]}" in captured.err
+    )
+    assert not marker.exists(), "the crafted commit's code ran"
+
+    assert keep_main([*argv, "--source-commit", commit]) == 1
+    out = capsys.readouterr().out
+    assert "✗ artifact ukernel.elf: expected an artifact of the rebuild, found not built" in out
+    assert "✗ launch digests: expected a launch plan to recompute them from, found not built" in out
+    assert "=> NOT REPRODUCED" in out
+    assert "=> REPRODUCED" not in out  # the crafted build's own output is never shown as ours
+    assert marker.exists()  # named on purpose: its build code ran, and decided nothing

@@ -1,14 +1,17 @@
-"""Releases round trip: a throwaway release (throwaway key, copy of the source tree) is published
-with ``make_release`` and reproduced with ``reproduce``/``keep reproduce``; a changed byte in the
-microkernel or the runtime makes the rebuild fail and names the artifact; an envelope signed by
-an untrusted key is refused before anything is built."""
+"""Releases round trip: a throwaway release (throwaway key, a git repository holding a copy of the
+source tree) is published with ``make_release``, signing its source, and reproduced with
+``reproduce``/``keep reproduce``; a tree that is not the signed source is refused before anything
+from it runs; for a release that signs no source, a changed byte in the microkernel or the
+runtime makes the rebuild fail and names the artifact; an envelope signed by an untrusted key is
+refused before anything is built."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -18,10 +21,14 @@ from toolchain.cli import main as keep_main
 from toolchain.errors import InputError
 from toolchain.release import TRUSTED_ARTIFACTS, make_release, reproduce
 from toolchain.release.difference import json_differences
+from toolchain.release.history import SourceTree
+from toolchain.release.reproduce import rebuild_and_compare, verify_release
+from toolchain.release.source import tree_sha256
 from toolchain.sign import (
     Envelope,
     TrustPolicy,
     generate_private_key,
+    load_private_key,
     sign_statement,
     write_key_pair,
 )
@@ -50,11 +57,28 @@ def _policy_file(repo: Path) -> Path:
     return repo / BUILTIN_SOURCE_DIR / POLICY_FILE
 
 
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def _commit_all(repo: Path, message: str) -> str:
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "HEAD")
+
+
 @dataclass(frozen=True)
 class Published:
     repo: Path
     key: Path
     envelopes: dict[str, Path]
+    commit: str  # the release's source commit
 
     @property
     def trust(self) -> TrustPolicy:
@@ -64,11 +88,13 @@ class Published:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
     repo = _copy_sources(tmp_path_factory.mktemp("repo"))
+    _git(repo, "init", "-q")
+    commit = _commit_all(repo, f"sources of release {VERSION}")
     key = tmp_path_factory.mktemp("keys") / "throwaway-release.pem"
     write_key_pair(key, generate_private_key("ecdsa-p384"))
     release = make_release(VERSION, key, repo)
     envelopes = {p.name.removesuffix(".dsse.json"): p for p in release.envelopes}
-    return Published(repo, key, envelopes)
+    return Published(repo, key, envelopes, commit)
 
 
 def _by_name(checklist: Checklist) -> dict[str, bool | None]:
@@ -85,6 +111,22 @@ def _changed_copy(published: Published, tmp_path: Path, relative: str, old: str,
     return source
 
 
+def _as_if_unsigned(published: Published, name: str, source: Path) -> Checklist:
+    """Rebuild ``source`` by the running code as for a release that signs no source (0.1.0,
+    0.2.0): nothing stops a changed tree from being built, and the comparison names the
+    artifacts that differ and where."""
+    envelope = published.envelopes[name]
+    checklist, references = verify_release(envelope, published.trust)
+    assert references is not None, checklist.render()
+    unsigned = replace(references, predicate=replace(references.predicate, source=None))
+    tree = SourceTree(source, f"the changed copy {source}", own_code=False)
+    return rebuild_and_compare(checklist, envelope, unsigned, tree)
+
+
+#: Python that leaves a mark when it runs (appended to a crafted tree's modules).
+_MARK = "\nimport pathlib as _p\n_p.Path({path!r}).write_text('crafted code ran')\n"
+
+
 def test_release_layout(published: Published) -> None:
     assert sorted(published.envelopes) == ["cpu", "hello"]
     policy = published.trust
@@ -96,6 +138,11 @@ def test_release_layout(published: Published) -> None:
         statement = json.loads(Envelope.parse(envelope.read_bytes()).payload)
         assert sorted(s["name"] for s in statement["subject"]) == sorted(TRUSTED_ARTIFACTS)
         predicate = statement["predicate"]
+        assert predicate["source"] == {
+            "commit": published.commit,
+            "treeSha256": tree_sha256(published.repo),
+        }
+        assert not (envelope.parent / "source-commit").exists()  # no unsigned note any more
         components = {c["name"] for c in predicate["components"]}
         assert f"keepstack-{VERSION}-py3-none-any.whl" in components  # a component, no subject
         configs = predicate["launchConfigurations"]
@@ -113,6 +160,7 @@ def test_round_trip_reproduces_every_digest(published: Published) -> None:
         checklist = reproduce(envelope, published.trust, published.repo)
         assert checklist.ok, checklist.render()
         names = _by_name(checklist)
+        assert names["source tree"] is True
         for artifact in TRUSTED_ARTIFACTS:
             assert names[f"artifact {artifact}"] is True
         launch = [c for c in checklist.checks if c.name.startswith("launch digest")]
@@ -124,23 +172,150 @@ def test_round_trip_reproduces_every_digest(published: Published) -> None:
 
 
 def test_cli_reproduces_a_version(published: Published, capsys: pytest.CaptureFixture[str]) -> None:
+    """Release 0.0.1 is not the running code's version: its signed commit is exported from the
+    clone holding the envelopes, checked by treeSha256, built by its own code in a subprocess
+    and compared by the running code; with --source the same holds for that directory."""
     trust = _policy_file(published.repo)
-    argv = [
-        "reproduce",
-        "--version",
-        VERSION,
-        "--trust",
-        str(trust),
-        "--source",
-        str(published.repo),
-    ]
+    envelopes = [str(published.envelopes[name]) for name in sorted(published.envelopes)]
+    for extra, tree in (
+        ([*envelopes], f"commit {published.commit[:12]} (signed in the statement)"),
+        (["--version", VERSION, "--source", str(published.repo)], f"--source {published.repo}"),
+    ):
+        argv = ["reproduce", "--trust", str(trust)]
+        assert keep_main([*argv, *extra]) == 0
+        out = capsys.readouterr().out
+        assert "✗" not in out
+        assert out.count("=> REPRODUCED (") == 2
+        digest = tree_sha256(published.repo)
+        assert out.count(f"✔ source tree: treeSha256 {digest}, signed of commit") == 2
+        assert out.count(tree) == 2
+        assert out.count("by the tree's own keep build") == 2
+    hello = str(published.envelopes["hello"])
+    assert keep_main(["reproduce", hello, "--trust", str(trust), "--json"]) == 0
+    documents = json.loads(capsys.readouterr().out)
+    assert [d["ok"] for d in documents] == [True]
+    checks = {c["name"]: c for c in documents[0]["checks"]}
+    assert checks["source tree"]["ok"] is True
+    assert checks["rebuild"]["ok"] is None  # the tree's own build: its exit status is no ✔
+
+
+def test_a_tree_that_is_not_the_signed_source_never_runs(
+    published: Published, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--source DIR or --source-commit SHA naming another tree than the signed one: ✗ source
+    tree (expected and found treeSha256) before anything from that tree runs; exit 1."""
+    repo = tmp_path / "repo"
+    shutil.copytree(published.repo, repo, symlinks=True)
+    marker = tmp_path / "crafted-code-ran"
+    build_cli = repo / "toolchain" / "cli" / "build.py"
+    build_cli.write_text(
+        build_cli.read_text(encoding="utf-8") + _MARK.format(path=str(marker)), encoding="utf-8"
+    )
+    _git(repo, "checkout", "-q", "-b", "crafted")
+    _git(repo, "commit", "-q", "-m", "crafted build code", "--", "toolchain/cli/build.py")
+    crafted = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "checkout", "-q", "-")
+    trust = _policy_file(repo)
+    envelope = repo / "reference-measurements" / VERSION / "hello.dsse.json"
+    for extra in (["--source-commit", crafted], ["--source", str(repo)]):
+        if extra[0] == "--source":
+            _git(repo, "checkout", "-q", "crafted")
+        assert keep_main(["reproduce", str(envelope), "--trust", str(trust), *extra]) == 1
+        out = capsys.readouterr().out
+        assert (
+            f"✗ source tree: expected the signed treeSha256 of commit {published.commit[:12]}"
+            in out
+        )
+        assert tree_sha256(published.repo) in out
+        assert "- rebuild (not attempted: nothing from that tree ran)" in out
+        assert "=> NOT REPRODUCED" in out
+        assert not marker.exists(), "code from a tree that is not the signed source ran"
+
+
+def test_reproduce_refuses_a_changed_copy_before_building(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library call too: a tree whose treeSha256 is not the signed one is never built."""
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("reproduce built a tree that is not the signed source")
+
+    monkeypatch.setattr("toolchain.build.keep_build.build_keep", no_build)
+    source = _changed_copy(
+        published,
+        tmp_path,
+        "runtime/wasm/wasi.c",
+        "#define WASI_EBADF 8\n",
+        "#define WASI_EBADF 9\n",
+    )
+    checklist = reproduce(published.envelopes["hello"], published.trust, source)
+    assert not checklist.ok
+    assert _by_name(checklist)["source tree"] is False
+    assert _by_name(checklist)["rebuild"] is None
+
+
+def _unsigned_release(published: Published, directory: Path) -> Path:
+    """The hello envelope re-signed without its source field (as releases 0.1.0 and 0.2.0 are),
+    under ``directory/reference-measurements/``; returns the envelope."""
+    statement = json.loads(Envelope.parse(published.envelopes["hello"].read_bytes()).payload)
+    del statement["predicate"]["source"]
+    references = directory / "reference-measurements"
+    shutil.copytree(
+        published.repo / "reference-measurements",
+        references,
+        ignore=shutil.ignore_patterns(VERSION),
+    )
+    envelope = references / VERSION / "hello.dsse.json"
+    envelope.parent.mkdir()
+    envelope.write_bytes(sign_statement(statement, load_private_key(published.key)))
+    return envelope
+
+
+def test_unsigned_release_cli_needs_a_named_source(
+    published: Published, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A release of another version whose statement signs no source: exit 2 unless the user
+    names the tree; named, it reproduces with a loud NOT SIGNED line and verdict."""
+    unsigned = _unsigned_release(published, tmp_path)
+    trust = str(_policy_file(published.repo))
+    assert keep_main(["reproduce", str(unsigned), "--trust", trust]) == 2
+    err = capsys.readouterr().err
+    assert f"release {VERSION} was signed without its source" in err
+    assert "--source-commit SHA" in err
+    argv = ["reproduce", str(unsigned), "--trust", trust, "--source", str(published.repo)]
     assert keep_main(argv) == 0
     out = capsys.readouterr().out
-    assert "✗" not in out
-    assert out.count("=> REPRODUCED") == 2
-    assert keep_main([*argv, "--json"]) == 0
-    documents = json.loads(capsys.readouterr().out)
-    assert [d["ok"] for d in documents] == [True, True]
+    assert f"- source NOT SIGNED (release {VERSION} was signed without its source" in out
+    assert "that tree's own build code runs, unverified" in out
+    assert "=> REPRODUCED from an UNSIGNED source" in out
+
+
+def test_installed_package_rebuilds_from_the_current_directory(
+    published: Published,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 11: a keepstack installed from its wheel (no examples/ beside the package) rebuilds
+    its own version from the current directory when that is a Keepstack source tree of that
+    version, and otherwise says to pass --source (exit 2, never a traceback)."""
+    import toolchain
+
+    monkeypatch.setattr("toolchain.build.keep_build.ROOT", tmp_path / "site-packages")
+    monkeypatch.setattr(toolchain, "__version__", VERSION)  # what the installed metadata says
+    unsigned = _unsigned_release(published, tmp_path / "elsewhere")
+    argv = ["reproduce", str(unsigned), "--trust", str(_policy_file(published.repo))]
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert keep_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is not a Keepstack source tree" in err
+    assert "--source DIR" in err
+    monkeypatch.chdir(published.repo)
+    assert keep_main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"rebuilt from the current directory {published.repo} (version {VERSION})" in out
+    assert "by the running code" in out
+    assert "=> REPRODUCED from an UNSIGNED source" in out
 
 
 def test_changed_microkernel_byte_names_ukernel_elf(published: Published, tmp_path: Path) -> None:
@@ -150,7 +325,7 @@ def test_changed_microkernel_byte_names_ukernel_elf(published: Published, tmp_pa
     old = found.group(0)
     new = old[:-1] + str((int(old[-1]) + 1) % 10)  # one byte
     source = _changed_copy(published, tmp_path, "runtime/ukernel/boot.c", old, new)
-    checklist = reproduce(published.envelopes["hello"], published.trust, source)
+    checklist = _as_if_unsigned(published, "hello", source)
     assert not checklist.ok
     names = _by_name(checklist)
     assert names["artifact ukernel.elf"] is False
@@ -173,7 +348,7 @@ def test_changed_runtime_byte_names_runtime_elf(published: Published, tmp_path: 
         "#define WASI_EBADF 8\n",
         "#define WASI_EBADF 9\n",
     )
-    checklist = reproduce(published.envelopes["hello"], published.trust, source)
+    checklist = _as_if_unsigned(published, "hello", source)
     names = _by_name(checklist)
     assert names["artifact runtime.elf"] is False
     assert names["artifact ukernel.elf"] is True
@@ -218,6 +393,32 @@ def test_make_release_refusals(published: Published, tmp_path: Path) -> None:
         make_release("0.2.0.dev0", published.key, published.repo)
     with pytest.raises(InputError, match="package version is"):
         make_release("0.2.0", published.key, published.repo)
+
+
+def test_make_release_refuses_sources_its_commit_lacks(
+    published: Published, tmp_path: Path
+) -> None:
+    """An ignored file under a trusted path would be built and hashed but not exported from the
+    commit: the release would not reproduce from its signed commit, so it is refused."""
+    repo = tmp_path / "repo"
+    shutil.copytree(published.repo, repo, symlinks=True)
+    (repo / ".gitignore").write_text("*.stray\n", encoding="utf-8")
+    _git(repo, "add", ".gitignore")
+    _git(repo, "commit", "-q", "-m", "ignore strays", "--", ".gitignore")
+    (repo / "examples" / "hello" / "left.stray").write_text("not committed", encoding="utf-8")
+    with pytest.raises(
+        InputError, match=r"differ from commit \w{12}'s in examples/hello/left.stray"
+    ):
+        make_release(VERSION, published.key, repo)
+
+
+def test_references_show_names_the_signed_source(
+    published: Published, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert keep_main(["references", "show", str(published.envelopes["hello"])]) == 0
+    out = capsys.readouterr().out
+    digest = tree_sha256(published.repo)
+    assert f"source       commit {published.commit}, treeSha256 {digest}" in out
 
 
 def test_json_differences_names_paths() -> None:

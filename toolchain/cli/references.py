@@ -142,6 +142,14 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     ]
 
 
+def _source_text(predicate: KeepPredicate) -> str:
+    source = predicate.source
+    if source is None:
+        return "NOT SIGNED (the statement names no source; releases 0.1.0 and 0.2.0 predate it)"
+    commit = f"commit {source.commit}, " if source.commit else "no commit, "
+    return f"{commit}treeSha256 {source.tree_sha256}"
+
+
 def format_predicate(
     predicate: KeepPredicate, subjects: dict[str, dict[str, str]], signers: list[str]
 ) -> str:
@@ -160,6 +168,7 @@ def format_predicate(
             ["not before", format_time(predicate.not_before)],
             ["not after", format_time(predicate.not_after)],
             ["provenance", f"sha256:{predicate.provenance_sha256}"],
+            ["source", _source_text(predicate)],
             ["signatures", ", ".join(signers) or "none"],
         ],
         indent="",

@@ -2,12 +2,16 @@
 
 ``keep reproduce --version 0.2.0`` (or ``keep reproduce ENVELOPE ...``) verifies each envelope
 against the trust policy first and refuses it if it does not verify; then it rebuilds the
-example from the source tree in a fresh temporary directory and prints a ✔/✗ line per trusted
-artifact and per launch digest (``toolchain.release.reproduce``). An envelope of another release
-than this source tree's version is rebuilt by that release's own code and sources, exported
-from the clone's git history (``toolchain.release.history``), unless ``--source`` names a tree.
-Exit status 0 when everything reproduces, 1 when anything does not, 2 on unusable input
-(including a clone without the history an older release needs).
+example from a source tree in a fresh temporary directory and prints a ✔/✗ line per trusted
+artifact and per launch digest (``toolchain.release.reproduce``). Which tree, and which code
+builds it, is ``toolchain.release.history``'s: ``--source DIR``, ``--source-commit SHA``, the
+commit the statement signs, or (for this code's own version) this source tree. A signed source
+is checked by its treeSha256 before anything from it runs; a release signed without its source
+(0.1.0, 0.2.0) of another version needs ``--source-commit`` or ``--source`` and says loudly that
+its source was not signed. The verdict always comes from this code's comparison of the rebuilt
+files with the signed statement. Exit status 0 when everything reproduces, 1 when anything does
+not, 2 on unusable input (including a release whose source no one named, or a clone without
+the history a commit needs).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from toolchain.sign.trust import TrustPolicy
+    from toolchain.sign import VerifiedReferences
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -39,11 +43,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust", type=Path, metavar="FILE", help=f"trust policy ({TRUST_DEFAULT_HELP})"
     )
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
         "--source",
         type=Path,
         metavar="DIR",
-        help="the source tree to rebuild (default: the tree beside the installed package)",
+        help="the source tree to rebuild (default: the commit the release signs, else for this "
+        "code's version the tree beside the package or the current directory)",
+    )
+    source.add_argument(
+        "--source-commit",
+        metavar="SHA",
+        help="rebuild this commit, exported from the git clone holding the envelope (needed for "
+        "an older release signed without its source, such as 0.1.0)",
     )
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
 
@@ -57,110 +69,81 @@ def _tree_version(root: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import tempfile
     import time
 
     from toolchain import __version__
-    from toolchain.build.keep_build import ROOT
+    from toolchain.build import keep_build
     from toolchain.errors import InputError
-    from toolchain.release.layout import REFERENCES_DIR, release_envelopes
-    from toolchain.release.reproduce import reproduce
-    from toolchain.sign import TrustPolicy, verify_envelope
+    from toolchain.release import history
+    from toolchain.release.layout import release_envelopes
+    from toolchain.release.reproduce import rebuild_and_compare, verify_release
+    from toolchain.sign import TrustPolicy
 
     if args.envelopes and args.version:
         raise InputError("give envelopes or --version, not both")
     trust = TrustPolicy.select(args.trust)
     envelopes: list[Path] = list(args.envelopes)
     if not envelopes:
-        releases = (args.source or ROOT) / REFERENCES_DIR
+        releases = _published_releases(args.source, keep_build.ROOT)
         envelopes = release_envelopes(releases / (args.version or __version__))
     if args.source is not None and not args.source.is_dir():
         raise InputError(f"source tree {args.source} is not a directory")
-    tree_version = _tree_version(ROOT)
+    running_root = keep_build.ROOT
+    running_version = _tree_version(running_root)
     results: list[dict[str, object]] = []
     status = 0
-    for envelope in envelopes:
-        started = time.perf_counter()
-        try:
-            data = envelope.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read {envelope}: {exc.strerror}") from exc
-        _, verified = verify_envelope(data, trust)
-        if args.source is None and verified is not None and verified.release != tree_version:
-            # Another release than this tree's: rebuild it with its own sources and code.
-            code, dicts = _reproduce_from_history(
-                args, trust, envelope, verified.release, tree_version
-            )
-            results.extend(dicts)
-            status = max(status, code)
-            continue
-        checklist = reproduce(envelope, trust, args.source)
-        seconds = time.perf_counter() - started
-        results.append(checklist.as_dict())
-        status = max(status, 0 if checklist.ok else 1)
-        if not args.json:
-            print(checklist.render(verdict=False))
-            verdict = "REPRODUCED" if checklist.ok else "NOT REPRODUCED"
-            print(f"  => {verdict} ({seconds:.1f} s)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="keep-reproduce-sources-") as scratch:
+        for envelope in envelopes:
+            started = time.perf_counter()
+            checklist, references = verify_release(envelope, trust)
+            if references is not None:
+                signed = references.predicate.source
+                tree = history.release_tree(
+                    release=references.release,
+                    signed_commit=signed.commit if signed is not None else None,
+                    envelope=envelope,
+                    running_root=running_root,
+                    running_version=running_version,
+                    source=args.source,
+                    source_commit=args.source_commit,
+                    scratch=Path(scratch),
+                )
+                rebuild_and_compare(checklist, envelope, references, tree)
+            seconds = time.perf_counter() - started
+            results.append(checklist.as_dict())
+            status = max(status, 0 if checklist.ok else 1)
+            if not args.json:
+                print(checklist.render(verdict=False))
+                print(f"  => {_verdict(checklist.ok, references)} ({seconds:.1f} s)", flush=True)
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     return status
 
 
-def _reproduce_from_history(
-    args: argparse.Namespace,
-    trust: TrustPolicy,
-    envelope: Path,
-    release: str,
-    tree_version: str,
-) -> tuple[int, list[dict[str, object]]]:
-    """Export release ``release``'s commit and run its own ``keep reproduce`` on ``envelope``;
-    returns (exit status, the checklists as dicts for --json)."""
-    import json
-    import sys
-    import tempfile
-    import time
-
-    from toolchain.build.keep_build import ROOT
-    from toolchain.checks import Checklist
+def _published_releases(source: Path | None, running_root: Path) -> Path:
+    """Where ``--version`` finds the published envelopes: in ``--source``, beside the running
+    code, else in the current directory (a checkout, when keep is installed from a wheel). The
+    envelopes are verified against the trust policy before use, so where they come from decides
+    nothing; the policy never comes from there."""
     from toolchain.errors import InputError
-    from toolchain.release import history
+    from toolchain.release.layout import REFERENCES_DIR
 
-    started = time.perf_counter()
-    source = history.find_release_commit(envelope.parent, release)
-    header = Checklist(f"reproduce {envelope}")
-    header.add(
-        "signatures",
-        True,
-        found=f"verified against the trust policy {trust.describe()} before anything is built",
+    for root in (source, running_root, Path.cwd()):
+        if root is not None and (root / REFERENCES_DIR).is_dir():
+            return root / REFERENCES_DIR
+    raise InputError(
+        f"no {REFERENCES_DIR}/ directory in {source or running_root} or the current directory",
+        hint="run keep reproduce in a Keepstack checkout, or pass --source DIR or the envelopes",
     )
-    with tempfile.TemporaryDirectory(prefix=f"keep-release-{release}-") as scratch:
-        tree = history.export_tree(source, Path(scratch) / "source")
-        header.add(
-            "release source",
-            None,
-            detail=f"release {release} is not this tree's version {tree_version}: its own "
-            f"sources and reproduce code, commit {source.commit[:12]} ({source.how}), "
-            f"exported to {tree}; {history.requirements_note(tree, ROOT)}",
+
+
+def _verdict(ok: bool, references: VerifiedReferences | None) -> str:
+    if not ok:
+        return "NOT REPRODUCED"
+    if references is not None and references.predicate.source is None:
+        return (
+            f"REPRODUCED from an UNSIGNED source: release {references.release} does not sign "
+            "the source it was built from; the tree was your choice"
         )
-        if not args.json:
-            print(header.render(verdict=False), flush=True)
-        # The release's own code is given the same policy file (built-in: the package's copy).
-        if trust.path is None:
-            raise InputError(f"the trust policy {trust.source} is not a file to hand on")
-        done = history.reproduce_in_tree(tree, envelope, trust.path, json_output=args.json)
-    if done.stderr:
-        print(done.stderr, end="", file=sys.stderr)
-    seconds = time.perf_counter() - started
-    code = done.returncode if done.returncode in (0, 1) else max(done.returncode, 2)
-    if not args.json:
-        print(done.stdout, end="")
-        verdict = "REPRODUCED" if code == 0 else "NOT REPRODUCED"
-        print(f"  => {verdict} with the sources of release {release} ({seconds:.1f} s)", flush=True)
-        return code, []
-    try:
-        theirs = json.loads(done.stdout) if done.stdout.strip() else []
-    except json.JSONDecodeError:
-        theirs = [{"title": "release's keep reproduce", "ok": False, "output": done.stdout}]
-    if not isinstance(theirs, list):
-        theirs = [theirs]
-    return code, [header.as_dict(), *theirs]
+    return "REPRODUCED"

@@ -13,9 +13,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolchain.errors import InputError
+
+if TYPE_CHECKING:
+    from toolchain.sign.predicate import SourceDigest
 
 #: CPU generations a release lists (the keep's launch digest does not depend on them, but a
 #: verifier matches a report's generation against the reference's).
@@ -56,12 +59,13 @@ def keep_statement(
     development: bool,
     subject_prefix: str = "",
     untrusted_components: Mapping[str, Path] | None = None,
+    source: SourceDigest | None = None,
 ) -> dict[str, Any]:
     """An in-toto Statement v1 with the Keepstack predicate for one built keep.
 
     ``untrusted_components`` (a release's VMM wheel) are listed among the predicate's components
     but are not subjects: they are outside the trust decision, so reproducing a release never
-    depends on them.
+    depends on them. ``source`` (a release's) signs the source tree the keep was built from.
     """
     from toolchain.sign import ComponentDigest, KeepPredicate, LaunchConfig, build_statement
 
@@ -88,6 +92,7 @@ def keep_statement(
         not_before=not_before,
         not_after=not_before + valid_for,
         development=development,
+        source=source,
     )
     subjects = {f.name: {"sha256": f.sha256, "sha384": f.sha384} for f in files}
     return build_statement(predicate, subjects)

@@ -7,6 +7,12 @@ is an untrusted component) with the release key, writes the envelope and the rel
 those artifacts plus the provenance record, and adds the public key to the built-in trust policy
 the package ships (``toolchain/sign/release-trust/``: ``keys/`` and ``trust.toml``) if it is new.
 The release key never comes from the repository.
+
+Every statement signs the source it was built from (predicate ``source``): the ``treeSha256`` of
+the trusted source files (``toolchain.release.source``) and, in a git checkout, the commit. The
+trusted sources must be committed, and the commit's tree must hash to the same ``treeSha256`` as
+the working tree that is built (so an ignored or untracked file under a trusted path, which git
+would not export, is refused rather than making the release unreproducible from its commit).
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolchain.errors import InputError, PlatformError
-from toolchain.release.history import SOURCE_COMMIT_FILE
 from toolchain.release.layout import (
     ENVELOPE_SUFFIX,
     REFERENCES_DIR,
@@ -32,14 +37,13 @@ from toolchain.release.layout import (
     TRUSTED_ARTIFACTS,
     example_apps,
 )
+from toolchain.release.source import EXCLUDED, TRUSTED_SOURCES
 
 if TYPE_CHECKING:
-    from toolchain.sign import PrivateKey
+    from toolchain.sign import PrivateKey, SourceDigest
 
 #: How long a release's references are valid, from the signing time.
 RELEASE_VALIDITY = timedelta(days=365)
-#: Paths whose uncommitted changes would make the release differ from what was committed.
-TRUSTED_SOURCES = ("runtime", "examples", "toolchain", "requirements/runtime.txt")
 _RELEASE_VERSION = re.compile(r"[0-9]+(\.[0-9]+)*([-+._]?[0-9A-Za-z]+)*")
 
 
@@ -92,7 +96,8 @@ def _check_clean(repo_root: Path) -> None:
         return
     try:
         done = subprocess.run(
-            ["git", "status", "--porcelain", "--", *TRUSTED_SOURCES],
+            ["git", "status", "--porcelain", "--", *TRUSTED_SOURCES]
+            + [f":(exclude){path}" for path in EXCLUDED],
             cwd=repo_root,
             capture_output=True,
             text=True,
@@ -125,6 +130,27 @@ def _source_commit(repo_root: Path) -> str | None:
     return done.stdout.strip()
 
 
+def _signed_source(repo_root: Path, commit: str | None) -> SourceDigest:
+    """What the statements sign as their source: the working tree's ``treeSha256``, which must
+    be the commit's (checked by exporting the commit's trusted sources, in a git checkout)."""
+    from toolchain.release import history, source
+    from toolchain.sign import SourceDigest
+
+    files = source.source_files(repo_root)
+    if commit is not None:
+        with tempfile.TemporaryDirectory(prefix="keep-release-source-") as scratch:
+            committed = source.source_files(history.export_tree(repo_root, commit, Path(scratch)))
+        differing = source.differences(files, committed)
+        if differing:
+            raise InputError(
+                f"the trusted sources to build differ from commit {commit[:12]}'s in "
+                f"{', '.join(differing[:8])}" + (" and more" if differing[8:] else ""),
+                hint="remove untracked or ignored files under the trusted paths "
+                f"({', '.join(TRUSTED_SOURCES)}), or commit them",
+            )
+    return SourceDigest(tree_sha256=source.digest(files), commit=commit)
+
+
 def _publish_key(
     repo_root: Path, private: PrivateKey, name: str, version: str
 ) -> tuple[Path, str, bool]:
@@ -155,11 +181,13 @@ def reference_statement(
     not_before: datetime,
     valid_for: timedelta,
     development: bool = False,
+    source: SourceDigest | None = None,
 ) -> dict[str, Any]:
     """The reference statement for one built keep (``keep build``'s artifacts by name): the
     trusted artifacts are its subjects, the others (the VMM wheel) untrusted components, and it
     lists a launch configuration per backend, CPU generation and vCPU count, with the launch
-    digest the keep's plan gives for that count. Releases and ``keep statement`` both use it."""
+    digest the keep's plan gives for that count; a release also signs its ``source``. Releases and
+    ``keep statement`` both use it."""
     from toolchain.build import tools
     from toolchain.measure.plan import PLAN_FILE, LaunchPlan
     from toolchain.measure.reference import keep_statement
@@ -186,6 +214,7 @@ def reference_statement(
         valid_for=valid_for,
         development=development,
         untrusted_components=untrusted,
+        source=source,
     )
 
 
@@ -210,6 +239,7 @@ def make_release(
     _check_version(version, repo_root)
     _check_clean(repo_root)
     commit = _source_commit(repo_root)
+    signed_source = _signed_source(repo_root, commit)
     references = repo_root / REFERENCES_DIR
     directory = references / version
     if directory.exists() and any(directory.iterdir()):
@@ -224,8 +254,6 @@ def make_release(
     )
     apps = example_apps(repo_root)
     directory.mkdir(parents=True, exist_ok=True)
-    if commit is not None:  # where `keep reproduce` finds these sources once HEAD moves on
-        (directory / SOURCE_COMMIT_FILE).write_text(commit + "\n", encoding="utf-8")
     envelopes: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="keep-release-") as scratch:
         cache = BuildCache(Path(scratch) / "cache")
@@ -246,6 +274,7 @@ def make_release(
                 generations=GENERATIONS,
                 not_before=signed_at,
                 valid_for=RELEASE_VALIDITY,
+                source=signed_source,
             )
             trusted = {n: build.artifacts[n] for n in TRUSTED_ARTIFACTS}
             published = directory / name

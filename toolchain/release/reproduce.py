@@ -1,15 +1,23 @@
 """Rebuild a signed release from source and compare every digest (``keep reproduce``).
 
-Order matters: the envelope's signatures are verified against the trust policy first, and
-nothing is built unless they verify. Then the example is rebuilt from ``source_root`` in a fresh
-temporary directory with a fresh build cache and the pinned toolchain, and
+Order matters, and every comparison is made by the running code:
 
-* every subject (the trusted artifacts) is compared by SHA-256 and SHA-384: ✔/✗;
-* every launch digest of the predicate is recomputed from the rebuilt LaunchPlan for its vCPU
-  count, with the plan's guest policy: ✔/✗ (one line per vCPU count and policy, naming the CPU
-  generations and backends it covers);
-* untrusted components (the VMM wheel), the toolchain and the provenance record are reported
-  as "-" lines only: they are not part of the trust decision.
+1. the envelope's signatures are verified against the trust policy (``verify_release``);
+   nothing is built unless they verify;
+2. the source tree (``toolchain.release.history.SourceTree``) is checked: when the statement
+   signs its source, the tree's ``treeSha256`` (``toolchain.release.source``) must be the signed
+   one, or nothing from the tree runs; when it does not (releases 0.1.0 and 0.2.0), a loud
+   "source NOT SIGNED" line says which tree the user's choice made the rebuild use;
+3. the example is rebuilt from the tree in a fresh temporary directory with a fresh build cache
+   and the pinned toolchain: by the running code, or by the tree's own ``keep build`` in a
+   subprocess for a release of another version (its exit status only says whether it built);
+4. every subject (the trusted artifacts) in the output directory is compared by SHA-256 and
+   SHA-384: ✔/✗;
+5. every launch digest of the predicate is recomputed from the rebuilt LaunchPlan for its vCPU
+   count, with the plan's guest policy: ✔/✗ (one line per vCPU count and policy, naming the
+   CPU generations and backends it covers);
+6. untrusted components (the VMM wheel), the toolchain and the provenance record are reported
+   as "-" lines only: they are not part of the trust decision.
 
 On a mismatch the line says where the bytes differ when the release's own bytes are published
 beside the envelope (``<example>/<artifact>``, checked against the signed digest first).
@@ -23,8 +31,11 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+from toolchain.build.provenance import PROVENANCE_FILE
 from toolchain.checks import Checklist
 from toolchain.errors import InputError
+from toolchain.measure.plan import PLAN_FILE
+from toolchain.release.history import SourceTree
 from toolchain.release.layout import example_apps, example_name, published_dir
 from toolchain.sign.predicate import KeepPredicate, LaunchConfig
 from toolchain.sign.references import VerifiedReferences, verify_envelope
@@ -100,7 +111,14 @@ def _check_launch_digests(checklist: Checklist, predicate: KeepPredicate, plan_p
     """One line per (vCPU count, guest policy); returns how many configurations were compared."""
     from toolchain.measure.plan import LaunchPlan
 
-    plan = LaunchPlan.from_json(plan_path.read_bytes())
+    try:
+        plan = LaunchPlan.from_json(plan_path.read_bytes())
+    except (OSError, InputError) as exc:  # the rebuild wrote none, or not a plan
+        reason = exc.message if isinstance(exc, InputError) else "not built"
+        checklist.add(
+            "launch digests", False, expected="a launch plan to recompute them from", found=reason
+        )
+        return 0
     groups: dict[tuple[int, int], list[LaunchConfig]] = defaultdict(list)
     for config in predicate.configs:
         groups[(config.vcpus, config.guest_policy)].append(config)
@@ -133,9 +151,7 @@ def _check_launch_digests(checklist: Checklist, predicate: KeepPredicate, plan_p
     return len(predicate.configs)
 
 
-def _report_untrusted(
-    checklist: Checklist, references: VerifiedReferences, out_dir: Path, provenance: Path
-) -> None:
+def _report_untrusted(checklist: Checklist, references: VerifiedReferences, out_dir: Path) -> None:
     from toolchain.build import tools
 
     for component in references.predicate.components:
@@ -163,29 +179,27 @@ def _report_untrusted(
         if not differing
         else f"differs from the release's in {', '.join(differing)}; the artifacts decide",
     )
-    equal = _digests(provenance, ["sha256"])["sha256"] == references.predicate.provenance_sha256
+    provenance = out_dir / PROVENANCE_FILE
+    if not provenance.is_file():
+        outcome = "not rebuilt"
+    elif _digests(provenance, ["sha256"])["sha256"] == references.predicate.provenance_sha256:
+        outcome = "rebuilt equal"
+    else:
+        outcome = "rebuilt different"
     checklist.add(
         "provenance record",
         None,
-        detail=("rebuilt equal" if equal else "rebuilt different")
-        + "; informational: it names the package version and the wheel",
+        detail=f"{outcome}; informational: it names the package version and the wheel",
     )
 
 
-def reproduce(
-    envelope: Path,
-    trust: TrustPolicy,
-    source_root: Path | None = None,
-    *,
-    at: datetime | None = None,
-) -> Checklist:
-    """Verify ``envelope`` against ``trust``; only if it verifies, rebuild its example from
-    ``source_root`` (default: the tree beside the package) and compare every digest."""
-    from toolchain.build.cache import BuildCache
-    from toolchain.build.keep_build import ROOT, build_keep
-
+def verify_release(
+    envelope: Path, trust: TrustPolicy, *, at: datetime | None = None
+) -> tuple[Checklist, VerifiedReferences | None]:
+    """Step 1: the envelope's checklist (titled for reproduce) and its references, None (with a
+    "rebuild not attempted" line) when it does not verify."""
     envelope = Path(envelope)
-    name = example_name(envelope)
+    example_name(envelope)  # an InputError before anything else when misnamed
     try:
         data = envelope.read_bytes()
     except OSError as exc:
@@ -196,34 +210,125 @@ def reproduce(
     checklist.checks = [c for c in checklist.checks if c.name != "artifacts"]
     if references is None:
         checklist.add("rebuild", None, detail="not attempted: the signed references do not verify")
-        return checklist
-    root = ROOT if source_root is None else Path(source_root).resolve()
-    apps = example_apps(root)
-    app = apps.get(name)
-    if app is None:
-        raise InputError(
-            f"the source tree {root} has no example {name!r} (examples: {', '.join(apps)})"
+    return checklist, references
+
+
+def check_source(checklist: Checklist, references: VerifiedReferences, tree: SourceTree) -> bool:
+    """Step 2: whether the tree may be built — its treeSha256 is the signed one, or the release
+    signs no source (said loudly). Nothing from the tree has run when this returns False."""
+    from toolchain.release.source import tree_sha256
+
+    signed = references.predicate.source
+    if signed is None:
+        checklist.add(
+            "source NOT SIGNED",
+            None,
+            detail=f"release {references.release} was signed without its source: rebuilt from "
+            f"{tree.how}, your choice, which the release does not vouch for"
+            + ("; that tree's own build code runs, unverified" if tree.own_code else ""),
         )
-    vcpu_counts = sorted({c.vcpus for c in references.configs}) or [1]
-    with tempfile.TemporaryDirectory(prefix="keep-reproduce-") as scratch:
-        base = Path(scratch)
+        return True
+    where = f" of commit {signed.commit[:12]}" if signed.commit else ""
+    try:
+        found = tree_sha256(tree.root)
+    except InputError as exc:
+        found = f"none: {exc.message}"
+    if found != signed.tree_sha256:
+        checklist.add(
+            "source tree",
+            False,
+            expected=f"the signed treeSha256{where} {signed.tree_sha256}",
+            found=f"{found} over {tree.how}",
+        )
+        checklist.add("rebuild", None, detail="not attempted: nothing from that tree ran")
+        return False
+    checklist.add("source tree", True, found=f"treeSha256 {found}, signed{where}; {tree.how}")
+    return True
+
+
+def _build(
+    checklist: Checklist, app: Path, tree: SourceTree, scratch: Path, vcpu_counts: list[int]
+) -> Path | None:
+    """Step 3: the output directory of the rebuild, None (with a ✗ line) when it did not build."""
+    from toolchain.build.cache import BuildCache
+    from toolchain.build.keep_build import ROOT, build_keep
+    from toolchain.release.history import build_in_tree, requirements_note
+
+    out_dir = scratch / "out"
+    # The source line above names the tree.
+    what = f"{app.relative_to(tree.root).as_posix()} from that tree, fresh directory and cache"
+    if not tree.own_code:
         try:
-            build = build_keep(
+            build_keep(
                 app,
-                base / "out",
+                out_dir,
                 vcpu_counts=vcpu_counts,
-                source_root=root,
-                cache=BuildCache(base / "cache"),
+                source_root=tree.root,
+                cache=BuildCache(scratch / "cache"),
             )
         except InputError as exc:  # the source does not build: it does not reproduce either
             checklist.add("rebuild", False, expected="a build of the source", found=exc.message)
-            return checklist
+            return None
+        checklist.add("rebuild", True, found=f"{what}, by the running code")
+        return out_dir
+    done = build_in_tree(tree.root, app, out_dir, vcpu_counts, scratch / "cache")
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or ["no message"])[-1]
         checklist.add(
             "rebuild",
-            True,
-            found=f"{app.relative_to(root).as_posix()} from {root}, fresh directory and cache",
+            False,
+            expected="the tree's keep build to exit 0",
+            found=f"exit status {done.returncode}: {said}",
         )
-        _check_subjects(checklist, envelope, references, build.out_dir)
-        _check_launch_digests(checklist, references.predicate, build.out_dir / "launch-plan.json")
-        _report_untrusted(checklist, references, build.out_dir, build.provenance)
+        return None
+    checklist.add(
+        "rebuild",
+        None,
+        detail=f"{what}, by the tree's own keep build (another version than the running "
+        f"code's); only its output files count, compared below by the running code; "
+        f"{requirements_note(tree.root, ROOT)}",
+    )
+    return out_dir
+
+
+def rebuild_and_compare(
+    checklist: Checklist, envelope: Path, references: VerifiedReferences, tree: SourceTree
+) -> Checklist:
+    """Steps 2 to 6 for verified ``references``, adding to ``checklist``."""
+    if not check_source(checklist, references, tree):
+        return checklist
+    name = example_name(Path(envelope))
+    apps = example_apps(tree.root)
+    app = apps.get(name)
+    if app is None:
+        raise InputError(
+            f"the source tree {tree.root} has no example {name!r} (examples: {', '.join(apps)})"
+        )
+    vcpu_counts = sorted({c.vcpus for c in references.configs}) or [1]
+    with tempfile.TemporaryDirectory(prefix="keep-reproduce-") as scratch:
+        out_dir = _build(checklist, app, tree, Path(scratch), vcpu_counts)
+        if out_dir is not None:
+            _check_subjects(checklist, Path(envelope), references, out_dir)
+            _check_launch_digests(checklist, references.predicate, out_dir / PLAN_FILE)
+            _report_untrusted(checklist, references, out_dir)
     return checklist
+
+
+def reproduce(
+    envelope: Path,
+    trust: TrustPolicy,
+    source_root: Path | None = None,
+    *,
+    at: datetime | None = None,
+) -> Checklist:
+    """Verify ``envelope`` against ``trust``; only if it verifies, rebuild its example from
+    ``source_root`` (default: the tree beside the package) with the running code and compare
+    every digest (``keep reproduce`` chooses the tree and the build code as
+    ``toolchain.release.history`` says)."""
+    from toolchain.build.keep_build import ROOT
+
+    checklist, references = verify_release(envelope, trust, at=at)
+    if references is None:
+        return checklist
+    root = ROOT if source_root is None else Path(source_root).resolve()
+    return rebuild_and_compare(checklist, envelope, references, SourceTree(root, str(root), False))

@@ -30,6 +30,7 @@ from toolchain.sign.predicate import (
     ComponentDigest,
     KeepPredicate,
     LaunchConfig,
+    SourceDigest,
 )
 from toolchain.sign.references import VerifiedReferences, require_references, verify_envelope
 from toolchain.sign.signing import add_signature, sign_statement
@@ -47,6 +48,7 @@ __all__ = [
     "PrivateKey",
     "PublicKey",
     "Signature",
+    "SourceDigest",
     "TrustPolicy",
     "TrustedKey",
     "VerifiedReferences",

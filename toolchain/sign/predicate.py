@@ -1,7 +1,9 @@
 """The Keepstack reference-measurement predicate (``https://keepstack.dev/reference-measurements/v1``).
 
 What one release measures: the launch digest for each launch configuration, the digests of every
-component, the pinned toolchain, the digest of the build provenance record and a validity window.
+component, the pinned toolchain, the digest of the build provenance record, a validity window
+and (releases from 0.3.0 on) the source it was built from (``source``: the ``treeSha256`` of its
+trusted source files, ``toolchain.release.source``, and the git commit holding them).
 Its JSON form is specified by ``schema/keepstack-reference-v1.schema.json``; ``from_json`` checks
 the schema first and then what a schema cannot say (window order, no ambiguous configuration).
 """
@@ -133,6 +135,34 @@ class ComponentDigest:
 
 
 @dataclass(frozen=True)
+class SourceDigest:
+    """The source a release was built from: ``tree_sha256`` over its trusted source files (see
+    ``toolchain.release.source``) and the git commit holding them. The commit is a locator; the
+    digest decides whether a tree is the signed source."""
+
+    tree_sha256: str
+    commit: str | None = None  # 40 (SHA-1) or 64 (SHA-256) lowercase hex digits
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tree_sha256, str) or not _is_hex(self.tree_sha256, 64):
+            raise InputError("source treeSha256 must be 64 lowercase hex digits")
+        if self.commit is not None and not (
+            isinstance(self.commit, str) and (_is_hex(self.commit, 40) or _is_hex(self.commit, 64))
+        ):
+            raise InputError(f"source commit {self.commit!r} must be 40 or 64 lowercase hex digits")
+
+    def to_json(self) -> dict[str, Any]:
+        document = {"treeSha256": self.tree_sha256}
+        if self.commit is not None:
+            document["commit"] = self.commit
+        return document
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SourceDigest:
+        return cls(tree_sha256=data["treeSha256"], commit=data.get("commit"))
+
+
+@dataclass(frozen=True)
 class KeepPredicate:
     """The predicate of a signed reference measurement."""
 
@@ -144,6 +174,7 @@ class KeepPredicate:
     not_before: datetime
     not_after: datetime
     development: bool = False
+    source: SourceDigest | None = None  # None: a release signed before sources were (0.1, 0.2)
 
     def __post_init__(self) -> None:
         if not isinstance(self.release, str) or not _RELEASE.fullmatch(self.release):
@@ -179,6 +210,8 @@ class KeepPredicate:
             )
         if not isinstance(self.development, bool):
             raise InputError("development must be true or false")
+        if self.source is not None and not isinstance(self.source, SourceDigest):
+            raise InputError(f"source must be a SourceDigest, found {self.source!r}")
         # Normalised to UTC at whole seconds: exactly what the JSON form carries.
         object.__setattr__(self, "not_before", not_before)
         object.__setattr__(self, "not_after", not_after)
@@ -195,6 +228,8 @@ class KeepPredicate:
             "components": [c.to_json() for c in self.components],
             "toolchain": dict(self.toolchain),
             "buildProvenance": {"sha256": self.provenance_sha256},
+            # Absent, not null, when unsigned: the statements of 0.1.0 and 0.2.0 have no field.
+            **({"source": self.source.to_json()} if self.source is not None else {}),
         }
 
     @classmethod
@@ -216,4 +251,5 @@ class KeepPredicate:
             not_before=parse_time(validity["notBefore"], "notBefore"),
             not_after=parse_time(validity["notAfter"], "notAfter"),
             development=data["development"],
+            source=SourceDigest.from_json(data["source"]) if "source" in data else None,
         )
