@@ -103,7 +103,8 @@ def test_header_layout_is_linux_snp_guest_msg_hdr() -> None:
     assert size == HEADER_SIZE == 0x60
     assert offsets == HEADER_OFFSETS
     # The AAD is everything from ALGO on: 48 bytes (Linux AAD_LEN).
-    assert offsets["algo"] == guest_msg.AAD_OFFSET and HEADER_SIZE - offsets["algo"] == 48
+    assert offsets["algo"] == guest_msg.AAD_OFFSET
+    assert HEADER_SIZE - offsets["algo"] == 48
     header = MessageHeader(
         msg_seqno=0x1122334455667788,
         msg_type=5,
@@ -133,13 +134,15 @@ def test_report_request_and_response_layouts() -> None:
     assert MAX_MSG_SIZE == 4000 - 16
     response = ReportResponse(status=0, report=b"\xab" * REPORT_SIZE).to_bytes()
     assert struct.unpack_from("<II", response) == (0, REPORT_SIZE)
-    assert response[8:0x20] == bytes(24) and response[0x20:] == b"\xab" * REPORT_SIZE
+    assert response[8:0x20] == bytes(24)
+    assert response[0x20:] == b"\xab" * REPORT_SIZE
 
 
 def test_secrets_page_layout_is_linux_snp_secrets_page() -> None:
     offsets, size = _offsets(LINUX_SNP_SECRETS_PAGE)
     area, area_size = _offsets(LINUX_SECRETS_OS_AREA)
-    assert size == secrets.SECRETS_PAGE_SIZE and area_size == secrets.OS_AREA_SIZE
+    assert size == secrets.SECRETS_PAGE_SIZE
+    assert area_size == secrets.OS_AREA_SIZE
     flat = {**offsets, **{k: offsets["os_area"] + v for k, v in area.items() if k != "rsvd"}}
     for name, offset in secrets.FIELD_OFFSETS.items():
         assert flat[name] == offset, name
@@ -157,9 +160,11 @@ def test_secrets_page_round_trip_and_reserved_bytes() -> None:
         svsm_guest_vmpl=2,
     )
     raw = page.to_bytes()
-    assert raw[:12] == bytes.fromhex("03000000" "01000000" "110fa100")
-    assert raw[0x20:0x40] == b"\x01" * 32 and raw[0x80:0xA0] == b"\x04" * 32
-    assert raw[0xA0:0xA4] == b"\x07\0\0\0" and raw[0xAC:0xB0] == b"\x09\0\0\0"
+    assert raw[:12] == bytes.fromhex("0300000001000000110fa100")
+    assert raw[0x20:0x40] == b"\x01" * 32
+    assert raw[0x80:0xA0] == b"\x04" * 32
+    assert raw[0xA0:0xA4] == b"\x07\0\0\0"
+    assert raw[0xAC:0xB0] == b"\x09\0\0\0"
     assert raw[0x15C] == 2
     assert SecretsPage.parse(raw) == page
     assert "01010101" not in repr(page)  # keys never printed
@@ -177,8 +182,10 @@ def test_secrets_page_round_trip_and_reserved_bytes() -> None:
 def test_fresh_secrets_pages_have_distinct_random_keys() -> None:
     first, second = SecretsPage.fresh(0x00A10F11), SecretsPage.fresh(0x00A10F11)
     keys = set(first.vmpck) | set(second.vmpck)
-    assert len(keys) == 8 and bytes(32) not in keys
-    assert first.version == 3 and first.msg_seqno == (0, 0, 0, 0)
+    assert len(keys) == 8
+    assert bytes(32) not in keys
+    assert first.version == 3
+    assert first.msg_seqno == (0, 0, 0, 0)
 
 
 # ---- AES-256-GCM against NIST CAVS 14.0 ----------------------------------------------------------
@@ -295,9 +302,12 @@ def test_channel_round_trip_steps_sequence_numbers_by_two() -> None:
         return _answer(request)
 
     report = channel.request_report(NONCE, peer)
-    assert report[:64] == NONCE and report[64:128] == NONCE
+    assert report[:64] == NONCE
+    assert report[64:128] == NONCE
     channel.request_report(NONCE, peer)
-    assert seen == [1, 3] and channel.last_seqno == 4 and not channel.disabled
+    assert seen == [1, 3]
+    assert channel.last_seqno == 4
+    assert not channel.disabled
 
 
 def test_channel_continues_the_secrets_page_count() -> None:
