@@ -313,6 +313,12 @@ def test_states_kvm_cannot_produce_are_refused(change: dict[str, object], match:
         kvm_snp_vmsa(replace(_state(), **change), sev_features=1)  # type: ignore[arg-type]
 
 
+def test_spec_ctrl_is_a_32_bit_value_at_0x2e0() -> None:
+    assert kvm_snp_vmsa(_state(), sev_features=1, spec_ctrl=0x5)[0x2E0:0x2E8] == b"\x05" + bytes(7)
+    with pytest.raises(InputError, match="spec_ctrl"):
+        kvm_snp_vmsa(_state(), sev_features=1, spec_ctrl=1 << 32)
+
+
 def test_a_ring3_state_needs_ss_dpl_3() -> None:
     state = _state()
     ss3 = replace(state.ss, attrib=state.ss.attrib | 3 << 5)

@@ -652,5 +652,7 @@ def kvm_snp_vmsa(
         fpreg_ymm=fpu.ymm if fpu.ymm is not None else bytes(_YMM_SIZE),
     )
     page = bytearray(vmsa_page(synced, sev_features=sev_features))
-    _put(page, "spec_ctrl", OFFSET_SPEC_CTRL, "Q", spec_ctrl)
+    # u32 in older vmcb_save_area, u64 since; SPEC_CTRL's defined bits are all in the low 32, and
+    # a 32-bit value lays out the same either way.
+    _put(page, "spec_ctrl", OFFSET_SPEC_CTRL, "I", spec_ctrl)
     return bytes(page)
