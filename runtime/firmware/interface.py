@@ -2,8 +2,9 @@
 
 The order of a launch is fixed: ``launch_start`` once, ``launch_update`` for every region in
 LaunchPlan order, ``launch_vmsa`` for every vCPU (boot CPU first), ``launch_finish`` once; after
-that only ``guest_request_report``. An implementation refuses any other order with an
-``InputError``.
+that only ``guest_request`` (the guest's sealed SNP guest message, as on real hardware) and
+``guest_request_report`` (the plain-text path of the current microkernel's hypercall). An
+implementation refuses any other order with an ``InputError``.
 
 ``launch_update`` receives the bytes that are really in guest memory and returns what the guest
 page holds afterwards (the real PSP encrypts in place; the model zeroes ZERO pages and fills the
@@ -57,6 +58,14 @@ class Firmware(Protocol):
 
     def guest_request_report(self, report_data: bytes, vmpl: int) -> bytes:
         """MSG_REPORT_REQ: a signed 0x4A0-byte ATTESTATION_REPORT binding ``report_data``."""
+        ...
+
+    def guest_request(self, message: bytes) -> bytes:
+        """SNP_GUEST_REQUEST: a sealed guest message page in, the sealed response page out.
+
+        Layout and checks: ``toolchain.snp.guest_msg``. A refused message raises; after a
+        failure on a VMPCK the firmware answers nothing more on it.
+        """
         ...
 
     def certificate_chain(self) -> CertificateChain:

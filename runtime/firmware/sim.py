@@ -7,10 +7,20 @@ signed with ECDSA P-384 by a simulated VCEK. The VCEK is certified by a simulate
 (RSA-PSS, SHA-384, salt 48, as AMD does) with AMD's VCEK extensions. The chain is generated once
 per user in ``state_dir("sim-firmware")`` (mode 0700, private keys 0600) and reused.
 
+The guest's side of the PSP as the SNP ABI defines it: the SECRETS page is filled at its
+``launch_update`` as the firmware fills it (layout version 3, the chip's FMS, fresh random
+VMPCK0-3 for every launch), and ``guest_request`` takes a sealed SNP guest message
+(``toolchain.snp.guest_msg``), authenticates and decrypts it with VMPCK0, accepts only the next
+sequence number, answers MSG_REPORT_REQ with a sealed MSG_REPORT_RSP, and after any failure
+stops answering on that key for the rest of the launch. ``guest_request_report`` is the older
+plain-text path (the VMM's own hypercall), kept for the microkernel that still uses it; both sign
+the same report over the same MEASUREMENT: the digest of what the VMM actually loaded.
+
 What it does not model: memory encryption (the host can read and change guest memory at any
-time), VMPCK-encrypted guest messages, ID-block/author-key signatures (ID_KEY_DIGEST stays zero),
-CPUID-page validation. A report from this firmware proves only what a host could forge: a
-verifier trusts the simulated ARK only when explicitly asked to.
+time, VMPCKs included), ID-block/author-key signatures (ID_KEY_DIGEST stays zero), CPUID-page
+validation, VLEK signing (KEY_SEL 2 is refused), VMPCK1-3 requests. A report from this
+firmware proves only what a host could forge: a verifier trusts the simulated ARK only when
+explicitly asked to.
 
 Two ways in: the ``kvm`` backend's VMM drives ``launch_start``/``launch_update``/``launch_vmsa``/
 ``launch_finish`` with what it placed in the VM; the ``nil`` backend, which has no VM, calls
@@ -40,9 +50,23 @@ from cryptography.x509.oid import NameOID
 from runtime.firmware.interface import HOST_DATA_SIZE, ID_BLOCK_SIZE, CertificateChain
 from toolchain.errors import EvidenceError, InputError, PlatformError
 from toolchain.snp.certs import AMD_PSS, vcek_extensions
+from toolchain.snp.cpu import cpu_signature
 from toolchain.snp.digest import PAGE_SIZE, VMSA_GPA, LaunchDigest, PageType
+from toolchain.snp.guest_msg import (
+    MESSAGE_PAGE_SIZE,
+    REPORT_MSG_VERSION,
+    REPORT_REQ_SIZE,
+    MessageHeader,
+    MessageType,
+    ReportRequest,
+    ReportResponse,
+    ReportStatus,
+    open_message,
+    seal,
+)
 from toolchain.snp.policy import GuestPolicy
 from toolchain.snp.report import AttestationReport, KeyInfo, PlatformInfo
+from toolchain.snp.secrets import SecretsPage
 from toolchain.snp.tcb import Product, TcbVersion
 from toolchain.snp.vmsa import VcpuState, vmsa_page
 from toolchain.state import state_dir
@@ -252,17 +276,6 @@ def sim_root_present() -> Path | None:
 # ---- one guest context ---------------------------------------------------------------------------
 
 
-def _secrets_page() -> bytes:
-    """A fresh secrets page: version 3 layout, random VMPCK0-3 (the guest's message keys)."""
-    page = bytearray(PAGE_SIZE)
-    family, model, stepping = SIM_CPUID
-    fms = (stepping & 0xF) | (model & 0xF) << 4 | (family & 0xF) << 8 | (model >> 4) << 16
-    fms |= (family - 0xF) << 20
-    struct.pack_into("<III", page, 0, 3, 0, fms)
-    page[0x20:0xA0] = secrets.token_bytes(4 * 32)
-    return bytes(page)
-
-
 class SimFirmware:
     """One guest context on the simulated PSP (create one per keep)."""
 
@@ -281,6 +294,11 @@ class SimFirmware:
         self._guest_svn = 0
         self._report_id = secrets.token_bytes(32)
         self.vmsa_count = 0
+        # The guest-message state: the secrets page written at launch, the last sequence
+        # number used on VMPCK0, and why VMPCK0 stopped answering (None while it answers).
+        self._secrets: SecretsPage | None = None
+        self._last_seqno = 0
+        self._vmpck0_failure: str | None = None
 
     def _expect(self, *states: LaunchState, command: str) -> None:
         if self.state not in states:
@@ -331,7 +349,10 @@ class SimFirmware:
         if ptype is PageType.SECRETS:
             if len(data) != PAGE_SIZE:
                 raise InputError("LAUNCH_UPDATE: a SECRETS region is exactly one page")
-            return _secrets_page()
+            if self._secrets is not None:
+                raise InputError("LAUNCH_UPDATE: a launch has exactly one SECRETS page")
+            self._secrets = SecretsPage.fresh(cpu_signature(*SIM_CPUID))
+            return self._secrets.to_bytes()
         return bytes(data)  # UNMEASURED and CPUID keep their contents
 
     def launch_vmsa(self, state: VcpuState) -> None:
@@ -401,6 +422,9 @@ class SimFirmware:
 
     def guest_request_report(self, report_data: bytes, vmpl: int) -> bytes:
         self._expect(LaunchState.RUNNING, command="MSG_REPORT_REQ")
+        return self._signed_report(report_data, vmpl)
+
+    def _signed_report(self, report_data: bytes, vmpl: int) -> bytes:
         if len(report_data) != 64:
             raise InputError(f"REPORT_DATA must be 64 bytes, not {len(report_data)}")
         if not isinstance(vmpl, int) or not 0 <= vmpl <= 3:
@@ -439,6 +463,84 @@ class SimFirmware:
         signature = self.identity.vcek_key.sign(report.signed_bytes(), ec.ECDSA(hashes.SHA384()))
         r, s = decode_dss_signature(signature)
         return report.with_signature(r, s).to_bytes()
+
+    def guest_request(self, message: bytes) -> bytes:
+        """SNP_GUEST_REQUEST: one sealed request page in, one sealed response page out.
+
+        Refused (``EvidenceError``/``InputError``, and VMPCK0 answers nothing more in this launch):
+        a message that does not authenticate, a sequence number other than the next one (a
+        replay or a skip), an unknown header format, a MSG_SZ beyond the page. Refused without
+        touching VMPCK0: a message for another VMPCK (this model's guest runs at VMPL0 and
+        holds only VMPCK0's channel). A well-sealed MSG_REPORT_REQ with bad parameters gets a
+        sealed MSG_REPORT_RSP whose STATUS says why, as the firmware answers.
+        """
+        self._expect(LaunchState.RUNNING, command="SNP_GUEST_REQUEST")
+        if self._secrets is None:
+            raise InputError("SNP_GUEST_REQUEST: this launch has no SECRETS page, so no VMPCK")
+        if self._vmpck0_failure is not None:
+            raise EvidenceError(
+                "SNP_GUEST_REQUEST refused: VMPCK0 stopped answering after an earlier failure "
+                f"({self._vmpck0_failure})"
+            )
+        if not isinstance(message, bytes | bytearray) or len(message) > MESSAGE_PAGE_SIZE:
+            raise InputError("SNP_GUEST_REQUEST: the request is not one page")
+        message = bytes(message)
+        if len(message) >= 0x3D and message[0x3C] != 0:
+            raise EvidenceError(
+                "SNP_GUEST_REQUEST refused: the message names a VMPCK this guest cannot use",
+                field="MSG_VMPCK",
+                expected=0,
+                found=message[0x3C],
+            )
+        try:
+            header, payload = self._open_request(message)
+        except (EvidenceError, InputError) as exc:
+            self._vmpck0_failure = exc.message
+            raise
+        self._last_seqno = header.msg_seqno + 1
+        if header.msg_type != MessageType.REPORT_REQ or header.msg_version != REPORT_MSG_VERSION:
+            # Accepted (the sequence moved on) but not served: this model answers reports only.
+            raise InputError(
+                f"SNP_GUEST_REQUEST: message type {header.msg_type} version "
+                f"{header.msg_version} is not served (MSG_REPORT_REQ version 1 is)"
+            )
+        response = self._report_response(payload)
+        sealed = seal(
+            self._secrets.key(0),
+            seqno=self._last_seqno,
+            msg_type=MessageType.REPORT_RSP,
+            msg_version=header.msg_version,
+            vmpck=0,
+            payload=response.to_bytes(),
+        )
+        return sealed + bytes(MESSAGE_PAGE_SIZE - len(sealed))
+
+    def _open_request(self, message: bytes) -> tuple[MessageHeader, bytes]:
+        if self._secrets is None:
+            raise InputError("SNP_GUEST_REQUEST: this launch has no SECRETS page, so no VMPCK")
+        header, payload = open_message(self._secrets.key(0), message)
+        expected = self._last_seqno + 1
+        if header.msg_seqno != expected:
+            raise EvidenceError(
+                "SNP_GUEST_REQUEST refused: a replayed or skipped sequence number",
+                field="MSG_SEQNO",
+                expected=expected,
+                found=header.msg_seqno,
+            )
+        return header, payload
+
+    def _report_response(self, payload: bytes) -> ReportResponse:
+        if len(payload) != REPORT_REQ_SIZE:
+            return ReportResponse(status=ReportStatus.INVALID_PARAMETERS, report_size=0)
+        request, clean = ReportRequest.parse(payload)
+        if not clean or request.vmpl > 3:
+            return ReportResponse(status=ReportStatus.INVALID_PARAMETERS, report_size=0)
+        if request.key_sel not in (0, 1):  # 0 default (VCEK here), 1 VCEK; no VLEK is loaded
+            return ReportResponse(status=ReportStatus.INVALID_KEY_SELECTION, report_size=0)
+        return ReportResponse(
+            status=ReportStatus.SUCCESS,
+            report=self._signed_report(request.report_data, request.vmpl),
+        )
 
     def certificate_chain(self) -> CertificateChain:
         return self.identity.chain()

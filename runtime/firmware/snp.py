@@ -43,5 +43,8 @@ class SnpFirmware:
     def guest_request_report(self, report_data: bytes, vmpl: int) -> bytes:
         raise PlatformError(_NOT_IMPLEMENTED)
 
+    def guest_request(self, message: bytes) -> bytes:
+        raise PlatformError(_NOT_IMPLEMENTED)
+
     def certificate_chain(self) -> CertificateChain:
         raise PlatformError(_NOT_IMPLEMENTED)

@@ -286,5 +286,8 @@ class NullFirmware:
     def guest_request_report(self, report_data: bytes, vmpl: int) -> bytes:
         raise PlatformError("this test firmware cannot sign reports")
 
+    def guest_request(self, message: bytes) -> bytes:
+        raise PlatformError("this test firmware answers no guest messages")
+
     def certificate_chain(self) -> CertificateChain:
         raise PlatformError("this test firmware has no certificates")

@@ -12,7 +12,7 @@ long-mode entry (for our own microkernel) are built here from the same ``VcpuSta
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
@@ -438,3 +438,221 @@ def long_mode_state(
         )
     except TypeError as exc:
         raise InputError(f"long_mode_state: {exc}") from None
+
+
+# ---- the VMSA KVM builds for an SNP guest --------------------------------------------------------
+#
+# Linux v6.12, arch/x86/kvm/svm/sev.c: at KVM_SEV_SNP_LAUNCH_FINISH, snp_launch_update_vmsa()
+# calls sev_es_sync_vmsa() for every vCPU, in vCPU-index order, and has the firmware measure the
+# page at GPA 0xFFFFFFFFF000. sev_es_sync_vmsa():
+#   1. refuses (-EINVAL) a vCPU with guest debugging or DR7 other than its fixed bit 10;
+#   2. copies the VMCB save area (struct vmcb_save_area, 0x2E8 bytes: the segments, VMPL, CPL,
+#      EFER, CR0/2/3/4, DR6/7, RFLAGS, RIP, RSP, the CET and syscall MSRs, G_PAT, DBGCTL, the LBR
+#      MSRs and SPEC_CTRL at 0x2E0) over the start of the page; what that struct leaves reserved
+#      (DR0-3, U_CET, VMPLn_SSP, XSS, ...) is zero there;
+#   3. writes the GPRs and RIP from vcpu->arch.regs, then XCR0, PKRU, XSS and DR6 from vcpu->arch;
+#   4. SEV_FEATURES = kvm_sev_info.vmsa_features (KVM_SEV_INIT2's vmsa_features, plus SNPActive
+#      for a KVM_X86_SNP_VM; v6.12 accepts only DebugSwap besides);
+#   5. for any VM type but KVM_X86_DEFAULT_VM (so for KVM_SEV_INIT2 guests), the FPU from the
+#      guest's XSAVE image: X87_DP=rdp, MXCSR, X87_FTW=twd (the abridged tag word, as FXSAVE
+#      stores it), X87_FSW, X87_FCW, X87_FOP, X87_DS=X87_CS=0, X87_RIP=rip; FPREG_X87 = bytes 0-7
+#      of ST0..ST7 (8x8), then bytes 8-9 of each (8x2); FPREG_XMM = XMM0-15; FPREG_YMM = the
+#      upper halves of YMM0-15 if XSTATE_BV has bit 2 (get_xsave_addr), else zero.
+
+#: The kernel whose sev_es_sync_vmsa ``kvm_snp_vmsa`` reproduces.
+KVM_SYNC_VMSA_VERSION = "Linux v6.12"
+SVM_SEV_FEAT_SNP_ACTIVE = 1 << 0
+SVM_SEV_FEAT_DEBUG_SWAP = 1 << 5
+#: sev_supported_vmsa_features in v6.12 (sev_hardware_setup): DebugSwap, where the CPU has it.
+KVM_SUPPORTED_VMSA_FEATURES = SVM_SEV_FEAT_DEBUG_SWAP
+DR7_FIXED_1 = 0x400
+OFFSET_SPEC_CTRL = 0x2E0
+XFEATURE_YMM = 2
+#: Size of the region KVM_GET_XSAVE/KVM_SET_XSAVE exchange (struct kvm_xsave).
+KVM_XSAVE_SIZE = 4096
+_FXSAVE = struct.Struct("<HHHHQQII128s256s")  # cwd swd twd fop rip rdp mxcsr mxcsr_mask st xmm
+_XSTATE_BV_OFFSET = 512
+_YMM_OFFSET = 576  # standard-format offset of XFEATURE_YMM (also its compacted offset)
+_YMM_SIZE = 256
+# VcpuState fields that sev_es_sync_vmsa never carries into the page: reserved in the VMCB save
+# area (so zero), not synced from vcpu->arch, or taken from the guest FPU instead.
+_NOT_FROM_STATE = (
+    "dr0",
+    "dr1",
+    "dr2",
+    "dr3",
+    "u_cet",
+    "vmpl0_ssp",
+    "vmpl1_ssp",
+    "vmpl2_ssp",
+    "vmpl3_ssp",
+    "tsc_aux",
+    "x87_dp",
+    "mxcsr",
+    "x87_ftw",
+    "x87_fsw",
+    "x87_fcw",
+    "x87_fop",
+    "x87_ds",
+    "x87_cs",
+    "x87_rip",
+    "fpreg_x87",
+    "fpreg_xmm",
+    "fpreg_ymm",
+)
+
+
+def kvm_sev_features(vmsa_features: int = 0) -> int:
+    """SEV_FEATURES of a KVM_X86_SNP_VM created with KVM_SEV_INIT2 ``vmsa_features`` (v6.12)."""
+    if not isinstance(vmsa_features, int) or isinstance(vmsa_features, bool):
+        raise InputError(f"vmsa_features must be an integer, got {vmsa_features!r}")
+    if vmsa_features & ~KVM_SUPPORTED_VMSA_FEATURES or vmsa_features < 0:
+        raise InputError(
+            f"KVM_SEV_INIT2 refuses vmsa_features {vmsa_features:#x}: {KVM_SYNC_VMSA_VERSION} "
+            f"supports only {KVM_SUPPORTED_VMSA_FEATURES:#x} (DebugSwap)"
+        )
+    return vmsa_features | SVM_SEV_FEAT_SNP_ACTIVE
+
+
+@dataclass(frozen=True)
+class GuestFpu:
+    """A vCPU's x87/SSE/AVX state as KVM holds it (the XSAVE image of KVM_GET_XSAVE).
+
+    Defaults are KVM's reset state (FCW 0x37F, MXCSR 0x1F80, everything else zero, no YMM
+    state). ``st_space`` is the FXSAVE register area: ST0..ST7, 16 bytes each, 10 used.
+    ``ymm`` is the upper halves of YMM0-15, or None when XSTATE_BV bit 2 is clear.
+    """
+
+    fcw: int = 0x37F
+    fsw: int = 0
+    ftw: int = 0
+    fop: int = 0
+    rip: int = 0
+    rdp: int = 0
+    mxcsr: int = 0x1F80
+    st_space: bytes = bytes(128)
+    xmm_space: bytes = bytes(256)
+    ymm: bytes | None = None
+
+    def __post_init__(self) -> None:
+        for name, bits in (
+            ("fcw", 16),
+            ("fsw", 16),
+            ("ftw", 16),
+            ("fop", 16),
+            ("rip", 64),
+            ("rdp", 64),
+            ("mxcsr", 32),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << bits:
+                raise InputError(f"FPU {name}={value!r} does not fit in {bits} bits")
+        for name, size in (("st_space", 128), ("xmm_space", 256)):
+            value = getattr(self, name)
+            if not isinstance(value, bytes) or len(value) != size:
+                raise InputError(f"FPU {name} must be {size} bytes")
+        if self.ymm is not None and (not isinstance(self.ymm, bytes) or len(self.ymm) != 256):
+            raise InputError("FPU ymm must be 256 bytes (or None: no YMM state)")
+
+    @classmethod
+    def from_xsave(cls, region: bytes) -> GuestFpu:
+        """From the XSAVE image KVM_GET_XSAVE returns (at least the legacy area and header)."""
+        if len(region) < _YMM_OFFSET:
+            raise InputError(f"an XSAVE image is at least {_YMM_OFFSET} bytes, not {len(region)}")
+        fcw, fsw, ftw, fop, rip, rdp, mxcsr, _mask, st, xmm = _FXSAVE.unpack_from(bytes(region))
+        (xstate_bv,) = struct.unpack_from("<Q", region, _XSTATE_BV_OFFSET)
+        ymm = None
+        if xstate_bv >> XFEATURE_YMM & 1:
+            if len(region) < _YMM_OFFSET + _YMM_SIZE:
+                raise InputError("the XSAVE image has YMM state (XSTATE_BV bit 2) but no room")
+            ymm = bytes(region[_YMM_OFFSET : _YMM_OFFSET + _YMM_SIZE])
+        return cls(fcw, fsw, ftw, fop, rip, rdp, mxcsr, st, xmm, ymm)
+
+    def to_xsave(self) -> bytes:
+        """The 4096-byte KVM_SET_XSAVE image of this state (standard format, MXCSR_MASK 0xFFFF)."""
+        region = bytearray(KVM_XSAVE_SIZE)
+        _FXSAVE.pack_into(
+            region,
+            0,
+            self.fcw,
+            self.fsw,
+            self.ftw,
+            self.fop,
+            self.rip,
+            self.rdp,
+            self.mxcsr,
+            0xFFFF,
+            self.st_space,
+            self.xmm_space,
+        )
+        xstate_bv = 0x3  # x87 and SSE state present
+        if self.ymm is not None:
+            xstate_bv |= 1 << XFEATURE_YMM
+            region[_YMM_OFFSET : _YMM_OFFSET + _YMM_SIZE] = self.ymm
+        struct.pack_into("<Q", region, _XSTATE_BV_OFFSET, xstate_bv)
+        return bytes(region)
+
+    def packed_x87(self) -> bytes:
+        """FPREG_X87 as sev_es_sync_vmsa packs it: bytes 0-7 of ST0..7, then bytes 8-9 of each."""
+        registers = [self.st_space[16 * i : 16 * i + 10] for i in range(8)]
+        return b"".join(r[:8] for r in registers) + b"".join(r[8:10] for r in registers)
+
+
+def kvm_snp_vmsa(
+    state: VcpuState,
+    *,
+    sev_features: int,
+    fpu: GuestFpu | None = None,
+    spec_ctrl: int = 0,
+) -> bytes:
+    """The VMSA page KVM (``KVM_SYNC_VMSA_VERSION``) builds for an SNP vCPU at LAUNCH_FINISH.
+
+    ``state`` is the vCPU as KVM holds it: its VMCB save area (segments, CRs, EFER with SVME,
+    ...) and registers; ``fpu`` the guest FPU (KVM's reset FPU if None); ``sev_features`` what
+    ``kvm_sev_features`` returned; ``spec_ctrl`` the VMCB's SPEC_CTRL (0 unless the VMM wrote the
+    MSR on a CPU with V_SPEC_CTRL). Refuses a state KVM cannot produce: DR7 beyond its fixed
+    bit, a CPL other than SS.DPL, or a value in a field the sync never writes (see
+    ``_NOT_FROM_STATE``; the FPU fields come from ``fpu``).
+    """
+    fpu = fpu if fpu is not None else GuestFpu()
+    if state.dr7 & ~DR7_FIXED_1:
+        raise InputError(
+            f"KVM refuses to launch an SNP vCPU with DR7={state.dr7:#x} "
+            f"(sev_es_sync_vmsa: only bit 10 may be set)"
+        )
+    ss_dpl = (state.ss.attrib >> 5) & 3
+    if state.cpl != ss_dpl:
+        raise InputError(f"KVM sets CPL from SS.DPL ({ss_dpl}); the state says CPL {state.cpl}")
+    defaults = VcpuState()
+    for name in _NOT_FROM_STATE:
+        found, default = getattr(state, name), getattr(defaults, name)
+        if found != default:
+            raise InputError(
+                f"KVM's SNP VMSA never takes {name} from the vCPU state: it must stay "
+                f"{default!r}, not {found!r} (FPU state comes from the guest FPU)"
+            )
+    if not sev_features & SVM_SEV_FEAT_SNP_ACTIVE or sev_features & ~(
+        SVM_SEV_FEAT_SNP_ACTIVE | KVM_SUPPORTED_VMSA_FEATURES
+    ):
+        raise InputError(
+            f"SEV_FEATURES {sev_features:#x} is not one KVM sets for an SNP guest "
+            "(SNPActive, optionally DebugSwap)"
+        )
+    synced = replace(
+        state,
+        x87_dp=fpu.rdp,
+        mxcsr=fpu.mxcsr,
+        x87_ftw=fpu.ftw,
+        x87_fsw=fpu.fsw,
+        x87_fcw=fpu.fcw,
+        x87_fop=fpu.fop,
+        x87_rip=fpu.rip,
+        fpreg_x87=fpu.packed_x87(),
+        fpreg_xmm=fpu.xmm_space,
+        fpreg_ymm=fpu.ymm if fpu.ymm is not None else bytes(_YMM_SIZE),
+    )
+    page = bytearray(vmsa_page(synced, sev_features=sev_features))
+    # u32 in older vmcb_save_area, u64 since; SPEC_CTRL's defined bits are all in the low 32, and
+    # a 32-bit value lays out the same either way.
+    _put(page, "spec_ctrl", OFFSET_SPEC_CTRL, "I", spec_ctrl)
+    return bytes(page)
