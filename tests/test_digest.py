@@ -4,18 +4,14 @@ reference and sev-snp-measure."""
 from __future__ import annotations
 
 import hashlib
-import json
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testdata import digest_vectors
 
 from toolchain.errors import InputError
 from toolchain.snp.digest import VMSA_GPA, LaunchDigest, PageInfo, PageType
-
-from testdata import digest_vectors
-from testdata import digest_vectors
 
 
 def gen_data(spec: dict) -> bytes:

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from testdata import digest_fixtures, digest_vectors
 
 from toolchain.cli import main
 from toolchain.errors import EvidenceError, InputError
 from toolchain.measure.guest import GuestSpec, Mode, measure_guest, parse_vcpu_counts, snp_ovmf_hash
 from toolchain.snp.sev_legacy import launch_measurement, verify_launch_measurement
 from toolchain.snp.vmsa import VmmType
-from testdata import digest_fixtures, digest_vectors
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = digest_fixtures()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 import uuid
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testdata import digest_fixtures, digest_vectors
 
 from toolchain.errors import InputError
 from toolchain.measure.guest import GuestSpec, Mode, measure_guest
@@ -21,7 +21,6 @@ from toolchain.snp.ovmf import (
     SectionType,
     load_firmware,
 )
-from testdata import digest_fixtures, digest_vectors
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = digest_fixtures()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from testdata import DATA
 
 from toolchain.cli import main
 from toolchain.sign import (
@@ -18,7 +19,6 @@ from toolchain.sign import (
     write_key_pair,
 )
 from toolchain.snp.report import AttestationReport
-from testdata import DATA
 
 REPORT = "vectors/snp-reports/enarx-steward/report.bin"
 VCEK = "vectors/snp-reports/enarx-steward/vcek.der"
@@ -52,9 +52,7 @@ def report_facts(data_dir: Path) -> tuple[bytes, int]:
 
 
 def _verify(*extra: str) -> int:
-    return main(
-        ["verify-report", str(DATA / REPORT), "--vcek", str(DATA / VCEK), *extra]
-    )
+    return main(["verify-report", str(DATA / REPORT), "--vcek", str(DATA / VCEK), *extra])
 
 
 def test_listed_measurement_verifies(

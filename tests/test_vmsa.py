@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
-from pathlib import Path
 
 import pytest
+from testdata import digest_vectors
 
 from toolchain.errors import InputError
 from toolchain.snp.cpu import (
@@ -29,7 +28,6 @@ from toolchain.snp.vmsa import (
     svsm_reset_state,
     vmsa_page,
 )
-from testdata import digest_vectors
 
 COMPONENTS = digest_vectors()["components"]
 PAGES = COMPONENTS.get("vmsa_pages", {})
