@@ -542,3 +542,132 @@ def test_the_runner_does_not_take_the_vmms_word_for_attestation(
     assert status == 1, captured.err
     assert "✗ attestation.requested: expected" in captured.err
     assert "found no request: the keep ended with exit status 0" in captured.err
+
+
+# -- issue 11, section 5: running ------------------------------------------------------------
+
+
+def test_run_accepts_a_build_directory(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["build", str(HELLO), "--out", str(out), "--vcpus", "1"]) == 0
+    capfd.readouterr()
+    status = main(["run", "--dev", "--backend", "nil", "-q", str(out), "x"])
+    captured = capfd.readouterr()
+    assert status == 0, captured.err
+    assert "hello from a keep" in captured.out
+    assert "arg: x" in captured.out
+
+
+@pytest.mark.parametrize("tampered", ["runtime.elf", "ukernel.elf", "launch-plan.json"])
+def test_a_build_directory_that_differs_from_a_fresh_build_is_refused(
+    tmp_path: Path, hello_build: KeepBuild, tampered: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(hello_build.out_dir, out)
+    target = out / tampered
+    if tampered == "launch-plan.json":
+        # An unmeasured field (the heap's end) steers the keep's memory, so it is compared too.
+        document = json.loads(target.read_text())
+        document["abi"]["heap_end"] -= 0x1000
+        target.write_text(json.dumps(document))
+    else:
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        target.write_bytes(data)
+    status = main(["run", "--dev", "--backend", "nil", str(out)])
+    captured = capfd.readouterr()
+    assert status == 1
+    assert f"[{tampered}: expected" in captured.err
+    assert "a fresh build" in captured.err
+    assert "hello from a keep" not in captured.out
+
+
+def test_a_directory_that_is_not_a_build_is_unusable_input(tmp_path: Path, capfd) -> None:
+    status = main(["run", "--dev", "--backend", "nil", str(tmp_path)])
+    assert status == 2
+    assert "not a keep build (it has no app.wasm)" in capfd.readouterr().err
+
+
+def test_quiet_prints_one_verdict_line_on_success(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--dev", "--quiet", "--backend", "nil", "--build-dir", str(tmp_path)]
+    assert main([*argv, str(HELLO)]) == 0
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("keep: ✔ attested: ")
+    assert "backend nil (NO isolation)" in err
+    assert "simulated AMD root trusted by --dev" in err
+
+
+def test_quiet_prints_everything_on_failure(
+    tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
+) -> None:
+    reference = _reference_file(tmp_path, hello_build, hello_plan, "nil")
+    _, key_path = dev_key()
+    status = main(
+        [
+            "run",
+            "--quiet",
+            "--backend",
+            "nil",
+            "--build-dir",
+            str(hello_build.out_dir),
+            "--references",
+            str(reference),
+            "--trusted-key",
+            f"{key_path}.pub",
+            str(HELLO),
+        ]
+    )
+    err = capfd.readouterr().err
+    assert status == 1
+    assert "NO isolation" in err  # the security statement, held back, comes out
+    assert "✗ ark.trusted" in err
+    assert "✔ measurement" in err  # the whole checklist
+    assert "keep: ✔ attested" not in err
+
+
+def test_without_dev_the_simulated_root_says_what_dev_means(
+    tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
+) -> None:
+    reference = _reference_file(tmp_path, hello_build, hello_plan, "nil")
+    _, key_path = dev_key()
+    argv = ["run", "--backend", "nil", "--build-dir", str(hello_build.out_dir), str(HELLO)]
+    status = main([*argv, "--references", str(reference), "--trusted-key", f"{key_path}.pub"])
+    err = capfd.readouterr().err
+    assert status == 1
+    assert "hint: this machine has only the simulated SNP firmware" in err
+    assert "pass --dev to trust that root (development only: it is NOT a hardware root" in err
+    assert main(argv) == 2  # no references at all: the hint says what --dev would do
+    err = capfd.readouterr().err
+    assert "--dev (development only: sign a reference for this build" in err
+    assert "trust the simulated AMD root, which is NOT a hardware root of trust" in err
+
+
+@pytest.mark.parametrize("backend", ["nil", "kvm"])
+def test_a_timeout_has_its_own_exit_status(
+    tmp_path: Path, backend: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    if backend == "kvm" and KVM_MISSING is not None:
+        pytest.skip(f"needs /dev/kvm: {KVM_MISSING}")
+    spin = ROOT / "tests" / "wat" / "spin.wat"
+    argv = ["run", "--dev", "-q", "--backend", backend, "--timeout", "0.5"]
+    status = main([*argv, "--build-dir", str(tmp_path), str(spin)])
+    err = capfd.readouterr().err
+    assert status == 124
+    assert "the keep ran past its time limit of 0.5 s" in err
+
+
+def test_help_lists_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    from toolchain.cli.run import EXIT_CODES
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "exit status:" in out
+    for code, _meaning in EXIT_CODES:
+        assert f"\n  {code} " in out
+    assert {code for code, _ in EXIT_CODES} >= {"1", "2", "3", "124", "125", "134"}

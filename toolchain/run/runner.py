@@ -166,11 +166,80 @@ def _app_name(app: Path) -> str:
     return app.name if app.is_dir() else app.stem
 
 
+#: What a keep is made of: a build directory must hold exactly what a fresh build makes of them.
+#: (The wheel and provenance.json are not booted; the plan is compared separately.)
+KEEP_ARTIFACTS = ("app.wasm", "ukernel.elf", "runtime.elf")
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def check_build_directory(
+    directory: Path, build_dir: Path | None, vcpus: int, log: _Log
+) -> KeepBuild:
+    """A directory made by ``keep build --out``: rebuilt from its ``app.wasm`` and compared.
+
+    Nothing in it is trusted for being there: the keep that runs is a fresh (cached) build of
+    its application, and only if the directory's microkernel, runtime image, module and launch
+    plan equal that build byte for byte; otherwise the run stops, naming the file.
+    """
+    from toolchain.measure.plan import PLAN_FILE, LaunchPlan
+
+    app = directory / "app.wasm"
+    if not app.is_file():
+        raise InputError(
+            f"{directory} is a directory but not a keep build (it has no app.wasm)",
+            hint="pass an application .wasm/.wat, or a directory made by 'keep build --out DIR'",
+        )
+    fresh = build_for_run(app, build_dir, vcpus, log)
+    for name in KEEP_ARTIFACTS:
+        theirs = directory / name
+        if not theirs.is_file():
+            raise InputError(f"{directory} has no {name}: not a complete keep build")
+        expected, found = _sha256(fresh.artifacts[name]), _sha256(theirs)
+        if expected != found:
+            raise EvidenceError(
+                f"{theirs} is not what this Keepstack builds from {app}; the keep was not started",
+                field=name,
+                expected=f"sha256:{expected} (a fresh build)",
+                found=f"sha256:{found}",
+                hint="rebuild the directory with this version's 'keep build', or run the "
+                "application file itself",
+            )
+    theirs_plan = directory / PLAN_FILE
+    try:
+        text = theirs_plan.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {theirs_plan}: {exc.strerror}") from exc
+    plan = LaunchPlan.from_json(text).with_vcpu_count(vcpus)
+    fresh_plan = LaunchPlan.from_json(fresh.artifacts[PLAN_FILE].read_bytes())
+    fresh_plan = fresh_plan.with_vcpu_count(vcpus)
+    if plan.to_json() != fresh_plan.to_json():
+        raise EvidenceError(
+            f"{theirs_plan} differs from the plan of a fresh build; the keep was not started",
+            field=PLAN_FILE,
+            expected=f"launch digest {fresh_plan.launch_digest().hex()[:32]}… (a fresh build)",
+            found=f"launch digest {plan.launch_digest().hex()[:32]}…"
+            + ("" if plan.launch_digest() != fresh_plan.launch_digest() else " (other fields)"),
+        )
+    log.progress(f"{directory} equals a fresh build of its app.wasm")
+    return fresh
+
+
 def build_for_run(app: Path, build_dir: Path | None, vcpus: int, log: _Log) -> KeepBuild:
-    """Build the keep (each step is cached, so an unchanged keep rebuilds in well under 1 s)."""
+    """Build the keep (each step is cached, so an unchanged keep rebuilds in well under 1 s).
+
+    ``app`` may also be a build directory (``check_build_directory``).
+    """
     from toolchain.build.keep_build import build_keep
     from toolchain.state import cache_dir
 
+    if app.is_dir():
+        return check_build_directory(app, build_dir, vcpus, log)
     if not app.is_file():
         raise InputError(f"application {app} does not exist")
     if build_dir is None:
