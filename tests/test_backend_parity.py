@@ -39,12 +39,18 @@ class Case:
     program: str  # tests/wat/<name>.wat, or tests/wasi_c/<name>.c
     args: tuple[str, ...] = ("first", "sec ond")
     timeout: float = 30.0
+    env: tuple[str, ...] = ()  # K=V
 
 
 CASES = {path.stem: Case(path.name) for path in sorted(WAT_DIR.glob("*.wat"))}
 CASES["spin"] = Case("spin.wat", timeout=1.0)
 CASES["lines_then_trap_c"] = Case("lines_then_trap.c")
 CASES["trap_c_oob"] = Case("trap.c", args=("oob",))
+CASES["args_environ_c"] = Case(
+    "args_environ.c", args=("one", "ünïcödé", "", "--flag=x"), env=("KEEP=1", "EMPTY=")
+)
+CASES["stdin_read_c"] = Case("stdin_read.c")
+CASES["printf_format_c"] = Case("printf_format.c")
 
 
 FACT_CASES = (
@@ -85,6 +91,7 @@ def _run(app: Path, build_dir: Path, backend: str, case: Case) -> Result:
         str(build_dir),
         "--timeout",
         str(case.timeout),
+        *(f"--env={pair}" for pair in case.env),
         str(app),
         "--",
         *case.args,
@@ -118,22 +125,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     return outcome
 
 
-#: Known differences, each to be fixed (strict: the test fails once they agree).
-KNOWN_DIFFERENCES = {
-    "wasi_enosys": "nil uses wasmtime's WASI: a bad pointer stops the application instead of "
-    "EFAULT, and calls the keep does not offer are not ENOSYS",
-}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_DIFFERENCES[name], strict=True))
-        if name in KNOWN_DIFFERENCES
-        else name
-        for name in sorted(CASES)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_same_program_same_result_on_both_backends(name: str, results: Results) -> None:
     kvm, nil = results(name)["kvm"], results(name)["nil"]
     assert nil.status == kvm.status, (kvm.stderr, nil.stderr)

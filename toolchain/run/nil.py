@@ -5,10 +5,10 @@ attestation flow (the simulated firmware fed the same LaunchPlan, a report bound
 the same verification) can be exercised anywhere. Its observable behaviour matches the keep's
 runtime, which is the reference:
 
-* stdout/stderr stream through, and stdio describes itself as the keep's WASI does (a character
-  device), so a libc buffers its output the same way (line by line) before a trap;
-* ``proc_exit`` becomes the exit status; a trap prints ``wasm trap: <name>`` and ends with status
-  134 (``runtime/wasm/keep_runtime.h``);
+* its WASI is the keep's, call for call (``toolchain.run.nil_wasi``): stdout/stderr stream
+  through, stdio are character devices (so a libc line-buffers as in the keep), a bad pointer is
+  EFAULT, what the keep does not offer is ENOSYS, and ``proc_exit`` takes any 32-bit status;
+* a trap prints ``wasm trap: <name>`` and ends with status 134 (``runtime/wasm/keep_runtime.h``);
 * linear memory is limited to what the keep's heap can hold (``memory_limit``): a module whose
   memory does not fit stops as the keep's runtime does (``keep: aborted ...``, status 125), and
   ``memory.grow`` past it fails;
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import InputError
+from toolchain.run.nil_wasi import KeepWasi, ProcExit, process_stdio
 
 TRAP_EXIT_STATUS = 134
 #: ``KEEP_FATAL_EXIT_STATUS`` and the line the keep's runtime prints when the module's linear
@@ -36,11 +37,6 @@ WASM_PAGE = 65536
 #: and wasm2c's tables. Measured: in a keep with a 243,228,672-byte heap (3711.4 pages) a
 #: module growing page by page reaches 3710 pages; heap minus this reserve gives the same.
 RUNTIME_HEAP_RESERVE = 80 * 1024
-
-# The keep's answer to fd_fdstat_get (runtime/wasm/wasi.c): stdio are character devices.
-_WASI_ESUCCESS, _WASI_EBADF, _WASI_EFAULT = 0, 8, 21
-_WASI_FILETYPE_CHARACTER_DEVICE = 2
-_WASI_RIGHT_FD_READ, _WASI_RIGHT_FD_WRITE, _WASI_RIGHT_POLL = 1 << 1, 1 << 6, 1 << 27
 
 NIL_WARNING = (
     "backend nil: the application runs in wasmtime inside this process: NO isolation from the "
@@ -75,33 +71,6 @@ def trap_name(trap_code: object) -> str:
 def linear_memory_limit(heap_size: int) -> int:
     """The most linear memory (bytes, whole pages) the keep's runtime can give a module."""
     return max(0, (heap_size - RUNTIME_HEAP_RESERVE) // WASM_PAGE * WASM_PAGE)
-
-
-def _fd_fdstat_get(caller: Any, fd: int, stat_ptr: int) -> int:
-    """fd_fdstat_get as the keep answers it: fds 0-2 are character devices, others EBADF."""
-    import wasmtime
-
-    if not 0 <= fd <= 2:
-        return _WASI_EBADF
-    memory = caller.get("memory")
-    if not isinstance(memory, wasmtime.Memory) or stat_ptr + 24 > memory.data_len(caller):
-        return _WASI_EFAULT
-    rights = (_WASI_RIGHT_FD_READ if fd == 0 else _WASI_RIGHT_FD_WRITE) | _WASI_RIGHT_POLL
-    stat = bytes([_WASI_FILETYPE_CHARACTER_DEVICE]) + bytes(7) + rights.to_bytes(8, "little")
-    memory.write(caller, stat + bytes(8), stat_ptr)
-    return _WASI_ESUCCESS
-
-
-class _ProcExitError(Exception):
-    """proc_exit, as the keep does it: any 32-bit status (wasmtime's own refuses 126 and up)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-def _proc_exit(status: int) -> None:
-    raise _ProcExitError(status & 0xFFFFFFFF)
 
 
 def _initial_memory(module: Any) -> int:
@@ -141,27 +110,9 @@ def run_wasi(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
         raise InputError(f"{wasm}: not a valid WebAssembly module: {first}") from exc
     linker = wasmtime.Linker(engine)
-    linker.define_wasi()
-    linker.allow_shadowing = True
-    i32 = wasmtime.ValType.i32()
-    linker.define_func(
-        "wasi_snapshot_preview1",
-        "fd_fdstat_get",
-        wasmtime.FuncType([i32, i32], [i32]),
-        _fd_fdstat_get,
-        access_caller=True,
-    )
-    linker.define_func(
-        "wasi_snapshot_preview1", "proc_exit", wasmtime.FuncType([i32], []), _proc_exit
-    )
+    stdin, stdout, stderr = process_stdio()
+    KeepWasi(argv, env, stdin=stdin, stdout=stdout, stderr=stderr).define(linker)
     store = wasmtime.Store(engine)
-    config_wasi = wasmtime.WasiConfig()
-    config_wasi.argv = list(argv)
-    config_wasi.env = [[k, v] for k, v in env]
-    config_wasi.inherit_stdin()
-    config_wasi.inherit_stdout()
-    config_wasi.inherit_stderr()
-    store.set_wasi(config_wasi)
     if memory_limit is not None:
         limit = linear_memory_limit(memory_limit)
         if _initial_memory(module) > limit:
@@ -184,7 +135,7 @@ def run_wasi(
     sys.stdout.flush()
     try:
         start(store)
-    except _ProcExitError as exc:
+    except ProcExit as exc:
         return exc.status
     except wasmtime.Trap as exc:
         sys.stdout.flush()
