@@ -584,10 +584,16 @@ def test_a_build_directory_that_differs_from_a_fresh_build_is_refused(
     assert "hello from a keep" not in captured.out
 
 
-def test_a_directory_that_is_not_a_build_is_unusable_input(tmp_path: Path, capfd) -> None:
+def test_a_directory_that_is_not_a_build_is_unusable_input(
+    tmp_path: Path, hello_build: KeepBuild, capfd
+) -> None:
     status = main(["run", "--dev", "--backend", "nil", str(tmp_path)])
     assert status == 2
     assert "not a keep build (it has no app.wasm)" in capfd.readouterr().err
+    # Building into the directory being checked would overwrite what it is compared with.
+    out = str(hello_build.out_dir)
+    assert main(["run", "--dev", "--backend", "nil", "--build-dir", out, out]) == 2
+    assert "is the build directory being run" in capfd.readouterr().err
 
 
 def test_quiet_prints_one_verdict_line_on_success(

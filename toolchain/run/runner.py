@@ -195,6 +195,12 @@ def check_build_directory(
             f"{directory} is a directory but not a keep build (it has no app.wasm)",
             hint="pass an application .wasm/.wat, or a directory made by 'keep build --out DIR'",
         )
+    if build_dir is not None and build_dir.resolve() == directory.resolve():
+        # The fresh build would overwrite what it is compared with.
+        raise InputError(
+            f"--build-dir {build_dir} is the build directory being run",
+            hint="leave out --build-dir, or give another directory",
+        )
     fresh = build_for_run(app, build_dir, vcpus, log)
     for name in KEEP_ARTIFACTS:
         theirs = directory / name
@@ -219,12 +225,15 @@ def check_build_directory(
     fresh_plan = LaunchPlan.from_json(fresh.artifacts[PLAN_FILE].read_bytes())
     fresh_plan = fresh_plan.with_vcpu_count(vcpus)
     if plan.to_json() != fresh_plan.to_json():
+        ours, theirs = json.loads(fresh_plan.to_json()), json.loads(plan.to_json())
+        fields = sorted(
+            key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key)
+        )
         raise EvidenceError(
             f"{theirs_plan} differs from the plan of a fresh build; the keep was not started",
             field=PLAN_FILE,
-            expected=f"launch digest {fresh_plan.launch_digest().hex()[:32]}… (a fresh build)",
-            found=f"launch digest {plan.launch_digest().hex()[:32]}…"
-            + ("" if plan.launch_digest() != fresh_plan.launch_digest() else " (other fields)"),
+            expected=f"a fresh build's plan (launch digest {fresh_plan.launch_digest().hex()})",
+            found=f"launch digest {plan.launch_digest().hex()}; differs in {', '.join(fields)}",
         )
     log.progress(f"{directory} equals a fresh build of its app.wasm")
     return fresh
