@@ -1,7 +1,12 @@
 """``keep run``, step by step: build → plan → references → boot → attest → verify → app.
 
 Fail closed: every step that cannot prove what it should stops the run before the application
-starts, with the failed check's name, the expected and the found value.
+starts, with the failed check's name, the expected and the found value. After the keep ends, the
+runner's own verdict (``LiveAttestation.verdict``) must say that it requested, obtained and passed
+exactly one report; otherwise the run fails (exit 1) whatever status the keep asked for.
+
+The application is a ``.wasm``/``.wat`` file, built here (cached), or a ``keep build`` output
+directory, which runs only if it equals a fresh build of its ``app.wasm``.
 """
 
 from __future__ import annotations
