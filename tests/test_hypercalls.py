@@ -121,6 +121,13 @@ def test_exit_status(memory: GuestMemory) -> None:
     assert server.serve() == 0xFFFFFFFF
 
 
+def test_exit_before_attestation_stops_the_keep(memory: GuestMemory) -> None:
+    server, _ = _server(memory, require_attestation=True)
+    _request(memory, hc.EXIT, 0)
+    with pytest.raises(GuestError, match="exit status 0 asked for before the keep was attested"):
+        server.serve()
+
+
 def test_launch_args(memory: GuestMemory) -> None:
     server, _ = _server(memory, args=["a", "bc"], env=[("K", "V=1")])
     blob = struct.pack("<II", 2, 1) + b"a\0bc\0K=V=1\0"

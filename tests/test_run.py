@@ -6,6 +6,7 @@ import io
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -383,3 +384,296 @@ def test_non_positive_timeout_is_unusable_input(tmp_path: Path, capfd) -> None:
     status = main(["run", "--dev", "--backend", "nil", "--timeout", "0", str(HELLO)])
     assert status == 2
     assert "--timeout must be a positive" in capfd.readouterr().err
+
+
+# -- a keep that does not attest fails the run, whatever it asks for (issue 10, finding 2) ------
+
+#: Edits of runtime/ukernel/boot.c, compiled in the test's own tree only (the measured sources
+#: are never touched): each is a microkernel that skips or abuses one step of attestation.
+#: variant → (a line inserted first in keep_main, how many times the attestation block stays)
+HOSTILE_BOOTS = {
+    # exits 0 at once: the finding's reproduction
+    "exit-before-attest": ("    keep_exit(0);\n", 1),
+    # writes to the console before asking for a report
+    "console-before-attest": ("    keep_hypercall(KEEP_HC_CONSOLE_WRITE, 1, 0, 1);\n", 1),
+    # enters ring 3 without attesting: the application prints, then exits 0
+    "skip-attest": ("", 0),
+    # attests twice (a second report in one run)
+    "second-attest": ("", 2),
+    # crashes (#UD in ring 0) before attesting
+    "crash-before-attest": ("    __builtin_trap();\n", 1),
+}
+MISSING_STEP = {
+    "exit-before-attest": "attestation.requested",
+    "console-before-attest": "attestation.requested",
+    "skip-attest": "attestation.requested",
+    "second-attest": "attestation.once",
+    "crash-before-attest": "attestation.requested",
+}
+
+
+def hostile_build(tmp_path: Path, build: KeepBuild, variant: str) -> KeepBuild:
+    """``build`` with a microkernel compiled from an edited copy of boot.c (and its new plan)."""
+    import shutil
+
+    from toolchain.build.ukernel import SOURCE_DIR, build_ukernel
+    from toolchain.measure.plan import PLAN_FILE
+
+    first, copies = HOSTILE_BOOTS[variant]
+    sources = tmp_path / "ukernel-src"
+    shutil.copytree(SOURCE_DIR, sources)
+    boot = sources / "boot.c"
+    text = boot.read_text()
+    # The attestation block: REPORT_DATA and ATTEST, or exit (runtime/ukernel/boot.c).
+    start = text.index("    if (keep_hypercall(KEEP_HC_REPORT_DATA")
+    end = text.index("    }\n", start) + len("    }\n")
+    text = text[:start] + text[start:end] * copies + text[end:]
+    marker = "    const struct keep_user_info *info"
+    text = text.replace(marker, first + marker)
+    boot.write_text(text)
+    out = tmp_path / "hostile"
+    out.mkdir()
+    for name, path in build.artifacts.items():
+        shutil.copyfile(path, out / name)
+    shutil.copyfile(build.provenance, out / build.provenance.name)
+    ukernel = build_ukernel(tmp_path / "ukernel-build", source_dir=sources)
+    shutil.copyfile(ukernel, out / "ukernel.elf")
+    plan = build_plan(out / "ukernel.elf", out / "runtime.elf")
+    (out / PLAN_FILE).write_text(plan.to_json())
+    artifacts = {name: out / name for name in build.artifacts}
+    return KeepBuild(out, artifacts, {1: plan.launch_digest()}, out / build.provenance.name)
+
+
+@needs_kvm
+@pytest.mark.parametrize("variant", sorted(HOSTILE_BOOTS))
+def test_a_keep_that_does_not_attest_fails_the_run(
+    tmp_path: Path,
+    hello_build: KeepBuild,
+    variant: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    hostile = hostile_build(tmp_path, hello_build, variant)
+    # The runner signs a development reference for exactly this microkernel, so the launch
+    # digest matches: only the missing (or doubled) attestation step can fail the run.
+    monkeypatch.setattr("toolchain.run.runner.build_for_run", lambda *_args: hostile)
+    status = main(["run", "--dev", "--backend", "kvm", str(HELLO)])
+    captured = capfd.readouterr()
+    assert status == 1, captured.err
+    assert f"✗ {MISSING_STEP[variant]}: expected" in captured.err
+    if variant == "second-attest":
+        assert "✔ attestation.verified" in captured.err
+    else:
+        assert "hello from a keep" not in captured.out
+        assert "=> VALID" not in captured.err
+
+
+class _SilentFirmware(SimFirmware):
+    """A firmware that cannot produce the keep's report (a broken or hostile PSP path)."""
+
+    def guest_request_report(self, report_data: bytes, vmpl: int) -> bytes:
+        from toolchain.errors import PlatformError
+
+        raise PlatformError("MSG_REPORT_REQ failed: no report for this guest")
+
+
+@pytest.mark.parametrize("backend", ["nil", "kvm"])
+def test_a_report_that_was_not_produced_fails_the_run(
+    tmp_path: Path,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    if backend == "kvm" and KVM_MISSING is not None:
+        pytest.skip(f"needs /dev/kvm: {KVM_MISSING}")
+    monkeypatch.setattr("runtime.firmware.sim.SimFirmware", _SilentFirmware)
+    argv = ["run", "--dev", "--backend", backend, "--build-dir", str(tmp_path), str(HELLO)]
+    status = main(argv)
+    captured = capfd.readouterr()
+    assert status == 1, captured.err
+    assert "✔ attestation.requested" in captured.err
+    assert "✗ attestation.produced: expected" in captured.err
+    assert "MSG_REPORT_REQ failed" in captured.err
+    assert "hello from a keep" not in captured.out
+
+
+def test_the_verdict_names_the_first_missing_step(
+    hello_build: KeepBuild, hello_plan: LaunchPlan
+) -> None:
+    firmware = SimFirmware()
+    attestation = _attestation(hello_plan, hello_build, firmware)
+    verdict = attestation.verdict("the keep ended with exit status 0")
+    assert not verdict.ok
+    assert [(c.name, c.ok) for c in verdict.checks] == [
+        ("attestation.requested", False),
+        ("attestation.produced", None),
+        ("attestation.verified", None),
+        ("attestation.once", None),
+    ]
+    assert "exit status 0" in verdict.checks[0].found
+    firmware.launch_from_plan(hello_plan)
+    assert attestation(attestation.witness.guest_request_report(attestation.nonce, 0))
+    assert attestation.verdict("done").ok
+    with pytest.raises(EvidenceError) as info:
+        attestation(attestation.witness.guest_request_report(attestation.nonce, 0))
+    assert info.value.field == "attestation.once"
+    assert [c.name for c in attestation.verdict("done").failures] == ["attestation.once"]
+
+
+@needs_kvm
+def test_the_runner_does_not_take_the_vmms_word_for_attestation(
+    tmp_path: Path,
+    hello_build: KeepBuild,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A VMM that honours EXIT before attestation (as it once did) still cannot pass status 0."""
+    from runtime.vmm import keep
+
+    class Lenient(keep.HypercallServer):
+        def __init__(self, *args: Any, **options: Any) -> None:
+            super().__init__(*args, **{**options, "require_attestation": False})
+
+    hostile = hostile_build(tmp_path, hello_build, "exit-before-attest")
+    monkeypatch.setattr("toolchain.run.runner.build_for_run", lambda *_args: hostile)
+    monkeypatch.setattr(keep, "HypercallServer", Lenient)
+    status = main(["run", "--dev", "--backend", "kvm", str(HELLO)])
+    captured = capfd.readouterr()
+    assert status == 1, captured.err
+    assert "✗ attestation.requested: expected" in captured.err
+    assert "found no request: the keep ended with exit status 0" in captured.err
+
+
+# -- issue 11, section 5: running ------------------------------------------------------------
+
+
+def test_run_accepts_a_build_directory(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["build", str(HELLO), "--out", str(out), "--vcpus", "1"]) == 0
+    capfd.readouterr()
+    status = main(["run", "--dev", "--backend", "nil", "-q", str(out), "x"])
+    captured = capfd.readouterr()
+    assert status == 0, captured.err
+    assert "hello from a keep" in captured.out
+    assert "arg: x" in captured.out
+
+
+@pytest.mark.parametrize("tampered", ["runtime.elf", "ukernel.elf", "launch-plan.json"])
+def test_a_build_directory_that_differs_from_a_fresh_build_is_refused(
+    tmp_path: Path, hello_build: KeepBuild, tampered: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(hello_build.out_dir, out)
+    target = out / tampered
+    if tampered == "launch-plan.json":
+        # An unmeasured field (the heap's end) steers the keep's memory, so it is compared too.
+        document = json.loads(target.read_text())
+        document["abi"]["heap_end"] -= 0x1000
+        target.write_text(json.dumps(document))
+    else:
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        target.write_bytes(data)
+    status = main(["run", "--dev", "--backend", "nil", str(out)])
+    captured = capfd.readouterr()
+    assert status == 1
+    assert f"[{tampered}: expected" in captured.err
+    assert "a fresh build" in captured.err
+    assert "hello from a keep" not in captured.out
+
+
+def test_a_directory_that_is_not_a_build_is_unusable_input(
+    tmp_path: Path, hello_build: KeepBuild, capfd
+) -> None:
+    status = main(["run", "--dev", "--backend", "nil", str(tmp_path)])
+    assert status == 2
+    assert "not a keep build (it has no app.wasm)" in capfd.readouterr().err
+    # Building into the directory being checked would overwrite what it is compared with.
+    out = str(hello_build.out_dir)
+    assert main(["run", "--dev", "--backend", "nil", "--build-dir", out, out]) == 2
+    assert "is the build directory being run" in capfd.readouterr().err
+
+
+def test_quiet_prints_one_verdict_line_on_success(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--dev", "--quiet", "--backend", "nil", "--build-dir", str(tmp_path)]
+    assert main([*argv, str(HELLO)]) == 0
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("keep: ✔ attested: ")
+    assert "backend nil (NO isolation)" in err
+    assert "simulated AMD root trusted by --dev" in err
+
+
+def test_quiet_prints_everything_on_failure(
+    tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
+) -> None:
+    reference = _reference_file(tmp_path, hello_build, hello_plan, "nil")
+    _, key_path = dev_key()
+    status = main(
+        [
+            "run",
+            "--quiet",
+            "--backend",
+            "nil",
+            "--build-dir",
+            str(hello_build.out_dir),
+            "--references",
+            str(reference),
+            "--trusted-key",
+            f"{key_path}.pub",
+            str(HELLO),
+        ]
+    )
+    err = capfd.readouterr().err
+    assert status == 1
+    assert "NO isolation" in err  # the security statement, held back, comes out
+    assert "✗ ark.trusted" in err
+    assert "✔ measurement" in err  # the whole checklist
+    assert "keep: ✔ attested" not in err
+
+
+def test_without_dev_the_simulated_root_says_what_dev_means(
+    tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
+) -> None:
+    reference = _reference_file(tmp_path, hello_build, hello_plan, "nil")
+    _, key_path = dev_key()
+    argv = ["run", "--backend", "nil", "--build-dir", str(hello_build.out_dir), str(HELLO)]
+    status = main([*argv, "--references", str(reference), "--trusted-key", f"{key_path}.pub"])
+    err = capfd.readouterr().err
+    assert status == 1
+    assert "hint: this machine has only the simulated SNP firmware" in err
+    assert "pass --dev to trust that root (development only: it is NOT a hardware root" in err
+    assert main(argv) == 2  # no references at all: the hint says what --dev would do
+    err = capfd.readouterr().err
+    assert "--dev (development only: sign a reference for this build" in err
+    assert "trust the simulated AMD root, which is NOT a hardware root of trust" in err
+
+
+@pytest.mark.parametrize("backend", ["nil", "kvm"])
+def test_a_timeout_has_its_own_exit_status(
+    tmp_path: Path, backend: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    if backend == "kvm" and KVM_MISSING is not None:
+        pytest.skip(f"needs /dev/kvm: {KVM_MISSING}")
+    spin = ROOT / "tests" / "wat" / "spin.wat"
+    argv = ["run", "--dev", "-q", "--backend", backend, "--timeout", "0.5"]
+    status = main([*argv, "--build-dir", str(tmp_path), str(spin)])
+    err = capfd.readouterr().err
+    assert status == 124
+    assert "the keep ran past its time limit of 0.5 s" in err
+
+
+def test_help_lists_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    from toolchain.cli.run import EXIT_CODES
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "exit status:" in out
+    for code, _meaning in EXIT_CODES:
+        assert f"\n  {code} " in out
+    assert {code for code, _ in EXIT_CODES} >= {"1", "2", "3", "124", "125", "134"}

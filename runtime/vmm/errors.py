@@ -28,3 +28,17 @@ class GuestError(KeepError):
         super().__init__(message, hint=hint)
         self.call = call
         self.argument = argument
+
+
+class KeepTimeoutError(GuestError):
+    """The keep ran past its time limit. Exit status 124, as ``timeout(1)`` uses."""
+
+    exit_code = 124
+
+    @classmethod
+    def after(cls, seconds: float) -> KeepTimeoutError:
+        """The one message for a time limit, on every backend."""
+        return cls(
+            f"the keep ran past its time limit of {seconds:g} s",
+            hint="raise --timeout if the application needs longer",
+        )

@@ -8,7 +8,8 @@ keep ends, the VMM carries on.
 
 Fail closed on attestation: with ``require_attestation`` (the default) the guest gets nothing from
 outside (stdin, arguments, environment, console) until an ATTEST call has produced a report that
-the runner's callback accepted.
+the runner's callback accepted, and an EXIT before that ends the keep as stopped, never with the
+status it asked for. (The runner does not rely on this: it checks attestation itself.)
 """
 
 from __future__ import annotations
@@ -160,7 +161,14 @@ class HypercallServer:
         self._call = name
         self.stats.calls[name] = self.stats.calls.get(name, 0) + 1
         if call == EXIT:
-            return int(args[0]) & 0xFFFFFFFF
+            status = int(args[0]) & 0xFFFFFFFF
+            if not self.attested:
+                # A keep that never proved what it is has no exit status worth passing on.
+                raise GuestError(
+                    f"exit status {status} asked for before the keep was attested",
+                    call=name,
+                )
+            return status
         if not self.attested and call in (CONSOLE_WRITE, STDIN_READ, LAUNCH_ARGS):
             raise GuestError(
                 "refused before the keep has been attested (the runner releases nothing "

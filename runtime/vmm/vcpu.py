@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from runtime.vmm import kvm_abi
-from runtime.vmm.errors import GuestError
+from runtime.vmm.errors import GuestError, KeepTimeoutError
 from toolchain.errors import InputError, PlatformError
 from toolchain.snp.vmsa import Segment, VcpuState
 
@@ -400,11 +400,8 @@ def _resume(_run: kvm_abi.KvmRun) -> int | None:
     return None
 
 
-def _timeout(watchdog: Watchdog) -> GuestError:
-    return GuestError(
-        f"the keep ran past its time limit of {watchdog.timeout:g} s",
-        hint="raise --timeout if the application needs longer",
-    )
+def _timeout(watchdog: Watchdog) -> KeepTimeoutError:
+    return KeepTimeoutError.after(watchdog.timeout)
 
 
 # --- architectural state, as the VMSA holds it ---------------------------------------------------

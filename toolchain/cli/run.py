@@ -2,6 +2,7 @@
 
 The application's stdout/stderr stream through and its exit status becomes ours. On any failed
 check the keep is stopped before the application runs, and the failed check is named (exit 1).
+``EXIT_CODES`` is the one table of exit statuses (shown by ``keep run --help``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,41 @@ from pathlib import Path
 
 #: Options may follow the application's arguments (``keep run app.wasm a b --backend nil``).
 INTERMIXED = True
+
+#: Every exit status of ``keep run`` (the application's own statuses pass through unchanged).
+EXIT_CODES = (
+    ("0-255", "the application's exit status (255 when its status does not fit in 0-255)"),
+    (
+        "1",
+        (
+            "verification failed: the references, the live report, or the keep did not attest "
+            "(requested, obtained and passed one report) — whatever status it asked for; or the "
+            "keep was stopped (a bad hypercall, a fault)"
+        ),
+    ),
+    ("2", "unusable input: a bad option, application or build directory"),
+    ("3", "platform error: no usable /dev/kvm for --backend kvm, a missing tool"),
+    ("124", "--timeout passed after the keep attested (as timeout(1))"),
+    ("125", "the keep's runtime stopped the application (e.g. its memory does not fit the keep)"),
+    ("130", "interrupted (Ctrl-C)"),
+    ("134", "the application trapped ('wasm trap: NAME' on stderr)"),
+)
+
+
+def exit_code_table() -> str:
+    """The exit statuses as the help text lists them."""
+    import textwrap
+
+    width = max(len(code) for code, _ in EXIT_CODES)
+    lines = ["exit status:"]
+    for code, meaning in EXIT_CODES:
+        lines += textwrap.wrap(
+            meaning,
+            78,
+            initial_indent=f"  {code:<{width}}  ",
+            subsequent_indent=" " * (width + 4),
+        )
+    return "\n".join(lines)
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -23,7 +59,19 @@ def _env_pair(text: str) -> tuple[str, str]:
 def configure(parser: argparse.ArgumentParser) -> None:
     from toolchain.cli.references import add_trust_arguments
 
-    parser.add_argument("app", type=Path, metavar="APP.wasm", help="the application (.wasm/.wat)")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        exit_code_table()
+        + "\n\nThe application may exit with any of these itself; the runner's own failures "
+        "always\nprint a line on stderr that says why."
+    )
+    parser.add_argument(
+        "app",
+        type=Path,
+        metavar="APP",
+        help="the application (.wasm/.wat), or a build directory made by 'keep build --out DIR' "
+        "(rebuilt and compared: it runs only if it equals a fresh build)",
+    )
     parser.add_argument(
         "args",
         nargs="*",
@@ -62,6 +110,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="save the report, certificates and references for re-checking elsewhere",
     )
     parser.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="one verdict line on stderr instead of the checklist; everything on failure",
+    )
+    parser.add_argument(
         "--env",
         type=_env_pair,
         action="append",
@@ -93,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             evidence=args.evidence,
             build_dir=args.build_dir,
+            quiet=args.quiet,
         )
     )
     return outcome.exit_status

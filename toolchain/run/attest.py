@@ -6,6 +6,12 @@ the trusted roots (AMD's only, unless the simulated root was explicitly trusted)
 fresh nonce, the verification policy and the signed reference measurements, and raises
 ``EvidenceError`` naming the first failed check — so the application never starts on a report
 that does not check out.
+
+The backend (the VMM for ``kvm``) is untrusted, so the runner does not take its word that the keep
+attested: it hands the backend its own firmware wrapped in ``WitnessedFirmware``, which counts the
+report requests the firmware really served, and after the run ``LiveAttestation.verdict`` decides
+from what the runner itself saw — one report requested, produced, accepted by this verifier. A keep
+that fails any step ends the run as a failure whatever exit status it asked for, on every backend.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from toolchain.checks import Checklist
 from toolchain.errors import EvidenceError, KeepError
 
 if TYPE_CHECKING:
-    from runtime.firmware.interface import Firmware
+    from runtime.firmware.interface import CertificateChain, Firmware
     from toolchain.sign.references import VerifiedReferences
+    from toolchain.snp.digest import PageType
+    from toolchain.snp.vmsa import VcpuState
     from toolchain.verify import TrustedRoots, VerificationPolicy
 
 NONCE_SIZE = 64
@@ -45,9 +53,24 @@ class LiveAttestation:
     checklist: Checklist | None = None
     report: bytes | None = None
     calls: int = field(default=0)
+    #: True once a report passed every check (the only way the application may start).
+    accepted: bool = field(default=False)
+    witness: WitnessedFirmware = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.witness = WitnessedFirmware(self.firmware)
 
     def __call__(self, report_bytes: bytes) -> bool:
         self.calls += 1
+        if self.calls > 1:
+            # One report per run, before anything else: a second request could only be a replay
+            # attempt. The first report and its checklist stay as the run's evidence.
+            raise EvidenceError(
+                "the keep asked for a second attestation report in one run",
+                field="attestation.once",
+                expected="one report request per run",
+                found=f"request number {self.calls}",
+            )
         self.report = bytes(report_bytes)
         try:
             self.checklist = self._verify(report_bytes)
@@ -64,7 +87,60 @@ class LiveAttestation:
                 expected=first.expected if first else "at least one passing check",
                 found=first.found if first else "none",
             )
+        self.accepted = True
         return True
+
+    def verdict(self, ended: str) -> Checklist:
+        """The runner's verdict on the whole run: did this keep attest, once, before it ran?
+
+        Decided from the runner's own observations (its firmware's counters, this verifier's
+        state), never from what the backend reports. ``ended`` says how the keep ended, for the
+        line that names the missing step. The first missing step is ✗, later ones not reached.
+        """
+        served = self.witness
+        if self.calls and not self.accepted:
+            failures = self.checklist.failures if self.checklist else []
+            first = failures[0] if failures else None
+            rejected = f"it failed {first.name}" if first else "it did not verify"
+        else:
+            rejected = "the report never reached the runner's verifier"
+        steps = [
+            (
+                "attestation.requested",
+                served.requested > 0,
+                "the keep requests its attestation report before it runs anything",
+                f"no request: {ended}",
+            ),
+            (
+                "attestation.produced",
+                served.produced > 0,
+                "the firmware produces a report bound to this run's nonce",
+                f"no report: {served.failure or ended}",
+            ),
+            (
+                "attestation.verified",
+                self.accepted,
+                "the runner's verifier accepts the report",
+                rejected,
+            ),
+            (
+                "attestation.once",
+                served.requested == 1 and self.calls == 1,
+                "exactly one report request per run",
+                f"{served.requested} report requests, {self.calls} given to the verifier",
+            ),
+        ]
+        checks = Checklist(f"attestation of this run ({self.backend}, the runner's verdict)")
+        missing = False
+        for name, ok, expected, found in steps:
+            if missing:
+                checks.add(name, None, detail="not reached")
+            elif ok:
+                checks.add(name, True)
+            else:
+                checks.add(name, False, expected=expected, found=found)
+                missing = True
+        return checks
 
     def _verify(self, report_bytes: bytes) -> Checklist:
         from toolchain.snp.certs import load_certificate
@@ -72,9 +148,6 @@ class LiveAttestation:
         from toolchain.verify import verify_report
         from toolchain.verify.references import allowed_measurements, report_generation
 
-        if self.calls > 1:
-            # One report per run: a second request could only be a replay attempt.
-            raise EvidenceError("the keep asked for a second attestation report in one run")
         report = AttestationReport.parse(report_bytes)
         chain = self.firmware.certificate_chain()
         vcek = load_certificate(chain.vcek)
@@ -99,3 +172,49 @@ class LiveAttestation:
             verify_report(report, vcek, policy=policy, ask=ask, ark=ark, roots=self.roots)
         )
         return checks
+
+
+class WitnessedFirmware:
+    """The runner's firmware as a backend gets it: it counts the report requests it serves.
+
+    Every launch command goes straight through; ``guest_request_report`` is counted before and
+    after the firmware answers, so the runner knows — without asking the untrusted VMM — whether
+    the keep asked for a report and whether one was produced.
+    """
+
+    def __init__(self, inner: Firmware) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.requested = 0
+        self.produced = 0
+        self.failure: str | None = None
+
+    @property
+    def measurement(self) -> bytes:
+        value = getattr(self.inner, "measurement", b"")
+        return bytes(value) if isinstance(value, bytes | bytearray) else b""
+
+    def launch_start(self, policy: int, *, sev_features: int = 1) -> None:
+        self.inner.launch_start(policy, sev_features=sev_features)
+
+    def launch_update(self, page_type: PageType, gpa: int, data: bytes) -> bytes:
+        return self.inner.launch_update(page_type, gpa, data)
+
+    def launch_vmsa(self, state: VcpuState) -> None:
+        self.inner.launch_vmsa(state)
+
+    def launch_finish(self, id_block: bytes | None = None, host_data: bytes = bytes(32)) -> None:
+        self.inner.launch_finish(id_block, host_data)
+
+    def guest_request_report(self, report_data: bytes, vmpl: int) -> bytes:
+        self.requested += 1
+        try:
+            report = self.inner.guest_request_report(report_data, vmpl)
+        except KeepError as exc:
+            self.failure = f"the firmware failed: {exc.message}"
+            raise
+        self.produced += 1
+        return report
+
+    def certificate_chain(self) -> CertificateChain:
+        return self.inner.certificate_chain()

@@ -3,19 +3,40 @@
 It gives **no isolation** from the host: it exists for machines without KVM, and so that the
 attestation flow (the simulated firmware fed the same LaunchPlan, a report bound to the nonce,
 the same verification) can be exercised anywhere. Its observable behaviour matches the keep's
-runtime: stdout/stderr stream through, ``proc_exit`` becomes the exit status, and a trap prints
-``wasm trap: <name>`` and ends with status 134 (``runtime/wasm/keep_runtime.h``).
+runtime, which is the reference:
+
+* its WASI is the keep's, call for call (``toolchain.run.nil_wasi``): stdout/stderr stream
+  through, stdio are character devices (so a libc line-buffers as in the keep), a bad pointer is
+  EFAULT, what the keep does not offer is ENOSYS, and ``proc_exit`` takes any 32-bit status;
+* a trap prints ``wasm trap: <name>`` and ends with status 134 (``runtime/wasm/keep_runtime.h``);
+* linear memory is limited to what the keep's heap can hold (``memory_limit``): a module whose
+  memory does not fit stops as the keep's runtime does (``keep: aborted ...``, status 125), and
+  ``memory.grow`` past it fails;
+* the time limit ends the application with the kvm backend's ``KeepTimeoutError``.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from toolchain.errors import InputError
+from toolchain.run.nil_wasi import KeepWasi, ProcExit, process_stdio
 
 TRAP_EXIT_STATUS = 134
+#: ``KEEP_FATAL_EXIT_STATUS`` and the line the keep's runtime prints when the module's linear
+#: memory does not fit its heap (``abort()`` in runtime/wasm/libc.c).
+FATAL_EXIT_STATUS = 125
+OUT_OF_MEMORY_LINE = "keep: aborted (out of memory for the module?)"
+WASM_PAGE = 65536
+#: What the keep's runtime takes from its heap besides the linear memory: the 64 KiB launch
+#: argument buffer (LAUNCH_ARGS_MAX, runtime/wasm/wasi.c), block headers, the argument table
+#: and wasm2c's tables. Measured: in a keep with a 243,228,672-byte heap (3711.4 pages) a
+#: module growing page by page reaches 3710 pages; heap minus this reserve gives the same.
+RUNTIME_HEAP_RESERVE = 80 * 1024
 
 NIL_WARNING = (
     "backend nil: the application runs in wasmtime inside this process: NO isolation from the "
@@ -47,31 +68,57 @@ def trap_name(trap_code: object) -> str:
     return trap_names().get(trap_code, "unknown trap")
 
 
+def linear_memory_limit(heap_size: int) -> int:
+    """The most linear memory (bytes, whole pages) the keep's runtime can give a module."""
+    return max(0, (heap_size - RUNTIME_HEAP_RESERVE) // WASM_PAGE * WASM_PAGE)
+
+
+def _initial_memory(module: Any) -> int:
+    """Bytes of linear memory the module asks for at instantiation (its exported memories)."""
+    import wasmtime
+
+    return sum(
+        export.type.limits.min * WASM_PAGE
+        for export in module.exports
+        if isinstance(export.type, wasmtime.MemoryType)
+    )
+
+
 def run_wasi(
     wasm: Path,
     *,
     argv: Sequence[str],
     env: Sequence[tuple[str, str]],
+    memory_limit: int | None = None,
+    timeout: float | None = None,
 ) -> int:
-    """Run a WASI command module with this process's stdio; return its exit status."""
+    """Run a WASI command module with this process's stdio; return its exit status.
+
+    ``memory_limit`` is the keep's heap size in bytes (None: no limit beyond wasmtime's);
+    ``timeout`` ends the application with ``KeepTimeoutError`` after that many seconds.
+    """
     import wasmtime
 
-    engine = wasmtime.Engine()
+    from runtime.vmm.errors import GuestError, KeepTimeoutError
+
+    config = wasmtime.Config()
+    config.epoch_interruption = timeout is not None
+    engine = wasmtime.Engine(config)
     try:
         module = wasmtime.Module.from_file(engine, str(wasm))
     except wasmtime.WasmtimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
         raise InputError(f"{wasm}: not a valid WebAssembly module: {first}") from exc
     linker = wasmtime.Linker(engine)
-    linker.define_wasi()
+    stdin, stdout, stderr = process_stdio()
+    KeepWasi(argv, env, stdin=stdin, stdout=stdout, stderr=stderr).define(linker)
     store = wasmtime.Store(engine)
-    config = wasmtime.WasiConfig()
-    config.argv = list(argv)
-    config.env = [[k, v] for k, v in env]
-    config.inherit_stdin()
-    config.inherit_stdout()
-    config.inherit_stderr()
-    store.set_wasi(config)
+    if memory_limit is not None:
+        limit = linear_memory_limit(memory_limit)
+        if _initial_memory(module) > limit:
+            print(OUT_OF_MEMORY_LINE, file=sys.stderr, flush=True)
+            return FATAL_EXIT_STATUS
+        store.set_limits(memory_size=limit)
     try:
         instance = linker.instantiate(store, module)
     except wasmtime.WasmtimeError as exc:
@@ -79,13 +126,27 @@ def run_wasi(
     start = instance.exports(store).get("_start")
     if not isinstance(start, wasmtime.Func):
         raise InputError(f"{wasm}: no _start function: not a WASI command")
+    timer: threading.Timer | None = None
+    if timeout is not None:
+        store.set_epoch_deadline(1)
+        timer = threading.Timer(timeout, engine.increment_epoch)
+        timer.daemon = True
+        timer.start()
     sys.stdout.flush()
     try:
         start(store)
-    except wasmtime.ExitTrap as exc:
-        return int(exc.code)
+    except ProcExit as exc:
+        return exc.status
     except wasmtime.Trap as exc:
         sys.stdout.flush()
+        if exc.trap_code == wasmtime.TrapCode.INTERRUPT and timeout is not None:
+            raise KeepTimeoutError.after(timeout) from exc
         print(f"wasm trap: {trap_name(exc.trap_code)}", file=sys.stderr, flush=True)
         return TRAP_EXIT_STATUS
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "unknown"
+        raise GuestError(f"the application was stopped: {first}") from exc
+    finally:
+        if timer is not None:
+            timer.cancel()
     return 0

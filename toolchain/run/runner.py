@@ -1,7 +1,12 @@
 """``keep run``, step by step: build → plan → references → boot → attest → verify → app.
 
 Fail closed: every step that cannot prove what it should stops the run before the application
-starts, with the failed check's name, the expected and the found value.
+starts, with the failed check's name, the expected and the found value. After the keep ends, the
+runner's own verdict (``LiveAttestation.verdict``) must say that it requested, obtained and passed
+exactly one report; otherwise the run fails (exit 1) whatever status the keep asked for.
+
+The application is a ``.wasm``/``.wat`` file, built here (cached), or a ``keep build`` output
+directory, which runs only if it equals a fresh build of its ``app.wasm``.
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from toolchain.checks import Checklist
-from toolchain.errors import EvidenceError, InputError, PlatformError
+from toolchain.errors import EvidenceError, InputError, KeepError, PlatformError
 
 if TYPE_CHECKING:
     from runtime.firmware.interface import Firmware
     from toolchain.build.keep_build import KeepBuild
     from toolchain.measure.plan import LaunchPlan
-    from toolchain.run.attest import LiveAttestation
+    from toolchain.run.attest import LiveAttestation, WitnessedFirmware
     from toolchain.sign.references import VerifiedReferences
     from toolchain.sign.trust import TrustPolicy
     from toolchain.verify import TrustedRoots, VerificationPolicy
@@ -50,6 +55,8 @@ class RunOptions:
     #: Where the runner's own lines go (progress, security statement, checklist).
     log: TextIO = field(default_factory=lambda: sys.stderr)
     progress: bool | None = None  # None: only when ``log`` is a terminal
+    #: One verdict line on success instead of the full output (which still comes on failure).
+    quiet: bool = False
 
 
 @dataclass
@@ -62,13 +69,35 @@ class RunOutcome:
 
 
 class _Log:
+    """The runner's own lines: said at once, or (``quiet``) held back until a failure."""
+
     def __init__(self, options: RunOptions) -> None:
         self.stream = options.log
         tty = getattr(self.stream, "isatty", lambda: False)()
         self.progress_on = tty if options.progress is None else options.progress
+        self.quiet = options.quiet
+        self.held: list[str] = []
 
     def say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        """A line of the full output: printed now, or with ``quiet`` only if the run fails."""
+        if self.quiet:
+            self.held.append(text)
+        else:
+            self.say(text)
+
+    def verdict(self, text: str) -> None:
+        """The one line ``quiet`` prints instead of the full output on success."""
+        if self.quiet:
+            self.say(text)
+
+    def release(self) -> None:
+        """The run failed: print everything held back, in order."""
+        held, self.held = self.held, []
+        for text in held:
+            self.say(text)
 
     def progress(self, text: str) -> None:
         if self.progress_on:
@@ -105,11 +134,126 @@ def _security_statement(backend: str, firmware: Firmware) -> str:
     )
 
 
+DEV_HINT = (
+    "this machine has only the simulated SNP firmware, whose reports chain to a simulated AMD "
+    "root; pass --dev to trust that root (development only: it is NOT a hardware root of trust, "
+    "and the host can forge its reports)"
+)
+
+
+def _add_dev_hint(
+    error: EvidenceError, checks: Checklist, options: RunOptions, firmware: Firmware
+) -> None:
+    """Say what --dev would change when the only failure is the untrusted simulated root."""
+    if options.dev or error.hint or not firmware.certificate_chain().simulated:
+        return
+    if any(check.name == "ark.trusted" for check in checks.failures):
+        error.hint = DEV_HINT
+
+
+def _verdict_line(attestation: LiveAttestation, backend: str, options: RunOptions) -> str:
+    """``--quiet``'s one line: the verdict, the backend and every development-only trust."""
+    from toolchain.checks import OK_MARK
+
+    checks = attestation.checklist
+    passed = sum(1 for check in checks.checks if check.ok) if checks else 0
+    what = "NO isolation" if backend == "nil" else "no memory encryption"
+    caveats = [f"backend {backend} ({what})", f"firmware {attestation.firmware.name}"]
+    if attestation.references.development:
+        caveats.append("DEVELOPMENT references")
+    if options.dev:
+        caveats.append("simulated AMD root trusted by --dev")
+    return f"keep: {OK_MARK} attested: {passed} checks passed; {', '.join(caveats)}"
+
+
+def _app_name(app: Path) -> str:
+    """argv[0] of the application: its file name without the suffix, or a build directory's name."""
+    return app.name if app.is_dir() else app.stem
+
+
+#: What a keep is made of: a build directory must hold exactly what a fresh build makes of them.
+#: (The wheel and provenance.json are not booted; the plan is compared separately.)
+KEEP_ARTIFACTS = ("app.wasm", "ukernel.elf", "runtime.elf")
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def check_build_directory(
+    directory: Path, build_dir: Path | None, vcpus: int, log: _Log
+) -> KeepBuild:
+    """A directory made by ``keep build --out``: rebuilt from its ``app.wasm`` and compared.
+
+    Nothing in it is trusted for being there: the keep that runs is a fresh (cached) build of
+    its application, and only if the directory's microkernel, runtime image, module and launch
+    plan equal that build byte for byte; otherwise the run stops, naming the file.
+    """
+    from toolchain.measure.plan import PLAN_FILE, LaunchPlan
+
+    app = directory / "app.wasm"
+    if not app.is_file():
+        raise InputError(
+            f"{directory} is a directory but not a keep build (it has no app.wasm)",
+            hint="pass an application .wasm/.wat, or a directory made by 'keep build --out DIR'",
+        )
+    if build_dir is not None and build_dir.resolve() == directory.resolve():
+        # The fresh build would overwrite what it is compared with.
+        raise InputError(
+            f"--build-dir {build_dir} is the build directory being run",
+            hint="leave out --build-dir, or give another directory",
+        )
+    fresh = build_for_run(app, build_dir, vcpus, log)
+    for name in KEEP_ARTIFACTS:
+        theirs = directory / name
+        if not theirs.is_file():
+            raise InputError(f"{directory} has no {name}: not a complete keep build")
+        expected, found = _sha256(fresh.artifacts[name]), _sha256(theirs)
+        if expected != found:
+            raise EvidenceError(
+                f"{theirs} is not what this Keepstack builds from {app}; the keep was not started",
+                field=name,
+                expected=f"sha256:{expected} (a fresh build)",
+                found=f"sha256:{found}",
+                hint="rebuild the directory with this version's 'keep build', or run the "
+                "application file itself",
+            )
+    theirs_plan = directory / PLAN_FILE
+    try:
+        text = theirs_plan.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {theirs_plan}: {exc.strerror}") from exc
+    plan = LaunchPlan.from_json(text).with_vcpu_count(vcpus)
+    fresh_plan = LaunchPlan.from_json(fresh.artifacts[PLAN_FILE].read_bytes())
+    fresh_plan = fresh_plan.with_vcpu_count(vcpus)
+    if plan.to_json() != fresh_plan.to_json():
+        ours, theirs = json.loads(fresh_plan.to_json()), json.loads(plan.to_json())
+        fields = sorted(
+            key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key)
+        )
+        raise EvidenceError(
+            f"{theirs_plan} differs from the plan of a fresh build; the keep was not started",
+            field=PLAN_FILE,
+            expected=f"a fresh build's plan (launch digest {fresh_plan.launch_digest().hex()})",
+            found=f"launch digest {plan.launch_digest().hex()}; differs in {', '.join(fields)}",
+        )
+    log.progress(f"{directory} equals a fresh build of its app.wasm")
+    return fresh
+
+
 def build_for_run(app: Path, build_dir: Path | None, vcpus: int, log: _Log) -> KeepBuild:
-    """Build the keep (each step is cached, so an unchanged keep rebuilds in well under 1 s)."""
+    """Build the keep (each step is cached, so an unchanged keep rebuilds in well under 1 s).
+
+    ``app`` may also be a build directory (``check_build_directory``).
+    """
     from toolchain.build.keep_build import build_keep
     from toolchain.state import cache_dir
 
+    if app.is_dir():
+        return check_build_directory(app, build_dir, vcpus, log)
     if not app.is_file():
         raise InputError(f"application {app} does not exist")
     if build_dir is None:
@@ -173,8 +317,9 @@ def load_references(
     else:
         raise InputError(
             "no reference measurements to check the keep against",
-            hint="pass --references ENVELOPE (with --trust), or --dev to sign a development "
-            "reference for this build",
+            hint="pass --references ENVELOPE (with --trust), or --dev (development only: sign a "
+            "reference for this build with the development key, and trust the simulated AMD "
+            "root, which is NOT a hardware root of trust)",
         )
     checks, references = verify_envelope(envelope, trust)
     checks.title = title
@@ -241,12 +386,24 @@ def write_evidence(path: Path, attestation: LiveAttestation, envelope: bytes, ba
 
 
 def run_app(options: RunOptions) -> RunOutcome:
-    """Run ``options.app`` in a keep; the exit status is the application's (or 1 on refusal)."""
+    """Run ``options.app`` in a keep; the exit status is the application's (or 1 on refusal).
+
+    With ``quiet`` the runner's lines are held back and one verdict line replaces them on
+    success; on any failure every held line is printed after all.
+    """
+    log = _Log(options)
+    try:
+        return _run(options, log)
+    except KeepError:
+        log.release()
+        raise
+
+
+def _run(options: RunOptions, log: _Log) -> RunOutcome:
     from runtime.firmware.sim import SimFirmware
     from toolchain.measure.plan import LaunchPlan
     from toolchain.run.attest import LiveAttestation, fresh_nonce
 
-    log = _Log(options)
     timings: dict[str, float] = {}
     if options.vcpus < 1:
         raise InputError(f"--vcpus must be at least 1, not {options.vcpus}")
@@ -263,12 +420,12 @@ def run_app(options: RunOptions) -> RunOutcome:
 
     envelope, references, reference_checks = load_references(options, build, plan, backend)
     if references.development:
-        log.say("keep: using DEVELOPMENT reference measurements (signed by a development key)")
+        log.note("keep: using DEVELOPMENT reference measurements (signed by a development key)")
 
     firmware = SimFirmware()
-    log.say(_security_statement(backend, firmware))
+    log.note(_security_statement(backend, firmware))
     if options.dev:
-        log.say(f"keep: --dev: trusting the {SIM_ROOT_LABEL}")
+        log.note(f"keep: --dev: trusting the {SIM_ROOT_LABEL}")
     attestation = LiveAttestation(
         nonce=fresh_nonce(),
         firmware=firmware,
@@ -283,17 +440,26 @@ def run_app(options: RunOptions) -> RunOutcome:
     def verified(report: bytes) -> bool:
         try:
             return attestation(report)
-        finally:
+        except EvidenceError as exc:
             if attestation.checklist is not None:
-                log.say(attestation.checklist.render())
+                _add_dev_hint(exc, attestation.checklist, options, firmware)
+            raise
+        finally:
+            if attestation.checklist is not None and attestation.calls == 1:
+                log.note(attestation.checklist.render())
+                if attestation.accepted:
+                    log.verdict(_verdict_line(attestation, backend, options))
 
-    argv = [options.app.stem, *options.args]
+    argv = [_app_name(options.app), *options.args]
     started = time.perf_counter()
+    status: int | None = None
+    measurement = b""
+    error: KeepError | None = None
     try:
         if backend == "kvm":
-            status, measurement = _run_kvm(
+            status, measurement, error = _run_kvm(
                 plan,
-                firmware=firmware,
+                firmware=attestation.witness,
                 argv=argv,
                 options=options,
                 verified=verified,
@@ -304,19 +470,66 @@ def run_app(options: RunOptions) -> RunOutcome:
             status, measurement = _run_nil(
                 build,
                 plan,
-                firmware=firmware,
+                firmware=attestation.witness,
                 argv=argv,
                 options=options,
                 verified=verified,
                 nonce=attestation.nonce,
             )
+    except KeepError as exc:
+        error = exc
     finally:
         timings["run"] = (time.perf_counter() - started) * 1e3
         if options.evidence is not None and attestation.report is not None:
             write_evidence(options.evidence, attestation, envelope, backend)
-            log.say(f"keep: evidence written to {options.evidence}")
+            log.note(f"keep: evidence written to {options.evidence}")
+    _require_attested(attestation, status, error, log)
+    if error is not None:
+        raise error
+    if status is None:
+        raise PlatformError("the keep ended without an exit status")
     return RunOutcome(
         process_status(status, log), backend, attestation.checklist, measurement, timings
+    )
+
+
+def _how_it_ended(status: int | None, error: KeepError | None) -> str:
+    if error is not None:
+        return error.explain().splitlines()[0]
+    if status is not None:
+        return f"the keep ended with exit status {status}"
+    return "the keep ended without an exit status"
+
+
+def _require_attested(
+    attestation: LiveAttestation, status: int | None, error: KeepError | None, log: _Log
+) -> None:
+    """Fail the run unless this keep requested, obtained and passed exactly one report.
+
+    The runner decides this itself (``LiveAttestation.verdict``), after every run and on every
+    backend, whatever the keep or the VMM say: an exit status asked for by a keep that never
+    attested is never passed on.
+    """
+    from runtime.vmm.errors import GuestError
+
+    if attestation.accepted and attestation.calls == 1 and attestation.witness.requested == 1:
+        return
+    served = attestation.witness.requested
+    if served == 0 and error is not None and not isinstance(error, GuestError | EvidenceError):
+        # The host broke before the keep could ask (no KVM, an unusable plan): that error
+        # explains the failure better than "no request", and it is a failure already.
+        return
+    verdict = attestation.verdict(_how_it_ended(status, error))
+    log.release()
+    log.say(verdict.render())
+    if isinstance(error, EvidenceError):
+        raise error  # the report did not verify: that error names the failed check
+    failed = verdict.failures[0]
+    raise EvidenceError(
+        "the keep did not complete attestation, so its run failed whatever status it asked for",
+        field=failed.name,
+        expected=failed.expected,
+        found=failed.found,
     )
 
 
@@ -341,7 +554,8 @@ def _run_kvm(
     verified: Callable[[bytes], bool],
     nonce: bytes,
     timings: dict[str, float],
-) -> tuple[int, bytes]:
+) -> tuple[int | None, bytes, KeepError | None]:
+    """Boot the keep; returns its exit status (None when stopped), digest and why it stopped."""
     from runtime.vmm.keep import run_keep
 
     sys.stdout.flush()
@@ -359,18 +573,14 @@ def _run_kvm(
     )
     if result.to_first_output_ms is not None:
         timings["create_vm_to_first_output"] = result.to_first_output_ms
-    if result.error is not None:
-        raise result.error
-    if result.exit_status is None:
-        raise PlatformError("the keep ended without an exit status")
-    return result.exit_status, result.measurement
+    return result.exit_status, result.measurement, result.error
 
 
 def _run_nil(
     build: KeepBuild,
     plan: LaunchPlan,
     *,
-    firmware: Firmware,
+    firmware: WitnessedFirmware,
     argv: list[str],
     options: RunOptions,
     verified: Callable[[bytes], bool],
@@ -379,10 +589,16 @@ def _run_nil(
     from runtime.firmware.sim import SimFirmware
     from toolchain.run.nil import run_wasi
 
-    if not isinstance(firmware, SimFirmware):
+    if not isinstance(firmware.inner, SimFirmware):
         raise PlatformError("the nil backend runs only with the simulated firmware")
-    measurement = firmware.launch_from_plan(plan)
+    measurement = firmware.inner.launch_from_plan(plan)
     report = firmware.guest_request_report(nonce, 0)
     verified(report)  # raises EvidenceError before the application starts
-    status = run_wasi(build.artifacts["app.wasm"], argv=argv, env=list(options.env))
+    status = run_wasi(
+        build.artifacts["app.wasm"],
+        argv=argv,
+        env=list(options.env),
+        memory_limit=plan.abi.heap_end - plan.abi.heap_start,
+        timeout=options.timeout,
+    )
     return status, measurement
