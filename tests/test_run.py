@@ -677,3 +677,30 @@ def test_help_lists_every_exit_status(capsys: pytest.CaptureFixture[str]) -> Non
     for code, _meaning in EXIT_CODES:
         assert f"\n  {code} " in out
     assert {code for code, _ in EXIT_CODES} >= {"1", "2", "3", "124", "125", "134"}
+
+
+def test_witnessed_firmware_counts_sealed_guest_requests_too():
+    """SNP guest messages reach the firmware through the same witness as plain report requests:
+    a refused one counts as requested, never as produced."""
+    from toolchain.errors import EvidenceError
+    from toolchain.run.attest import WitnessedFirmware
+
+    class Inner:
+        name = "fake"  # a test double: answers the first message, refuses the second
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def guest_request(self, message: bytes) -> bytes:
+            self.calls += 1
+            if self.calls > 1:
+                raise EvidenceError("replayed sequence number")
+            return b"sealed:" + message
+
+    witness = WitnessedFirmware(Inner())  # type: ignore[arg-type]
+    assert witness.guest_request(b"m1") == b"sealed:m1"
+    assert (witness.requested, witness.produced, witness.failure) == (1, 1, None)
+    with pytest.raises(EvidenceError):
+        witness.guest_request(b"m1")
+    assert (witness.requested, witness.produced) == (2, 1)
+    assert witness.failure == "the firmware failed: replayed sequence number"

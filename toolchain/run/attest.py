@@ -216,5 +216,18 @@ class WitnessedFirmware:
         self.produced += 1
         return report
 
+    def guest_request(self, message: bytes) -> bytes:
+        """An SNP guest message (sealed under VMPCK0): counted like a plain report request. The
+        runner cannot read the sealed answer; whether it held a good report is the verification
+        step's to say, which every run needs anyway."""
+        self.requested += 1
+        try:
+            response = self.inner.guest_request(message)
+        except KeepError as exc:
+            self.failure = f"the firmware failed: {exc.message}"
+            raise
+        self.produced += 1
+        return response
+
     def certificate_chain(self) -> CertificateChain:
         return self.inner.certificate_chain()
