@@ -63,7 +63,7 @@ def installed(session: nox.Session) -> None:
         }
         session.run(keep, "--version", external=True, env=fresh)
         output = session.run(
-            keep, "run", "--dev", "hello.wat", external=True, silent=True, env=fresh
+            keep, "run", "--dev", "--quiet", "hello.wat", external=True, silent=True, env=fresh
         )
         if "hello from a keep" not in str(output):
             session.error(f"the installed keep did not run the example: {output!r}")
