@@ -282,4 +282,3 @@ SEV_RET_INVALID_PARAM = 0x16
 def sev_error_name(code: int) -> str:
     """``0x16 (INVALID_PARAM)``: a firmware status for an error message."""
     return f"{code:#x} ({SEV_RET_NAMES.get(code, 'unknown')})"
-
