@@ -427,3 +427,15 @@ def test_this_host_says_why_it_cannot_launch_snp() -> None:
         "/dev/sev" in info.value.message
     )
     assert driver.kvm_fd == driver.vm_fd == -1
+
+
+def test_the_firmware_placeholder_points_at_the_driver_and_this_host() -> None:
+    from runtime.firmware.snp import SnpFirmware
+    from runtime.vmm.platform import probe
+
+    with pytest.raises(PlatformError, match="not implemented") as info:
+        SnpFirmware()
+    assert "runtime/vmm/snp_launch.py" in info.value.message
+    missing = probe(timing=False).snp_missing()
+    if missing:
+        assert "this host lacks: " + "; ".join(missing) in info.value.message
