@@ -439,3 +439,32 @@ def test_the_firmware_placeholder_points_at_the_driver_and_this_host() -> None:
     missing = probe(timing=False).snp_missing()
     if missing:
         assert "this host lacks: " + "; ".join(missing) in info.value.message
+
+
+@pytest.mark.kvm
+@pytest.mark.skipif(KVM_MISSING is not None, reason=f"needs a working /dev/kvm: {KVM_MISSING}")
+def test_the_snp_exits_are_served_by_a_real_vcpus_run_loop() -> None:
+    """``SnpExits.install`` hooks both exits into ``Vcpu.handle_exit`` (on its real run page).
+
+    (A real KVM_EXIT_HYPERCALL cannot be provoked here: under PVM a VMCALL from the emulated
+    ring 0 never returns, and from ring 3 KVM refuses it without an exit.)
+    """
+    from runtime.vmm.vm import Vm
+
+    exits, fake, driver = exits_on_fake()
+    with driver, Vm([RamRange(0, 0x200000)]) as vm:
+        vcpu = vm.vcpus[0]
+        exits.install(vcpu)
+        run = vcpu.run_struct
+        run.exit_reason = kvm_abi.KVM_EXIT_HYPERCALL
+        run.hypercall.nr = kvm_snp.KVM_HC_MAP_GPA_RANGE
+        run.hypercall.args[0], run.hypercall.args[1] = 0x2000000, 16
+        run.hypercall.args[2] = kvm_snp.KVM_MAP_GPA_RANGE_ENCRYPTED
+        assert vcpu.handle_exit(run, doorbell_gpa=0x400000, on_doorbell=lambda: None) is None
+        assert exits.to_private == 16
+        assert 0x2000000 // PAGE_SIZE in fake.private
+        run.exit_reason = kvm_abi.KVM_EXIT_MEMORY_FAULT
+        run.memory_fault.gpa, run.memory_fault.size = 0x5000, PAGE_SIZE
+        with pytest.raises(GuestError, match="KVM_EXIT_MEMORY_FAULT"):
+            vcpu.handle_exit(run, doorbell_gpa=0x400000, on_doorbell=lambda: None)
+        assert vcpu.exit_counts == {"HYPERCALL": 1, "MEMORY_FAULT": 1}
