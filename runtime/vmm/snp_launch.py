@@ -309,13 +309,16 @@ class SnpLaunch:
             len=region.size,
             type=int(region.page_type),
         )
+        # What the kernel copies from, read once (nothing writes the buffer during the loop);
+        # each part is measured once KVM says it is done. ZERO pages have no source.
+        zero = region.page_type is PageType.ZERO
+        source = memoryview(b"" if zero else ram.read(region.gpa, region.size))
         retries = stalls = 0
         what = f"SNP_LAUNCH_UPDATE {region.page_type.name} {region.label or ''} at {region.gpa:#x}"
         while params.len:
             gfn, uaddr, length = int(params.gfn_start), int(params.uaddr), int(params.len)
             gpa = gfn * PAGE_SIZE
-            # What the kernel copies from: read now, measured once KVM says the pages are done.
-            handed = ram.read(gpa, length) if region.page_type is not PageType.ZERO else b""
+            handed = source[gpa - region.gpa :]
             self.figures.update_calls += 1
             try:
                 self._sev_command(kvm_snp.KVM_SEV_SNP_LAUNCH_UPDATE, params, what, raw=True)
@@ -325,7 +328,9 @@ class SnpLaunch:
                     self.figures.retries += 1
                     params.gfn_start, params.uaddr, params.len = gfn, uaddr, length
                     continue
-                raise self._update_failed(exc, region, gpa, handed, what) from exc
+                raise self._update_failed(
+                    exc, region, gpa, bytes(handed[:PAGE_SIZE]), what
+                ) from exc
             done = _progress(params, (gfn, uaddr, length), region.page_type, what)
             if done == 0:
                 stalls += 1
@@ -355,9 +360,9 @@ class SnpLaunch:
             return CpuidRejectedError(
                 f"{what}: the firmware rejected the CPUID page (status "
                 f"{kvm_snp.sev_error_name(error)}); it corrected: "
-                + describe_cpuid_difference(handed[:PAGE_SIZE], corrected),
+                + describe_cpuid_difference(handed, corrected),
                 corrected=corrected,
-                handed=handed[:PAGE_SIZE],
+                handed=handed,
             )
         return PlatformError(
             f"{what} failed: {_errno_text(exc)}, firmware status {kvm_snp.sev_error_name(error)}"
