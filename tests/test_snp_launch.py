@@ -468,3 +468,28 @@ def test_the_snp_exits_are_served_by_a_real_vcpus_run_loop() -> None:
         with pytest.raises(GuestError, match="KVM_EXIT_MEMORY_FAULT"):
             vcpu.handle_exit(run, doorbell_gpa=0x400000, on_doorbell=lambda: None)
         assert vcpu.exit_counts == {"HYPERCALL": 1, "MEMORY_FAULT": 1}
+
+
+@pytest.mark.slow
+def test_the_example_keep_launches_through_the_driver(tmp_path: Path) -> None:
+    """The real example keep's plan (secrets and CPUID pages included) through the whole
+    sequence: the VMM's digest, the fake firmware's and the plan's agree, and the hypercall
+    pages the VMM must read stay shared."""
+    from toolchain.build.keep_build import build_keep
+
+    hello = Path(__file__).resolve().parent.parent / "examples" / "hello" / "hello.wat"
+    build = build_keep(hello, tmp_path / "out", vcpu_counts=(1,))
+    plan = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
+    fake = FakeKvmSnp()
+    with SnpLaunch(plan, system=fake, vcpu_setup=fake.vcpu_setup) as driver:
+        assert driver.launch() == fake.measurement == plan.launch_digest()
+        types = {PageType(c.args["type"]) for c in fake.calls if c.name == "SNP_LAUNCH_UPDATE"}
+        assert {PageType.SECRETS, PageType.CPUID, PageType.NORMAL} <= types
+        shared = range(
+            plan.abi.hc_page // PAGE_SIZE,
+            (plan.abi.hc_buffer + plan.abi.hc_buffer_size) // PAGE_SIZE,
+        )
+        assert not fake.private.intersection(shared)
+        assert fake.private == {
+            gfn for r in plan.regions for gfn in range(r.gpa // PAGE_SIZE, r.end // PAGE_SIZE)
+        }
