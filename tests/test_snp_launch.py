@@ -485,10 +485,11 @@ def test_the_example_keep_launches_through_the_driver(tmp_path: Path) -> None:
         assert driver.launch() == fake.measurement == plan.launch_digest()
         types = {PageType(c.args["type"]) for c in fake.calls if c.name == "SNP_LAUNCH_UPDATE"}
         assert {PageType.SECRETS, PageType.CPUID, PageType.NORMAL} <= types
-        shared = range(
-            plan.abi.hc_page // PAGE_SIZE,
-            (plan.abi.hc_buffer + plan.abi.hc_buffer_size) // PAGE_SIZE,
+        abi = plan.abi
+        shared = {abi.hc_page // PAGE_SIZE} | set(
+            range(abi.hc_buffer // PAGE_SIZE, (abi.hc_buffer + abi.hc_buffer_size) // PAGE_SIZE)
         )
+        assert len(shared) == 1 + abi.hc_buffer_size // PAGE_SIZE
         assert not fake.private.intersection(shared)
         assert fake.private == {
             gfn for r in plan.regions for gfn in range(r.gpa // PAGE_SIZE, r.end // PAGE_SIZE)
