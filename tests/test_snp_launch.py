@@ -494,3 +494,17 @@ def test_the_example_keep_launches_through_the_driver(tmp_path: Path) -> None:
         assert fake.private == {
             gfn for r in plan.regions for gfn in range(r.gpa // PAGE_SIZE, r.end // PAGE_SIZE)
         }
+
+
+def test_a_refused_private_conversion_at_launch_is_a_platform_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeKvmSnp()
+
+    def refuse(kind: str, arg: object) -> int:
+        raise OSError(errno.EFAULT, "Bad address")
+
+    monkeypatch.setattr(fake, "_attributes", refuse)
+    with pytest.raises(PlatformError, match=r"MEMORY_ATTRIBUTES\(PRIVATE\) GDT and TSS .*EFAULT"):
+        launch(fake)
+    assert fake.open_fds == {}

@@ -264,7 +264,15 @@ class SnpLaunch:
             if region.data is not None:
                 self.memory.write(region.gpa, region.data)
         for region in self.plan.regions:
-            set_memory_attributes(self.system, self.vm_fd, region.gpa, region.size, private=True)
+            try:
+                set_memory_attributes(
+                    self.system, self.vm_fd, region.gpa, region.size, private=True
+                )
+            except OSError as exc:
+                raise PlatformError(
+                    f"KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) {region.label or ''} at "
+                    f"{region.gpa:#x}+{region.size:#x} failed: {_errno_text(exc)}"
+                ) from exc
 
     def _check_vmsa_features(self) -> None:
         supported = ctypes.c_uint64()
