@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import re
+import shutil
+import subprocess
 from functools import cache
+from pathlib import Path
 
 import pytest
 from testdata import KVM_SNP_OFFSETS
@@ -135,13 +138,43 @@ def test_exit_reason_names_know_the_snp_exits() -> None:
 
 
 def test_sev_device_status_layout() -> None:
-    """Not in the offsets file: psp-sev.h's sizes by hand (struct sev_issue_cmd is not packed:
-    u32 cmd, 4 bytes padding, u64 data, u32 error, 4 bytes tail padding; the status is packed)."""
-    assert ctypes.sizeof(kvm_snp.SevIssueCmd) == 24
-    assert (kvm_snp.SevIssueCmd.data.offset, kvm_snp.SevIssueCmd.error.offset) == (8, 16)
+    """Not in the offsets file: psp-sev.h's sizes by hand (both structures are ``__packed``:
+    u32 cmd, u64 data, u32 error; the status as the SNP ABI's SNP_PLATFORM_STATUS buffer)."""
+    assert ctypes.sizeof(kvm_snp.SevIssueCmd) == 16
+    assert (kvm_snp.SevIssueCmd.data.offset, kvm_snp.SevIssueCmd.error.offset) == (4, 12)
     status = kvm_snp.SevUserDataSnpStatus
     assert ctypes.sizeof(status) == 32
     assert (status.build_id.offset, status.guest_count.offset) == (4, 12)
     assert (status.current_tcb_version.offset, status.reported_tcb_version.offset) == (16, 24)
     # _IOWR('S', 0x0, struct sev_issue_cmd)
-    assert kvm_snp.SEV_ISSUE_CMD == 0xC0185300
+    assert kvm_snp.SEV_ISSUE_CMD == 0xC0105300
+
+
+_SEV_PROBE = """
+#include <sys/ioctl.h>
+#include <linux/psp-sev.h>
+#include <stdio.h>
+#include <stddef.h>
+int main(void) {
+  printf("%zu %zu %zu %lu\\n", sizeof(struct sev_issue_cmd), offsetof(struct sev_issue_cmd, data),
+         offsetof(struct sev_issue_cmd, error), (unsigned long)SEV_ISSUE_CMD);
+  return 0;
+}
+"""
+
+
+def test_sev_issue_cmd_against_installed_headers(tmp_path: Path) -> None:
+    """Where a C compiler and psp-sev.h exist (any version has SEV_ISSUE_CMD), compare."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or not Path("/usr/include/linux/psp-sev.h").is_file():
+        pytest.skip("no C compiler or /usr/include/linux/psp-sev.h: the hand values above apply")
+    source, binary = tmp_path / "probe.c", tmp_path / "probe"
+    source.write_text(_SEV_PROBE)
+    subprocess.run([compiler, str(source), "-o", str(binary)], check=True, capture_output=True)
+    found = subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout
+    assert list(map(int, found.split())) == [
+        ctypes.sizeof(kvm_snp.SevIssueCmd),
+        kvm_snp.SevIssueCmd.data.offset,
+        kvm_snp.SevIssueCmd.error.offset,
+        kvm_snp.SEV_ISSUE_CMD,
+    ]

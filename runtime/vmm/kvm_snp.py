@@ -227,8 +227,9 @@ KVM_GET_DEVICE_ATTR = _iow(0xE2, KvmDeviceAttr)  # on /dev/kvm for the SEV group
 
 # --- include/uapi/linux/psp-sev.h: the platform status on /dev/sev ----------------------------
 class SevIssueCmd(ctypes.Structure):
-    """struct sev_issue_cmd (24 bytes): the argument of SEV_ISSUE_CMD on /dev/sev."""
+    """struct sev_issue_cmd (16 bytes, ``__packed``): the argument of SEV_ISSUE_CMD on /dev/sev."""
 
+    _pack_ = 1
     _fields_ = [
         ("cmd", ctypes.c_uint32),
         ("data", ctypes.c_uint64),
