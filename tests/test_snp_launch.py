@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -508,3 +509,21 @@ def test_a_refused_private_conversion_at_launch_is_a_platform_error(
     with pytest.raises(PlatformError, match=r"MEMORY_ATTRIBUTES\(PRIVATE\) GDT and TSS .*EFAULT"):
         launch(fake)
     assert fake.open_fds == {}
+
+
+_IMPORTS_FAKE = re.compile(
+    r"^\s*(from runtime\.vmm\.fake_kvm_snp import|import runtime\.vmm\.fake_kvm_snp"
+    r"|from runtime\.vmm import .*\bfake_kvm_snp\b)",
+    re.MULTILINE,
+)
+
+
+def test_nothing_in_the_product_imports_the_fake() -> None:
+    root = Path(__file__).resolve().parent.parent
+    importers = [
+        path.relative_to(root).as_posix()
+        for top in ("toolchain", "runtime")
+        for path in (root / top).rglob("*.py")
+        if _IMPORTS_FAKE.search(path.read_text(encoding="utf-8"))
+    ]
+    assert importers == []
