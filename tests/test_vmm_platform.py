@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from runtime.vmm.platform import (
     kvm_unavailable_reason,
     platform_checklist,
     probe,
+    snp_firmware_status,
 )
 from runtime.vmm.vcpu import install_kick_signal
 from runtime.vmm.vm import open_kvm
@@ -154,3 +156,98 @@ def test_keeps_in_parallel_threads_each_get_their_own_watchdog() -> None:
     assert outcomes["hello"] == ["ok"] * 5
     assert len(outcomes["loop"]) == 10
     assert all("time limit" in outcome for outcome in outcomes["loop"])
+
+
+# ---- telling an SEV-SNP host from others ---------------------------------------------------------
+def _snp_host_facts() -> PlatformFacts:
+    return PlatformFacts(
+        kvm_device=True,
+        kvm_usable=True,
+        kvm_modules=["kvm_amd", "kvm"],
+        software_kvm=False,
+        sev_device=True,
+        sev_snp_parameter="Y",
+        vm_types=0x1D,
+        snp_kvm_missing=[],
+        snp_firmware="SNP API 1.55 build 21, reported TCB 0x1b00000000000004, 0 guests",
+    )
+
+
+def test_an_snp_host_is_recognised_fact_by_fact() -> None:
+    facts = _snp_host_facts()
+    assert facts.snp_missing() == []
+    lines = [check.line() for check in platform_checklist(facts).checks]
+    snp = [line for line in lines if "sev-snp" in line]
+    assert snp == [
+        "✔ sev-snp: an AMD SEV-SNP host",
+        "✔ sev-snp /dev/sev: /dev/sev",
+        "✔ sev-snp kvm_amd.sev_snp: Y",
+        "✔ sev-snp KVM SNP VM type: KVM_CAP_VM_TYPES 0x1d with KVM_X86_SNP_VM",
+        "✔ sev-snp firmware: SNP API 1.55 build 21, reported TCB 0x1b00000000000004, 0 guests",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "missing"),
+    [
+        ({"sev_device": False}, "no /dev/sev (the AMD secure processor driver, ccp)"),
+        ({"sev_snp_parameter": "N"}, "kvm_amd.sev_snp is N"),
+        ({"sev_snp_parameter": None}, "kvm_amd is not loaded (no kvm_amd.sev_snp)"),
+        ({"vm_types": None}, "no usable KVM to ask for the SNP VM type"),
+        (
+            {"snp_kvm_missing": ["KVM_CAP_VM_TYPES 0x1 lacks KVM_X86_SNP_VM (bit 4)"]},
+            "KVM_CAP_VM_TYPES 0x1 lacks KVM_X86_SNP_VM (bit 4)",
+        ),
+    ],
+)
+def test_each_missing_fact_is_named(change: dict[str, object], missing: str) -> None:
+    facts = _snp_host_facts()
+    for name, value in change.items():
+        setattr(facts, name, value)
+    assert facts.snp_missing() == [missing]
+    lines = [check.line() for check in platform_checklist(facts).checks]
+    assert any(line.startswith("✗ sev-snp: ") and missing in line for line in lines)
+
+
+def test_unreadable_firmware_is_said_not_failed() -> None:
+    facts = _snp_host_facts()
+    facts.snp_firmware, facts.snp_firmware_note = None, "cannot open /dev/sev: Permission denied"
+    lines = [check.line() for check in platform_checklist(facts).checks]
+    assert "- sev-snp firmware (version not readable: cannot open /dev/sev: Permission denied)" in (
+        lines
+    )
+    assert facts.snp_missing() == []
+
+
+def test_firmware_status_of_devices_that_are_not_sev() -> None:
+    status, why = snp_firmware_status("/nonexistent/sev")
+    assert status is None
+    assert why.startswith("cannot open /nonexistent/sev")
+    status, why = snp_firmware_status("/dev/null")
+    assert status is None
+    assert why.startswith("SNP_PLATFORM_STATUS failed")
+
+
+def test_this_host_says_what_it_lacks_for_snp() -> None:
+    facts = probe(timing=False)
+    missing = facts.snp_missing()
+    assert facts.snp_host == (not missing)
+    if not Path("/dev/sev").exists():
+        assert "no /dev/sev (the AMD secure processor driver, ccp)" in missing
+    if KVM_MISSING is None:
+        assert facts.vm_types is not None
+        if not facts.vm_types >> 4 & 1:
+            assert any("lacks KVM_X86_SNP_VM" in phrase for phrase in missing)
+
+
+def test_keep_platform_explains_why_snp_cannot_run(capsys: pytest.CaptureFixture[str]) -> None:
+    from toolchain.cli import main
+
+    assert main(["platform", "--no-timing"]) == 0
+    out = capsys.readouterr().out
+    facts = probe(timing=False)
+    if facts.snp_missing():
+        assert "=> the snp backend (real SEV-SNP) cannot run here: " in out
+        assert "; ".join(facts.snp_missing()) in out
+    else:
+        assert "=> this is an SEV-SNP host" in out

@@ -23,6 +23,7 @@ AMD_CERTS = DATA / "amd-certs"
 SNP_REPORTS = DATA / "vectors" / "snp-reports"
 SNP_DIGEST = DATA / "vectors" / "snp-digest"
 DIGEST_VECTORS = SNP_DIGEST / "vectors.json"
+KVM_SNP_OFFSETS = DATA / "kvm-snp-uapi" / "offsets-6.12.117.txt"
 
 
 @cache

@@ -332,6 +332,31 @@ class KvmRunSystemEvent(ctypes.Structure):
     ]
 
 
+class KvmRunHypercall(ctypes.Structure):
+    """``kvm_run.hypercall`` (72 bytes): KVM_EXIT_HYPERCALL, e.g. KVM_HC_MAP_GPA_RANGE.
+
+    The last member is a union of ``__u32 longmode`` (old) and ``__u64 flags``; the VMM writes
+    its answer to ``ret``.
+    """
+
+    _fields_ = [
+        ("nr", ctypes.c_uint64),
+        ("args", ctypes.c_uint64 * 6),
+        ("ret", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class KvmRunMemoryFault(ctypes.Structure):
+    """``kvm_run.memory_fault`` (24 bytes): KVM_EXIT_MEMORY_FAULT."""
+
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("gpa", ctypes.c_uint64),
+        ("size", ctypes.c_uint64),
+    ]
+
+
 class KvmRunExit(ctypes.Union):
     """The exit-reason union of ``struct kvm_run`` (256 bytes, padded)."""
 
@@ -343,6 +368,8 @@ class KvmRunExit(ctypes.Union):
         ("mmio", KvmRunMmio),
         ("internal", KvmRunInternal),
         ("system_event", KvmRunSystemEvent),
+        ("hypercall", KvmRunHypercall),
+        ("memory_fault", KvmRunMemoryFault),
         ("padding", ctypes.c_char * 256),
     ]
 
@@ -385,6 +412,7 @@ KVM_EXIT_FAIL_ENTRY = 9
 KVM_EXIT_INTR = 10
 KVM_EXIT_INTERNAL_ERROR = 17
 KVM_EXIT_SYSTEM_EVENT = 24
+KVM_EXIT_MEMORY_FAULT = 39
 
 EXIT_REASON_NAMES: dict[int, str] = {
     value: name.removeprefix("KVM_EXIT_")

@@ -140,6 +140,11 @@ class GuestMemory:
             return False
         return True
 
+    def host_address(self, gpa: int, length: int) -> int:
+        """The VMM's own address of ``[gpa, gpa + length)`` (inside one range), for the kernel."""
+        slot, offset = self._locate(gpa, length)
+        return slot.address + offset
+
     def read(self, gpa: int, length: int) -> bytes:
         slot, offset = self._locate(gpa, length)
         return slot.map[offset : offset + length]

@@ -4,6 +4,13 @@
 to time ring 0 against ring 3); ``platform_checklist()`` turns them into the ✔/✗ list of
 ``keep platform``. A software KVM such as PVM runs guest ring 3 natively but emulates ring 0
 one instruction at a time; it is recognised by its kernel module and confirmed by timing.
+
+An SEV-SNP host is told from others by four facts, each reported with what was found:
+``/dev/sev`` (the AMD secure processor's driver), the ``kvm_amd`` module's ``sev_snp``
+parameter, ``KVM_CAP_VM_TYPES`` offering ``KVM_X86_SNP_VM`` together with the capabilities an
+SNP launch needs (``runtime.vmm.snp_launch.snp_missing_capabilities``), and — where ``/dev/sev``
+can be opened — the firmware's SNP_PLATFORM_STATUS (API version, build, TCB). ``snp_missing()``
+lists what is missing, for ``keep platform`` and the ``snp`` backend's errors.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ EMULATION_RATIO = 20.0
 TIMING_LOOP_ITERATIONS = 20000
 ROUND_TRIPS = 200
 _SYS_MODULE = Path("/sys/module")
+SEV_DEVICE = "/dev/sev"
 
 
 @dataclass
@@ -45,7 +53,28 @@ class PlatformFacts:
     snp_vm_type: bool = False
     snp_host: bool = False
     snp_evidence: str = ""
+    sev_device: bool = False  # /dev/sev exists
+    sev_snp_parameter: str | None = None  # kvm_amd.sev_snp as read; None: kvm_amd not loaded
+    vm_types: int | None = None  # KVM_CAP_VM_TYPES; None: KVM unusable
+    snp_kvm_missing: list[str] = field(default_factory=list)  # from KVM_CHECK_EXTENSION
+    snp_firmware: str | None = None  # SNP_PLATFORM_STATUS, None: not readable
+    snp_firmware_note: str = ""  # why not readable
     sim_root: str | None = None
+
+    def snp_missing(self) -> list[str]:
+        """What this host lacks for the ``snp`` backend, one phrase each (empty: nothing)."""
+        missing = []
+        if not self.sev_device:
+            missing.append("no /dev/sev (the AMD secure processor driver, ccp)")
+        if self.sev_snp_parameter is None:
+            missing.append("kvm_amd is not loaded (no kvm_amd.sev_snp)")
+        elif self.sev_snp_parameter not in ("Y", "1"):
+            missing.append(f"kvm_amd.sev_snp is {self.sev_snp_parameter}")
+        if self.vm_types is None:
+            missing.append("no usable KVM to ask for the SNP VM type")
+        else:
+            missing += self.snp_kvm_missing
+        return missing
 
 
 def kvm_unavailable_reason() -> str | None:
@@ -77,17 +106,58 @@ def _modules() -> list[str]:
     ]
 
 
-def _snp_host() -> tuple[bool, str]:
-    parameter = _SYS_MODULE / "kvm_amd" / "parameters" / "sev_snp"
+def _sev_snp_parameter() -> str | None:
     try:
-        enabled = parameter.read_text().strip() in ("Y", "1")
+        return (_SYS_MODULE / "kvm_amd" / "parameters" / "sev_snp").read_text().strip()
     except OSError:
-        return False, "kvm_amd is not loaded (no AMD SEV-SNP host support)"
-    if not enabled:
-        return False, "kvm_amd.sev_snp is off"
-    if not Path("/dev/sev").exists():
-        return False, "kvm_amd.sev_snp is on but /dev/sev is missing"
-    return True, "kvm_amd.sev_snp=Y and /dev/sev present"
+        return None
+
+
+def snp_firmware_status(path: str = SEV_DEVICE) -> tuple[str | None, str]:
+    """(the firmware's SNP status as text, or None; why not) via SEV_ISSUE_CMD on /dev/sev."""
+    import ctypes
+    import fcntl
+
+    from runtime.vmm import kvm_snp
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        return None, f"cannot open {path}: {exc.strerror}"
+    try:
+        status = kvm_snp.SevUserDataSnpStatus()
+        command = kvm_snp.SevIssueCmd(
+            cmd=kvm_snp.SNP_PLATFORM_STATUS, data=ctypes.addressof(status)
+        )
+        try:
+            fcntl.ioctl(fd, kvm_snp.SEV_ISSUE_CMD, command, True)
+        except OSError as exc:
+            error = kvm_snp.sev_error_name(int(command.error))
+            return None, f"SNP_PLATFORM_STATUS failed: {exc.strerror}, firmware status {error}"
+    finally:
+        os.close(fd)
+    return (
+        f"SNP API {status.api_major}.{status.api_minor} build {status.build_id}, "
+        f"reported TCB {status.reported_tcb_version:#018x}, {status.guest_count} guests"
+    ), ""
+
+
+def _snp_facts(facts: PlatformFacts) -> None:
+    """Fill the SNP facts that need no KVM: /dev/sev, kvm_amd.sev_snp, the firmware."""
+    facts.sev_device = Path(SEV_DEVICE).exists()
+    facts.sev_snp_parameter = _sev_snp_parameter()
+    if facts.sev_device:
+        facts.snp_firmware, facts.snp_firmware_note = snp_firmware_status()
+    else:
+        facts.snp_firmware_note = "no /dev/sev"
+
+
+def _snp_verdict(facts: PlatformFacts) -> None:
+    missing = facts.snp_missing()
+    facts.snp_host = not missing
+    facts.snp_evidence = (
+        "kvm_amd.sev_snp=Y, /dev/sev, KVM_X86_SNP_VM" if not missing else "; ".join(missing)
+    )
 
 
 def _run_loop(ring: int, iterations: int) -> tuple[float, float]:
@@ -138,12 +208,13 @@ def probe(*, timing: bool = True) -> PlatformFacts:
     """Collect the facts (``timing=False`` skips booting the two timing guests)."""
     from runtime.firmware.sim import sim_root_present
     from runtime.vmm import kvm_abi
+    from runtime.vmm.snp_launch import RealSnpSystem, snp_missing_capabilities
     from runtime.vmm.vm import KVM_DEVICE, check_extension, open_kvm
 
     facts = PlatformFacts()
     facts.kvm_device = Path(KVM_DEVICE).exists()
     facts.kvm_modules = _modules()
-    facts.snp_host, facts.snp_evidence = _snp_host()
+    _snp_facts(facts)
     try:
         caching = (_SYS_MODULE / "kvm" / "parameters" / "mmio_caching").read_text().strip()
     except OSError:
@@ -154,14 +225,17 @@ def probe(*, timing: bool = True) -> PlatformFacts:
     reason = kvm_unavailable_reason()
     if reason is not None:
         facts.kvm_error = reason
+        _snp_verdict(facts)
         return facts
     fd = open_kvm()
     try:
         facts.max_vcpus = check_extension(fd, kvm_abi.KVM_CAP_MAX_VCPUS)
-        vm_types = check_extension(fd, kvm_abi.KVM_CAP_VM_TYPES)
-        facts.snp_vm_type = bool(vm_types >> kvm_abi.KVM_X86_SNP_VM & 1)
+        facts.vm_types = check_extension(fd, kvm_abi.KVM_CAP_VM_TYPES)
+        facts.snp_vm_type = bool(facts.vm_types >> kvm_abi.KVM_X86_SNP_VM & 1)
+        facts.snp_kvm_missing = snp_missing_capabilities(RealSnpSystem(), fd)
     finally:
         os.close(fd)
+    _snp_verdict(facts)
     software = [m for m in facts.kvm_modules if m in SOFTWARE_KVM_MODULES]
     if software:
         facts.software_kvm = True
@@ -230,14 +304,7 @@ def platform_checklist(facts: PlatformFacts) -> Checklist:
                 found=f"{facts.ring3_round_trip_us:.1f} us from ring 3",
                 detail=f"kvm.mmio_caching {caching[facts.mmio_caching]}",
             )
-    checks.add(
-        "sev-snp",
-        facts.snp_host and facts.snp_vm_type,
-        expected="an AMD SEV-SNP host (kvm_amd.sev_snp, /dev/sev, KVM_X86_SNP_VM)",
-        found=facts.snp_evidence
-        + ("" if facts.snp_vm_type else "; KVM does not offer the SNP VM type"),
-        detail="without it keeps use the simulated firmware: no memory encryption",
-    )
+    _snp_checks(facts, checks)
     checks.add(
         "simulated AMD root",
         None if facts.sim_root is None else True,
@@ -247,3 +314,46 @@ def platform_checklist(facts: PlatformFacts) -> Checklist:
         else "trusted only with --dev",
     )
     return checks
+
+
+def _snp_checks(facts: PlatformFacts, checks: Checklist) -> None:
+    """The SEV-SNP verdict, then one line per fact it rests on."""
+    missing = facts.snp_missing()
+    checks.add(
+        "sev-snp",
+        not missing,
+        expected="an AMD SEV-SNP host (/dev/sev, kvm_amd.sev_snp, KVM_X86_SNP_VM)",
+        found="an AMD SEV-SNP host" if not missing else "missing: " + "; ".join(missing),
+        detail="without it keeps use the simulated firmware: no memory encryption"
+        if missing
+        else "",
+    )
+    checks.add(
+        "sev-snp /dev/sev",
+        facts.sev_device,
+        expected="/dev/sev (the AMD secure processor driver, ccp)",
+        found=SEV_DEVICE if facts.sev_device else "no such device",
+    )
+    parameter = facts.sev_snp_parameter
+    checks.add(
+        "sev-snp kvm_amd.sev_snp",
+        parameter in ("Y", "1"),
+        expected="Y",
+        found=parameter if parameter is not None else "kvm_amd is not loaded",
+    )
+    if facts.vm_types is None:
+        checks.add("sev-snp KVM SNP VM type", None, detail="KVM is not usable: not asked")
+    else:
+        checks.add(
+            "sev-snp KVM SNP VM type",
+            not facts.snp_kvm_missing,
+            expected="KVM_CAP_VM_TYPES bit 4 (KVM_X86_SNP_VM), guest_memfd, memory attributes",
+            found="; ".join(facts.snp_kvm_missing)
+            or f"KVM_CAP_VM_TYPES {facts.vm_types:#x} with KVM_X86_SNP_VM",
+        )
+    if facts.snp_firmware is not None:
+        checks.add("sev-snp firmware", True, found=facts.snp_firmware)
+    else:
+        checks.add(
+            "sev-snp firmware", None, detail=f"version not readable: {facts.snp_firmware_note}"
+        )

@@ -289,6 +289,10 @@ class Vcpu:
             raise PlatformError(f"vCPU {self.index}: KVM refused MSR {bad:#x}")
 
     # --- the run loop ----------------------------------------------------------------------------
+    def serve(self, reason: int, handler: Callable[[kvm_abi.KvmRun], int | None]) -> None:
+        """Serve exit ``reason`` with ``handler`` too (the SNP backend adds its exits this way)."""
+        self._handlers[reason] = handler
+
     def run(self, *, doorbell_gpa: int, on_doorbell: DoorbellHandler, watchdog: Watchdog) -> int:
         """Run until the guest exits (returns its status) or misbehaves (raises GuestError)."""
         run = self.run_struct

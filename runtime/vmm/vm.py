@@ -58,6 +58,23 @@ def check_extension(fd: int, capability: int) -> int:
         return 0
 
 
+def supported_cpuid(kvm_fd: int) -> ctypes.Structure | None:
+    """KVM_GET_SUPPORTED_CPUID, or None where KVM will not say (vCPUs keep its defaults)."""
+    count = 256
+    while count <= 4096:
+        cpuid = kvm_abi.kvm_cpuid2(count)()
+        cpuid.nent = count
+        try:
+            fcntl.ioctl(kvm_fd, kvm_abi.KVM_GET_SUPPORTED_CPUID, cpuid)
+        except OSError as exc:
+            if exc.errno == errno.E2BIG:
+                count *= 2
+                continue
+            return None  # the vCPU then keeps KVM's default CPUID
+        return cpuid
+    return None
+
+
 class Vm:
     """A VM with RAM made of ``ranges`` and ``vcpu_count`` vCPUs (created in order)."""
 
@@ -104,19 +121,7 @@ class Vm:
         raise PlatformError("KVM_CREATE_VM kept being interrupted")
 
     def _supported_cpuid(self) -> ctypes.Structure | None:
-        count = 256
-        while count <= 4096:
-            cpuid = kvm_abi.kvm_cpuid2(count)()
-            cpuid.nent = count
-            try:
-                fcntl.ioctl(self.kvm_fd, kvm_abi.KVM_GET_SUPPORTED_CPUID, cpuid)
-            except OSError as exc:
-                if exc.errno == errno.E2BIG:
-                    count *= 2
-                    continue
-                return None  # the vCPU then keeps KVM's default CPUID
-            return cpuid
-        return None
+        return supported_cpuid(self.kvm_fd)
 
     @property
     def ram(self) -> GuestMemory:

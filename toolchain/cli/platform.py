@@ -1,4 +1,8 @@
-"""``keep platform``: a ✔/✗ list of what this host offers (KVM, software KVM, SEV-SNP, sim root)."""
+"""``keep platform``: a ✔/✗ list of what this host offers (KVM, software KVM, SEV-SNP, sim root).
+
+For SEV-SNP it names each fact (/dev/sev, kvm_amd.sev_snp, the SNP VM type, the firmware) and
+says what is missing for the ``snp`` backend.
+"""
 
 from __future__ import annotations
 
@@ -25,5 +29,13 @@ def run(args: argparse.Namespace) -> int:
         print("  => keeps run here with the kvm backend and the simulated firmware (sim)")
     else:
         print("  => keeps run here only with the nil backend (no isolation)")
+    missing = facts.snp_missing()
+    if missing:
+        print("  => the snp backend (real SEV-SNP) cannot run here: " + "; ".join(missing))
+    else:
+        print(
+            "  => this is an SEV-SNP host: tests/hardware/ checks a real SNP launch "
+            "(the snp backend is not yet selectable in keep run)"
+        )
     # Informational: exit 0 when keeps can run here at all (kvm or the nil fallback).
     return 0
