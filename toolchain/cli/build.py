@@ -18,6 +18,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="vCPU count to compute a launch digest for (repeatable; default 1, 2 and 4)",
     )
+    parser.add_argument(
+        "--opt",
+        choices=("auto", "O1", "O2", "Os"),
+        default="auto",
+        help="optimisation of the application's generated C (default auto: -O2, -O1 for a "
+        "module of 512 KiB or more; bench/bench_opt.py measures the trade)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -38,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
             args.out.expanduser(),
             vcpu_counts=args.vcpus or DEFAULT_VCPU_COUNTS,
             progress=progress,
+            opt=args.opt,
         )
     except OSError as exc:  # the output directory, the cache or a tool's files
         where = f" ({exc.filename})" if exc.filename else ""
