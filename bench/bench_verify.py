@@ -6,7 +6,9 @@ Figures:
 * warm: reports verified per second with the chain cached (parse 1184 bytes + every check);
 * baseline: the bare ECDSA P-384 verification of bytes 0x000-0x29F alone with `cryptography`,
   the floor any verifier pays; the ratio shows what every other check costs.
-No pip-installable Python peer verifier was found to compare with. Target: >= 500 reports/s.
+No pip-installable Python peer verifier was found to compare with. Target: >= 500 reports/s,
+and a warm report within 1.3x of the bare ECDSA verification (the ``ratio`` column: time per
+report / time per ECDSA verify, both measured in this run).
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     policy = VerificationPolicy()
-    print(f"{'sample':<10} {'cold ms':>8} {'warm /s':>9} {'ECDSA only /s':>14} {'ratio':>6}")
+    print(
+        f"{'sample':<10} {'cold ms':>8} {'warm /s':>9} {'ECDSA only /s':>14} "
+        f"{'us/report':>10} {'us/ECDSA':>9} {'ratio':>6}"
+    )
     for label, (report_name, vcek_name) in SAMPLES.items():
         data = (SNP / report_name).read_bytes()
         vcek = load_certificate((SNP / vcek_name).read_bytes())
@@ -81,8 +86,11 @@ def main() -> None:
         signed = data[:0x2A0]
         bare, _ = rate(partial(key.verify, signature, signed, ec.ECDSA(hashes.SHA384())))
 
-        print(f"{label:<10} {cold_ms:8.2f} {warm:9.0f} {bare:14.0f} {warm / bare:6.2f}")
-    print("target: >= 500 reports/s warm on one core")
+        print(
+            f"{label:<10} {cold_ms:8.2f} {warm:9.0f} {bare:14.0f} "
+            f"{1e6 / warm:10.0f} {1e6 / bare:9.0f} {bare / warm:6.2f}"
+        )
+    print("target: >= 500 reports/s warm on one core; ratio (per report / per ECDSA) <= 1.3")
 
 
 if __name__ == "__main__":

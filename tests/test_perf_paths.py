@@ -107,14 +107,12 @@ def test_tcb_values_are_decoded_once_and_still_checked() -> None:
 # ---- builds -------------------------------------------------------------------------------------
 
 
-def test_opt_level_auto_keeps_small_modules_at_o2() -> None:
-    small = app_build.LARGE_MODULE_BYTES - 1
-    assert app_build.app_opt_flags("auto", small) == ()
-    assert app_build.app_opt_flags("O2", app_build.LARGE_MODULE_BYTES) == ()
-    large = app_build.app_opt_flags("auto", app_build.LARGE_MODULE_BYTES)
-    assert large == app_build.app_opt_flags(app_build.LARGE_MODULE_OPT, 0) != ()
+def test_opt_level_default_adds_nothing() -> None:
+    """-O2 (the default) adds no flag: every object and cache key is what it always was."""
+    assert app_build.app_opt_flags("O2") == ()
+    assert app_build.app_opt_flags("O1") != ()
     with pytest.raises(InputError, match="unknown optimisation level"):
-        app_build.app_opt_flags("O3", 0)
+        app_build.app_opt_flags("O3")
 
 
 @pytest.mark.parametrize(("level", "expected"), [("O1", "-O1"), ("O2", "-O2"), ("Os", "-Os")])
@@ -126,7 +124,7 @@ def test_opt_level_reaches_clang(tmp_path: Path, level: str, expected: str) -> N
         str(tools.zig().path),
         "cc",
         *compile_mod.RING3.compiler_flags(),
-        *app_build.app_opt_flags(level, 0),
+        *app_build.app_opt_flags(level),
         "-c",
         str(source),
         "-o",

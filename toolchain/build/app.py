@@ -16,15 +16,12 @@ are compiled once and shared by every application. Every compile of a build goes
 most ``compile.jobs()`` compilers at a time); wasm2c runs meanwhile. Outputs do not depend on the
 scheduling.
 
-Optimisation of the generated C (``opt``): ``-O2`` below ``LARGE_MODULE_BYTES`` of wasm (every
-example and test program), ``LARGE_MODULE_OPT`` at or above it, where clang ``-O2`` on megabytes
-of wasm2c output dominates the build (bench/bench_opt.py measures the trade); ``O1``, ``O2`` or
-``Os`` force a level. Only the application's generated C is affected, never the runtime, and a
-level other than ``-O2`` is recorded in the provenance.
-
-The keep image links ``keep_hc.c`` (hypercalls). A "hostcheck" image links ``hostcheck.c``
-(raw Linux system calls) instead, around the very same other objects, so tests can run the
-runtime as a Linux executable and compare it with wasmtime.
+Optimisation of the generated C (``opt``): ``O2`` by default (every released keep was built so),
+``O1`` or ``Os`` on request (``keep build --opt``). Only the application's generated C is affected,
+never the runtime, and a level other than ``-O2`` is recorded in the provenance. Measured on the
+~1 MB module of bench/bench_build.py (bench/bench_opt.py, bench/README.md): ``-O1`` saves about
+15% of the compile time of wasm2c's output (clang spends it on the sheer size at any level) and
+costs run time, so it does not earn a place as the default.
 """
 
 from __future__ import annotations
@@ -300,20 +297,16 @@ def _wasm2c(wasm_path: Path, out_dir: Path, cache: BuildCache) -> tuple[list[Pat
     return c_files, headers
 
 
-#: At or above this many bytes of wasm, ``opt="auto"`` compiles the generated C with
-#: ``LARGE_MODULE_OPT`` instead of ``-O2`` (bench/bench_opt.py; every example is far below).
-LARGE_MODULE_BYTES = 512 * 1024
-LARGE_MODULE_OPT = "O1"
-OPT_LEVELS = ("auto", "O1", "O2", "Os")
+#: The optimisation levels of the application's generated C; ``O2`` is the default.
+OPT_LEVELS = ("O1", "O2", "Os")
 
 
-def app_opt_flags(opt: str, wasm_size: int) -> tuple[str, ...]:
+def app_opt_flags(opt: str) -> tuple[str, ...]:
     """The flags added to the target's (which say ``-O2``) for a module's generated C."""
     if opt not in OPT_LEVELS:
         raise InputError(f"unknown optimisation level {opt!r} (known: {', '.join(OPT_LEVELS)})")
-    level = (LARGE_MODULE_OPT if wasm_size >= LARGE_MODULE_BYTES else "O2") if opt == "auto" else opt
-    # -O2 adds nothing, so the objects and cache keys of small modules are what they always were.
-    return _LEVEL_FLAGS[level]
+    # -O2 adds nothing, so the objects and cache keys of every module are what they always were.
+    return _LEVEL_FLAGS[opt]
 
 
 #: ``zig cc`` reads -O1 as its ReleaseFast mode and hands clang -O2 (it knows only Debug, -Os
@@ -398,7 +391,7 @@ def build_app_image(
     hostcheck: bool = False,
     cache: BuildCache | None = None,
     source_root: Path | None = None,
-    opt: str = "auto",
+    opt: str = "O2",
 ) -> AppImage:
     """Build the ring-3 image of an application (``out_dir/app.elf``) from ``.wasm``/``.wat``.
 
@@ -413,7 +406,7 @@ def build_app_image(
     build_cache = cache if cache is not None else BuildCache()
     binary = load_wasm(source)
     uses_wasi = check_interface(read_module_info(binary), source)
-    app_flags = app_opt_flags(opt, len(binary))
+    app_flags = app_opt_flags(opt)
 
     obj_dir = out_dir / "obj"
     includes = _include_dirs(source_root)

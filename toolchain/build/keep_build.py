@@ -72,14 +72,14 @@ def build_keep(
     progress: Progress | None = None,
     source_root: Path | None = None,
     cache: BuildCache | None = None,
-    opt: str = "auto",
+    opt: str = "O2",
 ) -> KeepBuild:
     """Build every artifact of the keep for ``app`` (``.wasm``/``.wat``) into ``out_dir``.
 
     ``source_root`` is the source tree to build (its ``runtime/`` and ``pyproject.toml``;
     default: the tree beside this package), so a release can be rebuilt from any checkout;
     ``cache`` defaults to the per-user build cache; ``opt`` is the optimisation level of the
-    application's generated C (``toolchain.build.app``: ``auto``, ``O1``, ``O2``, ``Os``).
+    application's generated C (``toolchain.build.app``: ``O1``, ``O2`` or ``Os``).
     """
     from toolchain import __version__
     from toolchain.build import tools
