@@ -167,3 +167,20 @@ def test_measure_guest_imports_only_what_it_needs() -> None:
     assert "toolchain.measure.guest" in loaded  # it did measure
     for heavy in ("importlib.metadata", "json", "cryptography", "toolchain.cli.build"):
         assert heavy not in loaded, heavy
+
+
+def test_an_opt_level_other_than_o2_is_in_the_provenance(tmp_path: Path) -> None:
+    import json
+
+    from toolchain.build.keep_build import build_keep
+
+    hello = ROOT / "examples" / "hello" / "hello.wat"
+    default = build_keep(hello, tmp_path / "o2", vcpu_counts=(1,))
+    smaller = build_keep(hello, tmp_path / "os", vcpu_counts=(1,), opt="Os")
+
+    def internal(build) -> dict:  # type: ignore[no-untyped-def, type-arg]
+        statement = json.loads(build.provenance.read_text())
+        return statement["predicate"]["buildDefinition"]["internalParameters"]  # type: ignore[no-any-return]
+
+    assert "app_c_flags" not in internal(default)
+    assert internal(smaller)["app_c_flags"] == ["-Os"]
