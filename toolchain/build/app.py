@@ -19,7 +19,7 @@ scheduling.
 Optimisation of the generated C (``opt``): ``O2`` by default (every released keep was built so),
 ``O1`` or ``Os`` on request (``keep build --opt``). Only the application's generated C is affected,
 never the runtime, and a level other than ``-O2`` is recorded in the provenance. Measured on the
-~1 MB module of bench/bench_build.py (bench/bench_opt.py, bench/README.md): ``-O1`` saves about
+~1 MB module of bench/bench_build.py (bench/opt_levels.py, bench/README.md): ``-O1`` saves about
 15% of the compile time of wasm2c's output (clang spends it on the sheer size at any level) and
 costs run time, so it does not earn a place as the default.
 """

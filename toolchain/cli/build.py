@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=("O1", "O2", "Os"),
         default="O2",
         help="optimisation of the application's generated C (default O2; O1 compiles a big "
-        "module about 15%% faster and runs slower: bench/bench_opt.py)",
+        "module about 15%% faster and runs slower: bench/opt_levels.py)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 

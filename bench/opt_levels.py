@@ -7,7 +7,8 @@ Figures, side by side in one run (each level has its own cache keys, so each com
      run as the keep's runtime image as a Linux process ("hostcheck", within ~5% of the keep):
      the in-program time of the kernel, median of the repetitions.
 This is what kept -O2 the default of ``keep build --opt``.
-It takes minutes (clang -O2 on 17 MB of C): run it alone, ``./noxw -s bench -- bench_opt``.
+It takes minutes (clang on 17 MB of C, three times), so ``nox -s bench`` leaves it out: run it
+alone, ``.nox/tests/bin/python bench/opt_levels.py`` (after ``./noxw -s bench`` made the venv).
 """
 
 from __future__ import annotations
