@@ -142,7 +142,7 @@ def build_env() -> dict[str, str]:
 
 def jobs() -> int:
     """How many compiler or linker processes run at once: the cores this process may use
-    (``KEEPSTACK_BUILD_JOBS`` overrides, at least 1)."""
+    (``KEEPSTACK_BUILD_JOBS`` overrides, at least 1; read once, when this module is imported)."""
     override = os.environ.get("KEEPSTACK_BUILD_JOBS", "")
     if override.isdigit() and int(override) > 0:
         return int(override)
