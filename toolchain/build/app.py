@@ -10,22 +10,31 @@ Steps, each a deterministic, cached step:
    glue (``runtime/wasm``) for ring 3; ``zig ld.lld`` links them at the user image address of
    ``runtime/ukernel/ABI.md`` with ``runtime/wasm/user.ld``.
 
-The keep image links ``keep_hc.c`` (hypercalls). A "hostcheck" image links ``hostcheck.c``
-(raw Linux system calls) instead, around the very same other objects, so tests can run the
-runtime as a Linux executable and compare it with wasmtime.
+The application-independent objects (wasm2c runtime, WASI layer, libc shim, glue, platform files)
+depend only on the toolchain and their sources: the build cache keys them by exactly that, so they
+are compiled once and shared by every application. Every compile of a build goes to one pool (at
+most ``compile.jobs()`` compilers at a time); wasm2c runs meanwhile. Outputs do not depend on the
+scheduling.
+
+Optimisation of the generated C (``opt``): ``O2`` by default (every released keep was built so),
+``O1`` or ``Os`` on request (``keep build --opt``). Only the application's generated C is affected,
+never the runtime, and a level other than ``-O2`` is recorded in the provenance. Measured on the
+~1 MB module of bench/bench_build.py (bench/opt_levels.py, bench/README.md): ``-O1`` saves about
+15% of the compile time of wasm2c's output (clang spends it on the sheer size at any level) and
+costs run time, so it does not earn a place as the default.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.build import tools
 from toolchain.build.cache import BuildCache, sha256_file, step_key
-from toolchain.build.compile import RING3, compile_c, link
+from toolchain.build.compile import RING3, compile_c, jobs, link
 from toolchain.build.wasm_info import FuncType, ModuleInfo, read_module_info
 from toolchain.errors import InputError, PlatformError
 
@@ -154,6 +163,7 @@ class AppImage:
     objects: tuple[Artifact, ...]  # one object per C file of the application
     elf: Artifact  # the linked ring-3 image
     runtime_objects: tuple[Artifact, ...]  # everything else linked into the image
+    app_flags: tuple[str, ...] = ()  # flags added for the generated C (an -O level other than -O2)
 
     @property
     def c_source(self) -> Artifact:
@@ -287,6 +297,23 @@ def _wasm2c(wasm_path: Path, out_dir: Path, cache: BuildCache) -> tuple[list[Pat
     return c_files, headers
 
 
+#: The optimisation levels of the application's generated C; ``O2`` is the default.
+OPT_LEVELS = ("O1", "O2", "Os")
+
+
+def app_opt_flags(opt: str) -> tuple[str, ...]:
+    """The flags added to the target's (which say ``-O2``) for a module's generated C."""
+    if opt not in OPT_LEVELS:
+        raise InputError(f"unknown optimisation level {opt!r} (known: {', '.join(OPT_LEVELS)})")
+    # -O2 adds nothing, so the objects and cache keys of every module are what they always were.
+    return _LEVEL_FLAGS[opt]
+
+
+#: ``zig cc`` reads -O1 as its ReleaseFast mode and hands clang -O2 (it knows only Debug, -Os
+#: and "fast"), so -O1 goes to clang's cc1 itself, where the last -O wins.
+_LEVEL_FLAGS: dict[str, tuple[str, ...]] = {"O1": ("-Xclang", "-O1"), "O2": (), "Os": ("-Os",)}
+
+
 def _remove_stale(out_dir: Path, current: set[str]) -> None:
     """Drop generated files of an earlier build of another module (they would never be linked,
     but ``out_dir`` must hold exactly what this build made)."""
@@ -318,35 +345,43 @@ def _include_dirs(source_root: Path | None = None) -> list[Path]:
     ]
 
 
-def _compile_runtime(
-    obj_dir: Path, cache: BuildCache, *, source_root: Path | None = None
-) -> dict[str, Path]:
-    """The application-independent objects, by source file name."""
+def _submit_runtime(
+    pool: ThreadPoolExecutor, obj_dir: Path, cache: BuildCache, *, source_root: Path | None = None
+) -> dict[str, Future[Path]]:
+    """Start compiling the application-independent objects; futures by source file name."""
     sources = runtime_dir(source_root)
     if not sources.is_dir():
         raise PlatformError(f"the runtime sources are missing: {sources}")
     runtime = tools.wasm2c_runtime()
     includes = _include_dirs(source_root)
-    objects: dict[str, Path] = {}
-    for name in WASM2C_RUNTIME_SOURCES:
-        objects[name] = compile_c(
-            runtime.directory / name,
-            obj_dir / name.replace(".c", ".o"),
-            flags=WASM2C_FLAGS,
+    units: list[tuple[Path, tuple[str, ...]]] = [
+        (runtime.directory / name, WASM2C_FLAGS) for name in WASM2C_RUNTIME_SOURCES
+    ]
+    units += [
+        (sources / name, (*WASM2C_FLAGS, *OWN_FLAGS))
+        for name in (*RUNTIME_SOURCES, KEEP_PLATFORM, HOSTCHECK_PLATFORM)
+    ]
+    return {
+        source.name: pool.submit(
+            compile_c,
+            source,
+            obj_dir / source.name.replace(".c", ".o"),
+            flags=flags,
             include_dirs=includes,
             target=RING3,
             cache=cache,
         )
-    for name in (*RUNTIME_SOURCES, KEEP_PLATFORM, HOSTCHECK_PLATFORM):
-        objects[name] = compile_c(
-            sources / name,
-            obj_dir / name.replace(".c", ".o"),
-            flags=(*WASM2C_FLAGS, *OWN_FLAGS),
-            include_dirs=includes,
-            target=RING3,
-            cache=cache,
-        )
-    return objects
+        for source, flags in units
+    }
+
+
+def _compile_runtime(
+    obj_dir: Path, cache: BuildCache, *, source_root: Path | None = None
+) -> dict[str, Path]:
+    """The application-independent objects, by source file name."""
+    with ThreadPoolExecutor(max_workers=4 * jobs() + 8) as pool:
+        futures = _submit_runtime(pool, obj_dir, cache, source_root=source_root)
+        return {name: future.result() for name, future in futures.items()}
 
 
 def build_app_image(
@@ -356,12 +391,14 @@ def build_app_image(
     hostcheck: bool = False,
     cache: BuildCache | None = None,
     source_root: Path | None = None,
+    opt: str = "O2",
 ) -> AppImage:
     """Build the ring-3 image of an application (``out_dir/app.elf``) from ``.wasm``/``.wat``.
 
     With ``hostcheck=True`` also link ``out_dir/hostcheck.elf``, the same runtime as a static
     Linux executable (for tests; never part of a keep). ``source_root`` is the source tree whose
-    ``runtime/`` is built (default: the tree beside the package).
+    ``runtime/`` is built (default: the tree beside the package). ``opt`` is the optimisation
+    level of the generated C (see the module docstring).
     """
     source = Path(wasm)
     out_dir = Path(out_dir)
@@ -369,21 +406,23 @@ def build_app_image(
     build_cache = cache if cache is not None else BuildCache()
     binary = load_wasm(source)
     uses_wasi = check_interface(read_module_info(binary), source)
-
-    wasm_path = out_dir / "app.wasm"
-    _write_if_changed(wasm_path, binary)
-    c_files, headers = _wasm2c(wasm_path, out_dir, build_cache)
-    _remove_stale(out_dir, {p.name for p in (*c_files, *headers)})
-    entry_path = out_dir / "entry.c"
-    _write_if_changed(entry_path, _entry_source(uses_wasi).encode())
+    app_flags = app_opt_flags(opt)
 
     obj_dir = out_dir / "obj"
     includes = _include_dirs(source_root)
-    jobs: list[tuple[Path, Path, tuple[str, ...]]] = [
-        (c, obj_dir / f"{c.stem}.o", WASM2C_FLAGS) for c in c_files
-    ]
-    jobs.append((entry_path, obj_dir / "entry.o", (*WASM2C_FLAGS, *OWN_FLAGS)))
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    # Threads only wait for compiler processes; compile.jobs() bounds how many run at once.
+    with ThreadPoolExecutor(max_workers=4 * jobs() + 8) as pool:
+        runtime_futures = _submit_runtime(pool, obj_dir, build_cache, source_root=source_root)
+        wasm_path = out_dir / "app.wasm"
+        _write_if_changed(wasm_path, binary)
+        c_files, headers = _wasm2c(wasm_path, out_dir, build_cache)
+        _remove_stale(out_dir, {p.name for p in (*c_files, *headers)})
+        entry_path = out_dir / "entry.c"
+        _write_if_changed(entry_path, _entry_source(uses_wasi).encode())
+        app_units: list[tuple[Path, Path, tuple[str, ...]]] = [
+            (c, obj_dir / f"{c.stem}.o", (*WASM2C_FLAGS, *app_flags)) for c in c_files
+        ]
+        app_units.append((entry_path, obj_dir / "entry.o", (*WASM2C_FLAGS, *OWN_FLAGS)))
         futures = [
             pool.submit(
                 compile_c,
@@ -394,10 +433,10 @@ def build_app_image(
                 target=RING3,
                 cache=build_cache,
             )
-            for source, obj, flags in jobs
+            for source, obj, flags in app_units
         ]
         *app_objs, entry_obj = [f.result() for f in futures]
-    runtime_objects = _compile_runtime(obj_dir, build_cache, source_root=source_root)
+        runtime_objects = {name: f.result() for name, f in runtime_futures.items()}
     linker_script = runtime_dir(source_root) / "user.ld"
     common = [
         *app_objs,
@@ -429,6 +468,7 @@ def build_app_image(
         objects=tuple(Artifact.of(p) for p in app_objs),
         elf=Artifact.of(elf),
         runtime_objects=tuple(Artifact.of(p) for p in (entry_obj, *linked_runtime)),
+        app_flags=app_flags,
     )
 
 

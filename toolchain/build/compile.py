@@ -23,6 +23,10 @@ Each compile is one cached step (see ``toolchain.build.cache``): the key covers 
 the target, the flags and the source bytes; headers found by the compiler's depfile are re-checked
 by digest on every lookup. A no-op rebuild therefore only hashes files.
 
+``compile_c`` and ``link`` may be called from many threads at once (the builds submit their
+independent compiles to a pool): at most ``jobs()`` tool processes run at a time, each in its own
+scratch directory, so neither the order nor the bytes of any output depend on the scheduling.
+
 Every failure is a ``toolchain.errors`` exception: a missing tool is ``PlatformError``; a source or
 object that does not compile or link is ``InputError`` carrying the compiler's message.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,11 +140,28 @@ def build_env() -> dict[str, str]:
     }
 
 
+def jobs() -> int:
+    """How many compiler or linker processes run at once: the cores this process may use
+    (``KEEPSTACK_BUILD_JOBS`` overrides, at least 1; read once, when this module is imported)."""
+    override = os.environ.get("KEEPSTACK_BUILD_JOBS", "")
+    if override.isdigit() and int(override) > 0:
+        return int(override)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+#: Bounds the tool processes of every thread of this process (see ``jobs``).
+_SLOTS = threading.BoundedSemaphore(jobs())
+
+
 def _run(argv: list[str], what: str) -> None:
     try:
-        done = subprocess.run(
-            argv, env=build_env(), cwd="/", capture_output=True, text=True, check=False
-        )
+        with _SLOTS:
+            done = subprocess.run(
+                argv, env=build_env(), cwd="/", capture_output=True, text=True, check=False
+            )
     except OSError as exc:
         raise PlatformError(f"cannot run {argv[0]}: {exc.strerror}") from exc
     if done.returncode != 0:

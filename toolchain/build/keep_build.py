@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,12 +72,14 @@ def build_keep(
     progress: Progress | None = None,
     source_root: Path | None = None,
     cache: BuildCache | None = None,
+    opt: str = "O2",
 ) -> KeepBuild:
     """Build every artifact of the keep for ``app`` (``.wasm``/``.wat``) into ``out_dir``.
 
     ``source_root`` is the source tree to build (its ``runtime/`` and ``pyproject.toml``;
     default: the tree beside this package), so a release can be rebuilt from any checkout;
-    ``cache`` defaults to the per-user build cache.
+    ``cache`` defaults to the per-user build cache; ``opt`` is the optimisation level of the
+    application's generated C (``toolchain.build.app``: ``O1``, ``O2`` or ``Os``).
     """
     from toolchain import __version__
     from toolchain.build import tools
@@ -108,14 +111,21 @@ def build_keep(
     versions = tools.toolchain_versions()
     step("toolchain", started)
 
-    started = time.perf_counter()
-    image = build_app_image(app, work / "app", cache=cache, source_root=root)
-    runtime_elf = _copy_if_changed(image.elf.path, out_dir / "runtime.elf")
-    app_wasm = _copy_if_changed(image.wasm.path, out_dir / "app.wasm")
-    step("runtime image", started)
+    # The microkernel does not depend on the application: it builds while the runtime image
+    # does (their compiles share compile.jobs() process slots).
+    def timed_ukernel() -> tuple[Path, float]:
+        begun = time.perf_counter()
+        built = build_ukernel(work / "ukernel", source_dir=ukernel_dir, cache=cache)
+        return built, begun
 
-    started = time.perf_counter()
-    built_ukernel = build_ukernel(work / "ukernel", source_dir=ukernel_dir, cache=cache)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ukernel_future = pool.submit(timed_ukernel)
+        started = time.perf_counter()
+        image = build_app_image(app, work / "app", cache=cache, source_root=root, opt=opt)
+        runtime_elf = _copy_if_changed(image.elf.path, out_dir / "runtime.elf")
+        app_wasm = _copy_if_changed(image.wasm.path, out_dir / "app.wasm")
+        step("runtime image", started)
+        built_ukernel, started = ukernel_future.result()
     ukernel_elf = _copy_if_changed(built_ukernel, out_dir / "ukernel.elf")
     step("microkernel", started)
 
@@ -155,6 +165,8 @@ def build_keep(
             "cpu": CPU,
             "target_flags": {k: list(v) for k, v in describe_flags().items()},
             "wasm2c_flags": list(WASM2C_FLAGS),
+            # Only when not -O2, so the provenance of every build before the option is unchanged.
+            **({"app_c_flags": list(image.app_flags)} if image.app_flags else {}),
         },
         builder_version={"keepstack": __version__, "keepstack-wheel": f"sha256:{wheel.sha256}"},
         byproducts=[

@@ -48,21 +48,29 @@ def build_ukernel(
 
     ``cache`` defaults to the per-user build cache.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from toolchain.build.compile import RING0, compile_c, link
 
     out_dir = Path(out_dir)
     obj_dir = out_dir / "ukernel-obj"
-    objects = [
-        compile_c(
-            source,
-            obj_dir / f"{source.stem}{source.suffix.replace('.', '_')}.o",
-            flags=UKERNEL_FLAGS,
-            include_dirs=[source_dir / "include", source_dir],
-            target=RING0,
-            source_root=source_dir,
-            cache=cache,
-        )
-        for source in ukernel_sources(source_dir)
-    ]
+    sources = ukernel_sources(source_dir)
+    # Independent compiles in parallel (compile.jobs() bounds the processes); link order is by
+    # file name, so the ELF does not depend on which finished first.
+    with ThreadPoolExecutor(max_workers=len(sources)) as pool:
+        futures = [
+            pool.submit(
+                compile_c,
+                source,
+                obj_dir / f"{source.stem}{source.suffix.replace('.', '_')}.o",
+                flags=UKERNEL_FLAGS,
+                include_dirs=[source_dir / "include", source_dir],
+                target=RING0,
+                source_root=source_dir,
+                cache=cache,
+            )
+            for source in sources
+        ]
+        objects = [f.result() for f in futures]
     script = source_dir / "link.ld"
     return link(objects, out_dir / ELF_NAME, linker_script=script, cache=cache)

@@ -55,6 +55,11 @@ def _available() -> dict[str, tuple[str, str]]:
     }
 
 
+def _has_module(name: str) -> bool:
+    spec = COMMANDS.get(name)
+    return spec is not None and importlib.util.find_spec(f"toolchain.cli.{spec[0]}") is not None
+
+
 def _top_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
     from toolchain import __version__
 
@@ -74,13 +79,14 @@ def _top_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = _available()
     if not argv or argv[0].startswith("-"):
-        top = _top_parser(commands)
+        top = _top_parser(_available())
         top.parse_args(argv)
         top.print_help()
         return 2
     name, rest = argv[0], argv[1:]
+    # A named command is looked up alone: searching every module costs start-up time.
+    commands = {name: COMMANDS[name]} if _has_module(name) else _available()
     if name not in commands:
         known = ", ".join(commands)
         print(f"keep: unknown command {name!r} (known: {known})", file=sys.stderr)

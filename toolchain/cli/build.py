@@ -18,6 +18,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="vCPU count to compute a launch digest for (repeatable; default 1, 2 and 4)",
     )
+    parser.add_argument(
+        "--opt",
+        choices=("O1", "O2", "Os"),
+        default="O2",
+        help="optimisation of the application's generated C (default O2; O1 compiles a big "
+        "module about 15%% faster and runs slower: bench/opt_levels.py)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -38,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
             args.out.expanduser(),
             vcpu_counts=args.vcpus or DEFAULT_VCPU_COUNTS,
             progress=progress,
+            opt=args.opt,
         )
     except OSError as exc:  # the output directory, the cache or a tool's files
         where = f" ({exc.filename})" if exc.filename else ""

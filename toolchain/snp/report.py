@@ -177,6 +177,14 @@ _LAYOUT: tuple[tuple[str, int, int, str], ...] = (
 )
 
 
+# One struct for the whole layout (little-endian; the fields tile the 0x4A0 bytes in order, which
+# tests/test_report.py's round trips check).
+_CODES = {"u8": "B", "u32": "I", "u64": "Q", "tcb": "Q", "policy": "Q", "platform": "Q"}
+_CODES["keyinfo"] = "I"
+_STRUCT = struct.Struct("<" + "".join(_CODES.get(kind, f"{size}s") for *_, size, kind in _LAYOUT))
+_UNPACK = _STRUCT.unpack
+
+
 def _zeros(size: int) -> Any:
     return dataclasses.field(default=bytes(size))
 
@@ -225,6 +233,10 @@ class AttestationReport:
     signature_r: int = 0
     signature_s: int = 0
     reserved_330: bytes = _zeros(REPORT_SIZE - 0x330)
+    # The bytes ``parse`` read (None when built from fields): ``to_bytes`` would rebuild exactly
+    # these (every byte is a field), so the signed bytes are a slice of them. Not a constructor
+    # argument, so ``dataclasses.replace`` (a new signature, say) never carries stale bytes.
+    _raw: bytes | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, _offset, size, kind in _LAYOUT:
@@ -265,28 +277,31 @@ class AttestationReport:
                 f"an SEV-SNP attestation report is {REPORT_SIZE} bytes, this is {len(data)}",
                 hint="a report embedded in a larger message can be read with an offset",
             )
-        version = int.from_bytes(data[0:4], "little")
-        turin = version >= 3 and data[0x188] == 0x1A  # CPUID family 1Ah: Turin's TCB layout
+        fields = _UNPACK(data)
+        turin = fields[0] >= 3 and data[0x188] == 0x1A  # CPUID family 1Ah: Turin's TCB layout
         values: dict[str, Any] = {}
-        for name, offset, size, kind in _LAYOUT:
-            raw = data[offset : offset + size]
-            if kind == "bytes":
-                values[name] = raw
-            elif kind in ("u8", "u32", "u64", "sig"):
+        for (name, _offset, _size, kind), raw in zip(_LAYOUT, fields, strict=True):
+            if kind == "tcb":
+                values[name] = TcbVersion.from_int(raw, turin=turin)
+            elif kind == "sig":
                 values[name] = int.from_bytes(raw, "little")
-            elif kind == "tcb":
-                values[name] = TcbVersion.from_bytes(raw, turin=turin)
             elif kind == "policy":
-                values[name] = GuestPolicy(int.from_bytes(raw, "little"))
+                values[name] = GuestPolicy(raw)
             elif kind == "platform":
-                values[name] = PlatformInfo(int.from_bytes(raw, "little"))
-            else:  # keyinfo
-                values[name] = KeyInfo(int.from_bytes(raw, "little"))
-        return cls(**values)
+                values[name] = PlatformInfo(raw)
+            elif kind == "keyinfo":
+                values[name] = KeyInfo(raw)
+            else:  # bytes and integers, as struct read them
+                values[name] = raw
+        report = cls(**values)
+        object.__setattr__(report, "_raw", data)
+        return report
 
     # -- writing ----------------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
+        if self._raw is not None:
+            return self._raw
         out = bytearray(REPORT_SIZE)
         for name, offset, size, kind in _LAYOUT:
             value = getattr(self, name)
@@ -330,13 +345,15 @@ class AttestationReport:
         """The same bytes with every TCB field read in the given generation's layout."""
         if turin == self.turin_layout:
             return self
-        return dataclasses.replace(
+        relaid = dataclasses.replace(
             self,
             current_tcb=self.current_tcb.relayout(turin=turin),
             reported_tcb=self.reported_tcb.relayout(turin=turin),
             committed_tcb=self.committed_tcb.relayout(turin=turin),
             launch_tcb=self.launch_tcb.relayout(turin=turin),
         )
+        object.__setattr__(relaid, "_raw", self._raw)  # the same bytes, read differently
+        return relaid
 
     def anomalies(self) -> list[str]:
         """Reserved bits and bytes that are not zero (or not one where the ABI wants one)."""

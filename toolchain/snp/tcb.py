@@ -13,6 +13,7 @@ The reserved bytes are kept (as ``reserved``, bits in place) so a value round-tr
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from toolchain.errors import InputError
@@ -93,8 +94,16 @@ class TcbVersion:
 
     @classmethod
     def from_int(cls, value: int, *, turin: bool = False) -> TcbVersion:
-        if not 0 <= value < 1 << 64:
+        if not isinstance(value, int) or not 0 <= value < 1 << 64:
             raise InputError(f"TCB version {value!r} is not a 64-bit value")
+        if cls is not TcbVersion:
+            return cls._decode(value, turin)
+        # A report carries four TCB values, usually equal, and a verifier sees the same few
+        # again and again: each (value, layout) is decoded once (the result is immutable).
+        return _decoded(int(value), bool(turin))
+
+    @classmethod
+    def _decode(cls, value: int, turin: bool) -> TcbVersion:
         layout = _TURIN_BYTES if turin else _MILAN_GENOA_BYTES
         parts = {name: (value >> (8 * index)) & 0xFF for name, index in layout.items()}
         reserved = value & _mask(_TURIN_RESERVED if turin else _MILAN_GENOA_RESERVED)
@@ -135,3 +144,8 @@ class TcbVersion:
         if self.reserved:
             text += f" reserved=0x{self.reserved:016x}"
         return text
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoded(value: int, turin: bool) -> TcbVersion:
+    return TcbVersion._decode(value, turin)

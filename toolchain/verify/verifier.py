@@ -13,6 +13,7 @@ one machine costs one ECDSA verification each.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,67 +41,142 @@ _P384_ORDER = int(
     16,
 )
 _CACHE_LIMIT = 4096
-_link_cache: dict[tuple[bytes, bytes], tuple[bool, str]] = {}
-_ext_cache: dict[bytes, certs.VekExtensions] = {}
-_key_cache: dict[bytes, ec.EllipticCurvePublicKey | None] = {}
 
 
-_fingerprints: dict[int, tuple[x509.Certificate, bytes]] = {}
+@dataclass(frozen=True)
+class CertificateFacts:
+    """What the verifier reads from one certificate, read once per certificate (by DER SHA-256).
 
+    Reading a field of a ``cryptography`` certificate parses it again every time (names,
+    validity, extensions), so the facts of every report's checks come from here instead.
+    """
 
-def _fingerprint(cert: x509.Certificate) -> bytes:
-    # Keyed by identity; the entry holds the certificate, so its id cannot be reused meanwhile.
-    entry = _fingerprints.get(id(cert))
-    if entry is not None and entry[0] is cert:
-        return entry[1]
-    _bounded(_fingerprints)
-    digest = cert.fingerprint(hashes.SHA256())
-    _fingerprints[id(cert)] = (cert, digest)
-    return digest
+    fingerprint: bytes  # SHA-256 of the DER
+    subject_cn: str
+    not_before: datetime
+    not_after: datetime
+    span: str  # the validity period as certs.validity writes it
+    kind: str | None  # "VCEK", "VLEK" or None (certs.vek_kind)
+    issuer_product: Product | None  # certs.product_from_issuer
+    ec_key: ec.EllipticCurvePublicKey | None  # a P-384 public key, else None
 
-
-def _bounded(cache: dict[Any, Any]) -> None:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-
-
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> tuple[bool, str]:
-    key = (_fingerprint(cert), _fingerprint(issuer))
-    result = _link_cache.get(key)
-    if result is None:
-        _bounded(_link_cache)
-        result = _link_cache[key] = certs.signed_by(cert, issuer)
-    return result
-
-
-def _extensions(cert: x509.Certificate) -> certs.VekExtensions:
-    key = _fingerprint(cert)
-    ext = _ext_cache.get(key)
-    if ext is None:
-        _bounded(_ext_cache)
-        ext = _ext_cache[key] = certs.parse_vcek_extensions(cert)
-    return ext
-
-
-def _ec_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey | None:
-    fp = _fingerprint(cert)
-    if fp not in _key_cache:
-        _bounded(_key_cache)
+    @classmethod
+    def read(cls, cert: x509.Certificate, fingerprint: bytes) -> CertificateFacts:
         try:
             key = cert.public_key()
         except (ValueError, UnsupportedAlgorithm):
             key = None
-        ok = isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP384R1)
-        _key_cache[fp] = key if ok else None  # type: ignore[assignment]
-    return _key_cache[fp]
+        p384 = isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP384R1)
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        return cls(
+            fingerprint,
+            certs.common_name(cert.subject),
+            start,
+            end,
+            certs.validity(cert, start)[1],
+            certs.vek_kind(cert),
+            certs.product_from_issuer(cert),
+            key if p384 else None,  # type: ignore[arg-type]
+        )
+
+    def validity(self, at: datetime) -> tuple[bool, str]:
+        """``certs.validity`` from the facts."""
+        return self.not_before <= at <= self.not_after, self.span
+
+
+class ChainCache:
+    """Every cached certificate result of the verifier, in one place (bounded; ``clear()``).
+
+    Keyed by the certificate's DER SHA-256 (links by the pair), so equal certificates loaded
+    twice share entries. An object seen before is recognised by identity first: the entry holds
+    the object, so its ``id`` cannot be reused while the entry lives.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[x509.Certificate, CertificateFacts]] = {}
+        self._facts: dict[bytes, CertificateFacts] = {}
+        self._links: dict[tuple[bytes, bytes], tuple[bool, str]] = {}
+        self._extensions: dict[bytes, certs.VekExtensions] = {}
+        self._tcbs: dict[tuple[bytes, bool], TcbVersion | InputError] = {}
+        self._issuers: dict[tuple[bytes, tuple[str, ...]], tuple[TrustedRoot, ...]] = {}
+
+    def clear(self) -> None:
+        for cache in self._caches():
+            cache.clear()
+
+    def _caches(self) -> tuple[dict[Any, Any], ...]:
+        return (self._by_id, self._facts, self._links, self._extensions, self._tcbs, self._issuers)
+
+    def _room(self, cache: dict[Any, Any]) -> None:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+
+    def facts(self, cert: x509.Certificate) -> CertificateFacts:
+        entry = self._by_id.get(id(cert))
+        if entry is not None and entry[0] is cert:
+            return entry[1]
+        fingerprint = cert.fingerprint(hashes.SHA256())
+        facts = self._facts.get(fingerprint)
+        if facts is None:
+            self._room(self._facts)
+            facts = self._facts[fingerprint] = CertificateFacts.read(cert, fingerprint)
+        self._room(self._by_id)
+        self._by_id[id(cert)] = (cert, facts)
+        return facts
+
+    def signed_by(self, cert: x509.Certificate, issuer: x509.Certificate) -> tuple[bool, str]:
+        key = (self.facts(cert).fingerprint, self.facts(issuer).fingerprint)
+        result = self._links.get(key)
+        if result is None:
+            self._room(self._links)
+            result = self._links[key] = certs.signed_by(cert, issuer)
+        return result
+
+    def extensions(self, cert: x509.Certificate) -> certs.VekExtensions:
+        """AMD's extensions (InputError, not cached, when malformed)."""
+        fingerprint = self.facts(cert).fingerprint
+        ext = self._extensions.get(fingerprint)
+        if ext is None:
+            self._room(self._extensions)
+            ext = self._extensions[fingerprint] = certs.parse_vcek_extensions(cert)
+        return ext
+
+    def tcb(self, cert: x509.Certificate, *, turin: bool) -> TcbVersion:
+        """The certificate's TCB in a layout, decoded once (its InputError too)."""
+        key = (self.facts(cert).fingerprint, turin)
+        found = self._tcbs.get(key)
+        if found is None:
+            self._room(self._tcbs)
+            try:
+                found = self.extensions(cert).tcb(turin=turin)
+            except InputError as exc:
+                found = exc
+            self._tcbs[key] = found
+        if isinstance(found, InputError):
+            raise found
+        return found
+
+    def issuers_of(self, cert: x509.Certificate, roots: TrustedRoots) -> tuple[TrustedRoot, ...]:
+        """``roots.issuers_of(cert)``, by the certificate and the roots' digests."""
+        key = (self.facts(cert).fingerprint, tuple(f"{r.sha256} {r.label}" for r in roots.roots))
+        found = self._issuers.get(key)
+        if found is None:
+            self._room(self._issuers)
+            found = self._issuers[key] = tuple(roots.issuers_of(cert))
+        return found
+
+
+#: The verifier's one cache (a Verifier object will own it; see ChainCache).
+_CHAIN = ChainCache()
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> tuple[bool, str]:
+    return _CHAIN.signed_by(cert, issuer)
 
 
 def clear_caches() -> None:
     """Forget cached chain results (benchmarks use it to time a cold verification)."""
-    _link_cache.clear()
-    _ext_cache.clear()
-    _key_cache.clear()
-    _fingerprints.clear()
+    _CHAIN.clear()
 
 
 def report_signature_ok(report: AttestationReport, key: ec.EllipticCurvePublicKey) -> bool:
@@ -143,7 +219,7 @@ def _detect_product(
                 found=f"certificate productName {ext.product_name!r}",
             )
             return None
-    issuer_product = certs.product_from_issuer(vek)
+    issuer_product = _CHAIN.facts(vek).issuer_product
     if issuer_product is not None:
         sources["certificate issuer"] = issuer_product
     cpuid = report.cpuid_product
@@ -193,8 +269,10 @@ def verify_report(
     # Naive means UTC; an offset is converted, since every time below is printed as UTC.
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     revocations = certs.read_crl(crl) if crl is not None else None
-    ext = _extensions(vcek)
-    kind = certs.vek_kind(vcek)
+    valid_at = f"valid at {when:%Y-%m-%d %H:%M:%S} UTC"
+    ext = _CHAIN.extensions(vcek)
+    vcek_facts = _CHAIN.facts(vcek)
+    kind = vcek_facts.kind
     checks = Checklist(f"SEV-SNP attestation report v{report.version}")
 
     # -- the report's format --
@@ -220,7 +298,7 @@ def verify_report(
         "certificate.kind",
         kind is not None,
         expected="SEV-VCEK or SEV-VLEK",
-        found=kind or f"subject CN {certs.common_name(vcek.subject)!r}",
+        found=kind or f"subject CN {vcek_facts.subject_cn!r}",
     )
     signing_key = report.key_info.signing_key
     expected_key = {"VCEK": SigningKey.VCEK, "VLEK": SigningKey.VLEK}.get(kind or "")
@@ -241,21 +319,20 @@ def verify_report(
     if root is not None:
         ok, why = _signed_by(root.certificate, root.certificate)
         checks.add("ark.self-signature", ok, expected="valid", found=why)
-        ok, span = certs.validity(root.certificate, when)
-        checks.add(
-            "ark.validity", ok, expected=f"valid at {when:%Y-%m-%d %H:%M:%S} UTC", found=span
-        )
+        ok, span = _CHAIN.facts(root.certificate).validity(when)
+        checks.add("ark.validity", ok, expected=valid_at, found=span)
     if intermediate is not None and root is not None:
         ok, why = _signed_by(intermediate, root.certificate)
-        name = certs.common_name(intermediate.subject)
+        name = _CHAIN.facts(intermediate).subject_cn
+        root_cn = _CHAIN.facts(root.certificate).subject_cn
         checks.add(
-            f"{issuer_role}.signed-by-ark", ok, expected=f"{name} signed by {root.name}", found=why
+            f"{issuer_role}.signed-by-ark", ok, expected=f"{name} signed by {root_cn}", found=why
         )
-        ok, span = certs.validity(intermediate, when)
+        ok, span = _CHAIN.facts(intermediate).validity(when)
         checks.add(
             f"{issuer_role}.validity",
             ok,
-            expected=f"valid at {when:%Y-%m-%d %H:%M:%S} UTC",
+            expected=valid_at,
             found=span,
         )
     else:
@@ -271,20 +348,18 @@ def verify_report(
         checks.add(
             f"{vek_name}.signed-by-{issuer_role}",
             ok,
-            expected=f"signed by {certs.common_name(intermediate.subject)}",
+            expected=f"signed by {_CHAIN.facts(intermediate).subject_cn}",
             found=why,
             detail="a simulated certificate: pass its chain with --ask-chain; " + _SIMULATED_ROOT
             if not ok and ask is None and _is_simulated(vcek.issuer)
             else "",
         )
-    ok, span = certs.validity(vcek, when)
-    checks.add(
-        f"{vek_name}.validity", ok, expected=f"valid at {when:%Y-%m-%d %H:%M:%S} UTC", found=span
-    )
+    ok, span = vcek_facts.validity(when)
+    checks.add(f"{vek_name}.validity", ok, expected=valid_at, found=span)
     _revocation_checks(revocations, root, intermediate, issuer_role, when, policy, checks)
 
     # -- the report's signature and its binding to the certificate --
-    key = _ec_key(vcek)
+    key = vcek_facts.ec_key
     if key is None:
         checks.add(
             "report.signature",
@@ -302,7 +377,7 @@ def verify_report(
         )
     if chosen is not None:
         try:
-            cert_tcb: TcbVersion | None = ext.tcb(turin=chosen.turin_layout)
+            cert_tcb: TcbVersion | None = _CHAIN.tcb(vcek, turin=chosen.turin_layout)
         except InputError as exc:
             cert_tcb = None
             checks.add(
@@ -375,7 +450,7 @@ def _choose_root(
         if intermediate is None:
             checks.add("ark.trusted", False, expected="a pinned root", found="no intermediate")
             return None
-        candidates = roots.issuers_of(intermediate)
+        candidates = _CHAIN.issuers_of(intermediate, roots)
         if not candidates:
             checks.add(
                 "ark.trusted",
@@ -388,7 +463,8 @@ def _choose_root(
         root = next(
             (c for c in candidates if _signed_by(intermediate, c.certificate)[0]), candidates[0]
         )
-    checks.add("ark.trusted", True, found=f"{root.name}: {root.label}, sha256 {root.sha256[:16]}…")
+    root_cn = _CHAIN.facts(root.certificate).subject_cn
+    checks.add("ark.trusted", True, found=f"{root_cn}: {root.label}, sha256 {root.sha256[:16]}…")
     return root
 
 
@@ -416,7 +492,8 @@ def _revocation_checks(  # noqa: PLR0917
         checks.add("crl.signature", False, expected="signed by the pinned root", found="no root")
     else:
         authentic, why = certs.crl_signed_by(crl, root.certificate)
-        checks.add("crl.signature", authentic, expected=f"signed by {root.name}", found=why)
+        root_cn = _CHAIN.facts(root.certificate).subject_cn
+        checks.add("crl.signature", authentic, expected=f"signed by {root_cn}", found=why)
     stale = _crl_staleness(crl, when, policy, checks)
     if intermediate is None or not authentic:
         checks.add(

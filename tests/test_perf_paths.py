@@ -1,0 +1,186 @@
+"""The fast paths of issue 15 give the answers of the slow ones (their speed is bench/'s job).
+
+* verification: per-certificate facts cached once (``verifier.ChainCache``), the signed bytes
+  sliced from the parsed report, each TCB value decoded once;
+* builds: the optimisation level of the generated C, and the bounded compile pool;
+* ``keep measure-guest``: what a measurement imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_verify import SAMPLES, SimulatedChain, simulated  # noqa: F401 (a fixture)
+
+from toolchain.build import app as app_build
+from toolchain.build import compile as compile_mod
+from toolchain.build import tools
+from toolchain.errors import InputError
+from toolchain.snp import certs
+from toolchain.snp.report import SIGNED_SIZE, AttestationReport, load_report
+from toolchain.snp.tcb import TcbVersion
+from toolchain.verify import TrustedRoots, VerificationPolicy, verify_report
+from toolchain.verify.verifier import clear_caches
+
+ROOT = Path(__file__).resolve().parent.parent
+SNP = Path("vectors") / "snp-reports"
+
+
+# ---- verification -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s.id for s in SAMPLES])
+def test_cached_verification_says_what_a_cold_one_says(data_dir: Path, sample) -> None:  # type: ignore[no-untyped-def]
+    """Cold, warm, and warm with equal certificates loaded again: the same checklist."""
+    vectors = data_dir / SNP
+
+    def run() -> str:
+        report = load_report((vectors / sample.report).read_bytes())[0]
+        vcek = certs.load_certificate((vectors / sample.vcek).read_bytes())  # a new object
+        ask = certs.load_certificate((vectors / sample.ask).read_bytes()) if sample.ask else None
+        crl = (vectors / sample.crl).read_bytes() if sample.crl else None
+        checks = verify_report(report, vcek, policy=sample.policy, ask=ask, crl=crl, at=sample.at)
+        return checks.to_json()
+
+    clear_caches()
+    cold = run()
+    assert run() == cold
+    assert run() == cold
+
+
+def test_cached_root_lookup_names_the_label_of_this_call(simulated: SimulatedChain) -> None:  # noqa: F811
+    """The same root under two labels: each verification names its own set's label."""
+    for label in ("first label", "second label"):
+        roots = TrustedRoots.amd().with_extra(simulated.ark, label=label)
+        checks = verify_report(
+            simulated.report,
+            simulated.vcek,
+            policy=VerificationPolicy(),
+            ask=simulated.ask,
+            roots=roots,
+        )
+        trusted = next(c for c in checks.checks if c.name == "ark.trusted")
+        assert label in trusted.found, trusted.found
+
+
+def test_signed_bytes_are_the_parsed_bytes_and_never_stale(data_dir: Path) -> None:
+    data = (data_dir / SNP / "microsoft-tee-av/genoa_attestation_report.bin").read_bytes()
+    report = AttestationReport.parse(data)
+    assert report.signed_bytes() == data[:SIGNED_SIZE]
+    assert report.to_bytes() == data
+    # Built from the same fields, the report has the same bytes (the slice is only a shortcut).
+    rebuilt = AttestationReport(
+        **{f.name: getattr(report, f.name) for f in dataclasses.fields(report) if f.init}
+    )
+    assert rebuilt.to_bytes() == data
+    assert rebuilt == report
+    # A new signature, a replaced field: new bytes, never the parsed ones.
+    resigned = report.with_signature(report.signature_r ^ 1, report.signature_s)
+    assert resigned.to_bytes()[0x2A0] == data[0x2A0] ^ 1
+    changed = dataclasses.replace(report, guest_svn=report.guest_svn + 1)
+    assert changed.signed_bytes()[4:8] == (report.guest_svn + 1).to_bytes(4, "little")
+    # Another TCB layout reads the same bytes.
+    relaid = report.with_layout(turin=not report.turin_layout)
+    assert relaid.to_bytes() == data
+
+
+def test_tcb_values_are_decoded_once_and_still_checked() -> None:
+    value = 0x_D3_16_00_00_00_00_00_04
+    first = TcbVersion.from_int(value)
+    assert TcbVersion.from_int(value) is first
+    assert (first.bootloader, first.snp, first.microcode) == (4, 0x16, 0xD3)
+    turin = TcbVersion.from_int(value, turin=True)
+    assert turin.fmc == 4
+    assert turin.to_int() == value
+    assert turin is not first
+    with pytest.raises(InputError):
+        TcbVersion.from_int(1 << 64)
+    with pytest.raises(InputError):
+        TcbVersion.from_int(-1)
+
+
+# ---- builds -------------------------------------------------------------------------------------
+
+
+def test_opt_level_default_adds_nothing() -> None:
+    """-O2 (the default) adds no flag: every object and cache key is what it always was."""
+    assert app_build.app_opt_flags("O2") == ()
+    assert app_build.app_opt_flags("O1") != ()
+    with pytest.raises(InputError, match="unknown optimisation level"):
+        app_build.app_opt_flags("O3")
+
+
+@pytest.mark.parametrize(("level", "expected"), [("O1", "-O1"), ("O2", "-O2"), ("Os", "-Os")])
+def test_opt_level_reaches_clang(tmp_path: Path, level: str, expected: str) -> None:
+    """What clang's cc1 finally sees (zig cc alone would turn -O1 into -O2)."""
+    source = tmp_path / "f.c"
+    source.write_text("int f(int x) { return x * 3; }\n")
+    argv = [
+        str(tools.zig().path),
+        "cc",
+        *compile_mod.RING3.compiler_flags(),
+        *app_build.app_opt_flags(level),
+        "-c",
+        str(source),
+        "-o",
+        str(tmp_path / "f.o"),
+        "-###",
+    ]
+    done = subprocess.run(
+        argv, env=compile_mod.build_env(), capture_output=True, text=True, check=True
+    )
+    cc1 = next(line for line in done.stderr.splitlines() if '"-cc1"' in line)
+    levels = [word.strip('"') for word in cc1.split() if word.strip('"') in {"-O1", "-O2", "-Os"}]
+    assert levels[-1] == expected, cc1
+
+
+def test_build_jobs_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEPSTACK_BUILD_JOBS", "3")
+    assert compile_mod.jobs() == 3
+    monkeypatch.setenv("KEEPSTACK_BUILD_JOBS", "0")  # not a bound: the cores
+    assert compile_mod.jobs() == len(os.sched_getaffinity(0))
+
+
+# ---- measure-guest ------------------------------------------------------------------------------
+
+
+def test_measure_guest_imports_only_what_it_needs() -> None:
+    probe = (
+        "import sys, io, contextlib\n"
+        "from toolchain.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    status = main(['measure-guest', '--mode', 'snp', '--vcpus', '1', '--vcpu-type',\n"
+        "                  'EPYC-v4', '--ovmf', 'examples/guest/ovmf_AmdSev_suffix.bin'])\n"
+        "assert status == 0\n"
+        "print(','.join(sorted(sys.modules)))\n"
+    )
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env, cwd=ROOT
+    )
+    loaded = set(done.stdout.strip().split(","))
+    assert "toolchain.measure.guest" in loaded  # it did measure
+    for heavy in ("importlib.metadata", "json", "cryptography", "toolchain.cli.build"):
+        assert heavy not in loaded, heavy
+
+
+def test_an_opt_level_other_than_o2_is_in_the_provenance(tmp_path: Path) -> None:
+    import json
+
+    from toolchain.build.keep_build import build_keep
+
+    hello = ROOT / "examples" / "hello" / "hello.wat"
+    default = build_keep(hello, tmp_path / "o2", vcpu_counts=(1,))
+    smaller = build_keep(hello, tmp_path / "os", vcpu_counts=(1,), opt="Os")
+
+    def internal(build) -> dict:  # type: ignore[no-untyped-def, type-arg]
+        statement = json.loads(build.provenance.read_text())
+        return statement["predicate"]["buildDefinition"]["internalParameters"]  # type: ignore[no-any-return]
+
+    assert "app_c_flags" not in internal(default)
+    assert internal(smaller)["app_c_flags"] == ["-Os"]
