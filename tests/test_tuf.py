@@ -475,3 +475,50 @@ def test_cli_init_release_publish_and_show_with_expiry_dates(
     envelope = directory / "0.3.0/hello.dsse.json"
     assert main(["references", "verify", str(envelope)]) == 0
     assert "(from $KEEPSTACK_TRUST) root" in capsys.readouterr().out
+
+
+# --- publication and the entry point of the other commands --------------------------------------
+
+
+def test_publish_to_tuf_finds_the_release_role_and_verifies(
+    repo: tuf.Repository, pinned: Path, keys: Keys
+) -> None:
+    from toolchain.release.publish import publish_to_tuf
+
+    _release_envelope(repo, "0.9.0", keys.release)
+    role, written = publish_to_tuf(repo.directory, "0.9.0", keys.release, pinned_root=pinned)
+    assert role == RELEASE
+    assert written.is_file()
+    assert _verify(repo, pinned, "0.9.0/hello.dsse.json")[0]
+
+
+def test_publish_to_tuf_refuses_a_key_without_a_release_role(
+    repo: tuf.Repository, keys: Keys
+) -> None:
+    from toolchain.release.publish import publish_to_tuf
+
+    stranger = keys.make("stranger")
+    _release_envelope(repo, "0.9.1", stranger)
+    before = sorted(p.name for p in repo.metadata.iterdir())
+    with pytest.raises(InputError, match=r"no TUF release role .* lets key"):
+        publish_to_tuf(repo.directory, "0.9.1", stranger)
+    assert sorted(p.name for p in repo.metadata.iterdir()) == before
+
+
+def test_reproduce_verifies_through_tuf(repo: tuf.Repository, pinned: Path) -> None:
+    """keep reproduce's first step takes the same trust: role and root named, or refused."""
+    from toolchain.release.reproduce import verify_release
+
+    policy = TrustPolicy.select(pinned)
+    checklist, references = verify_release(repo.directory / "0.3.0/hello.dsse.json", policy)
+    assert references is not None, checklist.render()
+    assert f"role {RELEASE}" in checklist.render()
+    stray = repo.directory / "0.4.0"
+    stray.mkdir()
+    shutil.copyfile(repo.directory / "0.2.0/hello.dsse.json", stray / "hello.dsse.json")
+    (stray / "hello.dsse.json").write_bytes(
+        (stray / "hello.dsse.json").read_bytes().rstrip() + b"\n\n"
+    )
+    checklist, references = verify_release(stray / "hello.dsse.json", policy)
+    assert references is None
+    assert "✗ TUF target" in checklist.render()
