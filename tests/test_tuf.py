@@ -522,3 +522,31 @@ def test_reproduce_verifies_through_tuf(repo: tuf.Repository, pinned: Path) -> N
     checklist, references = verify_release(stray / "hello.dsse.json", policy)
     assert references is None
     assert "✗ TUF target" in checklist.render()
+
+
+def test_builtin_root_is_the_default_and_never_falls_back(
+    repo: tuf.Repository,
+    pinned: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With a root.json in the package, the built-in trust is TUF; without its metadata the
+    command stops: it never falls back to the trust.toml bridge."""
+    shipped = tmp_path / "release-trust"
+    shipped.mkdir()
+    shutil.copyfile(pinned, shipped / "root.json")
+    shutil.copyfile(ROOT / "toolchain/sign/release-trust/trust.toml", shipped / "trust.toml")
+    monkeypatch.setattr(
+        TrustPolicy, "builtin_file", classmethod(lambda cls, name="trust.toml": shipped / name)
+    )
+    policy = TrustPolicy.select()
+    assert policy.tuf is not None
+    assert "pinned built-in root" in policy.describe()
+    assert main(["trust", "show"]) == 0
+    out = capsys.readouterr().out
+    assert f"TUF role {RELEASE}: threshold 1, 3 target(s)" in out
+    assert "timestamp  expires" in out
+    monkeypatch.setenv("KEEPSTACK_TUF_REPOSITORY", str(tmp_path / "nowhere"))
+    with pytest.raises(InputError, match="has no metadata/ folder"):
+        TrustPolicy.select()
