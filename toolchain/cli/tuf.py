@@ -228,6 +228,7 @@ def _act(
     from toolchain.sign import tuf_repository as tuf
     from toolchain.sign.keys import load_public_key
     from toolchain.sign.tokens import FileKey, TokenKey
+    from toolchain.sign.tuf_client import METADATA_DIR
 
     if args.action == "init":
         roots = [opened(spec) for spec in args.root_key]
@@ -237,7 +238,8 @@ def _act(
         tuf.init(
             repo, ring, root_keys=roots, root_threshold=threshold, online_key=online, expiry=expiry
         )
-        return f"initialised {repo.metadata}: root v1, {threshold} of {len(roots)} root keys"
+        where = repo.directory / METADATA_DIR
+        return f"initialised {where}: root v1, {threshold} of {len(roots)} root keys"
     if args.action == "import-legacy":
         public = load_public_key(args.legacy_key)
         name = args.legacy_name or args.legacy_key.name.removesuffix(".pem").removesuffix(".pub")
