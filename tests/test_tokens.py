@@ -346,5 +346,5 @@ def test_tuf_ceremonies_sign_metadata_in_the_token(
         == 0
     )
     out = capsys.readouterr().out
-    assert "trust policy: TUF role release" in out
+    assert "signing role: TUF role release" in out
     assert "✔ signature 1 (key release, ecdsa-p384): valid" in out

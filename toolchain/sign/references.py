@@ -5,10 +5,10 @@ pre-authentication encoding; the threshold of *distinct* trusted keys (a key is 
 public key, never by the envelope's keyid hint, so one key never counts twice); the statement and
 predicate; the validity window at the verification time; and, when artifacts are given, that every
 subject's digest matches its file. The first line names the trust policy that decided ("built-in"
-or its path, and its SHA-256); under TUF, first the root (version, SHA-256) and the target and
-role that list the envelope, whose keys the signatures then answer to. Only a reference that
-passes them all yields ``VerifiedReferences``, the set of launch digests the runner and report
-verifier may accept.
+or its path, and its SHA-256); under TUF, the root (version, SHA-256, the pinned root), then the
+target and the signing role that list the envelope, whose keys the signatures answer to. Only a
+reference that passes them all yields ``VerifiedReferences``, the set of launch digests the runner
+and report verifier may accept.
 """
 
 from __future__ import annotations
@@ -156,11 +156,12 @@ def verify_envelope(
         raise InputError("verification time needs a time zone")
     moment = (at or datetime.now(UTC)).astimezone(UTC)
     checklist = Checklist("signed reference measurements")
+    policy_line = "trust policy"
     if trust.tuf is not None:
         # TUF decides which envelopes are current and whose keys sign them: the role that
         # lists these exact bytes. An envelope no role lists is refused before anything else.
         resolved, listed = trust.for_envelope(envelope)
-        checklist.add("TUF root", True, found=trust.describe())
+        checklist.add(policy_line, True, found=trust.describe())
         checklist.add(
             "TUF target",
             resolved is not None,
@@ -169,7 +170,7 @@ def verify_envelope(
         )
         if resolved is None:
             return checklist, None
-        trust = resolved
+        trust, policy_line = resolved, "signing role"
     if len(trust.keys) < trust.threshold:
         raise InputError(
             f"trust policy ({trust.source}) lists {len(trust.keys)} distinct key(s) but needs "
@@ -179,7 +180,7 @@ def verify_envelope(
     parsed = Envelope.parse(envelope)
     # Which trust anchor decided is never left implicit: name it, with its digest.
     checklist.add(
-        "trust policy",
+        policy_line,
         True,
         found=trust.describe(),
         detail=f"threshold {trust.threshold} of {len(trust.keys)} key(s)",
