@@ -422,6 +422,11 @@ def test_unsatisfiable_policy_is_unusable_input(envelope: bytes) -> None:
 
 def test_built_in_policy_comes_from_the_package_and_trusts_only_release_keys() -> None:
     policy = TrustPolicy.load_builtin()
+    if TrustPolicy.builtin_file("root.json").is_file():  # the pinned TUF root (tests/test_tuf.py)
+        assert policy.tuf is not None
+        assert "pinned built-in root" in policy.describe()
+        assert not TrustPolicy.builtin_file().exists(), "trust.toml outlived the TUF root"
+        return
     assert policy.source == "built-in"
     assert policy.path == ROOT / "toolchain/sign/release-trust/trust.toml"
     assert policy.sha256 == hashlib.sha256(policy.path.read_bytes()).hexdigest()
@@ -544,6 +549,18 @@ def builtin_line() -> str:
     return f"✔ trust policy: {TrustPolicy.load_builtin().describe()}"
 
 
+#: Whether the package pins the project's TUF root (then trust.toml is gone) or ships the bridge.
+TUF_BUILTIN = TrustPolicy.builtin_file("root.json").is_file()
+#: How the built-in trust refuses an envelope signed by someone else's key: TUF lists no such
+#: envelope; the trust.toml bridge counts no trusted signature.
+FOREIGN_REFUSED = "✗ TUF target" if TUF_BUILTIN else "✗ threshold"
+FOREIGN_REFUSED_LINE = (
+    "listed by no TUF targets role"
+    if TUF_BUILTIN
+    else "✗ threshold: expected 1 distinct trusted key(s), found 0"
+)
+
+
 def test_a_policy_in_the_current_directory_is_never_used(
     tmp_path: Path,
     envelope: bytes,
@@ -559,7 +576,7 @@ def test_a_policy_in_the_current_directory_is_never_used(
     assert main(["references", "verify", "their.dsse.json", "--at", "2026-11-27T12:00:00Z"]) == 1
     out = capsys.readouterr().out
     assert builtin_line() in out
-    assert "✗ threshold: expected 1 distinct trusted key(s), found 0" in out
+    assert FOREIGN_REFUSED_LINE in out
     assert "=> INVALID" in out
     assert "=> VALID" not in out
     # Only when given does their policy count, and the checklist then names it and its digest.
@@ -596,7 +613,9 @@ def test_keepstack_trust_names_a_policy_and_the_checklist_says_so(
     capsys.readouterr()
     monkeypatch.delenv("KEEPSTACK_TRUST")
     assert main(verify) == 1
-    assert json.loads(capsys.readouterr().out)["checks"][0]["found"].startswith("built-in, sha256")
+    first = json.loads(capsys.readouterr().out)["checks"][0]["found"]
+    assert first == TrustPolicy.load_builtin().describe()
+    assert "built-in" in first
 
 
 def test_trusted_keys_are_named_in_the_checklist(
@@ -638,7 +657,7 @@ def test_reproduce_refuses_an_envelope_trusted_only_by_a_planted_policy(
     assert main(["reproduce", relative]) == 1
     out = capsys.readouterr().out
     assert builtin_line() in out
-    assert "✗ threshold" in out
+    assert FOREIGN_REFUSED in out
     assert "=> REPRODUCED" not in out
 
 
@@ -696,7 +715,7 @@ def test_run_refuses_references_trusted_only_by_a_planted_policy(
     assert status == 1, captured.err
     assert "hello from a keep" not in captured.out
     assert "do not verify; the keep was not started" in captured.err
-    assert "threshold" in captured.err
+    assert ("TUF target" if TUF_BUILTIN else "threshold") in captured.err
 
 
 # --- keep trust: show, add a key, retire a key ---------------------------------------------------
@@ -713,10 +732,14 @@ def test_trust_show_names_the_policy_a_verification_would_use(
     monkeypatch.chdir(tmp_path)  # a trust.toml here is not the default
     assert main(["trust", "show"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("trust policy: built-in\n")
-    assert f"sha256     {builtin.sha256}" in out
-    for key in builtin.keys:
-        assert f"keyid      {key.key_id}" in out
+    if TUF_BUILTIN:  # the root followed from the pinned one, each role and its keys
+        assert out.startswith("trust: TUF (built-in)\n")
+        assert builtin.describe() in out
+    else:
+        assert out.startswith("trust policy: built-in\n")
+        assert f"sha256     {builtin.sha256}" in out
+        for key in builtin.keys:
+            assert f"keyid      {key.key_id}" in out
     monkeypatch.setenv("KEEPSTACK_TRUST", "reference-measurements/trust.toml")
     assert main(["trust", "show", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
@@ -740,13 +763,14 @@ def test_trust_add_key_and_retire_edit_only_the_given_file(
     with pytest.raises(SystemExit):
         main(["trust", "add-key", str(pub_a)])
     capsys.readouterr()
-    builtin = TrustPolicy.builtin_file().read_bytes()
+    shipped = TrustPolicy.builtin_file("root.json" if TUF_BUILTIN else "trust.toml")
+    builtin = shipped.read_bytes()
     assert main(["trust", "add-key", str(pub_a), *trust, "--releases", "0.*"]) == 0
     assert f"created {policy_file}: trusts key a" in capsys.readouterr().out
     args = ["--releases", "0.1.*", "--releases", "1.*", "--not-after", "2027-06-01T00:00:00Z"]
     assert main(["trust", "add-key", str(pub_b), *trust, "--name", "second", *args]) == 0
     capsys.readouterr()
-    assert TrustPolicy.builtin_file().read_bytes() == builtin
+    assert shipped.read_bytes() == builtin
     policy = TrustPolicy.load(policy_file)
     a, b = policy.key(key_id(key_a)), policy.key(key_id(key_b))
     assert a is not None
@@ -831,8 +855,9 @@ def test_an_installed_wheel_carries_the_built_in_policy(tmp_path: Path, key_a: P
     _, data = wheel_bytes(ROOT)
     site = tmp_path / "site-packages"
     zipfile.ZipFile(io.BytesIO(data)).extractall(site)
-    shipped = site / "toolchain/sign/release-trust/trust.toml"
-    assert shipped.read_bytes() == TrustPolicy.builtin_file().read_bytes()
+    name = "root.json" if TUF_BUILTIN else "trust.toml"
+    shipped = site / "toolchain/sign/release-trust" / name
+    assert shipped.read_bytes() == TrustPolicy.builtin_file(name).read_bytes()
     here = tmp_path / "elsewhere"
     plant_trust_policy(here, key_a)
     (here / "e.json").write_bytes(sign_statement(_statement(), key_a))
@@ -843,7 +868,12 @@ def test_an_installed_wheel_carries_the_built_in_policy(tmp_path: Path, key_a: P
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=here,
-        env={**os.environ, "PYTHONPATH": str(site)},
+        # A wheel has no TUF metadata: it comes from a checkout (verified from the pinned root).
+        env={
+            **os.environ,
+            "PYTHONPATH": str(site),
+            "KEEPSTACK_TUF_REPOSITORY": str(ROOT / "reference-measurements"),
+        },
         capture_output=True,
         text=True,
         check=False,
@@ -851,5 +881,8 @@ def test_an_installed_wheel_carries_the_built_in_policy(tmp_path: Path, key_a: P
     assert done.returncode == 1, done.stderr
     assert done.stdout.startswith(str(site / "toolchain"))
     sha = hashlib.sha256(shipped.read_bytes()).hexdigest()
-    assert f"✔ trust policy: built-in, sha256 {sha}" in done.stdout
+    if TUF_BUILTIN:
+        assert f"(followed from the pinned built-in root, sha256 {sha})" in done.stdout
+    else:
+        assert f"✔ trust policy: built-in, sha256 {sha}" in done.stdout
     assert "=> INVALID" in done.stdout

@@ -29,7 +29,12 @@ from toolchain.sign.intoto import parse_statement
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ROOT / "reference-measurements"
-TRUST = TrustPolicy.builtin_file()
+# The built-in trust anchor: the pinned TUF root once the project ships one, else trust.toml.
+TRUST = (
+    TrustPolicy.builtin_file("root.json")
+    if TrustPolicy.builtin_file("root.json").is_file()
+    else TrustPolicy.builtin_file()
+)
 ENVELOPES = sorted(REFERENCES.glob("*/*.dsse.json"))
 
 

@@ -123,7 +123,7 @@ def test_references_without_trust_use_the_built_in_policy_never_the_current_dire
     """The attack: run from a directory holding someone else's trust.toml, key and envelope
     (listing this report's measurement). Without --trust the built-in policy decides, and the
     output names it; their envelope allows nothing."""
-    from test_references import builtin_line, plant_trust_policy
+    from test_references import FOREIGN_REFUSED, builtin_line, plant_trust_policy
 
     from toolchain.sign import load_private_key
 
@@ -136,7 +136,7 @@ def test_references_without_trust_use_the_built_in_policy_never_the_current_dire
     assert _verify("--references", envelope.name) == 1
     out = capsys.readouterr().out
     assert builtin_line() in out
-    assert "✗ threshold" in out
+    assert FOREIGN_REFUSED in out
     assert "✗ measurement" in out
     assert "=> VALID" not in out
     # Given explicitly, their policy is used, and named.

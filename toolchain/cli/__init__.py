@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sign": ("sign", "sign a reference statement into a DSSE envelope (or co-sign one)"),
     "references": ("references", "verify or show signed reference measurements"),
     "trust": ("trust", "show a trust policy, add a key to one, or retire a key"),
+    "tuf": ("tuf", "TUF key ceremonies: init, release keys, root rotation, refresh, show"),
     "verify-report": ("verify_report", "verify an SEV-SNP attestation report, offline"),
     "verify-evidence": ("verify_evidence", "verify a 'keep run --evidence' file as a whole"),
     "report": ("report", "decode an SEV-SNP attestation report"),

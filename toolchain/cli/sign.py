@@ -9,13 +9,20 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from toolchain.cli.keygen import add_passphrase_options
 
     key = parser.add_mutually_exclusive_group(required=True)
-    key.add_argument("--key", type=Path, metavar="PATH", help="private key (from keep keygen)")
+    key.add_argument(
+        "--key",
+        metavar="PATH|URI",
+        help="private key file (from keep keygen) or a PKCS#11 URI "
+        "pkcs11:token=LABEL;object=LABEL (module and PIN from $KEEPSTACK_PKCS11_MODULE and "
+        "$KEEPSTACK_PKCS11_PIN)",
+    )
     key.add_argument(
         "--development",
         action="store_true",
@@ -64,6 +71,14 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise PlatformError(f"cannot write {path}: {exc.strerror}") from exc
 
 
+def _sign(statement: object, existing: bytes | None, key: Any) -> bytes:
+    from toolchain.sign.signing import add_signature, sign_statement
+
+    if existing is not None:
+        return add_signature(existing, key)
+    return sign_statement(statement, key)  # type: ignore[arg-type]  # checked by the caller
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
@@ -72,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from toolchain.sign.dsse import Envelope
     from toolchain.sign.keys import dev_key, key_id
     from toolchain.sign.passphrase import load_key_for_signing
-    from toolchain.sign.signing import add_signature, require_reference_statement, sign_statement
+    from toolchain.sign.signing import require_reference_statement
+    from toolchain.sign.tokens import open_signing_key
 
     if args.statement is not None and args.output is None:
         raise InputError("--statement needs -o ENVELOPE (where to write the signed envelope)")
@@ -99,14 +115,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.development:
         key, key_path = dev_key()
-    else:
+        identity = key_id(key)
+        envelope = _sign(statement, existing, key)
+    else:  # a key file or a key in a PKCS#11 token
         key_path = args.key
-        key = load_key_for_signing(args, key_path)
-    if existing is not None:
-        envelope = add_signature(existing, key)
-    else:  # a reference statement, checked above
-        envelope = sign_statement(statement, key)  # type: ignore[arg-type]
+        token_or_file = open_signing_key(
+            args.key, passphrase=lambda path: load_key_for_signing(args, path)
+        )
+        try:
+            envelope = _sign(statement, existing, token_or_file)
+        finally:
+            token_or_file.close()
+        identity = token_or_file.key_id
     _write_atomically(output, envelope)
     count = len(Envelope.parse(envelope).signatures)
-    print(f"signed {output} with key {key_id(key)} ({key_path}); {count} signature(s)")
+    print(f"signed {output} with key {identity} ({key_path}); {count} signature(s)")
     return 0

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from toolchain.sign.trust import TrustedKey, TrustPolicy
+    from toolchain.sign.tuf_client import TufTrust
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +67,25 @@ def _key_row(key: TrustedKey) -> dict[str, object]:
     }
 
 
+def _render_tuf(policy: TrustPolicy, trust: TufTrust) -> str:
+    """A TUF trust: the root followed, each role's expiry, and the keys each release role has."""
+    lines = [f"trust: {policy.source}", f"  {trust.describe()}"]
+    lines += [f"  {role:<10} expires {when}" for role, when in trust.expires.items()]
+    seen: set[str] = set()
+    for target in trust.targets:
+        label = target.policy.source
+        if label in seen:
+            continue
+        seen.add(label)
+        count = sum(1 for t in trust.targets if t.policy.source == label)
+        lines += ["", f"  {label}: threshold {target.policy.threshold}, {count} target(s)"]
+        lines += [f"    key {k.name} {k.key_id}" for k in target.policy.keys]
+    return "\n".join(lines)
+
+
 def _render(policy: TrustPolicy) -> str:
+    if policy.tuf is not None:
+        return _render_tuf(policy, policy.tuf)
     lines = [
         f"trust policy: {policy.source}",
         f"  file       {policy.path}",
@@ -96,7 +115,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "show":
         policy = TrustPolicy.select(args.trust)
-        if args.json:
+        if args.json and policy.tuf is not None:
+            tuf = policy.tuf
+            document = {
+                "source": policy.source,
+                "root_version": tuf.root_version,
+                "root_sha256": tuf.root_sha256,
+                "pinned_sha256": tuf.pinned_sha256,
+                "expires": tuf.expires,
+                "targets": {
+                    t.path: {"role": t.role, "keys": [k.key_id for k in t.policy.keys]}
+                    for t in tuf.targets
+                },
+            }
+            print(json.dumps(document, indent=2, sort_keys=True))
+        elif args.json:
             document = {
                 "source": policy.source,
                 "file": str(policy.path),

@@ -1,7 +1,9 @@
 """``python -m toolchain.release --key PATH`` (the ``nox -s release`` session).
 
 Publishes the package version of this source tree (``pyproject.toml``) as a release: see
-``toolchain.release.publish``. The key path comes from ``--key`` or ``$KEEPSTACK_RELEASE_KEY``.
+``toolchain.release.publish``. The key comes from ``--key`` or ``$KEEPSTACK_RELEASE_KEY``: a
+private key file outside the repository, or a PKCS#11 URI (``pkcs11:token=...;object=...``, with
+``$KEEPSTACK_PKCS11_MODULE`` and ``$KEEPSTACK_PKCS11_PIN``).
 """
 
 from __future__ import annotations
@@ -20,23 +22,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nox -s release --", description="sign the reference measurements of a release"
     )
-    parser.add_argument("--key", type=Path, metavar="PATH", help="the release private key")
+    parser.add_argument(
+        "--key", metavar="PATH|URI", help="the release key: a private key file or a pkcs11: URI"
+    )
+    parser.add_argument(
+        "--role", help="the TUF release role that lists the release (default: the key's)"
+    )
     parser.add_argument(
         "--repo", type=Path, default=Path(__file__).resolve().parents[2], metavar="DIR"
     )
     parser.add_argument("--version", metavar="V", help="default: the package version")
     args = parser.parse_args(argv)
     try:
-        key = args.key or (
-            Path(os.environ["KEEPSTACK_RELEASE_KEY"])
-            if os.environ.get("KEEPSTACK_RELEASE_KEY")
-            else None
-        )
+        key = args.key or os.environ.get("KEEPSTACK_RELEASE_KEY") or None
         if key is None:
             raise InputError("no release key", hint="pass --key PATH or set KEEPSTACK_RELEASE_KEY")
         version = args.version or package_version(args.repo)
         lines: list[str] = []
-        release = make_release(version, key, args.repo, log=lines)
+        release = make_release(version, key, args.repo, log=lines, role=args.role)
     except KeepError as exc:
         print(exc.explain(), file=sys.stderr)
         return exc.exit_code
@@ -44,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print(f"release {release.version}: {len(release.envelopes)} envelope(s) in {release.directory}")
     print(f"signed by key {release.key_id} ({release.public_key})")
+    if release.tuf_role is not None:
+        print(
+            f"TUF role {release.tuf_role} lists the release ({release.public_key}); "
+            "commit reference-measurements/ (the release and metadata/) with it"
+        )
     if release.trust_added:
         print(
             "added the key to the built-in trust policy toolchain/sign/release-trust/: "

@@ -4,9 +4,17 @@
 tree in a fresh directory with a fresh build cache, signs one statement per example
 (``toolchain.measure.reference.keep_statement``: subjects are the trusted artifacts, the VMM wheel
 is an untrusted component) with the release key, writes the envelope and the release's bytes of
-those artifacts plus the provenance record, and adds the public key to the built-in trust policy
-the package ships (``toolchain/sign/release-trust/``: ``keys/`` and ``trust.toml``) if it is new.
-The release key never comes from the repository.
+those artifacts plus the provenance record. The release key is a file outside the repository or
+a key in a PKCS#11 token (``toolchain.sign.tokens``: ``pkcs11:token=...;object=...``).
+
+Where the release is recorded depends on the trust anchor of the tree:
+
+* with a TUF repository (``reference-measurements/metadata/``): the release role that delegates
+  this version to the release key (``--role``, else the one role whose keys include it) lists
+  every file of the release, signed by that key, with new snapshot and timestamp
+  (``publish_to_tuf``); the release then verifies through the TUF client from the pinned root;
+* without one (the trust.toml bridge, releases up to 0.2.0): the public key is added to the
+  built-in trust policy (``toolchain/sign/release-trust/``: ``keys/`` and ``trust.toml``) if new.
 
 Every statement signs the source it was built from (predicate ``source``): the ``treeSha256`` of
 the trusted source files (``toolchain.release.source``) and, in a git checkout, the commit. The
@@ -40,7 +48,8 @@ from toolchain.release.layout import (
 from toolchain.release.source import EXCLUDED, TRUSTED_SOURCES
 
 if TYPE_CHECKING:
-    from toolchain.sign import PrivateKey, SourceDigest
+    from toolchain.sign import PublicKey, SourceDigest
+    from toolchain.sign.tokens import SigningKey
 
 #: How long a release's references are valid, from the signing time.
 RELEASE_VALIDITY = timedelta(days=365)
@@ -53,8 +62,9 @@ class Release:
     directory: Path
     envelopes: tuple[Path, ...]
     key_id: str
-    public_key: Path
+    public_key: Path  # the key file in the built-in policy, or (TUF) the role's new metadata
     trust_added: bool  # whether the key was new to the built-in trust policy
+    tuf_role: str | None = None  # the TUF release role that lists the release
 
 
 def package_version(repo_root: Path) -> str:
@@ -152,21 +162,21 @@ def _signed_source(repo_root: Path, commit: str | None) -> SourceDigest:
 
 
 def _publish_key(
-    repo_root: Path, private: PrivateKey, name: str, version: str
+    repo_root: Path, public_key: PublicKey, name: str, version: str
 ) -> tuple[Path, str, bool]:
     """Add the release key to the tree's built-in trust policy (the one copy the package ships)
     if it is new, trusted for this major version's releases; (public key file, ID, added)."""
     from toolchain.sign import TrustPolicy, key_id
     from toolchain.sign.trust import BUILTIN_SOURCE_DIR, KEYS_DIR, POLICY_FILE, add_key
 
-    identity = key_id(private)
+    identity = key_id(public_key)
     trust_path = repo_root / BUILTIN_SOURCE_DIR / POLICY_FILE
     known = TrustPolicy.load(trust_path).key(identity)
     public = repo_root / BUILTIN_SOURCE_DIR / KEYS_DIR / f"{name}.pub.pem"
     if known is not None:
         return public, identity, False
     major = version.split(".", 1)[0]
-    add_key(trust_path, private.public_key(), name=name, releases=[f"{major}.*"])
+    add_key(trust_path, public_key, name=name, releases=[f"{major}.*"])
     return public, identity, True
 
 
@@ -218,24 +228,96 @@ def reference_statement(
     )
 
 
+def release_role(references: Path, key: SigningKey, version: str) -> str:
+    """The TUF release role whose keys include ``key`` and whose paths cover ``version``."""
+    from toolchain.sign.tuf_repository import Repository
+
+    delegations = Repository(references).targets().signed.delegations
+    roles = [
+        name
+        for name, role in (delegations.roles or {}).items()
+        if key.key_id in role.keyids and role.is_delegated_path(f"{version}/x")
+    ]
+    if len(roles) != 1:
+        raise InputError(
+            f"{'no' if not roles else 'more than one'} TUF release role of {references} lets key "
+            f"{key.key_id} sign release {version}" + (f" ({', '.join(roles)})" if roles else ""),
+            hint="keep tuf add-release-key delegates releases to a key; pass --role to choose",
+        )
+    return str(roles[0])
+
+
+def publish_to_tuf(
+    references: Path,
+    version: str,
+    key: SigningKey,
+    *,
+    role: str | None = None,
+    at: datetime | None = None,
+    pinned_root: Path | None = None,
+) -> tuple[str, Path]:
+    """List every file of release ``version`` in its TUF release role (signed by ``key``, which
+    also signs snapshot and timestamp), then verify each envelope through the TUF client from
+    ``pinned_root`` (default: the repository's first root). Returns (role, its new metadata)."""
+    from toolchain.sign.references import verify_envelope
+    from toolchain.sign.trust import TrustPolicy
+    from toolchain.sign.tuf_client import METADATA_DIR, REPOSITORY_ENV
+    from toolchain.sign.tuf_repository import Keyring, Repository, add_targets, release_files
+
+    repo = Repository(references)
+    name = role or release_role(references, key, version)
+    with repo.transaction():
+        add_targets(repo, Keyring((key,)), name, release_files(repo, version))
+    written = repo.metadata / f"{repo.targets(name).signed.version}.{name}.json"
+    root = pinned_root or references / METADATA_DIR / "1.root.json"
+    policy = TrustPolicy.load_tuf_root(root, environ={REPOSITORY_ENV: str(references)})
+    for envelope in sorted((references / version).glob(f"*{ENVELOPE_SUFFIX}")):
+        checklist, verified = verify_envelope(envelope.read_bytes(), policy, at=at)
+        if verified is None:
+            raise PlatformError(f"the new release does not verify:\n{checklist.render()}")
+    return name, written
+
+
 def make_release(
     version: str,
-    key_path: Path,
+    key_spec: str | Path,
     repo_root: Path,
     *,
     now: datetime | None = None,
     log: list[str] | None = None,
+    role: str | None = None,
 ) -> Release:
-    """Build, measure and sign every example of ``repo_root`` as release ``version``."""
+    """Build, measure and sign every example of ``repo_root`` as release ``version`` with the
+    key ``key_spec`` names (a file outside the repository or a ``pkcs11:`` URI)."""
+    from toolchain.sign.tokens import URI_SCHEME, open_signing_key
+
+    repo_root = Path(repo_root).resolve()
+    spec = str(key_spec)
+    if not spec.startswith(URI_SCHEME):
+        _check_key_outside(Path(spec), repo_root)
+    key = open_signing_key(spec)
+    try:
+        return _make_release(version, key, Path(spec).name, repo_root, now, log, role)
+    finally:
+        key.close()
+
+
+def _make_release(  # noqa: PLR0917 - the private body of make_release
+    version: str,
+    key: SigningKey,
+    key_label: str,
+    repo_root: Path,
+    now: datetime | None,
+    log: list[str] | None,
+    role: str | None,
+) -> Release:
     from toolchain.build.cache import BuildCache
     from toolchain.build.keep_build import build_keep
     from toolchain.measure.reference import GENERATIONS
-    from toolchain.sign import TrustPolicy, load_private_key, sign_statement, verify_envelope
-    from toolchain.sign.trust import BUILTIN_SOURCE_DIR, POLICY_FILE
+    from toolchain.sign import TrustPolicy, sign_statement, verify_envelope
+    from toolchain.sign.trust import BUILTIN_SOURCE_DIR, POLICY_FILE, ROOT_FILE
+    from toolchain.sign.tuf_repository import Repository
 
-    repo_root = Path(repo_root).resolve()
-    key_path = Path(key_path)
-    _check_key_outside(key_path, repo_root)
     _check_version(version, repo_root)
     _check_clean(repo_root)
     commit = _source_commit(repo_root)
@@ -247,11 +329,15 @@ def make_release(
             f"release {version} is already published at {directory}",
             hint="a published release is never rewritten; release a new version",
         )
-    key = load_private_key(key_path)
     signed_at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-    public, identity, added = _publish_key(
-        repo_root, key, key_path.name.removesuffix(".pem"), version
-    )
+    tuf = Repository(references).exists()
+    if tuf:  # TUF decides who signs: the key must have a release role for this version
+        role = role or release_role(references, key, version)
+        public, identity, added = references, key.key_id, False
+    else:
+        public, identity, added = _publish_key(
+            repo_root, key.public_key, key_label.removesuffix(".pem"), version
+        )
     apps = example_apps(repo_root)
     directory.mkdir(parents=True, exist_ok=True)
     envelopes: list[Path] = []
@@ -290,6 +376,17 @@ def make_release(
                     for count, digest in build.launch_digests.items()
                 )
                 log.append(f"{envelope.relative_to(repo_root)}: {name} ({digests})")
+    if tuf:
+        builtin = repo_root / BUILTIN_SOURCE_DIR / ROOT_FILE
+        role, written = publish_to_tuf(
+            references,
+            version,
+            key,
+            role=role,
+            at=signed_at,
+            pinned_root=builtin if builtin.is_file() else None,
+        )
+        return Release(version, directory, tuple(envelopes), identity, written, False, role)
     policy = TrustPolicy.load(repo_root / BUILTIN_SOURCE_DIR / POLICY_FILE)
     for envelope in envelopes:  # what was written must verify against what was written
         checklist, verified = verify_envelope(envelope.read_bytes(), policy, at=signed_at)

@@ -11,11 +11,14 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolchain.errors import InputError
 from toolchain.sign import strict_json
 from toolchain.sign.keys import PrivateKey, key_id, sign_bytes
+
+if TYPE_CHECKING:
+    from toolchain.sign.tokens import SigningKey
 
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 # An envelope is a few KiB; refuse absurd input before parsing it.
@@ -54,9 +57,12 @@ class Envelope:
         }
         return (json.dumps(document, indent=2) + "\n").encode("utf-8")
 
-    def signed_by(self, key: PrivateKey) -> Envelope:
-        """This envelope with one more signature, by ``key``."""
-        signature = Signature(key_id(key), sign_bytes(key, self.pae()))
+    def signed_by(self, key: PrivateKey | SigningKey) -> Envelope:
+        """This envelope with one more signature, by ``key`` (in memory, a file or a token)."""
+        if isinstance(key, PrivateKey):
+            signature = Signature(key_id(key), sign_bytes(key, self.pae()))
+        else:
+            signature = Signature(key.key_id, key.sign(self.pae()))
         return Envelope(self.payload, self.payload_type, (*self.signatures, signature))
 
     @classmethod
@@ -121,5 +127,5 @@ def _b64decode(value: object, what: str) -> bytes:
         raise InputError(f"envelope {what} is not valid base64 ({exc})") from exc
 
 
-def sign_payload(payload: bytes, payload_type: str, key: PrivateKey) -> Envelope:
+def sign_payload(payload: bytes, payload_type: str, key: PrivateKey | SigningKey) -> Envelope:
     return Envelope(payload, payload_type, ()).signed_by(key)

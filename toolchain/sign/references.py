@@ -5,8 +5,10 @@ pre-authentication encoding; the threshold of *distinct* trusted keys (a key is 
 public key, never by the envelope's keyid hint, so one key never counts twice); the statement and
 predicate; the validity window at the verification time; and, when artifacts are given, that every
 subject's digest matches its file. The first line names the trust policy that decided ("built-in"
-or its path, and its SHA-256). Only a reference that passes them all yields
-``VerifiedReferences``, the set of launch digests the runner and report verifier may accept.
+or its path, and its SHA-256); under TUF, the root (version, SHA-256, the pinned root), then the
+target and the signing role that list the envelope, whose keys the signatures answer to. Only a
+reference that passes them all yields ``VerifiedReferences``, the set of launch digests the runner
+and report verifier may accept.
 """
 
 from __future__ import annotations
@@ -153,6 +155,22 @@ def verify_envelope(
     if at is not None and at.tzinfo is None:
         raise InputError("verification time needs a time zone")
     moment = (at or datetime.now(UTC)).astimezone(UTC)
+    checklist = Checklist("signed reference measurements")
+    policy_line = "trust policy"
+    if trust.tuf is not None:
+        # TUF decides which envelopes are current and whose keys sign them: the role that
+        # lists these exact bytes. An envelope no role lists is refused before anything else.
+        resolved, listed = trust.for_envelope(envelope)
+        checklist.add(policy_line, True, found=trust.describe())
+        checklist.add(
+            "TUF target",
+            resolved is not None,
+            expected="an envelope listed by a TUF targets role (SHA-256 and length)",
+            found=listed,
+        )
+        if resolved is None:
+            return checklist, None
+        trust, policy_line = resolved, "signing role"
     if len(trust.keys) < trust.threshold:
         raise InputError(
             f"trust policy ({trust.source}) lists {len(trust.keys)} distinct key(s) but needs "
@@ -160,10 +178,9 @@ def verify_envelope(
             hint="add keys with keep trust add-key, or pass --trusted-key PUB",
         )
     parsed = Envelope.parse(envelope)
-    checklist = Checklist("signed reference measurements")
     # Which trust anchor decided is never left implicit: name it, with its digest.
     checklist.add(
-        "trust policy",
+        policy_line,
         True,
         found=trust.describe(),
         detail=f"threshold {trust.threshold} of {len(trust.keys)} key(s)",

@@ -10,7 +10,7 @@ nothing in ``keep run``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolchain.errors import InputError
 from toolchain.sign.dsse import INTOTO_PAYLOAD_TYPE, Envelope
@@ -22,6 +22,16 @@ from toolchain.sign.intoto import (
 )
 from toolchain.sign.keys import PrivateKey, is_development_key, key_id, verify_bytes
 from toolchain.sign.predicate import PREDICATE_TYPE, KeepPredicate
+
+if TYPE_CHECKING:
+    from toolchain.sign.keys import PublicKey
+    from toolchain.sign.tokens import SigningKey
+
+
+def _public(key: PrivateKey | SigningKey) -> PublicKey:
+    """The public half of a key in memory, in a file or in a token."""
+    return key.public_key() if isinstance(key, PrivateKey) else key.public_key
+
 
 _SLSA_PROVENANCE = "https://slsa.dev/provenance/"
 _MAKE_ONE = "make a reference statement with: keep statement BUILD_DIR -o statement.json"
@@ -61,15 +71,17 @@ def require_reference_statement(document: object, source: str) -> KeepPredicate:
     return predicate
 
 
-def _check_development_key(predicate_is_ours: bool, development: bool, key: PrivateKey) -> None:
-    if is_development_key(key) and not (predicate_is_ours and development):
+def _check_development_key(
+    predicate_is_ours: bool, development: bool, key: PrivateKey | SigningKey
+) -> None:
+    if is_development_key(_public(key)) and not (predicate_is_ours and development):
         raise InputError(
             "the per-user development key signs only Keepstack references marked development",
             hint="sign releases with a release key given by --key PATH",
         )
 
 
-def sign_statement(statement: Mapping[str, Any], key: PrivateKey) -> bytes:
+def sign_statement(statement: Mapping[str, Any], key: PrivateKey | SigningKey) -> bytes:
     """Validate ``statement`` and return a DSSE envelope (JSON bytes) signed by ``key``."""
     predicate = validate_statement(dict(statement))
     _check_development_key(
@@ -79,7 +91,7 @@ def sign_statement(statement: Mapping[str, Any], key: PrivateKey) -> bytes:
     return Envelope(payload, INTOTO_PAYLOAD_TYPE, ()).signed_by(key).to_json()
 
 
-def add_signature(envelope: bytes, key: PrivateKey) -> bytes:
+def add_signature(envelope: bytes, key: PrivateKey | SigningKey) -> bytes:
     """Co-sign: the same envelope with one more signature, by ``key``.
 
     Refuses an envelope that is not an in-toto statement, one whose existing signatures by this
@@ -94,8 +106,8 @@ def add_signature(envelope: bytes, key: PrivateKey) -> bytes:
     _check_development_key(
         predicate is not None, predicate is not None and predicate.development, key
     )
-    public = key.public_key()
-    own_id = key_id(key)
+    public = _public(key)
+    own_id = key_id(public)
     message = parsed.pae()
     for signature in parsed.signatures:
         if signature.keyid == own_id or verify_bytes(public, signature.sig, message):

@@ -1,11 +1,19 @@
 """The trust policy: which public keys may sign references, for what, and how many must agree.
 
-Which policy a command uses (``TrustPolicy.select``), never read from the current directory:
+Which trust anchor a command uses (``TrustPolicy.select``), never read from the current directory:
 
 1. ``--trust FILE`` when given;
 2. else the file named by ``$KEEPSTACK_TRUST`` (documented; an explicit choice of the user);
-3. else the **built-in** policy shipped inside the installed package
-   (``toolchain/sign/release-trust/``: the project's release keys), loaded with importlib.resources.
+3. else the **built-in** anchor shipped inside the installed package
+   (``toolchain/sign/release-trust/``), loaded with importlib.resources: the pinned first TUF
+   root ``root.json`` when the package ships one, else (the one-release bridge until the
+   project's TUF repository is initialised) the policy ``trust.toml``.
+
+A FILE ending in ``.json`` is a pinned TUF root: the policy is then what the TUF client
+(``toolchain.sign.tuf_client``) establishes from it against the repository's metadata
+(``$KEEPSTACK_TUF_REPOSITORY``, else ``reference-measurements/`` beside keepstack or in the
+current directory; metadata is verified from the root, so its location decides nothing), and
+``for_envelope`` picks, per envelope, the role that lists its exact bytes and that role's keys.
 
 ``--trusted-key PUB`` (``TrustPolicy.from_keys``) trusts exactly the keys given. Whatever was
 chosen, ``describe()`` names it ("built-in" or the path) with the SHA-256 of the policy file, and
@@ -42,6 +50,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolchain.errors import InputError, PlatformError
 from toolchain.sign.keys import (
@@ -54,12 +63,17 @@ from toolchain.sign.keys import (
 )
 from toolchain.sign.predicate import format_time, parse_time
 
+if TYPE_CHECKING:
+    from toolchain.sign.tuf_client import TufTrust
+
 POLICY_VERSION = 1
 #: The environment variable naming a trust policy file (used when --trust is not given).
 TRUST_ENV = "KEEPSTACK_TRUST"
 #: How the policy shipped inside the package is named in every checklist.
 BUILTIN = "built-in"
 POLICY_FILE = "trust.toml"
+#: The pinned first TUF root, when the package ships one (it then replaces trust.toml).
+ROOT_FILE = "root.json"
 KEYS_DIR = "keys"
 #: Where the built-in policy lives: in the package, and (for ``nox -s release``) in a source tree.
 BUILTIN_PACKAGE = "toolchain.sign"
@@ -103,6 +117,8 @@ class TrustPolicy:
     source: str = "trusted keys"  # "built-in", a file's path, or how the keys were given
     sha256: str = ""  # of the policy file ("" for keys given one by one)
     path: Path | None = None  # the policy file, when there is one
+    role: str = ""  # the TUF role whose keys these are
+    tuf: TufTrust | None = None  # a TUF trust: decides per envelope (for_envelope)
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, int):
@@ -128,11 +144,31 @@ class TrustPolicy:
         return self.source == BUILTIN
 
     def describe(self) -> str:
-        """Which policy this is, for a checklist: "built-in" or the path, and its SHA-256."""
+        """Which policy this is, for a checklist: "built-in" or the path, and its SHA-256; for
+        TUF, the root (version and SHA-256, and the pinned root it was followed from)."""
+        if self.tuf is not None:
+            return self.tuf.describe()
+        if self.role:
+            ids = ", ".join(k.key_id for k in self.keys)
+            return f"{self.source}, key IDs {ids}"
         if self.sha256:
             return f"{self.source}, sha256 {self.sha256}"
         ids = ", ".join(k.key_id for k in self.keys)
         return f"{self.source} (key ID: SHA-256 of the public key {ids})"
+
+    def for_envelope(self, envelope: bytes) -> tuple[TrustPolicy | None, str]:
+        """The policy that decides ``envelope`` and what TUF found: this policy itself, or for a
+        TUF trust the role that lists the envelope's exact bytes (None when no role does)."""
+        if self.tuf is None:
+            return self, ""
+        target = self.tuf.lookup(envelope)
+        digest = hashlib.sha256(envelope).hexdigest()
+        if target is None:
+            return None, f"sha256 {digest}, listed by no TUF targets role"
+        policy = target.policy
+        if self.threshold > policy.threshold:  # --threshold may only raise it
+            policy = policy.with_threshold(self.threshold)
+        return policy, f"{target.path} (role {target.role}, sha256 {digest})"
 
     @classmethod
     def from_keys(
@@ -148,9 +184,9 @@ class TrustPolicy:
         return cls(tuple(unique.values()), threshold, source)
 
     @classmethod
-    def builtin_file(cls) -> Path:
+    def builtin_file(cls, name: str = POLICY_FILE) -> Path:
         """The built-in policy file inside the installed package (never the current directory)."""
-        resource = resources.files(BUILTIN_PACKAGE).joinpath(BUILTIN_DIR, POLICY_FILE)
+        resource = resources.files(BUILTIN_PACKAGE).joinpath(BUILTIN_DIR, name)
         # Keys are files beside the policy: the package must be installed as plain files.
         if not isinstance(resource, Path):
             raise PlatformError(
@@ -160,9 +196,28 @@ class TrustPolicy:
         return resource
 
     @classmethod
-    def load_builtin(cls) -> TrustPolicy:
-        """The project's release trust policy, shipped in the package."""
+    def load_builtin(cls, environ: Mapping[str, str] | None = None) -> TrustPolicy:
+        """The project's trust anchor, shipped in the package: the pinned TUF root when there
+        is one, else the trust.toml bridge."""
+        root = cls.builtin_file(ROOT_FILE)
+        if root.is_file():
+            return cls.load_tuf_root(root, source=BUILTIN, environ=environ)
         return cls.load(cls.builtin_file(), source=BUILTIN)
+
+    @classmethod
+    def load_tuf_root(
+        cls, path: Path, *, source: str | None = None, environ: Mapping[str, str] | None = None
+    ) -> TrustPolicy:
+        """The trust a TUF client establishes from the pinned root ``path`` (see the module)."""
+        from toolchain.sign.tuf_client import default_repository, open_tuf_trust
+
+        where = str(path) if source is None else source
+        try:
+            root = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read TUF root {where}: {exc.strerror}") from exc
+        trust = open_tuf_trust(root, where, default_repository(environ))
+        return cls((), 1, f"TUF ({where})", trust.root_sha256, path, tuf=trust)
 
     @classmethod
     def select(
@@ -170,11 +225,16 @@ class TrustPolicy:
     ) -> TrustPolicy:
         """``path`` when given, else ``$KEEPSTACK_TRUST`` when set, else the built-in policy."""
         if path is not None:
+            if path.suffix == ".json":
+                return cls.load_tuf_root(path, environ=environ)
             return cls.load(path)
         named = (os.environ if environ is None else environ).get(TRUST_ENV, "")
         if named:
-            return cls.load(Path(named), source=f"{named} (from ${TRUST_ENV})")
-        return cls.load_builtin()
+            source = f"{named} (from ${TRUST_ENV})"
+            if named.endswith(".json"):
+                return cls.load_tuf_root(Path(named), source=source, environ=environ)
+            return cls.load(Path(named), source=source)
+        return cls.load_builtin(environ)
 
     @classmethod
     def load(cls, path: Path, *, source: str | None = None) -> TrustPolicy:
