@@ -17,21 +17,12 @@ whose bytes did not change are not rewritten.
 
 from __future__ import annotations
 
-import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toolchain.build.provenance import (
-    PROVENANCE_FILE,
-    Resource,
-    provenance_statement,
-    source_resources,
-    write_provenance,
-)
 from toolchain.errors import InputError
 
 if TYPE_CHECKING:
@@ -87,12 +78,22 @@ def build_keep(
     ``cache`` defaults to the per-user build cache; ``opt`` is the optimisation level of the
     application's generated C (``toolchain.build.app``: ``O1``, ``O2`` or ``Os``).
     """
+    # Imported here, not above: ``keep run`` takes ``KeepBuild`` from this module on every run
+    # and builds nothing when its build is recorded complete.
+    from concurrent.futures import ThreadPoolExecutor
+
     from toolchain import __version__
-    from toolchain.build import tools
-    from toolchain.build import record
+    from toolchain.build import record, tools
     from toolchain.build.app import WASM2C_FLAGS, build_app_image, runtime_dir
     from toolchain.build.cache import BuildCache
     from toolchain.build.compile import CPU, describe_flags
+    from toolchain.build.provenance import (
+        PROVENANCE_FILE,
+        Resource,
+        provenance_statement,
+        source_resources,
+        write_provenance,
+    )
     from toolchain.build.ukernel import build_ukernel
     from toolchain.build.wheel import build_wheel
     from toolchain.measure.keep import build_plan
@@ -200,6 +201,8 @@ def build_keep(
 
 def copy_tree_outputs(build: KeepBuild, destination: Path) -> None:
     """Copy the top-level artifacts (not ``work/``) elsewhere."""
+    import shutil
+
     destination.mkdir(parents=True, exist_ok=True)
     for name, path in sorted(build.artifacts.items()):
         shutil.copyfile(path, destination / name)

@@ -124,9 +124,9 @@ def _choose_backend(options: RunOptions, log: _Log) -> str:
 
 
 def _security_statement(backend: str, firmware: Firmware) -> str:
-    from toolchain.run.nil import NIL_WARNING
-
     if backend == "nil":
+        from toolchain.run.nil import NIL_WARNING
+
         return f"keep: {NIL_WARNING}"
     return (
         f"keep: backend kvm: the keep runs in its own VM on /dev/kvm; firmware {firmware.name}: "
