@@ -151,6 +151,21 @@ def test_a_changed_tool_is_not_recognised(
     assert _recorded(built) is None
 
 
+def test_another_pyelftools_or_python_is_not_recognised(
+    built: KeepBuild, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "version", sys.version + " (another build)")
+        assert _recorded(built) is None
+    stamp = tools.file_stamp
+
+    def other_elftools(path: Path) -> str:
+        return stamp(path) + ("|replaced" if "elftools" in str(path) else "")
+
+    monkeypatch.setattr(tools, "file_stamp", other_elftools)
+    assert _recorded(built) is None
+
+
 def test_a_tool_rewritten_in_place_gets_another_stamp(tmp_path: Path) -> None:
     """Same size, same mtime (set back): the ctime and inode still tell the tool was replaced."""
     tool = tmp_path / "zig"
@@ -174,7 +189,19 @@ def test_a_tool_found_elsewhere_than_the_build_used_is_not_recorded(
     assert record.tool_identities(inputs) is None
 
 
+def _why_not_recorded(build: KeepBuild) -> str:
+    """The inputs that differ from the record (for a failing test's message)."""
+    app = _app(build)
+    where = record.record_path(BuildCache(), app, build.out_dir, (1,), "O2", ROOT)
+    loaded = record._load(where)
+    if loaded is None:
+        return f"no record at {where}"
+    now = record.current_inputs(app, ROOT) or {}
+    return repr({k: (v, now.get(k)) for k, v in loaded[0].items() if now.get(k) != v})
+
+
 def test_the_fast_path_imports_no_build_tooling(built: KeepBuild) -> None:
+    assert _recorded(built) is not None, _why_not_recorded(built)
     script = (
         "import sys, io\n"
         "from pathlib import Path\n"
@@ -323,3 +350,27 @@ def test_a_cache_hit_restores_a_changed_file_but_leaves_an_equal_one(tmp_path: P
     link.symlink_to(target)
     hit.restore("out", link)
     assert not link.is_symlink()  # a link is replaced by the file, never followed
+
+
+def test_an_expired_kept_reference_is_signed_anew(
+    built: KeepBuild, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import datetime, timedelta
+
+    from toolchain.measure.plan import LaunchPlan
+
+    class TwoDaysAgo(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> TwoDaysAgo:  # type: ignore[override]
+            return super().now(tz) - timedelta(days=2)  # type: ignore[arg-type,return-value]
+
+    kept = _kept(built)
+    kept.unlink(missing_ok=True)
+    plan = LaunchPlan.from_json(built.artifacts["launch-plan.json"].read_bytes())
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "datetime", TwoDaysAgo)
+        runner._development_reference(built, plan, "nil", 1)
+    expired = kept.read_bytes()
+    assert _run_dev(built) == 0
+    assert "✔ validity window" in capfd.readouterr().err
+    assert kept.read_bytes() != expired

