@@ -100,8 +100,9 @@ def _run(app: Path, build_dir: Path, backend: str, case: Case) -> Result:
     lines = done.stderr.decode(errors="replace").splitlines()
     # The runner's own lines name the backend, so they differ by design: --quiet's verdict line,
     # and on a failure after attestation (the time limit) the full output, up to "=> VALID".
-    if "  => VALID" in lines:
-        lines = lines[lines.index("  => VALID") + 1 :]
+    valid = [i for i, line in enumerate(lines) if line.startswith("  => VALID")]
+    if valid:  # "  => VALID" may carry a caveat: "(revocation not checked: no CRL given)"
+        lines = lines[valid[0] + 1 :]
     app_lines = [line for line in lines if not line.startswith(VERDICT_PREFIX)]
     return Result(done.returncode, done.stdout, "\n".join(app_lines))
 
