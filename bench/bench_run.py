@@ -6,7 +6,11 @@ Figures, side by side in one run (medians; each keep in a fresh VM on /dev/kvm, 
      16 MiB wasm stack and with a 64 KiB one; peer: the same with guest RAM advised
      MADV_NOHUGEPAGE (4 KiB host faults, as the VMM did before it asked for huge pages);
   2. ``keep run --dev examples/hello/hello.wat`` wall time with a warm build cache (a fresh
-     process each time); peer: ``keep --help`` (interpreter and CLI start-up alone);
+     process each time, bytecode cached as in an installed package); peer: wasmtime's Python
+     bindings running the same module in a fresh process; floor: the interpreter importing
+     ``cryptography.x509`` (what verifying a report needs); also ``keep --help`` and
+     ``python -c pass``. ``--cli`` runs this section alone; ``KEEPSTACK_BENCH_SOURCE=DIR`` times
+     the ``keep`` of another checkout (a before-figure);
   3. the hypercall round trip (bench_vmm's measurement);
   4. CPU-bound programs (bench/programs/*.c, wasm32-wasi): in the keep vs the pinned wasmtime on
      the same .wasm, timed inside the program around its kernel (boot and compilation excluded);
@@ -20,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import mmap
+import os
 import re
 import shutil
 import statistics
@@ -132,55 +137,95 @@ def bench_first_output(work: Path) -> None:
 
 
 def keep_command() -> list[str]:
+    """``keep`` of this tree, or (``KEEPSTACK_BENCH_SOURCE=DIR``) of another checkout."""
+    other = os.environ.get("KEEPSTACK_BENCH_SOURCE")
+    if other:
+        return [sys.executable, "-c", f"import sys; sys.path.insert(0, {other!r}); {CLI}"]
     script = Path(sys.executable).parent / "keep"
     if script.is_file():
         return [str(script)]
     found = shutil.which("keep")
-    return [found] if found else [sys.executable, "-c", "from toolchain.cli import entry; entry()"]
+    return [found] if found else [sys.executable, "-c", CLI]
 
 
-def wall(argv: list[str], runs: int) -> list[float]:
-    figures = []
-    for _ in range(runs + 1):  # the first run warms the caches
-        started = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True, check=False)
-        figures.append((time.perf_counter() - started) * 1e3)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.decode()[-500:]}")
-    return figures[1:]
+CLI = "from toolchain.cli import entry; entry()"
 
-
-LOCATE_ZIG = """
-import time
-started = time.perf_counter()
-from toolchain.build import tools
-tools.zig()
-print((time.perf_counter() - started) * 1e3)
+#: The peer: wasmtime's Python bindings run the same module in a fresh process (compiled there:
+#: wasmtime keeps no cache of its own by default).
+WASMTIME_RUN = """
+import sys, wasmtime
+engine = wasmtime.Engine()
+module = wasmtime.Module.from_file(engine, sys.argv[1])
+linker = wasmtime.Linker(engine)
+linker.define_wasi()
+store = wasmtime.Store(engine)
+config = wasmtime.WasiConfig()
+config.argv = ["hello"]
+config.inherit_stdout()
+store.set_wasi(config)
+try:
+    linker.instantiate(store, module).exports(store)["_start"](store)
+except wasmtime.ExitTrap as exc:
+    sys.exit(exc.code)
 """
+
+#: The floor of any Python ``keep``: the interpreter, and the ``cryptography`` modules that
+#: verifying a report and a signed reference needs.
+CRYPTO_IMPORT = (
+    "import cryptography.x509, cryptography.hazmat.primitives.asymmetric.ec, "
+    "cryptography.hazmat.primitives.asymmetric.rsa"
+)
+
+
+def bytecode_env() -> dict[str, str]:
+    """The environment with bytecode caching on, as for an installed package (pip compiles it)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def interleaved(commands: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+    """Wall time (ms) of each command, run in turn ``runs`` times (after one warm-up round)."""
+    env = bytecode_env()
+    figures: dict[str, list[float]] = {name: [] for name in commands}
+    for round_ in range(runs + 1):
+        for name, argv in commands.items():
+            started = time.perf_counter()
+            done = subprocess.run(argv, capture_output=True, check=False, env=env, cwd=ROOT)
+            elapsed = (time.perf_counter() - started) * 1e3
+            if done.returncode != 0:
+                raise RuntimeError(f"{name} failed: {done.stderr.decode()[-500:]}")
+            if round_:
+                figures[name].append(elapsed)
+    return figures
 
 
 def bench_cli_wall() -> None:
     keep = keep_command()
-    run = wall([*keep, "run", "--dev", "--backend", "kvm", str(HELLO_WAT)], CLI_RUNS)
-    startup = wall([*keep, "--help"], CLI_RUNS)
-    locate = [
-        float(
-            subprocess.run(
-                [sys.executable, "-c", LOCATE_ZIG],
-                capture_output=True,
-                text=True,
-                check=True,
-                cwd=ROOT,
-            ).stdout
-        )
-        for _ in range(5)
-    ]
-    print(f"2. `keep run --dev examples/hello/hello.wat`, warm cache, median of {CLI_RUNS}")
-    print(f"   keep run (fresh process)       {fmt(run)}")
-    print(f"   peer: keep --help (start-up)   {fmt(startup)}")
-    rest = statistics.median(run) - statistics.median(startup)
-    print(f"   run minus start-up             {rest:8.2f} ms")
-    print(f"   of which tools.zig() (RECORD)  {fmt(locate)}   (fresh process, median of 5)")
+    figures = interleaved(
+        {
+            "keep run": [*keep, "run", "--dev", "--backend", "kvm", "-q", str(HELLO_WAT)],
+            "wasmtime": [sys.executable, "-c", WASMTIME_RUN, str(HELLO_WAT)],
+            "keep --help": [*keep, "--help"],
+            "crypto": [sys.executable, "-c", CRYPTO_IMPORT],
+            "python": [sys.executable, "-c", "pass"],
+        },
+        CLI_RUNS,
+    )
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    print(
+        "2. `keep run --dev -q examples/hello/hello.wat`, warm cache, whole process, "
+        f"median of {CLI_RUNS} (interleaved)"
+    )
+    print(f"   keep run                                   {fmt(figures['keep run'])}")
+    print(f"   peer: wasmtime Python bindings, same .wat  {fmt(figures['wasmtime'])}")
+    to_peer = median["keep run"] / median["wasmtime"]
+    print(f"   ratio keep / wasmtime                      {to_peer:8.2f}x   (target <= 1.5x)")
+    print(f"   floor: python -c 'import cryptography.x509' {fmt(figures['crypto'])}")
+    to_floor = median["keep run"] / median["crypto"]
+    print(f"   ratio keep / floor                         {to_floor:8.2f}x")
+    print(f"   keep --help (start-up)                     {fmt(figures['keep --help'])}")
+    print(f"   python -c pass                             {fmt(figures['python'])}")
 
 
 def bench_hypercall() -> None:
@@ -292,6 +337,9 @@ def main() -> None:
     reason = kvm_unavailable_reason()
     if reason is not None:
         print(f"bench_run: skipped, /dev/kvm is unusable here: {reason}")
+        return
+    if sys.argv[1:] == ["--cli"]:  # `keep run`'s wall time alone (section 2)
+        bench_cli_wall()
         return
     with tempfile.TemporaryDirectory(prefix="bench_run-") as tmp:
         work = Path(tmp)

@@ -59,9 +59,9 @@ class CacheHit:
 
     outputs: dict[str, bytes]
 
-    def restore(self, name: str, destination: Path) -> None:
+    def restore(self, name: str, destination: Path, *, mode: int = 0o644) -> None:
         """Write output ``name`` to ``destination`` (atomically; never a link into the cache)."""
-        _install(self.outputs[name], destination)
+        _install(self.outputs[name], destination, mode)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -162,11 +162,28 @@ class BuildCache:
         _atomic_write(self._entry_path(key), json.dumps(manifest, sort_keys=True).encode())
 
 
-def restore(source: Path, destination: Path) -> None:
+def restore(source: Path, destination: Path, *, mode: int = 0o644) -> None:
     """Copy a freshly built file to ``destination`` (atomically)."""
-    _install(source.read_bytes(), destination)
+    _install(source.read_bytes(), destination, mode)
 
 
-def _install(data: bytes, destination: Path) -> None:
+def _install(data: bytes, destination: Path, mode: int) -> None:
+    if _holds(destination, data, mode):
+        return  # an unchanged file is not rewritten (a hit used to rename every output anew)
     _atomic_write(destination, data)
-    destination.chmod(0o644)
+    destination.chmod(mode)
+
+
+def _holds(destination: Path, data: bytes, mode: int) -> bool:
+    """Whether ``destination`` is already a regular file (not a link) of ``mode`` and ``data``."""
+    import stat
+
+    try:
+        st = destination.lstat()
+        if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != mode:
+            return False
+        if st.st_size != len(data):
+            return False
+        return destination.read_bytes() == data
+    except OSError:
+        return False

@@ -322,8 +322,7 @@ def link(
     hit = build_cache.lookup(key)
     output = Path(output)
     if hit is not None:
-        hit.restore("elf", output)
-        output.chmod(0o755)
+        hit.restore("elf", output, mode=0o755)
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="keep-ld-") as scratch:
@@ -331,8 +330,7 @@ def link(
         argv = [str(zig.path), "ld.lld", *argv_flags, "-o", str(tmp_elf), *map(str, ordered)]
         _run(argv, f"linking {output.name}")
         build_cache.store(key, {"elf": tmp_elf})
-        restore(tmp_elf, output)
-    output.chmod(0o755)
+        restore(tmp_elf, output, mode=0o755)
     return output
 
 

@@ -9,25 +9,20 @@
 * ``keepstack-<version>-py3-none-any.whl`` — this package, built reproducibly;
 * ``provenance.json`` — SLSA provenance v1 over all of the above;
 * ``work/`` — intermediate files (generated C, objects), kept for inspection.
+
+A finished build is recorded complete (``toolchain.build.record``: every input's digest → every
+output's digest), so ``keep run`` recognises it unchanged without running this pipeline. Files
+whose bytes did not change are not rewritten.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toolchain.build.provenance import (
-    PROVENANCE_FILE,
-    Resource,
-    provenance_statement,
-    source_resources,
-    write_provenance,
-)
 from toolchain.errors import InputError
 
 if TYPE_CHECKING:
@@ -48,6 +43,8 @@ class KeepBuild:
     artifacts: dict[str, Path]  # file name → path, the top-level outputs
     launch_digests: dict[int, bytes]
     provenance: Path
+    #: output file name → SHA-256 (hex), hashed when the build was made or recognised complete
+    output_digests: Mapping[str, str] = field(default_factory=dict)
 
 
 def _copy_if_changed(source: Path, destination: Path) -> Path:
@@ -81,10 +78,22 @@ def build_keep(
     ``cache`` defaults to the per-user build cache; ``opt`` is the optimisation level of the
     application's generated C (``toolchain.build.app``: ``O1``, ``O2`` or ``Os``).
     """
+    # Imported here, not above: ``keep run`` takes ``KeepBuild`` from this module on every run
+    # and builds nothing when its build is recorded complete.
+    from concurrent.futures import ThreadPoolExecutor
+
     from toolchain import __version__
-    from toolchain.build import tools
+    from toolchain.build import record, tools
     from toolchain.build.app import WASM2C_FLAGS, build_app_image, runtime_dir
+    from toolchain.build.cache import BuildCache
     from toolchain.build.compile import CPU, describe_flags
+    from toolchain.build.provenance import (
+        PROVENANCE_FILE,
+        Resource,
+        provenance_statement,
+        source_resources,
+        write_provenance,
+    )
     from toolchain.build.ukernel import build_ukernel
     from toolchain.build.wheel import build_wheel
     from toolchain.measure.keep import build_plan
@@ -106,6 +115,11 @@ def build_keep(
     def step(name: str, started: float) -> None:
         if progress is not None:
             progress(name, time.perf_counter() - started)
+
+    # The inputs as they are before anything is read: a file changed during the build is then
+    # a changed input next time, never recorded as what these outputs were built from.
+    build_cache = cache if cache is not None else BuildCache()
+    recorded_inputs = record.current_inputs(app, root) if build_cache.enabled else None
 
     started = time.perf_counter()
     versions = tools.toolchain_versions()
@@ -176,11 +190,19 @@ def build_keep(
     )
     provenance = write_provenance(statement, out_dir / PROVENANCE_FILE)
     step("provenance", started)
-    return KeepBuild(out_dir, artifacts, digests, provenance)
+    outputs = {**artifacts, PROVENANCE_FILE: provenance}
+    where = record.record_path(build_cache, app, out_dir, vcpu_counts, opt, root)
+    if recorded_inputs is not None:
+        output_digests = record.write_record(where, recorded_inputs, outputs, digests)
+    else:
+        output_digests = {name: record.sha256(path) for name, path in sorted(outputs.items())}
+    return KeepBuild(out_dir, artifacts, digests, provenance, output_digests)
 
 
 def copy_tree_outputs(build: KeepBuild, destination: Path) -> None:
     """Copy the top-level artifacts (not ``work/``) elsewhere."""
+    import shutil
+
     destination.mkdir(parents=True, exist_ok=True)
     for name, path in sorted(build.artifacts.items()):
         shutil.copyfile(path, destination / name)

@@ -94,6 +94,8 @@ def _name(resource: Resource) -> str:
 
 
 def write_provenance(statement: Mapping[str, object], path: Path) -> Path:
-    """Deterministic JSON: sorted keys, two-space indent, trailing newline."""
-    path.write_text(json.dumps(statement, sort_keys=True, indent=2) + "\n", encoding="utf-8")
+    """Deterministic JSON: sorted keys, two-space indent, trailing newline (not rewritten if equal)."""
+    data = (json.dumps(statement, sort_keys=True, indent=2) + "\n").encode()
+    if not path.is_file() or path.read_bytes() != data:
+        path.write_bytes(data)
     return path

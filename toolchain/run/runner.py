@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from toolchain.build.keep_build import KeepBuild
     from toolchain.measure.plan import LaunchPlan
     from toolchain.run.attest import LiveAttestation, WitnessedFirmware
+    from toolchain.sign.keys import PublicKey
     from toolchain.sign.references import VerifiedReferences
     from toolchain.sign.trust import TrustPolicy
     from toolchain.verify import TrustedRoots, VerificationPolicy
@@ -123,9 +124,9 @@ def _choose_backend(options: RunOptions, log: _Log) -> str:
 
 
 def _security_statement(backend: str, firmware: Firmware) -> str:
-    from toolchain.run.nil import NIL_WARNING
-
     if backend == "nil":
+        from toolchain.run.nil import NIL_WARNING
+
         return f"keep: {NIL_WARNING}"
     return (
         f"keep: backend kvm: the keep runs in its own VM on /dev/kvm; firmware {firmware.name}: "
@@ -174,6 +175,7 @@ def _app_name(app: Path) -> str:
 #: What a keep is made of: a build directory must hold exactly what a fresh build makes of them.
 #: (The wheel and provenance.json are not booted; the plan is compared separately.)
 KEEP_ARTIFACTS = ("app.wasm", "ukernel.elf", "runtime.elf")
+PLAN_NAME = "launch-plan.json"  # = toolchain.measure.plan.PLAN_FILE
 
 
 def _sha256(path: Path) -> str:
@@ -245,11 +247,12 @@ def check_build_directory(
 
 
 def build_for_run(app: Path, build_dir: Path | None, vcpus: int, log: _Log) -> KeepBuild:
-    """Build the keep (each step is cached, so an unchanged keep rebuilds in well under 1 s).
+    """The keep's build: recognised complete (``toolchain.build.record``) or built (cached steps).
 
-    ``app`` may also be a build directory (``check_build_directory``).
+    ``app`` may also be a build directory (``check_build_directory``). A recognised build runs
+    no build step and imports no ELF, wasm or wasm2c tooling; every input and output is re-hashed.
     """
-    from toolchain.build.keep_build import build_keep
+    from toolchain.build.record import recorded_build
     from toolchain.state import cache_dir
 
     if app.is_dir():
@@ -262,6 +265,12 @@ def build_for_run(app: Path, build_dir: Path | None, vcpus: int, log: _Log) -> K
 
     def step(name: str, seconds: float) -> None:
         log.progress(f"  {name}: {seconds * 1e3:.0f} ms")
+
+    recorded = recorded_build(app, build_dir, vcpu_counts=(vcpus,))
+    if recorded is not None:
+        log.progress(f"{build_dir}: a complete build of {app}, every input and output as recorded")
+        return recorded
+    from toolchain.build.keep_build import build_keep
 
     log.progress(f"building {app} into {build_dir}")
     return build_keep(app, build_dir, vcpu_counts=(vcpus,), progress=step)
@@ -294,11 +303,66 @@ def development_references(
     return sign_statement(statement, key), TrustPolicy.from_keys([key.public_key()])
 
 
+DEV_REFERENCE_FORMAT = "keepstack-dev-reference-1"
+
+
+def _dev_reference_path(
+    build: KeepBuild, backend: str, vcpus: int
+) -> tuple[Path, PublicKey] | None:
+    """Where the development reference of this build is kept, and the development public key.
+
+    Kept by the build's output digests and the development key's ID (with the backend and the
+    vCPU count it names), so a changed output or a new development key names another file: a
+    reference signed for anything else is never looked up. None (sign every run) when the
+    build's output digests are unknown or there is no development key yet.
+    """
+    from toolchain.build.cache import step_key
+    from toolchain.sign.keys import DEV_KEY_NAME, key_id, load_public_key, public_path_for
+    from toolchain.state import cache_dir, state_dir
+
+    if not build.output_digests:
+        return None
+    try:
+        public = load_public_key(public_path_for(state_dir("keys") / DEV_KEY_NAME))
+    except KeepError:
+        return None  # no development key yet: development_references creates it
+    outputs = json.dumps(dict(sorted(build.output_digests.items())))
+    key = step_key(DEV_REFERENCE_FORMAT, outputs, key_id(public), backend, str(vcpus))
+    return cache_dir("run") / "dev-references" / f"{key}.dsse.json", public
+
+
+def _development_reference(
+    build: KeepBuild, plan: LaunchPlan, backend: str, vcpus: int
+) -> tuple[bytes, TrustPolicy, Path | None]:
+    """This build's development reference, kept from an earlier run or signed now (and kept).
+
+    Returns the envelope, the trust policy of the development key and the kept file it came from
+    (None when signed now). Whatever its origin, the envelope is verified every run
+    (``load_references``) against the development key's public key.
+    """
+    from toolchain.build.cache import _atomic_write
+    from toolchain.sign import TrustPolicy
+
+    kept = _dev_reference_path(build, backend, vcpus)
+    if kept is not None:
+        path, public = kept
+        try:
+            return path.read_bytes(), TrustPolicy.from_keys([public]), path
+        except OSError:
+            pass
+    envelope, trust = development_references(build, plan, backend, vcpus)
+    kept = _dev_reference_path(build, backend, vcpus)  # the key exists now
+    if kept is not None:
+        _atomic_write(kept[0], envelope)
+    return envelope, trust, None
+
+
 def load_references(
     options: RunOptions, build: KeepBuild, plan: LaunchPlan, backend: str
 ) -> tuple[bytes, VerifiedReferences, Checklist]:
     from toolchain.sign.references import verify_envelope
 
+    kept: Path | None = None
     if options.references is not None:
         if options.trust is None:
             raise InputError(
@@ -312,7 +376,7 @@ def load_references(
         trust = options.trust
         title = f"signed reference measurements {options.references}"
     elif options.dev:
-        envelope, trust = development_references(build, plan, backend, options.vcpus)
+        envelope, trust, kept = _development_reference(build, plan, backend, options.vcpus)
         title = "signed reference measurements (development key, signed for this build)"
     else:
         raise InputError(
@@ -321,7 +385,18 @@ def load_references(
             "reference for this build with the development key, and trust the simulated AMD "
             "root, which is NOT a hardware root of trust)",
         )
-    checks, references = verify_envelope(envelope, trust)
+    try:
+        checks, references = verify_envelope(envelope, trust)
+    except InputError:
+        if kept is None:
+            raise
+        checks, references = Checklist("unreadable"), None
+    if references is None and kept is not None:
+        # A kept development reference that no longer verifies (expired, damaged) is only a
+        # cache: it is dropped, and a new one is signed and verified like any other.
+        kept.unlink(missing_ok=True)
+        envelope, trust, _ = _development_reference(build, plan, backend, options.vcpus)
+        checks, references = verify_envelope(envelope, trust)
     checks.title = title
     if references is None:
         failed = checks.failures[0] if checks.failures else None
@@ -399,6 +474,25 @@ def run_app(options: RunOptions) -> RunOutcome:
         raise
 
 
+def _plan_bytes(build: KeepBuild) -> bytes:
+    """The launch plan's bytes as read for the boot: the bytes whose digest the build checked."""
+    path = build.artifacts[PLAN_NAME]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    expected = build.output_digests.get(PLAN_NAME)
+    found = hashlib.sha256(data).hexdigest()
+    if expected is not None and found != expected:
+        raise EvidenceError(
+            f"{path} changed after its build was checked; the keep was not started",
+            field=PLAN_NAME,
+            expected=f"sha256:{expected}",
+            found=f"sha256:{found}",
+        )
+    return data
+
+
 def _run(options: RunOptions, log: _Log) -> RunOutcome:
     from runtime.firmware.sim import SimFirmware
     from toolchain.measure.plan import LaunchPlan
@@ -415,8 +509,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     started = time.perf_counter()
     build = build_for_run(options.app, options.build_dir, options.vcpus, log)
     timings["build"] = (time.perf_counter() - started) * 1e3
-    plan_path = build.artifacts["launch-plan.json"]
-    plan = LaunchPlan.from_json(plan_path.read_bytes()).with_vcpu_count(options.vcpus)
+    plan = LaunchPlan.from_json(_plan_bytes(build)).with_vcpu_count(options.vcpus)
 
     envelope, references, reference_checks = load_references(options, build, plan, backend)
     if references.development:
