@@ -7,7 +7,7 @@ runtime, which is the reference:
 
 * its WASI is the keep's, call for call (``toolchain.run.nil_wasi``): stdout/stderr stream
   through, stdio are character devices (so a libc line-buffers as in the keep), a bad pointer is
-  EFAULT, what the keep does not offer is ENOSYS, and ``proc_exit`` takes any 32-bit status;
+  EFAULT, a value outside the spec's sets EINVAL, and ``proc_exit`` takes any 32-bit status;
 * a trap prints ``wasm trap: <name>`` and ends with status 134 (``runtime/wasm/keep_runtime.h``);
 * linear memory is limited to what the keep's heap can hold (``memory_limit``): a module whose
   memory does not fit stops as the keep's runtime does (``keep: aborted ...``, status 125), and
