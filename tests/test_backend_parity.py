@@ -51,6 +51,7 @@ CASES["args_environ_c"] = Case(
 )
 CASES["stdin_read_c"] = Case("stdin_read.c")
 CASES["printf_format_c"] = Case("printf_format.c")
+CASES["stdio_poll_c"] = Case("stdio_poll.c")
 
 
 FACT_CASES = (
