@@ -56,6 +56,17 @@ def _env_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _memory(text: str | None) -> int | None:
+    """--memory SIZE in bytes, checked against the keep's limits (None: the default)."""
+    if text is None:
+        return None
+    from toolchain.measure.keep import check_guest_memory, parse_memory_size
+
+    memory = parse_memory_size(text)
+    check_guest_memory(memory)
+    return memory
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     from toolchain.cli.references import add_trust_arguments
 
@@ -86,6 +97,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "no isolation",
     )
     parser.add_argument("--vcpus", type=int, default=1, metavar="N", help="vCPUs (default 1)")
+    parser.add_argument(
+        "--memory",
+        metavar="SIZE",
+        help="guest memory, e.g. 512M or 1G (default 256M; part of the measurement)",
+    )
     parser.add_argument(
         "--references",
         type=Path,
@@ -140,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
             env=list(args.env),
             backend=args.backend,
             vcpus=args.vcpus,
+            memory=_memory(args.memory),
             references=args.references,
             trust=trust,
             policy=args.policy,

@@ -9,9 +9,10 @@ runtime, which is the reference:
   through, stdio are character devices (so a libc line-buffers as in the keep), a bad pointer is
   EFAULT, a value outside the spec's sets EINVAL, and ``proc_exit`` takes any 32-bit status;
 * a trap prints ``wasm trap: <name>`` and ends with status 134 (``runtime/wasm/keep_runtime.h``);
-* linear memory is limited to what the keep's heap can hold (``memory_limit``): a module whose
-  memory does not fit stops as the keep's runtime does (``keep: aborted ...``, status 125), and
-  ``memory.grow`` past it fails;
+* linear memory is limited to what the keep's heap can hold (``memory_limit``, from the launch
+  plan, so ``--memory`` moves it on both backends alike): a module whose memory does not fit stops
+  as the keep's runtime does (``keep: aborted ...``, status 125; the build refuses such a module
+  first, ``toolchain.build.keep_build.check_app_memory``), and ``memory.grow`` past it fails;
 * the time limit ends the application with the kvm backend's ``KeepTimeoutError``.
 """
 

@@ -52,6 +52,8 @@ class RunOptions:
     timeout: float = 60.0
     evidence: Path | None = None
     build_dir: Path | None = None
+    #: Guest memory in bytes (None: the default 256 MiB); part of the build and its measurement.
+    memory: int | None = None
     #: Where the runner's own lines go (progress, security statement, checklist).
     log: TextIO = field(default_factory=lambda: sys.stderr)
     progress: bool | None = None  # None: only when ``log`` is a terminal
@@ -184,7 +186,7 @@ def _sha256(path: Path) -> str:
 
 
 def check_build_directory(
-    directory: Path, build_dir: Path | None, vcpus: int, log: _Log
+    directory: Path, build_dir: Path | None, vcpus: int, log: _Log, memory: int | None = None
 ) -> KeepBuild:
     """A directory made by ``keep build --out``: rebuilt from its ``app.wasm`` and compared.
 
@@ -206,7 +208,19 @@ def check_build_directory(
             f"--build-dir {build_dir} is the build directory being run",
             hint="leave out --build-dir, or give another directory",
         )
-    fresh = build_for_run(app, build_dir, vcpus, log)
+    theirs_plan = directory / PLAN_FILE
+    try:
+        text = theirs_plan.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {theirs_plan}: {exc.strerror}") from exc
+    plan = LaunchPlan.from_json(text).with_vcpu_count(vcpus)
+    if memory is not None and memory != plan.ram_size:
+        raise InputError(
+            f"--memory {memory} differs from the {plan.ram_size} bytes {directory} was built with",
+            hint="leave out --memory, or rebuild the directory with 'keep build --memory'",
+        )
+    # The fresh build takes the directory's memory size: the comparison below decides.
+    fresh = build_for_run(app, build_dir, vcpus, log, memory=plan.ram_size)
     for name in KEEP_ARTIFACTS:
         theirs = directory / name
         if not theirs.is_file():
@@ -221,12 +235,6 @@ def check_build_directory(
                 hint="rebuild the directory with this version's 'keep build', or run the "
                 "application file itself",
             )
-    theirs_plan = directory / PLAN_FILE
-    try:
-        text = theirs_plan.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {theirs_plan}: {exc.strerror}") from exc
-    plan = LaunchPlan.from_json(text).with_vcpu_count(vcpus)
     fresh_plan = LaunchPlan.from_json(fresh.artifacts[PLAN_FILE].read_bytes())
     fresh_plan = fresh_plan.with_vcpu_count(vcpus)
     if plan.to_json() != fresh_plan.to_json():
@@ -244,7 +252,9 @@ def check_build_directory(
     return fresh
 
 
-def build_for_run(app: Path, build_dir: Path | None, vcpus: int, log: _Log) -> KeepBuild:
+def build_for_run(
+    app: Path, build_dir: Path | None, vcpus: int, log: _Log, memory: int | None = None
+) -> KeepBuild:
     """Build the keep (each step is cached, so an unchanged keep rebuilds in well under 1 s).
 
     ``app`` may also be a build directory (``check_build_directory``).
@@ -253,18 +263,19 @@ def build_for_run(app: Path, build_dir: Path | None, vcpus: int, log: _Log) -> K
     from toolchain.state import cache_dir
 
     if app.is_dir():
-        return check_build_directory(app, build_dir, vcpus, log)
+        return check_build_directory(app, build_dir, vcpus, log, memory)
     if not app.is_file():
         raise InputError(f"application {app} does not exist")
     if build_dir is None:
-        key = hashlib.sha256(app.read_bytes() + app.suffix.encode()).hexdigest()[:16]
+        sized = b"" if memory is None else f"memory={memory}".encode()
+        key = hashlib.sha256(app.read_bytes() + app.suffix.encode() + sized).hexdigest()[:16]
         build_dir = cache_dir("run", f"{app.stem}-{key}")
 
     def step(name: str, seconds: float) -> None:
         log.progress(f"  {name}: {seconds * 1e3:.0f} ms")
 
     log.progress(f"building {app} into {build_dir}")
-    return build_keep(app, build_dir, vcpu_counts=(vcpus,), progress=step)
+    return build_keep(app, build_dir, vcpu_counts=(vcpus,), progress=step, memory=memory)
 
 
 def development_references(
@@ -413,7 +424,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     policy = _policy(options.policy)
 
     started = time.perf_counter()
-    build = build_for_run(options.app, options.build_dir, options.vcpus, log)
+    build = build_for_run(options.app, options.build_dir, options.vcpus, log, options.memory)
     timings["build"] = (time.perf_counter() - started) * 1e3
     plan_path = build.artifacts["launch-plan.json"]
     plan = LaunchPlan.from_json(plan_path.read_bytes()).with_vcpu_count(options.vcpus)
