@@ -98,6 +98,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--vcpus", type=int, default=1, metavar="N", help="vCPUs (default 1)")
     parser.add_argument(
+        "--dir",
+        dest="dirs",
+        action="append",
+        default=[],
+        metavar="HOST[::GUEST]",
+        help="preopen a copy of directory HOST for the application as GUEST (default: HOST as "
+        "written); repeatable. Read before boot (at most 32 MiB in all), its digest is bound "
+        "into the attestation report; changes stay in the keep",
+    )
+    parser.add_argument(
         "--memory",
         metavar="SIZE",
         help="guest memory, e.g. 512M or 1G (default 256M; part of the measurement)",
@@ -147,6 +157,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from toolchain.cli.references import trust_policy_from_args
     from toolchain.run import RunOptions, run_app
+    from toolchain.run.trees import DirSpec
 
     trust = trust_policy_from_args(args) if args.references else None
     outcome = run_app(
@@ -157,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             backend=args.backend,
             vcpus=args.vcpus,
             memory=_memory(args.memory),
+            dirs=[DirSpec.parse(text) for text in args.dirs],
             references=args.references,
             trust=trust,
             policy=args.policy,

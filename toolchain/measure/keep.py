@@ -52,7 +52,10 @@ from toolchain.snp.vmsa import (
 
 NOTE_NAME = b"Keepstack\0"
 NOTE_TYPE_LAYOUT = 1
-ABI_VERSION = 1
+ABI_VERSION = 2
+#: The ABI versions a microkernel may declare: 1 (releases 0.1.0 and 0.2.0, rebuilt from their
+#: commits) and 2 (the TREES call and the attested REPORT_DATA left for ring 3).
+ABI_VERSIONS = (1, 2)
 VECTOR_STUB_SIZE = 16
 HC_MAGIC = 0x3143484B
 USER_INFO_MAGIC = 0x3149554B
@@ -320,12 +323,14 @@ def read_layout(ukernel: ElfImage) -> KeepLayout:
     if len(desc) < 8:
         raise InputError("the Keepstack layout note is truncated")
     version, size = struct.unpack_from("<II", desc)
-    if version != ABI_VERSION:
-        raise InputError(f"the microkernel declares ABI version {version}; this is {ABI_VERSION}")
+    if version not in ABI_VERSIONS:
+        raise InputError(
+            f"the microkernel declares ABI version {version}; this reads {list(ABI_VERSIONS)}"
+        )
     if size != _LAYOUT.size or len(desc) != _LAYOUT.size:
         raise InputError(
             f"the Keepstack layout note is {len(desc)} bytes (declares {size}); "
-            f"ABI {ABI_VERSION} has {_LAYOUT.size}"
+            f"ABI {version} has {_LAYOUT.size}"
         )
     values = _LAYOUT.unpack(desc)[2:]
     layout = KeepLayout(version, **dict(zip(_LAYOUT_FIELDS, values, strict=True)))
@@ -651,7 +656,7 @@ def build_plan(
 
     user_info = _USER_INFO.pack(
         USER_INFO_MAGIC,
-        ABI_VERSION,
+        layout.abi_version,  # the microkernel's own: a release rebuilds to its own bytes
         0,
         layout.hc_page,
         layout.hc_buffer,

@@ -92,13 +92,27 @@ def run_wasi(
     env: Sequence[tuple[str, str]],
     memory_limit: int | None = None,
     timeout: float | None = None,
+    trees: bytes = b"",
+    attested: bytes = b"",
 ) -> int:
     """Run a WASI command module with this process's stdio; return its exit status.
 
     ``memory_limit`` is the keep's heap size in bytes (None: no limit beyond wasmtime's);
     ``timeout`` ends the application with ``KeepTimeoutError`` after that many seconds.
+    ``trees`` (the TREES blob) is checked against ``attested`` (the REPORT_DATA of the report)
+    as the keep's runtime checks it (``keep_trees.c``): a mismatch ends the run before the
+    application with the keep's line and status 125.
     """
     import wasmtime
+
+    from toolchain.errors import EvidenceError
+    from toolchain.run.trees import accept_transfer_blob
+
+    try:
+        accept_transfer_blob(trees, attested)
+    except EvidenceError as exc:
+        print(f"keep: {exc.message}", file=sys.stderr, flush=True)
+        return FATAL_EXIT_STATUS
 
     from runtime.vmm.errors import GuestError, KeepTimeoutError
 

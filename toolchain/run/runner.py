@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from toolchain.build.keep_build import KeepBuild
     from toolchain.measure.plan import LaunchPlan
     from toolchain.run.attest import LiveAttestation, WitnessedFirmware
+    from toolchain.run.trees import DirSpec
     from toolchain.sign.references import VerifiedReferences
     from toolchain.sign.trust import TrustPolicy
     from toolchain.verify import TrustedRoots, VerificationPolicy
@@ -54,6 +55,9 @@ class RunOptions:
     build_dir: Path | None = None
     #: Guest memory in bytes (None: the default 256 MiB); part of the build and its measurement.
     memory: int | None = None
+    #: Preopened directories (``--dir HOST[::GUEST]``): read before boot, copied into the keep,
+    #: their digests bound into REPORT_DATA (``toolchain.run.trees``).
+    dirs: Sequence[DirSpec] = ()
     #: Where the runner's own lines go (progress, security statement, checklist).
     log: TextIO = field(default_factory=lambda: sys.stderr)
     progress: bool | None = None  # None: only when ``log`` is a terminal
@@ -381,6 +385,12 @@ def write_evidence(path: Path, attestation: LiveAttestation, envelope: bytes, ba
         "firmware": attestation.firmware.name,
         "simulated_root": chain.simulated,
         "nonce": attestation.nonce.hex(),
+        # The preopened trees, in order: REPORT_DATA = SHA-512(nonce || their digests).
+        **(
+            {"trees": [{"guest": g, "sha512": d.hex()} for g, d in attestation.trees]}
+            if attestation.trees
+            else {}
+        ),
         "report": (attestation.report or b"").hex(),
         "vcek": pem(chain.vcek),
         "ask": pem(chain.ask),
@@ -414,10 +424,17 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     from runtime.firmware.sim import SimFirmware
     from toolchain.measure.plan import LaunchPlan
     from toolchain.run.attest import LiveAttestation, fresh_nonce
+    from toolchain.run.trees import bind_report_data, read_trees, transfer_blob
 
     timings: dict[str, float] = {}
     if options.vcpus < 1:
         raise InputError(f"--vcpus must be at least 1, not {options.vcpus}")
+    trees = read_trees(options.dirs)  # before anything is built or booted: bounded, or refused
+    for tree in trees:
+        log.note(
+            f"keep: --dir {tree.spec.host} -> {tree.spec.guest}: {len(tree.encoding)} bytes, "
+            f"sha512 {tree.digest.hex()[:32]}… (a copy: changes stay in the keep)"
+        )
     if not options.timeout > 0:
         raise InputError(f"--timeout must be a positive number of seconds, not {options.timeout}")
     backend = _choose_backend(options, log)
@@ -437,8 +454,11 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     log.note(_security_statement(backend, firmware))
     if options.dev:
         log.note(f"keep: --dev: trusting the {SIM_ROOT_LABEL}")
+    nonce = fresh_nonce()
     attestation = LiveAttestation(
-        nonce=fresh_nonce(),
+        nonce=nonce,
+        report_data=bind_report_data(nonce, [tree.digest for tree in trees]),
+        trees=[(tree.spec.guest, tree.digest) for tree in trees],
         firmware=firmware,
         references=references,
         reference_checks=reference_checks,
@@ -474,7 +494,8 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
                 argv=argv,
                 options=options,
                 verified=verified,
-                nonce=attestation.nonce,
+                report_data=attestation.expected_report_data,
+                trees=transfer_blob(nonce, trees),
                 timings=timings,
             )
         else:
@@ -485,7 +506,8 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
                 argv=argv,
                 options=options,
                 verified=verified,
-                nonce=attestation.nonce,
+                report_data=attestation.expected_report_data,
+                trees=transfer_blob(nonce, trees),
             )
     except KeepError as exc:
         error = exc
@@ -563,7 +585,8 @@ def _run_kvm(
     argv: list[str],
     options: RunOptions,
     verified: Callable[[bytes], bool],
-    nonce: bytes,
+    report_data: bytes,
+    trees: bytes,
     timings: dict[str, float],
 ) -> tuple[int | None, bytes, KeepError | None]:
     """Boot the keep; returns its exit status (None when stopped), digest and why it stopped."""
@@ -580,7 +603,8 @@ def _run_kvm(
         stdout=sys.stdout.buffer,
         stderr=sys.stderr.buffer,
         on_report=verified,
-        report_data=nonce,
+        report_data=report_data,
+        trees=trees,
     )
     if result.to_first_output_ms is not None:
         timings["create_vm_to_first_output"] = result.to_first_output_ms
@@ -595,7 +619,8 @@ def _run_nil(
     argv: list[str],
     options: RunOptions,
     verified: Callable[[bytes], bool],
-    nonce: bytes,
+    report_data: bytes,
+    trees: bytes,
 ) -> tuple[int, bytes]:
     from runtime.firmware.sim import SimFirmware
     from toolchain.run.nil import run_wasi
@@ -603,7 +628,7 @@ def _run_nil(
     if not isinstance(firmware.inner, SimFirmware):
         raise PlatformError("the nil backend runs only with the simulated firmware")
     measurement = firmware.inner.launch_from_plan(plan)
-    report = firmware.guest_request_report(nonce, 0)
+    report = firmware.guest_request_report(report_data, 0)
     verified(report)  # raises EvidenceError before the application starts
     status = run_wasi(
         build.artifacts["app.wasm"],
@@ -611,5 +636,7 @@ def _run_nil(
         env=list(options.env),
         memory_limit=plan.abi.heap_end - plan.abi.heap_start,
         timeout=options.timeout,
+        trees=trees,
+        attested=report_data,
     )
     return status, measurement

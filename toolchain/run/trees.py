@@ -25,6 +25,11 @@ This is the host half of preopened directories (issue 14, slice 2). What it prom
 * ``tree_digest`` is SHA-512 of that encoding; ``bind_report_data(nonce, digests)`` is
   SHA-512(nonce || digest_1 || ... || digest_n) over the trees in command-line order, and the
   nonce itself when there are none (a run without ``--dir`` binds what it always bound).
+* ``transfer_blob(nonce, trees)`` is what the VMM's TREES call serves (``runtime/ukernel/ABI.md``):
+  ``b"KTREES1\0"``, the nonce, ``u32`` count, then per tree ``u32`` guest path length, the guest
+  path (UTF-8), ``u64`` encoding length, the encoding. ``accept_transfer_blob`` is the keep's
+  check of it (``runtime/wasm/keep_trees.c``, ported for the nil backend): it recomputes every
+  digest and refuses the blob unless the binding equals the REPORT_DATA that was attested.
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolchain.errors import InputError
+from toolchain.errors import EvidenceError, InputError
 
 TREE_MAGIC = b"KEEPTREE1\0"
+TRANSFER_MAGIC = b"KTREES1\0"
+#: The most trees one run may preopen (``TREES_MAX_COUNT`` in keep_trees.c).
+TREES_MAX_COUNT = 64
 FILETYPE_DIRECTORY = 3
 FILETYPE_REGULAR_FILE = 4
 FILETYPE_SYMBOLIC_LINK = 7
@@ -100,8 +108,62 @@ def bind_report_data(nonce: bytes, digests: Sequence[bytes]) -> bytes:
     return hashlib.sha512(nonce + b"".join(digests)).digest()
 
 
+def transfer_blob(nonce: bytes, trees: Sequence[Tree]) -> bytes:
+    """The bytes the TREES call serves; empty without trees (the keep then checks nothing)."""
+    if not trees:
+        return b""
+    parts = [TRANSFER_MAGIC, nonce, struct.pack("<I", len(trees))]
+    for tree in trees:
+        guest = tree.spec.guest.encode()
+        parts += [struct.pack("<I", len(guest)), guest, struct.pack("<Q", len(tree.encoding))]
+        parts.append(tree.encoding)
+    return b"".join(parts)
+
+
+def accept_transfer_blob(blob: bytes, attested: bytes) -> list[tuple[str, bytes]]:
+    """keep_trees.c's check: (guest path, encoding) per tree, or ``EvidenceError``."""
+    if not blob:
+        return []
+
+    def fail(why: str) -> EvidenceError:
+        return EvidenceError(f"the preopened trees are {why}")
+
+    at = 0
+
+    def take(size: int) -> bytes:
+        nonlocal at
+        if size > len(blob) - at:
+            raise fail("malformed (truncated)")
+        at += size
+        return blob[at - size : at]
+
+    if take(len(TRANSFER_MAGIC)) != TRANSFER_MAGIC:
+        raise fail("malformed (header)")
+    nonce = take(64)
+    (count,) = struct.unpack("<I", take(4))
+    if not 0 < count <= TREES_MAX_COUNT:
+        raise fail("malformed (header)")
+    trees, digests = [], []
+    for _ in range(count):
+        (guest_len,) = struct.unpack("<I", take(4))
+        guest = take(guest_len) if guest_len else b""
+        (length,) = struct.unpack("<Q", take(8))
+        encoding = take(length)
+        if not guest or not encoding.startswith(TREE_MAGIC):
+            raise fail("malformed (a tree)")
+        trees.append((guest.decode("utf-8", "replace"), encoding))
+        digests.append(tree_digest(encoding))
+    if at != len(blob):
+        raise fail("malformed (bytes after the last tree)")
+    if hashlib.sha512(nonce + b"".join(digests)).digest() != attested:
+        raise fail("not the ones this keep attested (REPORT_DATA differs)")
+    return trees
+
+
 def read_trees(specs: Sequence[DirSpec], *, limit: int = TREES_MAX_BYTES) -> list[Tree]:
     """Read every tree of one run; refuses (before boot) when together they pass ``limit``."""
+    if len(specs) > TREES_MAX_COUNT:
+        raise InputError(f"{len(specs)} --dir options: a keep takes at most {TREES_MAX_COUNT}")
     trees: list[Tree] = []
     used = 0
     for spec in specs:
