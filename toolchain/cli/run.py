@@ -103,9 +103,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="HOST[::GUEST]",
-        help="preopen a copy of directory HOST for the application as GUEST (default: HOST as "
-        "written); repeatable. Read before boot (at most 32 MiB in all), its digest is bound "
-        "into the attestation report; changes stay in the keep",
+        help="copy directory HOST into the keep as GUEST (default: HOST as written); "
+        "repeatable. Read before boot (at most 32 MiB in all), its digest is bound into the "
+        "attestation report and checked by the keep. Not yet visible to the application "
+        "(no file system in this version)",
     )
     parser.add_argument(
         "--memory",

@@ -433,7 +433,13 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     for tree in trees:
         log.note(
             f"keep: --dir {tree.spec.host} -> {tree.spec.guest}: {len(tree.encoding)} bytes, "
-            f"sha512 {tree.digest.hex()[:32]}… (a copy: changes stay in the keep)"
+            f"sha512 {tree.digest.hex()[:32]}…, copied into the keep and bound into its report"
+        )
+    if trees:
+        # Said every time until the file system exists (issue 14, slice 3).
+        log.note(
+            "keep: --dir: NOT YET VISIBLE to the application: this version checks and keeps "
+            "the trees but has no file system on them (fd_prestat_get answers EBADF)"
         )
     if not options.timeout > 0:
         raise InputError(f"--timeout must be a positive number of seconds, not {options.timeout}")
