@@ -264,3 +264,19 @@ def test_evidence_names_the_trees_and_verifies_their_binding(
     check[1] = str(forged)
     assert main(check) == 1
     assert _checks(capsys)["report-data"]["ok"] is False
+
+
+@pytest.mark.parametrize("backend", ["kvm", "nil"])
+def test_keep_run_dir_on_both_backends(
+    tmp_path: Path, backend: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    if backend == "kvm" and KVM_MISSING is not None:
+        pytest.skip(f"needs /dev/kvm: {KVM_MISSING}")
+    _trees(tmp_path)
+    argv = ["run", "--dev", "--backend", backend, "--build-dir", str(tmp_path / "build")]
+    argv += ["--dir", f"{tmp_path / 'one'}::/one", str(HELLO)]
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert out.startswith("hello from a keep\n")
+    assert f"keep: --dir {tmp_path / 'one'} -> /one: " in err
+    assert "NOT YET VISIBLE to the application" in err
