@@ -35,7 +35,7 @@ def _server(memory: GuestMemory, **options: object) -> tuple[hc.HypercallServer,
 
 def _request(memory: GuestMemory, call: int, *args: int, magic: int = hc.HC_MAGIC) -> None:
     padded = (list(args) + [0] * 6)[:6]
-    memory.write(PAGE, struct.pack("<IHHIi6Q2Q", magic, 1, 0, call, 0, *padded, 0, 0))
+    memory.write(PAGE, struct.pack("<IHHIi6Q2Q", magic, hc.ABI_VERSION, 0, call, 0, *padded, 0, 0))
 
 
 def _reply(memory: GuestMemory) -> tuple[int, int, int]:
@@ -217,8 +217,8 @@ def test_header_checks(memory: GuestMemory) -> None:
     _request(memory, hc.EXIT, 0, magic=0)
     with pytest.raises(GuestError, match="bad magic"):
         server.serve()
-    memory.write(PAGE, struct.pack("<IH", hc.HC_MAGIC, 2))
-    with pytest.raises(GuestError, match="ABI version 2"):
+    memory.write(PAGE, struct.pack("<IH", hc.HC_MAGIC, 1))  # another version than the plan's
+    with pytest.raises(GuestError, match="ABI version 1, this keep's plan says version 2"):
         server.serve()
     _request(memory, 0)
     with pytest.raises(GuestError, match="unknown call number 0"):
@@ -264,7 +264,7 @@ _NUMBERS = st.one_of(
 )
 @given(
     magic=st.sampled_from([hc.HC_MAGIC, hc.HC_MAGIC, hc.HC_MAGIC, 0, 0xFFFFFFFF]),
-    version=st.sampled_from([1, 1, 1, 0, 0xFFFF]),
+    version=st.sampled_from([hc.ABI_VERSION] * 3 + [1, 0, 0xFFFF]),
     call=st.one_of(st.integers(1, 8), st.integers(0, 0xFFFFFFFF)),
     args=st.lists(_NUMBERS, min_size=6, max_size=6),
     attested=st.booleans(),

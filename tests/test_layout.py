@@ -253,7 +253,8 @@ def test_gdt_tss_idt_and_user_info(plan: LaunchPlan, images: Images) -> None:
     user = load_elf(images.user, "u")
     abi = plan.abi
     assert info == (
-        0x3149554B, 1, 0, abi.hc_page, abi.hc_buffer, abi.hc_buffer_size, abi.doorbell,
+        0x3149554B, abi.abi_version, 0, abi.hc_page, abi.hc_buffer, abi.hc_buffer_size,
+        abi.doorbell,
         user.entry, user.start, user.end, abi.heap_start, abi.heap_end, abi.stack_top,
         abi.stack_bottom, plan.ram_size,
     )  # fmt: skip
@@ -359,7 +360,7 @@ def _malformed(kernel: bytes, user: bytes) -> dict[str, tuple[bytes, bytes]]:
             _set_entry(set_phdr(kernel, k_text.index, vaddr=0x300000, paddr=0x300000), 0x300000),
             user,
         ),
-        "ABI version mismatch": (_patch_note(kernel, 0, 2), user),
+        "ABI version mismatch": (_patch_note(kernel, 0, 3), user),
         "note size mismatch": (_patch_note(kernel, 4, 8), user),
         "interp": (kernel, set_phdr(user, u1.index, type=3)),
     }

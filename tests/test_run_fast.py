@@ -58,6 +58,9 @@ def test_other_parameters_are_another_build(built: KeepBuild) -> None:
     app = _app(built)
     assert record.recorded_build(app, built.out_dir, vcpu_counts=(1, 2)) is None
     assert record.recorded_build(app, built.out_dir, vcpu_counts=(1,), opt="Os") is None
+    # Another guest memory size is another launch plan and measurement: never this record.
+    other_memory = 512 << 20
+    assert record.recorded_build(app, built.out_dir, vcpu_counts=(1,), memory=other_memory) is None
     assert (
         record.recorded_build(app, built.out_dir, vcpu_counts=(1,), cache=BuildCache(enabled=False))
         is None
@@ -270,6 +273,9 @@ def _signer(capfd: pytest.CaptureFixture[str]) -> str:
 
 
 def _kept(build: KeepBuild) -> Path:
+    from toolchain.sign import dev_key
+
+    dev_key()  # the slot is named by the development key: make sure there is one
     found = runner._dev_reference_path(build, "nil", 1)
     assert found is not None
     return found[0]

@@ -136,5 +136,5 @@ def test_ring0_faults_are_reported_too(plan: LaunchPlan) -> None:
     message = result.error.message
     assert "in ring 0" in message, message
     assert "#PF" in message, message
-    assert f"CR2 {info + 0x28:#x}" in message, message  # keep_user_info.entry
+    assert f"CR2 {info + 0x50:#x}" in message, message  # keep_user_info.stack_top, read first
     assert output == b""

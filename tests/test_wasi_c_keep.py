@@ -74,6 +74,7 @@ CASES = {
     "trap-divzero": Case("trap", argv=("x", "divzero"), trap="integer divide by zero"),
     "sha256": Case("sha256"),
     "fp-math": Case("fp_math"),
+    "stdio-poll": Case("stdio_poll", stdin=b"ready\n"),
 }
 PROGRAMS = sorted({case.program for case in CASES.values()})
 
@@ -286,3 +287,20 @@ def test_exit_status_beyond_255_never_becomes_success(
     assert outcome.exit_status == expected
     if status > 255:
         assert f"exit status {status} does not fit" in log.getvalue()
+
+
+def test_sleep_poll_and_stdio_calls(outcomes: dict[str, tuple[Outcome, Outcome, bytes]]) -> None:
+    """Facts independent of wasmtime: sleeps wait, stdio is ready, errnos are the spec's."""
+    lines = keep_stdout(outcomes, "stdio-poll").splitlines()
+    for fact in (
+        "slept at least 20 ms: 1",
+        "realtime reached the deadline: 1",
+        "waited at least 15 ms: 1",
+        "poll(stdout, stderr, stdin): 3 errno 0",
+        "sched_yield: 0 errno 0",
+        "lseek(stdout): -1 errno 70",  # ESPIPE
+        "shutdown(stdout): -1 errno 57",  # ENOTSOCK
+        "shutdown(9): -1 errno 8",  # EBADF
+        "read(closed stdin): -1 errno 8",
+    ):
+        assert fact in lines

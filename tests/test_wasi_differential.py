@@ -8,7 +8,10 @@ stdout and exit status as wasmtime; a trap must print the trap's name and exit n
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,7 @@ CASES = {
     "echo-stdin": Case(WAT_DIR / "echo_stdin.wat", stdin=b"line one\nline two\n" * 50 + b"end"),
     "echo-empty-stdin": Case(WAT_DIR / "echo_stdin.wat"),
     "wasi-errnos": Case(WAT_DIR / "wasi_errnos.wat", argv=("x", "y")),
+    "wasi-preview1-stdio": Case(WAT_DIR / "wasi_preview1_stdio.wat", stdin=b"some input\n"),
     "math": Case(WAT_DIR / "math.wat"),
     "memory-grow": Case(WAT_DIR / "memory_grow.wat", trap="out of bounds memory access"),
     "trap-div-zero": Case(WAT_DIR / "trap_div_zero.wat", trap="integer divide by zero"),
@@ -146,6 +150,69 @@ def test_hostcheck_matches_wasmtime(name: str, built: dict[Path, Path], tmp_path
         assert ours.status != 0
 
 
+_WASMTIME_ON_A_TERMINAL = """
+import sys, wasmtime
+engine = wasmtime.Engine()
+linker = wasmtime.Linker(engine)
+linker.define_wasi()
+store = wasmtime.Store(engine)
+config = wasmtime.WasiConfig()
+config.inherit_stdin(); config.inherit_stdout(); config.inherit_stderr()
+store.set_wasi(config)
+module = wasmtime.Module(engine, wasmtime.wat2wasm(open(sys.argv[1]).read()))
+linker.instantiate(store, module).exports(store)["_start"](store)
+"""
+
+
+def test_stdio_answers_as_wasmtime_on_a_terminal(tmp_path: Path) -> None:
+    """isatty-style queries: the keep's stdio is what wasmtime reports for a terminal.
+
+    (With files or pipes as stdio wasmtime says "unknown" file type; the keep's console is a
+    stream whatever the host's stdio is, and a libc must line-buffer it.)
+    """
+    program = WAT_DIR / "stdio_stat.wat"
+    build_app_image(program, tmp_path, hostcheck=True)
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _WASMTIME_ON_A_TERMINAL, str(program)],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            timeout=60,
+            check=True,
+        )
+        os.close(terminal)
+        terminal = -1
+        output = b""
+        while chunk := _read_or_eof(controller):
+            output += chunk
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert done.returncode == 0
+    reference = output.replace(b"\r\n", b"\n")
+    ours, stderr = run_hostcheck(Case(program), tmp_path / "hostcheck.elf")
+    assert ours.stdout == reference, stderr
+    # fdstat: a character device (02), no flags, wasmtime's rights (base and inheriting):
+    # fd_read for stdin, fd_write for stdout and stderr; filestat: the file type, all else 0.
+    lines = ours.stdout.decode().split("\n")
+    filestat = "0" * 32 + " 02 " + "0" * 80 + " "
+    assert lines[:3] == [
+        "00 02 0000 02000000000000000200000000000000 " + filestat,
+        "00 02 0000 40000000000000004000000000000000 " + filestat,
+        "00 02 0000 40000000000000004000000000000000 " + filestat,
+    ]
+
+
+def _read_or_eof(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: the terminal's other end is closed
+        return b""
+
+
 def test_expected_outputs(built: dict[Path, Path], tmp_path: Path) -> None:
     """Independent of wasmtime: the examples print what their sources say."""
     hello, _ = run_hostcheck(CASES["hello-args-env"], built[CASES["hello"].program])
@@ -158,6 +225,15 @@ def test_expected_outputs(built: dict[Path, Path], tmp_path: Path) -> None:
     errnos, _ = run_hostcheck(CASES["wasi-errnos"], built[CASES["wasi-errnos"].program])
     # EBADF x3, ok, EBADF x2, ok (random), ok x3 (clocks), ok (args), then two booleans (1, 1).
     assert errnos.stdout == b"IIIAIIAAAAABB\n"
+    stdio, _ = run_hostcheck(
+        CASES["wasi-preview1-stdio"], built[CASES["wasi-preview1-stdio"].program]
+    )
+    lines = stdio.stdout.decode().splitlines()
+    # stdin, stdout, stderr: sockets calls ENOTSOCK (57); descriptors 3 and 1000: EBADF (8)
+    assert [line for line in lines if line.startswith("k:")] == ["k:" + "57 " * 8] * 3 + [
+        "k:" + "08 " * 8
+    ] * 2
+    assert "r:58 58 58 00 " in lines  # proc_raise ENOTSUP, sched_yield succeeds
     exit_code, stderr = run_hostcheck(CASES["exit-code"], built[CASES["exit-code"].program])
     assert (exit_code.status, exit_code.stdout, stderr) == (
         42,

@@ -1,4 +1,4 @@
-"""The VMM side of the keep hypercall ABI, version 1 (``runtime/ukernel/ABI.md``).
+"""The VMM side of the keep hypercall ABI, versions 1 and 2 (``runtime/ukernel/ABI.md``).
 
 ``HypercallServer.serve()`` is the doorbell handler: it reads the request from the hypercall
 page, checks every guest-supplied number before it touches anything, does the call and writes the
@@ -24,7 +24,9 @@ from runtime.vmm.errors import GuestError
 from runtime.vmm.memory import GuestMemory
 from toolchain.errors import EvidenceError, InputError, PlatformError
 
-ABI_VERSION = 1
+ABI_VERSION = 2
+#: What this VMM serves: a keep speaks its plan's version (1: releases 0.1.0 and 0.2.0).
+ABI_VERSIONS = (1, 2)
 HC_MAGIC = 0x3143484B  # "KHC1"
 _HEADER = struct.Struct("<IHHIi6Q2Q")  # magic, version, reserved, call, status, args[6], ret[2]
 OFF_STATUS = 0x0C
@@ -38,6 +40,7 @@ LAUNCH_ARGS = 5
 REPORT_DATA = 6
 ATTEST = 7
 CLOCK = 8
+TREES = 9  # version 2
 
 CALL_NAMES = {
     CONSOLE_WRITE: "CONSOLE_WRITE",
@@ -48,6 +51,7 @@ CALL_NAMES = {
     REPORT_DATA: "REPORT_DATA",
     ATTEST: "ATTEST",
     CLOCK: "CLOCK",
+    TREES: "TREES",
 }
 
 REPORT_DATA_SIZE = 64
@@ -110,6 +114,8 @@ class HypercallServer:
         verify_report: ReportVerifier | None = None,
         require_attestation: bool = True,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        abi_version: int = ABI_VERSION,
+        trees: bytes = b"",
     ) -> None:
         if len(report_data) != REPORT_DATA_SIZE:
             raise InputError(f"REPORT_DATA must be {REPORT_DATA_SIZE} bytes")
@@ -124,6 +130,12 @@ class HypercallServer:
         self.verify_report = verify_report
         self.attested = not require_attestation
         self.output_limit = output_limit
+        if abi_version not in ABI_VERSIONS:
+            raise InputError(f"hypercall ABI {abi_version} is not one this VMM serves")
+        if trees and abi_version < 2:
+            raise InputError("preopened trees need a keep of hypercall ABI 2 or later")
+        self.abi_version = abi_version
+        self.trees = bytes(trees)
         self.stats = HypercallStats()
         self._handlers: dict[int, Callable[[tuple[int, ...]], tuple[int, int, int] | int]] = {
             CONSOLE_WRITE: self._console_write,
@@ -133,6 +145,7 @@ class HypercallServer:
             REPORT_DATA: self._report_data,
             ATTEST: self._attest,
             CLOCK: self._clock,
+            TREES: self._trees,
         }
         self._call = "doorbell"
 
@@ -149,14 +162,14 @@ class HypercallServer:
                 call="doorbell",
                 argument="magic",
             )
-        if version != ABI_VERSION:
+        if version != self.abi_version:
             raise GuestError(
-                f"ABI version {version}, this VMM serves version {ABI_VERSION}",
+                f"ABI version {version}, this keep's plan says version {self.abi_version}",
                 call="doorbell",
                 argument="version",
             )
         name = CALL_NAMES.get(call)
-        if name is None:
+        if name is None or (call == TREES and self.abi_version < 2):
             raise GuestError(f"unknown call number {call}", call="doorbell", argument="call")
         self._call = name
         self.stats.calls[name] = self.stats.calls.get(name, 0) + 1
@@ -169,7 +182,7 @@ class HypercallServer:
                     call=name,
                 )
             return status
-        if not self.attested and call in (CONSOLE_WRITE, STDIN_READ, LAUNCH_ARGS):
+        if not self.attested and call in (CONSOLE_WRITE, STDIN_READ, LAUNCH_ARGS, TREES):
             raise GuestError(
                 "refused before the keep has been attested (the runner releases nothing "
                 "to a keep it has not verified)",
@@ -292,6 +305,17 @@ class HypercallServer:
         self.stats.attested_at = time.perf_counter()
         self.memory.write(report_gpa, report)
         return len(report)
+
+    def _trees(self, args: tuple[int, ...]) -> tuple[int, int, int]:
+        """Copy ``[position, position + max length)`` of the trees' blob; ret1 = its length."""
+        offset, max_length, position = args[0], args[1], args[2]
+        gpa = self._span(offset, max_length, offset_name="offset", length_name="max length")
+        total = len(self.trees)
+        if position > total:
+            raise self._fail("position", f"position {position} is past the {total}-byte trees")
+        data = self.trees[position : position + max_length]
+        self.memory.write(gpa, data)
+        return 0, len(data), total
 
     def _clock(self, args: tuple[int, ...]) -> int:
         clock_id = args[0]

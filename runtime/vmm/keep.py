@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from runtime.firmware.interface import Firmware
 from runtime.vmm.errors import GuestError
 from runtime.vmm.hypercalls import (
+    ABI_VERSIONS,
     DEFAULT_OUTPUT_LIMIT,
     REPORT_DATA_SIZE,
     HypercallLayout,
@@ -81,8 +82,11 @@ class Keep:
 
     def _check_layout(self) -> None:
         plan, layout = self.plan, self.layout
-        if plan.abi.abi_version != 1:
-            raise InputError(f"the plan speaks hypercall ABI {plan.abi.abi_version}; this VMM: 1")
+        if plan.abi.abi_version not in ABI_VERSIONS:
+            raise InputError(
+                f"the plan speaks hypercall ABI {plan.abi.abi_version}; this VMM: "
+                f"{', '.join(map(str, ABI_VERSIONS))}"
+            )
         spans = {
             "hypercall page": (layout.page, PAGE_SIZE),
             "hypercall buffer": (layout.buffer, layout.buffer_size),
@@ -139,6 +143,7 @@ class Keep:
         timeout: float = DEFAULT_TIMEOUT,
         require_attestation: bool = True,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        trees: bytes = b"",
     ) -> KeepResult:
         """Run the boot vCPU until the keep exits or is stopped."""
         if self.vm is None:
@@ -160,6 +165,8 @@ class Keep:
             verify_report=on_report,
             require_attestation=require_attestation,
             output_limit=output_limit,
+            abi_version=self.plan.abi.abi_version,
+            trees=trees,
         )
         boot = vm.vcpus[0]
         exit_status: int | None = None
@@ -226,8 +233,12 @@ def run_keep(
     id_block: bytes | None = None,
     require_attestation: bool = True,
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
+    trees: bytes = b"",
 ) -> KeepResult:
     """Launch ``plan`` on KVM with ``firmware`` and run it to the end; see the module docstring.
+
+    ``trees`` is the preopened trees' transfer blob (``toolchain.run.trees.transfer_blob``),
+    served by the TREES call after attestation; ``report_data`` must then bind their digests.
 
     ``on_report`` is the runner's verifier: it gets the keep's ATTESTATION_REPORT (bound to
     ``report_data``, the runner's nonce) and accepts it by returning, refuses it by raising
@@ -252,4 +263,5 @@ def run_keep(
             timeout=timeout,
             require_attestation=require_attestation,
             output_limit=output_limit,
+            trees=trees,
         )

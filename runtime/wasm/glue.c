@@ -5,6 +5,7 @@
 
 #include "keep_platform.h"
 #include "keep_runtime.h"
+#include "keep_trees.h"
 #include "wasm-rt.h"
 
 void keep_write_str(int fd, const char *s) { keep_platform_console_write(fd, s, strlen(s)); }
@@ -61,6 +62,7 @@ _Noreturn void keep_runtime_main(uintptr_t boot_arg) {
     keep_platform_init(boot_arg, &memory);
     keep_heap_init(memory.heap_start, memory.heap_end);
     keep_wasi_init();
+    keep_trees_init(); /* after attestation, before the application */
     wasm_rt_init();
     keep_platform_exit(keep_app_run());
 }

@@ -141,6 +141,15 @@ long keep_platform_stdin_read(void *buf, size_t len) {
 }
 
 /* argv and envp as the Linux kernel lays them out at the initial stack pointer. */
+/* No trees and no attestation on a Linux host. */
+long keep_platform_trees_read(void *buf, size_t len, uint64_t position, uint64_t *total) {
+    (void)buf, (void)len, (void)position;
+    *total = 0;
+    return 0;
+}
+
+const uint8_t *keep_platform_attested_report_data(void) { return NULL; }
+
 long keep_platform_launch_args(void *buf, size_t max) {
     const uintptr_t *sp = (const uintptr_t *)initial_sp;
     uint32_t argc = (uint32_t)sp[0];

@@ -9,6 +9,7 @@ static volatile struct keep_hc_page *hc_page;
 static volatile uint32_t *hc_doorbell;
 static uint8_t *hc_buffer;
 static size_t hc_buffer_size;
+static const uint8_t *attested_report_data;
 
 void keep_hc_init(const struct keep_user_info *info) {
     hc_page = (volatile struct keep_hc_page *)(uintptr_t)info->hc_page;
@@ -51,6 +52,9 @@ void keep_platform_init(uintptr_t boot_arg, struct keep_platform_memory *memory)
         __builtin_trap();
     }
     keep_hc_init(info);
+    /* The microkernel left the REPORT_DATA it attested in the stack's top 64 bytes, which
+     * _start set aside (ABI.md, boot flow 3). */
+    attested_report_data = (const uint8_t *)(uintptr_t)(info->stack_top - KEEP_REPORT_DATA_SIZE);
     memory->heap_start = (uintptr_t)info->heap_start;
     memory->heap_end = (uintptr_t)info->heap_end;
     /* The stack and its guard page are the microkernel's business (ABI.md): nothing to do. */
@@ -120,6 +124,26 @@ int keep_platform_clock(uint32_t clock_id, uint64_t *nanoseconds) {
     return 0;
 }
 
+long keep_platform_trees_read(void *buf, size_t len, uint64_t position, uint64_t *total) {
+    size_t room = len < hc_buffer_size ? len : hc_buffer_size;
+    uint64_t args[6] = {0, room, position, 0, 0, 0};
+    struct keep_hc_result r = keep_hc_call(KEEP_HC_TREES, args);
+    if (r.status < 0) {
+        return r.status;
+    }
+    size_t got = (size_t)r.ret[0];
+    if (got > room) { /* never believe a length past what we asked */
+        got = room;
+    }
+    *total = r.ret[1];
+    if (got > 0) {
+        memcpy(buf, hc_buffer, got);
+    }
+    return (long)got;
+}
+
+const uint8_t *keep_platform_attested_report_data(void) { return attested_report_data; }
+
 _Noreturn void keep_platform_exit(int status) {
     uint64_t args[6] = {(uint64_t)(uint32_t)status, 0, 0, 0, 0, 0};
     keep_hc_call(KEEP_HC_EXIT, args);
@@ -128,12 +152,14 @@ _Noreturn void keep_platform_exit(int status) {
     }
 }
 
-/* Ring-3 entry: rsp = keep_user_info.stack_top (16-byte aligned), rdi = the info block. */
+/* Ring-3 entry: rsp = keep_user_info.stack_top (16-byte aligned), rdi = the info block. The top
+ * 64 bytes hold the attested REPORT_DATA (ABI.md, boot flow 3): set them aside first. */
 __asm__(
     ".pushsection .text.keep_start,\"ax\",@progbits\n"
     ".globl _start\n"
     ".type _start,@function\n"
     "_start:\n"
+    "  sub $64, %rsp\n"
     "  xor %ebp, %ebp\n"
     "  call keep_runtime_main\n"
     "  ud2\n"

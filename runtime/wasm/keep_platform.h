@@ -34,6 +34,15 @@ long keep_platform_launch_args(void *buf, size_t max);
  * failure. */
 int keep_platform_clock(uint32_t clock_id, uint64_t *nanoseconds);
 
+/* The preopened trees' transfer blob as the host sends it (untrusted; keep_trees.c checks it):
+ * copies up to len bytes from position into buf and sets *total to the blob's length (0: no
+ * trees). Returns the bytes copied or a negative errno. */
+long keep_platform_trees_read(void *buf, size_t len, uint64_t position, uint64_t *total);
+
+/* The 64-byte REPORT_DATA this keep attested, from private memory; NULL where nothing was
+ * attested (the hostcheck build). */
+const uint8_t *keep_platform_attested_report_data(void);
+
 /* End the keep (or process) with this status. */
 _Noreturn void keep_platform_exit(int status);
 

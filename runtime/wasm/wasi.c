@@ -1,7 +1,13 @@
 /* WASI preview 1 inside the keep: args, environ, clocks, random (RDRAND/RDSEED, never the
- * host), stdio, proc_exit, fd_fdstat_get and the prestat calls (no preopened directories).
- * Everything else returns ENOSYS. Every pointer and length from the application is checked
- * against its linear memory before use: a bad one is EFAULT, never a crash. */
+ * host), the three stdio streams as descriptors 0-2 (read, write, close, renumber, fdstat,
+ * filestat, poll), poll_oneoff with clocks, sched_yield, proc_exit; proc_raise and the socket
+ * calls answer as wasmtime does. There are no preopened directories yet, so no descriptor but
+ * stdio exists: every call on another descriptor is EBADF.
+ *
+ * Where wasmtime's answer is defined, this file gives the same one (tests/test_wasi_differential.py
+ * and tests/wat/wasi_preview1_stdio.wat); where wasmtime traps (a bad pointer, an enum or flag
+ * value outside the spec) the keep answers EFAULT or EINVAL instead. Every pointer and length
+ * from the application is checked against its linear memory before use: never a crash. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,12 +23,13 @@
 #define WASI_EFAULT 21
 #define WASI_EINVAL 28
 #define WASI_EIO 29
-#define WASI_ENOSYS 52
+#define WASI_ENOTSOCK 57
+#define WASI_ENOTSUP 58
+#define WASI_ESPIPE 70
 
 #define WASI_FILETYPE_CHARACTER_DEVICE 2
 #define WASI_RIGHT_FD_READ (1ull << 1)
 #define WASI_RIGHT_FD_WRITE (1ull << 6)
-#define WASI_RIGHT_POLL_FD_READWRITE (1ull << 27)
 
 #define LAUNCH_ARGS_MAX (64u << 10)
 
@@ -241,22 +248,47 @@ uint32_t w2c_wasi__snapshot__preview1_random_get(struct w2c_wasi__snapshot__prev
     return WASI_ESUCCESS;
 }
 
-/* ---- stdio ------------------------------------------------------------------------------- */
+/* ---- descriptors: the three stdio streams ------------------------------------------------
+ * Descriptors 0-2 start as stdin, stdout and stderr; fd_close closes one and fd_renumber moves
+ * one, as in wasmtime. With no preopens there is nothing else to open. */
+
+enum { STREAM_STDIN = 0, STREAM_STDOUT = 1, STREAM_STDERR = 2, STREAM_CLOSED = -1 };
+
+static int8_t fd_stream[3] = {STREAM_STDIN, STREAM_STDOUT, STREAM_STDERR};
+
+/* The stream behind fd, or STREAM_CLOSED (no such descriptor). */
+static int stream_of(uint32_t fd) { return fd < 3 ? fd_stream[fd] : STREAM_CLOSED; }
+
+static bool is_output(int stream) { return stream == STREAM_STDOUT || stream == STREAM_STDERR; }
+
+/* The rights wasmtime gives a stdio stream (base and inheriting alike). */
+static uint64_t stream_rights(int stream) {
+    return stream == STREAM_STDIN ? WASI_RIGHT_FD_READ : WASI_RIGHT_FD_WRITE;
+}
+
+static bool iovecs_ok(const wasm_rt_memory_t *mem, uint32_t iovs, uint32_t iovs_len,
+                      uint32_t result_ptr) {
+    if (!span_ok(mem, iovs, (uint64_t)iovs_len * 8) || !span_ok(mem, result_ptr, 4)) {
+        return false;
+    }
+    for (uint32_t i = 0; i < iovs_len; i++) {
+        if (!span_ok(mem, load_u32(mem, iovs + 8 * i), load_u32(mem, iovs + 8 * i + 4))) {
+            return false;
+        }
+    }
+    return true;
+}
 
 uint32_t w2c_wasi__snapshot__preview1_fd_write(struct w2c_wasi__snapshot__preview1 *w,
                                                uint32_t fd, uint32_t iovs, uint32_t iovs_len,
                                                uint32_t nwritten_ptr) {
     wasm_rt_memory_t *mem = w->memory;
-    if (fd != 1 && fd != 2) {
+    int stream = stream_of(fd);
+    if (!is_output(stream)) {
         return WASI_EBADF;
     }
-    if (!span_ok(mem, iovs, (uint64_t)iovs_len * 8) || !span_ok(mem, nwritten_ptr, 4)) {
+    if (!iovecs_ok(mem, iovs, iovs_len, nwritten_ptr)) {
         return WASI_EFAULT;
-    }
-    for (uint32_t i = 0; i < iovs_len; i++) {
-        if (!span_ok(mem, load_u32(mem, iovs + 8 * i), load_u32(mem, iovs + 8 * i + 4))) {
-            return WASI_EFAULT;
-        }
     }
     /* Gather into one staging buffer so that many small iovecs cost one console write. */
     static uint8_t staging[16384];
@@ -275,7 +307,7 @@ uint32_t w2c_wasi__snapshot__preview1_fd_write(struct w2c_wasi__snapshot__previe
             ptr += (uint32_t)n;
             len -= (uint32_t)n;
             if (staged == sizeof staging) {
-                if (keep_platform_console_write((int)fd, staging, staged) != (long)staged) {
+                if (keep_platform_console_write(stream, staging, staged) != (long)staged) {
                     return WASI_EIO;
                 }
                 total += staged;
@@ -284,7 +316,7 @@ uint32_t w2c_wasi__snapshot__preview1_fd_write(struct w2c_wasi__snapshot__previe
         }
     }
     if (staged > 0) {
-        if (keep_platform_console_write((int)fd, staging, staged) != (long)staged) {
+        if (keep_platform_console_write(stream, staging, staged) != (long)staged) {
             return WASI_EIO;
         }
         total += staged;
@@ -297,16 +329,11 @@ uint32_t w2c_wasi__snapshot__preview1_fd_read(struct w2c_wasi__snapshot__preview
                                               uint32_t fd, uint32_t iovs, uint32_t iovs_len,
                                               uint32_t nread_ptr) {
     wasm_rt_memory_t *mem = w->memory;
-    if (fd != 0) {
+    if (stream_of(fd) != STREAM_STDIN) {
         return WASI_EBADF;
     }
-    if (!span_ok(mem, iovs, (uint64_t)iovs_len * 8) || !span_ok(mem, nread_ptr, 4)) {
+    if (!iovecs_ok(mem, iovs, iovs_len, nread_ptr)) {
         return WASI_EFAULT;
-    }
-    for (uint32_t i = 0; i < iovs_len; i++) {
-        if (!span_ok(mem, load_u32(mem, iovs + 8 * i), load_u32(mem, iovs + 8 * i + 4))) {
-            return WASI_EFAULT;
-        }
     }
     uint32_t total = 0;
     for (uint32_t i = 0; i < iovs_len; i++) {
@@ -331,9 +358,13 @@ uint32_t w2c_wasi__snapshot__preview1_fd_read(struct w2c_wasi__snapshot__preview
     return WASI_ESUCCESS;
 }
 
+/* stdio is a character device (as wasmtime answers on a terminal): a libc line-buffers stdout,
+ * so the lines before a trap are not lost. The keep's console is a stream whatever the host's
+ * stdio is, so it never answers "regular file" or "pipe". */
 uint32_t w2c_wasi__snapshot__preview1_fd_fdstat_get(struct w2c_wasi__snapshot__preview1 *w,
                                                     uint32_t fd, uint32_t stat_ptr) {
-    if (fd > 2) {
+    int stream = stream_of(fd);
+    if (stream == STREAM_CLOSED) {
         return WASI_EBADF;
     }
     if (!span_ok(w->memory, stat_ptr, 24)) {
@@ -341,11 +372,82 @@ uint32_t w2c_wasi__snapshot__preview1_fd_fdstat_get(struct w2c_wasi__snapshot__p
     }
     uint8_t stat[24] = {0};
     stat[0] = WASI_FILETYPE_CHARACTER_DEVICE; /* fs_filetype; fs_flags (u16 at 2) = 0 */
-    uint64_t rights = (fd == 0 ? WASI_RIGHT_FD_READ : WASI_RIGHT_FD_WRITE) |
-                      WASI_RIGHT_POLL_FD_READWRITE;
-    memcpy(stat + 8, &rights, 8); /* fs_rights_base; fs_rights_inheriting (at 16) = 0 */
+    uint64_t rights = stream_rights(stream);
+    memcpy(stat + 8, &rights, 8);  /* fs_rights_base */
+    memcpy(stat + 16, &rights, 8); /* fs_rights_inheriting */
     memcpy(w->memory->data + stat_ptr, stat, sizeof stat);
     return WASI_ESUCCESS;
+}
+
+/* wasmtime's filestat of a stdio stream: only the file type, every other field 0. */
+uint32_t w2c_wasi__snapshot__preview1_fd_filestat_get(struct w2c_wasi__snapshot__preview1 *w,
+                                                      uint32_t fd, uint32_t stat_ptr) {
+    if (stream_of(fd) == STREAM_CLOSED) {
+        return WASI_EBADF;
+    }
+    if (!span_ok(w->memory, stat_ptr, 64)) {
+        return WASI_EFAULT;
+    }
+    uint8_t stat[64] = {0}; /* dev, ino, filetype (u8 at 16), nlink, size, atim, mtim, ctim */
+    stat[16] = WASI_FILETYPE_CHARACTER_DEVICE;
+    memcpy(w->memory->data + stat_ptr, stat, sizeof stat);
+    return WASI_ESUCCESS;
+}
+
+uint32_t w2c_wasi__snapshot__preview1_fd_close(struct w2c_wasi__snapshot__preview1 *w,
+                                               uint32_t fd) {
+    (void)w;
+    if (stream_of(fd) == STREAM_CLOSED) {
+        return WASI_EBADF;
+    }
+    fd_stream[fd] = STREAM_CLOSED;
+    return WASI_ESUCCESS;
+}
+
+/* Atomically replace `to` with `from` (both must be open); `from` is then closed. */
+uint32_t w2c_wasi__snapshot__preview1_fd_renumber(struct w2c_wasi__snapshot__preview1 *w,
+                                                  uint32_t from, uint32_t to) {
+    (void)w;
+    if (stream_of(from) == STREAM_CLOSED || stream_of(to) == STREAM_CLOSED) {
+        return WASI_EBADF;
+    }
+    if (from != to) {
+        fd_stream[to] = fd_stream[from];
+        fd_stream[from] = STREAM_CLOSED;
+    }
+    return WASI_ESUCCESS;
+}
+
+/* Streams cannot seek: ESPIPE (wasmtime), for any valid whence. */
+uint32_t w2c_wasi__snapshot__preview1_fd_seek(struct w2c_wasi__snapshot__preview1 *w, uint32_t fd,
+                                              uint64_t offset, uint32_t whence,
+                                              uint32_t newoffset_ptr) {
+    (void)w, (void)offset, (void)newoffset_ptr;
+    if (whence > 2) {
+        return WASI_EINVAL;
+    }
+    return stream_of(fd) == STREAM_CLOSED ? WASI_EBADF : WASI_ESPIPE;
+}
+
+uint32_t w2c_wasi__snapshot__preview1_fd_tell(struct w2c_wasi__snapshot__preview1 *w, uint32_t fd,
+                                              uint32_t offset_ptr) {
+    (void)w, (void)offset_ptr;
+    return stream_of(fd) == STREAM_CLOSED ? WASI_EBADF : WASI_ESPIPE;
+}
+
+/* Positional I/O on a stream it could otherwise do is ESPIPE; without the right, EBADF. */
+uint32_t w2c_wasi__snapshot__preview1_fd_pread(struct w2c_wasi__snapshot__preview1 *w, uint32_t fd,
+                                               uint32_t iovs, uint32_t iovs_len, uint64_t offset,
+                                               uint32_t nread_ptr) {
+    (void)w, (void)iovs, (void)iovs_len, (void)offset, (void)nread_ptr;
+    return stream_of(fd) == STREAM_STDIN ? WASI_ESPIPE : WASI_EBADF;
+}
+
+uint32_t w2c_wasi__snapshot__preview1_fd_pwrite(struct w2c_wasi__snapshot__preview1 *w,
+                                                uint32_t fd, uint32_t iovs, uint32_t iovs_len,
+                                                uint64_t offset, uint32_t nwritten_ptr) {
+    (void)w, (void)iovs, (void)iovs_len, (void)offset, (void)nwritten_ptr;
+    return is_output(stream_of(fd)) ? WASI_ESPIPE : WASI_EBADF;
 }
 
 /* No preopened directories: every descriptor answers "not a preopen", which is how WASI libcs
@@ -363,57 +465,238 @@ uint32_t w2c_wasi__snapshot__preview1_fd_prestat_dir_name(struct w2c_wasi__snaps
     return WASI_EBADF;
 }
 
+/* ---- poll_oneoff -----------------------------------------------------------------------------
+ * Subscriptions (48 bytes): userdata u64, tag u8 at 8 (0 clock, 1 fd_read, 2 fd_write), then at
+ * 16 either clock {id u32, timeout u64 at 24, precision u64 at 32, flags u16 at 40} or fd u32.
+ * Events (32 bytes): userdata u64, error u16 at 8, type u8 at 10, nbytes u64 at 16, flags u16
+ * at 24. A stdio stream is always ready (nbytes 1, as wasmtime reports): the keep cannot ask the
+ * host whether stdin has data, and a read that finds none waits for it or reads end of file.
+ * With no descriptor ready the call waits for the earliest clock; then it reports every ready
+ * descriptor and every clock whose time has come, in subscription order. */
+
+#define SUBSCRIPTION_SIZE 48
+#define EVENT_SIZE 32
+#define EVENTTYPE_CLOCK 0
+#define EVENTTYPE_FD_READ 1
+#define EVENTTYPE_FD_WRITE 2
+#define SUBCLOCK_ABSTIME 1u
+
+static uint64_t load_u64(const wasm_rt_memory_t *mem, uint32_t ptr) {
+    uint64_t v;
+    memcpy(&v, mem->data + ptr, 8);
+    return v;
+}
+
+static uint64_t saturating_add(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
+
+/* The monotonic deadline of a clock subscription, or a WASI errno (through *errno_out). */
+static bool clock_deadline(const wasm_rt_memory_t *mem, uint32_t sub, uint64_t now_mono,
+                           uint64_t *deadline, uint32_t *errno_out) {
+    uint32_t id = load_u32(mem, sub + 16);
+    uint64_t timeout = load_u64(mem, sub + 24);
+    uint16_t flags;
+    memcpy(&flags, mem->data + sub + 40, 2);
+    if ((flags & ~SUBCLOCK_ABSTIME) != 0 || (id != 0 && id != 1)) {
+        *errno_out = WASI_EINVAL; /* wasmtime refuses the CPU-time clocks here too */
+        return false;
+    }
+    if (!(flags & SUBCLOCK_ABSTIME)) {
+        *deadline = saturating_add(now_mono, timeout);
+        return true;
+    }
+    if (id == 1) {
+        *deadline = timeout;
+        return true;
+    }
+    uint64_t now_real = 0;
+    if (keep_platform_clock(0, &now_real) != 0) {
+        *errno_out = WASI_EIO;
+        return false;
+    }
+    *deadline = saturating_add(now_mono, timeout > now_real ? timeout - now_real : 0);
+    return true;
+}
+
+static void store_event(wasm_rt_memory_t *mem, uint32_t at, uint64_t userdata, uint8_t type,
+                        uint64_t nbytes) {
+    uint8_t event[EVENT_SIZE] = {0};
+    memcpy(event, &userdata, 8);
+    event[10] = type;
+    memcpy(event + 16, &nbytes, 8);
+    memcpy(mem->data + at, event, sizeof event);
+}
+
+uint32_t w2c_wasi__snapshot__preview1_poll_oneoff(struct w2c_wasi__snapshot__preview1 *w,
+                                                  uint32_t in, uint32_t out, uint32_t nsubs,
+                                                  uint32_t nevents_ptr) {
+    wasm_rt_memory_t *mem = w->memory;
+    if (nsubs == 0) {
+        return WASI_EINVAL;
+    }
+    if (!span_ok(mem, in, (uint64_t)nsubs * SUBSCRIPTION_SIZE) ||
+        !span_ok(mem, out, (uint64_t)nsubs * EVENT_SIZE) || !span_ok(mem, nevents_ptr, 4)) {
+        return WASI_EFAULT;
+    }
+    uint64_t start = 0;
+    if (keep_platform_clock(1, &start) != 0) {
+        return WASI_EIO;
+    }
+    /* First pass: check every subscription (one bad one fails the call, as in wasmtime). */
+    uint64_t earliest = UINT64_MAX;
+    bool fd_ready = false;
+    for (uint32_t i = 0; i < nsubs; i++) {
+        uint32_t sub = in + i * SUBSCRIPTION_SIZE;
+        uint8_t tag = mem->data[sub + 8];
+        if (tag == EVENTTYPE_CLOCK) {
+            uint64_t deadline;
+            uint32_t errno_value;
+            if (!clock_deadline(mem, sub, start, &deadline, &errno_value)) {
+                return errno_value;
+            }
+            earliest = deadline < earliest ? deadline : earliest;
+        } else if (tag == EVENTTYPE_FD_READ || tag == EVENTTYPE_FD_WRITE) {
+            int stream = stream_of(load_u32(mem, sub + 16));
+            if (tag == EVENTTYPE_FD_READ ? stream != STREAM_STDIN : !is_output(stream)) {
+                return WASI_EBADF;
+            }
+            fd_ready = true;
+        } else {
+            return WASI_EINVAL;
+        }
+    }
+    /* No descriptor ready: wait for the earliest clock. The host's monotonic clock is the only
+     * time source (no timer interrupts in the keep), so this asks it until the time has come. */
+    uint64_t now = start;
+    while (!fd_ready && now < earliest) {
+        if (keep_platform_clock(1, &now) != 0) {
+            return WASI_EIO;
+        }
+    }
+    /* Second pass: the events. Relative timeouts count from the call's start. */
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < nsubs; i++) {
+        uint32_t sub = in + i * SUBSCRIPTION_SIZE;
+        uint64_t userdata = load_u64(mem, sub);
+        uint8_t tag = mem->data[sub + 8];
+        uint64_t deadline = 0;
+        uint32_t errno_value;
+        if (tag != EVENTTYPE_CLOCK) {
+            store_event(mem, out + count++ * EVENT_SIZE, userdata, tag, 1);
+        } else if (!clock_deadline(mem, sub, start, &deadline, &errno_value)) {
+            return errno_value;
+        } else if (deadline <= now) {
+            store_event(mem, out + count++ * EVENT_SIZE, userdata, EVENTTYPE_CLOCK, 0);
+        }
+    }
+    store_u32(mem, nevents_ptr, count);
+    return WASI_ESUCCESS;
+}
+
+/* ---- process, scheduling, signals, sockets ------------------------------------------------ */
+
 void w2c_wasi__snapshot__preview1_proc_exit(struct w2c_wasi__snapshot__preview1 *w,
                                             uint32_t code) {
     (void)w;
     keep_platform_exit((int)code);
 }
 
-/* ---- everything else: ENOSYS --------------------------------------------------------------- */
+/* One application on its own vCPU: there is nobody to yield to. */
+uint32_t w2c_wasi__snapshot__preview1_sched_yield(struct w2c_wasi__snapshot__preview1 *w) {
+    (void)w;
+    return WASI_ESUCCESS;
+}
+
+/* The spec lets a host refuse signals: ENOTSUP for every signal of the enum (0-30), as
+ * wasmtime answers; a value outside the enum is EINVAL (wasmtime traps). */
+uint32_t w2c_wasi__snapshot__preview1_proc_raise(struct w2c_wasi__snapshot__preview1 *w,
+                                                 uint32_t sig) {
+    (void)w;
+    return sig > 30 ? WASI_EINVAL : WASI_ENOTSUP;
+}
+
+/* No descriptor is a socket: a stdio stream is ENOTSOCK, anything else EBADF (wasmtime).
+ * Flag values outside the spec's sets are EINVAL (wasmtime traps); nothing is read or written. */
+static uint32_t not_a_socket(uint32_t fd) {
+    return stream_of(fd) == STREAM_CLOSED ? WASI_EBADF : WASI_ENOTSOCK;
+}
+
+#define FDFLAGS_ALL 0x1fu
+#define RIFLAGS_ALL 0x3u
+#define SDFLAGS_ALL 0x3u
+
+uint32_t w2c_wasi__snapshot__preview1_sock_accept(struct w2c_wasi__snapshot__preview1 *w,
+                                                  uint32_t fd, uint32_t flags, uint32_t fd_ptr) {
+    (void)w, (void)fd_ptr;
+    return (flags & ~FDFLAGS_ALL) != 0 ? WASI_EINVAL : not_a_socket(fd);
+}
+
+uint32_t w2c_wasi__snapshot__preview1_sock_recv(struct w2c_wasi__snapshot__preview1 *w,
+                                                uint32_t fd, uint32_t iovs, uint32_t iovs_len,
+                                                uint32_t riflags, uint32_t nread_ptr,
+                                                uint32_t roflags_ptr) {
+    (void)w, (void)iovs, (void)iovs_len, (void)nread_ptr, (void)roflags_ptr;
+    return (riflags & ~RIFLAGS_ALL) != 0 ? WASI_EINVAL : not_a_socket(fd);
+}
+
+uint32_t w2c_wasi__snapshot__preview1_sock_send(struct w2c_wasi__snapshot__preview1 *w,
+                                                uint32_t fd, uint32_t iovs, uint32_t iovs_len,
+                                                uint32_t siflags, uint32_t nwritten_ptr) {
+    (void)w, (void)iovs, (void)iovs_len, (void)siflags, (void)nwritten_ptr;
+    return not_a_socket(fd);
+}
+
+uint32_t w2c_wasi__snapshot__preview1_sock_shutdown(struct w2c_wasi__snapshot__preview1 *w,
+                                                    uint32_t fd, uint32_t how) {
+    (void)w;
+    return (how & ~SDFLAGS_ALL) != 0 ? WASI_EINVAL : not_a_socket(fd);
+}
+
+/* ---- the file and directory calls, before preopens exist ---------------------------------
+ * A stdio stream has none of the rights these need and no other descriptor exists: EBADF
+ * (wasmtime's answer on stdio), after the checks of values wasmtime would trap on. */
 
 #define I32 uint32_t
 #define I64 uint64_t
-#define ENOSYS_FN(name, ...)                                                                   \
+#define EBADF_FN(name, ...)                                                                    \
     uint32_t w2c_wasi__snapshot__preview1_##name(struct w2c_wasi__snapshot__preview1 *w,        \
                                                  __VA_ARGS__) {                                 \
         (void)w;                                                                               \
-        return WASI_ENOSYS;                                                                    \
+        return WASI_EBADF;                                                                     \
     }
 
-ENOSYS_FN(fd_advise, I32 a, I64 b, I64 c, I32 d)
-ENOSYS_FN(fd_allocate, I32 a, I64 b, I64 c)
-ENOSYS_FN(fd_close, I32 a)
-ENOSYS_FN(fd_datasync, I32 a)
-ENOSYS_FN(fd_fdstat_set_flags, I32 a, I32 b)
-ENOSYS_FN(fd_fdstat_set_rights, I32 a, I64 b, I64 c)
-ENOSYS_FN(fd_filestat_get, I32 a, I32 b)
-ENOSYS_FN(fd_filestat_set_size, I32 a, I64 b)
-ENOSYS_FN(fd_filestat_set_times, I32 a, I64 b, I64 c, I32 d)
-ENOSYS_FN(fd_pread, I32 a, I32 b, I32 c, I64 d, I32 e)
-ENOSYS_FN(fd_pwrite, I32 a, I32 b, I32 c, I64 d, I32 e)
-ENOSYS_FN(fd_readdir, I32 a, I32 b, I32 c, I64 d, I32 e)
-ENOSYS_FN(fd_renumber, I32 a, I32 b)
-ENOSYS_FN(fd_seek, I32 a, I64 b, I32 c, I32 d)
-ENOSYS_FN(fd_sync, I32 a)
-ENOSYS_FN(fd_tell, I32 a, I32 b)
-ENOSYS_FN(path_create_directory, I32 a, I32 b, I32 c)
-ENOSYS_FN(path_filestat_get, I32 a, I32 b, I32 c, I32 d, I32 e)
-ENOSYS_FN(path_filestat_set_times, I32 a, I32 b, I32 c, I32 d, I64 e, I64 f, I32 g)
-ENOSYS_FN(path_link, I32 a, I32 b, I32 c, I32 d, I32 e, I32 f, I32 g)
-ENOSYS_FN(path_open, I32 a, I32 b, I32 c, I32 d, I32 e, I64 f, I64 g, I32 h, I32 i)
-ENOSYS_FN(path_readlink, I32 a, I32 b, I32 c, I32 d, I32 e, I32 f)
-ENOSYS_FN(path_remove_directory, I32 a, I32 b, I32 c)
-ENOSYS_FN(path_rename, I32 a, I32 b, I32 c, I32 d, I32 e, I32 f)
-ENOSYS_FN(path_symlink, I32 a, I32 b, I32 c, I32 d, I32 e)
-ENOSYS_FN(path_unlink_file, I32 a, I32 b, I32 c)
-ENOSYS_FN(poll_oneoff, I32 a, I32 b, I32 c, I32 d)
-ENOSYS_FN(proc_raise, I32 a)
-ENOSYS_FN(sock_accept, I32 a, I32 b, I32 c)
-ENOSYS_FN(sock_recv, I32 a, I32 b, I32 c, I32 d, I32 e, I32 f)
-ENOSYS_FN(sock_send, I32 a, I32 b, I32 c, I32 d, I32 e)
-ENOSYS_FN(sock_shutdown, I32 a, I32 b)
-
-uint32_t w2c_wasi__snapshot__preview1_sched_yield(struct w2c_wasi__snapshot__preview1 *w) {
-    (void)w;
-    return WASI_ENOSYS;
+uint32_t w2c_wasi__snapshot__preview1_fd_advise(struct w2c_wasi__snapshot__preview1 *w,
+                                                uint32_t fd, uint64_t offset, uint64_t len,
+                                                uint32_t advice) {
+    (void)w, (void)fd, (void)offset, (void)len;
+    return advice > 5 ? WASI_EINVAL : WASI_EBADF;
 }
+
+uint32_t w2c_wasi__snapshot__preview1_fd_fdstat_set_flags(struct w2c_wasi__snapshot__preview1 *w,
+                                                          uint32_t fd, uint32_t flags) {
+    (void)w, (void)fd;
+    return (flags & ~FDFLAGS_ALL) != 0 ? WASI_EINVAL : WASI_EBADF;
+}
+
+uint32_t w2c_wasi__snapshot__preview1_fd_filestat_set_times(
+    struct w2c_wasi__snapshot__preview1 *w, uint32_t fd, uint64_t atim, uint64_t mtim,
+    uint32_t fst_flags) {
+    (void)w, (void)fd, (void)atim, (void)mtim;
+    return (fst_flags & ~0xfu) != 0 ? WASI_EINVAL : WASI_EBADF;
+}
+
+EBADF_FN(fd_allocate, I32 a, I64 b, I64 c)
+EBADF_FN(fd_datasync, I32 a)
+EBADF_FN(fd_fdstat_set_rights, I32 a, I64 b, I64 c)
+EBADF_FN(fd_filestat_set_size, I32 a, I64 b)
+EBADF_FN(fd_readdir, I32 a, I32 b, I32 c, I64 d, I32 e)
+EBADF_FN(fd_sync, I32 a)
+EBADF_FN(path_create_directory, I32 a, I32 b, I32 c)
+EBADF_FN(path_filestat_get, I32 a, I32 b, I32 c, I32 d, I32 e)
+EBADF_FN(path_filestat_set_times, I32 a, I32 b, I32 c, I32 d, I64 e, I64 f, I32 g)
+EBADF_FN(path_link, I32 a, I32 b, I32 c, I32 d, I32 e, I32 f, I32 g)
+EBADF_FN(path_open, I32 a, I32 b, I32 c, I32 d, I32 e, I64 f, I64 g, I32 h, I32 i)
+EBADF_FN(path_readlink, I32 a, I32 b, I32 c, I32 d, I32 e, I32 f)
+EBADF_FN(path_remove_directory, I32 a, I32 b, I32 c)
+EBADF_FN(path_rename, I32 a, I32 b, I32 c, I32 d, I32 e, I32 f)
+EBADF_FN(path_symlink, I32 a, I32 b, I32 c, I32 d, I32 e)
+EBADF_FN(path_unlink_file, I32 a, I32 b, I32 c)

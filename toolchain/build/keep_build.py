@@ -27,6 +27,7 @@ from toolchain.errors import InputError
 
 if TYPE_CHECKING:
     from toolchain.build.cache import BuildCache
+    from toolchain.measure.plan import LaunchPlan
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VCPU_COUNTS = (1, 2, 4)
@@ -70,8 +71,13 @@ def build_keep(
     source_root: Path | None = None,
     cache: BuildCache | None = None,
     opt: str = "O2",
+    memory: int | None = None,
 ) -> KeepBuild:
     """Build every artifact of the keep for ``app`` (``.wasm``/``.wat``) into ``out_dir``.
+
+    ``memory`` is the guest RAM in bytes (default: the microkernel's 256 MiB); it is part of the
+    launch plan and the measurement, and an application whose initial linear memory does not
+    fit the heap it leaves is refused here, before anything runs.
 
     ``source_root`` is the source tree to build (its ``runtime/`` and ``pyproject.toml``;
     default: the tree beside this package), so a release can be rebuilt from any checkout;
@@ -144,7 +150,8 @@ def build_keep(
     step("microkernel", started)
 
     started = time.perf_counter()
-    plan = build_plan(ukernel_elf, runtime_elf, vcpu_count=min(vcpu_counts))
+    plan = build_plan(ukernel_elf, runtime_elf, vcpu_count=min(vcpu_counts), memory=memory)
+    check_app_memory(app_wasm.read_bytes(), plan)
     plan_path = out_dir / PLAN_FILE
     plan_text = plan.to_json().encode()
     if not plan_path.is_file() or plan_path.read_bytes() != plan_text:
@@ -173,7 +180,11 @@ def build_keep(
     statement = provenance_statement(
         outputs=[Resource.of_file(name, path) for name, path in artifacts.items()],
         inputs=inputs,
-        external_parameters={"application": app.name, "vcpu_counts": sorted(set(vcpu_counts))},
+        external_parameters={
+            "application": app.name,
+            "vcpu_counts": sorted(set(vcpu_counts)),
+            **({"memory": plan.ram_size} if memory is not None else {}),
+        },
         internal_parameters={
             "toolchain": versions,
             "cpu": CPU,
@@ -191,12 +202,37 @@ def build_keep(
     provenance = write_provenance(statement, out_dir / PROVENANCE_FILE)
     step("provenance", started)
     outputs = {**artifacts, PROVENANCE_FILE: provenance}
-    where = record.record_path(build_cache, app, out_dir, vcpu_counts, opt, root)
+    where = record.record_path(build_cache, app, out_dir, vcpu_counts, opt, root, memory)
     if recorded_inputs is not None:
         output_digests = record.write_record(where, recorded_inputs, outputs, digests)
     else:
         output_digests = {name: record.sha256(path) for name, path in sorted(outputs.items())}
     return KeepBuild(out_dir, artifacts, digests, provenance, output_digests)
+
+
+def check_app_memory(wasm: bytes, plan: LaunchPlan) -> None:
+    """Refuse an application whose initial linear memory exceeds what the keep's heap holds.
+
+    The limit is the one both backends enforce at run time (``toolchain.run.nil``'s
+    ``linear_memory_limit``); a module asking for more at start could only abort.
+    """
+    import wasmtime
+
+    from toolchain.run.nil import WASM_PAGE, linear_memory_limit
+
+    module = wasmtime.Module(wasmtime.Engine(), wasm)
+    types = [item.type for item in module.imports] + [item.type for item in module.exports]
+    pages = max(
+        (kind.limits.min for kind in types if isinstance(kind, wasmtime.MemoryType)), default=0
+    )
+    limit = linear_memory_limit(plan.abi.heap_end - plan.abi.heap_start) // WASM_PAGE
+    if pages > limit:
+        raise InputError(
+            f"the application asks for {pages} pages ({pages * WASM_PAGE >> 20} MiB) of linear "
+            f"memory at start; a keep with {plan.ram_size >> 20} MiB of guest memory holds at most "
+            f"{limit} pages",
+            hint="build it with a larger --memory (e.g. --memory 512M)",
+        )
 
 
 def copy_tree_outputs(build: KeepBuild, destination: Path) -> None:

@@ -43,9 +43,18 @@ PROVENANCE_FILE = "provenance.json"  # = provenance.PROVENANCE_FILE (not importe
 
 
 def record_path(
-    cache: BuildCache, app: Path, out_dir: Path, vcpu_counts: Sequence[int], opt: str, root: Path
+    cache: BuildCache,
+    app: Path,
+    out_dir: Path,
+    vcpu_counts: Sequence[int],
+    opt: str,
+    root: Path,
+    memory: int | None = None,
 ) -> Path:
-    """Where the record of this build lives: one per (output directory, app name, parameters)."""
+    """Where the record of this build lives: one per (output directory, app name, parameters).
+
+    Every build parameter is in the key (vCPU counts, optimisation, guest memory): a build of
+    other parameters into the same directory is another record, never a hit on this one."""
     key = step_key(
         RECORD_FORMAT,
         str(out_dir.resolve()),
@@ -53,6 +62,7 @@ def record_path(
         json.dumps(sorted(set(vcpu_counts))),
         opt,
         str(root.resolve()),
+        *([] if memory is None else [f"memory={memory}"]),
     )
     return cache.root / "keeps" / key[:2] / f"{key}.json"
 
@@ -169,6 +179,7 @@ def recorded_build(
     *,
     vcpu_counts: Sequence[int],
     opt: str = "O2",
+    memory: int | None = None,
     root: Path | None = None,
     cache: BuildCache | None = None,
 ) -> KeepBuild | None:
@@ -184,7 +195,7 @@ def recorded_build(
         return None
     root = ROOT if root is None else Path(root)
     out_dir = Path(out_dir)
-    loaded = _load(record_path(cache, app, out_dir, vcpu_counts, opt, root))
+    loaded = _load(record_path(cache, app, out_dir, vcpu_counts, opt, root, memory))
     if loaded is None:
         return None
     inputs, outputs, launch_digests = loaded

@@ -25,11 +25,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="optimisation of the application's generated C (default O2; O1 compiles a big "
         "module about 15%% faster and runs slower: bench/opt_levels.py)",
     )
+    parser.add_argument(
+        "--memory",
+        metavar="SIZE",
+        help="guest memory, e.g. 512M or 1G (default 256M; part of the measurement)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     from toolchain.build.keep_build import DEFAULT_VCPU_COUNTS, build_keep
+    from toolchain.measure.keep import check_guest_memory, parse_memory_size
+
+    memory = None
+    if args.memory is not None:
+        memory = parse_memory_size(args.memory)
+        check_guest_memory(memory)
 
     tty = sys.stderr.isatty()
 
@@ -46,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             vcpu_counts=args.vcpus or DEFAULT_VCPU_COUNTS,
             progress=progress,
             opt=args.opt,
+            memory=memory,
         )
     except OSError as exc:  # the output directory, the cache or a tool's files
         where = f" ({exc.filename})" if exc.filename else ""

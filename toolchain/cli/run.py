@@ -56,6 +56,17 @@ def _env_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _memory(text: str | None) -> int | None:
+    """--memory SIZE in bytes, checked against the keep's limits (None: the default)."""
+    if text is None:
+        return None
+    from toolchain.measure.keep import check_guest_memory, parse_memory_size
+
+    memory = parse_memory_size(text)
+    check_guest_memory(memory)
+    return memory
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     from toolchain.cli.references import add_trust_arguments
 
@@ -86,6 +97,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "no isolation",
     )
     parser.add_argument("--vcpus", type=int, default=1, metavar="N", help="vCPUs (default 1)")
+    parser.add_argument(
+        "--dir",
+        dest="dirs",
+        action="append",
+        default=[],
+        metavar="HOST[::GUEST]",
+        help="copy directory HOST into the keep as GUEST (default: HOST as written); "
+        "repeatable. Read before boot (at most 32 MiB in all), its digest is bound into the "
+        "attestation report and checked by the keep. Not yet visible to the application "
+        "(no file system in this version)",
+    )
+    parser.add_argument(
+        "--memory",
+        metavar="SIZE",
+        help="guest memory, e.g. 512M or 1G (default 256M; part of the measurement)",
+    )
     parser.add_argument(
         "--references",
         type=Path,
@@ -131,6 +158,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from toolchain.cli.references import trust_policy_from_args
     from toolchain.run import RunOptions, run_app
+    from toolchain.run.trees import DirSpec
 
     trust = trust_policy_from_args(args) if args.references else None
     outcome = run_app(
@@ -140,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
             env=list(args.env),
             backend=args.backend,
             vcpus=args.vcpus,
+            memory=_memory(args.memory),
+            dirs=[DirSpec.parse(text) for text in args.dirs],
             references=args.references,
             trust=trust,
             policy=args.policy,

@@ -35,6 +35,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the REPORT_DATA you expect (zero-padded to 64 bytes): proves the run is the one "
         "you asked for; without it freshness is not checked",
     )
+    parser.add_argument(
+        "--dir",
+        dest="dirs",
+        action="append",
+        metavar="HOST[::GUEST]",
+        help="a directory the run preopened (as 'keep run --dir'; repeat in the same order): "
+        "proves the keep saw exactly these trees",
+    )
     parser.add_argument("--policy", type=Path, metavar="FILE", help="verification policy (TOML)")
     parser.add_argument(
         "--at", metavar="TIME", help="verify as of TIME (ISO 8601, default now; UTC when no zone)"
@@ -43,6 +51,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--crl", type=Path, metavar="FILE", help="AMD CRL (DER or PEM) to check revocation"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _trees(dirs: list[str] | None) -> list[tuple[str, bytes]] | None:
+    """(guest path, digest) of each --dir, read as 'keep run' reads it; None without --dir."""
+    if not dirs:
+        return None
+    from toolchain.run.trees import DirSpec, read_trees
+
+    return [(t.spec.guest, t.digest) for t in read_trees([DirSpec.parse(d) for d in dirs])]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         roots=roots_from_args(args),
         policy=VerificationPolicy.load(args.policy) if args.policy else None,
         nonce=parse_hex(args.nonce, "--nonce") if args.nonce is not None else None,
+        trees=_trees(args.dirs),
         at=parse_time(args.at) if args.at else None,
         crl=read_file(args.crl, "CRL") if args.crl is not None else None,
         title=f"evidence {args.evidence}",

@@ -12,12 +12,18 @@ The microkernel declares the layout in its ``.note.keepstack`` note (``struct ke
 * both ELFs' PT_LOAD segments page by page (NORMAL; ZERO for pages wholly past ``p_filesz``);
 * the vCPU states: the boot CPU at the microkernel's entry in long mode, APs parked.
 
+Guest memory (RAM) is the microkernel note's ``ram_size`` (256 MiB) unless ``build_plan`` is
+given ``memory``: from ``GUEST_MEMORY_MIN`` to ``GUEST_MEMORY_MAX`` in whole 2 MiB pages. It
+moves the stack and the top of the heap, so it changes the page tables, the user-info page and
+therefore the launch digest: a keep's memory size is part of its measurement.
+
 ELF input is validated strictly: anything malformed, overlapping or misaligned is an
 ``InputError`` naming the problem.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -46,11 +52,17 @@ from toolchain.snp.vmsa import (
 
 NOTE_NAME = b"Keepstack\0"
 NOTE_TYPE_LAYOUT = 1
-ABI_VERSION = 1
+ABI_VERSION = 2
+#: The ABI versions a microkernel may declare: 1 (releases 0.1.0 and 0.2.0, rebuilt from their
+#: commits) and 2 (the TREES call and the attested REPORT_DATA left for ring 3).
+ABI_VERSIONS = (1, 2)
 VECTOR_STUB_SIZE = 16
 HC_MAGIC = 0x3143484B
 USER_INFO_MAGIC = 0x3149554B
 LARGE_PAGE = 0x200000
+#: The guest memory a keep may be built with (``build_plan(memory=...)``).
+GUEST_MEMORY_MIN = 64 << 20
+GUEST_MEMORY_MAX = 4 << 30
 
 # Selectors and GDT (see keep_abi.h): null, kernel code, kernel data, user code, user data, TSS.
 SEL_KCODE, SEL_KDATA, SEL_UCODE, SEL_UDATA, SEL_TSS = 0x08, 0x10, 0x1B, 0x23, 0x28
@@ -311,12 +323,14 @@ def read_layout(ukernel: ElfImage) -> KeepLayout:
     if len(desc) < 8:
         raise InputError("the Keepstack layout note is truncated")
     version, size = struct.unpack_from("<II", desc)
-    if version != ABI_VERSION:
-        raise InputError(f"the microkernel declares ABI version {version}; this is {ABI_VERSION}")
+    if version not in ABI_VERSIONS:
+        raise InputError(
+            f"the microkernel declares ABI version {version}; this reads {list(ABI_VERSIONS)}"
+        )
     if size != _LAYOUT.size or len(desc) != _LAYOUT.size:
         raise InputError(
             f"the Keepstack layout note is {len(desc)} bytes (declares {size}); "
-            f"ABI {ABI_VERSION} has {_LAYOUT.size}"
+            f"ABI {version} has {_LAYOUT.size}"
         )
     values = _LAYOUT.unpack(desc)[2:]
     layout = KeepLayout(version, **dict(zip(_LAYOUT_FIELDS, values, strict=True)))
@@ -574,16 +588,44 @@ def _long_mode_vcpu(layout: KeepLayout, *, rip: int, rsp: int) -> VcpuState:
     )
 
 
+def check_guest_memory(memory: int) -> None:
+    """Refuse a memory size outside [GUEST_MEMORY_MIN, GUEST_MEMORY_MAX] or not 2 MiB-whole."""
+    if not GUEST_MEMORY_MIN <= memory <= GUEST_MEMORY_MAX or memory % LARGE_PAGE:
+        raise InputError(
+            f"guest memory of {memory} bytes: a keep takes {GUEST_MEMORY_MIN >> 20} MiB to "
+            f"{GUEST_MEMORY_MAX >> 20} MiB in whole 2 MiB pages",
+        )
+
+
+def parse_memory_size(text: str) -> int:
+    """``268435456``, ``512M``/``512MiB``, ``1G``/``1GiB`` → bytes (checked by the caller)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in units else ""
+    number = value[: len(value) - len(unit)]
+    if not number.isdigit():
+        raise InputError(f"memory size {text!r} is not a number of bytes, K, M or G (e.g. 512M)")
+    return int(number) * units[unit]
+
+
 def build_plan(
     ukernel: Path | bytes,
     runtime: Path | bytes,
     *,
     vcpu_count: int = 1,
+    memory: int | None = None,
 ) -> LaunchPlan:
-    """The LaunchPlan of a keep: the microkernel ELF and the ring-3 runtime image ELF."""
+    """The LaunchPlan of a keep: the microkernel ELF and the ring-3 runtime image ELF.
+
+    ``memory`` is the guest RAM in bytes (default: the microkernel note's ``ram_size``).
+    """
     kernel = load_elf(ukernel, "microkernel ELF")
     user = load_elf(runtime, "runtime image ELF")
     layout = read_layout(kernel)
+    if memory is not None:
+        check_guest_memory(memory)
+        layout = dataclasses.replace(layout, ram_size=memory)
+        _check_layout(layout)
     ram = layout.ram_size
 
     if kernel.end > layout.hc_page or kernel.start < layout.page_tables + layout.page_tables_size:
@@ -614,7 +656,7 @@ def build_plan(
 
     user_info = _USER_INFO.pack(
         USER_INFO_MAGIC,
-        ABI_VERSION,
+        layout.abi_version,  # the microkernel's own: a release rebuilds to its own bytes
         0,
         layout.hc_page,
         layout.hc_buffer,

@@ -51,6 +51,11 @@ class LiveAttestation:
     backend: str
     vcpus: int
     checklist: Checklist | None = None
+    #: The REPORT_DATA the report must carry: the nonce, or SHA-512(nonce || tree digests) when
+    #: directories are preopened (``toolchain.run.trees.bind_report_data``). None: the nonce.
+    report_data: bytes | None = None
+    #: (guest path, SHA-512 digest) of each preopened tree, in the order they are bound.
+    trees: list[tuple[str, bytes]] = field(default_factory=list)
     report: bytes | None = None
     calls: int = field(default=0)
     #: True once a report passed every check (the only way the application may start).
@@ -59,6 +64,10 @@ class LiveAttestation:
 
     def __post_init__(self) -> None:
         self.witness = WitnessedFirmware(self.firmware)
+
+    @property
+    def expected_report_data(self) -> bytes:
+        return self.nonce if self.report_data is None else self.report_data
 
     def __call__(self, report_bytes: bytes) -> bool:
         self.calls += 1
@@ -157,7 +166,9 @@ class LiveAttestation:
         allowed = allowed_measurements(
             self.references, report, product=generation, backend=self.backend, vcpus=self.vcpus
         )
-        policy = self.policy.replace(report_data=self.nonce, allowed_measurements=allowed)
+        policy = self.policy.replace(
+            report_data=self.expected_report_data, allowed_measurements=allowed
+        )
         checks = Checklist(f"live attestation ({self.firmware.name} firmware, {self.backend})")
         checks.extend(self.reference_checks)
         checks.add(

@@ -7,11 +7,12 @@ runtime, which is the reference:
 
 * its WASI is the keep's, call for call (``toolchain.run.nil_wasi``): stdout/stderr stream
   through, stdio are character devices (so a libc line-buffers as in the keep), a bad pointer is
-  EFAULT, what the keep does not offer is ENOSYS, and ``proc_exit`` takes any 32-bit status;
+  EFAULT, a value outside the spec's sets EINVAL, and ``proc_exit`` takes any 32-bit status;
 * a trap prints ``wasm trap: <name>`` and ends with status 134 (``runtime/wasm/keep_runtime.h``);
-* linear memory is limited to what the keep's heap can hold (``memory_limit``): a module whose
-  memory does not fit stops as the keep's runtime does (``keep: aborted ...``, status 125), and
-  ``memory.grow`` past it fails;
+* linear memory is limited to what the keep's heap can hold (``memory_limit``, from the launch
+  plan, so ``--memory`` moves it on both backends alike): a module whose memory does not fit stops
+  as the keep's runtime does (``keep: aborted ...``, status 125; the build refuses such a module
+  first, ``toolchain.build.keep_build.check_app_memory``), and ``memory.grow`` past it fails;
 * the time limit ends the application with the kvm backend's ``KeepTimeoutError``.
 """
 
@@ -91,13 +92,27 @@ def run_wasi(
     env: Sequence[tuple[str, str]],
     memory_limit: int | None = None,
     timeout: float | None = None,
+    trees: bytes = b"",
+    attested: bytes = b"",
 ) -> int:
     """Run a WASI command module with this process's stdio; return its exit status.
 
     ``memory_limit`` is the keep's heap size in bytes (None: no limit beyond wasmtime's);
     ``timeout`` ends the application with ``KeepTimeoutError`` after that many seconds.
+    ``trees`` (the TREES blob) is checked against ``attested`` (the REPORT_DATA of the report)
+    as the keep's runtime checks it (``keep_trees.c``): a mismatch ends the run before the
+    application with the keep's line and status 125.
     """
     import wasmtime
+
+    from toolchain.errors import EvidenceError
+    from toolchain.run.trees import accept_transfer_blob
+
+    try:
+        accept_transfer_blob(trees, attested)
+    except EvidenceError as exc:
+        print(f"keep: {exc.message}", file=sys.stderr, flush=True)
+        return FATAL_EXIT_STATUS
 
     from runtime.vmm.errors import GuestError, KeepTimeoutError
 

@@ -7,10 +7,16 @@ statuses from 126 up, and calls stdio pipes. This module answers exactly what ``
 * args and environ from the launch arguments; realtime and monotonic clocks from the host (the
   CPU-time clocks are the monotonic one), resolution 1 ns; other clock ids EINVAL;
 * ``random_get`` from the operating system (the keep uses RDRAND/RDSEED);
-* stdout/stderr writes and stdin reads (a short read ends a read), stdio described as
-  character devices; every other descriptor EBADF; no preopened directories;
-* every pointer and length checked against linear memory first: a bad one is EFAULT;
-* ``proc_exit`` with any 32-bit status; every other call ENOSYS.
+* descriptors 0-2 are the stdio streams: stdout/stderr writes and stdin reads (a short read ends
+  a read), ``fd_close`` and ``fd_renumber`` among them, fdstat/filestat as character devices with
+  wasmtime's rights, ESPIPE for seeking; every other descriptor EBADF; no preopened directories,
+  so every file and path call is EBADF;
+* ``poll_oneoff``: clocks (realtime and monotonic, relative and absolute; it waits for the
+  earliest when no descriptor is ready) and stdio readiness (always ready, nbytes 1);
+* ``sched_yield`` succeeds, ``proc_raise`` is ENOTSUP, sockets calls are ENOTSOCK on stdio;
+* every pointer and length checked against linear memory first: a bad one is EFAULT; a value
+  outside the spec's enums and flag sets is EINVAL (where wasmtime's own WASI traps);
+* ``proc_exit`` with any 32-bit status.
 
 Keep the two in step: ``tests/test_backend_parity.py`` runs the same programs on both.
 """
@@ -24,30 +30,28 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-ESUCCESS, EBADF, EFAULT, EINVAL, EIO, ENOSYS = 0, 8, 21, 28, 29, 52
+ESUCCESS, EBADF, EFAULT, EINVAL, EIO = 0, 8, 21, 28, 29
+ENOTSOCK, ENOTSUP, ESPIPE = 57, 58, 70
 FILETYPE_CHARACTER_DEVICE = 2
-RIGHT_FD_READ, RIGHT_FD_WRITE, RIGHT_POLL_FD_READWRITE = 1 << 1, 1 << 6, 1 << 27
+RIGHT_FD_READ, RIGHT_FD_WRITE = 1 << 1, 1 << 6
+STDIN, STDOUT, STDERR = 0, 1, 2
 MODULE = "wasi_snapshot_preview1"
 U32 = 0xFFFFFFFF
+U64 = (1 << 64) - 1
+FDFLAGS_ALL, RIFLAGS_ALL, SDFLAGS_ALL, FSTFLAGS_ALL = 0x1F, 0x3, 0x3, 0xF
+SUBSCRIPTION_SIZE, EVENT_SIZE = 48, 32
+EVENTTYPE_CLOCK, EVENTTYPE_FD_READ, EVENTTYPE_FD_WRITE = 0, 1, 2
+SUBCLOCK_ABSTIME = 1
 
-#: The calls the keep answers ENOSYS, with their parameter types (i: i32, I: i64).
-ENOSYS_CALLS = {
-    "fd_advise": "iIIi",
+#: The file and path calls: no descriptor but stdio exists yet (no preopens), and stdio has none
+#: of their rights, so they answer EBADF as wasmtime does on stdio (i: i32, I: i64).
+EBADF_CALLS = {
     "fd_allocate": "iII",
-    "fd_close": "i",
     "fd_datasync": "i",
-    "fd_fdstat_set_flags": "ii",
     "fd_fdstat_set_rights": "iII",
-    "fd_filestat_get": "ii",
     "fd_filestat_set_size": "iI",
-    "fd_filestat_set_times": "iIIi",
-    "fd_pread": "iiiIi",
-    "fd_pwrite": "iiiIi",
     "fd_readdir": "iiiIi",
-    "fd_renumber": "ii",
-    "fd_seek": "iIii",
     "fd_sync": "i",
-    "fd_tell": "ii",
     "path_create_directory": "iii",
     "path_filestat_get": "iiiii",
     "path_filestat_set_times": "iiiiIIi",
@@ -58,13 +62,6 @@ ENOSYS_CALLS = {
     "path_rename": "iiiiii",
     "path_symlink": "iiiii",
     "path_unlink_file": "iii",
-    "poll_oneoff": "iiii",
-    "proc_raise": "i",
-    "sched_yield": "",
-    "sock_accept": "iii",
-    "sock_recv": "iiiiii",
-    "sock_send": "iiiii",
-    "sock_shutdown": "ii",
 }
 
 
@@ -91,7 +88,9 @@ class KeepWasi:
         self.args = [arg.encode() + b"\0" for arg in argv]
         self.environ = [f"{key}={value}".encode() + b"\0" for key, value in env]
         self.stdin = stdin
-        self.out = {1: stdout, 2: stderr}
+        self.out = {STDOUT: stdout, STDERR: stderr}
+        #: descriptor → stream (wasi.c's fd_stream): fd_close and fd_renumber change it.
+        self.fd_stream: dict[int, int] = {0: STDIN, 1: STDOUT, 2: STDERR}
 
     # --- linking ------------------------------------------------------------------------------
     def define(self, linker: Any) -> None:
@@ -116,11 +115,32 @@ class KeepWasi:
         add("fd_write", "iiii", self.fd_write)
         add("fd_read", "iiii", self.fd_read)
         add("fd_fdstat_get", "ii", self.fd_fdstat_get)
+        add("fd_filestat_get", "ii", self.fd_filestat_get)
+        add("fd_close", "i", self.fd_close)
+        add("fd_renumber", "ii", self.fd_renumber)
+        add("fd_seek", "iIii", self.fd_seek)
+        add("fd_tell", "ii", self.fd_tell)
+        add("fd_pread", "iiiIi", self.fd_pread)
+        add("fd_pwrite", "iiiIi", self.fd_pwrite)
         add("fd_prestat_get", "ii", lambda _caller, _fd, _ptr: EBADF)
         add("fd_prestat_dir_name", "iii", lambda _caller, _fd, _ptr, _len: EBADF)
+        add("poll_oneoff", "iiii", self.poll_oneoff)
         add("proc_exit", "i", self.proc_exit, result=False)
-        for name, params in ENOSYS_CALLS.items():
-            add(name, params, lambda _caller, *_args: ENOSYS)
+        add("sched_yield", "", lambda _caller: ESUCCESS)
+        add("proc_raise", "i", lambda _caller, sig: EINVAL if sig & U32 > 30 else ENOTSUP)
+        add("sock_accept", "iii", self.sock_accept)
+        add("sock_recv", "iiiiii", self.sock_recv)
+        add("sock_send", "iiiii", lambda _caller, fd, *_args: self._not_a_socket(fd))
+        add("sock_shutdown", "ii", self.sock_shutdown)
+        add("fd_advise", "iIIi", lambda _c, _fd, _o, _n, advice: _einval_or(advice & U32 > 5))
+        add("fd_fdstat_set_flags", "ii", lambda _c, _fd, flags: _einval_or(flags & ~FDFLAGS_ALL))
+        add(
+            "fd_filestat_set_times",
+            "iIIi",
+            lambda _c, _fd, _a, _m, flags: _einval_or(flags & ~FSTFLAGS_ALL),
+        )
+        for name, params in EBADF_CALLS.items():
+            add(name, params, lambda _caller, *_args: EBADF)
 
     # --- memory -------------------------------------------------------------------------------
     @staticmethod
@@ -234,8 +254,13 @@ class KeepWasi:
             return None
         return memory, vectors
 
+    def _stream(self, fd: int) -> int | None:
+        """The stdio stream behind ``fd``, or None (closed or never open)."""
+        return self.fd_stream.get(fd & U32)
+
     def fd_write(self, caller: Any, fd: int, iovs: int, count: int, nwritten_ptr: int) -> int:
-        stream = self.out.get(fd & U32)
+        stream_id = self._stream(fd)
+        stream = self.out.get(stream_id) if stream_id is not None else None
         if stream is None:
             return EBADF
         checked = self._checked_iovecs(caller, iovs, count, nwritten_ptr)
@@ -252,7 +277,7 @@ class KeepWasi:
         return ESUCCESS
 
     def fd_read(self, caller: Any, fd: int, iovs: int, count: int, nread_ptr: int) -> int:
-        if fd & U32 != 0:
+        if self._stream(fd) != STDIN:
             return EBADF
         checked = self._checked_iovecs(caller, iovs, count, nread_ptr)
         if checked is None:
@@ -282,18 +307,143 @@ class KeepWasi:
         return bytes(reader(length))[:length]
 
     def fd_fdstat_get(self, caller: Any, fd: int, stat_ptr: int) -> int:
-        fd, stat_ptr = fd & U32, stat_ptr & U32
-        if fd > 2:
+        stream, stat_ptr = self._stream(fd), stat_ptr & U32
+        if stream is None:
             return EBADF
         memory = self._memory(caller)
         if not self._ok(caller, memory, stat_ptr, 24):
             return EFAULT
-        rights = (RIGHT_FD_READ if fd == 0 else RIGHT_FD_WRITE) | RIGHT_POLL_FD_READWRITE
-        memory.write(caller, struct.pack("<B7xQQ", FILETYPE_CHARACTER_DEVICE, rights, 0), stat_ptr)
+        rights = RIGHT_FD_READ if stream == STDIN else RIGHT_FD_WRITE
+        memory.write(
+            caller, struct.pack("<B7xQQ", FILETYPE_CHARACTER_DEVICE, rights, rights), stat_ptr
+        )
         return ESUCCESS
+
+    def fd_filestat_get(self, caller: Any, fd: int, stat_ptr: int) -> int:
+        stat_ptr = stat_ptr & U32
+        if self._stream(fd) is None:
+            return EBADF
+        memory = self._memory(caller)
+        if not self._ok(caller, memory, stat_ptr, 64):
+            return EFAULT
+        memory.write(caller, struct.pack("<16xB47x", FILETYPE_CHARACTER_DEVICE), stat_ptr)
+        return ESUCCESS
+
+    def fd_close(self, _caller: Any, fd: int) -> int:
+        if self.fd_stream.pop(fd & U32, None) is None:
+            return EBADF
+        return ESUCCESS
+
+    def fd_renumber(self, _caller: Any, fd_from: int, fd_to: int) -> int:
+        fd_from, fd_to = fd_from & U32, fd_to & U32
+        if fd_from not in self.fd_stream or fd_to not in self.fd_stream:
+            return EBADF
+        self.fd_stream[fd_to] = self.fd_stream.pop(fd_from)
+        return ESUCCESS
+
+    def fd_seek(self, _caller: Any, fd: int, _offset: int, whence: int, _result: int) -> int:
+        if whence & U32 > 2:
+            return EINVAL
+        return EBADF if self._stream(fd) is None else ESPIPE
+
+    def fd_tell(self, _caller: Any, fd: int, _result: int) -> int:
+        return EBADF if self._stream(fd) is None else ESPIPE
+
+    def fd_pread(self, _caller: Any, fd: int, *_args: int) -> int:
+        return ESPIPE if self._stream(fd) == STDIN else EBADF
+
+    def fd_pwrite(self, _caller: Any, fd: int, *_args: int) -> int:
+        return ESPIPE if self._stream(fd) in (STDOUT, STDERR) else EBADF
+
+    # --- poll ---------------------------------------------------------------------------------
+    def _clock_deadline(self, caller: Any, memory: Any, sub: int, start: int) -> int:
+        """The monotonic deadline of the clock subscription at ``sub``; raises _Errno."""
+        fields = struct.unpack("<I4xQ8xH", memory.read(caller, sub + 16, sub + 42))
+        clock_id, timeout, flags = (int(field) for field in fields)
+        if flags & ~SUBCLOCK_ABSTIME or clock_id not in (0, 1):
+            raise _Errno(EINVAL)  # the CPU-time clocks too, as in wasmtime
+        if not flags & SUBCLOCK_ABSTIME:
+            return min(start + timeout, U64)
+        if clock_id == 1:
+            return int(timeout)
+        return min(start + max(timeout - time.time_ns(), 0), U64)
+
+    def poll_oneoff(self, caller: Any, sub_ptr: int, event_ptr: int, count: int, n_ptr: int) -> int:
+        """wasi.c's poll_oneoff: check all, wait for the earliest clock if no fd is ready."""
+        sub_ptr, event_ptr, count, n_ptr = sub_ptr & U32, event_ptr & U32, count & U32, n_ptr & U32
+        if count == 0:
+            return EINVAL
+        memory = self._memory(caller)
+        if not (
+            self._ok(caller, memory, sub_ptr, count * SUBSCRIPTION_SIZE)
+            and self._ok(caller, memory, event_ptr, count * EVENT_SIZE)
+            and self._ok(caller, memory, n_ptr, 4)
+        ):
+            return EFAULT
+        start = time.monotonic_ns()
+        subs = [sub_ptr + i * SUBSCRIPTION_SIZE for i in range(count)]
+        earliest, fd_ready = U64, False
+        try:
+            for sub in subs:
+                tag = memory.read(caller, sub + 8, sub + 9)[0]
+                if tag == EVENTTYPE_CLOCK:
+                    earliest = min(earliest, self._clock_deadline(caller, memory, sub, start))
+                elif tag in (EVENTTYPE_FD_READ, EVENTTYPE_FD_WRITE):
+                    stream = self._stream(self._u32(caller, memory, sub + 16))
+                    wanted = (STDIN,) if tag == EVENTTYPE_FD_READ else (STDOUT, STDERR)
+                    if stream not in wanted:
+                        return EBADF
+                    fd_ready = True
+                else:
+                    return EINVAL
+            now = start
+            # No descriptor ready: wait for the earliest clock (the keep asks the host's clock).
+            while not fd_ready and now < earliest:
+                time.sleep(min((earliest - now) / 1e9, 1.0))
+                now = time.monotonic_ns()
+            events = []
+            for sub in subs:
+                userdata = memory.read(caller, sub, sub + 8)
+                tag = memory.read(caller, sub + 8, sub + 9)[0]
+                if tag != EVENTTYPE_CLOCK:
+                    events.append(userdata + struct.pack("<2xB5xQ8x", tag, 1))
+                elif self._clock_deadline(caller, memory, sub, start) <= now:
+                    events.append(userdata + struct.pack("<2xB5xQ8x", EVENTTYPE_CLOCK, 0))
+        except _Errno as error:
+            return error.errno
+        for index, event in enumerate(events):
+            memory.write(caller, event, event_ptr + index * EVENT_SIZE)
+        memory.write(caller, struct.pack("<I", len(events)), n_ptr)
+        return ESUCCESS
+
+    # --- sockets: none ------------------------------------------------------------------------
+    def _not_a_socket(self, fd: int) -> int:
+        return EBADF if self._stream(fd) is None else ENOTSOCK
+
+    def sock_accept(self, _caller: Any, fd: int, flags: int, _fd_ptr: int) -> int:
+        return EINVAL if flags & ~FDFLAGS_ALL else self._not_a_socket(fd)
+
+    def sock_recv(
+        self, _caller: Any, fd: int, _iovs: int, _n: int, riflags: int, *_ptrs: int
+    ) -> int:
+        return EINVAL if riflags & ~RIFLAGS_ALL else self._not_a_socket(fd)
+
+    def sock_shutdown(self, _caller: Any, fd: int, how: int) -> int:
+        return EINVAL if how & ~SDFLAGS_ALL else self._not_a_socket(fd)
 
     def proc_exit(self, _caller: Any, status: int) -> None:
         raise ProcExit(status & U32)
+
+
+class _Errno(Exception):  # noqa: N818 - a WASI errno travelling out of a helper
+    def __init__(self, errno: int) -> None:
+        super().__init__(errno)
+        self.errno = errno
+
+
+def _einval_or(bad: int | bool) -> int:
+    """EINVAL for a value outside the spec's set (wasmtime traps), else EBADF (no such file)."""
+    return EINVAL if bad else EBADF
 
 
 def process_stdio() -> tuple[IO[bytes] | None, IO[bytes], IO[bytes]]:

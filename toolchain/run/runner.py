@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from toolchain.build.keep_build import KeepBuild
     from toolchain.measure.plan import LaunchPlan
     from toolchain.run.attest import LiveAttestation, WitnessedFirmware
+    from toolchain.run.trees import DirSpec
     from toolchain.sign.keys import PublicKey
     from toolchain.sign.references import VerifiedReferences
     from toolchain.sign.trust import TrustPolicy
@@ -53,6 +54,11 @@ class RunOptions:
     timeout: float = 60.0
     evidence: Path | None = None
     build_dir: Path | None = None
+    #: Guest memory in bytes (None: the default 256 MiB); part of the build and its measurement.
+    memory: int | None = None
+    #: Preopened directories (``--dir HOST[::GUEST]``): read before boot, copied into the keep,
+    #: their digests bound into REPORT_DATA (``toolchain.run.trees``).
+    dirs: Sequence[DirSpec] = ()
     #: Where the runner's own lines go (progress, security statement, checklist).
     log: TextIO = field(default_factory=lambda: sys.stderr)
     progress: bool | None = None  # None: only when ``log`` is a terminal
@@ -186,7 +192,7 @@ def _sha256(path: Path) -> str:
 
 
 def check_build_directory(
-    directory: Path, build_dir: Path | None, vcpus: int, log: _Log
+    directory: Path, build_dir: Path | None, vcpus: int, log: _Log, memory: int | None = None
 ) -> KeepBuild:
     """A directory made by ``keep build --out``: rebuilt from its ``app.wasm`` and compared.
 
@@ -208,7 +214,19 @@ def check_build_directory(
             f"--build-dir {build_dir} is the build directory being run",
             hint="leave out --build-dir, or give another directory",
         )
-    fresh = build_for_run(app, build_dir, vcpus, log)
+    theirs_plan = directory / PLAN_FILE
+    try:
+        text = theirs_plan.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {theirs_plan}: {exc.strerror}") from exc
+    plan = LaunchPlan.from_json(text).with_vcpu_count(vcpus)
+    if memory is not None and memory != plan.ram_size:
+        raise InputError(
+            f"--memory {memory} differs from the {plan.ram_size} bytes {directory} was built with",
+            hint="leave out --memory, or rebuild the directory with 'keep build --memory'",
+        )
+    # The fresh build takes the directory's memory size: the comparison below decides.
+    fresh = build_for_run(app, build_dir, vcpus, log, memory=plan.ram_size)
     for name in KEEP_ARTIFACTS:
         theirs = directory / name
         if not theirs.is_file():
@@ -223,12 +241,6 @@ def check_build_directory(
                 hint="rebuild the directory with this version's 'keep build', or run the "
                 "application file itself",
             )
-    theirs_plan = directory / PLAN_FILE
-    try:
-        text = theirs_plan.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {theirs_plan}: {exc.strerror}") from exc
-    plan = LaunchPlan.from_json(text).with_vcpu_count(vcpus)
     fresh_plan = LaunchPlan.from_json(fresh.artifacts[PLAN_FILE].read_bytes())
     fresh_plan = fresh_plan.with_vcpu_count(vcpus)
     if plan.to_json() != fresh_plan.to_json():
@@ -246,7 +258,9 @@ def check_build_directory(
     return fresh
 
 
-def build_for_run(app: Path, build_dir: Path | None, vcpus: int, log: _Log) -> KeepBuild:
+def build_for_run(
+    app: Path, build_dir: Path | None, vcpus: int, log: _Log, memory: int | None = None
+) -> KeepBuild:
     """The keep's build: recognised complete (``toolchain.build.record``) or built (cached steps).
 
     ``app`` may also be a build directory (``check_build_directory``). A recognised build runs
@@ -256,24 +270,25 @@ def build_for_run(app: Path, build_dir: Path | None, vcpus: int, log: _Log) -> K
     from toolchain.state import cache_dir
 
     if app.is_dir():
-        return check_build_directory(app, build_dir, vcpus, log)
+        return check_build_directory(app, build_dir, vcpus, log, memory)
     if not app.is_file():
         raise InputError(f"application {app} does not exist")
     if build_dir is None:
-        key = hashlib.sha256(app.read_bytes() + app.suffix.encode()).hexdigest()[:16]
+        sized = b"" if memory is None else f"memory={memory}".encode()
+        key = hashlib.sha256(app.read_bytes() + app.suffix.encode() + sized).hexdigest()[:16]
         build_dir = cache_dir("run", f"{app.stem}-{key}")
 
     def step(name: str, seconds: float) -> None:
         log.progress(f"  {name}: {seconds * 1e3:.0f} ms")
 
-    recorded = recorded_build(app, build_dir, vcpu_counts=(vcpus,))
+    recorded = recorded_build(app, build_dir, vcpu_counts=(vcpus,), memory=memory)
     if recorded is not None:
         log.progress(f"{build_dir}: a complete build of {app}, every input and output as recorded")
         return recorded
     from toolchain.build.keep_build import build_keep
 
     log.progress(f"building {app} into {build_dir}")
-    return build_keep(app, build_dir, vcpu_counts=(vcpus,), progress=step)
+    return build_keep(app, build_dir, vcpu_counts=(vcpus,), progress=step, memory=memory)
 
 
 def development_references(
@@ -445,6 +460,12 @@ def write_evidence(path: Path, attestation: LiveAttestation, envelope: bytes, ba
         "firmware": attestation.firmware.name,
         "simulated_root": chain.simulated,
         "nonce": attestation.nonce.hex(),
+        # The preopened trees, in order: REPORT_DATA = SHA-512(nonce || their digests).
+        **(
+            {"trees": [{"guest": g, "sha512": d.hex()} for g, d in attestation.trees]}
+            if attestation.trees
+            else {}
+        ),
         "report": (attestation.report or b"").hex(),
         "vcek": pem(chain.vcek),
         "ask": pem(chain.ask),
@@ -497,17 +518,30 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     from runtime.firmware.sim import SimFirmware
     from toolchain.measure.plan import LaunchPlan
     from toolchain.run.attest import LiveAttestation, fresh_nonce
+    from toolchain.run.trees import bind_report_data, read_trees, transfer_blob
 
     timings: dict[str, float] = {}
     if options.vcpus < 1:
         raise InputError(f"--vcpus must be at least 1, not {options.vcpus}")
+    trees = read_trees(options.dirs)  # before anything is built or booted: bounded, or refused
+    for tree in trees:
+        log.note(
+            f"keep: --dir {tree.spec.host} -> {tree.spec.guest}: {len(tree.encoding)} bytes, "
+            f"sha512 {tree.digest.hex()[:32]}…, copied into the keep and bound into its report"
+        )
+    if trees:
+        # Said every time until the file system exists (issue 14, slice 3).
+        log.note(
+            "keep: --dir: NOT YET VISIBLE to the application: this version checks and keeps "
+            "the trees but has no file system on them (fd_prestat_get answers EBADF)"
+        )
     if not options.timeout > 0:
         raise InputError(f"--timeout must be a positive number of seconds, not {options.timeout}")
     backend = _choose_backend(options, log)
     policy = _policy(options.policy)
 
     started = time.perf_counter()
-    build = build_for_run(options.app, options.build_dir, options.vcpus, log)
+    build = build_for_run(options.app, options.build_dir, options.vcpus, log, options.memory)
     timings["build"] = (time.perf_counter() - started) * 1e3
     plan = LaunchPlan.from_json(_plan_bytes(build)).with_vcpu_count(options.vcpus)
 
@@ -519,8 +553,11 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     log.note(_security_statement(backend, firmware))
     if options.dev:
         log.note(f"keep: --dev: trusting the {SIM_ROOT_LABEL}")
+    nonce = fresh_nonce()
     attestation = LiveAttestation(
-        nonce=fresh_nonce(),
+        nonce=nonce,
+        report_data=bind_report_data(nonce, [tree.digest for tree in trees]),
+        trees=[(tree.spec.guest, tree.digest) for tree in trees],
         firmware=firmware,
         references=references,
         reference_checks=reference_checks,
@@ -556,7 +593,8 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
                 argv=argv,
                 options=options,
                 verified=verified,
-                nonce=attestation.nonce,
+                report_data=attestation.expected_report_data,
+                trees=transfer_blob(nonce, trees),
                 timings=timings,
             )
         else:
@@ -567,7 +605,8 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
                 argv=argv,
                 options=options,
                 verified=verified,
-                nonce=attestation.nonce,
+                report_data=attestation.expected_report_data,
+                trees=transfer_blob(nonce, trees),
             )
     except KeepError as exc:
         error = exc
@@ -645,7 +684,8 @@ def _run_kvm(
     argv: list[str],
     options: RunOptions,
     verified: Callable[[bytes], bool],
-    nonce: bytes,
+    report_data: bytes,
+    trees: bytes,
     timings: dict[str, float],
 ) -> tuple[int | None, bytes, KeepError | None]:
     """Boot the keep; returns its exit status (None when stopped), digest and why it stopped."""
@@ -662,7 +702,8 @@ def _run_kvm(
         stdout=sys.stdout.buffer,
         stderr=sys.stderr.buffer,
         on_report=verified,
-        report_data=nonce,
+        report_data=report_data,
+        trees=trees,
     )
     if result.to_first_output_ms is not None:
         timings["create_vm_to_first_output"] = result.to_first_output_ms
@@ -677,7 +718,8 @@ def _run_nil(
     argv: list[str],
     options: RunOptions,
     verified: Callable[[bytes], bool],
-    nonce: bytes,
+    report_data: bytes,
+    trees: bytes,
 ) -> tuple[int, bytes]:
     from runtime.firmware.sim import SimFirmware
     from toolchain.run.nil import run_wasi
@@ -685,7 +727,7 @@ def _run_nil(
     if not isinstance(firmware.inner, SimFirmware):
         raise PlatformError("the nil backend runs only with the simulated firmware")
     measurement = firmware.inner.launch_from_plan(plan)
-    report = firmware.guest_request_report(nonce, 0)
+    report = firmware.guest_request_report(report_data, 0)
     verified(report)  # raises EvidenceError before the application starts
     status = run_wasi(
         build.artifacts["app.wasm"],
@@ -693,5 +735,7 @@ def _run_nil(
         env=list(options.env),
         memory_limit=plan.abi.heap_end - plan.abi.heap_start,
         timeout=options.timeout,
+        trees=trees,
+        attested=report_data,
     )
     return status, measurement

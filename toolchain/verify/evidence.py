@@ -8,13 +8,17 @@ The file (written by ``toolchain.run.runner.write_evidence``) is JSON::
     vcek, ask, ark
                  PEM, the certificate chain the firmware handed over
     references   base64 of the signed reference envelope (DSSE) the run was checked against
+    trees        (with ``keep run --dir``) [{"guest": path, "sha512": hex}], in --dir order:
+                 the preopened trees the keep checked against REPORT_DATA
     backend, firmware, simulated_root, checklist
                  what the runner says about itself
 
 One call checks everything with the code ``keep verify-report`` uses: the report's signature and
 chain (the ARK only compared with the caller's roots: AMD's pinned ARKs, plus a simulated root
 only when the caller put it there), the nonce binding (REPORT_DATA equals the file's nonce, and
-the caller's own nonce when given — only that proves freshness to the caller), the reference
+the caller's own nonce when given — only that proves freshness to the caller; with ``trees``,
+REPORT_DATA = SHA-512(nonce || their digests), and the caller's own directories' digests when
+given — only that proves which inputs the keep saw), the reference
 envelope against the caller's trust policy, MEASUREMENT among the launch digests it signs for the
 report's guest policy and CPU generation, and the verification policy.
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,6 +40,7 @@ from cryptography import x509
 
 from toolchain.checks import Checklist
 from toolchain.errors import InputError
+from toolchain.run.trees import bind_report_data
 from toolchain.sign import strict_json
 from toolchain.sign.trust import TrustPolicy
 from toolchain.snp.certs import load_certificate
@@ -63,6 +69,25 @@ def _certificate(document: dict[str, Any], name: str) -> x509.Certificate:
         raise InputError(f"evidence field {name!r}: {exc.message}") from exc
 
 
+def _trees(document: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:
+    listed = document.get("trees", [])
+    if not isinstance(listed, list):
+        raise InputError("evidence field 'trees' must be a list")
+    trees = []
+    for index, entry in enumerate(listed):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("guest"), str)
+            and isinstance(entry.get("sha512"), str)
+        ):
+            raise InputError(f"evidence trees[{index}] must have string 'guest' and 'sha512'")
+        digest = _hex(entry, "sha512")
+        if len(digest) != 64:
+            raise InputError(f"evidence trees[{index}].sha512 is {len(digest)} bytes, not 64")
+        trees.append((entry["guest"], digest))
+    return tuple(trees)
+
+
 @dataclass(frozen=True)
 class Evidence:
     """The parts of an evidence file that are checked (the rest is only shown)."""
@@ -74,6 +99,8 @@ class Evidence:
     ark: x509.Certificate
     references: bytes
     claims: str = ""  # the unsigned self-description, for the title
+    #: (guest path, SHA-512) of each preopened tree; bound by REPORT_DATA, so checked with it.
+    trees: tuple[tuple[str, bytes], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.nonce) != NONCE_SIZE:
@@ -106,6 +133,7 @@ class Evidence:
             if isinstance(document.get(key), str | bool)
         )
         return cls(
+            trees=_trees(document),
             nonce=_hex(document, "nonce"),
             report=AttestationReport.parse(_hex(document, "report")),
             vcek=_certificate(document, "vcek"),
@@ -123,6 +151,7 @@ def verify_evidence(
     roots: TrustedRoots | None = None,
     policy: VerificationPolicy | None = None,
     nonce: bytes | None = None,
+    trees: Sequence[tuple[str, bytes]] | None = None,
     at: datetime | None = None,
     crl: bytes | None = None,
     title: str = "evidence",
@@ -132,7 +161,9 @@ def verify_evidence(
     ``roots`` defaults to AMD's pinned ARKs: evidence from the simulated firmware verifies only
     when the caller passes a set that includes that root. ``nonce`` is the caller's expected
     REPORT_DATA; without it the binding is checked against the file's own nonce only, and the
-    list says that freshness was not proved.
+    list says that freshness was not proved. ``trees`` are the (guest path, digest) pairs the
+    caller computed from its own directories (``toolchain.run.trees``); without them the file's
+    own list is what REPORT_DATA is checked against.
     """
     evidence = Evidence.parse(data)
     policy = policy if policy is not None else VerificationPolicy()
@@ -152,8 +183,29 @@ def verify_evidence(
             expected=padded.hex(),
             found=evidence.nonce.hex(),
         )
-    # The binding: REPORT_DATA must be the nonce the file names (verify_report's report-data).
-    policy = policy.replace(report_data=evidence.nonce)
+    if trees is not None:
+        ours = [f"{guest} sha512:{digest.hex()}" for guest, digest in trees]
+        theirs = [f"{guest} sha512:{digest.hex()}" for guest, digest in evidence.trees]
+        checks.add(
+            "evidence.trees",
+            ours == theirs,
+            expected="; ".join(ours) or "no trees",
+            found="; ".join(theirs) or "no trees",
+        )
+    elif evidence.trees:
+        checks.add(
+            "evidence.trees",
+            None,
+            found=", ".join(
+                f"{guest} sha512:{digest.hex()[:16]}…" for guest, digest in evidence.trees
+            ),
+            detail="no directories given: the binding proves the keep saw these digests, "
+            "not which directories they are",
+        )
+    # The binding: REPORT_DATA must be the nonce the file names, or SHA-512(nonce || the
+    # digests of its trees) (verify_report's report-data).
+    bound = bind_report_data(evidence.nonce, [digest for _guest, digest in evidence.trees])
+    policy = policy.replace(report_data=bound)
     ref_checks, policy = references_checklist(
         evidence.references,
         trust,

@@ -1,4 +1,4 @@
-/* Keep hypercall ABI and launch layout, version 1 (see runtime/ukernel/ABI.md).
+/* Keep hypercall ABI and launch layout, version 2 (see runtime/ukernel/ABI.md).
  *
  * Shared by the microkernel (ring 0) and the in-guest runtime (ring 3). The layout values are
  * also declared in the microkernel ELF's `.note.keepstack` note (struct keep_layout below), which
@@ -7,7 +7,7 @@
 #ifndef KEEP_ABI_H
 #define KEEP_ABI_H
 
-#define KEEP_ABI_VERSION 1
+#define KEEP_ABI_VERSION 2
 
 /* ---- guest physical layout (identity mapped: VA = GPA) ---------------------------------- */
 #define KEEP_PAGE_SIZE 0x1000
@@ -68,6 +68,7 @@
 #define KEEP_HC_REPORT_DATA 6
 #define KEEP_HC_ATTEST 7
 #define KEEP_HC_CLOCK 8
+#define KEEP_HC_TREES 9 /* ABI version 2 */
 
 #define KEEP_CLOCK_REALTIME 0
 #define KEEP_CLOCK_MONOTONIC 1
