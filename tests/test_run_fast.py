@@ -109,7 +109,9 @@ def source_copy(tmp_path: Path, built: KeepBuild) -> Path:
     app = _app(built)
     inputs = record.current_inputs(app, copy)
     assert inputs is not None
-    where = record.record_path(BuildCache(), app, built.out_dir, (1,), "O2", copy)
+    where = record.record_path(
+        BuildCache(), app, built.out_dir, vcpu_counts=(1,), opt="O2", root=copy
+    )
     outputs = {**built.artifacts, "provenance.json": built.provenance}
     record.write_record(where, inputs, outputs, built.launch_digests)
     assert _recorded(built, root=copy) is not None
@@ -195,7 +197,9 @@ def test_a_tool_found_elsewhere_than_the_build_used_is_not_recorded(
 def _why_not_recorded(build: KeepBuild) -> str:
     """The inputs that differ from the record (for a failing test's message)."""
     app = _app(build)
-    where = record.record_path(BuildCache(), app, build.out_dir, (1,), "O2", ROOT)
+    where = record.record_path(
+        BuildCache(), app, build.out_dir, vcpu_counts=(1,), opt="O2", root=ROOT
+    )
     loaded = record._load(where)
     if loaded is None:
         return f"no record at {where}"

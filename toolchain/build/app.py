@@ -27,7 +27,6 @@ costs run time, so it does not earn a place as the default.
 from __future__ import annotations
 
 import hashlib
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path

@@ -108,9 +108,7 @@ RING0 = Target(
 #: exhaustion check (runtime/wasm/keep_rt_config.h). The driver flag is silently dropped for a
 #: freestanding triple (clang renders it for Linux and FreeBSD only), so it goes straight to
 #: cc1; tests/test_build_compile.py checks the probes in the generated code.
-RING3 = Target(
-    "ring3", "x86_64-freestanding-none", CPU, ("-Xclang", "-fstack-clash-protection")
-)
+RING3 = Target("ring3", "x86_64-freestanding-none", CPU, ("-Xclang", "-fstack-clash-protection"))
 
 TARGETS: dict[str, Target] = {t.name: t for t in (RING0, RING3)}
 

@@ -202,7 +202,9 @@ def build_keep(
     provenance = write_provenance(statement, out_dir / PROVENANCE_FILE)
     step("provenance", started)
     outputs = {**artifacts, PROVENANCE_FILE: provenance}
-    where = record.record_path(build_cache, app, out_dir, vcpu_counts, opt, root, memory)
+    where = record.record_path(
+        build_cache, app, out_dir, vcpu_counts=vcpu_counts, opt=opt, root=root, memory=memory
+    )
     if recorded_inputs is not None:
         output_digests = record.write_record(where, recorded_inputs, outputs, digests)
     else:

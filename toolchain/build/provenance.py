@@ -94,7 +94,8 @@ def _name(resource: Resource) -> str:
 
 
 def write_provenance(statement: Mapping[str, object], path: Path) -> Path:
-    """Deterministic JSON: sorted keys, two-space indent, trailing newline (not rewritten if equal)."""
+    """Deterministic JSON: sorted keys, two-space indent, trailing newline (not rewritten when
+    equal)."""
     data = (json.dumps(statement, sort_keys=True, indent=2) + "\n").encode()
     if not path.is_file() or path.read_bytes() != data:
         path.write_bytes(data)

