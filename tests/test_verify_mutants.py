@@ -1,0 +1,367 @@
+"""Report-verifier checks that mutation testing found unpinned (tests/MUTATION.md).
+
+Each test takes a real report from tests/data, edits one field, and re-signs it with a VCEK minted
+here whose AMD extensions copy the real one's (TCB, hwID, product). The minted chain (ARK, ASK,
+VCEK under AMD's names) is trusted only through an explicit extra root, so every other check
+passes and exactly the check under test must fail: a mutant that deletes that check, forces it to
+pass or weakens its condition makes the verdict valid and the test fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
+
+from toolchain.checks import Checklist
+from toolchain.snp import certs
+from toolchain.snp.report import AttestationReport, KeyInfo, PlatformInfo, load_report
+from toolchain.snp.tcb import Product
+from toolchain.verify import TrustedRoots, VerificationPolicy, report_signature_ok, verify_report
+
+SNP = Path("vectors") / "snp-reports"
+MILAN_REPORT = "trustee/test-report.bin"  # v2, VCEK, Milan
+TURIN_REPORT = "microsoft-tee-av/turin_attestation_report.bin"  # v5, 8-byte chip ID
+GENOA_REPORT = "microsoft-tee-av/genoa_attestation_report.bin"  # v3, CPUID bytes set
+VLEK_REPORT = "trustee/test-vlek-report.bin"  # v3, VLEK, VMPL 1, Milan
+
+# NIST P-384 group order (FIPS 186-4, D.1.2.4), written out independently of the verifier's copy.
+P384_N = int(
+    "39402006196394479212279040100143613805079739270465446667946905279627659399113263569398956308152294913554433653942643",
+)
+
+
+def _name(cn: str, product: Product) -> x509.Name:
+    """AMD's distinguished name for this product with the given CN."""
+    amd = certs.amd_certificate(product, "ark").subject
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, cn) if a.oid == NameOID.COMMON_NAME else a
+            for a in amd
+        ]
+    )
+
+
+def _issue(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public: object,
+    signer: rsa.RSAPrivateKey,
+    extensions: list[x509.Extension[x509.UnrecognizedExtension]] | None = None,
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+    )
+    for ext in extensions or []:
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+    return builder.sign(signer, hashes.SHA384(), rsa_padding=pss)
+
+
+@dataclass(frozen=True)
+class Minted:
+    """A simulated AMD chain for one product, trusted only through ``roots``."""
+
+    product: Product
+    ark: x509.Certificate
+    ask: x509.Certificate
+    ask_key: rsa.RSAPrivateKey
+    roots: TrustedRoots
+
+    def vek(
+        self,
+        report: AttestationReport,
+        *,
+        key: object = None,
+        kind: str = "VCEK",
+        edit: Callable[[list[x509.Extension[x509.UnrecognizedExtension]]], list] | None = None,
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """A VCEK (or VLEK) whose extensions state the report's TCB and chip ID."""
+        private = ec.generate_private_key(ec.SECP384R1())
+        public = key if key is not None else private.public_key()
+        chip = b"" if kind == "VLEK" else report.chip_id
+        extensions = certs.vcek_extensions(
+            report.reported_tcb, chip, self.product, csp_id="keepstack" if kind == "VLEK" else None
+        )
+        if edit is not None:
+            extensions = edit(extensions)
+        name = self.product.value
+        issuer = f"SEV-VLEK-{name}" if kind == "VLEK" else f"SEV-{name}"
+        cert = _issue(
+            _name(f"SEV-{kind}", self.product),
+            _name(issuer, self.product),
+            public,
+            self.ask_key,
+            extensions,
+        )
+        return cert, private
+
+    def verify(
+        self, report: AttestationReport, vek: x509.Certificate, **options: object
+    ) -> Checklist:
+        policy = options.pop("policy", VerificationPolicy(vmpl=report.vmpl))
+        return verify_report(
+            report,
+            vek,
+            policy=policy,  # type: ignore[arg-type]
+            ask=self.ask,
+            ark=self.ark,
+            roots=self.roots,
+            **options,  # type: ignore[arg-type]
+        )
+
+
+def _mint(product: Product, *, vlek: bool = False) -> Minted:
+    ark_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ask_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ark_name = _name(f"ARK-{product.value}", product)
+    ask_cn = f"SEV-VLEK-{product.value}" if vlek else f"SEV-{product.value}"
+    ark = _issue(ark_name, ark_name, ark_key.public_key(), ark_key)
+    ask = _issue(_name(ask_cn, product), ark_name, ask_key.public_key(), ark_key)
+    roots = TrustedRoots.amd().with_extra(ark, label="minted in the test")
+    return Minted(product, ark, ask, ask_key, roots)
+
+
+@pytest.fixture(scope="module")
+def milan() -> Minted:
+    return _mint(Product.MILAN)
+
+
+@pytest.fixture(scope="module")
+def turin() -> Minted:
+    return _mint(Product.TURIN)
+
+
+def _real(data_dir: Path, name: str) -> AttestationReport:
+    return load_report((data_dir / SNP / name).read_bytes())[0]
+
+
+def _signed(report: AttestationReport, key: ec.EllipticCurvePrivateKey) -> AttestationReport:
+    der = key.sign(report.signed_bytes(), ec.ECDSA(hashes.SHA384()))
+    return report.with_signature(*decode_dss_signature(der))
+
+
+def _failures(checklist: Checklist) -> set[str]:
+    return {c.name for c in checklist.failures}
+
+
+def _check(checklist: Checklist, name: str) -> object:
+    return next(c for c in checklist.checks if c.name == name)
+
+
+def test_the_minted_chain_accepts_the_real_reports_resigned(
+    data_dir: Path, milan: Minted, turin: Minted
+) -> None:
+    """The baseline every test below edits: one field away from valid."""
+    for minted, name in ((milan, MILAN_REPORT), (turin, TURIN_REPORT)):
+        report = _real(data_dir, name)
+        vek, key = minted.vek(report)
+        checklist = minted.verify(_signed(report, key), vek)
+        assert checklist.ok, checklist.render()
+
+
+# ---- the report's binding to the certificate -------------------------------------------------
+
+
+def test_signing_key_field_must_match_the_certificate_kind(data_dir: Path, milan: Minted) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report)
+    for signing_key in (1, 7, 3):  # VLEK, none, reserved: all claimed by a VCEK-signed report
+        edited = dataclasses.replace(report, key_info=KeyInfo(signing_key << 2))
+        checklist = milan.verify(_signed(edited, key), vcek)
+        assert _failures(checklist) == {"report.signing-key"}, checklist.render()
+        check = _check(checklist, "report.signing-key")
+        assert check.expected == "VCEK"  # type: ignore[attr-defined]
+
+
+def test_vlek_report_claiming_a_vcek_fails(data_dir: Path) -> None:
+    minted = _mint(Product.MILAN, vlek=True)  # its CPUID bytes say Milan
+    report = _real(data_dir, VLEK_REPORT)
+    vlek, key = minted.vek(report, kind="VLEK")
+    assert minted.verify(_signed(report, key), vlek).ok
+    edited = dataclasses.replace(report, key_info=KeyInfo(0))  # SIGNING_KEY = VCEK
+    checklist = minted.verify(_signed(edited, key), vlek)
+    assert _failures(checklist) == {"report.signing-key"}, checklist.render()
+
+
+def test_certificate_without_a_p384_key_fails_the_signature(data_dir: Path, milan: Minted) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    for other in (ec.generate_private_key(ec.SECP256R1()), rsa.generate_private_key(65537, 2048)):
+        vcek, key = milan.vek(report, key=other.public_key())
+        checklist = milan.verify(_signed(report, key), vcek)
+        assert _failures(checklist) == {"report.signature"}, checklist.render()
+        assert _check(checklist, "report.signature").found == "none"  # type: ignore[attr-defined]
+
+
+def _without_arc(arc: int) -> Callable[[list], list]:
+    oid = f"{certs.AMD_OID}.3.{arc}"
+    return lambda exts: [e for e in exts if e.oid.dotted_string != oid]
+
+
+def test_unreadable_certificate_tcb_fails_reported_tcb(data_dir: Path, milan: Minted) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report, edit=_without_arc(3))  # the SNP level's extension is missing
+    checklist = milan.verify(_signed(report, key), vcek)
+    assert _failures(checklist) == {"report.reported-tcb"}, checklist.render()
+    assert "lacks TCB" in _check(checklist, "report.reported-tcb").found  # type: ignore[attr-defined]
+
+
+def test_vcek_without_hwid_fails_chip_id(data_dir: Path, milan: Minted) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    hwid = certs.OID_HWID.dotted_string
+    vcek, key = milan.vek(report, edit=lambda exts: [e for e in exts if e.oid.dotted_string != hwid])
+    checklist = milan.verify(_signed(report, key), vcek)
+    assert _failures(checklist) == {"report.chip-id"}, checklist.render()
+    assert _check(checklist, "report.chip-id").found == "none"  # type: ignore[attr-defined]
+
+
+def test_turin_chip_id_bytes_after_the_eighth_must_be_zero(data_dir: Path, turin: Minted) -> None:
+    report = _real(data_dir, TURIN_REPORT)
+    vcek, key = turin.vek(report)
+    for index in (8, 9, 63):
+        chip = bytearray(report.chip_id)
+        chip[index] = 1
+        edited = dataclasses.replace(report, chip_id=bytes(chip))
+        checklist = turin.verify(_signed(edited, key), vcek)
+        assert _failures(checklist) == {"report.chip-id"}, (index, checklist.render())
+        assert "bytes 8-63 not zero" in _check(checklist, "report.chip-id").found  # type: ignore[attr-defined]
+
+
+def test_milan_chip_id_is_all_64_bytes(data_dir: Path, milan: Minted) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report)
+    chip = bytearray(report.chip_id)
+    chip[63] ^= 1
+    checklist = milan.verify(_signed(dataclasses.replace(report, chip_id=bytes(chip)), key), vcek)
+    assert _failures(checklist) == {"report.chip-id"}, checklist.render()
+
+
+# ---- the report's format ---------------------------------------------------------------------
+
+
+def test_signature_algorithm_other_than_1_fails(data_dir: Path, milan: Minted) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report)
+    for algo in (0, 2):
+        edited = dataclasses.replace(report, signature_algo=algo)
+        checklist = milan.verify(_signed(edited, key), vcek)
+        assert _failures(checklist) == {"report.signature-algorithm"}, checklist.render()
+
+
+def test_every_report_version_2_to_5_is_accepted_and_others_are_not(
+    data_dir: Path, milan: Minted
+) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report)
+    for version in (2, 3, 4, 5):
+        edited = dataclasses.replace(report, version=version)
+        checklist = milan.verify(_signed(edited, key), vcek)
+        assert checklist.ok, (version, checklist.render())
+    for version in (1, 6):
+        edited = dataclasses.replace(report, version=version)
+        checklist = milan.verify(_signed(edited, key), vcek)
+        assert _failures(checklist) == {"report.version"}, (version, checklist.render())
+
+
+class _AcceptingKey:
+    """A key that accepts any signature: only the range pre-check can refuse."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def verify(self, *_args: object) -> None:
+        self.calls += 1
+
+
+def test_signature_r_and_s_range_is_checked_before_the_curve(data_dir: Path) -> None:
+    """R and S must be 1..n-1 (SEC 1, 4.1.4 step 1) whatever the backend would say."""
+    report = _real(data_dir, MILAN_REPORT)
+    r, s = report.signature_r, report.signature_s
+    for bad_r, bad_s in ((0, s), (r, 0), (P384_N, s), (r, P384_N), (P384_N + 1, s)):
+        key = _AcceptingKey()
+        assert report_signature_ok(report.with_signature(bad_r, bad_s), key) is False  # type: ignore[arg-type]
+        assert key.calls == 0, (bad_r, bad_s)
+    for good_r, good_s in ((1, 1), (P384_N - 1, P384_N - 1)):
+        key = _AcceptingKey()
+        assert report_signature_ok(report.with_signature(good_r, good_s), key) is True  # type: ignore[arg-type]
+
+
+# ---- the tenant's policy at its boundaries ---------------------------------------------------
+
+
+def test_naive_verification_time_is_utc(data_dir: Path) -> None:
+    """A time without a zone means UTC (the VLEK sample expires 2025-12-10)."""
+    report = _real(data_dir, VLEK_REPORT)
+    vlek = certs.load_certificate((data_dir / SNP / "trustee/test-vlek.der").read_bytes())
+    policy = VerificationPolicy(vmpl=1)
+    assert verify_report(report, vlek, policy=policy, at=datetime(2025, 6, 1)).ok  # noqa: DTZ001
+    late = verify_report(report, vlek, policy=policy, at=datetime(2025, 12, 11))  # noqa: DTZ001
+    assert _failures(late) == {"vlek.validity"}
+    assert "2025-12-11 00:00:00 UTC" in _check(late, "vlek.validity").expected  # type: ignore[attr-defined]
+
+
+def test_min_tcb_floor_for_a_component_the_report_lacks(data_dir: Path) -> None:
+    """Milan has no FMC level: a floor of fmc>=1 cannot be met (absent is below 1)."""
+    report = _real(data_dir, "virtee-sev/report_milan.hex")
+    vcek = certs.load_certificate((data_dir / SNP / "virtee-sev/vcek_milan.der").read_bytes())
+    assert verify_report(report, vcek, policy=VerificationPolicy(min_tcb={"fmc": 0})).ok
+    checklist = verify_report(report, vcek, policy=VerificationPolicy(min_tcb={"fmc": 1}))
+    assert _failures(checklist) == {"tcb.minimum"}
+    assert "below: fmc" in _check(checklist, "tcb.minimum").detail  # type: ignore[attr-defined]
+
+
+def test_min_tcb_and_guest_svn_are_inclusive(data_dir: Path) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    vcek = certs.load_certificate((data_dir / SNP / "trustee/test-vcek.der").read_bytes())
+    tcb = report.reported_tcb.components()
+    exact = VerificationPolicy(min_tcb=dict(tcb), min_guest_svn=report.guest_svn)
+    assert verify_report(report, vcek, policy=exact).ok
+    for name in ("snp", "microcode"):
+        above = VerificationPolicy(min_tcb={name: tcb[name] + 1})
+        assert _failures(verify_report(report, vcek, policy=above)) == {"tcb.minimum"}
+    above_svn = VerificationPolicy(min_guest_svn=report.guest_svn + 1)
+    assert _failures(verify_report(report, vcek, policy=above_svn)) == {"guest-svn.minimum"}
+
+
+def test_vmpl_must_equal_the_policy(data_dir: Path, milan: Minted) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report)
+    for vmpl in (0, 1, 2, 3):
+        edited = _signed(dataclasses.replace(report, vmpl=vmpl), key)
+        assert milan.verify(edited, vcek, policy=VerificationPolicy(vmpl=vmpl)).ok
+        other = VerificationPolicy(vmpl=(vmpl + 1) % 4)
+        assert _failures(milan.verify(edited, vcek, policy=other)) == {"report.vmpl"}
+
+
+def test_reserved_key_and_platform_bits_fail_in_strict_mode(data_dir: Path, milan: Minted) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report)
+    strict = VerificationPolicy(strict=True)
+    edits = {
+        "KEY_INFO reserved bits 0x20": {"key_info": KeyInfo(report.key_info.value | 1 << 5)},
+        "PLATFORM_INFO unknown bits 0x100": {
+            "platform_info": PlatformInfo(report.platform_info.value | 1 << 8)
+        },
+    }
+    for text, change in edits.items():
+        edited = _signed(dataclasses.replace(report, **change), key)
+        assert milan.verify(edited, vcek).ok  # lenient: reported, not rejected
+        checklist = milan.verify(edited, vcek, policy=strict)
+        assert _failures(checklist) == {"report.reserved"}, checklist.render()
+        assert text in _check(checklist, "report.reserved").found  # type: ignore[attr-defined]
