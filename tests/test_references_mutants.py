@@ -1,0 +1,91 @@
+"""Reference-verification checks that mutation testing found unpinned (tests/MUTATION.md).
+
+Statements are signed here with a key generated in the test, as in test_references.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from toolchain.errors import InputError
+from toolchain.sign import (
+    ComponentDigest,
+    KeepPredicate,
+    LaunchConfig,
+    PrivateKey,
+    TrustPolicy,
+    build_statement,
+    generate_private_key,
+    sign_statement,
+    verify_envelope,
+)
+
+AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+DIGEST = bytes(range(48))
+KEEP = b"keep image bytes"
+
+
+def _predicate() -> KeepPredicate:
+    return KeepPredicate(
+        release="0.1.0",
+        configs=[LaunchConfig("milan", 1, 0x30000, "kvm", DIGEST)],
+        components=[
+            ComponentDigest("keep.img", hashlib.sha256(KEEP).hexdigest(), hashlib.sha384(KEEP).hexdigest())
+        ],
+        toolchain={"ziglang": "0.15.2"},
+        provenance_sha256="ab" * 32,
+        not_before=AT - timedelta(days=1),
+        not_after=AT + timedelta(days=90),
+    )
+
+
+@pytest.fixture(scope="module")
+def key() -> PrivateKey:
+    return generate_private_key("ecdsa-p384")
+
+
+def _trust(key: PrivateKey) -> TrustPolicy:
+    return TrustPolicy.from_keys([key.public_key()], threshold=1)
+
+
+def _artifacts(tmp_path: Path) -> Path:
+    (tmp_path / "keep.img").write_bytes(KEEP)
+    (tmp_path / "notes.txt").write_bytes(b"release notes")
+    return tmp_path
+
+
+def test_subject_with_only_an_unrecomputable_digest_fails(tmp_path: Path, key: PrivateKey) -> None:
+    """A subject we cannot hash (only a git commit, say) is not silently taken as verified."""
+    subjects = {
+        "keep.img": {"sha256": hashlib.sha256(KEEP).hexdigest()},
+        "notes.txt": {"gitCommit": "0123456789abcdef0123456789abcdef01234567"},
+    }
+    envelope = sign_statement(build_statement(_predicate(), subjects), key)
+    checklist, references = verify_envelope(
+        envelope, _trust(key), at=AT, artifacts=_artifacts(tmp_path)
+    )
+    assert references is None
+    failed = {c.name: c for c in checklist.failures}
+    assert set(failed) == {"artifact notes.txt"}, checklist.render()
+    assert failed["artifact notes.txt"].found == "gitCommit"
+    # the same file with a digest we can recompute passes
+    subjects["notes.txt"] = {"sha512": hashlib.sha512(b"release notes").hexdigest()}
+    envelope = sign_statement(build_statement(_predicate(), subjects), key)
+    checklist, references = verify_envelope(
+        envelope, _trust(key), at=AT, artifacts=_artifacts(tmp_path)
+    )
+    assert checklist.ok, checklist.render()
+    assert references is not None
+
+
+def test_a_naive_verification_time_is_unusable_input(key: PrivateKey) -> None:
+    envelope = sign_statement(
+        build_statement(_predicate(), {"keep.img": {"sha256": hashlib.sha256(KEEP).hexdigest()}}),
+        key,
+    )
+    with pytest.raises(InputError, match="time zone"):
+        verify_envelope(envelope, _trust(key), at=datetime(2026, 11, 27, 12, 0))  # noqa: DTZ001

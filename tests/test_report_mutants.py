@@ -1,0 +1,129 @@
+"""Report-parsing rules that mutation testing found unpinned (tests/MUTATION.md).
+
+Every test starts from a real report or message in tests/data and edits one field or byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from pathlib import Path
+
+import pytest
+
+from toolchain.errors import InputError
+from toolchain.snp.report import (
+    REPORT_SIZE,
+    AttestationReport,
+    KeyInfo,
+    PlatformInfo,
+    load_report,
+)
+from toolchain.snp.tcb import Product
+
+SNP = Path("vectors") / "snp-reports"
+MSG_RSP = "lit-sev-snp-utils/snp_report_msg_resp.bin"
+
+
+@pytest.fixture(scope="module")
+def reports(data_dir: Path) -> Path:
+    return data_dir / SNP
+
+
+def _milan(reports: Path) -> AttestationReport:
+    return AttestationReport.parse((reports / "trustee/test-report.bin").read_bytes())
+
+
+def test_key_info_reserved_bits_are_an_anomaly(reports: Path) -> None:
+    report = _milan(reports)
+    for bit in (5, 31):
+        edited = dataclasses.replace(report, key_info=KeyInfo(report.key_info.value | 1 << bit))
+        assert edited.anomalies() == [f"KEY_INFO reserved bits 0x{1 << bit:x}"]
+    for bit in (0, 1):  # AUTHOR_KEY_EN, MASK_CHIP_ID: defined, not reserved
+        edited = dataclasses.replace(report, key_info=KeyInfo(report.key_info.value | 1 << bit))
+        assert edited.anomalies() == []
+
+
+def test_signing_key_reserved_values_are_an_anomaly(reports: Path) -> None:
+    report = _milan(reports)
+    for value, expected in ((0, []), (1, []), (7, []), (2, ["SIGNING_KEY reserved value 2"])):
+        edited = dataclasses.replace(report, key_info=KeyInfo(value << 2))
+        assert edited.anomalies() == expected, value
+
+
+def test_platform_info_unknown_bits_are_an_anomaly(reports: Path) -> None:
+    report = _milan(reports)
+    assert report.anomalies() == []
+    for bit in (8, 63):
+        edited = dataclasses.replace(
+            report, platform_info=PlatformInfo(report.platform_info.value | 1 << bit)
+        )
+        assert edited.anomalies() == [f"PLATFORM_INFO unknown bits 0x{1 << bit:x}"]
+    known = dataclasses.replace(report, platform_info=PlatformInfo(0xFF))  # bits 0-7 are named
+    assert known.anomalies() == []
+
+
+def test_cpuid_bytes_are_reserved_before_v3_only(reports: Path) -> None:
+    report = _milan(reports)  # v2
+    assert report.version == 2
+    for field in ("cpuid_fam_id", "cpuid_mod_id", "cpuid_step"):
+        edited = dataclasses.replace(report, **{field: 0x19})
+        assert edited.anomalies() == [f"{field} (reserved in v2) is not zero"]
+        assert dataclasses.replace(edited, version=3).anomalies() == []
+    genoa = AttestationReport.parse(
+        (reports / "microsoft-tee-av/genoa_attestation_report.bin").read_bytes()
+    )
+    assert (genoa.version, genoa.anomalies()) == (3, [])
+    assert genoa.cpuid_product is Product.GENOA
+    assert dataclasses.replace(genoa, version=2).cpuid_product is None
+
+
+def test_mitigation_vectors_are_reserved_before_v5_only(reports: Path) -> None:
+    turin = AttestationReport.parse(
+        (reports / "microsoft-tee-av/turin_attestation_report.bin").read_bytes()
+    )
+    report = dataclasses.replace(turin, launch_mit_vector=1, current_mit_vector=2)
+    assert report.anomalies() == []  # v5
+    older = dataclasses.replace(report, version=4).anomalies()
+    assert older == [
+        "launch_mit_vector (reserved in v4) is not zero",
+        "current_mit_vector (reserved in v4) is not zero",
+    ]
+
+
+def test_signature_bits_above_384_are_an_anomaly(reports: Path) -> None:
+    report = _milan(reports)
+    high = report.with_signature(report.signature_r | 1 << 384, report.signature_s)
+    assert high.anomalies() == ["signature_r has bits set above the 48-byte P-384 value"]
+    top = report.with_signature(report.signature_r, report.signature_s | 1 << 383)
+    assert top.anomalies() == []
+
+
+def test_msg_report_rsp_needs_status_zero_size_and_clear_reserved(reports: Path) -> None:
+    data = (reports / MSG_RSP).read_bytes()
+    assert load_report(data)[1] == "MSG_REPORT_RSP at 0x20"
+    status, size = struct.unpack_from("<II", data, 0)
+    assert (status, size) == (0, REPORT_SIZE)
+    edits = {
+        "status 0x16 (firmware error)": struct.pack("<I", 0x16) + data[4:],
+        "size one byte short": data[:4] + struct.pack("<I", REPORT_SIZE - 1) + data[8:],
+        "reserved byte set": data[:0x1F] + b"\x01" + data[0x20:],
+    }
+    for edited in edits.values():
+        with pytest.raises(InputError, match="not an SEV-SNP attestation report"):
+            load_report(edited)
+    # one byte short of header + report is not a MSG_REPORT_RSP either
+    with pytest.raises(InputError):
+        load_report(data[: 0x20 + REPORT_SIZE - 1])
+    exact = data[: 0x20 + REPORT_SIZE]
+    assert load_report(exact)[1] == "MSG_REPORT_RSP at 0x20"
+
+
+def test_offset_bounds(reports: Path) -> None:
+    raw = (reports / "trustee/test-report.bin").read_bytes()
+    padded = b"\xaa" * 5 + raw
+    assert load_report(padded, offset=5)[0].to_bytes() == raw
+    assert load_report(raw, offset=0)[0].to_bytes() == raw
+    for offset in (-1, 6):
+        with pytest.raises(InputError, match="offset"):
+            load_report(padded, offset=offset)
