@@ -34,7 +34,9 @@ def _predicate() -> KeepPredicate:
         release="0.1.0",
         configs=[LaunchConfig("milan", 1, 0x30000, "kvm", DIGEST)],
         components=[
-            ComponentDigest("keep.img", hashlib.sha256(KEEP).hexdigest(), hashlib.sha384(KEEP).hexdigest())
+            ComponentDigest(
+                "keep.img", hashlib.sha256(KEEP).hexdigest(), hashlib.sha384(KEEP).hexdigest()
+            )
         ],
         toolchain={"ziglang": "0.15.2"},
         provenance_sha256="ab" * 32,
@@ -88,4 +90,4 @@ def test_a_naive_verification_time_is_unusable_input(key: PrivateKey) -> None:
         key,
     )
     with pytest.raises(InputError, match="time zone"):
-        verify_envelope(envelope, _trust(key), at=datetime(2026, 11, 27, 12, 0))  # noqa: DTZ001
+        verify_envelope(envelope, _trust(key), at=datetime(2026, 11, 27, 12, 0))

@@ -225,7 +225,9 @@ def test_unreadable_certificate_tcb_fails_reported_tcb(data_dir: Path, milan: Mi
 def test_vcek_without_hwid_fails_chip_id(data_dir: Path, milan: Minted) -> None:
     report = _real(data_dir, MILAN_REPORT)
     hwid = certs.OID_HWID.dotted_string
-    vcek, key = milan.vek(report, edit=lambda exts: [e for e in exts if e.oid.dotted_string != hwid])
+    vcek, key = milan.vek(
+        report, edit=lambda exts: [e for e in exts if e.oid.dotted_string != hwid]
+    )
     checklist = milan.verify(_signed(report, key), vcek)
     assert _failures(checklist) == {"report.chip-id"}, checklist.render()
     assert _check(checklist, "report.chip-id").found == "none"  # type: ignore[attr-defined]
@@ -310,8 +312,8 @@ def test_naive_verification_time_is_utc(data_dir: Path) -> None:
     report = _real(data_dir, VLEK_REPORT)
     vlek = certs.load_certificate((data_dir / SNP / "trustee/test-vlek.der").read_bytes())
     policy = VerificationPolicy(vmpl=1)
-    assert verify_report(report, vlek, policy=policy, at=datetime(2025, 6, 1)).ok  # noqa: DTZ001
-    late = verify_report(report, vlek, policy=policy, at=datetime(2025, 12, 11))  # noqa: DTZ001
+    assert verify_report(report, vlek, policy=policy, at=datetime(2025, 6, 1)).ok
+    late = verify_report(report, vlek, policy=policy, at=datetime(2025, 12, 11))
     assert _failures(late) == {"vlek.validity"}
     assert "2025-12-11 00:00:00 UTC" in _check(late, "vlek.validity").expected  # type: ignore[attr-defined]
 

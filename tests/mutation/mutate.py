@@ -105,10 +105,12 @@ class Mutant:
     before: str
     after: str
     source: str
+    occurrence: int = 0  # the same change made earlier in the same function this many times
 
     @property
     def id(self) -> str:
-        key = "\0".join((self.module, self.function, self.operator, self.before, self.after))
+        key = f"{self.module}\0{self.function}\0{self.operator}\0{self.before}\0{self.after}"
+        key += f"\0{self.occurrence}" if self.occurrence else ""
         return hashlib.sha256(key.encode()).hexdigest()[:10]
 
     def describe(self) -> str:
@@ -118,7 +120,7 @@ class Mutant:
         )
 
 
-# ---- finding mutants ------------------------------------------------------------------------------
+# ---- finding mutants -----------------------------------------------------------------------------
 
 
 def _offsets(source: str) -> list[int]:
@@ -228,7 +230,8 @@ class _Finder(ast.NodeVisitor):
         new = _BIN_SWAP.get(type(node.op))
         texts = (ast.JoinedStr,)
         is_text = any(
-            isinstance(side, texts) or (isinstance(side, ast.Constant) and isinstance(side.value, str))
+            isinstance(side, texts)
+            or (isinstance(side, ast.Constant) and isinstance(side.value, str))
             for side in (node.left, node.right)
         )
         if new is not None and not is_text:
@@ -258,6 +261,7 @@ def find_mutants(module: str, source: str) -> list[Mutant]:
     finder.visit(tree)
     starts = _offsets(source)
     mutants = []
+    seen: dict[tuple[str, ...], int] = {}
     for node, operator, new, function in finder.found:
         begin = starts[node.lineno - 1] + _char_col(source, starts, node.lineno, node.col_offset)
         end_line, end_col = node.end_lineno or node.lineno, node.end_col_offset or 0
@@ -269,9 +273,11 @@ def find_mutants(module: str, source: str) -> list[Mutant]:
             compile(mutated, module, "exec")
         except SyntaxError:
             continue
-        mutants.append(
-            Mutant(module, function, node.lineno, operator, _one_line(before), new, mutated)
+        before = _one_line(before)
+        count = seen[function, operator, before, new] = (
+            seen.get((function, operator, before, new), -1) + 1
         )
+        mutants.append(Mutant(module, function, node.lineno, operator, before, new, mutated, count))
     return mutants
 
 
@@ -285,7 +291,7 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-# ---- targets and their tests ----------------------------------------------------------------------
+# ---- targets and their tests ---------------------------------------------------------------------
 
 
 def module_path(module: str) -> Path:
@@ -348,7 +354,8 @@ def _direct_tests(module: str) -> list[Path]:
         commands = re.findall(rf'"([\w-]+)": \("{re.escape(name)}",', table)
         patterns_cli = [rf'"{re.escape(c)}"' for c in commands]
         return [
-            p for p in sorted(TESTS.glob("test_*.py"))
+            p
+            for p in sorted(TESTS.glob("test_*.py"))
             if any(re.search(q, p.read_text(encoding="utf-8")) for q in patterns_cli)
         ]
     patterns = [
@@ -372,12 +379,12 @@ def equivalents() -> dict[str, str]:
     if not LEDGER.is_file():
         return listed
     section = LEDGER.read_text(encoding="utf-8").split("## Equivalent mutants", 1)[-1]
-    for match in re.finditer(r"^[-*] `([0-9a-f]{10})`[^\n]*?: ([^\n]*)$", section, re.M):
+    for match in re.finditer(r"^[-*] `([0-9a-f]{10})`[^\n]*?: ([^\n]*)$", section, re.MULTILINE):
         listed[match.group(1)] = match.group(2)
     return listed
 
 
-# ---- running --------------------------------------------------------------------------------------
+# ---- running -------------------------------------------------------------------------------------
 
 
 class Workspace:
@@ -481,8 +488,12 @@ def mutate_module(module: str, args: argparse.Namespace, pool: list[Workspace]) 
     survivors = []
     with ThreadPoolExecutor(max_workers=len(pool)) as executor:
         batches = _batches(list(enumerate(mutants)), len(pool))
+        done = 0
         for batch in batches:
             for mutant, verdict in executor.map(lambda pair: one(*pair), batch):
+                done += 1
+                if done % 25 == 0:
+                    print(f"  {done}/{len(mutants)} run, {len(survivors)} survived", flush=True)
                 if verdict == "killed":
                     result.killed += 1
                 elif mutant.id in listed:
@@ -519,10 +530,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(mutant.describe())
         return 0
     pool = [Workspace() for _ in range(max(1, args.jobs))]
-    results = []
     try:
-        for module in modules:
-            results.append(mutate_module(module, args, pool))
+        results = [mutate_module(module, args, pool) for module in modules]
     finally:
         for workspace in pool:
             workspace.close()
