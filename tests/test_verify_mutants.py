@@ -26,7 +26,13 @@ from toolchain.checks import Checklist
 from toolchain.snp import certs
 from toolchain.snp.report import AttestationReport, KeyInfo, PlatformInfo, load_report
 from toolchain.snp.tcb import Product
-from toolchain.verify import TrustedRoots, VerificationPolicy, report_signature_ok, verify_report
+from toolchain.verify import (
+    TrustedRoot,
+    TrustedRoots,
+    VerificationPolicy,
+    report_signature_ok,
+    verify_report,
+)
 
 SNP = Path("vectors") / "snp-reports"
 MILAN_REPORT = "trustee/test-report.bin"  # v2, VCEK, Milan
@@ -57,6 +63,8 @@ def _issue(
     public: object,
     signer: rsa.RSAPrivateKey,
     extensions: list[x509.Extension[x509.UnrecognizedExtension]] | None = None,
+    *,
+    days: tuple[int, int] = (-1, 365),  # validity from, to: days from now
 ) -> x509.Certificate:
     now = datetime.now(UTC)
     builder = (
@@ -65,8 +73,8 @@ def _issue(
         .issuer_name(issuer)
         .public_key(public)  # type: ignore[arg-type]
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
+        .not_valid_before(now + timedelta(days=days[0]))
+        .not_valid_after(now + timedelta(days=days[1]))
     )
     for ext in extensions or []:
         builder = builder.add_extension(ext.value, critical=ext.critical)
@@ -127,14 +135,31 @@ class Minted:
         )
 
 
-def _mint(product: Product, *, vlek: bool = False) -> Minted:
+def _mint(
+    product: Product,
+    *,
+    vlek: bool = False,
+    ark_days: tuple[int, int] = (-1, 365),
+    ask_days: tuple[int, int] = (-1, 365),
+    ark_signer: rsa.RSAPrivateKey | None = None,
+) -> Minted:
+    """ARK and ASK (or ASVK) under AMD's names; the ARK is trusted as an extra root.
+
+    ``ark_signer`` signs the ARK with another key: a root that is not self-signed, pinned
+    directly (``with_extra`` would refuse it).
+    """
     ark_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ask_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ark_name = _name(f"ARK-{product.value}", product)
     ask_cn = f"SEV-VLEK-{product.value}" if vlek else f"SEV-{product.value}"
-    ark = _issue(ark_name, ark_name, ark_key.public_key(), ark_key)
-    ask = _issue(_name(ask_cn, product), ark_name, ask_key.public_key(), ark_key)
-    roots = TrustedRoots.amd().with_extra(ark, label="minted in the test")
+    ark = _issue(ark_name, ark_name, ark_key.public_key(), ark_signer or ark_key, days=ark_days)
+    ask = _issue(_name(ask_cn, product), ark_name, ask_key.public_key(), ark_key, days=ask_days)
+    label = "minted in the test"
+    if ark_signer is None:
+        roots = TrustedRoots.amd().with_extra(ark, label=label)
+    else:
+        pinned = TrustedRoot(ark, label, certs.der_sha256(ark))
+        roots = TrustedRoots((*TrustedRoots.amd().roots, pinned))
     return Minted(product, ark, ask, ask_key, roots)
 
 
@@ -367,3 +392,162 @@ def test_reserved_key_and_platform_bits_fail_in_strict_mode(data_dir: Path, mila
         checklist = milan.verify(edited, vcek, policy=strict)
         assert _failures(checklist) == {"report.reserved"}, checklist.render()
         assert text in _check(checklist, "report.reserved").found  # type: ignore[attr-defined]
+
+
+# ---- which product: every source must agree, and there must be one ---------------------------
+
+
+def _product_name(name: str | None) -> Callable[[list], list]:
+    """Replace (or, with None, drop) the certificate's productName extension."""
+    oid = certs.OID_PRODUCT_NAME
+
+    def edit(exts: list) -> list:
+        kept = [e for e in exts if e.oid != oid]
+        if name is not None:
+            value = x509.UnrecognizedExtension(oid, certs.der_ia5(name))
+            kept.append(x509.Extension(oid, False, value))
+        return kept
+
+    return edit
+
+
+def test_unknown_product_name_in_the_certificate_fails(data_dir: Path, milan: Minted) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report, edit=_product_name("Bergamo"))
+    checklist = milan.verify(_signed(report, key), vcek)
+    assert "product" in _failures(checklist), checklist.render()
+    assert "'Bergamo'" in _check(checklist, "product").found  # type: ignore[attr-defined]
+
+
+def test_certificate_issuer_is_a_product_source(data_dir: Path, milan: Minted) -> None:
+    """A Genoa productName under a SEV-Milan issuer: the sources disagree."""
+    report = _real(data_dir, MILAN_REPORT)  # v2: no CPUID bytes to name a product
+    vcek, key = milan.vek(report, edit=_product_name("Genoa"))
+    checklist = milan.verify(_signed(report, key), vcek)
+    assert _failures(checklist) == {"product"}, checklist.render()
+    assert "certificate issuer: Milan" in _check(checklist, "product").found  # type: ignore[attr-defined]
+
+
+def test_no_product_source_at_all_fails_unless_given(data_dir: Path) -> None:
+    """No productName, an issuer that names no product, a v2 report: --product decides."""
+    minted = _mint(Product.MILAN)
+    report = _real(data_dir, MILAN_REPORT)
+    private = ec.generate_private_key(ec.SECP384R1())
+    extensions = _product_name(None)(
+        certs.vcek_extensions(report.reported_tcb, report.chip_id, Product.MILAN)
+    )
+    vcek = _issue(
+        _name("SEV-VCEK", Product.MILAN),
+        _name("KDS-Test", Product.MILAN),
+        private.public_key(),
+        minted.ask_key,
+        extensions,
+    )
+    signed = _signed(report, private)
+    checklist = minted.verify(signed, vcek)
+    assert "product" in _failures(checklist), checklist.render()
+    assert _check(checklist, "product").found == "none detected"  # type: ignore[attr-defined]
+    given = minted.verify(signed, vcek, product="milan")
+    assert "product" not in _failures(given), given.render()
+
+
+def test_tcb_is_read_in_the_layout_of_the_certificates_product(
+    data_dir: Path, turin: Minted
+) -> None:
+    """A Turin report whose CPUID bytes are blank is still read with Turin's FMC byte."""
+    report = dataclasses.replace(_real(data_dir, TURIN_REPORT), cpuid_fam_id=0, cpuid_mod_id=0)
+    parsed = AttestationReport.parse(report.to_bytes())
+    assert not parsed.turin_layout  # nothing in the report itself says Turin now
+    vcek, key = turin.vek(report)
+    fmc = report.reported_tcb.components()["fmc"]
+    policy = VerificationPolicy(min_tcb={"fmc": fmc})
+    checklist = turin.verify(_signed(parsed, key), vcek, policy=policy)
+    assert checklist.ok, checklist.render()
+    assert "(Turin)" in checklist.title
+
+
+# ---- the chain: each link and date is its own check ------------------------------------------
+
+
+def test_certificate_that_is_neither_vcek_nor_vlek_fails(data_dir: Path, milan: Minted) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    _, key = milan.vek(report)
+    extensions = certs.vcek_extensions(report.reported_tcb, report.chip_id, Product.MILAN)
+    other = _issue(
+        _name("SEV-VXEK", Product.MILAN),
+        _name("SEV-Milan", Product.MILAN),
+        key.public_key(),
+        milan.ask_key,
+        extensions,
+    )
+    checklist = milan.verify(_signed(report, key), other)
+    assert _failures(checklist) == {"certificate.kind", "report.signing-key"}, checklist.render()
+    assert "SEV-VXEK" in _check(checklist, "certificate.kind").found  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("options", "failing"),
+    [
+        ({"ark_days": (-30, -2)}, "ark.validity"),
+        ({"ark_days": (2, 30)}, "ark.validity"),
+        ({"ask_days": (-30, -2)}, "ask.validity"),
+        ({"ask_days": (2, 30)}, "ask.validity"),
+    ],
+    ids=["ark-expired", "ark-not-yet", "ask-expired", "ask-not-yet"],
+)
+def test_each_link_of_the_chain_must_be_current(
+    data_dir: Path, options: dict[str, tuple[int, int]], failing: str
+) -> None:
+    minted = _mint(Product.MILAN, **options)  # type: ignore[arg-type]
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = minted.vek(report)
+    checklist = minted.verify(_signed(report, key), vcek)
+    assert _failures(checklist) == {failing}, checklist.render()
+
+
+def test_a_pinned_root_must_still_be_self_signed(data_dir: Path) -> None:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    minted = _mint(Product.MILAN, ark_signer=other)
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = minted.vek(report)
+    checklist = minted.verify(_signed(report, key), vcek)
+    assert _failures(checklist) == {"ark.self-signature"}, checklist.render()
+
+
+def test_no_product_and_no_intermediate_names_every_missing_link(data_dir: Path) -> None:
+    """Without a product there is no packaged ASK to chain through: each missing link fails."""
+    report = _real(data_dir, MILAN_REPORT)
+    minted = _mint(Product.MILAN)
+    private = ec.generate_private_key(ec.SECP384R1())
+    extensions = _product_name(None)(
+        certs.vcek_extensions(report.reported_tcb, report.chip_id, Product.MILAN)
+    )
+    vcek = _issue(
+        _name("SEV-VCEK", Product.MILAN),
+        _name("KDS-Test", Product.MILAN),
+        private.public_key(),
+        minted.ask_key,
+        extensions,
+    )
+    checklist = verify_report(_signed(report, private), vcek, policy=VerificationPolicy())
+    assert _failures(checklist) == {
+        "product",
+        "ark.trusted",
+        "ask.signed-by-ark",
+        "report.reported-tcb",
+    }, checklist.render()
+    assert _check(checklist, "report.reported-tcb").found == "unknown product"  # type: ignore[attr-defined]
+
+
+def test_an_intermediate_whose_issuer_no_pinned_root_names_fails(data_dir: Path) -> None:
+    """ASK issued by "ARK-Elsewhere": no pinned root by that name, so no root and no link."""
+    ark_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ask_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elsewhere = _name("ARK-Elsewhere", Product.MILAN)
+    ask = _issue(_name("SEV-Milan", Product.MILAN), elsewhere, ask_key.public_key(), ark_key)
+    report = _real(data_dir, MILAN_REPORT)
+    minted = Minted(Product.MILAN, ask, ask, ask_key, TrustedRoots.amd())
+    vcek, key = minted.vek(report)
+    checklist = verify_report(_signed(report, key), vcek, policy=VerificationPolicy(), ask=ask)
+    assert _failures(checklist) == {"ark.trusted", "ask.signed-by-ark"}, checklist.render()
+    assert "'ARK-Elsewhere'" in _check(checklist, "ark.trusted").found  # type: ignore[attr-defined]
