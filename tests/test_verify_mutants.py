@@ -551,3 +551,41 @@ def test_an_intermediate_whose_issuer_no_pinned_root_names_fails(data_dir: Path)
     checklist = verify_report(_signed(report, key), vcek, policy=VerificationPolicy(), ask=ask)
     assert _failures(checklist) == {"ark.trusted", "ask.signed-by-ark"}, checklist.render()
     assert "'ARK-Elsewhere'" in _check(checklist, "ark.trusted").found  # type: ignore[attr-defined]
+
+
+def test_an_unrooted_chain_makes_a_given_crl_unusable(data_dir: Path) -> None:
+    """No root, so the CRL cannot be authenticated: revocation fails rather than trusting it."""
+    ark_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ask_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elsewhere = _name("ARK-Elsewhere", Product.MILAN)
+    ask = _issue(_name("SEV-Milan", Product.MILAN), elsewhere, ask_key.public_key(), ark_key)
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = Minted(Product.MILAN, ask, ask, ask_key, TrustedRoots.amd()).vek(report)
+    crl = (data_dir / SNP / "enarx-steward/milan_vcek_crl_2022-05-09.der").read_bytes()
+    checklist = verify_report(
+        _signed(report, key), vcek, policy=VerificationPolicy(), ask=ask, crl=crl
+    )
+    assert _failures(checklist) == {
+        "ark.trusted",
+        "ask.signed-by-ark",
+        "crl.signature",
+        "ask.revocation",
+    }, checklist.render()
+    assert _check(checklist, "ask.revocation").found == "CRL not authentic"  # type: ignore[attr-defined]
+
+
+def test_the_root_that_signed_the_intermediate_is_chosen_among_namesakes(
+    data_dir: Path, milan: Minted
+) -> None:
+    """AMD's ARK-Milan and a minted ARK-Milan share a name; the one that signed the ASK wins."""
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report)
+    checklist = verify_report(
+        _signed(report, key),
+        vcek,
+        policy=VerificationPolicy(),
+        ask=milan.ask,
+        roots=milan.roots,  # no ark=: the root is found by the ASK's issuer name
+    )
+    assert checklist.ok, checklist.render()
+    assert "minted in the test" in _check(checklist, "ark.trusted").found  # type: ignore[attr-defined]
