@@ -589,3 +589,40 @@ def test_the_root_that_signed_the_intermediate_is_chosen_among_namesakes(
     )
     assert checklist.ok, checklist.render()
     assert "minted in the test" in _check(checklist, "ark.trusted").found  # type: ignore[attr-defined]
+
+
+# ---- every check is shown, skipped ones with their reason -------------------------------------
+
+
+def test_crl_freshness_window_is_inclusive_and_shown(data_dir: Path) -> None:
+    report = _real(data_dir, "enarx-steward/report.bin")
+    vcek = certs.load_certificate((data_dir / SNP / "enarx-steward/vcek.der").read_bytes())
+    data = (data_dir / SNP / "enarx-steward/milan_vcek_crl_2022-05-09.der").read_bytes()
+    crl = certs.read_crl(data)
+    assert crl.next_update_utc is not None
+    policy = VerificationPolicy(require_fresh_crl=True)
+    second = timedelta(seconds=1)
+    for at in (crl.last_update_utc, crl.next_update_utc):
+        checklist = verify_report(report, vcek, policy=policy, crl=data, at=at)
+        assert _check(checklist, "crl.freshness").ok is True, (at, checklist.render())  # type: ignore[attr-defined]
+    for at in (crl.last_update_utc - second, crl.next_update_utc + second):
+        checklist = verify_report(report, vcek, policy=policy, crl=data, at=at)
+        assert _check(checklist, "crl.freshness").ok is False, (at, checklist.render())  # type: ignore[attr-defined]
+
+
+def test_chip_id_skips_are_shown_with_their_reason(data_dir: Path, milan: Minted) -> None:
+    vlek_report = _real(data_dir, VLEK_REPORT)
+    vlek = certs.load_certificate((data_dir / SNP / "trustee/test-vlek.der").read_bytes())
+    checklist = verify_report(
+        vlek_report, vlek, policy=VerificationPolicy(vmpl=1), at=datetime(2025, 6, 1, tzinfo=UTC)
+    )
+    chip = _check(checklist, "report.chip-id")
+    assert (chip.ok, "VLEK" in chip.detail) == (None, True)  # type: ignore[attr-defined]
+
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report)
+    masked = dataclasses.replace(report, key_info=KeyInfo(1 << 1), chip_id=bytes(64))
+    checklist = milan.verify(_signed(masked, key), vcek)
+    assert checklist.ok, checklist.render()
+    chip = _check(checklist, "report.chip-id")
+    assert (chip.ok, "MASK_CHIP_ID" in chip.detail) == (None, True)  # type: ignore[attr-defined]
