@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from toolchain.checks import Checklist
 from toolchain.snp import certs
+from toolchain.snp.policy import GuestPolicy
 from toolchain.snp.report import AttestationReport, KeyInfo, PlatformInfo, load_report
 from toolchain.snp.tcb import Product
 from toolchain.verify import (
@@ -626,3 +627,98 @@ def test_chip_id_skips_are_shown_with_their_reason(data_dir: Path, milan: Minted
     assert checklist.ok, checklist.render()
     chip = _check(checklist, "report.chip-id")
     assert (chip.ok, "MASK_CHIP_ID" in chip.detail) == (None, True)  # type: ignore[attr-defined]
+
+
+CHAIN_CHECKS = [
+    "report.version",
+    "report.signature-algorithm",
+    "product",
+    "certificate.kind",
+    "report.signing-key",
+    "ark.trusted",
+    "ark.self-signature",
+    "ark.validity",
+    "ask.signed-by-ark",
+    "ask.validity",
+    "vcek.signed-by-ask",
+    "vcek.validity",
+    "ask.revocation",
+    "report.signature",
+    "report.reported-tcb",
+    "report.chip-id",
+]
+VALUE_CHECKS = [
+    "report.vmpl",
+    "firmware.min-abi",
+    "tcb.minimum",
+    "guest-svn.minimum",
+    "report-data",
+    "host-data",
+    "family-id",
+    "image-id",
+    "measurement",
+    "id-key-digest",
+    "author-key-digest",
+    "report.reserved",
+]
+
+
+def test_every_check_is_listed_once_accepted_or_skipped(data_dir: Path) -> None:
+    """A check that passes or is skipped still appears: the list says what was looked at."""
+    report = _real(data_dir, "go-sev-guest/attestation.bin")  # debug and SMT allowed by the guest
+    vcek = certs.load_certificate((data_dir / SNP / "go-sev-guest/vcek.testcer").read_bytes())
+    checklist = verify_report(report, vcek, policy=VerificationPolicy(allow_debug=True))
+    assert [c.name for c in checklist.checks] == [
+        *CHAIN_CHECKS,
+        "policy.debug",
+        "policy.migrate-ma",
+        "policy.required-flags",
+        "platform.smt",
+        "platform.required-flags",
+        *VALUE_CHECKS,
+    ]
+    debug = _check(checklist, "policy.debug")
+    assert (debug.ok, debug.detail) == (True, "accepted: --allow-debug")  # type: ignore[attr-defined]
+    assert _check(checklist, "platform.smt").ok is True  # type: ignore[attr-defined]
+
+    required = VerificationPolicy(
+        allow_debug=True,
+        allow_smt=False,
+        required_policy_flags=frozenset({"smt"}),
+        required_platform_flags=frozenset({"smt_enabled"}),
+    )
+    checklist = verify_report(report, vcek, policy=required)
+    assert [c.name for c in checklist.checks] == [
+        *CHAIN_CHECKS,
+        "policy.debug",
+        "policy.migrate-ma",
+        "policy.smt",
+        "platform.smt",
+        "platform.smt_enabled",
+        *VALUE_CHECKS,
+    ]
+    assert _failures(checklist) == {"platform.smt"}
+
+
+def test_an_allowed_migration_agent_is_listed_as_accepted(data_dir: Path, milan: Minted) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report)
+    policy_value = report.policy.value | 1 << 18  # MIGRATE_MA
+    edited = _signed(dataclasses.replace(report, policy=GuestPolicy(policy_value)), key)
+    assert _failures(milan.verify(edited, vcek)) == {"policy.migrate-ma"}
+    allowed = milan.verify(edited, vcek, policy=VerificationPolicy(allow_migration_agent=True))
+    assert allowed.ok, allowed.render()
+    migrate = _check(allowed, "policy.migrate-ma")
+    assert (migrate.ok, migrate.detail) == (True, "accepted by policy")  # type: ignore[attr-defined]
+
+
+def test_a_short_expected_value_is_compared_zero_padded_and_says_so(data_dir: Path) -> None:
+    report = _real(data_dir, MILAN_REPORT)
+    vcek = certs.load_certificate((data_dir / SNP / "trustee/test-vcek.der").read_bytes())
+    full = VerificationPolicy(report_data=report.report_data)
+    check = _check(verify_report(report, vcek, policy=full), "report-data")
+    assert (check.ok, check.detail) == (True, "")  # type: ignore[attr-defined]
+    short = VerificationPolicy(report_data=report.report_data[:32])
+    check = _check(verify_report(report, vcek, policy=short), "report-data")
+    assert check.ok is (report.report_data[32:] == bytes(32))  # type: ignore[attr-defined]
+    assert "zero-padded to 64 bytes" in check.detail  # type: ignore[attr-defined]
