@@ -6,6 +6,7 @@ Statements are signed here with a key generated in the test, as in test_referenc
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -91,3 +92,30 @@ def test_a_naive_verification_time_is_unusable_input(key: PrivateKey) -> None:
     )
     with pytest.raises(InputError, match="time zone"):
         verify_envelope(envelope, _trust(key), at=datetime(2026, 11, 27, 12, 0))
+
+
+def test_a_signature_whose_keyid_names_its_key_carries_no_hint_note(key: PrivateKey) -> None:
+    envelope = sign_statement(
+        build_statement(_predicate(), {"keep.img": {"sha256": hashlib.sha256(KEEP).hexdigest()}}),
+        key,
+    )
+    checklist, references = verify_envelope(envelope, _trust(key), at=AT)
+    assert references is not None
+    signature = next(c for c in checklist.checks if c.name.startswith("signature 1"))
+    assert (signature.ok, signature.detail) == (True, "")
+
+
+def test_a_wrong_keyid_hint_is_said_and_the_envelope_is_listed(key: PrivateKey) -> None:
+    envelope = sign_statement(
+        build_statement(_predicate(), {"keep.img": {"sha256": hashlib.sha256(KEEP).hexdigest()}}),
+        key,
+    )
+    document = json.loads(envelope)
+    document["signatures"][0]["keyid"] = "not-this-key"
+    checklist, references = verify_envelope(json.dumps(document).encode(), _trust(key), at=AT)
+    assert references is not None, checklist.render()
+    first = checklist.checks[0]
+    assert (first.name, first.ok, first.found) == ("envelope", True, "DSSE, 1 signature(s)")
+    signature = next(c for c in checklist.checks if c.name.startswith("signature 1"))
+    assert signature.ok is True
+    assert signature.detail == "keyid hint not-this-key is not this key's ID"

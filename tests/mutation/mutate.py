@@ -462,7 +462,8 @@ def _order(m: Mutant) -> tuple[int, str]:
 
 
 def mutate_module(module: str, args: argparse.Namespace, pool: list[Workspace]) -> Result:
-    tests = tests_for(module)
+    tests = [ROOT / t for t in args.tests] if args.tests else tests_for(module)
+    tests = [t for t in tests if not any(t.match(p) for p in args.skip_tests)]
     result = Result(module)
     if not tests:
         print(f"{module}: no test file imports it; every mutant counts as surviving")
@@ -519,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
     parser.add_argument("--only", nargs="+", default=[], help="run only these mutant ids")
     parser.add_argument("--list", action="store_true", help="print the mutants, run nothing")
+    parser.add_argument("--tests", nargs="+", default=[], help="test files (default: chosen)")
+    parser.add_argument(
+        "--skip-tests", nargs="+", default=[], help="leave out chosen test files (glob patterns)"
+    )
     parser.add_argument("--timeout-floor", type=float, default=30.0, help="seconds per mutant")
     parser.add_argument("--marks", default="not kvm and not slow", help="pytest -m expression")
     parser.add_argument("--min-score", type=float, default=0.0, help="fail below this percent")
