@@ -55,3 +55,11 @@ def test_every_signature_is_kept_in_order() -> None:
         _document(signatures=[{"sig": "AAAA"}, {"keyid": "b", "sig": "AQID"}])
     )
     assert [(s.keyid, s.sig) for s in envelope.signatures] == [("", b"\0\0\0"), ("b", b"\1\2\3")]
+
+
+def test_deeply_nested_json_is_unusable_input_not_a_traceback() -> None:
+    """Python's JSON decoder recurses per nesting level: 100,000 brackets overflow its stack."""
+    with pytest.raises(InputError, match="nested too deeply"):
+        Envelope.parse(b"[" * 100_000)
+    with pytest.raises(InputError, match="nested too deeply"):
+        Envelope.parse(b'{"a":' * 100_000)

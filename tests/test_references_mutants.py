@@ -24,6 +24,7 @@ from toolchain.sign import (
     sign_statement,
     verify_envelope,
 )
+from toolchain.sign.dsse import INTOTO_PAYLOAD_TYPE, Envelope
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DIGEST = bytes(range(48))
@@ -119,3 +120,13 @@ def test_a_wrong_keyid_hint_is_said_and_the_envelope_is_listed(key: PrivateKey) 
     signature = next(c for c in checklist.checks if c.name.startswith("signature 1"))
     assert signature.ok is True
     assert signature.detail == "keyid hint not-this-key is not this key's ID"
+
+
+def test_a_signed_deeply_nested_payload_is_a_failed_statement(key: PrivateKey) -> None:
+    """Even a trusted signer's payload is input: too deep to parse is a failed check."""
+    envelope = Envelope(b"[" * 100_000, INTOTO_PAYLOAD_TYPE, ()).signed_by(key).to_json()
+    checklist, references = verify_envelope(envelope, _trust(key), at=AT)
+    assert references is None
+    statement = next(c for c in checklist.checks if c.name == "statement")
+    assert statement.ok is False
+    assert "nested too deeply" in statement.found
