@@ -5,6 +5,8 @@ Statements are signed here with a key generated in the test, as in test_referenc
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -130,3 +132,47 @@ def test_a_signed_deeply_nested_payload_is_a_failed_statement(key: PrivateKey) -
     statement = next(c for c in checklist.checks if c.name == "statement")
     assert statement.ok is False
     assert "nested too deeply" in statement.found
+
+
+def _envelope(key: PrivateKey) -> bytes:
+    statement = build_statement(
+        _predicate(), {"keep.img": {"sha256": hashlib.sha256(KEEP).hexdigest()}}
+    )
+    return sign_statement(statement, key)
+
+
+def _signature_checks(checklist: object, index: int) -> list:
+    prefix = f"signature {index} "
+    return [c for c in checklist.checks if c.name.startswith(prefix)]  # type: ignore[attr-defined]
+
+
+def test_each_signature_gets_exactly_one_line(key: PrivateKey) -> None:
+    # a trusted key's signature that does not verify: one failure line, not also "untrusted"
+    document = json.loads(_envelope(key))
+    document["signatures"][0]["sig"] = base64.b64encode(bytes(96)).decode()
+    checklist, _ = verify_envelope(json.dumps(document).encode(), _trust(key), at=AT)
+    (line,) = _signature_checks(checklist, 1)
+    assert line.ok is False
+    threshold = next(c for c in checklist.checks if c.name == "threshold")
+    assert "untrusted" not in threshold.detail
+    # the same key twice: the second is listed once, as counted once
+    twice = Envelope.parse(_envelope(key)).signed_by(key).to_json()
+    checklist, references = verify_envelope(twice, _trust(key), at=AT)
+    assert references is not None
+    (second,) = _signature_checks(checklist, 2)
+    assert second.ok is None
+    assert "counted once" in second.detail
+
+
+def test_a_key_out_of_its_scope_is_listed_not_counted(key: PrivateKey) -> None:
+    trusted = _trust(key)
+    scoped = dataclasses.replace(trusted.keys[0], releases=("9.*",))
+    policy = dataclasses.replace(trusted, keys=(scoped,))
+    checklist, references = verify_envelope(_envelope(key), policy, at=AT)
+    assert references is None
+    (line,) = _signature_checks(checklist, 1)
+    assert line.ok is None
+    assert "not trusted for release 0.1.0" in line.detail
+    threshold = next(c for c in checklist.checks if c.name == "threshold")
+    assert threshold.ok is False
+    assert "not trusted for release 0.1.0" in threshold.detail
