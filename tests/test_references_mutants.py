@@ -176,3 +176,17 @@ def test_a_key_out_of_its_scope_is_listed_not_counted(key: PrivateKey) -> None:
     threshold = next(c for c in checklist.checks if c.name == "threshold")
     assert threshold.ok is False
     assert "not trusted for release 0.1.0" in threshold.detail
+
+
+def test_an_unauthenticated_or_foreign_payload_is_not_examined(key: PrivateKey) -> None:
+    stranger = generate_private_key("ed25519")
+    checklist, references = verify_envelope(_envelope(stranger), _trust(key), at=AT)
+    assert references is None
+    statement = next(c for c in checklist.checks if c.name == "statement")
+    assert (statement.ok, statement.detail) == (None, "not examined: no trusted signature verifies")
+    foreign = Envelope(b"{}", "text/plain", ()).signed_by(key).to_json()
+    checklist, references = verify_envelope(foreign, _trust(key), at=AT)
+    assert references is None
+    assert {c.name for c in checklist.failures} == {"payload type"}
+    statement = next(c for c in checklist.checks if c.name == "statement")
+    assert (statement.ok, statement.detail) == (None, "not examined: not an in-toto payload")
