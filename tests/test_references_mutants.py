@@ -78,6 +78,7 @@ def test_subject_with_only_an_unrecomputable_digest_fails(tmp_path: Path, key: P
     failed = {c.name: c for c in checklist.failures}
     assert set(failed) == {"artifact notes.txt"}, checklist.render()
     assert failed["artifact notes.txt"].found == "gitCommit"
+    assert [c.name for c in checklist.checks].count("artifact notes.txt") == 1
     # the same file with a digest we can recompute passes
     subjects["notes.txt"] = {"sha512": hashlib.sha512(b"release notes").hexdigest()}
     envelope = sign_statement(build_statement(_predicate(), subjects), key)
@@ -190,3 +191,34 @@ def test_an_unauthenticated_or_foreign_payload_is_not_examined(key: PrivateKey) 
     assert {c.name for c in checklist.failures} == {"payload type"}
     statement = next(c for c in checklist.checks if c.name == "statement")
     assert (statement.ok, statement.detail) == (None, "not examined: not an in-toto payload")
+
+
+def test_the_artifact_list_and_every_line_of_a_valid_envelope(
+    tmp_path: Path, key: PrivateKey
+) -> None:
+    checklist, references = verify_envelope(_envelope(key), _trust(key), at=AT)
+    assert references is not None
+    names = [c.name for c in checklist.checks]
+    assert names[:2] == ["envelope", "payload type"]
+    assert names[3:] == ["threshold", "statement", "predicate", "validity window", "artifacts"]
+    assert [c.ok for c in checklist.checks] == [True, True, True, True, True, True, True, None]
+    with pytest.raises(InputError, match="does not exist"):
+        verify_envelope(_envelope(key), _trust(key), at=AT, artifacts=tmp_path / "absent")
+
+
+def test_a_subject_outside_the_artifacts_directory_is_refused_unread(
+    tmp_path: Path, key: PrivateKey
+) -> None:
+    inside = tmp_path / "artifacts"
+    inside.mkdir()
+    (inside / "keep.img").write_bytes(KEEP)
+    (tmp_path / "outside.txt").write_bytes(b"outside")
+    subjects = {
+        "keep.img": {"sha256": hashlib.sha256(KEEP).hexdigest()},
+        "../outside.txt": {"sha256": hashlib.sha256(b"outside").hexdigest()},
+    }
+    envelope = sign_statement(build_statement(_predicate(), subjects), key)
+    checklist, references = verify_envelope(envelope, _trust(key), at=AT, artifacts=inside)
+    assert references is None
+    lines = [c for c in checklist.checks if c.name.startswith("artifact ../outside.txt")]
+    assert [(c.ok, c.found) for c in lines] == [(False, "an unsafe subject name")]
