@@ -26,6 +26,7 @@ from toolchain.sign import (
     sign_statement,
     verify_envelope,
 )
+from toolchain.sign import references as references_module
 from toolchain.sign.dsse import INTOTO_PAYLOAD_TYPE, Envelope
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -222,3 +223,16 @@ def test_a_subject_outside_the_artifacts_directory_is_refused_unread(
     assert references is None
     lines = [c for c in checklist.checks if c.name.startswith("artifact ../outside.txt")]
     assert [(c.ok, c.found) for c in lines] == [(False, "an unsafe subject name")]
+
+
+def test_an_unreadable_artifact_is_unusable_input(
+    tmp_path: Path, key: PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading fails (as a permission error would, which root in CI never sees): one clear error."""
+
+    def unreadable(path: Path, algorithms: list[str]) -> dict[str, str]:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(references_module, "_file_digests", unreadable)
+    with pytest.raises(InputError, match=r"cannot read artifact .*keep\.img: Permission denied"):
+        verify_envelope(_envelope(key), _trust(key), at=AT, artifacts=_artifacts(tmp_path))
