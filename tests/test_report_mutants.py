@@ -127,3 +127,32 @@ def test_offset_bounds(reports: Path) -> None:
     for offset in (-1, 6):
         with pytest.raises(InputError, match="offset"):
             load_report(padded, offset=offset)
+
+
+def test_platform_info_and_key_info_bits_by_the_abi() -> None:
+    """PLATFORM_INFO and KEY_INFO bit positions, as the SEV-SNP ABI's report defines them."""
+    names = [
+        "smt_enabled",
+        "tsme_enabled",
+        "ecc_enabled",
+        "rapl_disabled",
+        "ciphertext_hiding_enabled",
+        "alias_check_complete",
+        "iommu_write_safe",
+        "tio_enabled",
+    ]
+    for bit, name in enumerate(names):
+        flags = PlatformInfo(1 << bit).flags()
+        assert [n for n, on in flags.items() if on] == [name]
+        assert PlatformInfo(1 << bit).has(name)
+    with pytest.raises(InputError, match="unknown platform flag"):
+        PlatformInfo(0).has("smt")
+    assert (KeyInfo(1).author_key_en, KeyInfo(1).mask_chip_id) == (True, False)
+    assert (KeyInfo(2).author_key_en, KeyInfo(2).mask_chip_id) == (False, True)
+    assert [KeyInfo(v << 2).signing_key_name for v in (0, 1, 7, 3)] == [
+        "VCEK",
+        "VLEK",
+        "none",
+        "reserved (3)",
+    ]
+    assert KeyInfo(0b11100).signing_key == 7
