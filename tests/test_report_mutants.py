@@ -6,6 +6,7 @@ Every test starts from a real report or message in tests/data and edits one fiel
 from __future__ import annotations
 
 import dataclasses
+import random
 import struct
 from pathlib import Path
 
@@ -156,3 +157,77 @@ def test_platform_info_and_key_info_bits_by_the_abi() -> None:
         "reserved (3)",
     ]
     assert KeyInfo(0b11100).signing_key == 7
+
+
+# (name, offset, size) as the ABI's ATTESTATION_REPORT lays them out, written out independently.
+ABI_INTEGERS = [
+    ("version", 0x000, 4),
+    ("guest_svn", 0x004, 4),
+    ("vmpl", 0x030, 4),
+    ("signature_algo", 0x034, 4),
+    ("cpuid_fam_id", 0x188, 1),
+    ("cpuid_mod_id", 0x189, 1),
+    ("cpuid_step", 0x18A, 1),
+    ("current_build", 0x1E8, 1),
+    ("current_minor", 0x1E9, 1),
+    ("current_major", 0x1EA, 1),
+    ("committed_build", 0x1EC, 1),
+    ("committed_minor", 0x1ED, 1),
+    ("committed_major", 0x1EE, 1),
+    ("launch_mit_vector", 0x1F8, 8),
+    ("current_mit_vector", 0x200, 8),
+]
+ABI_WRAPPED = [
+    ("policy", 0x008, 8),
+    ("platform_info", 0x040, 8),
+    ("key_info", 0x048, 4),
+]
+ABI_TCBS = [("current_tcb", 0x038), ("reported_tcb", 0x180), ("committed_tcb", 0x1E0)]
+ABI_BYTES = [
+    ("family_id", 0x010, 16),
+    ("image_id", 0x020, 16),
+    ("report_data", 0x050, 64),
+    ("measurement", 0x090, 48),
+    ("host_data", 0x0C0, 32),
+    ("id_key_digest", 0x0E0, 48),
+    ("author_key_digest", 0x110, 48),
+    ("report_id", 0x140, 32),
+    ("report_id_ma", 0x160, 32),
+    ("chip_id", 0x1A0, 64),
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_field_is_read_at_its_abi_offset(seed: int) -> None:
+    """Every byte distinct from its neighbours (random), so a shifted or widened field shows."""
+    data = random.Random(seed).randbytes(REPORT_SIZE)
+    report = AttestationReport.parse(data)
+    for name, offset, size in ABI_INTEGERS:
+        assert getattr(report, name) == int.from_bytes(data[offset : offset + size], "little"), name
+    for name, offset, size in ABI_WRAPPED:
+        value = getattr(report, name).value
+        assert value == int.from_bytes(data[offset : offset + size], "little"), name
+    for name, offset in ABI_TCBS:
+        assert getattr(report, name).to_int() == int.from_bytes(data[offset : offset + 8], "little")
+    for name, offset, size in ABI_BYTES:
+        assert getattr(report, name) == data[offset : offset + size], name
+    assert report.signature_r == int.from_bytes(data[0x2A0 : 0x2A0 + 72], "little")
+    assert report.signature_s == int.from_bytes(data[0x2E8 : 0x2E8 + 72], "little")
+
+
+def test_a_report_built_from_defaults_is_v3_ecdsa_policy_bit_17_and_otherwise_zero() -> None:
+    expected = bytearray(REPORT_SIZE)
+    expected[0] = 3  # version
+    expected[0x0A] = 0x02  # POLICY bit 17, reserved, must be one
+    expected[0x34] = 1  # SIGNATURE_ALGO: ECDSA P-384 with SHA-384
+    assert AttestationReport().to_bytes() == bytes(expected)
+
+
+def test_turins_tcb_layout_needs_v3_cpuid_family_1ah(reports: Path) -> None:
+    data = bytearray((reports / "microsoft-tee-av/turin_attestation_report.bin").read_bytes())
+    assert data[0x188] == 0x1A
+    for version, turin in ((2, False), (3, True), (5, True)):
+        data[0:4] = version.to_bytes(4, "little")
+        assert AttestationReport.parse(bytes(data)).turin_layout is turin, version
+    data[0x188] = 0x19  # Genoa's family with v5: not Turin's layout
+    assert AttestationReport.parse(bytes(data)).turin_layout is False
