@@ -722,3 +722,32 @@ def test_a_short_expected_value_is_compared_zero_padded_and_says_so(data_dir: Pa
     check = _check(verify_report(report, vcek, policy=short), "report-data")
     assert check.ok is (report.report_data[32:] == bytes(32))  # type: ignore[attr-defined]
     assert "zero-padded to 64 bytes" in check.detail  # type: ignore[attr-defined]
+
+
+def test_any_vmpl_is_listed_as_a_skip(data_dir: Path) -> None:
+    report = _real(data_dir, VLEK_REPORT)  # VMPL 1
+    vlek = certs.load_certificate((data_dir / SNP / "trustee/test-vlek.der").read_bytes())
+    at = datetime(2025, 6, 1, tzinfo=UTC)
+    checklist = verify_report(report, vlek, policy=VerificationPolicy(vmpl=None), at=at)
+    assert checklist.ok, checklist.render()
+    vmpl = _check(checklist, "report.vmpl")
+    assert (vmpl.ok, vmpl.found, vmpl.detail) == (None, "1", "any VMPL accepted by the policy")  # type: ignore[attr-defined]
+
+
+def test_when_no_namesake_root_signed_the_intermediate_the_first_pinned_is_named(
+    data_dir: Path, milan: Minted
+) -> None:
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ask = _issue(
+        _name("SEV-Milan", Product.MILAN),
+        _name("ARK-Milan", Product.MILAN),
+        milan.ask_key.public_key(),
+        stranger,
+    )
+    report = _real(data_dir, MILAN_REPORT)
+    vcek, key = milan.vek(report)
+    checklist = verify_report(
+        _signed(report, key), vcek, policy=VerificationPolicy(), ask=ask, roots=milan.roots
+    )
+    assert _failures(checklist) == {"ask.signed-by-ark"}, checklist.render()
+    assert "AMD Milan (pinned)" in _check(checklist, "ark.trusted").found  # type: ignore[attr-defined]
