@@ -64,6 +64,7 @@ TRUSTED_CORE = (
     "toolchain.snp.certs",  # certificate chains, CRLs, VCEK extensions
     "toolchain.verify",  # report verification, policy, roots, references
     "toolchain.sign.dsse",  # DSSE envelopes
+    "toolchain.sign.strict_json",  # the JSON parser under envelopes and statements
     "toolchain.sign.intoto",  # in-toto statements
     "toolchain.sign.references",  # reference verification and the trust decision
     "toolchain.sign.trust",
