@@ -5,6 +5,8 @@ Each bound is tested on both sides: the last accepted value and the first refuse
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from toolchain.errors import InputError
@@ -104,3 +106,17 @@ def test_booleans_and_versions_from_toml() -> None:
     ):
         with pytest.raises(InputError):
             VerificationPolicy.from_toml(text)
+
+
+def test_an_empty_string_is_not_an_empty_list_of_flags() -> None:
+    for key in ("required_platform_flags", "required_policy_flags"):
+        with pytest.raises(InputError, match="expected a list of names"):
+            VerificationPolicy.from_toml(f'{key} = ""')
+
+
+def test_an_unreadable_policy_file_is_unusable_input(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot read policy"):
+        VerificationPolicy.load(tmp_path / "absent.toml")
+    (tmp_path / "latin1.toml").write_bytes(b"# \xe9\n")
+    with pytest.raises(InputError, match="cannot read policy"):
+        VerificationPolicy.load(tmp_path / "latin1.toml")
