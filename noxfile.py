@@ -82,6 +82,14 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the trusted core (slow, not in the default run): -- [MODULE|PACKAGE ...]
+    [--jobs N] [--sample N]. Prints each module's score and the survivors (tests/MUTATION.md)."""
+    _install(session, "tests")
+    session.run("python", "tests/mutation/mutate.py", *session.posargs, env={"PYTHONHASHSEED": "0"})
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks against peers in the same run; prints ratios (no timing asserts anywhere)."""
     _install(session, "tests")

@@ -86,6 +86,8 @@ class Envelope:
             raise InputError(
                 f"envelope is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from exc
+        except strict_json.TooDeepError as exc:
+            raise InputError(f"envelope is not usable JSON: {exc}") from exc
         except ValueError as exc:
             raise InputError(f"envelope is ambiguous JSON: {exc}") from exc
         if not isinstance(document, dict):
