@@ -110,7 +110,7 @@ def test_booleans_and_versions_from_toml() -> None:
 
 def test_an_empty_string_is_not_an_empty_list_of_flags() -> None:
     for key in ("required_platform_flags", "required_policy_flags"):
-        with pytest.raises(InputError, match="expected a list of names"):
+        with pytest.raises(InputError, match="expected an array of strings"):
             VerificationPolicy.from_toml(f'{key} = ""')
 
 

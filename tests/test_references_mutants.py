@@ -119,7 +119,8 @@ def test_a_wrong_keyid_hint_is_said_and_the_envelope_is_listed(key: PrivateKey) 
     document["signatures"][0]["keyid"] = "not-this-key"
     checklist, references = verify_envelope(json.dumps(document).encode(), _trust(key), at=AT)
     assert references is not None, checklist.render()
-    first = checklist.checks[0]
+    assert checklist.checks[0].name == "trust policy"  # which policy decided comes first
+    first = checklist.checks[1]
     assert (first.name, first.ok, first.found) == ("envelope", True, "DSSE, 1 signature(s)")
     signature = next(c for c in checklist.checks if c.name.startswith("signature 1"))
     assert signature.ok is True
@@ -200,9 +201,9 @@ def test_the_artifact_list_and_every_line_of_a_valid_envelope(
     checklist, references = verify_envelope(_envelope(key), _trust(key), at=AT)
     assert references is not None
     names = [c.name for c in checklist.checks]
-    assert names[:2] == ["envelope", "payload type"]
-    assert names[3:] == ["threshold", "statement", "predicate", "validity window", "artifacts"]
-    assert [c.ok for c in checklist.checks] == [True, True, True, True, True, True, True, None]
+    assert names[:3] == ["trust policy", "envelope", "payload type"]
+    assert names[4:] == ["threshold", "statement", "predicate", "validity window", "artifacts"]
+    assert [c.ok for c in checklist.checks] == [*[True] * 8, None]
     with pytest.raises(InputError, match="does not exist"):
         verify_envelope(_envelope(key), _trust(key), at=AT, artifacts=tmp_path / "absent")
 
