@@ -30,6 +30,12 @@ SNP_C_BITS = {"milan": 51, "genoa": 51, "turin": 51}
 
 def snp_c_bit(generation: str) -> int:
     """The C-bit position of ``generation``; an unknown one is an ``InputError``."""
+    from toolchain.sign.predicate import CPU_GENERATIONS
+
+    if generation not in CPU_GENERATIONS:
+        raise InputError(
+            f"unknown CPU generation {generation!r} (known: {', '.join(CPU_GENERATIONS)})"
+        )
     try:
         return SNP_C_BITS[generation]
     except KeyError:
