@@ -17,6 +17,14 @@ given ``memory``: from ``GUEST_MEMORY_MIN`` to ``GUEST_MEMORY_MAX`` in whole 2 M
 moves the stack and the top of the heap, so it changes the page tables, the user-info page and
 therefore the launch digest: a keep's memory size is part of its measurement.
 
+The platform (``build_plan(platform=...)``) is ``simulated`` (backends kvm and nil; the layout
+above, byte for byte as before ``snp`` existed) or ``snp``: every private mapping and every table
+pointer carries the C-bit (``c_bit``, CPUID 0x8000001F EBX[5:0], ``DEFAULT_C_BIT`` 51 on Milan,
+Genoa and Turin), the GHCB page (``GHCB_PAGE``, ring 0) and the hypercall page, buffer and
+doorbell are mapped with it clear and never launched, and the plan's VMSAs are KVM's
+(``LaunchPlan.vmsa_pages``). One code path lays out both; ``snp_plan_of`` lays out a built keep's
+``snp`` twin from its ELFs, checked against its simulated plan. See ``runtime/ukernel/ABI.md``.
+
 ELF input is validated strictly: anything malformed, overlapping or misaligned is an
 ``InputError`` naming the problem.
 """

@@ -339,6 +339,14 @@ class LaunchPlan:
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"launch plan is incomplete or malformed: {exc!r}") from None
+        vmsa = document.get("vmsa")
+        if plan.platform == PLATFORM_SNP and vmsa != KVM_SYNC_VMSA_VERSION:
+            # The VMSAs are recomputed here, as this toolchain's kernel builds them.
+            raise InputError(
+                f"the snp launch plan's VMSAs are {vmsa!r}'s; this toolchain builds "
+                f"{KVM_SYNC_VMSA_VERSION!r}'s",
+                hint="lay the plan out again with this toolchain",
+            )
         recorded = document.get("launch_digest")
         if recorded is not None and recorded != plan.launch_digest().hex():
             raise InputError(
