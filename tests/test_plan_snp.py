@@ -249,7 +249,7 @@ def test_snp_plan_json_round_trip_and_simulated_json_has_no_platform(
     assert not {"platform", "c_bit", "vmsa"} & set(json.loads(simulated.to_json()))
     # VMSAs of another kernel's KVM are not what this toolchain computes: refused, not re-derived.
     other = dict(document, vmsa="Linux v6.16")
-    with pytest.raises(InputError, match="'Linux v6.16''s"):
+    with pytest.raises(InputError, match=r"'Linux v6\.16''s"):
         LaunchPlan.from_json(json.dumps(other))
     # An snp plan whose C-bit is edited no longer matches its page tables.
     document["c_bit"] = 47
