@@ -48,6 +48,25 @@ def test_cli_writes_every_artifact(tmp_path: Path, capsys: pytest.CaptureFixture
         assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
     assert set(document["launch_digests"]) == {"1", "2", "4"}
     assert len(set(document["launch_digests"].values())) == 3
+    # backend snp: the plan laid out with the C-bit (51 on every generation) and KVM's VMSAs.
+    from toolchain.measure.keep import snp_plan_of
+    from toolchain.measure.plan import LaunchPlan
+
+    plan = LaunchPlan.from_json((out / "launch-plan.json").read_bytes())
+    snp = snp_plan_of(plan, out / "ukernel.elf", out / "runtime.elf").launch_digests([1, 2, 4])
+    expected = {str(n): d.hex() for n, d in snp.items()}
+    assert document["snp_launch_digests"] == dict.fromkeys(("milan", "genoa", "turin"), expected)
+    assert not set(expected.values()) & set(document["launch_digests"].values())
+    provenance = json.loads((out / "provenance.json").read_text())
+    byproducts = {
+        b["name"]: b["digest"]["sha384"]
+        for b in provenance["predicate"]["runDetails"]["byproducts"]
+    }
+    assert byproducts["launch-digest/snp/c-bit=51/vcpus=4"] == expected["4"]
+    assert byproducts["launch-digest/vcpus=4"] == document["launch_digests"]["4"]
+    assert keep_main(["build", str(HELLO), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"snp launch digest (2 vCPUs, milan/genoa/turin): {expected['2']}" in text
 
 
 def test_bad_application_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -79,3 +79,28 @@ def test_unusable_input_is_exit_2(
     argv = ["measure", "--ukernel", str(images.user), "--runtime", str(images.user)]
     assert main(argv) == 2
     assert "unusable input" in capsys.readouterr().err
+
+
+def test_measure_prints_the_snp_digests_with_the_elfs(
+    images: Images, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = keep_dir(images, tmp_path / "keep")
+    snp = build_plan(images.ukernel, images.user, platform="snp").launch_digests([1, 2, 4])
+    kvm = build_plan(images.ukernel, images.user).launch_digests([1, 2, 4])
+    assert main(["measure", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for count, digest in snp.items():
+        vcpus = f"{count} vCPU{'s' if count > 1 else ''}"
+        assert f"snp launch digest ({vcpus}, C-bit 51): {digest.hex()}" in text
+        assert f"launch digest ({vcpus}): {kvm[count].hex()}" in text
+        assert digest != kvm[count]
+    c47 = build_plan(images.ukernel, images.user, platform="snp", c_bit=47).launch_digest(2)
+    assert main(["measure", "--out", str(out), "--vcpus", "2", "--c-bit", "47", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["snp"] == {"c_bit": 47, "launch_digests": {"2": c47.hex()}}
+    assert document["launch_digests"] == {"2": kvm[2].hex()}
+    # From the plan alone there is nothing to lay the snp plan out from: said, not guessed.
+    assert main(["measure", "--plan", str(out / PLAN_FILE)]) == 0
+    assert "snp launch digests: not computed" in capsys.readouterr().out
+    assert main(["measure", "--out", str(out), "--c-bit", "52"]) == 2
+    assert "C-bit position 52" in capsys.readouterr().err

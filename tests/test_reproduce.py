@@ -146,9 +146,18 @@ def test_release_layout(published: Published) -> None:
         components = {c["name"] for c in predicate["components"]}
         assert f"keepstack-{VERSION}-py3-none-any.whl" in components  # a component, no subject
         configs = predicate["launchConfigurations"]
-        assert len(configs) == 3 * 3 * 2  # generations × vCPU counts × backends
+        assert len(configs) == 3 * 3 * 3  # generations × vCPU counts × backends
         assert {c["cpuGeneration"] for c in configs} == {"milan", "genoa", "turin"}
-        assert {c["backend"] for c in configs} == {"kvm", "nil"}
+        assert {c["backend"] for c in configs} == {"kvm", "nil", "snp"}
+        # snp is another platform's plan: never the kvm/nil digest of the same vCPU count.
+        digests = {
+            (c["backend"], c["cpuGeneration"], c["vcpus"]): c["launchDigest"] for c in configs
+        }
+        for generation in ("milan", "genoa", "turin"):
+            for vcpus in (1, 2, 4):
+                kvm = digests[("kvm", generation, vcpus)]
+                assert digests[("nil", generation, vcpus)] == kvm
+                assert digests[("snp", generation, vcpus)] != kvm
         assert {c["vcpus"] for c in configs} == {1, 2, 4}
         assert predicate["development"] is False
         for artifact in (*TRUSTED_ARTIFACTS, "provenance.json"):
@@ -164,8 +173,9 @@ def test_round_trip_reproduces_every_digest(published: Published) -> None:
         for artifact in TRUSTED_ARTIFACTS:
             assert names[f"artifact {artifact}"] is True
         launch = [c for c in checklist.checks if c.name.startswith("launch digest")]
-        assert len(launch) == 3
+        assert len(launch) == 3 * 2  # vCPU counts × platforms (kvm/nil, snp with C-bit 51)
         assert all(c.ok for c in launch)
+        assert sum("× snp)" in c.name for c in launch) == 3
         wheel = [c for c in checklist.checks if c.name.startswith("component keepstack-")]
         assert len(wheel) == 1
         assert wheel[0].ok is None
@@ -254,6 +264,37 @@ def test_reproduce_refuses_a_changed_copy_before_building(
     assert _by_name(checklist)["rebuild"] is None
 
 
+def test_snp_configurations_signed_with_the_simulated_digest_do_not_reproduce(
+    published: Published, tmp_path: Path
+) -> None:
+    """What `keep statement --backend snp` signed before the snp plan existed: the kvm/nil
+    digest under backend snp. The rebuild recomputes the snp plan's and names the difference."""
+    statement = json.loads(Envelope.parse(published.envelopes["hello"].read_bytes()).payload)
+    configs = statement["predicate"]["launchConfigurations"]
+    kvm = {
+        (c["cpuGeneration"], c["vcpus"]): c["launchDigest"]
+        for c in configs
+        if c["backend"] == "kvm"
+    }
+    for config in configs:
+        if config["backend"] == "snp":
+            config["launchDigest"] = kvm[(config["cpuGeneration"], config["vcpus"])]
+    envelope = tmp_path / "reference-measurements" / VERSION / "hello.dsse.json"
+    envelope.parent.mkdir(parents=True)
+    envelope.write_bytes(sign_statement(statement, load_private_key(published.key)))
+    checklist = reproduce(envelope, published.trust, published.repo)
+    assert not checklist.ok
+    launch = {c.name: c for c in checklist.checks if c.name.startswith("launch digest")}
+    failed = sorted(name for name, check in launch.items() if not check.ok)
+    assert failed == [
+        f"launch digest, {n} vCPU{'s' if n > 1 else ''}, policy 0x30000 (milan/genoa/turin × snp)"
+        for n in (1, 2, 4)
+    ], checklist.render()
+    check = launch[failed[0]]
+    assert check.expected == kvm[("milan", 1)]
+    assert check.found not in {None, kvm[("milan", 1)]}
+
+
 def _unsigned_release(published: Published, directory: Path) -> Path:
     """The hello envelope re-signed without its source field (as releases 0.1.0 and 0.2.0 are),
     under ``directory/reference-measurements/``; returns the envelope."""
@@ -333,7 +374,7 @@ def test_changed_microkernel_byte_names_ukernel_elf(published: Published, tmp_pa
     assert names["artifact runtime.elf"] is True
     assert names["artifact app.wasm"] is True
     launch = [c for c in checklist.checks if c.name.startswith("launch digest")]
-    assert len(launch) == 3
+    assert len(launch) == 3 * 2  # kvm/nil and snp, per vCPU count
     assert not any(c.ok for c in launch)
     details = {c.name: c.detail for c in checklist.checks}
     assert "section" in details["artifact ukernel.elf"]  # where: offset and ELF section

@@ -378,6 +378,21 @@ def test_keep_statement_sign_verify_run(
     )
     assert main(statement) == 2  # never overwritten silently
     assert "already exists" in capfd.readouterr().err
+    # backend snp signs the snp plan's digests (its C-bit, KVM's VMSAs), never the kvm/nil ones;
+    # "any" CPU generation has no known C-bit, so it is refused for snp rather than guessed.
+    from toolchain.measure.keep import snp_plan_of
+
+    snp = snp_plan_of(plan, Path("build/ukernel.elf"), Path("build/runtime.elf"))
+    snp_digests = snp.launch_digests([1, 2])
+    both = ["statement", "build", "--vcpus", "1,2", "--backend", "kvm,snp", "-o", "snp.json"]
+    assert main([*both, "--cpu-generation", "genoa,turin"]) == 0
+    configs = json.loads(Path("snp.json").read_text())["predicate"]["launchConfigurations"]
+    assert len(configs) == 2 * 2 * 2
+    for config in configs:
+        want = snp_digests if config["backend"] == "snp" else digests
+        assert config["launchDigest"] == want[config["vcpus"]].hex(), config
+    assert main([*both, "--force", "--cpu-generation", "any"]) == 2
+    assert "no C-bit position known for CPU generation 'any'" in capfd.readouterr().err
     assert main(["sign", "--key", "me.pem", "--statement", "s.json", "-o", "hello.dsse.json"]) == 0
     trusted = ["--trusted-key", "me.pem.pub"]
     verify = ["references", "verify", "hello.dsse.json", *trusted, "--artifacts", "build"]

@@ -49,7 +49,18 @@ def snp_plan(**changes: object) -> LaunchPlan:
         Region(0x303000, PageType.CPUID, PAGE_SIZE, None, "cpuid"),
     )
     regions = tuple(sorted((*base.regions, *extra), key=lambda r: r.gpa))
+    # An snp plan's PML4 reaches its PDPT through a private entry (C-bit 51).
+    regions = tuple(
+        replace(r, data=_with_c_bit(r.data)) if r.label == "page tables" else r for r in regions
+    )
+    changes = {"platform": "snp", "c_bit": 51, **changes}
     return replace(base, regions=regions, guest_policy=SNP_POLICY, **changes)  # type: ignore[arg-type]
+
+
+def _with_c_bit(tables: bytes | None) -> bytes:
+    assert tables is not None
+    first = int.from_bytes(tables[:8], "little") | 1 << 51
+    return first.to_bytes(8, "little") + tables[8:]
 
 
 def launch(fake: FakeKvmSnp, plan: LaunchPlan | None = None, **finish: object) -> SnpLaunch:
@@ -473,24 +484,30 @@ def test_the_snp_exits_are_served_by_a_real_vcpus_run_loop() -> None:
 
 @pytest.mark.slow
 def test_the_example_keep_launches_through_the_driver(tmp_path: Path) -> None:
-    """The real example keep's plan (secrets and CPUID pages included) through the whole
-    sequence: the VMM's digest, the fake firmware's and the plan's agree, and the hypercall
-    pages the VMM must read stay shared."""
+    """The real example keep's snp plan (secrets and CPUID pages included) through the whole
+    sequence: the VMM's digest, the fake firmware's (KVM's VMSAs) and the snp plan's agree and
+    are the snp digest keep build reports, and the GHCB and hypercall pages stay shared."""
     from toolchain.build.keep_build import build_keep
+    from toolchain.measure.keep import GHCB_PAGE, snp_plan_of
 
     hello = Path(__file__).resolve().parent.parent / "examples" / "hello" / "hello.wat"
     build = build_keep(hello, tmp_path / "out", vcpu_counts=(1,))
-    plan = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
+    simulated = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
+    with pytest.raises(InputError, match="simulated platform, not snp"):
+        SnpLaunch(simulated, system=FakeKvmSnp())
+    plan = snp_plan_of(simulated, build.artifacts["ukernel.elf"], build.artifacts["runtime.elf"])
     fake = FakeKvmSnp()
     with SnpLaunch(plan, system=fake, vcpu_setup=fake.vcpu_setup) as driver:
         assert driver.launch() == fake.measurement == plan.launch_digest()
+        assert fake.measurement == build.snp_launch_digests()["genoa"][1]
+        assert fake.measurement != simulated.launch_digest()
         types = {PageType(c.args["type"]) for c in fake.calls if c.name == "SNP_LAUNCH_UPDATE"}
         assert {PageType.SECRETS, PageType.CPUID, PageType.NORMAL} <= types
         abi = plan.abi
-        shared = {abi.hc_page // PAGE_SIZE} | set(
+        shared = {abi.hc_page // PAGE_SIZE, GHCB_PAGE // PAGE_SIZE} | set(
             range(abi.hc_buffer // PAGE_SIZE, (abi.hc_buffer + abi.hc_buffer_size) // PAGE_SIZE)
         )
-        assert len(shared) == 1 + abi.hc_buffer_size // PAGE_SIZE
+        assert len(shared) == 2 + abi.hc_buffer_size // PAGE_SIZE
         assert not fake.private.intersection(shared)
         assert fake.private == {
             gfn for r in plan.regions for gfn in range(r.gpa // PAGE_SIZE, r.end // PAGE_SIZE)

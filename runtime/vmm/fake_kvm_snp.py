@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from runtime.vmm import kvm_abi, kvm_snp
+from toolchain.errors import InputError
 from toolchain.snp.digest import PAGE_SIZE, VMSA_GPA, LaunchDigest, PageType
-from toolchain.snp.vmsa import VcpuState, vmsa_page
+from toolchain.snp.vmsa import VcpuState, kvm_snp_vmsa
 
 #: What an SNP host's KVM 6.12 answers to KVM_CHECK_EXTENSION.
 SNP_HOST_CAPS = {
@@ -413,11 +414,14 @@ class FakeKvmSnp:
         self._stage_is("started")
         if not self.vcpu_states:
             raise _fail(errno.EINVAL, "no vCPUs to measure")
-        # KVM builds each VMSA from the vCPU's registers and measures it, vCPU-index order.
+        # KVM builds each VMSA from the vCPU's registers and its reset FPU (sev_es_sync_vmsa,
+        # Linux v6.12) and has the firmware measure it, in vCPU-index order.
         for state in self.vcpu_states:
-            self.digest.update(
-                PageType.VMSA, VMSA_GPA, vmsa_page(state, sev_features=self.vmsa_features)
-            )
+            try:
+                page = kvm_snp_vmsa(state, sev_features=self.vmsa_features)
+            except InputError as exc:  # KVM refuses such a vCPU (sev_es_sync_vmsa: -EINVAL)
+                raise _fail(errno.EINVAL, exc.message) from None
+            self.digest.update(PageType.VMSA, VMSA_GPA, page)
         self._stage = "finished"
         return 0
 

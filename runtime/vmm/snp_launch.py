@@ -22,9 +22,14 @@
 Private memory cannot be read back, so the VMM measures what it *hands over*: before every
 LAUNCH_UPDATE it reads the source bytes from its own mapping and, for the pages KVM reports done,
 extends a ``toolchain.snp.digest.LaunchDigest`` with exactly those bytes. ``expected_digest()``
-adds the plan's VMSA pages (KVM builds the real ones from the vCPU registers) and is what the
-firmware's MEASUREMENT must equal; a plan whose regions do not produce the plan's own digest is
-refused at once.
+adds the plan's VMSA pages and is what the firmware's MEASUREMENT must equal; a plan whose
+regions do not produce the plan's own digest is refused at once.
+
+The plan must be an ``snp`` plan (``build_plan(..., platform="snp")``): its page tables carry the
+C-bit, its VMSA pages are the ones KVM builds from the vCPU registers at LAUNCH_FINISH
+(``toolchain.snp.vmsa.kvm_snp_vmsa``, Linux v6.12), and its private/shared split is its regions:
+every launched region is set PRIVATE, everything else (the GHCB, the hypercall page and buffer,
+heap and stack until the guest converts them) stays shared.
 
 All system calls go through an ``SnpSystem`` (``RealSnpSystem`` here), so that the whole sequence
 runs in tests against ``runtime.vmm.fake_kvm_snp`` (a FAKE for tests, never a backend).
@@ -188,6 +193,13 @@ class SnpLaunch:
 
     # ---- the plan's promises -----------------------------------------------------------------
     def _check_plan(self) -> None:
+        if self.plan.platform != "snp":
+            # Another platform's plan has no C-bit in its tables and the simulated VMSAs: its
+            # digest is not what the firmware would report.
+            raise InputError(
+                f"the plan is laid out for the {self.plan.platform} platform, not snp",
+                hint="lay it out with build_plan(..., platform='snp') (snp_plan_of)",
+            )
         features = self.plan.sev_features
         if not features & kvm_snp.SVM_SEV_FEAT_SNP_ACTIVE:
             raise InputError(

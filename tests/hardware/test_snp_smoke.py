@@ -2,7 +2,8 @@
 
 On an SNP host this test
 
-1. builds ``examples/hello/hello.wat`` into a keep and reads its launch plan;
+1. builds ``examples/hello/hello.wat`` into a keep and lays out its ``snp`` plan (C-bit 51 in
+   the page tables, KVM's VMSAs: ``toolchain.measure.keep.snp_plan_of``);
 2. launches it with ``runtime.vmm.snp_launch.SnpLaunch`` on the real KVM SNP API
    (``KVM_X86_SNP_VM``, ``KVM_SEV_INIT2``, guest_memfd, ``KVM_SEV_SNP_LAUNCH_*``) and checks that
    the digest of the bytes the VMM handed to LAUNCH_UPDATE (plus the plan's VMSAs) equals the
@@ -18,12 +19,12 @@ Everywhere else it SKIPS, saying what the host lacks (``keep platform`` shows th
 **What happens on hardware today.** Steps 1 and 2 are expected to pass: they use only the host
 side (issue 13 §4), which is tested here against a fake KVM and, for guest_memfd and
 KVM_SET_USER_MEMORY_REGION2, against this machine's KVM. Step 3 fails: the microkernel does not
-speak the SNP guest interface yet (issue 13 §2). Its page tables carry no C-bit, so its first
-data access to a launched page is a *shared* access to a *private* page: KVM exits with
-KVM_EXIT_MEMORY_FAULT and ``SnpExits`` ends the keep ("the keep accessed ... as shared memory
-while the page is private"). Were that fixed, the first doorbell write — an MMIO access, which
-SNP turns into a #VC (vector 29) that the microkernel does not handle (no GHCB) — would end in a
-shutdown; and the report request is still our own hypercall, which no VMM can answer on SNP
+speak the SNP guest interface yet (issue 13 §2). The snp plan's page tables carry the C-bit, so
+its launched pages are reached as private; but the first doorbell write — an MMIO access, which
+SNP turns into a #VC (vector 29) that the microkernel does not handle (it registers no GHCB yet;
+the plan maps one at 0x6000) — ends in a shutdown, and ring 3's heap and stack, private in the
+tables but never PVALIDATEd, would raise #VC too; and the report request is still our own
+hypercall, which no VMM can answer on SNP
 (only the guest can ask the AMD-SP, through an encrypted SNP guest message): this test's
 ``request_report`` refuses it, naming that. Steps 3-4 become meaningful once §2 lands.
 
@@ -85,6 +86,7 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
     from runtime.vmm.snp_launch import SnpLaunch
     from runtime.vmm.vcpu import Vcpu, Watchdog
     from toolchain.build.keep_build import build_keep
+    from toolchain.measure.keep import snp_plan_of
     from toolchain.measure.plan import LaunchPlan
     from toolchain.snp import certs
     from toolchain.snp.report import AttestationReport
@@ -94,7 +96,8 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
 
     # 1. build
     build = build_keep(EXAMPLE, tmp_path / "build", vcpu_counts=(1,))
-    plan = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
+    simulated = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
+    plan = snp_plan_of(simulated, build.artifacts["ukernel.elf"], build.artifacts["runtime.elf"])
 
     # 2. launch on the real KVM SNP API
     nonce = secrets.token_bytes(64)

@@ -47,6 +47,20 @@ class KeepBuild:
     #: output file name → SHA-256 (hex), hashed when the build was made or recognised complete
     output_digests: Mapping[str, str] = field(default_factory=dict)
 
+    def snp_launch_digests(self) -> dict[str, dict[int, bytes]]:
+        """generation → vCPU count → the ``snp`` launch digest, laid out from this build's plan
+        and ELFs (``toolchain.measure.reference.snp_launch_digests``)."""
+        from toolchain.measure.plan import PLAN_FILE
+        from toolchain.measure.reference import GENERATIONS, snp_launch_digests
+
+        return snp_launch_digests(
+            self.artifacts[PLAN_FILE],
+            self.artifacts["ukernel.elf"],
+            self.artifacts["runtime.elf"],
+            vcpu_counts=self.launch_digests,
+            generations=GENERATIONS,
+        )
+
 
 def _copy_if_changed(source: Path, destination: Path) -> Path:
     data = source.read_bytes()
@@ -102,7 +116,7 @@ def build_keep(
     )
     from toolchain.build.ukernel import build_ukernel
     from toolchain.build.wheel import build_wheel
-    from toolchain.measure.keep import build_plan
+    from toolchain.measure.keep import DEFAULT_C_BIT, build_plan, snp_plan_of
     from toolchain.measure.plan import PLAN_FILE
 
     app = Path(app)
@@ -157,6 +171,7 @@ def build_keep(
     if not plan_path.is_file() or plan_path.read_bytes() != plan_text:
         plan_path.write_bytes(plan_text)
     digests = plan.launch_digests(vcpu_counts)
+    snp_digests = snp_plan_of(plan, ukernel_elf, runtime_elf).launch_digests(vcpu_counts)
     step("launch plan", started)
 
     started = time.perf_counter()
@@ -195,8 +210,14 @@ def build_keep(
         },
         builder_version={"keepstack": __version__, "keepstack-wheel": f"sha256:{wheel.sha256}"},
         byproducts=[
-            Resource(f"launch-digest/vcpus={count}", {"sha384": digest.hex()})
-            for count, digest in digests.items()
+            *(
+                Resource(f"launch-digest/vcpus={count}", {"sha384": digest.hex()})
+                for count, digest in digests.items()
+            ),
+            *(
+                Resource(f"launch-digest/snp/c-bit={DEFAULT_C_BIT}/vcpus={n}", {"sha384": d.hex()})
+                for n, d in snp_digests.items()
+            ),
         ],
     )
     provenance = write_provenance(statement, out_dir / PROVENANCE_FILE)

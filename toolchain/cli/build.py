@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         raise PlatformError(f"cannot build the keep: {exc.strerror or exc}{where}") from exc
     files = {**build.artifacts, build.provenance.name: build.provenance}
+    snp = build.snp_launch_digests()
     if args.json:
         import hashlib
 
@@ -76,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
                 for name, path in sorted(files.items())
             },
             "launch_digests": {str(k): v.hex() for k, v in sorted(build.launch_digests.items())},
+            "snp_launch_digests": {
+                generation: {str(k): v.hex() for k, v in sorted(digests.items())}
+                for generation, digests in snp.items()
+            },
         }
         print(json.dumps(document, indent=2, sort_keys=True))
         return 0
@@ -86,4 +92,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<40} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}")
     for count, digest in sorted(build.launch_digests.items()):
         print(f"  launch digest ({count} vCPU{'s' if count > 1 else ''}): {digest.hex()}")
+    for line in snp_digest_lines(snp):
+        print(f"  {line}")
     return 0
+
+
+def snp_digest_lines(snp: Mapping[str, Mapping[int, bytes]]) -> list[str]:
+    """One line per vCPU count and set of CPU generations sharing a digest (one C-bit)."""
+    by_digest: dict[tuple[int, bytes], list[str]] = {}
+    for generation, digests in snp.items():
+        for count, digest in digests.items():
+            by_digest.setdefault((count, digest), []).append(generation)
+    return [
+        f"snp launch digest ({count} vCPU{'s' if count > 1 else ''}, "
+        f"{'/'.join(generations)}): {digest.hex()}"
+        for (count, digest), generations in sorted(by_digest.items())
+    ]

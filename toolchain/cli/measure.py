@@ -3,7 +3,9 @@
 The plan comes from ``DIR/launch-plan.json`` (written by ``keep build``). Where the microkernel
 and runtime ELFs are beside it, the plan is laid out again from them and must equal the file:
 a plan that does not follow from its ELFs is refused (exit 1). ``--ukernel``/``--runtime``
-measure two ELFs directly, without a build directory.
+measure two ELFs directly, without a build directory. With the ELFs it also prints the ``snp``
+launch digests (backend snp: the plan laid out with the C-bit ``--c-bit``, default 51, and KVM's
+VMSAs; ``toolchain.measure.keep.snp_plan_of``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="vCPU count to compute the launch digest for (repeatable; default 1, 2 and 4)",
     )
+    parser.add_argument(
+        "--c-bit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="C-bit position for the snp launch digests (CPUID 0x8000001F EBX[5:0]; "
+        "default 51: Milan, Genoa, Turin)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -36,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from toolchain.errors import EvidenceError, InputError
-    from toolchain.measure.keep import build_plan
+    from toolchain.measure.keep import DEFAULT_C_BIT, build_plan, check_c_bit, snp_plan_of
     from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
     vcpu_counts = sorted(set(args.vcpus or (1, 2, 4)))
@@ -78,10 +88,21 @@ def run(args: argparse.Namespace) -> int:
     if plan is None:  # pragma: no cover - one of the branches above set it
         raise InputError("nothing to measure")
 
+    c_bit = DEFAULT_C_BIT if args.c_bit is None else args.c_bit
+    check_c_bit(c_bit)
     digests = plan.launch_digests(vcpu_counts)
+    snp: dict[int, bytes] | None = None
+    if ukernel is not None and runtime is not None:  # the snp plan is laid out from the ELFs
+        snp = snp_plan_of(plan, ukernel, runtime, c_bit=c_bit).launch_digests(vcpu_counts)
     if args.json:
         document = {
             "launch_digests": {str(count): digest.hex() for count, digest in digests.items()},
+            "snp": None
+            if snp is None
+            else {
+                "c_bit": c_bit,
+                "launch_digests": {str(count): digest.hex() for count, digest in snp.items()},
+            },
             "guest_policy": f"{plan.guest_policy:#x}",
             "sev_features": f"{plan.sev_features:#x}",
             "ram_size": plan.ram_size,
@@ -95,4 +116,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"launched pages: {pages} (VMSA per vCPU)")
     for count, digest in digests.items():
         print(f"launch digest ({count} vCPU{'s' if count > 1 else ''}): {digest.hex()}")
+    if snp is None:
+        print("snp launch digests: not computed (the snp plan is laid out from the ELFs: --out DIR")
+        print("  of 'keep build', or --ukernel and --runtime)")
+    for count, digest in (snp or {}).items():
+        print(
+            f"snp launch digest ({count} vCPU{'s' if count > 1 else ''}, C-bit {c_bit}): "
+            f"{digest.hex()}"
+        )
     return 0

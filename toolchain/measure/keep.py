@@ -17,6 +17,14 @@ given ``memory``: from ``GUEST_MEMORY_MIN`` to ``GUEST_MEMORY_MAX`` in whole 2 M
 moves the stack and the top of the heap, so it changes the page tables, the user-info page and
 therefore the launch digest: a keep's memory size is part of its measurement.
 
+The platform (``build_plan(platform=...)``) is ``simulated`` (backends kvm and nil; the layout
+above, byte for byte as before ``snp`` existed) or ``snp``: every private mapping and every table
+pointer carries the C-bit (``c_bit``, CPUID 0x8000001F EBX[5:0], ``DEFAULT_C_BIT`` 51 on Milan,
+Genoa and Turin), the GHCB page (``GHCB_PAGE``, ring 0) and the hypercall page, buffer and
+doorbell are mapped with it clear and never launched, and the plan's VMSAs are KVM's
+(``LaunchPlan.vmsa_pages``). One code path lays out both; ``snp_plan_of`` lays out a built keep's
+``snp`` twin from its ELFs, checked against its simulated plan. See ``runtime/ukernel/ABI.md``.
+
 ELF input is validated strictly: anything malformed, overlapping or misaligned is an
 ``InputError`` naming the problem.
 """
@@ -33,7 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.errors import InputError
-from toolchain.measure.plan import AbiAddresses, LaunchPlan, Region
+from toolchain.measure.plan import (
+    PLATFORM_SIMULATED,
+    PLATFORM_SNP,
+    AbiAddresses,
+    LaunchPlan,
+    Region,
+)
 from toolchain.snp.digest import PAGE_SIZE, PageType
 from toolchain.snp.vmsa import (
     CR4_MCE,
@@ -142,13 +156,19 @@ class KeepLayout:
 
 @dataclass(frozen=True)
 class Access:
-    """How a page is mapped: writable, executable, reachable from ring 3."""
+    """How a page is mapped: writable, executable, reachable from ring 3, shared with the host.
+
+    ``shared`` pages (the hypercall page and buffer, the doorbell, the GHCB) never carry the
+    C-bit; every other mapping carries it on ``snp`` (``c_mask``), and nothing does on the
+    simulated platform (``c_mask`` 0), whose entries are therefore unchanged.
+    """
 
     write: bool
     execute: bool
     user: bool
+    shared: bool = False
 
-    def pte_bits(self) -> int:
+    def pte_bits(self, c_mask: int = 0) -> int:
         bits = PTE_P | PTE_A
         if self.write:
             bits |= PTE_RW | PTE_D
@@ -156,6 +176,8 @@ class Access:
             bits |= PTE_US
         if not self.execute:
             bits |= PTE_NX
+        if not self.shared:
+            bits |= c_mask
         return bits
 
 
@@ -163,6 +185,19 @@ KERNEL_RO = Access(write=False, execute=False, user=False)
 KERNEL_RW = Access(write=True, execute=False, user=False)
 USER_RO = Access(write=False, execute=False, user=True)
 USER_RW = Access(write=True, execute=False, user=True)
+SHARED_USER_RW = Access(write=True, execute=False, user=True, shared=True)
+SHARED_KERNEL_RW = Access(write=True, execute=False, user=False, shared=True)
+
+#: The platforms a plan is laid out for: today's simulated firmware (backends kvm and nil) and
+#: AMD SEV-SNP through Linux's KVM SNP API (backend snp).
+PLATFORMS = (PLATFORM_SIMULATED, PLATFORM_SNP)
+#: The C-bit position (CPUID 0x8000001F EBX[5:0]) on Milan, Genoa and Turin.
+DEFAULT_C_BIT = 51
+#: The C-bit lies in a page-table entry's address field (bits 12..51) and above every address
+#: the keep maps (one PML4 entry: below 2^39).
+C_BIT_RANGE = range(39, 52)
+#: The GHCB page on ``snp`` (ring 0 RW, NX, C-bit clear, never launched); runtime/ukernel/ABI.md.
+GHCB_PAGE = 0x6000
 
 
 @dataclass(frozen=True)
@@ -501,8 +536,15 @@ def _idt_page(layout: KeepLayout) -> bytes:
     return bytes(page)
 
 
-def _page_tables(layout: KeepLayout, mappings: _Mappings) -> list[tuple[int, bytes]]:
-    """Identity-map ``mappings`` with PML4 → PDPT → PDs → PTs placed from ``page_tables`` on."""
+def _page_tables(
+    layout: KeepLayout, mappings: _Mappings, c_mask: int = 0
+) -> list[tuple[int, bytes]]:
+    """Identity-map ``mappings`` with PML4 → PDPT → PDs → PTs placed from ``page_tables`` on.
+
+    ``c_mask`` (the C-bit, on ``snp``) goes into every private leaf and into every table
+    pointer: the tables themselves are launched, hence private (as Linux sets _PAGE_ENC at
+    every level).
+    """
     chunks = mappings.touched_chunks()
     gigs = sorted({c - c % (1 << 30) for c in chunks})
     small = [c for c in chunks if mappings.uniform_large(c) is None]
@@ -516,7 +558,7 @@ def _page_tables(layout: KeepLayout, mappings: _Mappings) -> list[tuple[int, byt
             f"the page tables need {total} pages but the layout reserves "
             f"{layout.page_tables_size // PAGE_SIZE}"
         )
-    upper = PTE_P | PTE_RW | PTE_US | PTE_A  # leaves decide the permissions
+    upper = PTE_P | PTE_RW | PTE_US | PTE_A | c_mask  # leaves decide the permissions
     pml4 = bytearray(PAGE_SIZE)
     struct.pack_into("<Q", pml4, 0, pdpt_gpa | upper)
     pdpt = bytearray(PAGE_SIZE)
@@ -529,7 +571,7 @@ def _page_tables(layout: KeepLayout, mappings: _Mappings) -> list[tuple[int, byt
         slot = ((chunk >> 21) & 0x1FF) * 8
         large = mappings.uniform_large(chunk)
         if large is not None:
-            struct.pack_into("<Q", pd, slot, chunk | large.pte_bits() | PTE_PS)
+            struct.pack_into("<Q", pd, slot, chunk | large.pte_bits(c_mask) | PTE_PS)
         else:
             struct.pack_into("<Q", pd, slot, pt_gpa[chunk] | upper)
     tables += [(pd_gpa[g], bytes(pds[g])) for g in gigs]
@@ -539,7 +581,7 @@ def _page_tables(layout: KeepLayout, mappings: _Mappings) -> list[tuple[int, byt
             gpa = chunk + index * PAGE_SIZE
             access = mappings.lookup(gpa)
             if access is not None:
-                struct.pack_into("<Q", pt, index * 8, gpa | access.pte_bits())
+                struct.pack_into("<Q", pt, index * 8, gpa | access.pte_bits(c_mask))
         tables.append((pt_gpa[chunk], bytes(pt)))
     return tables
 
@@ -588,6 +630,15 @@ def _long_mode_vcpu(layout: KeepLayout, *, rip: int, rsp: int) -> VcpuState:
     )
 
 
+def check_c_bit(c_bit: int) -> None:
+    """Refuse a C-bit position outside ``C_BIT_RANGE``."""
+    if not isinstance(c_bit, int) or isinstance(c_bit, bool) or c_bit not in C_BIT_RANGE:
+        raise InputError(
+            f"C-bit position {c_bit!r}: expected {C_BIT_RANGE.start}..{C_BIT_RANGE.stop - 1} "
+            f"(CPUID 0x8000001F EBX[5:0]; {DEFAULT_C_BIT} on Milan, Genoa and Turin)"
+        )
+
+
 def check_guest_memory(memory: int) -> None:
     """Refuse a memory size outside [GUEST_MEMORY_MIN, GUEST_MEMORY_MAX] or not 2 MiB-whole."""
     if not GUEST_MEMORY_MIN <= memory <= GUEST_MEMORY_MAX or memory % LARGE_PAGE:
@@ -614,11 +665,22 @@ def build_plan(
     *,
     vcpu_count: int = 1,
     memory: int | None = None,
+    platform: str = PLATFORM_SIMULATED,
+    c_bit: int = DEFAULT_C_BIT,
 ) -> LaunchPlan:
     """The LaunchPlan of a keep: the microkernel ELF and the ring-3 runtime image ELF.
 
     ``memory`` is the guest RAM in bytes (default: the microkernel note's ``ram_size``).
+    ``platform`` is ``simulated`` (backends kvm and nil) or ``snp``; on ``snp`` every private
+    mapping carries the C-bit at position ``c_bit`` (ignored on ``simulated``), the GHCB page is
+    mapped shared, and the VMSAs are the ones KVM builds (``LaunchPlan``).
     """
+    if platform not in PLATFORMS:
+        raise InputError(f"unknown platform {platform!r}: one of {', '.join(PLATFORMS)}")
+    snp = platform == PLATFORM_SNP
+    if snp:
+        check_c_bit(c_bit)
+    c_mask = 1 << c_bit if snp else 0
     kernel = load_elf(ukernel, "microkernel ELF")
     user = load_elf(runtime, "runtime image ELF")
     layout = read_layout(kernel)
@@ -690,11 +752,16 @@ def build_plan(
 
     # Shared with the VMM and the doorbell: mapped for ring 3, never launched.
     for gpa in range(layout.hc_page, layout.hc_page + PAGE_SIZE, PAGE_SIZE):
-        mappings.add(gpa, USER_RW, "hypercall page")
+        mappings.add(gpa, SHARED_USER_RW, "hypercall page")
     for gpa in range(layout.hc_buffer, layout.hc_buffer + layout.hc_buffer_size, PAGE_SIZE):
-        mappings.add(gpa, USER_RW, "hypercall buffer")
-    mappings.add(layout.doorbell, USER_RW, "doorbell")
-    for what, gpa in (("hypercall page", layout.hc_page), ("doorbell", layout.doorbell)):
+        mappings.add(gpa, SHARED_USER_RW, "hypercall buffer")
+    mappings.add(layout.doorbell, SHARED_USER_RW, "doorbell")
+    shared = [("hypercall page", layout.hc_page), ("doorbell", layout.doorbell)]
+    if snp:
+        # The GHCB: the guest's half of every VMGEXIT, so shared and never launched. Ring 0 only.
+        mappings.add(GHCB_PAGE, SHARED_KERNEL_RW, "GHCB page")
+        shared.append(("GHCB page", GHCB_PAGE))
+    for what, gpa in shared:
         if gpa in pages.pages:
             raise InputError(f"{pages.pages[gpa][2]} overlaps the {what} at {gpa:#x}")
     if any(layout.hc_buffer <= g < layout.hc_buffer + layout.hc_buffer_size for g in pages.pages):
@@ -702,7 +769,7 @@ def build_plan(
     mappings.add_range(heap_start, heap_end, USER_RW, "heap")
     mappings.add_range(stack_bottom, stack_top, USER_RW, "stack")
 
-    for gpa, table in _page_tables(layout, mappings):
+    for gpa, table in _page_tables(layout, mappings, c_mask):
         pages.add(gpa, PageType.NORMAL, table, "page tables")
     if any(g >= ram for g in pages.pages):
         raise InputError("a launched page lies beyond the end of RAM")
@@ -738,4 +805,31 @@ def build_plan(
         ram_size=ram,
         abi=abi,
         inputs={"ukernel_sha256": kernel.sha256, "runtime_sha256": user.sha256},
+        platform=platform,
+        c_bit=c_bit if snp else None,
+    )
+
+
+def snp_plan_of(
+    plan: LaunchPlan, ukernel: Path | bytes, runtime: Path | bytes, *, c_bit: int = DEFAULT_C_BIT
+) -> LaunchPlan:
+    """The ``snp`` plan of the keep whose simulated ``plan`` is given, laid out from its ELFs.
+
+    The ELFs must be the plan's own: laid out for the simulated platform with the plan's memory
+    they must give the plan's launch digest, or this is an ``InputError`` naming both digests
+    (an snp digest of other ELFs would be signed beside the wrong kvm/nil ones).
+    """
+    if plan.platform != PLATFORM_SIMULATED:
+        raise InputError(f"the plan is laid out for {plan.platform}, not the simulated platform")
+    count = plan.vcpu_count
+    twin = build_plan(ukernel, runtime, vcpu_count=count, memory=plan.ram_size)
+    if twin != plan:
+        raise InputError(
+            "the microkernel and runtime ELFs are not the launch plan's: laid out they give "
+            f"launch digest {twin.launch_digest().hex()} and guest policy "
+            f"{twin.guest_policy:#x}, the plan {plan.launch_digest().hex()} and "
+            f"{plan.guest_policy:#x}"
+        )
+    return build_plan(
+        ukernel, runtime, vcpu_count=count, memory=plan.ram_size, platform=PLATFORM_SNP, c_bit=c_bit
     )

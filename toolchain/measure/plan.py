@@ -8,7 +8,13 @@ A plan is
 * the initial state of the boot vCPU and of every application processor (their VMSA pages are
   measured last, at GPA ``0xFFFFFFFFF000``, boot CPU first);
 * the guest policy, SEV_FEATURES, RAM size and the ABI addresses the VMM serves
-  (``LaunchPlan.abi``).
+  (``LaunchPlan.abi``);
+* the platform it is laid out for: ``simulated`` (backends kvm and nil, the simulated firmware:
+  the VMSA is ``vmsa_page`` of each state, no C-bit) or ``snp`` (AMD SEV-SNP through Linux's KVM
+  SNP API: private mappings carry the C-bit at ``c_bit``, the GHCB and hypercall pages are mapped
+  shared and never launched, and each VMSA is the page Linux v6.12 KVM builds at
+  KVM_SEV_SNP_LAUNCH_FINISH, ``toolchain.snp.vmsa.kvm_snp_vmsa``). A simulated plan's JSON has no
+  platform key, so its bytes are those of every plan before ``snp`` existed.
 
 ``keep measure`` and the VMM both take the plan from here (``toolchain.measure.keep`` builds it),
 so the expected digest and the real launch cannot drift. ``to_json``/``from_json`` give the
@@ -33,7 +39,13 @@ from typing import Any
 
 from toolchain.errors import InputError
 from toolchain.snp.digest import PAGE_SIZE, VMSA_GPA, LaunchDigest, PageType
-from toolchain.snp.vmsa import Segment, VcpuState, vmsa_page
+from toolchain.snp.vmsa import (
+    KVM_SYNC_VMSA_VERSION,
+    Segment,
+    VcpuState,
+    kvm_snp_vmsa,
+    vmsa_page,
+)
 
 PLAN_FORMAT = "keepstack-launch-plan-1"
 #: The file name of the plan inside ``keep build --out DIR``.
@@ -41,6 +53,11 @@ PLAN_FILE = "launch-plan.json"
 #: Page types a plan region may have (VMSA pages come from the vCPU states, not regions).
 REGION_TYPES = frozenset({PageType.NORMAL, PageType.ZERO, PageType.SECRETS, PageType.CPUID})
 MAX_VCPUS = 64
+#: The platforms (``toolchain.measure.keep.PLATFORMS`` names them for the layout).
+PLATFORM_SIMULATED = "simulated"
+PLATFORM_SNP = "snp"
+#: backend → the platform whose plan gives its launch digests.
+BACKEND_PLATFORMS = {"kvm": PLATFORM_SIMULATED, "nil": PLATFORM_SIMULATED, "snp": PLATFORM_SNP}
 
 
 @dataclass(frozen=True)
@@ -122,8 +139,19 @@ class LaunchPlan:
     abi: AbiAddresses
     #: Free-form facts about the inputs (e.g. the ELF SHA-256s); not measured.
     inputs: Mapping[str, str] = field(default_factory=dict)
+    platform: str = PLATFORM_SIMULATED
+    #: The C-bit position of an ``snp`` plan's page tables (None on ``simulated``).
+    c_bit: int | None = None
 
     def __post_init__(self) -> None:
+        if self.platform == PLATFORM_SNP:
+            if not isinstance(self.c_bit, int) or isinstance(self.c_bit, bool):
+                raise InputError(f"an snp plan needs its C-bit position, not {self.c_bit!r}")
+        elif self.platform == PLATFORM_SIMULATED:
+            if self.c_bit is not None:
+                raise InputError("a simulated plan has no C-bit")
+        else:
+            raise InputError(f"unknown plan platform {self.platform!r}")
         count = self.vcpu_count
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_VCPUS:
             raise InputError(f"vCPU count {self.vcpu_count!r} out of range 1..{MAX_VCPUS}")
@@ -144,6 +172,23 @@ class LaunchPlan:
             if region.gpa <= self.abi.doorbell < region.end:
                 raise InputError(f"region {region.label} covers the MMIO doorbell")
             previous_end = region.end
+        if self.platform == PLATFORM_SNP:
+            self._check_c_bit()
+
+    def _check_c_bit(self) -> None:
+        """An snp plan's PML4 (at ``abi.page_tables``) points at the PDPT through a private entry:
+        its C-bit must be the plan's, so ``c_bit`` never says something the tables do not."""
+        c_bit = self.c_bit or 0  # set: __post_init__ checked it
+        for gpa, _, data in self.pages():
+            if gpa == self.abi.page_tables and data is not None:
+                first = int.from_bytes(data[:8], "little")
+                if first & 1 and first >> c_bit & 1:
+                    return
+                raise InputError(
+                    f"the snp plan's PML4 entry 0 is {first:#x}: it does not carry the plan's "
+                    f"C-bit {self.c_bit}"
+                )
+        raise InputError(f"the snp plan launches no page tables at {self.abi.page_tables:#x}")
 
     # ---- the measurement -------------------------------------------------------------------
 
@@ -155,7 +200,17 @@ class LaunchPlan:
         return (self.boot_vcpu,) + (self.ap_vcpu,) * (count - 1)
 
     def vmsa_pages(self, vcpu_count: int | None = None) -> list[bytes]:
-        """The VMSA page of each vCPU as the firmware measures it, boot CPU first."""
+        """The VMSA page of each vCPU as the firmware measures it, in vCPU-index order.
+
+        On ``snp`` KVM builds them (``kvm_snp_vmsa``, ``KVM_SYNC_VMSA_VERSION``) from the
+        registers the VMM sets and KVM's reset FPU; SEV_FEATURES is the plan's, which KVM takes
+        from KVM_SEV_INIT2 (the driver passes it, minus SNPActive that KVM adds).
+        """
+        if self.platform == PLATFORM_SNP:
+            return [
+                kvm_snp_vmsa(state, sev_features=self.sev_features)
+                for state in self.vcpu_states(vcpu_count)
+            ]
         return [
             vmsa_page(state, sev_features=self.sev_features)
             for state in self.vcpu_states(vcpu_count)
@@ -251,6 +306,10 @@ class LaunchPlan:
             ],
             "launch_digest": self.launch_digest().hex(),
         }
+        if self.platform != PLATFORM_SIMULATED:  # a simulated plan keeps its bytes of old
+            document["platform"] = self.platform
+            document["c_bit"] = self.c_bit
+            document["vmsa"] = KVM_SYNC_VMSA_VERSION
         return json.dumps(document, sort_keys=True, indent=1) + "\n"
 
     @classmethod
@@ -275,9 +334,19 @@ class LaunchPlan:
                 ram_size=document["ram_size"],
                 abi=abi,
                 inputs={str(k): str(v) for k, v in document.get("inputs", {}).items()},
+                platform=document.get("platform", PLATFORM_SIMULATED),
+                c_bit=document.get("c_bit"),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"launch plan is incomplete or malformed: {exc!r}") from None
+        vmsa = document.get("vmsa")
+        if plan.platform == PLATFORM_SNP and vmsa != KVM_SYNC_VMSA_VERSION:
+            # The VMSAs are recomputed here, as this toolchain's kernel builds them.
+            raise InputError(
+                f"the snp launch plan's VMSAs are {vmsa!r}'s; this toolchain builds "
+                f"{KVM_SYNC_VMSA_VERSION!r}'s",
+                hint="lay the plan out again with this toolchain",
+            )
         recorded = document.get("launch_digest")
         if recorded is not None and recorded != plan.launch_digest().hex():
             raise InputError(

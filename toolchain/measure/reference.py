@@ -20,9 +20,58 @@ from toolchain.errors import InputError
 if TYPE_CHECKING:
     from toolchain.sign.predicate import SourceDigest
 
-#: CPU generations a release lists (the keep's launch digest does not depend on them, but a
+#: CPU generations a release lists (the kvm/nil launch digest does not depend on them, but a
 #: verifier matches a report's generation against the reference's).
 GENERATIONS = ("milan", "genoa", "turin")
+#: The C-bit position (CPUID 0x8000001F EBX[5:0]) per CPU generation: the snp plan's page
+#: tables carry it, so the snp launch digest is per generation (AMD PPRs for families 19h/1Ah).
+SNP_C_BITS = {"milan": 51, "genoa": 51, "turin": 51}
+
+
+def snp_c_bit(generation: str) -> int:
+    """The C-bit position of ``generation``; an unknown one is an ``InputError``."""
+    from toolchain.sign.predicate import CPU_GENERATIONS
+
+    if generation not in CPU_GENERATIONS:
+        raise InputError(
+            f"unknown CPU generation {generation!r} (known: {', '.join(CPU_GENERATIONS)})"
+        )
+    try:
+        return SNP_C_BITS[generation]
+    except KeyError:
+        raise InputError(
+            f"no C-bit position known for CPU generation {generation!r}: the snp launch digest "
+            f"is known for {', '.join(SNP_C_BITS)}"
+        ) from None
+
+
+def snp_launch_digests(
+    plan_path: Path,
+    ukernel: Path,
+    runtime: Path,
+    *,
+    vcpu_counts: Iterable[int],
+    generations: Iterable[str],
+) -> dict[str, dict[int, bytes]]:
+    """generation → vCPU count → the ``snp`` launch digest of the built keep (``keep build``'s
+    launch-plan.json and its two ELFs; laid out once per distinct C-bit position)."""
+    from toolchain.measure.keep import snp_plan_of
+    from toolchain.measure.plan import LaunchPlan
+
+    try:
+        plan = LaunchPlan.from_json(plan_path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"cannot read {plan_path}: {exc.strerror}") from exc
+    counts = sorted(set(vcpu_counts))
+    by_c_bit: dict[int, dict[int, bytes]] = {}
+    result: dict[str, dict[int, bytes]] = {}
+    for generation in generations:
+        c_bit = snp_c_bit(generation)
+        if c_bit not in by_c_bit:
+            snp = snp_plan_of(plan, ukernel, runtime, c_bit=c_bit)
+            by_c_bit[c_bit] = snp.launch_digests(counts)
+        result[generation] = by_c_bit[c_bit]
+    return result
 
 
 @dataclass(frozen=True)
@@ -60,8 +109,14 @@ def keep_statement(
     subject_prefix: str = "",
     untrusted_components: Mapping[str, Path] | None = None,
     source: SourceDigest | None = None,
+    snp_digests: Mapping[str, Mapping[int, bytes]] | None = None,
 ) -> dict[str, Any]:
     """An in-toto Statement v1 with the Keepstack predicate for one built keep.
+
+    ``launch_digests`` (vCPU count → digest) are the simulated platform's, for backends kvm and
+    nil; backend ``snp`` takes ``snp_digests`` (generation → vCPU count → digest, from
+    ``snp_launch_digests``) and is refused without them: one plan's digest never stands in for
+    another platform's.
 
     ``untrusted_components`` (a release's VMM wheel) are listed among the predicate's components
     but are not subjects: they are outside the trust decision, so reproducing a release never
@@ -74,12 +129,27 @@ def keep_statement(
         FileDigest.of(subject_prefix + name, path)
         for name, path in sorted((untrusted_components or {}).items())
     ]
-    configs = [
-        LaunchConfig(generation, vcpus, guest_policy, backend, digest)
-        for backend in sorted(set(backends))
-        for generation in generations
-        for vcpus, digest in sorted(launch_digests.items())
-    ]
+    generations = list(generations)
+    configs = []
+    for backend in sorted(set(backends)):
+        for generation in generations:
+            digests = launch_digests
+            if backend == "snp":
+                if snp_digests is None or generation not in snp_digests:
+                    raise InputError(
+                        f"backend snp needs the snp launch digests for {generation}; "
+                        "they were not computed"
+                    )
+                digests = snp_digests[generation]
+                if set(digests) != set(launch_digests):
+                    raise InputError(
+                        f"snp launch digests for vCPU counts {sorted(digests)}, "
+                        f"expected {sorted(launch_digests)}"
+                    )
+            configs += [
+                LaunchConfig(generation, vcpus, guest_policy, backend, digest)
+                for vcpus, digest in sorted(digests.items())
+            ]
     predicate = KeepPredicate(
         release=release,
         configs=configs,

@@ -21,7 +21,7 @@ from toolchain.errors import InputError
 TRUSTED_ARTIFACTS = ("app.wasm", "ukernel.elf", "runtime.elf", "launch-plan.json")
 #: Launch configurations of a release (CPU generations come from toolchain.measure.reference).
 RELEASE_VCPU_COUNTS = (1, 2, 4)
-RELEASE_BACKENDS = ("kvm", "nil")
+RELEASE_BACKENDS = ("kvm", "nil", "snp")
 ENVELOPE_SUFFIX = ".dsse.json"
 REFERENCES_DIR = "reference-measurements"
 APP_SUFFIXES = (".wat", ".wasm")

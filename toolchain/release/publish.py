@@ -200,7 +200,7 @@ def reference_statement(
     ``keep statement`` both use it."""
     from toolchain.build import tools
     from toolchain.measure.plan import PLAN_FILE, LaunchPlan
-    from toolchain.measure.reference import keep_statement
+    from toolchain.measure.reference import keep_statement, snp_launch_digests
 
     missing = [n for n in TRUSTED_ARTIFACTS if n not in artifacts]
     if missing:
@@ -211,11 +211,22 @@ def reference_statement(
         raise InputError(f"cannot read {artifacts[PLAN_FILE]}: {exc.strerror}") from exc
     trusted = {n: artifacts[n] for n in TRUSTED_ARTIFACTS}
     untrusted = {n: p for n, p in artifacts.items() if n not in trusted}
+    vcpu_counts, backends, generations = list(vcpu_counts), list(backends), list(generations)
+    snp = None
+    if "snp" in backends:  # laid out from the same ELFs, checked against the plan's digest
+        snp = snp_launch_digests(
+            artifacts[PLAN_FILE],
+            artifacts["ukernel.elf"],
+            artifacts["runtime.elf"],
+            vcpu_counts=vcpu_counts,
+            generations=generations,
+        )
     return keep_statement(
         release=release,
         artifacts=trusted,
         provenance=provenance,
         launch_digests=plan.launch_digests(vcpu_counts),
+        snp_digests=snp,
         guest_policy=plan.guest_policy,
         backends=backends,
         generations=generations,

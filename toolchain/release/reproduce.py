@@ -108,8 +108,11 @@ def _generation_order(generation: str) -> tuple[int, str]:
 
 
 def _check_launch_digests(checklist: Checklist, predicate: KeepPredicate, plan_path: Path) -> int:
-    """One line per (vCPU count, guest policy); returns how many configurations were compared."""
+    """One line per (vCPU count, guest policy, platform); returns how many configurations were
+    compared."""
+    from toolchain.measure.keep import snp_plan_of
     from toolchain.measure.plan import LaunchPlan
+    from toolchain.measure.reference import snp_c_bit
 
     try:
         plan = LaunchPlan.from_json(plan_path.read_bytes())
@@ -119,17 +122,46 @@ def _check_launch_digests(checklist: Checklist, predicate: KeepPredicate, plan_p
             "launch digests", False, expected="a launch plan to recompute them from", found=reason
         )
         return 0
-    groups: dict[tuple[int, int], list[LaunchConfig]] = defaultdict(list)
+    # kvm/nil configurations take the rebuilt plan's digest; snp ones the snp plan laid out from
+    # the rebuilt ELFs with their generation's C-bit (0 below: the simulated platform).
+    groups: dict[tuple[int, int, int], list[LaunchConfig]] = defaultdict(list)
     for config in predicate.configs:
-        groups[(config.vcpus, config.guest_policy)].append(config)
-    for (vcpus, policy), configs in sorted(groups.items()):
+        c_bit = 0
+        if config.backend == "snp":
+            try:
+                c_bit = snp_c_bit(config.cpu_generation)
+            except InputError as exc:
+                checklist.add(
+                    f"launch digest, snp on {config.cpu_generation}",
+                    False,
+                    expected="a CPU generation whose C-bit position is known",
+                    found=exc.message,
+                )
+                continue
+        groups[(config.vcpus, config.guest_policy, c_bit)].append(config)
+    snp_plans: dict[int, LaunchPlan] = {}
+    for (vcpus, policy, c_bit), configs in sorted(groups.items()):
         generations = sorted({c.cpu_generation for c in configs}, key=_generation_order)
         backends = sorted({c.backend for c in configs})
         label = (
             f"launch digest, {vcpus} vCPU{'s' if vcpus > 1 else ''}, policy {policy:#x} "
             f"({'/'.join(generations)} × {'/'.join(backends)})"
         )
-        rebuilt = plan.launch_digest(vcpus)
+        if c_bit:
+            if c_bit not in snp_plans:
+                try:
+                    snp_plans[c_bit] = snp_plan_of(
+                        plan,
+                        plan_path.parent / "ukernel.elf",
+                        plan_path.parent / "runtime.elf",
+                        c_bit=c_bit,
+                    )
+                except InputError as exc:
+                    checklist.add(label, False, expected="the rebuilt snp plan", found=exc.message)
+                    continue
+            rebuilt = snp_plans[c_bit].launch_digest(vcpus)
+        else:
+            rebuilt = plan.launch_digest(vcpus)
         wrong = [c for c in configs if c.launch_digest != rebuilt]
         if plan.guest_policy != policy:
             checklist.add(
