@@ -51,14 +51,17 @@ def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return compile_wasi(SOURCES / "fs_ops.c", tmp_path_factory.mktemp("fs") / "fs_ops.wasm")
 
 
-def run_wasmtime(wasm: Path, tree: Path, out: Path) -> tuple[bytes, int]:
+def run_wasmtime(
+    wasm: Path, tree: Path, out: Path, dirs: tuple[tuple[Path, str], ...] = ()
+) -> tuple[bytes, int]:
     engine = wasmtime.Engine()
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
     store = wasmtime.Store(engine)
     config = wasmtime.WasiConfig()
     config.argv = ["fs_ops"]
-    config.preopen_dir(str(tree), GUEST)
+    for host, guest in dirs or ((tree, GUEST),):
+        config.preopen_dir(str(host), guest)
     config.stdout_file = str(out)
     store.set_wasi(config)
     start = linker.instantiate(store, wasmtime.Module.from_file(engine, str(wasm)))
@@ -135,3 +138,36 @@ def test_oracle_answers_as_the_spec_says(oracle: tuple[bytes, int]) -> None:
     assert f"prestat 3: errno 0 tag 0 name <{GUEST}>" in lines
     assert "link_ok (follow): errno 0, 12 bytes:hello world\\x0a" in lines
     assert oracle[1] == 0
+
+
+def make_second(base: Path) -> Path:
+    second = base / "second"
+    second.mkdir()
+    (second / "other.txt").write_text("in the second tree\n")
+    return second
+
+
+@pytest.fixture(scope="module")
+def libc_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_wasi(SOURCES / "fs_libc.c", tmp_path_factory.mktemp("fs") / "fs_libc.wasm")
+
+
+@pytest.mark.parametrize("backend", ["nil", "kvm"])
+def test_libc_program_on_root_and_a_second_tree(
+    backend: str, libc_program: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's form (``--dir HOST::/``) with a second tree, through wasi-libc's paths."""
+    if backend == "kvm" and KVM_MISSING is not None:
+        pytest.skip(f"needs /dev/kvm: {KVM_MISSING}")
+    oracle_base = tmp_path / "wasmtime"
+    oracle_base.mkdir()
+    dirs = ((make_tree(oracle_base), "/"), (make_second(oracle_base), "/second"))
+    expected, expected_status = run_wasmtime(libc_program, dirs[0][0], tmp_path / "out", dirs)
+    assert b"open /../etc/passwd: -1 errno" in expected
+    tree, second = make_tree(tmp_path), make_second(tmp_path)
+    argv = ["run", "--dev", "--backend", backend, "--build-dir", str(tmp_path / "build")]
+    argv += ["--dir", f"{tree}::/", "--dir", f"{second}::/second", str(libc_program)]
+    status = main(argv)
+    out, err = capfd.readouterr()
+    assert out.splitlines() == expected.decode().splitlines(), err
+    assert status == expected_status == 0
