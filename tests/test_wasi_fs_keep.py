@@ -171,3 +171,19 @@ def test_libc_program_on_root_and_a_second_tree(
     out, err = capfd.readouterr()
     assert out.splitlines() == expected.decode().splitlines(), err
     assert status == expected_status == 0
+
+
+@pytest.mark.parametrize("backend", ["nil", "kvm"])
+def test_bad_pointers_are_efault_and_change_nothing(
+    backend: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Where wasmtime traps, the keep answers EFAULT (21), the same on both backends."""
+    if backend == "kvm" and KVM_MISSING is not None:
+        pytest.skip(f"needs /dev/kvm: {KVM_MISSING}")
+    wasm = compile_wasi(SOURCES / "fs_efault.c", tmp_path / "fs_efault.wasm")
+    out, status, err = run_keep(backend, wasm, make_tree(tmp_path), tmp_path / "build", capfd)
+    lines = out.decode().splitlines()
+    assert status == 0, err
+    assert lines[1] == "made.txt exists: errno 44", "a failed path_open created its file"
+    assert len(lines) == 16
+    assert all(line.endswith(": errno 21") for line in lines[:1] + lines[2:]), lines

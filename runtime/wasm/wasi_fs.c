@@ -629,6 +629,9 @@ uint32_t WASI(path_open)(wasi_t *w, uint32_t dirfd, uint32_t lookup, uint32_t pa
     if ((oflags & ~0xfu) != 0 || (fdflags & ~FDFLAGS_ALL) != 0 || (lookup & ~1u) != 0) {
         return WASI_EINVAL;
     }
+    if (!span_ok(w->memory, fd_ptr, 4)) {
+        return WASI_EFAULT; /* before anything is created */
+    }
     struct walk wk;
     uint32_t err = walk_at(w, dirfd, path, len, (lookup & LOOKUP_FOLLOW) != 0, &wk);
     if (err) {
@@ -662,9 +665,6 @@ uint32_t WASI(path_open)(wasi_t *w, uint32_t dirfd, uint32_t lookup, uint32_t pa
     walk_done(&wk);
     if (err) {
         return err;
-    }
-    if (!span_ok(w->memory, fd_ptr, 4)) {
-        return WASI_EFAULT;
     }
     uint64_t allowed = node->type == WASI_FILETYPE_DIRECTORY ? DIR_RIGHTS : FILE_RIGHTS;
     uint32_t fd;

@@ -612,6 +612,8 @@ class FsCalls:
     ) -> int:
         if oflags & ~0xF or fdflags & ~FDFLAGS_ALL or lookup & ~1:
             return EINVAL
+        if not self._span(caller, self._mem(caller), fd_ptr & U32, 4):
+            return EFAULT  # before anything is created
         try:
             found = self._walk(caller, dirfd, path, length, bool(lookup & 1))
             node = found.node
@@ -636,8 +638,6 @@ class FsCalls:
                 return EISDIR
             elif oflags & OFLAGS_TRUNC:
                 resize(node, 0)
-            if not self._span(caller, self._mem(caller), fd_ptr & U32, 4):
-                return EFAULT
         except FsError as error:
             return error.errno
         free = next((fd for fd in range(FD_MAX) if not self.is_open(fd)), None)
