@@ -290,11 +290,16 @@ def _record(kind: int, path: bytes, data: bytes = b"") -> bytes:
 #: Encodings a runner could attest (the digest binds them) that are no tree: the keep parses the
 #: shape as untrusted input and ends before the application (keep_fs.c; nil: nil_fs.Tree.build).
 MALFORMED = {
-    "no root": b"",
-    "an entry before its directory": _record(3, b"") + _record(4, b"a/b", b"x"),
-    "a name": _record(3, b"") + _record(4, b"..", b"x"),
-    "an entry's type": _record(3, b"") + _record(2, b"dev"),
-    "a record runs past its end": _record(3, b"") + _record(4, b"f", b"abc")[:-1],
+    "no-root": ("no root", b""),
+    "orphan": ("an entry before its directory", _record(3, b"") + _record(4, b"a/b", b"x")),
+    "dotdot": ("a name", _record(3, b"") + _record(4, b"..", b"x")),
+    "repeated": (
+        "a name",
+        _record(3, b"") + _record(4, b"a") + _record(4, b"b") + _record(4, b"a"),
+    ),
+    "unsorted": ("a name", _record(3, b"") + _record(4, b"b") + _record(4, b"a")),
+    "device": ("an entry's type", _record(3, b"") + _record(2, b"dev")),
+    "short": ("a record runs past its end", _record(3, b"") + _record(4, b"f", b"abc")[:-1]),
 }
 
 
@@ -309,11 +314,12 @@ def _malformed_blob(tmp_path: Path, body: bytes) -> tuple[bytes, bytes]:
 
 @pytest.mark.kvm
 @needs_kvm
-@pytest.mark.parametrize("reason", sorted(MALFORMED))
+@pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_the_keep_refuses_an_attested_tree_that_is_malformed(
-    plan: Any, tmp_path: Path, reason: str
+    plan: Any, tmp_path: Path, case: str
 ) -> None:
-    blob, bound = _malformed_blob(tmp_path, MALFORMED[reason])
+    reason, body = MALFORMED[case]
+    blob, bound = _malformed_blob(tmp_path, body)
     status, output, error = _run_keep(plan, blob, bound)
     assert error is None, error
     assert status == 125
@@ -321,13 +327,14 @@ def test_the_keep_refuses_an_attested_tree_that_is_malformed(
     assert f"keep: a preopened tree is malformed ({reason})".encode() in output, output
 
 
-@pytest.mark.parametrize("reason", sorted(MALFORMED))
+@pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_nil_refuses_an_attested_tree_that_is_malformed(
-    tmp_path: Path, reason: str, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, case: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     from toolchain.run.nil import run_wasi
 
-    blob, bound = _malformed_blob(tmp_path, MALFORMED[reason])
+    reason, body = MALFORMED[case]
+    blob, bound = _malformed_blob(tmp_path, body)
     status = run_wasi(HELLO, argv=["hello"], env=[], trees=blob, attested=bound)
     out, err = capfd.readouterr()
     assert status == 125

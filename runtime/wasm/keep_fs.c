@@ -1,7 +1,8 @@
 /* The in-memory tree the application works on, one per preopened directory, built from the
  * canonical encodings keep_trees.c checked against the attestation. The encoding is still
  * parsed as untrusted input (its digest was attested, not its shape): every length is checked,
- * each entry's parent must already exist as a directory and each name be new, or the keep ends
+ * each entry's parent must already exist as a directory and names in a directory must come in
+ * ascending order (so each is new), or the keep ends
  * before the application (keep_fatal). Modes are not encoded into WASI (preview 1 has none);
  * timestamps are the keep's start time (the encoding has none). */
 #include "keep_fs.h"
@@ -159,9 +160,24 @@ static const uint8_t *take(struct reader *r, uint64_t n) {
     return at;
 }
 
+/* The previous record's directory: siblings come one after another in the canonical order,
+ * so a wide directory costs one comparison per entry, not a walk. */
+static const char *last_parent_path;
+static uint32_t last_parent_len;
+static struct fs_node *last_parent;
+
 /* The directory that holds `path`'s last component (every earlier one must exist). */
 static struct fs_node *parent_of(struct fs_node *root, const char *path, uint32_t len,
                                  uint32_t *name_at) {
+    uint32_t slash = len;
+    while (slash > 0 && path[slash - 1] != '/') {
+        slash--;
+    }
+    if (last_parent != NULL && slash == last_parent_len &&
+        memcmp(path, last_parent_path, slash) == 0) {
+        *name_at = slash;
+        return last_parent;
+    }
     struct fs_node *dir = root;
     uint32_t start = 0;
     for (uint32_t i = 0; i < len; i++) {
@@ -176,7 +192,22 @@ static struct fs_node *parent_of(struct fs_node *root, const char *path, uint32_
         start = i + 1;
     }
     *name_at = start;
+    last_parent_path = path;
+    last_parent_len = start;
+    last_parent = dir;
     return dir;
+}
+
+/* Names in a directory arrive in strictly ascending byte order (the canonical encoding), so a
+ * repeated name is always the previous one. */
+static bool in_order(const struct fs_node *dir, const char *name, uint32_t len) {
+    if (dir->count == 0) {
+        return true;
+    }
+    const struct fs_entry *prev = &dir->entries[dir->count - 1];
+    uint32_t n = prev->name_len < len ? prev->name_len : len;
+    int c = memcmp(prev->name, name, n);
+    return c < 0 || (c == 0 && prev->name_len < len);
 }
 
 static bool bad_name(const char *name, uint32_t len) {
@@ -187,6 +218,7 @@ static bool bad_name(const char *name, uint32_t len) {
 static struct fs_node *build_tree(const struct keep_tree *tree, uint64_t dev) {
     struct reader r = {tree->encoding + TREE_MAGIC_SIZE, tree->length - TREE_MAGIC_SIZE};
     struct fs_node *root = NULL;
+    last_parent = NULL;
     while (r.left > 0) {
         uint8_t type = *take(&r, 1);
         (void)take(&r, 2); /* mode: preview 1 has no permissions */
@@ -214,7 +246,7 @@ static struct fs_node *build_tree(const struct keep_tree *tree, uint64_t dev) {
         struct fs_node *dir = parent_of(root, path, path_len, &name_at);
         const char *name = path + name_at;
         uint32_t name_len = path_len - name_at;
-        if (bad_name(name, name_len) || fs_lookup(dir, name, name_len) != NULL) {
+        if (bad_name(name, name_len) || !in_order(dir, name, name_len)) {
             keep_fatal("a preopened tree is malformed (a name)");
         }
         if (fs_link(dir, name, name_len, node) != 0) {

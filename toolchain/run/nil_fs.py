@@ -147,7 +147,9 @@ class Tree:
                 if found is None or found.type != DIRECTORY:
                     raise fail("an entry before its directory")
                 directory = found
-            if name in (b"", b".", b"..") or b"\0" in name or name in directory.entries:
+            previous = next(reversed(directory.entries), None)
+            out_of_order = previous is not None and previous >= name  # so each name is new
+            if name in (b"", b".", b"..") or b"\0" in name or out_of_order:
                 raise fail("a name")
             self.link(directory, name, node)
         if root is None:
