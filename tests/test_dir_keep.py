@@ -279,4 +279,64 @@ def test_keep_run_dir_on_both_backends(
     out, err = capfd.readouterr()
     assert out.startswith("hello from a keep\n")
     assert f"keep: --dir {tmp_path / 'one'} -> /one: " in err
-    assert "NOT YET VISIBLE to the application" in err
+    assert "its changes are discarded at exit (the host directory is never written)" in err
+    assert "NOT YET VISIBLE" not in err
+
+
+def _record(kind: int, path: bytes, data: bytes = b"") -> bytes:
+    return struct.pack("<BHI", kind, 0o644, len(path)) + path + struct.pack("<Q", len(data)) + data
+
+
+#: Encodings a runner could attest (the digest binds them) that are no tree: the keep parses the
+#: shape as untrusted input and ends before the application (keep_fs.c; nil: nil_fs.Tree.build).
+MALFORMED = {
+    "no-root": ("no root", b""),
+    "orphan": ("an entry before its directory", _record(3, b"") + _record(4, b"a/b", b"x")),
+    "dotdot": ("a name", _record(3, b"") + _record(4, b"..", b"x")),
+    "repeated": (
+        "a name",
+        _record(3, b"") + _record(4, b"a") + _record(4, b"b") + _record(4, b"a"),
+    ),
+    "unsorted": ("a name", _record(3, b"") + _record(4, b"b") + _record(4, b"a")),
+    "device": ("an entry's type", _record(3, b"") + _record(2, b"dev")),
+    "short": ("a record runs past its end", _record(3, b"") + _record(4, b"f", b"abc")[:-1]),
+}
+
+
+def _malformed_blob(tmp_path: Path, body: bytes) -> tuple[bytes, bytes]:
+    from dataclasses import replace
+
+    from toolchain.run.trees import TREE_MAGIC
+
+    tree = replace(_trees(tmp_path)[0], encoding=TREE_MAGIC + body)
+    return transfer_blob(NONCE, [tree]), bind_report_data(NONCE, [tree.digest])
+
+
+@pytest.mark.kvm
+@needs_kvm
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_the_keep_refuses_an_attested_tree_that_is_malformed(
+    plan: Any, tmp_path: Path, case: str
+) -> None:
+    reason, body = MALFORMED[case]
+    blob, bound = _malformed_blob(tmp_path, body)
+    status, output, error = _run_keep(plan, blob, bound)
+    assert error is None, error
+    assert status == 125
+    assert b"hello from a keep" not in output
+    assert f"keep: a preopened tree is malformed ({reason})".encode() in output, output
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_nil_refuses_an_attested_tree_that_is_malformed(
+    tmp_path: Path, case: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from toolchain.run.nil import run_wasi
+
+    reason, body = MALFORMED[case]
+    blob, bound = _malformed_blob(tmp_path, body)
+    status = run_wasi(HELLO, argv=["hello"], env=[], trees=blob, attested=bound)
+    out, err = capfd.readouterr()
+    assert status == 125
+    assert "hello from a keep" not in out
+    assert f"keep: a preopened tree is malformed ({reason})" in err

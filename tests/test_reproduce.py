@@ -255,8 +255,8 @@ def test_reproduce_refuses_a_changed_copy_before_building(
         published,
         tmp_path,
         "runtime/wasm/wasi.c",
-        "#define WASI_EBADF 8\n",
-        "#define WASI_EBADF 9\n",
+        "#define LAUNCH_ARGS_MAX (64u << 10)\n",
+        "#define LAUNCH_ARGS_MAX (65u << 10)\n",
     )
     checklist = reproduce(published.envelopes["hello"], published.trust, source)
     assert not checklist.ok
@@ -386,8 +386,8 @@ def test_changed_runtime_byte_names_runtime_elf(published: Published, tmp_path: 
         published,
         tmp_path,
         "runtime/wasm/wasi.c",
-        "#define WASI_EBADF 8\n",
-        "#define WASI_EBADF 9\n",
+        "#define LAUNCH_ARGS_MAX (64u << 10)\n",
+        "#define LAUNCH_ARGS_MAX (65u << 10)\n",
     )
     checklist = _as_if_unsigned(published, "hello", source)
     names = _by_name(checklist)

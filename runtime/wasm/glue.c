@@ -63,6 +63,7 @@ _Noreturn void keep_runtime_main(uintptr_t boot_arg) {
     keep_heap_init(memory.heap_start, memory.heap_end);
     keep_wasi_init();
     keep_trees_init(); /* after attestation, before the application */
+    keep_fs_init();    /* the preopened directories, on the checked trees */
     wasm_rt_init();
     keep_platform_exit(keep_app_run());
 }

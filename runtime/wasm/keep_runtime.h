@@ -21,6 +21,7 @@ void keep_write_str(int fd, const char *s);
 
 /* Load the launch arguments (call once, before the application runs). */
 void keep_wasi_init(void);
+void keep_fs_init(void); /* wasi_fs.c: the preopened directories, after keep_trees_init */
 
 /* Instantiate and run the application's _start (generated per application: entry.c).
  * Returns its exit status (0 when _start returns). */

@@ -1,8 +1,8 @@
 /* WASI preview 1 inside the keep: args, environ, clocks, random (RDRAND/RDSEED, never the
  * host), the three stdio streams as descriptors 0-2 (read, write, close, renumber, fdstat,
  * filestat, poll), poll_oneoff with clocks, sched_yield, proc_exit; proc_raise and the socket
- * calls answer as wasmtime does. There are no preopened directories yet, so no descriptor but
- * stdio exists: every call on another descriptor is EBADF.
+ * calls answer as wasmtime does. Files, directories and the descriptor table are wasi_fs.c's:
+ * each call here hands a descriptor that is not a stdio stream over to it.
  *
  * Where wasmtime's answer is defined, this file gives the same one (tests/test_wasi_differential.py
  * and tests/wat/wasi_preview1_stdio.wat); where wasmtime traps (a bad pointer, an enum or flag
@@ -16,26 +16,9 @@
 #include "keep_platform.h"
 #include "keep_runtime.h"
 #include "keep_wasi.h"
-
-/* WASI errno values (preview 1). */
-#define WASI_ESUCCESS 0
-#define WASI_EBADF 8
-#define WASI_EFAULT 21
-#define WASI_EINVAL 28
-#define WASI_EIO 29
-#define WASI_ENOTSOCK 57
-#define WASI_ENOTSUP 58
-#define WASI_ESPIPE 70
-
-#define WASI_FILETYPE_CHARACTER_DEVICE 2
-#define WASI_RIGHT_FD_READ (1ull << 1)
-#define WASI_RIGHT_FD_WRITE (1ull << 6)
+#include "wasi_private.h"
 
 #define LAUNCH_ARGS_MAX (64u << 10)
-
-struct w2c_wasi__snapshot__preview1 {
-    wasm_rt_memory_t *memory;
-};
 
 static struct w2c_wasi__snapshot__preview1 wasi_instance;
 
@@ -88,26 +71,6 @@ void keep_wasi_init(void) {
         }
         at += n + 1;
     }
-}
-
-/* ---- linear memory access ---------------------------------------------------------------- */
-
-static bool span_ok(const wasm_rt_memory_t *mem, uint32_t ptr, uint64_t len) {
-    return mem != NULL && (uint64_t)ptr + len <= mem->size;
-}
-
-static void store_u32(wasm_rt_memory_t *mem, uint32_t ptr, uint32_t v) {
-    memcpy(mem->data + ptr, &v, 4);
-}
-
-static void store_u64(wasm_rt_memory_t *mem, uint32_t ptr, uint64_t v) {
-    memcpy(mem->data + ptr, &v, 8);
-}
-
-static uint32_t load_u32(const wasm_rt_memory_t *mem, uint32_t ptr) {
-    uint32_t v;
-    memcpy(&v, mem->data + ptr, 4);
-    return v;
 }
 
 /* ---- args and environ -------------------------------------------------------------------- */
@@ -252,12 +215,10 @@ uint32_t w2c_wasi__snapshot__preview1_random_get(struct w2c_wasi__snapshot__prev
  * Descriptors 0-2 start as stdin, stdout and stderr; fd_close closes one and fd_renumber moves
  * one, as in wasmtime. With no preopens there is nothing else to open. */
 
-enum { STREAM_STDIN = 0, STREAM_STDOUT = 1, STREAM_STDERR = 2, STREAM_CLOSED = -1 };
+enum { STREAM_STDIN = 0, STREAM_STDOUT = 1, STREAM_STDERR = 2 };
 
-static int8_t fd_stream[3] = {STREAM_STDIN, STREAM_STDOUT, STREAM_STDERR};
-
-/* The stream behind fd, or STREAM_CLOSED (no such descriptor). */
-static int stream_of(uint32_t fd) { return fd < 3 ? fd_stream[fd] : STREAM_CLOSED; }
+/* The stream behind fd, or STREAM_NONE (a file, a directory, or no such descriptor). */
+static int stream_of(uint32_t fd) { return keep_fd_stream(fd); }
 
 static bool is_output(int stream) { return stream == STREAM_STDOUT || stream == STREAM_STDERR; }
 
@@ -266,24 +227,14 @@ static uint64_t stream_rights(int stream) {
     return stream == STREAM_STDIN ? WASI_RIGHT_FD_READ : WASI_RIGHT_FD_WRITE;
 }
 
-static bool iovecs_ok(const wasm_rt_memory_t *mem, uint32_t iovs, uint32_t iovs_len,
-                      uint32_t result_ptr) {
-    if (!span_ok(mem, iovs, (uint64_t)iovs_len * 8) || !span_ok(mem, result_ptr, 4)) {
-        return false;
-    }
-    for (uint32_t i = 0; i < iovs_len; i++) {
-        if (!span_ok(mem, load_u32(mem, iovs + 8 * i), load_u32(mem, iovs + 8 * i + 4))) {
-            return false;
-        }
-    }
-    return true;
-}
-
 uint32_t w2c_wasi__snapshot__preview1_fd_write(struct w2c_wasi__snapshot__preview1 *w,
                                                uint32_t fd, uint32_t iovs, uint32_t iovs_len,
                                                uint32_t nwritten_ptr) {
     wasm_rt_memory_t *mem = w->memory;
     int stream = stream_of(fd);
+    if (stream == STREAM_NONE) {
+        return keep_fs_write(mem, fd, iovs, iovs_len, nwritten_ptr, false, 0);
+    }
     if (!is_output(stream)) {
         return WASI_EBADF;
     }
@@ -329,7 +280,11 @@ uint32_t w2c_wasi__snapshot__preview1_fd_read(struct w2c_wasi__snapshot__preview
                                               uint32_t fd, uint32_t iovs, uint32_t iovs_len,
                                               uint32_t nread_ptr) {
     wasm_rt_memory_t *mem = w->memory;
-    if (stream_of(fd) != STREAM_STDIN) {
+    int stream = stream_of(fd);
+    if (stream == STREAM_NONE) {
+        return keep_fs_read(mem, fd, iovs, iovs_len, nread_ptr, false, 0);
+    }
+    if (stream != STREAM_STDIN) {
         return WASI_EBADF;
     }
     if (!iovecs_ok(mem, iovs, iovs_len, nread_ptr)) {
@@ -364,8 +319,8 @@ uint32_t w2c_wasi__snapshot__preview1_fd_read(struct w2c_wasi__snapshot__preview
 uint32_t w2c_wasi__snapshot__preview1_fd_fdstat_get(struct w2c_wasi__snapshot__preview1 *w,
                                                     uint32_t fd, uint32_t stat_ptr) {
     int stream = stream_of(fd);
-    if (stream == STREAM_CLOSED) {
-        return WASI_EBADF;
+    if (stream == STREAM_NONE) {
+        return keep_fs_fdstat(w->memory, fd, stat_ptr);
     }
     if (!span_ok(w->memory, stat_ptr, 24)) {
         return WASI_EFAULT;
@@ -382,8 +337,8 @@ uint32_t w2c_wasi__snapshot__preview1_fd_fdstat_get(struct w2c_wasi__snapshot__p
 /* wasmtime's filestat of a stdio stream: only the file type, every other field 0. */
 uint32_t w2c_wasi__snapshot__preview1_fd_filestat_get(struct w2c_wasi__snapshot__preview1 *w,
                                                       uint32_t fd, uint32_t stat_ptr) {
-    if (stream_of(fd) == STREAM_CLOSED) {
-        return WASI_EBADF;
+    if (stream_of(fd) == STREAM_NONE) {
+        return keep_fs_filestat(w->memory, fd, stat_ptr);
     }
     if (!span_ok(w->memory, stat_ptr, 64)) {
         return WASI_EFAULT;
@@ -394,75 +349,46 @@ uint32_t w2c_wasi__snapshot__preview1_fd_filestat_get(struct w2c_wasi__snapshot_
     return WASI_ESUCCESS;
 }
 
-uint32_t w2c_wasi__snapshot__preview1_fd_close(struct w2c_wasi__snapshot__preview1 *w,
-                                               uint32_t fd) {
-    (void)w;
-    if (stream_of(fd) == STREAM_CLOSED) {
-        return WASI_EBADF;
-    }
-    fd_stream[fd] = STREAM_CLOSED;
-    return WASI_ESUCCESS;
-}
-
-/* Atomically replace `to` with `from` (both must be open); `from` is then closed. */
-uint32_t w2c_wasi__snapshot__preview1_fd_renumber(struct w2c_wasi__snapshot__preview1 *w,
-                                                  uint32_t from, uint32_t to) {
-    (void)w;
-    if (stream_of(from) == STREAM_CLOSED || stream_of(to) == STREAM_CLOSED) {
-        return WASI_EBADF;
-    }
-    if (from != to) {
-        fd_stream[to] = fd_stream[from];
-        fd_stream[from] = STREAM_CLOSED;
-    }
-    return WASI_ESUCCESS;
-}
-
 /* Streams cannot seek: ESPIPE (wasmtime), for any valid whence. */
 uint32_t w2c_wasi__snapshot__preview1_fd_seek(struct w2c_wasi__snapshot__preview1 *w, uint32_t fd,
                                               uint64_t offset, uint32_t whence,
                                               uint32_t newoffset_ptr) {
-    (void)w, (void)offset, (void)newoffset_ptr;
     if (whence > 2) {
         return WASI_EINVAL;
     }
-    return stream_of(fd) == STREAM_CLOSED ? WASI_EBADF : WASI_ESPIPE;
+    if (stream_of(fd) == STREAM_NONE) {
+        return keep_fs_seek(w->memory, fd, (int64_t)offset, whence, newoffset_ptr);
+    }
+    return WASI_ESPIPE;
 }
 
 uint32_t w2c_wasi__snapshot__preview1_fd_tell(struct w2c_wasi__snapshot__preview1 *w, uint32_t fd,
                                               uint32_t offset_ptr) {
-    (void)w, (void)offset_ptr;
-    return stream_of(fd) == STREAM_CLOSED ? WASI_EBADF : WASI_ESPIPE;
+    if (stream_of(fd) == STREAM_NONE) {
+        return keep_fs_seek(w->memory, fd, 0, 1, offset_ptr);
+    }
+    return WASI_ESPIPE;
 }
 
 /* Positional I/O on a stream it could otherwise do is ESPIPE; without the right, EBADF. */
 uint32_t w2c_wasi__snapshot__preview1_fd_pread(struct w2c_wasi__snapshot__preview1 *w, uint32_t fd,
                                                uint32_t iovs, uint32_t iovs_len, uint64_t offset,
                                                uint32_t nread_ptr) {
-    (void)w, (void)iovs, (void)iovs_len, (void)offset, (void)nread_ptr;
-    return stream_of(fd) == STREAM_STDIN ? WASI_ESPIPE : WASI_EBADF;
+    int stream = stream_of(fd);
+    if (stream == STREAM_NONE) {
+        return keep_fs_read(w->memory, fd, iovs, iovs_len, nread_ptr, true, offset);
+    }
+    return stream == STREAM_STDIN ? WASI_ESPIPE : WASI_EBADF;
 }
 
 uint32_t w2c_wasi__snapshot__preview1_fd_pwrite(struct w2c_wasi__snapshot__preview1 *w,
                                                 uint32_t fd, uint32_t iovs, uint32_t iovs_len,
                                                 uint64_t offset, uint32_t nwritten_ptr) {
-    (void)w, (void)iovs, (void)iovs_len, (void)offset, (void)nwritten_ptr;
-    return is_output(stream_of(fd)) ? WASI_ESPIPE : WASI_EBADF;
-}
-
-/* No preopened directories: every descriptor answers "not a preopen", which is how WASI libcs
- * find the end of the preopen list. */
-uint32_t w2c_wasi__snapshot__preview1_fd_prestat_get(struct w2c_wasi__snapshot__preview1 *w,
-                                                     uint32_t fd, uint32_t prestat_ptr) {
-    (void)w, (void)fd, (void)prestat_ptr;
-    return WASI_EBADF;
-}
-
-uint32_t w2c_wasi__snapshot__preview1_fd_prestat_dir_name(struct w2c_wasi__snapshot__preview1 *w,
-                                                          uint32_t fd, uint32_t path_ptr,
-                                                          uint32_t path_len) {
-    (void)w, (void)fd, (void)path_ptr, (void)path_len;
-    return WASI_EBADF;
+    int stream = stream_of(fd);
+    if (stream == STREAM_NONE) {
+        return keep_fs_write(w->memory, fd, iovs, iovs_len, nwritten_ptr, true, offset);
+    }
+    return is_output(stream) ? WASI_ESPIPE : WASI_EBADF;
 }
 
 /* ---- poll_oneoff -----------------------------------------------------------------------------
@@ -480,12 +406,6 @@ uint32_t w2c_wasi__snapshot__preview1_fd_prestat_dir_name(struct w2c_wasi__snaps
 #define EVENTTYPE_FD_READ 1
 #define EVENTTYPE_FD_WRITE 2
 #define SUBCLOCK_ABSTIME 1u
-
-static uint64_t load_u64(const wasm_rt_memory_t *mem, uint32_t ptr) {
-    uint64_t v;
-    memcpy(&v, mem->data + ptr, 8);
-    return v;
-}
 
 static uint64_t saturating_add(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
 
@@ -555,8 +475,10 @@ uint32_t w2c_wasi__snapshot__preview1_poll_oneoff(struct w2c_wasi__snapshot__pre
             }
             earliest = deadline < earliest ? deadline : earliest;
         } else if (tag == EVENTTYPE_FD_READ || tag == EVENTTYPE_FD_WRITE) {
-            int stream = stream_of(load_u32(mem, sub + 16));
-            if (tag == EVENTTYPE_FD_READ ? stream != STREAM_STDIN : !is_output(stream)) {
+            uint32_t fd = load_u32(mem, sub + 16);
+            int stream = stream_of(fd);
+            bool ok = tag == EVENTTYPE_FD_READ ? stream == STREAM_STDIN : is_output(stream);
+            if (!ok && !keep_fd_is_fs(fd, tag == EVENTTYPE_FD_WRITE)) {
                 return WASI_EBADF;
             }
             fd_ready = true;
@@ -617,7 +539,7 @@ uint32_t w2c_wasi__snapshot__preview1_proc_raise(struct w2c_wasi__snapshot__prev
 /* No descriptor is a socket: a stdio stream is ENOTSOCK, anything else EBADF (wasmtime).
  * Flag values outside the spec's sets are EINVAL (wasmtime traps); nothing is read or written. */
 static uint32_t not_a_socket(uint32_t fd) {
-    return stream_of(fd) == STREAM_CLOSED ? WASI_EBADF : WASI_ENOTSOCK;
+    return keep_fd_is_open(fd) ? WASI_ENOTSOCK : WASI_EBADF;
 }
 
 #define FDFLAGS_ALL 0x1fu
@@ -650,53 +572,3 @@ uint32_t w2c_wasi__snapshot__preview1_sock_shutdown(struct w2c_wasi__snapshot__p
     (void)w;
     return (how & ~SDFLAGS_ALL) != 0 ? WASI_EINVAL : not_a_socket(fd);
 }
-
-/* ---- the file and directory calls, before preopens exist ---------------------------------
- * A stdio stream has none of the rights these need and no other descriptor exists: EBADF
- * (wasmtime's answer on stdio), after the checks of values wasmtime would trap on. */
-
-#define I32 uint32_t
-#define I64 uint64_t
-#define EBADF_FN(name, ...)                                                                    \
-    uint32_t w2c_wasi__snapshot__preview1_##name(struct w2c_wasi__snapshot__preview1 *w,        \
-                                                 __VA_ARGS__) {                                 \
-        (void)w;                                                                               \
-        return WASI_EBADF;                                                                     \
-    }
-
-uint32_t w2c_wasi__snapshot__preview1_fd_advise(struct w2c_wasi__snapshot__preview1 *w,
-                                                uint32_t fd, uint64_t offset, uint64_t len,
-                                                uint32_t advice) {
-    (void)w, (void)fd, (void)offset, (void)len;
-    return advice > 5 ? WASI_EINVAL : WASI_EBADF;
-}
-
-uint32_t w2c_wasi__snapshot__preview1_fd_fdstat_set_flags(struct w2c_wasi__snapshot__preview1 *w,
-                                                          uint32_t fd, uint32_t flags) {
-    (void)w, (void)fd;
-    return (flags & ~FDFLAGS_ALL) != 0 ? WASI_EINVAL : WASI_EBADF;
-}
-
-uint32_t w2c_wasi__snapshot__preview1_fd_filestat_set_times(
-    struct w2c_wasi__snapshot__preview1 *w, uint32_t fd, uint64_t atim, uint64_t mtim,
-    uint32_t fst_flags) {
-    (void)w, (void)fd, (void)atim, (void)mtim;
-    return (fst_flags & ~0xfu) != 0 ? WASI_EINVAL : WASI_EBADF;
-}
-
-EBADF_FN(fd_allocate, I32 a, I64 b, I64 c)
-EBADF_FN(fd_datasync, I32 a)
-EBADF_FN(fd_fdstat_set_rights, I32 a, I64 b, I64 c)
-EBADF_FN(fd_filestat_set_size, I32 a, I64 b)
-EBADF_FN(fd_readdir, I32 a, I32 b, I32 c, I64 d, I32 e)
-EBADF_FN(fd_sync, I32 a)
-EBADF_FN(path_create_directory, I32 a, I32 b, I32 c)
-EBADF_FN(path_filestat_get, I32 a, I32 b, I32 c, I32 d, I32 e)
-EBADF_FN(path_filestat_set_times, I32 a, I32 b, I32 c, I32 d, I64 e, I64 f, I32 g)
-EBADF_FN(path_link, I32 a, I32 b, I32 c, I32 d, I32 e, I32 f, I32 g)
-EBADF_FN(path_open, I32 a, I32 b, I32 c, I32 d, I32 e, I64 f, I64 g, I32 h, I32 i)
-EBADF_FN(path_readlink, I32 a, I32 b, I32 c, I32 d, I32 e, I32 f)
-EBADF_FN(path_remove_directory, I32 a, I32 b, I32 c)
-EBADF_FN(path_rename, I32 a, I32 b, I32 c, I32 d, I32 e, I32 f)
-EBADF_FN(path_symlink, I32 a, I32 b, I32 c, I32 d, I32 e)
-EBADF_FN(path_unlink_file, I32 a, I32 b, I32 c)

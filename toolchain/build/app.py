@@ -46,7 +46,15 @@ UKERNEL_INCLUDE = SOURCE_ROOT / "runtime" / "ukernel" / "include"
 LINKER_SCRIPT = RUNTIME_DIR / "user.ld"
 
 #: Our runtime sources common to both link targets, plus one platform file per target.
-RUNTIME_SOURCES = ("glue.c", "libc.c", "wasi.c", "keep_trees.c", "sha512.c")
+RUNTIME_SOURCES = (
+    "glue.c",
+    "libc.c",
+    "wasi.c",
+    "wasi_fs.c",
+    "keep_fs.c",
+    "keep_trees.c",
+    "sha512.c",
+)
 KEEP_PLATFORM = "keep_hc.c"
 HOSTCHECK_PLATFORM = "hostcheck.c"
 WASM2C_RUNTIME_SOURCES = ("wasm-rt-impl.c", "wasm-rt-mem-impl.c")

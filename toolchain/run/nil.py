@@ -108,8 +108,10 @@ def run_wasi(
     from toolchain.errors import EvidenceError
     from toolchain.run.trees import accept_transfer_blob
 
+    stdin, stdout, stderr = process_stdio()
     try:
-        accept_transfer_blob(trees, attested)
+        checked = accept_transfer_blob(trees, attested)
+        wasi = KeepWasi(argv, env, stdin=stdin, stdout=stdout, stderr=stderr, trees=checked)
     except EvidenceError as exc:
         print(f"keep: {exc.message}", file=sys.stderr, flush=True)
         return FATAL_EXIT_STATUS
@@ -125,8 +127,7 @@ def run_wasi(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
         raise InputError(f"{wasm}: not a valid WebAssembly module: {first}") from exc
     linker = wasmtime.Linker(engine)
-    stdin, stdout, stderr = process_stdio()
-    KeepWasi(argv, env, stdin=stdin, stdout=stdout, stderr=stderr).define(linker)
+    wasi.define(linker)
     store = wasmtime.Store(engine)
     if memory_limit is not None:
         limit = linear_memory_limit(memory_limit)

@@ -9,8 +9,8 @@ statuses from 126 up, and calls stdio pipes. This module answers exactly what ``
 * ``random_get`` from the operating system (the keep uses RDRAND/RDSEED);
 * descriptors 0-2 are the stdio streams: stdout/stderr writes and stdin reads (a short read ends
   a read), ``fd_close`` and ``fd_renumber`` among them, fdstat/filestat as character devices with
-  wasmtime's rights, ESPIPE for seeking; every other descriptor EBADF; no preopened directories,
-  so every file and path call is EBADF;
+  wasmtime's rights, ESPIPE for seeking; descriptors 3, 4, ... are the preopened directories,
+  and files and directories are ``toolchain.run.nil_fs``'s (``wasi_fs.c``'s twin);
 * ``poll_oneoff``: clocks (realtime and monotonic, relative and absolute; it waits for the
   earliest when no descriptor is ready) and stdio readiness (always ready, nbytes 1);
 * ``sched_yield`` succeeds, ``proc_raise`` is ENOTSUP, sockets calls are ENOTSOCK on stdio;
@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+from toolchain.run.nil_fs import FsCalls
+
 ESUCCESS, EBADF, EFAULT, EINVAL, EIO = 0, 8, 21, 28, 29
 ENOTSOCK, ENOTSUP, ESPIPE = 57, 58, 70
 FILETYPE_CHARACTER_DEVICE = 2
@@ -43,14 +45,20 @@ SUBSCRIPTION_SIZE, EVENT_SIZE = 48, 32
 EVENTTYPE_CLOCK, EVENTTYPE_FD_READ, EVENTTYPE_FD_WRITE = 0, 1, 2
 SUBCLOCK_ABSTIME = 1
 
-#: The file and path calls: no descriptor but stdio exists yet (no preopens), and stdio has none
-#: of their rights, so they answer EBADF as wasmtime does on stdio (i: i32, I: i64).
-EBADF_CALLS = {
+#: The file and path calls (toolchain.run.nil_fs), as define() links them (i: i32, I: i64).
+FS_CALLS = {
+    "fd_advise": "iIIi",
     "fd_allocate": "iII",
+    "fd_close": "i",
     "fd_datasync": "i",
+    "fd_fdstat_set_flags": "ii",
     "fd_fdstat_set_rights": "iII",
     "fd_filestat_set_size": "iI",
+    "fd_filestat_set_times": "iIIi",
+    "fd_prestat_dir_name": "iii",
+    "fd_prestat_get": "ii",
     "fd_readdir": "iiiIi",
+    "fd_renumber": "ii",
     "fd_sync": "i",
     "path_create_directory": "iii",
     "path_filestat_get": "iiiii",
@@ -73,8 +81,8 @@ class ProcExit(Exception):  # noqa: N818 - not an error: the application's chose
         self.status = status
 
 
-class KeepWasi:
-    """One application's WASI, bound to this process's stdio."""
+class KeepWasi(FsCalls):
+    """One application's WASI, bound to this process's stdio and the checked preopened trees."""
 
     def __init__(
         self,
@@ -84,6 +92,7 @@ class KeepWasi:
         stdin: IO[bytes] | None,
         stdout: IO[bytes],
         stderr: IO[bytes],
+        trees: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         self.args = [arg.encode() + b"\0" for arg in argv]
         self.environ = [f"{key}={value}".encode() + b"\0" for key, value in env]
@@ -91,6 +100,7 @@ class KeepWasi:
         self.out = {STDOUT: stdout, STDERR: stderr}
         #: descriptor → stream (wasi.c's fd_stream): fd_close and fd_renumber change it.
         self.fd_stream: dict[int, int] = {0: STDIN, 1: STDOUT, 2: STDERR}
+        self.init_fs(list(trees))  # descriptors 3, 4, ...: the preopened directories
 
     # --- linking ------------------------------------------------------------------------------
     def define(self, linker: Any) -> None:
@@ -116,14 +126,10 @@ class KeepWasi:
         add("fd_read", "iiii", self.fd_read)
         add("fd_fdstat_get", "ii", self.fd_fdstat_get)
         add("fd_filestat_get", "ii", self.fd_filestat_get)
-        add("fd_close", "i", self.fd_close)
-        add("fd_renumber", "ii", self.fd_renumber)
         add("fd_seek", "iIii", self.fd_seek)
         add("fd_tell", "ii", self.fd_tell)
         add("fd_pread", "iiiIi", self.fd_pread)
         add("fd_pwrite", "iiiIi", self.fd_pwrite)
-        add("fd_prestat_get", "ii", lambda _caller, _fd, _ptr: EBADF)
-        add("fd_prestat_dir_name", "iii", lambda _caller, _fd, _ptr, _len: EBADF)
         add("poll_oneoff", "iiii", self.poll_oneoff)
         add("proc_exit", "i", self.proc_exit, result=False)
         add("sched_yield", "", lambda _caller: ESUCCESS)
@@ -132,15 +138,8 @@ class KeepWasi:
         add("sock_recv", "iiiiii", self.sock_recv)
         add("sock_send", "iiiii", lambda _caller, fd, *_args: self._not_a_socket(fd))
         add("sock_shutdown", "ii", self.sock_shutdown)
-        add("fd_advise", "iIIi", lambda _c, _fd, _o, _n, advice: _einval_or(advice & U32 > 5))
-        add("fd_fdstat_set_flags", "ii", lambda _c, _fd, flags: _einval_or(flags & ~FDFLAGS_ALL))
-        add(
-            "fd_filestat_set_times",
-            "iIIi",
-            lambda _c, _fd, _a, _m, flags: _einval_or(flags & ~FSTFLAGS_ALL),
-        )
-        for name, params in EBADF_CALLS.items():
-            add(name, params, lambda _caller, *_args: EBADF)
+        for name, params in FS_CALLS.items():
+            add(name, params, getattr(self, name))
 
     # --- memory -------------------------------------------------------------------------------
     @staticmethod
@@ -260,7 +259,9 @@ class KeepWasi:
 
     def fd_write(self, caller: Any, fd: int, iovs: int, count: int, nwritten_ptr: int) -> int:
         stream_id = self._stream(fd)
-        stream = self.out.get(stream_id) if stream_id is not None else None
+        if stream_id is None:
+            return self.fs_write(caller, fd, iovs, count, nwritten_ptr)
+        stream = self.out.get(stream_id)
         if stream is None:
             return EBADF
         checked = self._checked_iovecs(caller, iovs, count, nwritten_ptr)
@@ -277,6 +278,8 @@ class KeepWasi:
         return ESUCCESS
 
     def fd_read(self, caller: Any, fd: int, iovs: int, count: int, nread_ptr: int) -> int:
+        if self._stream(fd) is None:
+            return self.fs_read(caller, fd, iovs, count, nread_ptr)
         if self._stream(fd) != STDIN:
             return EBADF
         checked = self._checked_iovecs(caller, iovs, count, nread_ptr)
@@ -309,7 +312,7 @@ class KeepWasi:
     def fd_fdstat_get(self, caller: Any, fd: int, stat_ptr: int) -> int:
         stream, stat_ptr = self._stream(fd), stat_ptr & U32
         if stream is None:
-            return EBADF
+            return self.fs_fdstat(caller, fd, stat_ptr)
         memory = self._memory(caller)
         if not self._ok(caller, memory, stat_ptr, 24):
             return EFAULT
@@ -322,38 +325,34 @@ class KeepWasi:
     def fd_filestat_get(self, caller: Any, fd: int, stat_ptr: int) -> int:
         stat_ptr = stat_ptr & U32
         if self._stream(fd) is None:
-            return EBADF
+            return self.fs_filestat(caller, fd, stat_ptr)
         memory = self._memory(caller)
         if not self._ok(caller, memory, stat_ptr, 64):
             return EFAULT
         memory.write(caller, struct.pack("<16xB47x", FILETYPE_CHARACTER_DEVICE), stat_ptr)
         return ESUCCESS
 
-    def fd_close(self, _caller: Any, fd: int) -> int:
-        if self.fd_stream.pop(fd & U32, None) is None:
-            return EBADF
-        return ESUCCESS
-
-    def fd_renumber(self, _caller: Any, fd_from: int, fd_to: int) -> int:
-        fd_from, fd_to = fd_from & U32, fd_to & U32
-        if fd_from not in self.fd_stream or fd_to not in self.fd_stream:
-            return EBADF
-        self.fd_stream[fd_to] = self.fd_stream.pop(fd_from)
-        return ESUCCESS
-
-    def fd_seek(self, _caller: Any, fd: int, _offset: int, whence: int, _result: int) -> int:
+    def fd_seek(self, caller: Any, fd: int, offset: int, whence: int, result: int) -> int:
         if whence & U32 > 2:
             return EINVAL
-        return EBADF if self._stream(fd) is None else ESPIPE
+        if self._stream(fd) is None:
+            return self.fs_seek(caller, fd, offset & U64, whence & U32, result)
+        return ESPIPE
 
-    def fd_tell(self, _caller: Any, fd: int, _result: int) -> int:
-        return EBADF if self._stream(fd) is None else ESPIPE
+    def fd_tell(self, caller: Any, fd: int, result: int) -> int:
+        return self.fs_seek(caller, fd, 0, 1, result) if self._stream(fd) is None else ESPIPE
 
-    def fd_pread(self, _caller: Any, fd: int, *_args: int) -> int:
-        return ESPIPE if self._stream(fd) == STDIN else EBADF
+    def fd_pread(self, caller: Any, fd: int, iovs: int, count: int, offset: int, n: int) -> int:  # noqa: PLR0917 - the WASI signature
+        stream = self._stream(fd)
+        if stream is None:
+            return self.fs_read(caller, fd, iovs, count, n, offset & U64)
+        return ESPIPE if stream == STDIN else EBADF
 
-    def fd_pwrite(self, _caller: Any, fd: int, *_args: int) -> int:
-        return ESPIPE if self._stream(fd) in (STDOUT, STDERR) else EBADF
+    def fd_pwrite(self, caller: Any, fd: int, iovs: int, count: int, offset: int, n: int) -> int:  # noqa: PLR0917 - the WASI signature
+        stream = self._stream(fd)
+        if stream is None:
+            return self.fs_write(caller, fd, iovs, count, n, offset & U64)
+        return ESPIPE if stream in (STDOUT, STDERR) else EBADF
 
     # --- poll ---------------------------------------------------------------------------------
     def _clock_deadline(self, caller: Any, memory: Any, sub: int, start: int) -> int:
@@ -389,9 +388,11 @@ class KeepWasi:
                 if tag == EVENTTYPE_CLOCK:
                     earliest = min(earliest, self._clock_deadline(caller, memory, sub, start))
                 elif tag in (EVENTTYPE_FD_READ, EVENTTYPE_FD_WRITE):
-                    stream = self._stream(self._u32(caller, memory, sub + 16))
+                    fd = self._u32(caller, memory, sub + 16)
                     wanted = (STDIN,) if tag == EVENTTYPE_FD_READ else (STDOUT, STDERR)
-                    if stream not in wanted:
+                    if self._stream(fd) not in wanted and not self.fs_ready(
+                        fd, tag == EVENTTYPE_FD_WRITE
+                    ):
                         return EBADF
                     fd_ready = True
                 else:
@@ -418,7 +419,7 @@ class KeepWasi:
 
     # --- sockets: none ------------------------------------------------------------------------
     def _not_a_socket(self, fd: int) -> int:
-        return EBADF if self._stream(fd) is None else ENOTSOCK
+        return ENOTSOCK if self.is_open(fd) else EBADF
 
     def sock_accept(self, _caller: Any, fd: int, flags: int, _fd_ptr: int) -> int:
         return EINVAL if flags & ~FDFLAGS_ALL else self._not_a_socket(fd)
@@ -439,11 +440,6 @@ class _Errno(Exception):  # noqa: N818 - a WASI errno travelling out of a helper
     def __init__(self, errno: int) -> None:
         super().__init__(errno)
         self.errno = errno
-
-
-def _einval_or(bad: int | bool) -> int:
-    """EINVAL for a value outside the spec's set (wasmtime traps), else EBADF (no such file)."""
-    return EINVAL if bad else EBADF
 
 
 def process_stdio() -> tuple[IO[bytes] | None, IO[bytes], IO[bytes]]:

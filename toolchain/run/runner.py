@@ -530,10 +530,10 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
             f"sha512 {tree.digest.hex()[:32]}…, copied into the keep and bound into its report"
         )
     if trees:
-        # Said every time until the file system exists (issue 14, slice 3).
+        # Where the application's changes go, so nobody expects them on the host (no :rw yet).
         log.note(
-            "keep: --dir: NOT YET VISIBLE to the application: this version checks and keeps "
-            "the trees but has no file system on them (fd_prestat_get answers EBADF)"
+            "keep: --dir: the application works on the keep's own in-memory copy; its changes "
+            "are discarded at exit (the host directory is never written)"
         )
     if not options.timeout > 0:
         raise InputError(f"--timeout must be a positive number of seconds, not {options.timeout}")
