@@ -15,8 +15,8 @@ from toolchain.snp.guest_msg import (
     ReportRequest,
     ReportResponse,
     ReportStatus,
-    open_message,
     message_iv,
+    open_message,
     seal,
 )
 
@@ -158,10 +158,10 @@ def test_report_request_and_response_u32_fields_take_their_full_width() -> None:
 
 def test_channel_refuses_out_of_range_index_and_count() -> None:
     for index in (-1, True, 1 << 8):
-        with pytest.raises(InputError, match="VMPCK index.* out of range"):
+        with pytest.raises(InputError, match=r"VMPCK index.* out of range"):
             GuestChannel(KEY, vmpck_index=index)
     for count in (-1, 1 << 32, True):
-        with pytest.raises(InputError, match="last sequence number=.* out of range"):
+        with pytest.raises(InputError, match=r"last sequence number=.* out of range"):
             GuestChannel(KEY, last_seqno=count)
     assert GuestChannel(KEY, vmpck_index=3, last_seqno=MAX_SEQNO).last_seqno == MAX_SEQNO
 

@@ -29,10 +29,10 @@ def test_vcpu_count_is_1_to_64_inclusive(plan: LaunchPlan) -> None:
         assert len(replace(plan, vcpu_count=count).vcpu_states()) == count
         assert len(plan.vcpu_states(count)) == count
     for count in (0, MAX_VCPUS + 1, True):
-        with pytest.raises(InputError, match="vCPU count .* out of range 1..64"):
+        with pytest.raises(InputError, match=r"vCPU count .* out of range 1..64"):
             replace(plan, vcpu_count=count)
     for count in (0, MAX_VCPUS + 1):
-        with pytest.raises(InputError, match="vCPU count .* out of range 1..64"):
+        with pytest.raises(InputError, match=r"vCPU count .* out of range 1..64"):
             plan.vcpu_states(count)
 
 
