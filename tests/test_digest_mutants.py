@@ -75,3 +75,13 @@ def test_page_info_gpa_must_leave_room_for_its_page() -> None:
     for gpa in (1 << 64, (1 << 64) + PAGE_SIZE):
         with pytest.raises(InputError, match="does not fit in 64 bits"):
             PageInfo(bytes(48), bytes(48), PageType.ZERO, gpa)
+
+
+@pytest.mark.parametrize("page_type", [PageType.NORMAL, PageType.VMSA])
+def test_data_pages_refuse_a_size_even_with_their_bytes(page_type: PageType) -> None:
+    digest = LaunchDigest()
+    with pytest.raises(InputError, match="take their bytes as data"):
+        digest.update(page_type, 0, bytes(PAGE_SIZE), size=PAGE_SIZE)
+    with pytest.raises(InputError, match="take their bytes as data"):
+        digest.update(page_type, 0)
+    assert (digest.digest(), digest.pages) == (bytes(48), 0)
