@@ -4,9 +4,12 @@ enum, and the last sequence numbers a VMPCK may use."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from toolchain.errors import EvidenceError, InputError
+from toolchain.snp import secrets
 from toolchain.snp.guest_msg import (
     MAX_SEQNO,
     GuestChannel,
@@ -19,6 +22,7 @@ from toolchain.snp.guest_msg import (
     open_message,
     seal,
 )
+from toolchain.snp.secrets import SecretsPage
 
 KEY = bytes(range(32))
 NONCE = bytes(range(64))
@@ -185,3 +189,132 @@ def test_request_report_asks_for_vmpl0_unless_told() -> None:
     channel.request_report(NONCE, peer)
     channel.request_report(NONCE, peer, vmpl=2, key_sel=1)
     assert [(r.report_data, r.vmpl, r.key_sel) for r in asked] == [(NONCE, 0, 0), (NONCE, 2, 1)]
+
+
+# ---- the secrets page ----------------------------------------------------------------------------
+
+
+def _every_field_set() -> SecretsPage:
+    """A page where every field holds a distinct, full-width value."""
+    return SecretsPage(
+        version=0xFFFFFFFF,
+        fms=0xFFFFFFFE,
+        vmpck=(b"\x11" * 32, b"\x22" * 32, b"\x33" * 32, b"\x44" * 32),
+        imien=True,
+        gosvw=bytes(range(1, 17)),
+        msg_seqno=(0xFFFFFFFF, 2, 3, 4),
+        ap_jump_table_pa=(1 << 64) - 1,
+        guest_usage=bytes(range(32, 64)),
+        vmsa_tweak_bitmap=bytes(range(64, 128)),
+        svsm_base=(1 << 64) - 2,
+        svsm_size=(1 << 64) - 3,
+        svsm_caa=(1 << 64) - 4,
+        svsm_max_version=0xFFFFFFFF,
+        svsm_guest_vmpl=0xFF,
+    )
+
+
+def test_every_secrets_field_lands_at_its_offset_and_round_trips() -> None:
+    page = _every_field_set()
+    raw = page.to_bytes()
+    u32 = lambda at: int.from_bytes(raw[at : at + 4], "little")  # noqa: E731
+    u64 = lambda at: int.from_bytes(raw[at : at + 8], "little")  # noqa: E731
+    offsets = secrets.FIELD_OFFSETS
+    assert (u32(offsets["version"]), u32(offsets["imien"]), u32(offsets["fms"])) == (
+        0xFFFFFFFF,
+        1,
+        0xFFFFFFFE,
+    )
+    assert raw[offsets["gosvw"] : offsets["gosvw"] + 16] == page.gosvw
+    for n in range(4):
+        assert raw[offsets[f"vmpck{n}"] : offsets[f"vmpck{n}"] + 32] == page.vmpck[n]
+        assert page.key(n) == page.vmpck[n]
+        assert u32(offsets[f"msg_seqno_{n}"]) == page.msg_seqno[n]
+    assert u64(offsets["ap_jump_table_pa"]) == page.ap_jump_table_pa
+    assert raw[offsets["guest_usage"] : offsets["guest_usage"] + 32] == page.guest_usage
+    assert raw[0x100:0x140] == page.vmsa_tweak_bitmap
+    assert [u64(offsets[f"svsm_{n}"]) for n in ("base", "size", "caa")] == [
+        page.svsm_base,
+        page.svsm_size,
+        page.svsm_caa,
+    ]
+    assert u32(offsets["svsm_max_version"]) == 0xFFFFFFFF
+    assert raw[offsets["svsm_guest_vmpl"]] == 0xFF
+    assert SecretsPage.parse(raw) == page
+    assert SecretsPage.parse(bytearray(raw)) == page
+
+
+@pytest.mark.parametrize(
+    ("field", "bits"),
+    [
+        ("version", 32),
+        ("fms", 32),
+        ("ap_jump_table_pa", 64),
+        ("svsm_base", 64),
+        ("svsm_size", 64),
+        ("svsm_caa", 64),
+        ("svsm_max_version", 32),
+        ("svsm_guest_vmpl", 8),
+    ],
+)
+def test_secrets_integer_fields_take_exactly_their_width(field: str, bits: int) -> None:
+    for bad in (1 << bits, -1, True):
+        with pytest.raises(InputError, match=f"secrets page {field}=.* does not fit in {bits}"):
+            replace(_every_field_set(), **{field: bad})
+
+
+def test_secrets_sequence_numbers_and_byte_fields_are_checked() -> None:
+    page = _every_field_set()
+    for index in range(4):
+        for bad in (1 << 32, -1):
+            seqnos = list(page.msg_seqno)
+            seqnos[index] = bad
+            with pytest.raises(InputError, match=f"msg_seqno_{index}=.* does not fit in 32"):
+                replace(page, msg_seqno=tuple(seqnos))
+        keys = list(page.vmpck)
+        keys[index] = bytes(31)
+        with pytest.raises(InputError, match=f"secrets page vmpck{index} must be 32 bytes"):
+            replace(page, vmpck=tuple(keys))
+    for field, size in (("gosvw", 16), ("guest_usage", 32), ("vmsa_tweak_bitmap", 64)):
+        for bad in (bytes(size - 1), bytes(size + 1), bytearray(size)):
+            with pytest.raises(InputError, match=f"secrets page {field} must be {size} bytes"):
+                replace(page, **{field: bad})
+    with pytest.raises(InputError, match="holds 4 VMPCKs"):
+        replace(page, vmpck=page.vmpck[:3])
+    with pytest.raises(InputError, match="holds 4 message sequence numbers"):
+        replace(page, msg_seqno=(0, 0, 0))
+    with pytest.raises(InputError, match="imien must be a bool"):
+        replace(page, imien=1)
+    for index in (-1, 4, True):
+        with pytest.raises(InputError, match=r"VMPCK index .* out of range 0..3"):
+            page.key(index)
+
+
+def test_every_reserved_secrets_byte_is_checked_and_only_those() -> None:
+    raw = _every_field_set().to_bytes()  # every field set: its bytes next to reserved ones
+    for first, last in ((0x00C, 0x00F), (0x0B8, 0x0DF), (0x15D, 0xFFF)):
+        for offset in (first, last):
+            bad = bytearray(raw)
+            bad[offset] = 0x80
+            with pytest.raises(
+                InputError, match=f"reserved bytes {first:#x}..{last:#x} are not zero"
+            ):
+                SecretsPage.parse(bytes(bad))
+    for word in (0x2, 0x80000000):
+        bad = bytearray(raw)
+        bad[4:8] = (1 | word).to_bytes(4, "little")
+        with pytest.raises(InputError, match="reserved bits set"):
+            SecretsPage.parse(bytes(bad))
+    for size in (4095, 4097):
+        with pytest.raises(InputError, match=f"a secrets page is 4096 bytes, not {size}"):
+            SecretsPage.parse(bytes(size))
+    with pytest.raises(InputError, match="not str"):
+        SecretsPage.parse("page")  # type: ignore[arg-type]
+
+
+def test_a_fresh_page_is_what_the_firmware_writes() -> None:
+    page = SecretsPage.fresh(0x00A10F11)
+    assert (page.version, page.fms, page.imien) == (secrets.SECRETS_VERSION, 0x00A10F11, False)
+    assert secrets.SECRETS_VERSION == 3
+    assert all(len(key) == 32 for key in page.vmpck)
+    assert SecretsPage.fresh(0, version=2).version == 2

@@ -99,3 +99,11 @@ def test_page_counts_are_the_launched_pages(plan: LaunchPlan) -> None:
     assert sum(counts.values()) == sum(1 for _ in plan.pages()) + plan.vcpu_count
     for kind in {r.page_type for r in plan.regions}:
         assert counts[kind.name] == sum(r.size for r in plan.regions if r.page_type is kind) // 4096
+
+
+def test_every_abi_address_is_a_non_negative_integer(plan: LaunchPlan) -> None:
+    for name in ("doorbell", "secrets_page", "user_entry", "stack_bottom"):
+        assert getattr(replace(plan.abi, **{name: 0}), name) == 0
+        for bad in (-1, True, "0x1000"):
+            with pytest.raises(InputError, match=f"ABI address {name} must be a non-negative"):
+                replace(plan.abi, **{name: bad})
