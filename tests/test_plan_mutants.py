@@ -5,6 +5,7 @@ makes from the microkernel and user images, edited one field at a time."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -107,3 +108,21 @@ def test_every_abi_address_is_a_non_negative_integer(plan: LaunchPlan) -> None:
         for bad in (-1, True, "0x1000"):
             with pytest.raises(InputError, match=f"ABI address {name} must be a non-negative"):
                 replace(plan.abi, **{name: bad})
+
+
+def test_the_plan_file_form_is_pinned(plan: LaunchPlan) -> None:
+    # launch-plan.json ships in a release (its SHA-256 is a signed subject): one-space indent,
+    # sorted keys, a final newline, so rebuilding it gives the same bytes.
+    text = plan.to_json()
+    lines = text.splitlines()
+    assert (lines[0], lines[1]) == ("{", ' "abi": {')
+    assert lines[2].startswith('  "abi_version": ')
+    assert text.endswith("}\n")
+
+
+@pytest.mark.parametrize("value", [5, [], "state"])
+def test_a_vcpu_state_that_is_not_an_object_is_named(plan: LaunchPlan, value: object) -> None:
+    document = json.loads(plan.to_json())
+    document["ap_vcpu"] = value
+    with pytest.raises(InputError, match="a vCPU state in the launch plan is not an object"):
+        LaunchPlan.from_json(json.dumps(document))
