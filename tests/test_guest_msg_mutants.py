@@ -318,3 +318,11 @@ def test_a_fresh_page_is_what_the_firmware_writes() -> None:
     assert secrets.SECRETS_VERSION == 3
     assert all(len(key) == 32 for key in page.vmpck)
     assert SecretsPage.fresh(0, version=2).version == 2
+
+
+def test_imien_clear_parses_as_clear() -> None:
+    page = replace(_every_field_set(), imien=False)
+    raw = page.to_bytes()
+    assert raw[4:8] == bytes(4)
+    assert SecretsPage.parse(raw).imien is False
+    assert SecretsPage.parse(raw) == page
