@@ -6,7 +6,6 @@ every encoding, and the packaged-certificate lookup."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
