@@ -44,7 +44,7 @@ def test_cpuid_ranges_at_their_edges(family: int, model: int, product: Product |
 def test_an_unknown_product_name_is_input_error() -> None:
     assert Product.from_name(" Milan-B0 ") is MILAN
     for name in ("Naples", "", "Rome-B0"):
-        with pytest.raises(InputError, match="unknown product .* \\(known: milan, genoa, turin\\)"):
+        with pytest.raises(InputError, match=r"unknown product .* \(known: milan, genoa, turin\)"):
             Product.from_name(name)
 
 
@@ -69,3 +69,15 @@ def test_defaults_are_zero_and_components_are_bytes() -> None:
         for bad in (-1, 0x100):
             with pytest.raises(InputError, match=f"TCB component {name} must be 0..255"):
                 TcbVersion(**{name: bad})
+
+
+@pytest.mark.parametrize("turin", [False, True])
+def test_a_tcb_value_is_exactly_64_bits(turin: bool) -> None:
+    top = TcbVersion.from_int((1 << 64) - 1, turin=turin)
+    assert top.to_bytes() == b"\xff" * 8
+    assert TcbVersion.from_bytes(b"\xff" * 8, turin=turin) == top
+    for bad in (1 << 64, -1, "1"):
+        with pytest.raises(InputError, match="is not a 64-bit value"):
+            TcbVersion.from_int(bad, turin=turin)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="a TCB version is 8 bytes, not 9"):
+        TcbVersion.from_bytes(bytes(9), turin=turin)
