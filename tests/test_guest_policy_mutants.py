@@ -50,7 +50,7 @@ def test_abi_version_bytes_and_bounds() -> None:
     assert (built.abi_major, built.abi_minor) == (0xFF, 0xFE)
     assert GuestPolicy.build(abi_major=0, abi_minor=0).value == (1 << 17) | (1 << 16)
     for major, minor in ((0x100, 0), (0, 0x100), (-1, 0), (0, -1)):
-        with pytest.raises(InputError, match="ABI version .* out of range"):
+        with pytest.raises(InputError, match=r"ABI version .* out of range"):
             GuestPolicy.build(abi_major=major, abi_minor=minor)
     assert GuestPolicy().value == 1 << 17
     assert GuestPolicy((1 << 64) - 1).value == (1 << 64) - 1
