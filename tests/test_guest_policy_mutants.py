@@ -78,3 +78,9 @@ def test_real_reports_decode_their_policy() -> None:
     assert policy.flags() == {name: bool(policy.value >> bit & 1) for name, bit in ABI_BITS.items()}
     assert policy.debug is bool(policy.value >> 19 & 1)
     assert str(policy).startswith(f"0x{policy.value:x} (ABI {policy.value >> 8 & 0xFF}.")
+
+
+def test_build_defaults_are_smt_allowed_and_nothing_else() -> None:
+    # The policy `keep build` launches with unless told otherwise: 0x30000 (SMT, bit 17).
+    assert GuestPolicy.build() == GuestPolicy(0x30000)
+    assert GuestPolicy.build(smt=False) == GuestPolicy(0x20000)
