@@ -81,6 +81,6 @@ def test_real_reports_decode_their_policy() -> None:
 
 
 def test_build_defaults_are_smt_allowed_and_nothing_else() -> None:
-    # The policy `keep build` launches with unless told otherwise: 0x30000 (SMT, bit 17).
+    # The defaults: ABI 0.0, SMT allowed, bit 17 set, every other flag clear.
     assert GuestPolicy.build() == GuestPolicy(0x30000)
     assert GuestPolicy.build(smt=False) == GuestPolicy(0x20000)
