@@ -84,3 +84,9 @@ def test_build_defaults_are_smt_allowed_and_nothing_else() -> None:
     # The defaults: ABI 0.0, SMT allowed, bit 17 set, every other flag clear.
     assert GuestPolicy.build() == GuestPolicy(0x30000)
     assert GuestPolicy.build(smt=False) == GuestPolicy(0x20000)
+
+
+def test_the_policy_text_names_only_the_flags_set() -> None:
+    assert str(GuestPolicy(0x30000)) == "0x30000 (ABI 0.0; smt)"
+    assert str(GuestPolicy(0x20000)) == "0x20000 (ABI 0.0; -)"
+    assert str(GuestPolicy(0x80000 | 0x20000 | 0x0102)) == "0xa0102 (ABI 1.2; debug)"
