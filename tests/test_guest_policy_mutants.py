@@ -49,6 +49,7 @@ def test_abi_version_bytes_and_bounds() -> None:
     assert built.value == (1 << 17) | 0xFFFE
     assert (built.abi_major, built.abi_minor) == (0xFF, 0xFE)
     assert GuestPolicy.build(abi_major=0, abi_minor=0).value == (1 << 17) | (1 << 16)
+    assert GuestPolicy.build(abi_major=0xFE, abi_minor=0xFF, smt=False).value == (1 << 17) | 0xFEFF
     for major, minor in ((0x100, 0), (0, 0x100), (-1, 0), (0, -1)):
         with pytest.raises(InputError, match=r"ABI version .* out of range"):
             GuestPolicy.build(abi_major=major, abi_minor=minor)
