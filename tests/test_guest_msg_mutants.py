@@ -19,6 +19,8 @@ from toolchain.snp.guest_msg import (
     ReportResponse,
     ReportStatus,
     message_iv,
+    gcm_open,
+    gcm_seal,
     open_message,
     seal,
 )
@@ -326,3 +328,19 @@ def test_imien_clear_parses_as_clear() -> None:
     assert raw[4:8] == bytes(4)
     assert SecretsPage.parse(raw).imien is False
     assert SecretsPage.parse(raw) == page
+
+
+def test_gcm_open_checks_iv_and_tag_sizes_each() -> None:
+    ciphertext, tag = gcm_seal(KEY, bytes(12), b"aad", b"payload")
+    assert gcm_open(KEY, bytes(12), b"aad", ciphertext, tag) == b"payload"
+    for iv, bad_tag in ((bytes(12), tag[:15]), (bytes(12), tag + b"\0"), (bytes(11), tag)):
+        with pytest.raises(InputError, match="IV is 12 bytes and its tag 16"):
+            gcm_open(KEY, iv, b"aad", ciphertext, bad_tag)
+
+
+def test_a_report_response_of_the_wrong_size_is_named() -> None:
+    good = ReportResponse(status=0).to_bytes()
+    assert ReportResponse.parse(good) == ReportResponse(status=0)
+    for data in (good[:-1], good + b"\0", b""):
+        with pytest.raises(EvidenceError, match="MSG_REPORT_RSP has the wrong size"):
+            ReportResponse.parse(data)
