@@ -18,9 +18,9 @@ from toolchain.snp.guest_msg import (
     ReportRequest,
     ReportResponse,
     ReportStatus,
-    message_iv,
     gcm_open,
     gcm_seal,
+    message_iv,
     open_message,
     seal,
 )
@@ -344,3 +344,21 @@ def test_a_report_response_of_the_wrong_size_is_named() -> None:
     for data in (good[:-1], good + b"\0", b""):
         with pytest.raises(EvidenceError, match="MSG_REPORT_RSP has the wrong size"):
             ReportResponse.parse(data)
+
+
+def test_a_request_is_message_version_1_unless_told() -> None:
+    channel = GuestChannel(KEY)
+    sealed = channel.seal_request(MessageType.KEY_REQ, bytes(32))
+    assert MessageHeader.parse(sealed).msg_version == 1
+    channel.open_response(_answer(sealed), expected_size=32)
+    assert MessageHeader.parse(channel.seal_request(MessageType.KEY_REQ, b"", 2)).msg_version == 2
+
+
+def test_a_response_with_no_request_disables_the_key() -> None:
+    channel = GuestChannel(KEY)
+    stray = seal(KEY, seqno=2, msg_type=6, msg_version=1, vmpck=0, payload=bytes(32))
+    with pytest.raises(EvidenceError, match="no request pending"):
+        channel.open_response(stray, expected_size=32)
+    assert channel.disabled
+    with pytest.raises(EvidenceError, match="disabled"):
+        channel.seal_request(MessageType.KEY_REQ, bytes(32))
