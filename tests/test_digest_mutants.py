@@ -85,3 +85,13 @@ def test_data_pages_refuse_a_size_even_with_their_bytes(page_type: PageType) -> 
     with pytest.raises(InputError, match="take their bytes as data"):
         digest.update(page_type, 0)
     assert (digest.digest(), digest.pages) == (bytes(48), 0)
+
+
+@pytest.mark.parametrize("page_type", [PageType.ZERO, PageType.UNMEASURED, PageType.SECRETS])
+def test_size_pages_refuse_data_and_an_empty_size(page_type: PageType) -> None:
+    digest = LaunchDigest()
+    with pytest.raises(InputError, match="pages take a size, not data"):
+        digest.update(page_type, 0, bytes(PAGE_SIZE), size=PAGE_SIZE)
+    with pytest.raises(InputError, match="size 0 must be a positive multiple of 4096"):
+        digest.update(page_type, 0, size=0)
+    assert (digest.digest(), digest.pages) == (bytes(48), 0)
