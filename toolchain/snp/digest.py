@@ -114,7 +114,7 @@ class PageInfo:
         except ValueError:
             raise InputError(f"unknown PAGE_TYPE {self.page_type!r}") from None
         _check_perms(self.vmpl_perms)
-        _check_gpa(self.gpa, 0)
+        _check_gpa(self.gpa, PAGE_SIZE)  # the record's page must fit: GPA 2**64 is aligned too
 
     def to_bytes(self) -> bytes:
         r1, r2, r3 = self.vmpl_perms
