@@ -127,25 +127,22 @@ def test_run_without_references_or_dev_is_refused(tmp_path: Path, capfd) -> None
     assert "hello from a keep" not in captured.out
 
 
+def _run_with_dev_reference_without_dev(
+    tmp_path: Path, build: KeepBuild, plan: LaunchPlan, *extra: str
+) -> int:
+    """`keep run` on nil with a development reference and its key, but without --dev: the
+    simulated root is then untrusted."""
+    reference = _reference_file(tmp_path, build, plan, "nil")
+    _, key_path = dev_key()
+    argv = ["run", *extra, "--backend", "nil", "--build-dir", str(build.out_dir)]
+    argv += ["--references", str(reference), "--trusted-key", f"{key_path}.pub", str(HELLO)]
+    return main(argv)
+
+
 def test_sim_root_is_not_trusted_without_dev(
     tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
 ) -> None:
-    reference = _reference_file(tmp_path, hello_build, hello_plan, "nil")
-    _, key_path = dev_key()
-    status = main(
-        [
-            "run",
-            "--backend",
-            "nil",
-            "--build-dir",
-            str(hello_build.out_dir),
-            "--references",
-            str(reference),
-            "--trusted-key",
-            f"{key_path}.pub",
-            str(HELLO),
-        ]
-    )
+    status = _run_with_dev_reference_without_dev(tmp_path, hello_build, hello_plan)
     captured = capfd.readouterr()
     assert status == 1
     assert "✗ ark.trusted" in captured.err
@@ -611,23 +608,7 @@ def test_quiet_prints_one_verdict_line_on_success(
 def test_quiet_prints_everything_on_failure(
     tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
 ) -> None:
-    reference = _reference_file(tmp_path, hello_build, hello_plan, "nil")
-    _, key_path = dev_key()
-    status = main(
-        [
-            "run",
-            "--quiet",
-            "--backend",
-            "nil",
-            "--build-dir",
-            str(hello_build.out_dir),
-            "--references",
-            str(reference),
-            "--trusted-key",
-            f"{key_path}.pub",
-            str(HELLO),
-        ]
-    )
+    status = _run_with_dev_reference_without_dev(tmp_path, hello_build, hello_plan, "--quiet")
     err = capfd.readouterr().err
     assert status == 1
     assert "NO isolation" in err  # the security statement, held back, comes out
