@@ -641,8 +641,9 @@ def test_cli_debug_policy_exit_1_then_allow_debug(
     assert by_name["measurement"]["detail"]
 
 
-def test_cli_vlek_time_and_vmpl(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = [
+def _vlek_args(vectors: Path) -> list[str]:
+    """verify-report of trustee's VLEK-signed report (VMPL 1), its VLEK and AMD's ASVK chain."""
+    return [
         "verify-report",
         str(vectors / "trustee/test-vlek-report.bin"),
         "--vcek",
@@ -652,6 +653,10 @@ def test_cli_vlek_time_and_vmpl(vectors: Path, capsys: pytest.CaptureFixture[str
         "--vmpl",
         "1",
     ]
+
+
+def test_cli_vlek_time_and_vmpl(vectors: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _vlek_args(vectors)
     assert main(args) == 1
     assert "✗ vlek.validity" in capsys.readouterr().out
     assert main([*args, "--at", "2025-06-01T00:00:00Z"]) == 0
@@ -843,17 +848,7 @@ def test_an_unpinned_root_is_named_as_the_cause(simulated: SimulatedChain) -> No
 def test_at_with_a_utc_offset_is_converted(
     vectors: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = [
-        "verify-report",
-        str(vectors / "trustee/test-vlek-report.bin"),
-        "--vcek",
-        str(vectors / "trustee/test-vlek.der"),
-        "--ask-chain",
-        str(vectors / "go-sev-guest/milanvlek.testcer"),
-        "--vmpl",
-        "1",
-        "--json",
-    ]
+    args = [*_vlek_args(vectors), "--json"]
     assert main([*args, "--at", "2025-06-01T02:30:00+02:00"]) == 0
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     assert checks["vlek.validity"]["expected"] == "valid at 2025-06-01 00:30:00 UTC"
