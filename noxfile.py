@@ -74,7 +74,7 @@ def installed(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (broad rule set) and mypy --strict on toolchain/ and runtime/."""
+    """ruff (broad rule set) and mypy --strict on keep/, toolchain/ and runtime/."""
     _install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -105,7 +105,7 @@ def repro(session: nox.Session) -> None:
     vs unset, cold caches) and compare every artifact byte for byte; names what differs, where."""
     _install(session, "runtime")
     apps = session.posargs or sorted(str(p) for p in (ROOT / "examples").glob("*/*.wat"))
-    session.run("python", "-m", "toolchain.build.repro", *apps)
+    session.run("python", "-m", "toolchain.image.repro", *apps)
 
 
 @nox.session(python=PYTHON)

@@ -100,8 +100,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="keep-bench-") as scratch:
         base = Path(scratch)
         os.environ["KEEPSTACK_CACHE_DIR"] = str(base / "cache")  # cold caches (zig's too)
-        from toolchain.build import app, keep_build
-        from toolchain.build.compile import jobs as compile_jobs
+        from toolchain.image import app, keep_build
+        from toolchain.image.compile import jobs as compile_jobs
 
         hello = ROOT / "examples" / "hello" / "hello.wat"
         other = ROOT / "examples" / "cpu" / "fib.wat"
@@ -132,7 +132,7 @@ def main() -> None:
         module_path = base / "big.wasm"
         module_path.write_bytes(wasm)
         print(f"1 MB module: {len(wasm)} bytes, {functions} functions")
-        from toolchain.build.cache import BuildCache
+        from toolchain.image.cache import BuildCache
 
         (base / "w2c").mkdir()
         (base / "w2c" / "app.wasm").write_bytes(wasm)

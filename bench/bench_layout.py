@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from toolchain.build.keep_build import build_keep  # noqa: E402
+from toolchain.image.keep_build import build_keep  # noqa: E402
 from toolchain.measure.keep import build_plan  # noqa: E402
 from toolchain.measure.plan import LaunchPlan  # noqa: E402
 

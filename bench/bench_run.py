@@ -86,7 +86,7 @@ def small_page_guest_ram():
 
 def runner_first_output(app: Path, build_dir: Path, boots: int) -> list[float]:
     """KVM_CREATE_VM -> first output through run_app (verification included), per boot."""
-    from toolchain.run.runner import RunOptions, run_app
+    from runtime.run.runner import RunOptions, run_app
 
     figures = []
     saved = sys.stdout
@@ -148,7 +148,7 @@ def keep_command() -> list[str]:
     return [found] if found else [sys.executable, "-c", CLI]
 
 
-CLI = "from toolchain.cli import entry; entry()"
+CLI = "from keep.cli import entry; entry()"
 
 #: The peer: wasmtime's Python bindings run the same module in a fresh process (compiled there:
 #: wasmtime keeps no cache of its own by default).
@@ -238,7 +238,7 @@ def bench_hypercall() -> None:
 def keep_times(wasm: Path, build_dir: Path) -> tuple[list[float], str]:
     from runtime.firmware.sim import SimFirmware
     from runtime.vmm.keep import run_keep
-    from toolchain.build.keep_build import build_keep
+    from toolchain.image.keep_build import build_keep
     from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
     build_keep(wasm, build_dir, vcpu_counts=(1,))
@@ -260,7 +260,7 @@ def keep_times(wasm: Path, build_dir: Path) -> tuple[list[float], str]:
 
 
 def hostcheck_times(wasm: Path, build_dir: Path) -> list[float]:
-    from toolchain.build.app import build_app_image
+    from toolchain.image.app import build_app_image
 
     build_app_image(wasm, build_dir, hostcheck=True)
     done = subprocess.run(

@@ -132,7 +132,7 @@ def bench_round_trip() -> None:
 
 def bench_real_keep() -> None:
     from runtime.firmware.sim import SimFirmware
-    from toolchain.build.keep_build import build_keep
+    from toolchain.image.keep_build import build_keep
     from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
     with tempfile.TemporaryDirectory() as out:

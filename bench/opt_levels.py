@@ -36,8 +36,8 @@ def main() -> None:
     from wasi_c.wasi_cc import HERE as WASI_C_DIR
     from wasi_c.wasi_cc import compile_wasi
 
-    from toolchain.build.app import _wasm2c, build_app_image
-    from toolchain.build.cache import BuildCache
+    from toolchain.image.app import _wasm2c, build_app_image
+    from toolchain.image.cache import BuildCache
 
     with tempfile.TemporaryDirectory(prefix="keep-bench-opt-") as scratch:
         base = Path(scratch)

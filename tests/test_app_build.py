@@ -1,4 +1,4 @@
-"""toolchain.build.app: application → ring-3 image; input errors; image layout; the libc shim."""
+"""toolchain.image.app: application → ring-3 image; input errors; image layout; the libc shim."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from toolchain.build import app as app_build
-from toolchain.build.cache import BuildCache
-from toolchain.build.compile import RING3, compile_c, link
-from toolchain.build.wasm_info import read_module_info
 from toolchain.errors import InputError
+from toolchain.image import app as app_build
+from toolchain.image.cache import BuildCache
+from toolchain.image.compile import RING3, compile_c, link
+from toolchain.image.wasm_info import read_module_info
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello" / "hello.wat"
@@ -125,7 +125,7 @@ def test_binary_garbage_and_missing_files_are_input_errors(tmp_path: Path) -> No
 
 
 def test_python_wasi_table_matches_the_c_header() -> None:
-    header = (ROOT / "runtime" / "wasm" / "keep_wasi.h").read_text()
+    header = (ROOT / "runtime" / "guest" / "wasm" / "keep_wasi.h").read_text()
     declared: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for ret, name, args in re.findall(r"^WASI_FN\((\w+), (\w+), ([^;]*)\);$", header, re.MULTILINE):
         params = tuple({"I32": "i32", "I64": "i64"}[a.strip()] for a in args.split(","))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_wasi_differential import CASES, run_wasmtime
 
-from toolchain.build.keep_build import build_keep
+from toolchain.image.keep_build import build_keep
 from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
 try:

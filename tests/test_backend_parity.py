@@ -82,7 +82,7 @@ def _run(app: Path, build_dir: Path, backend: str, case: Case) -> Result:
     argv = [
         sys.executable,
         "-c",
-        "import sys; from toolchain.cli import main; sys.exit(main())",
+        "import sys; from keep.cli import main; sys.exit(main())",
         "run",
         "--dev",
         "--quiet",

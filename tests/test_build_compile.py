@@ -1,4 +1,4 @@
-"""toolchain.build: pinned tools, the deterministic compile/link helper and the build cache."""
+"""toolchain.image: pinned tools, the deterministic compile/link helper and the build cache."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from toolchain.build import compile as cc
-from toolchain.build import tools
-from toolchain.build.cache import BuildCache, step_key
 from toolchain.errors import InputError, PlatformError
+from toolchain.image import compile as cc
+from toolchain.image import tools
+from toolchain.image.cache import BuildCache, step_key
 
 SOURCE = """\
 #include "answer.h"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.build import compile as cc
-from toolchain.build import keep_build, repro, tools, wheel
-from toolchain.build.cache import BuildCache
-from toolchain.cli import main as keep_main
+from keep.cli import main as keep_main
 from toolchain.errors import KeepError
+from toolchain.image import compile as cc
+from toolchain.image import keep_build, repro, tools, wheel
+from toolchain.image.cache import BuildCache
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello" / "hello.wat"
@@ -168,9 +168,9 @@ def test_provenance_covers_every_output_and_input(built: keep_build.KeepBuild) -
     definition = statement["predicate"]["buildDefinition"]
     deps = {d["name"]: d["digest"]["sha256"] for d in definition["resolvedDependencies"]}
     assert deps["application/hello.wat"] == hashlib.sha256(HELLO.read_bytes()).hexdigest()
-    wasi = ROOT / "runtime" / "wasm" / "wasi.c"
-    assert deps["runtime/wasm/wasi.c"] == hashlib.sha256(wasi.read_bytes()).hexdigest()
-    assert any(n.startswith("runtime/ukernel/") for n in deps)
+    wasi = ROOT / "runtime" / "guest" / "wasm" / "wasi.c"
+    assert deps["runtime/guest/wasm/wasi.c"] == hashlib.sha256(wasi.read_bytes()).hexdigest()
+    assert any(n.startswith("runtime/guest/ukernel/") for n in deps)
     assert deps["tool/zig"] == tools.zig().sha256
     assert "wasm2c-runtime/wasm-rt-impl.c" in deps
     assert definition["internalParameters"]["toolchain"] == tools.toolchain_versions()
@@ -192,8 +192,8 @@ def test_wheel_is_reproducible_and_its_record_verifies() -> None:
     with zipfile.ZipFile(io.BytesIO(first)) as archive:
         names = archive.namelist()
         assert names == sorted(names[:-4]) + names[-4:]  # package files sorted, dist-info last
-        assert "runtime/wasm/wasi.c" in names
-        assert "toolchain/build/compile.py" in names
+        assert "runtime/guest/wasm/wasi.c" in names
+        assert "toolchain/image/compile.py" in names
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
         assert {i.date_time for i in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         record = archive.read(f"keepstack-{VERSION}.dist-info/RECORD").decode().splitlines()

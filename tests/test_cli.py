@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+from keep.cli import main
 from toolchain.checks import Checklist
-from toolchain.cli import main
 from toolchain.errors import EvidenceError, InputError, PlatformError
 
 
@@ -23,7 +23,7 @@ def test_unknown_command_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_module_entry_point_runs() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "toolchain", "--version"],
+        [sys.executable, "-m", "keep", "--version"],
         capture_output=True,
         text=True,
         check=False,

@@ -4,7 +4,7 @@
   SHA-512(nonce || digests) to equal the REPORT_DATA the microkernel kept from its attestation:
   a host that changes a byte, drops or reorders a tree, or lies about the nonce ends the keep
   with status 125 before the application runs (each case below fails if the check is removed);
-* the nil backend makes the same check (``toolchain.run.trees.accept_transfer_blob``);
+* the nil backend makes the same check (``toolchain.measure.trees.accept_transfer_blob``);
 * the VMM serves TREES only after attestation, inside its buffer, never past the blob;
 * a tree over the bound is refused before anything is built or booted;
 * the evidence names the trees and their digests; ``keep verify-evidence`` recomputes the binding
@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
+from keep.cli import main
 from runtime.vmm.errors import GuestError
 from runtime.vmm.hypercalls import HC_MAGIC, TREES, HypercallLayout, HypercallServer
 from runtime.vmm.memory import GuestMemory, ram_ranges
 from runtime.vmm.platform import kvm_unavailable_reason
-from toolchain.cli import main
 from toolchain.errors import EvidenceError
-from toolchain.run.trees import (
+from toolchain.measure.trees import (
     DirSpec,
     accept_transfer_blob,
     bind_report_data,
@@ -76,7 +76,7 @@ TAMPERING = ["content", "nonce", "dropped", "reordered", "truncated", "trailing"
 
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from toolchain.build.keep_build import build_keep
+    from toolchain.image.keep_build import build_keep
     from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
     out = tmp_path_factory.mktemp("dirkeep")
@@ -306,7 +306,7 @@ MALFORMED = {
 def _malformed_blob(tmp_path: Path, body: bytes) -> tuple[bytes, bytes]:
     from dataclasses import replace
 
-    from toolchain.run.trees import TREE_MAGIC
+    from toolchain.measure.trees import TREE_MAGIC
 
     tree = replace(_trees(tmp_path)[0], encoding=TREE_MAGIC + body)
     return transfer_blob(NONCE, [tree]), bind_report_data(NONCE, [tree.digest])
@@ -331,7 +331,7 @@ def test_the_keep_refuses_an_attested_tree_that_is_malformed(
 def test_nil_refuses_an_attested_tree_that_is_malformed(
     tmp_path: Path, case: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from toolchain.run.nil import run_wasi
+    from runtime.run.nil import run_wasi
 
     reason, body = MALFORMED[case]
     blob, bound = _malformed_blob(tmp_path, body)

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from keep.cli import main
 from runtime.firmware.sim import sim_identity_dir
 from runtime.vmm.platform import kvm_unavailable_reason
-from toolchain.cli import main
 from toolchain.sign import dev_key, generate_private_key, sign_statement
 from toolchain.sign.keys import ECDSA_P384, public_path_for
 from toolchain.snp.certs import amd_certificate

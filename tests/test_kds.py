@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.cli import main
+from keep.cli import main
 from toolchain.errors import InputError, PlatformError
 from toolchain.snp import certs
 from toolchain.snp.kds import KdsClient, chain_url, kds_base_url, vcek_url

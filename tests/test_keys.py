@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from toolchain.cli import main
+from keep.cli import main
 from toolchain.errors import InputError, PlatformError
 from toolchain.sign import build_statement, keys
 from toolchain.sign.dsse import Envelope

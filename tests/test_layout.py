@@ -403,7 +403,7 @@ def test_a_changed_microkernel_source_changes_the_digest(
     images: Images, plan: LaunchPlan, tmp_path: Path
 ) -> None:
     """One byte in a trusted source (boot.c's attestation-failure status) → another digest."""
-    from toolchain.build.ukernel import SOURCE_DIR, build_ukernel
+    from toolchain.image.ukernel import SOURCE_DIR, build_ukernel
 
     sources = tmp_path / "ukernel"
     shutil.copytree(SOURCE_DIR, sources)

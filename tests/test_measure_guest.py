@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from testdata import digest_fixtures, digest_vectors
 
-from toolchain.cli import main
+from keep.cli import main
 from toolchain.errors import EvidenceError, InputError
 from toolchain.measure.guest import GuestSpec, Mode, measure_guest, parse_vcpu_counts, snp_ovmf_hash
 from toolchain.snp.sev_legacy import launch_measurement, verify_launch_measurement
@@ -399,7 +399,7 @@ def test_help_imports_nothing_heavy():
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     probe = (
         "import sys, io, contextlib\n"
-        "from toolchain.cli import main\n"
+        "from keep.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try: main(['measure-guest', '--help'])\n"
         "    except SystemExit: pass\n"

@@ -82,7 +82,7 @@ def test_memory_moves_the_stack_and_changes_the_measurement(images: Images) -> N
 
 
 def _keep(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    command = [sys.executable, "-c", "import sys; from toolchain.cli import main; sys.exit(main())"]
+    command = [sys.executable, "-c", "import sys; from keep.cli import main; sys.exit(main())"]
     return subprocess.run(
         [*command, *argv], input=stdin, capture_output=True, timeout=300, check=False
     )

@@ -1,4 +1,4 @@
-"""The nil backend's file system model (``toolchain.run.nil_fs``, ``keep_fs.c``'s twin) alone.
+"""The nil backend's file system model (``runtime.run.nil_fs``, ``keep_fs.c``'s twin) alone.
 
 The encoding it builds from was attested, not its shape: a malformed one is refused with the
 keep's reason. Path resolution never leaves its directory and bounds link chains; inode numbers
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.errors import EvidenceError
-from toolchain.run.nil_fs import (
+from runtime.run.nil_fs import (
     ELOOP,
     ENOENT,
     ENOTDIR,
@@ -24,7 +23,8 @@ from toolchain.run.nil_fs import (
     Tree,
     walk,
 )
-from toolchain.run.trees import DirSpec, encode_tree
+from toolchain.errors import EvidenceError
+from toolchain.measure.trees import DirSpec, encode_tree
 
 
 def record(kind: int, path: bytes, data: bytes = b"") -> bytes:

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from test_verify import SAMPLES, SimulatedChain, simulated  # noqa: F401 (a fixture)
 
-from toolchain.build import app as app_build
-from toolchain.build import compile as compile_mod
-from toolchain.build import tools
 from toolchain.errors import InputError
+from toolchain.image import app as app_build
+from toolchain.image import compile as compile_mod
+from toolchain.image import tools
 from toolchain.snp import certs
 from toolchain.snp.report import SIGNED_SIZE, AttestationReport, load_report
 from toolchain.snp.tcb import TcbVersion
@@ -152,7 +152,7 @@ def test_build_jobs_bound(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_measure_guest_imports_only_what_it_needs() -> None:
     probe = (
         "import sys, io, contextlib\n"
-        "from toolchain.cli import main\n"
+        "from keep.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    status = main(['measure-guest', '--mode', 'snp', '--vcpus', '1', '--vcpu-type',\n"
         "                  'EPYC-v4', '--ovmf', 'examples/guest/ovmf_AmdSev_suffix.bin'])\n"
@@ -165,14 +165,14 @@ def test_measure_guest_imports_only_what_it_needs() -> None:
     )
     loaded = set(done.stdout.strip().split(","))
     assert "toolchain.measure.guest" in loaded  # it did measure
-    for heavy in ("importlib.metadata", "json", "cryptography", "toolchain.cli.build"):
+    for heavy in ("importlib.metadata", "json", "cryptography", "keep.cli.build"):
         assert heavy not in loaded, heavy
 
 
 def test_an_opt_level_other_than_o2_is_in_the_provenance(tmp_path: Path) -> None:
     import json
 
-    from toolchain.build.keep_build import build_keep
+    from toolchain.image.keep_build import build_keep
 
     hello = ROOT / "examples" / "hello" / "hello.wat"
     default = build_keep(hello, tmp_path / "o2", vcpu_counts=(1,))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from ukernel_images import Images, build_images
 
-from toolchain.cli import main
+from keep.cli import main
 from toolchain.measure.keep import build_plan
 from toolchain.measure.plan import PLAN_FILE
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import toolchain.sign.trust as sign_trust
-from toolchain.cli import main
+from keep.cli import main
 from toolchain.errors import EvidenceError, InputError
 from toolchain.sign import (
     ComponentDigest,
@@ -654,7 +654,7 @@ def test_reproduce_refuses_an_envelope_trusted_only_by_a_planted_policy(
     def no_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("reproduce built from an envelope the built-in policy refuses")
 
-    monkeypatch.setattr("toolchain.build.keep_build.build_keep", no_build)
+    monkeypatch.setattr("toolchain.image.keep_build.build_keep", no_build)
     monkeypatch.chdir(tmp_path)
     relative = f"reference-measurements/{__version__}/hello.dsse.json"
     assert main(["reproduce", relative]) == 1
@@ -689,8 +689,8 @@ def test_run_refuses_references_trusted_only_by_a_planted_policy(
 ) -> None:
     """keep run --references from the attacker's directory: their envelope lists the very keep
     built here (so their policy alone would let it run); the built-in policy refuses it."""
-    from toolchain.build import tools
-    from toolchain.build.keep_build import build_keep
+    from toolchain.image import tools
+    from toolchain.image.keep_build import build_keep
     from toolchain.measure.plan import LaunchPlan
     from toolchain.measure.reference import keep_statement
 
@@ -853,7 +853,7 @@ def test_an_installed_wheel_carries_the_built_in_policy(tmp_path: Path, key_a: P
     import sys
     import zipfile
 
-    from toolchain.build.wheel import wheel_bytes
+    from toolchain.image.wheel import wheel_bytes
 
     _, data = wheel_bytes(ROOT)
     site = tmp_path / "site-packages"
@@ -865,7 +865,7 @@ def test_an_installed_wheel_carries_the_built_in_policy(tmp_path: Path, key_a: P
     plant_trust_policy(here, key_a)
     (here / "e.json").write_bytes(sign_statement(_statement(), key_a))
     script = (
-        "import sys, toolchain; from toolchain.cli import main; print(toolchain.__file__); "
+        "import sys, toolchain; from keep.cli import main; print(toolchain.__file__); "
         "sys.exit(main(['references', 'verify', 'e.json', '--at', '2026-11-27T12:00:00Z']))"
     )
     done = subprocess.run(

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from keep.cli import main as keep_main
 from toolchain import __version__
-from toolchain.cli import main as keep_main
 from toolchain.release import reproduce
 from toolchain.release.history import SOURCE_COMMIT_FILE
 from toolchain.sign import Envelope, TrustPolicy, verify_envelope

@@ -63,7 +63,13 @@ def test_tree_digest_is_the_documented_encoding(tmp_path: Path) -> None:
         ]
     )
     assert tree_sha256(root) == hashlib.sha256(expected).hexdigest()
-    assert TRUSTED_SOURCES == ("runtime", "examples", "toolchain", "requirements/runtime.txt")
+    assert TRUSTED_SOURCES == (
+        "keep",
+        "runtime",
+        "examples",
+        "toolchain",
+        "requirements/runtime.txt",
+    )
 
 
 def test_tree_digest_ignores_bytecode_and_untrusted_paths_only(tmp_path: Path) -> None:

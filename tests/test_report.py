@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toolchain.cli import main
+from keep.cli import main
 from toolchain.errors import InputError, KeepError
 from toolchain.snp.policy import GuestPolicy
 from toolchain.snp.report import (

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from keep.cli import main as keep_main
 from toolchain.checks import Checklist
-from toolchain.cli import main as keep_main
 from toolchain.errors import InputError
 from toolchain.release import TRUSTED_ARTIFACTS, make_release, reproduce
 from toolchain.release.difference import json_differences
@@ -40,7 +40,7 @@ VERSION = "0.0.1"
 
 def _copy_sources(destination: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("runtime", "examples", "toolchain"):
+    for name in ("keep", "runtime", "examples", "toolchain"):
         shutil.copytree(ROOT / name, destination / name, ignore=ignore)
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     text = re.sub(r'(?m)^version = "[^"]*"', f'version = "{VERSION}"', text, count=1)
@@ -217,12 +217,12 @@ def test_a_tree_that_is_not_the_signed_source_never_runs(
     repo = tmp_path / "repo"
     shutil.copytree(published.repo, repo, symlinks=True)
     marker = tmp_path / "crafted-code-ran"
-    build_cli = repo / "toolchain" / "cli" / "build.py"
+    build_cli = repo / "keep" / "cli" / "build.py"
     build_cli.write_text(
         build_cli.read_text(encoding="utf-8") + _MARK.format(path=str(marker)), encoding="utf-8"
     )
     _git(repo, "checkout", "-q", "-b", "crafted")
-    _git(repo, "commit", "-q", "-m", "crafted build code", "--", "toolchain/cli/build.py")
+    _git(repo, "commit", "-q", "-m", "crafted build code", "--", "keep/cli/build.py")
     crafted = _git(repo, "rev-parse", "HEAD")
     _git(repo, "checkout", "-q", "-")
     trust = _policy_file(repo)
@@ -250,11 +250,11 @@ def test_reproduce_refuses_a_changed_copy_before_building(
     def no_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("reproduce built a tree that is not the signed source")
 
-    monkeypatch.setattr("toolchain.build.keep_build.build_keep", no_build)
+    monkeypatch.setattr("toolchain.image.keep_build.build_keep", no_build)
     source = _changed_copy(
         published,
         tmp_path,
-        "runtime/wasm/wasi.c",
+        "runtime/guest/wasm/wasi.c",
         "#define LAUNCH_ARGS_MAX (64u << 10)\n",
         "#define LAUNCH_ARGS_MAX (65u << 10)\n",
     )
@@ -342,7 +342,7 @@ def test_installed_package_rebuilds_from_the_current_directory(
     version, and otherwise says to pass --source (exit 2, never a traceback)."""
     import toolchain
 
-    monkeypatch.setattr("toolchain.build.keep_build.ROOT", tmp_path / "site-packages")
+    monkeypatch.setattr("toolchain.image.keep_build.ROOT", tmp_path / "site-packages")
     monkeypatch.setattr(toolchain, "__version__", VERSION)  # what the installed metadata says
     unsigned = _unsigned_release(published, tmp_path / "elsewhere")
     argv = ["reproduce", str(unsigned), "--trust", str(_policy_file(published.repo))]
@@ -360,12 +360,12 @@ def test_installed_package_rebuilds_from_the_current_directory(
 
 
 def test_changed_microkernel_byte_names_ukernel_elf(published: Published, tmp_path: Path) -> None:
-    boot = (published.repo / "runtime/ukernel/boot.c").read_text(encoding="utf-8")
+    boot = (published.repo / "runtime/guest/ukernel/boot.c").read_text(encoding="utf-8")
     found = re.search(r"#define KEEP_EXIT_ATTEST_FAILED (\d+)", boot)
     assert found is not None
     old = found.group(0)
     new = old[:-1] + str((int(old[-1]) + 1) % 10)  # one byte
-    source = _changed_copy(published, tmp_path, "runtime/ukernel/boot.c", old, new)
+    source = _changed_copy(published, tmp_path, "runtime/guest/ukernel/boot.c", old, new)
     checklist = _as_if_unsigned(published, "hello", source)
     assert not checklist.ok
     names = _by_name(checklist)
@@ -385,7 +385,7 @@ def test_changed_runtime_byte_names_runtime_elf(published: Published, tmp_path: 
     source = _changed_copy(
         published,
         tmp_path,
-        "runtime/wasm/wasi.c",
+        "runtime/guest/wasm/wasi.c",
         "#define LAUNCH_ARGS_MAX (64u << 10)\n",
         "#define LAUNCH_ARGS_MAX (65u << 10)\n",
     )
@@ -406,7 +406,7 @@ def test_untrusted_signature_is_refused_before_any_build(
     def no_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("reproduce built from an envelope that does not verify")
 
-    monkeypatch.setattr("toolchain.build.keep_build.build_keep", no_build)
+    monkeypatch.setattr("toolchain.image.keep_build.build_keep", no_build)
     checklist = reproduce(forged, published.trust, published.repo)
     assert not checklist.ok
     assert _by_name(checklist)["threshold"] is False

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
+from keep.cli import main
 from runtime.firmware.sim import SimFirmware
+from runtime.run.attest import LiveAttestation, fresh_nonce
+from runtime.run.runner import _roots, development_references
 from runtime.vmm.keep import run_keep
 from runtime.vmm.platform import kvm_unavailable_reason
-from toolchain.build.keep_build import KeepBuild, build_keep
-from toolchain.cli import main
 from toolchain.errors import EvidenceError
+from toolchain.image.keep_build import KeepBuild, build_keep
 from toolchain.measure.keep import build_plan
 from toolchain.measure.plan import LaunchPlan, Region
-from toolchain.run.attest import LiveAttestation, fresh_nonce
-from toolchain.run.runner import _roots, development_references
 from toolchain.sign import dev_key, generate_private_key
 from toolchain.sign.references import verify_envelope
 from toolchain.snp.digest import PageType
@@ -385,7 +385,7 @@ def test_non_positive_timeout_is_unusable_input(tmp_path: Path, capfd) -> None:
 
 # -- a keep that does not attest fails the run, whatever it asks for (issue 10, finding 2) ------
 
-#: Edits of runtime/ukernel/boot.c, compiled in the test's own tree only (the measured sources
+#: Edits of runtime/guest/ukernel/boot.c, compiled in the test's own tree only (the measured sources
 #: are never touched): each is a microkernel that skips or abuses one step of attestation.
 #: variant → (a line inserted first in keep_main, how many times the attestation block stays)
 HOSTILE_BOOTS = {
@@ -413,7 +413,7 @@ def hostile_build(tmp_path: Path, build: KeepBuild, variant: str) -> KeepBuild:
     """``build`` with a microkernel compiled from an edited copy of boot.c (and its new plan)."""
     import shutil
 
-    from toolchain.build.ukernel import SOURCE_DIR, build_ukernel
+    from toolchain.image.ukernel import SOURCE_DIR, build_ukernel
     from toolchain.measure.plan import PLAN_FILE
 
     first, copies = HOSTILE_BOOTS[variant]
@@ -421,7 +421,7 @@ def hostile_build(tmp_path: Path, build: KeepBuild, variant: str) -> KeepBuild:
     shutil.copytree(SOURCE_DIR, sources)
     boot = sources / "boot.c"
     text = boot.read_text()
-    # The attestation block: REPORT_DATA and ATTEST, or exit (runtime/ukernel/boot.c).
+    # The attestation block: REPORT_DATA and ATTEST, or exit (runtime/guest/ukernel/boot.c).
     start = text.index("    if (keep_hypercall(KEEP_HC_REPORT_DATA")
     end = text.index("    }\n", start) + len("    }\n")
     text = text[:start] + text[start:end] * copies + text[end:]
@@ -453,7 +453,7 @@ def test_a_keep_that_does_not_attest_fails_the_run(
     hostile = hostile_build(tmp_path, hello_build, variant)
     # The runner signs a development reference for exactly this microkernel, so the launch
     # digest matches: only the missing (or doubled) attestation step can fail the run.
-    monkeypatch.setattr("toolchain.run.runner.build_for_run", lambda *_args: hostile)
+    monkeypatch.setattr("runtime.run.runner.build_for_run", lambda *_args: hostile)
     status = main(["run", "--dev", "--backend", "kvm", str(HELLO)])
     captured = capfd.readouterr()
     assert status == 1, captured.err
@@ -532,7 +532,7 @@ def test_the_runner_does_not_take_the_vmms_word_for_attestation(
             super().__init__(*args, **{**options, "require_attestation": False})
 
     hostile = hostile_build(tmp_path, hello_build, "exit-before-attest")
-    monkeypatch.setattr("toolchain.run.runner.build_for_run", lambda *_args: hostile)
+    monkeypatch.setattr("runtime.run.runner.build_for_run", lambda *_args: hostile)
     monkeypatch.setattr(keep, "HypercallServer", Lenient)
     status = main(["run", "--dev", "--backend", "kvm", str(HELLO)])
     captured = capfd.readouterr()
@@ -649,7 +649,7 @@ def test_a_timeout_has_its_own_exit_status(
 
 
 def test_help_lists_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
-    from toolchain.cli.run import EXIT_CODES
+    from keep.cli.run import EXIT_CODES
 
     with pytest.raises(SystemExit):
         main(["run", "--help"])
@@ -663,8 +663,8 @@ def test_help_lists_every_exit_status(capsys: pytest.CaptureFixture[str]) -> Non
 def test_witnessed_firmware_counts_sealed_guest_requests_too():
     """SNP guest messages reach the firmware through the same witness as plain report requests:
     a refused one counts as requested, never as produced."""
+    from runtime.run.attest import WitnessedFirmware
     from toolchain.errors import EvidenceError
-    from toolchain.run.attest import WitnessedFirmware
 
     class Inner:
         name = "fake"  # a test double: answers the first message, refuses the second

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.build import record, tools
-from toolchain.build.cache import BuildCache, CacheHit
-from toolchain.build.keep_build import KeepBuild, build_keep
-from toolchain.cli import main
-from toolchain.run import runner
+from keep.cli import main
+from runtime.run import runner
+from toolchain.image import record, tools
+from toolchain.image.cache import BuildCache, CacheHit
+from toolchain.image.keep_build import KeepBuild, build_keep
 from toolchain.sign import generate_private_key
 from toolchain.sign.keys import DEV_KEY_NAME, write_key_pair
 from toolchain.state import state_dir
@@ -101,7 +101,7 @@ def test_a_changed_application_is_not_recognised(built: KeepBuild) -> None:
 def source_copy(tmp_path: Path, built: KeepBuild) -> Path:
     """A copy of the source tree, recorded as the root ``built`` was made from."""
     copy = tmp_path / "src"
-    for package in ("toolchain", "runtime"):
+    for package in ("keep", "toolchain", "runtime"):
         shutil.copytree(
             ROOT / package, copy / package, ignore=shutil.ignore_patterns("__pycache__")
         )
@@ -119,7 +119,8 @@ def source_copy(tmp_path: Path, built: KeepBuild) -> Path:
 
 
 @pytest.mark.parametrize(
-    "source", ["runtime/ukernel/entry.S", "runtime/wasm/wasi.c", "toolchain/measure/keep.py"]
+    "source",
+    ["runtime/guest/ukernel/entry.S", "runtime/guest/wasm/wasi.c", "toolchain/measure/keep.py"],
 )
 def test_a_changed_source_file_is_not_recognised(
     built: KeepBuild, source_copy: Path, source: str
@@ -133,9 +134,9 @@ def test_a_changed_source_file_is_not_recognised(
 def test_a_new_source_file_or_changed_metadata_is_not_recognised(
     built: KeepBuild, source_copy: Path
 ) -> None:
-    (source_copy / "runtime" / "wasm" / "extra.h").write_text("#define EXTRA 1\n")
+    (source_copy / "runtime" / "guest" / "wasm" / "extra.h").write_text("#define EXTRA 1\n")
     assert _recorded(built, root=source_copy) is None
-    (source_copy / "runtime" / "wasm" / "extra.h").unlink()
+    (source_copy / "runtime" / "guest" / "wasm" / "extra.h").unlink()
     assert _recorded(built, root=source_copy) is not None
     pyproject = source_copy / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace("version =", "version  =", 1))
@@ -212,11 +213,11 @@ def test_the_fast_path_imports_no_build_tooling(built: KeepBuild) -> None:
     script = (
         "import sys, io\n"
         "from pathlib import Path\n"
-        "from toolchain.run.runner import RunOptions, _Log, build_for_run\n"
+        "from runtime.run.runner import RunOptions, _Log, build_for_run\n"
         f"found = build_for_run(Path({str(_app(built))!r}), Path({str(built.out_dir)!r}), 1, "
         "_Log(RunOptions(app=Path('x'), log=io.StringIO())))\n"
-        "heavy = ('elftools', 'wasmtime', 'toolchain.build.app', 'toolchain.measure.keep',\n"
-        "         'toolchain.build.compile', 'importlib.metadata')\n"
+        "heavy = ('elftools', 'wasmtime', 'toolchain.image.app', 'toolchain.measure.keep',\n"
+        "         'toolchain.image.compile', 'importlib.metadata')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))\n"
     )
     done = subprocess.run(
@@ -228,7 +229,7 @@ def test_the_fast_path_imports_no_build_tooling(built: KeepBuild) -> None:
 def test_keep_run_takes_the_recorded_build_and_rebuilds_a_changed_one(
     built: KeepBuild, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from toolchain.build import keep_build
+    from toolchain.image import keep_build
 
     def no_pipeline(*args: object, **kwargs: object) -> KeepBuild:
         raise AssertionError("the build pipeline ran for a recorded build")

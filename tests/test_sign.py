@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolchain.cli import main
+from keep.cli import main
 from toolchain.errors import InputError
 from toolchain.sign import (
     PREDICATE_TYPE,
@@ -341,7 +341,7 @@ def _refusal(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 @pytest.fixture(scope="module")
 def hello_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from toolchain.build.keep_build import build_keep
+    from toolchain.image.keep_build import build_keep
 
     out = tmp_path_factory.mktemp("hello") / "build"
     build_keep(ROOT / "examples/hello/hello.wat", out, vcpu_counts=(1,))

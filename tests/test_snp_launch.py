@@ -487,7 +487,7 @@ def test_the_example_keep_launches_through_the_driver(tmp_path: Path) -> None:
     """The real example keep's snp plan (secrets and CPUID pages included) through the whole
     sequence: the VMM's digest, the fake firmware's (KVM's VMSAs) and the snp plan's agree and
     are the snp digest keep build reports, and the GHCB and hypercall pages stay shared."""
-    from toolchain.build.keep_build import build_keep
+    from toolchain.image.keep_build import build_keep
     from toolchain.measure.keep import GHCB_PAGE, snp_plan_of
 
     hello = Path(__file__).resolve().parent.parent / "examples" / "hello" / "hello.wat"
@@ -539,7 +539,7 @@ def test_nothing_in_the_product_imports_the_fake() -> None:
     root = Path(__file__).resolve().parent.parent
     importers = [
         path.relative_to(root).as_posix()
-        for top in ("toolchain", "runtime")
+        for top in ("keep", "toolchain", "runtime")
         for path in (root / top).rglob("*.py")
         if _IMPORTS_FAKE.search(path.read_text(encoding="utf-8"))
     ]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.cli import main
+from keep.cli import main
 from toolchain.errors import InputError, PlatformError
 from toolchain.sign import (
     ComponentDigest,

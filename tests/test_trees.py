@@ -1,7 +1,7 @@
 """The host half of ``--dir``: spec parsing, the canonical tree encoding, its digest and bound.
 
 The expected encoding is written out byte by byte from the documented format
-(``toolchain/run/trees.py``), not produced by the code under test.
+(``toolchain/measure/trees.py``), not produced by the code under test.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from toolchain.errors import InputError
-from toolchain.run.trees import (
+from toolchain.measure.trees import (
     TREE_MAGIC,
     TREES_MAX_BYTES,
     DirSpec,

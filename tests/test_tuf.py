@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.cli import main
+from keep.cli import main
 from toolchain.errors import EvidenceError, InputError
 from toolchain.sign import (
     ComponentDigest,

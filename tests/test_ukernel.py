@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from ukernel_images import Images, build_images
 
-from toolchain.build.compile import RING0, RING3, build_env
-from toolchain.build.tools import zig
-from toolchain.build.ukernel import INCLUDE_DIR, SOURCE_DIR, UKERNEL_FLAGS, ukernel_sources
+from toolchain.image.compile import RING0, RING3, build_env
+from toolchain.image.tools import zig
+from toolchain.image.ukernel import INCLUDE_DIR, SOURCE_DIR, UKERNEL_FLAGS, ukernel_sources
 from toolchain.measure.keep import VECTOR_STUB_SIZE, load_elf, read_layout
 
 # Every macro of keep_abi.h that the layout note must agree with (name in header → note field).

@@ -20,8 +20,8 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keep.cli import main
 from toolchain.checks import Checklist
-from toolchain.cli import main
 from toolchain.errors import InputError, KeepError
 from toolchain.snp import certs
 from toolchain.snp.policy import GuestPolicy

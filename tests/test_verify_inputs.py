@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolchain.cli import main
+from keep.cli import main
 from toolchain.errors import InputError, KeepError
 from toolchain.snp import certs
 from toolchain.snp.bundle import (

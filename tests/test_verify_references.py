@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from testdata import DATA
 
-from toolchain.cli import main
+from keep.cli import main
 from toolchain.sign import (
     KeepPredicate,
     LaunchConfig,

@@ -32,7 +32,7 @@ HELLO_OUTPUT = b"hello from a keep\narg: hello.wasm\narg: first\nenv: LANG=C\n"
 
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory: pytest.TempPathFactory) -> LaunchPlan:
-    from toolchain.build.keep_build import build_keep
+    from toolchain.image.keep_build import build_keep
 
     out = tmp_path_factory.mktemp("hello-keep")
     build_keep(ROOT / "examples" / "hello" / "hello.wat", out, vcpu_counts=(1,))

@@ -241,7 +241,7 @@ def test_this_host_says_what_it_lacks_for_snp() -> None:
 
 
 def test_keep_platform_explains_why_snp_cannot_run(capsys: pytest.CaptureFixture[str]) -> None:
-    from toolchain.cli import main
+    from keep.cli import main
 
     assert main(["platform", "--no-timing"]) == 0
     out = capsys.readouterr().out

@@ -22,7 +22,7 @@ import wasmtime
 from test_wasi_differential import TRAP_STATUS, Outcome, run_wasmtime_module
 from wasi_c.wasi_cc import compile_wasi
 
-from toolchain.build.keep_build import build_keep
+from toolchain.image.keep_build import build_keep
 from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
 try:
@@ -234,7 +234,7 @@ def test_runner_with_development_reference(
     built: dict[str, Built], capfd: pytest.CaptureFixture[str]
 ) -> None:
     """The whole ``keep run --dev`` path: attestation verified, then the C program runs."""
-    from toolchain.run.runner import RunOptions, run_app
+    from runtime.run.runner import RunOptions, run_app
 
     program = built["sha256"]
     log = io.StringIO()
@@ -252,7 +252,7 @@ def test_runner_with_development_reference(
 def test_keep_run_forwards_stdin_on_kvm(built: dict[str, Built]) -> None:
     """``keep run`` (kvm backend) hands its own stdin to the application."""
     program = built["stdin_read"]
-    argv = [sys.executable, "-m", "toolchain", "run", "--dev", "--backend", "kvm"]
+    argv = [sys.executable, "-m", "keep", "run", "--dev", "--backend", "kvm"]
     done = subprocess.run(
         [*argv, "--build-dir", str(program.keep_dir), str(program.wasm)],
         input=b"hello\nworld\n",
@@ -269,7 +269,7 @@ def test_keep_run_forwards_stdin_on_kvm(built: dict[str, Built]) -> None:
 def test_exit_status_beyond_255_never_becomes_success(
     built: dict[str, Built], status: int, expected: int, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from toolchain.run.runner import RunOptions, run_app
+    from runtime.run.runner import RunOptions, run_app
 
     program = built["exit_code"]
     log = io.StringIO()

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 import wasmtime
 
-from toolchain.build.app import build_app_image
-from toolchain.run.nil import TRAP_EXIT_STATUS, trap_names
+from runtime.run.nil import TRAP_EXIT_STATUS, trap_names
+from toolchain.image.app import build_app_image
 
 ROOT = Path(__file__).resolve().parent.parent
 WAT_DIR = ROOT / "tests" / "wat"
 TRAP_STATUS = TRAP_EXIT_STATUS
-# wasmtime's trap codes → the names the keep's runtime prints (runtime/wasm/glue.c).
+# wasmtime's trap codes → the names the keep's runtime prints (runtime/guest/wasm/glue.c).
 TRAP_NAMES = trap_names()
 
 

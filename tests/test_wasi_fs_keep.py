@@ -18,7 +18,7 @@ import wasmtime
 from test_wasi_c_keep import KVM_MISSING
 from wasi_c.wasi_cc import compile_wasi
 
-from toolchain.cli import main
+from keep.cli import main
 
 SOURCES = Path(__file__).resolve().parent / "wasi_c"
 GUEST = "/data"

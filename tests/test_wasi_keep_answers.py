@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from toolchain.build.app import build_app_image
+from toolchain.image.app import build_app_image
 
 WAT = Path(__file__).resolve().parent / "wat" / "wasi_keep_answers.wat"
 

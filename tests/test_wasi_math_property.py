@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_wasi_differential import Case, run_wasmtime
 
-from toolchain.build.app import build_app_image
+from toolchain.image.app import build_app_image
 
 WAT = Path(__file__).resolve().parent / "wat" / "math_stdin.wat"
 

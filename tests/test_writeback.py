@@ -1,4 +1,4 @@
-"""The write-back writer (``toolchain/run/writeback.py``): a tree's encoding into a host directory.
+"""The write-back writer (``runtime/run/writeback.py``): a tree's encoding into a host directory.
 
 Hostile encodings are written out byte by byte from the documented format; every refusal must
 leave the host directory (and anything outside it) exactly as it was.
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from runtime.run.writeback import write_back
 from toolchain.errors import EvidenceError
-from toolchain.run.trees import TREE_MAGIC, DirSpec, encode_tree
-from toolchain.run.writeback import write_back
+from toolchain.measure.trees import TREE_MAGIC, DirSpec, encode_tree
 
 D, F, L = 3, 4, 7
 

@@ -41,8 +41,8 @@ def build_images(out: Path, *, cache_dir: Path) -> Images:
     old = os.environ.get("KEEPSTACK_CACHE_DIR")
     os.environ["KEEPSTACK_CACHE_DIR"] = str(cache_dir)
     try:
-        from toolchain.build.compile import RING3, compile_c, link
-        from toolchain.build.ukernel import INCLUDE_DIR, build_ukernel
+        from toolchain.image.compile import RING3, compile_c, link
+        from toolchain.image.ukernel import INCLUDE_DIR, build_ukernel
 
         ukernel = build_ukernel(out)
         obj = compile_c(

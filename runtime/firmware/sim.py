@@ -49,7 +49,7 @@ from cryptography.x509.oid import NameOID
 
 from runtime.firmware.interface import HOST_DATA_SIZE, ID_BLOCK_SIZE, CertificateChain
 from toolchain.errors import EvidenceError, InputError, PlatformError
-from toolchain.snp.certs import AMD_PSS, vcek_extensions
+from toolchain.snp.certs import AMD_PSS, SIM_ORGANIZATION, vcek_extensions
 from toolchain.snp.cpu import cpu_signature
 from toolchain.snp.digest import PAGE_SIZE, VMSA_GPA, LaunchDigest, PageType
 from toolchain.snp.guest_msg import (
@@ -80,7 +80,6 @@ SIM_CPUID = (0x19, 0x11, 0x01)
 #: The TCB the simulated VCEK is issued for and every report states.
 SIM_TCB = TcbVersion(bootloader=9, tee=0, snp=23, microcode=72)
 SIM_FIRMWARE_VERSION = (1, 55, 40)  # major, minor, build
-SIM_ORGANIZATION = "Keepstack simulated SNP firmware (NOT AMD)"
 STATE_SUBDIR = "sim-firmware"
 REPORT_VERSION = 3
 _POLICY_MUST_BE_ONE = 1 << 17

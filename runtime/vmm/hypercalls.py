@@ -1,4 +1,4 @@
-"""The VMM side of the keep hypercall ABI, versions 1 and 2 (``runtime/ukernel/ABI.md``).
+"""The VMM side of the keep hypercall ABI, versions 1 and 2 (``runtime/guest/ukernel/ABI.md``).
 
 ``HypercallServer.serve()`` is the doorbell handler: it reads the request from the hypercall
 page, checks every guest-supplied number before it touches anything, does the call and writes the

@@ -237,7 +237,7 @@ def run_keep(
 ) -> KeepResult:
     """Launch ``plan`` on KVM with ``firmware`` and run it to the end; see the module docstring.
 
-    ``trees`` is the preopened trees' transfer blob (``toolchain.run.trees.transfer_blob``),
+    ``trees`` is the preopened trees' transfer blob (``toolchain.measure.trees.transfer_blob``),
     served by the TREES call after attestation; ``report_data`` must then bind their digests.
 
     ``on_report`` is the runner's verifier: it gets the keep's ATTESTATION_REPORT (bound to

@@ -1,6 +1,7 @@
 """Tiny hand-assembled guests for VMM tests and the VMM benchmark (no microkernel needed).
 
-A mini guest uses the keep's layout (``runtime/ukernel/ABI.md``): GDT at 0x1000, page tables at
+A mini guest uses the keep's layout (``runtime/guest/ukernel/ABI.md``): GDT at 0x1000,
+page tables at
 0x10000 (2 MiB pages, identity mapped, user accessible), hypercall page at 0x200000, data buffer
 at 0x201000, doorbell at 0x400000. Its code is one page of x86-64 machine code produced by
 ``Asm`` below, entered directly in 64-bit mode at ring 3 (at 0x1000000) or ring 0 (at

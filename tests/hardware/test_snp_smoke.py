@@ -85,7 +85,7 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
     from runtime.vmm.hypercalls import HypercallLayout, HypercallServer
     from runtime.vmm.snp_launch import SnpLaunch
     from runtime.vmm.vcpu import Vcpu, Watchdog
-    from toolchain.build.keep_build import build_keep
+    from toolchain.image.keep_build import build_keep
     from toolchain.measure.keep import snp_plan_of
     from toolchain.measure.plan import LaunchPlan
     from toolchain.snp import certs

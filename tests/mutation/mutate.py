@@ -356,8 +356,8 @@ def tests_for(module: str) -> list[Path]:
 
 def _direct_tests(module: str) -> list[Path]:
     parent, _, name = module.rpartition(".")
-    if parent == f"{PACKAGE}.cli":  # a subcommand: the tests that run it by name
-        table = (ROOT / PACKAGE / "cli" / "__init__.py").read_text(encoding="utf-8")
+    if parent == "keep.cli":  # a subcommand: the tests that run it by name
+        table = (ROOT / "keep" / "cli" / "__init__.py").read_text(encoding="utf-8")
         commands = re.findall(rf'"([\w-]+)": \("{re.escape(name)}",', table)
         patterns_cli = [rf'"{re.escape(c)}"' for c in commands]
         return [

@@ -1,5 +1,5 @@
 /* Pointers outside linear memory on the file and path calls: the keep answers EFAULT where
- * wasmtime traps (runtime/wasm/README.md), so this program has no oracle but the spec's errno;
+ * wasmtime traps (runtime/guest/wasm/README.md), so this program has no oracle but the spec's errno;
  * tests/test_wasi_fs_keep.py requires the same lines on nil and kvm, every answer 21, and that
  * nothing was created by a call that failed. */
 #include <stdint.h>

@@ -1,7 +1,7 @@
 """Compile a C test or benchmark program to a wasm32-wasi command with the pinned ``zig cc``.
 
-The compiler is the one the keep build uses (``toolchain.build.tools.zig``, checked against its
-wheel's RECORD), run in the same scrubbed environment (``toolchain.build.compile.build_env``).
+The compiler is the one the keep build uses (``toolchain.image.tools.zig``, checked against its
+wheel's RECORD), run in the same scrubbed environment (``toolchain.image.compile.build_env``).
 Flags are fixed and name no build path, so a program compiles to the same bytes everywhere; the
 result is cached by (zig identity, flags, source and header bytes) in the build cache.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from toolchain.build import tools
-from toolchain.build.cache import BuildCache, step_key
-from toolchain.build.compile import build_env
+from toolchain.image import tools
+from toolchain.image.cache import BuildCache, step_key
+from toolchain.image.compile import build_env
 
 HERE = Path(__file__).resolve().parent
 

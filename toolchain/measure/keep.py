@@ -1,7 +1,7 @@
 """Lay a keep out: microkernel ELF + ring-3 runtime image ELF (+ vCPU count) → ``LaunchPlan``.
 
 The microkernel declares the layout in its ``.note.keepstack`` note (``struct keep_layout`` in
-``runtime/ukernel/include/keep_abi.h``); this module reads it and builds, as measured pages:
+``runtime/guest/ukernel/include/keep_abi.h``); this module reads it and builds, as measured pages:
 
 * the GDT + TSS page, the IDT page (256 interrupt gates on IST1, pointing at the microkernel's
   vector stubs), the user-info page (``struct keep_user_info``), the SECRETS and CPUID pages;
@@ -23,7 +23,8 @@ pointer carries the C-bit (``c_bit``, CPUID 0x8000001F EBX[5:0], ``DEFAULT_C_BIT
 Genoa and Turin), the GHCB page (``GHCB_PAGE``, ring 0) and the hypercall page, buffer and
 doorbell are mapped with it clear and never launched, and the plan's VMSAs are KVM's
 (``LaunchPlan.vmsa_pages``). One code path lays out both; ``snp_plan_of`` lays out a built keep's
-``snp`` twin from its ELFs, checked against its simulated plan. See ``runtime/ukernel/ABI.md``.
+``snp`` twin from its ELFs, checked against its simulated plan.
+See ``runtime/guest/ukernel/ABI.md``.
 
 ELF input is validated strictly: anything malformed, overlapping or misaligned is an
 ``InputError`` naming the problem.
@@ -77,6 +78,12 @@ LARGE_PAGE = 0x200000
 #: The guest memory a keep may be built with (``build_plan(memory=...)``).
 GUEST_MEMORY_MIN = 64 << 20
 GUEST_MEMORY_MAX = 4 << 30
+WASM_PAGE = 65536
+#: What the keep's runtime takes from its heap besides the linear memory: the 64 KiB launch
+#: argument buffer (LAUNCH_ARGS_MAX, runtime/guest/wasm/wasi.c), block headers, the argument table
+#: and wasm2c's tables. Measured: in a keep with a 243,228,672-byte heap (3711.4 pages) a
+#: module growing page by page reaches 3710 pages; heap minus this reserve gives the same.
+RUNTIME_HEAP_RESERVE = 80 * 1024
 
 # Selectors and GDT (see keep_abi.h): null, kernel code, kernel data, user code, user data, TSS.
 SEL_KCODE, SEL_KDATA, SEL_UCODE, SEL_UDATA, SEL_TSS = 0x08, 0x10, 0x1B, 0x23, 0x28
@@ -196,7 +203,8 @@ DEFAULT_C_BIT = 51
 #: The C-bit lies in a page-table entry's address field (bits 12..51) and above every address
 #: the keep maps (one PML4 entry: below 2^39).
 C_BIT_RANGE = range(39, 52)
-#: The GHCB page on ``snp`` (ring 0 RW, NX, C-bit clear, never launched); runtime/ukernel/ABI.md.
+#: The GHCB page on ``snp`` (ring 0 RW, NX, C-bit clear, never launched);
+#: runtime/guest/ukernel/ABI.md.
 GHCB_PAGE = 0x6000
 
 
@@ -352,7 +360,7 @@ def read_layout(ukernel: ElfImage) -> KeepLayout:
     if not found or len(layouts) != 1:
         raise InputError(
             f"the {ukernel.name} has no (or more than one) Keepstack layout note",
-            hint="build it with toolchain.build.ukernel (runtime/ukernel/note.c)",
+            hint="build it with toolchain.image.ukernel (runtime/guest/ukernel/note.c)",
         )
     desc = layouts[0]
     if len(desc) < 8:
@@ -699,7 +707,7 @@ def build_plan(
         raise InputError(
             f"the runtime image starts at {user.start:#x}, below the user base "
             f"{layout.user_base:#x}",
-            hint="link it at 0x1000000 or above (see runtime/ukernel/ABI.md)",
+            hint="link it at 0x1000000 or above (see runtime/guest/ukernel/ABI.md)",
         )
     stack_top = ram
     stack_bottom = ram - layout.user_stack_size
@@ -833,3 +841,9 @@ def snp_plan_of(
     return build_plan(
         ukernel, runtime, vcpu_count=count, memory=plan.ram_size, platform=PLATFORM_SNP, c_bit=c_bit
     )
+
+
+def linear_memory_limit(heap_size: int) -> int:
+    """The most linear memory (bytes, whole pages) the keep's runtime can give a module: what
+    both backends enforce at run time and ``keep build`` checks the module against."""
+    return max(0, (heap_size - RUNTIME_HEAP_RESERVE) // WASM_PAGE * WASM_PAGE)

@@ -99,7 +99,7 @@ class Region:
 
 @dataclass(frozen=True)
 class AbiAddresses:
-    """The hypercall ABI as this keep declares it (``runtime/ukernel/ABI.md``)."""
+    """The hypercall ABI as this keep declares it (``runtime/guest/ukernel/ABI.md``)."""
 
     abi_version: int
     hc_page: int

@@ -1,7 +1,7 @@
 """Where a rebuilt artifact differs from the release's bytes.
 
 diffoscope's report where diffoscope is installed; otherwise the first differing offset and, for
-an ELF file, the section holding it (``toolchain.build.repro``), and for ``launch-plan.json`` the
+an ELF file, the section holding it (``toolchain.image.repro``), and for ``launch-plan.json`` the
 JSON paths that differ (with the label of a differing region).
 """
 
@@ -85,7 +85,7 @@ def _diffoscope(published: Path, rebuilt: Path) -> str | None:
 
 def describe(published: Path, rebuilt: Path) -> str:
     """One human-readable description of where ``rebuilt`` differs from ``published``."""
-    from toolchain.build.repro import byte_difference
+    from toolchain.image.repro import byte_difference
 
     first, second = published.read_bytes(), rebuilt.read_bytes()
     if first == second:

@@ -17,12 +17,12 @@
 Whatever the tree, it never decides the verdict. When the statement signs its source, the
 running code compares the tree's ``treeSha256`` with the signed one before anything from the
 tree runs (``toolchain.release.reproduce``). The tree then only *builds*: by the running code
-when the release is the running code's version, else by the tree's own ``python -m toolchain
-build`` in a subprocess (``build_in_tree``; the build code of an older release is the code that
-made it) writing into a directory that the running code hashes and compares with the signed
-statement. Its exit status and output never yield ✔. The pinned toolchain is the installed one,
-so ``requirements/runtime.txt`` of the tree is compared with this tree's and a difference is
-reported.
+when the release is the running code's version, else by the tree's own ``python -m keep build``
+(``python -m toolchain build`` before 0.3.0) in a subprocess (``build_in_tree``; the build code
+of an older release is the code that made it) writing into a directory that the running code
+hashes and compares with the signed statement. Its exit status and output never yield ✔. The
+pinned toolchain is the installed one, so ``requirements/runtime.txt`` of the tree is compared
+with this tree's and a difference is reported.
 """
 
 from __future__ import annotations
@@ -140,6 +140,22 @@ def unsigned_note(release_dir: Path) -> str:
     return advice
 
 
+def _guest_sources(directory: Path) -> Path | None:
+    """The microkernel sources of a tree: ``runtime/guest/ukernel`` since 0.3.0,
+    ``runtime/ukernel`` in 0.1.0 and 0.2.0."""
+    for candidate in ("runtime/guest/ukernel", "runtime/ukernel"):
+        if (directory / candidate).is_dir():
+            return directory / candidate
+    return None
+
+
+def _build_command(tree: Path) -> list[str]:
+    """How to run a tree's own ``keep``: ``python -m keep`` since 0.3.0 (the CLI has its own
+    package), ``python -m toolchain`` in 0.1.0 and 0.2.0."""
+    package = "keep" if (tree / "keep" / "__main__.py").is_file() else "toolchain"
+    return [sys.executable, "-m", package]
+
+
 def _source_tree_version(directory: Path) -> str | None:
     """The version of the Keepstack source tree at ``directory``, None when it is not one."""
     try:
@@ -147,7 +163,7 @@ def _source_tree_version(directory: Path) -> str | None:
         name, version = project["project"]["name"], project["project"]["version"]
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
         return None
-    if name != "keepstack" or not (directory / "runtime" / "ukernel").is_dir():
+    if name != "keepstack" or _guest_sources(directory) is None:
         return None
     return str(version) if (directory / "examples").is_dir() else None
 
@@ -155,7 +171,7 @@ def _source_tree_version(directory: Path) -> str | None:
 def running_tree(running_root: Path, running_version: str) -> SourceTree:
     """The running code's own source tree: beside the package, else the current directory
     when it is a Keepstack source tree of the same version."""
-    if (running_root / "examples").is_dir() and (running_root / "runtime" / "ukernel").is_dir():
+    if (running_root / "examples").is_dir() and _guest_sources(running_root) is not None:
         return SourceTree(running_root, f"this tree {running_root} (the running code's)", False)
     here = Path.cwd()
     found = _source_tree_version(here)
@@ -231,14 +247,15 @@ def requirements_note(tree: Path, current_root: Path) -> str:
 def build_in_tree(
     tree: Path, app: Path, out_dir: Path, vcpu_counts: Sequence[int], cache_dir: Path
 ) -> subprocess.CompletedProcess[str]:
-    """Run the tree's own ``keep build APP --out OUT_DIR`` (``python -m toolchain build`` with
+    """Run the tree's own ``keep build APP --out OUT_DIR`` (``python -m keep build``, or
+    ``python -m toolchain build`` in trees before 0.3.0, with
     ``PYTHONPATH=tree``, this interpreter, a fresh build cache, no bytecode written into the
     tree). Only the files in ``out_dir`` count, and only once the running code has hashed them."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH")) if p)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["KEEPSTACK_CACHE_DIR"] = str(cache_dir)
-    argv = [sys.executable, "-m", "toolchain", "build", str(app), "--out", str(out_dir)]
+    argv = [*_build_command(tree), "build", str(app), "--out", str(out_dir)]
     for count in vcpu_counts:
         argv += ["--vcpus", str(count)]
     try:

@@ -198,7 +198,7 @@ def reference_statement(
     lists a launch configuration per backend, CPU generation and vCPU count, with the launch
     digest the keep's plan gives for that count; a release also signs its ``source``. Releases and
     ``keep statement`` both use it."""
-    from toolchain.build import tools
+    from toolchain.image import tools
     from toolchain.measure.plan import PLAN_FILE, LaunchPlan
     from toolchain.measure.reference import keep_statement, snp_launch_digests
 
@@ -322,8 +322,8 @@ def _make_release(  # noqa: PLR0917 - the private body of make_release
     log: list[str] | None,
     role: str | None,
 ) -> Release:
-    from toolchain.build.cache import BuildCache
-    from toolchain.build.keep_build import build_keep
+    from toolchain.image.cache import BuildCache
+    from toolchain.image.keep_build import build_keep
     from toolchain.measure.reference import GENERATIONS
     from toolchain.sign import TrustPolicy, sign_statement, verify_envelope
     from toolchain.sign.trust import BUILTIN_SOURCE_DIR, POLICY_FILE, ROOT_FILE

@@ -31,9 +31,9 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from toolchain.build.provenance import PROVENANCE_FILE
 from toolchain.checks import Checklist
 from toolchain.errors import InputError
+from toolchain.image.provenance import PROVENANCE_FILE
 from toolchain.measure.plan import PLAN_FILE
 from toolchain.release.history import SourceTree
 from toolchain.release.layout import example_apps, example_name, published_dir
@@ -184,7 +184,7 @@ def _check_launch_digests(checklist: Checklist, predicate: KeepPredicate, plan_p
 
 
 def _report_untrusted(checklist: Checklist, references: VerifiedReferences, out_dir: Path) -> None:
-    from toolchain.build import tools
+    from toolchain.image import tools
 
     for component in references.predicate.components:
         if component.name in references.subjects:
@@ -282,8 +282,8 @@ def _build(
     checklist: Checklist, app: Path, tree: SourceTree, scratch: Path, vcpu_counts: list[int]
 ) -> Path | None:
     """Step 3: the output directory of the rebuild, None (with a ✗ line) when it did not build."""
-    from toolchain.build.cache import BuildCache
-    from toolchain.build.keep_build import ROOT, build_keep
+    from toolchain.image.cache import BuildCache
+    from toolchain.image.keep_build import ROOT, build_keep
     from toolchain.release.history import build_in_tree, requirements_note
 
     out_dir = scratch / "out"
@@ -357,7 +357,7 @@ def reproduce(
     ``source_root`` (default: the tree beside the package) with the running code and compare
     every digest (``keep reproduce`` chooses the tree and the build code as
     ``toolchain.release.history`` says)."""
-    from toolchain.build.keep_build import ROOT
+    from toolchain.image.keep_build import ROOT
 
     checklist, references = verify_release(envelope, trust, at=at)
     if references is None:

@@ -6,8 +6,9 @@ recomputes ``treeSha256`` over the tree it is about to rebuild, with the running
 compares it with the signed one *before* anything from that tree runs. The commit only says
 where to find the tree; the digest decides (so nothing rests on git's SHA-1).
 
-Which files count (``TRUSTED_SOURCES``): every file under ``runtime/``, ``examples/`` and
-``toolchain/``, and ``requirements/runtime.txt`` — exactly the paths ``nox -s release`` refuses
+Which files count (``TRUSTED_SOURCES``): every file under ``keep/``, ``runtime/``,
+``examples/`` and ``toolchain/``, and ``requirements/runtime.txt`` — exactly the paths
+``nox -s release`` refuses
 to have uncommitted — except the built-in trust policy (``toolchain/sign/release-trust/``,
 ``EXCLUDED``): it says who may sign releases, not what is built, and it changes when a release key
 is added or retired, after the release it belongs to was signed. Python's bytecode caches
@@ -43,7 +44,7 @@ from toolchain.errors import InputError
 from toolchain.sign.trust import BUILTIN_SOURCE_DIR
 
 #: What a release builds from: what it refuses to have uncommitted, and what treeSha256 covers.
-TRUSTED_SOURCES = ("runtime", "examples", "toolchain", "requirements/runtime.txt")
+TRUSTED_SOURCES = ("keep", "runtime", "examples", "toolchain", "requirements/runtime.txt")
 #: Under a trusted path but not a build input: the built-in trust policy (who may sign).
 EXCLUDED = (BUILTIN_SOURCE_DIR.as_posix(),)
 #: Python's bytecode caches: written by running the code, never part of the source.

@@ -1,6 +1,6 @@
 """Where a private key's passphrase comes from: an environment variable or a terminal prompt.
 
-Shared by ``keep keygen`` and ``keep sign``; the options themselves are in ``toolchain.cli.keygen``.
+Shared by ``keep keygen`` and ``keep sign``; the options themselves are in ``keep.cli.keygen``.
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ AMD_CERT_PINS: dict[str, str] = {
 }
 
 AMD_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+#: The organization of every certificate the simulated firmware makes: the verifier refuses it
+#: unless the simulated root was chosen explicitly.
+SIM_ORGANIZATION = "Keepstack simulated SNP firmware (NOT AMD)"
 
 
 def der_sha256(cert: x509.Certificate) -> str:

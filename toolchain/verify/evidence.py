@@ -1,6 +1,6 @@
 """An evidence file from ``keep run --evidence``, verified as a whole: ``verify_evidence``.
 
-The file (written by ``toolchain.run.runner.write_evidence``) is JSON::
+The file (written by ``runtime.run.runner.write_evidence``) is JSON::
 
     _type        "https://keepstack.dev/evidence/v1"
     nonce        hex, 64 bytes: the REPORT_DATA the runner asked for
@@ -40,7 +40,7 @@ from cryptography import x509
 
 from toolchain.checks import Checklist
 from toolchain.errors import InputError
-from toolchain.run.trees import bind_report_data
+from toolchain.measure.trees import bind_report_data
 from toolchain.sign import strict_json
 from toolchain.sign.trust import TrustPolicy
 from toolchain.snp.certs import load_certificate
@@ -162,7 +162,7 @@ def verify_evidence(
     when the caller passes a set that includes that root. ``nonce`` is the caller's expected
     REPORT_DATA; without it the binding is checked against the file's own nonce only, and the
     list says that freshness was not proved. ``trees`` are the (guest path, digest) pairs the
-    caller computed from its own directories (``toolchain.run.trees``); without them the file's
+    caller computed from its own directories (``toolchain.measure.trees``); without them the file's
     own list is what REPORT_DATA is checked against.
     """
     evidence = Evidence.parse(data)

@@ -406,10 +406,8 @@ def verify_report(
 
 def _is_simulated(name: x509.Name) -> bool:
     """Whether ``name`` is one of the simulated firmware's (its organization says so)."""
-    from runtime.firmware.sim import SIM_ORGANIZATION
-
     organizations = name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    return any(a.value == SIM_ORGANIZATION for a in organizations)
+    return any(a.value == certs.SIM_ORGANIZATION for a in organizations)
 
 
 _SIMULATED_ROOT = (

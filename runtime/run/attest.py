@@ -1,0 +1,244 @@
+"""The runner's verdict on a live attestation report.
+
+``LiveAttestation`` is the callback the VMM (``kvm`` backend) or the ``nil`` backend calls with
+the keep's ATTESTATION_REPORT. It verifies the report against the firmware's certificate chain,
+the trusted roots (AMD's only, unless the simulated root was explicitly trusted), the runner's
+fresh nonce, the verification policy and the signed reference measurements, and raises
+``EvidenceError`` naming the first failed check — so the application never starts on a report
+that does not check out.
+
+The backend (the VMM for ``kvm``) is untrusted, so the runner does not take its word that the keep
+attested: it hands the backend its own firmware wrapped in ``WitnessedFirmware``, which counts the
+report requests the firmware really served, and after the run ``LiveAttestation.verdict`` decides
+from what the runner itself saw — one report requested, produced, accepted by this verifier. A keep
+that fails any step ends the run as a failure whatever exit status it asked for, on every backend.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from toolchain.checks import Checklist
+from toolchain.errors import EvidenceError, KeepError
+
+if TYPE_CHECKING:
+    from runtime.firmware.interface import CertificateChain, Firmware
+    from toolchain.sign.references import VerifiedReferences
+    from toolchain.snp.digest import PageType
+    from toolchain.snp.vmsa import VcpuState
+    from toolchain.verify import TrustedRoots, VerificationPolicy
+
+NONCE_SIZE = 64
+
+
+def fresh_nonce() -> bytes:
+    """64 random bytes: the REPORT_DATA that binds a report to this one run."""
+    return secrets.token_bytes(NONCE_SIZE)
+
+
+@dataclass
+class LiveAttestation:
+    """Verify the keep's report; keep the checklist and the evidence for the caller."""
+
+    nonce: bytes
+    firmware: Firmware
+    references: VerifiedReferences
+    reference_checks: Checklist
+    roots: TrustedRoots
+    policy: VerificationPolicy
+    backend: str
+    vcpus: int
+    checklist: Checklist | None = None
+    #: The REPORT_DATA the report must carry: the nonce, or SHA-512(nonce || tree digests) when
+    #: directories are preopened (``toolchain.measure.trees.bind_report_data``). None: the nonce.
+    report_data: bytes | None = None
+    #: (guest path, SHA-512 digest) of each preopened tree, in the order they are bound.
+    trees: list[tuple[str, bytes]] = field(default_factory=list)
+    report: bytes | None = None
+    calls: int = field(default=0)
+    #: True once a report passed every check (the only way the application may start).
+    accepted: bool = field(default=False)
+    witness: WitnessedFirmware = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.witness = WitnessedFirmware(self.firmware)
+
+    @property
+    def expected_report_data(self) -> bytes:
+        return self.nonce if self.report_data is None else self.report_data
+
+    def __call__(self, report_bytes: bytes) -> bool:
+        self.calls += 1
+        if self.calls > 1:
+            # One report per run, before anything else: a second request could only be a replay
+            # attempt. The first report and its checklist stay as the run's evidence.
+            raise EvidenceError(
+                "the keep asked for a second attestation report in one run",
+                field="attestation.once",
+                expected="one report request per run",
+                found=f"request number {self.calls}",
+            )
+        self.report = bytes(report_bytes)
+        try:
+            self.checklist = self._verify(report_bytes)
+        except KeepError as exc:
+            self.checklist = Checklist("live attestation")
+            self.checklist.add("report.usable", False, expected="a verifiable report", found=exc)
+            raise EvidenceError(f"the keep's attestation report is unusable: {exc}") from exc
+        failures = self.checklist.failures
+        if failures or not self.checklist.ok:
+            first = failures[0] if failures else None
+            raise EvidenceError(
+                "the keep's attestation report does not verify; the application was not started",
+                field=first.name if first else "checklist",
+                expected=first.expected if first else "at least one passing check",
+                found=first.found if first else "none",
+            )
+        self.accepted = True
+        return True
+
+    def verdict(self, ended: str) -> Checklist:
+        """The runner's verdict on the whole run: did this keep attest, once, before it ran?
+
+        Decided from the runner's own observations (its firmware's counters, this verifier's
+        state), never from what the backend reports. ``ended`` says how the keep ended, for the
+        line that names the missing step. The first missing step is ✗, later ones not reached.
+        """
+        served = self.witness
+        if self.calls and not self.accepted:
+            failures = self.checklist.failures if self.checklist else []
+            first = failures[0] if failures else None
+            rejected = f"it failed {first.name}" if first else "it did not verify"
+        else:
+            rejected = "the report never reached the runner's verifier"
+        steps = [
+            (
+                "attestation.requested",
+                served.requested > 0,
+                "the keep requests its attestation report before it runs anything",
+                f"no request: {ended}",
+            ),
+            (
+                "attestation.produced",
+                served.produced > 0,
+                "the firmware produces a report bound to this run's nonce",
+                f"no report: {served.failure or ended}",
+            ),
+            (
+                "attestation.verified",
+                self.accepted,
+                "the runner's verifier accepts the report",
+                rejected,
+            ),
+            (
+                "attestation.once",
+                served.requested == 1 and self.calls == 1,
+                "exactly one report request per run",
+                f"{served.requested} report requests, {self.calls} given to the verifier",
+            ),
+        ]
+        checks = Checklist(f"attestation of this run ({self.backend}, the runner's verdict)")
+        missing = False
+        for name, ok, expected, found in steps:
+            if missing:
+                checks.add(name, None, detail="not reached")
+            elif ok:
+                checks.add(name, True)
+            else:
+                checks.add(name, False, expected=expected, found=found)
+                missing = True
+        return checks
+
+    def _verify(self, report_bytes: bytes) -> Checklist:
+        from toolchain.snp.certs import load_certificate
+        from toolchain.snp.report import AttestationReport
+        from toolchain.verify import verify_report
+        from toolchain.verify.references import allowed_measurements, report_generation
+
+        report = AttestationReport.parse(report_bytes)
+        chain = self.firmware.certificate_chain()
+        vcek = load_certificate(chain.vcek)
+        ask = load_certificate(chain.ask)
+        ark = load_certificate(chain.ark)
+        generation = report_generation(report, vcek)
+        allowed = allowed_measurements(
+            self.references, report, product=generation, backend=self.backend, vcpus=self.vcpus
+        )
+        policy = self.policy.replace(
+            report_data=self.expected_report_data, allowed_measurements=allowed
+        )
+        checks = Checklist(f"live attestation ({self.firmware.name} firmware, {self.backend})")
+        checks.extend(self.reference_checks)
+        checks.add(
+            "references.configuration",
+            bool(allowed),
+            expected=f"a reference for guest policy {report.policy.value:#x}, "
+            f"{self.vcpus} vCPU(s), backend {self.backend}, {generation or 'any generation'}",
+            found=f"{len(allowed)} matching launch digest(s) in release {self.references.release}",
+            detail="development reference" if self.references.development else "",
+        )
+        checks.extend(
+            verify_report(report, vcek, policy=policy, ask=ask, ark=ark, roots=self.roots)
+        )
+        return checks
+
+
+class WitnessedFirmware:
+    """The runner's firmware as a backend gets it: it counts the report requests it serves.
+
+    Every launch command goes straight through; ``guest_request_report`` is counted before and
+    after the firmware answers, so the runner knows — without asking the untrusted VMM — whether
+    the keep asked for a report and whether one was produced.
+    """
+
+    def __init__(self, inner: Firmware) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.requested = 0
+        self.produced = 0
+        self.failure: str | None = None
+
+    @property
+    def measurement(self) -> bytes:
+        value = getattr(self.inner, "measurement", b"")
+        return bytes(value) if isinstance(value, bytes | bytearray) else b""
+
+    def launch_start(self, policy: int, *, sev_features: int = 1) -> None:
+        self.inner.launch_start(policy, sev_features=sev_features)
+
+    def launch_update(self, page_type: PageType, gpa: int, data: bytes) -> bytes:
+        return self.inner.launch_update(page_type, gpa, data)
+
+    def launch_vmsa(self, state: VcpuState) -> None:
+        self.inner.launch_vmsa(state)
+
+    def launch_finish(self, id_block: bytes | None = None, host_data: bytes = bytes(32)) -> None:
+        self.inner.launch_finish(id_block, host_data)
+
+    def guest_request_report(self, report_data: bytes, vmpl: int) -> bytes:
+        self.requested += 1
+        try:
+            report = self.inner.guest_request_report(report_data, vmpl)
+        except KeepError as exc:
+            self.failure = f"the firmware failed: {exc.message}"
+            raise
+        self.produced += 1
+        return report
+
+    def guest_request(self, message: bytes) -> bytes:
+        """An SNP guest message (sealed under VMPCK0): counted like a plain report request. The
+        runner cannot read the sealed answer; whether it held a good report is the verification
+        step's to say, which every run needs anyway."""
+        self.requested += 1
+        try:
+            response = self.inner.guest_request(message)
+        except KeepError as exc:
+            self.failure = f"the firmware failed: {exc.message}"
+            raise
+        self.produced += 1
+        return response
+
+    def certificate_chain(self) -> CertificateChain:
+        return self.inner.certificate_chain()

@@ -1,0 +1,159 @@
+"""The ``nil`` backend: no VM, the application runs in wasmtime in this process.
+
+It gives **no isolation** from the host: it exists for machines without KVM, and so that the
+attestation flow (the simulated firmware fed the same LaunchPlan, a report bound to the nonce,
+the same verification) can be exercised anywhere. Its observable behaviour matches the keep's
+runtime, which is the reference:
+
+* its WASI is the keep's, call for call (``runtime.run.nil_wasi``): stdout/stderr stream
+  through, stdio are character devices (so a libc line-buffers as in the keep), a bad pointer is
+  EFAULT, a value outside the spec's sets EINVAL, and ``proc_exit`` takes any 32-bit status;
+* a trap prints ``wasm trap: <name>`` and ends with status 134
+  (``runtime/guest/wasm/keep_runtime.h``);
+* linear memory is limited to what the keep's heap can hold (``memory_limit``, from the launch
+  plan, so ``--memory`` moves it on both backends alike): a module whose memory does not fit stops
+  as the keep's runtime does (``keep: aborted ...``, status 125; the build refuses such a module
+  first, ``toolchain.image.keep_build.check_app_memory``), and ``memory.grow`` past it fails;
+* the time limit ends the application with the kvm backend's ``KeepTimeoutError``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runtime.run.nil_wasi import KeepWasi, ProcExit, process_stdio
+from toolchain.errors import InputError
+from toolchain.measure.keep import WASM_PAGE, linear_memory_limit
+
+TRAP_EXIT_STATUS = 134
+#: ``KEEP_FATAL_EXIT_STATUS`` and the line the keep's runtime prints when the module's linear
+#: memory does not fit its heap (``abort()`` in runtime/guest/wasm/libc.c).
+FATAL_EXIT_STATUS = 125
+OUT_OF_MEMORY_LINE = "keep: aborted (out of memory for the module?)"
+
+NIL_WARNING = (
+    "backend nil: the application runs in wasmtime inside this process: NO isolation from the "
+    "host and no memory encryption; the report comes from the simulated firmware"
+)
+
+
+def trap_names() -> dict[object, str]:
+    """wasmtime trap code → the name the keep's runtime prints for that trap."""
+    import wasmtime
+
+    code = wasmtime.TrapCode
+    # wasmtime's trap codes → the names the keep's runtime prints (runtime/guest/wasm/glue.c).
+    return {
+        code.STACK_OVERFLOW: "call stack exhausted",
+        code.MEMORY_OUT_OF_BOUNDS: "out of bounds memory access",
+        code.INTEGER_OVERFLOW: "integer overflow",
+        code.INTEGER_DIVISION_BY_ZERO: "integer divide by zero",
+        code.BAD_CONVERSION_TO_INTEGER: "invalid conversion to integer",
+        code.UNREACHABLE: "unreachable",
+        code.TABLE_OUT_OF_BOUNDS: "indirect call",
+        code.INDIRECT_CALL_TO_NULL: "indirect call",
+        code.BAD_SIGNATURE: "indirect call",
+    }
+
+
+def trap_name(trap_code: object) -> str:
+    """The keep runtime's name for a wasmtime trap code."""
+    return trap_names().get(trap_code, "unknown trap")
+
+
+def _initial_memory(module: Any) -> int:
+    """Bytes of linear memory the module asks for at instantiation (its exported memories)."""
+    import wasmtime
+
+    return sum(
+        export.type.limits.min * WASM_PAGE
+        for export in module.exports
+        if isinstance(export.type, wasmtime.MemoryType)
+    )
+
+
+def run_wasi(
+    wasm: Path,
+    *,
+    argv: Sequence[str],
+    env: Sequence[tuple[str, str]],
+    memory_limit: int | None = None,
+    timeout: float | None = None,
+    trees: bytes = b"",
+    attested: bytes = b"",
+) -> int:
+    """Run a WASI command module with this process's stdio; return its exit status.
+
+    ``memory_limit`` is the keep's heap size in bytes (None: no limit beyond wasmtime's);
+    ``timeout`` ends the application with ``KeepTimeoutError`` after that many seconds.
+    ``trees`` (the TREES blob) is checked against ``attested`` (the REPORT_DATA of the report)
+    as the keep's runtime checks it (``keep_trees.c``): a mismatch ends the run before the
+    application with the keep's line and status 125.
+    """
+    import wasmtime
+
+    from toolchain.errors import EvidenceError
+    from toolchain.measure.trees import accept_transfer_blob
+
+    stdin, stdout, stderr = process_stdio()
+    try:
+        checked = accept_transfer_blob(trees, attested)
+        wasi = KeepWasi(argv, env, stdin=stdin, stdout=stdout, stderr=stderr, trees=checked)
+    except EvidenceError as exc:
+        print(f"keep: {exc.message}", file=sys.stderr, flush=True)
+        return FATAL_EXIT_STATUS
+
+    from runtime.vmm.errors import GuestError, KeepTimeoutError
+
+    config = wasmtime.Config()
+    config.epoch_interruption = timeout is not None
+    engine = wasmtime.Engine(config)
+    try:
+        module = wasmtime.Module.from_file(engine, str(wasm))
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
+        raise InputError(f"{wasm}: not a valid WebAssembly module: {first}") from exc
+    linker = wasmtime.Linker(engine)
+    wasi.define(linker)
+    store = wasmtime.Store(engine)
+    if memory_limit is not None:
+        limit = linear_memory_limit(memory_limit)
+        if _initial_memory(module) > limit:
+            print(OUT_OF_MEMORY_LINE, file=sys.stderr, flush=True)
+            return FATAL_EXIT_STATUS
+        store.set_limits(memory_size=limit)
+    try:
+        instance = linker.instantiate(store, module)
+    except wasmtime.WasmtimeError as exc:
+        raise InputError(f"{wasm}: cannot instantiate: {exc}") from exc
+    start = instance.exports(store).get("_start")
+    if not isinstance(start, wasmtime.Func):
+        raise InputError(f"{wasm}: no _start function: not a WASI command")
+    timer: threading.Timer | None = None
+    if timeout is not None:
+        store.set_epoch_deadline(1)
+        timer = threading.Timer(timeout, engine.increment_epoch)
+        timer.daemon = True
+        timer.start()
+    sys.stdout.flush()
+    try:
+        start(store)
+    except ProcExit as exc:
+        return exc.status
+    except wasmtime.Trap as exc:
+        sys.stdout.flush()
+        if exc.trap_code == wasmtime.TrapCode.INTERRUPT and timeout is not None:
+            raise KeepTimeoutError.after(timeout) from exc
+        print(f"wasm trap: {trap_name(exc.trap_code)}", file=sys.stderr, flush=True)
+        return TRAP_EXIT_STATUS
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "unknown"
+        raise GuestError(f"the application was stopped: {first}") from exc
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return 0

@@ -1,0 +1,741 @@
+"""``keep run``, step by step: build → plan → references → boot → attest → verify → app.
+
+Fail closed: every step that cannot prove what it should stops the run before the application
+starts, with the failed check's name, the expected and the found value. After the keep ends, the
+runner's own verdict (``LiveAttestation.verdict``) must say that it requested, obtained and passed
+exactly one report; otherwise the run fails (exit 1) whatever status the keep asked for.
+
+The application is a ``.wasm``/``.wat`` file, built here (cached), or a ``keep build`` output
+directory, which runs only if it equals a fresh build of its ``app.wasm``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from toolchain.checks import Checklist
+from toolchain.errors import EvidenceError, InputError, KeepError, PlatformError
+
+if TYPE_CHECKING:
+    from runtime.firmware.interface import Firmware
+    from runtime.run.attest import LiveAttestation, WitnessedFirmware
+    from toolchain.image.keep_build import KeepBuild
+    from toolchain.measure.plan import LaunchPlan
+    from toolchain.measure.trees import DirSpec
+    from toolchain.sign.keys import PublicKey
+    from toolchain.sign.references import VerifiedReferences
+    from toolchain.sign.trust import TrustPolicy
+    from toolchain.verify import TrustedRoots, VerificationPolicy
+
+BACKENDS = ("kvm", "nil")
+SIM_ROOT_LABEL = "simulated AMD root (development only: NOT a hardware root of trust)"
+DEV_REFERENCE_VALIDITY = timedelta(days=1)
+
+
+@dataclass
+class RunOptions:
+    app: Path
+    args: Sequence[str] = ()
+    env: Sequence[tuple[str, str]] = ()
+    backend: str | None = None  # None: kvm where /dev/kvm works, else nil (said loudly)
+    vcpus: int = 1
+    references: Path | None = None
+    trust: TrustPolicy | None = None
+    policy: Path | None = None
+    dev: bool = False
+    timeout: float = 60.0
+    evidence: Path | None = None
+    build_dir: Path | None = None
+    #: Guest memory in bytes (None: the default 256 MiB); part of the build and its measurement.
+    memory: int | None = None
+    #: Preopened directories (``--dir HOST[::GUEST]``): read before boot, copied into the keep,
+    #: their digests bound into REPORT_DATA (``toolchain.measure.trees``).
+    dirs: Sequence[DirSpec] = ()
+    #: Where the runner's own lines go (progress, security statement, checklist).
+    log: TextIO = field(default_factory=lambda: sys.stderr)
+    progress: bool | None = None  # None: only when ``log`` is a terminal
+    #: One verdict line on success instead of the full output (which still comes on failure).
+    quiet: bool = False
+
+
+@dataclass
+class RunOutcome:
+    exit_status: int
+    backend: str
+    checklist: Checklist | None
+    measurement: bytes
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class _Log:
+    """The runner's own lines: said at once, or (``quiet``) held back until a failure."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.stream = options.log
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        self.progress_on = tty if options.progress is None else options.progress
+        self.quiet = options.quiet
+        self.held: list[str] = []
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        """A line of the full output: printed now, or with ``quiet`` only if the run fails."""
+        if self.quiet:
+            self.held.append(text)
+        else:
+            self.say(text)
+
+    def verdict(self, text: str) -> None:
+        """The one line ``quiet`` prints instead of the full output on success."""
+        if self.quiet:
+            self.say(text)
+
+    def release(self) -> None:
+        """The run failed: print everything held back, in order."""
+        held, self.held = self.held, []
+        for text in held:
+            self.say(text)
+
+    def progress(self, text: str) -> None:
+        if self.progress_on:
+            self.say(f"keep: {text}")
+
+
+def _choose_backend(options: RunOptions, log: _Log) -> str:
+    from runtime.vmm.platform import kvm_unavailable_reason
+
+    if options.backend is not None:
+        if options.backend not in BACKENDS:
+            raise InputError(f"unknown backend {options.backend!r} (known: {', '.join(BACKENDS)})")
+        if options.backend == "kvm":
+            reason = kvm_unavailable_reason()
+            if reason is not None:
+                raise PlatformError(f"the kvm backend cannot run here: {reason}")
+        return options.backend
+    reason = kvm_unavailable_reason()
+    if reason is None:
+        return "kvm"
+    log.say(f"keep: /dev/kvm is not usable ({reason}); falling back to the nil backend")
+    return "nil"
+
+
+def _security_statement(backend: str, firmware: Firmware) -> str:
+    if backend == "nil":
+        from runtime.run.nil import NIL_WARNING
+
+        return f"keep: {NIL_WARNING}"
+    return (
+        f"keep: backend kvm: the keep runs in its own VM on /dev/kvm; firmware {firmware.name}: "
+        "a software model of the SNP PSP — no memory encryption, the host can read and change "
+        "the keep; the report proves only what the host could forge"
+    )
+
+
+DEV_HINT = (
+    "this machine has only the simulated SNP firmware, whose reports chain to a simulated AMD "
+    "root; pass --dev to trust that root (development only: it is NOT a hardware root of trust, "
+    "and the host can forge its reports)"
+)
+
+
+def _add_dev_hint(
+    error: EvidenceError, checks: Checklist, options: RunOptions, firmware: Firmware
+) -> None:
+    """Say what --dev would change when the only failure is the untrusted simulated root."""
+    if options.dev or error.hint or not firmware.certificate_chain().simulated:
+        return
+    if any(check.name == "ark.trusted" for check in checks.failures):
+        error.hint = DEV_HINT
+
+
+def _verdict_line(attestation: LiveAttestation, backend: str, options: RunOptions) -> str:
+    """``--quiet``'s one line: the verdict, the backend and every development-only trust."""
+    from toolchain.checks import OK_MARK
+
+    checks = attestation.checklist
+    passed = sum(1 for check in checks.checks if check.ok) if checks else 0
+    what = "NO isolation" if backend == "nil" else "no memory encryption"
+    caveats = [f"backend {backend} ({what})", f"firmware {attestation.firmware.name}"]
+    if attestation.references.development:
+        caveats.append("DEVELOPMENT references")
+    if options.dev:
+        caveats.append("simulated AMD root trusted by --dev")
+    return f"keep: {OK_MARK} attested: {passed} checks passed; {', '.join(caveats)}"
+
+
+def _app_name(app: Path) -> str:
+    """argv[0] of the application: its file name without the suffix, or a build directory's name."""
+    return app.name if app.is_dir() else app.stem
+
+
+#: What a keep is made of: a build directory must hold exactly what a fresh build makes of them.
+#: (The wheel and provenance.json are not booted; the plan is compared separately.)
+KEEP_ARTIFACTS = ("app.wasm", "ukernel.elf", "runtime.elf")
+PLAN_NAME = "launch-plan.json"  # = toolchain.measure.plan.PLAN_FILE
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def check_build_directory(
+    directory: Path, build_dir: Path | None, vcpus: int, log: _Log, memory: int | None = None
+) -> KeepBuild:
+    """A directory made by ``keep build --out``: rebuilt from its ``app.wasm`` and compared.
+
+    Nothing in it is trusted for being there: the keep that runs is a fresh (cached) build of
+    its application, and only if the directory's microkernel, runtime image, module and launch
+    plan equal that build byte for byte; otherwise the run stops, naming the file.
+    """
+    from toolchain.measure.plan import PLAN_FILE, LaunchPlan
+
+    app = directory / "app.wasm"
+    if not app.is_file():
+        raise InputError(
+            f"{directory} is a directory but not a keep build (it has no app.wasm)",
+            hint="pass an application .wasm/.wat, or a directory made by 'keep build --out DIR'",
+        )
+    if build_dir is not None and build_dir.resolve() == directory.resolve():
+        # The fresh build would overwrite what it is compared with.
+        raise InputError(
+            f"--build-dir {build_dir} is the build directory being run",
+            hint="leave out --build-dir, or give another directory",
+        )
+    theirs_plan = directory / PLAN_FILE
+    try:
+        text = theirs_plan.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {theirs_plan}: {exc.strerror}") from exc
+    plan = LaunchPlan.from_json(text).with_vcpu_count(vcpus)
+    if memory is not None and memory != plan.ram_size:
+        raise InputError(
+            f"--memory {memory} differs from the {plan.ram_size} bytes {directory} was built with",
+            hint="leave out --memory, or rebuild the directory with 'keep build --memory'",
+        )
+    # The fresh build takes the directory's memory size: the comparison below decides.
+    fresh = build_for_run(app, build_dir, vcpus, log, memory=plan.ram_size)
+    for name in KEEP_ARTIFACTS:
+        theirs = directory / name
+        if not theirs.is_file():
+            raise InputError(f"{directory} has no {name}: not a complete keep build")
+        expected, found = _sha256(fresh.artifacts[name]), _sha256(theirs)
+        if expected != found:
+            raise EvidenceError(
+                f"{theirs} is not what this Keepstack builds from {app}; the keep was not started",
+                field=name,
+                expected=f"sha256:{expected} (a fresh build)",
+                found=f"sha256:{found}",
+                hint="rebuild the directory with this version's 'keep build', or run the "
+                "application file itself",
+            )
+    fresh_plan = LaunchPlan.from_json(fresh.artifacts[PLAN_FILE].read_bytes())
+    fresh_plan = fresh_plan.with_vcpu_count(vcpus)
+    if plan.to_json() != fresh_plan.to_json():
+        ours, theirs = json.loads(fresh_plan.to_json()), json.loads(plan.to_json())
+        fields = sorted(
+            key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key)
+        )
+        raise EvidenceError(
+            f"{theirs_plan} differs from the plan of a fresh build; the keep was not started",
+            field=PLAN_FILE,
+            expected=f"a fresh build's plan (launch digest {fresh_plan.launch_digest().hex()})",
+            found=f"launch digest {plan.launch_digest().hex()}; differs in {', '.join(fields)}",
+        )
+    log.progress(f"{directory} equals a fresh build of its app.wasm")
+    return fresh
+
+
+def build_for_run(
+    app: Path, build_dir: Path | None, vcpus: int, log: _Log, memory: int | None = None
+) -> KeepBuild:
+    """The keep's build: recognised complete (``toolchain.image.record``) or built (cached steps).
+
+    ``app`` may also be a build directory (``check_build_directory``). A recognised build runs
+    no build step and imports no ELF, wasm or wasm2c tooling; every input and output is re-hashed.
+    """
+    from toolchain.image.record import recorded_build
+    from toolchain.state import cache_dir
+
+    if app.is_dir():
+        return check_build_directory(app, build_dir, vcpus, log, memory)
+    if not app.is_file():
+        raise InputError(f"application {app} does not exist")
+    if build_dir is None:
+        sized = b"" if memory is None else f"memory={memory}".encode()
+        key = hashlib.sha256(app.read_bytes() + app.suffix.encode() + sized).hexdigest()[:16]
+        build_dir = cache_dir("run", f"{app.stem}-{key}")
+
+    def step(name: str, seconds: float) -> None:
+        log.progress(f"  {name}: {seconds * 1e3:.0f} ms")
+
+    recorded = recorded_build(app, build_dir, vcpu_counts=(vcpus,), memory=memory)
+    if recorded is not None:
+        log.progress(f"{build_dir}: a complete build of {app}, every input and output as recorded")
+        return recorded
+    from toolchain.image.keep_build import build_keep
+
+    log.progress(f"building {app} into {build_dir}")
+    return build_keep(app, build_dir, vcpu_counts=(vcpus,), progress=step, memory=memory)
+
+
+def development_references(
+    build: KeepBuild, plan: LaunchPlan, backend: str, vcpus: int
+) -> tuple[bytes, TrustPolicy]:
+    """Sign a development reference for this build with the per-user development key."""
+    from toolchain import __version__
+    from toolchain.image import tools
+    from toolchain.image.provenance import PROVENANCE_FILE
+    from toolchain.measure.reference import keep_statement
+    from toolchain.sign import TrustPolicy, dev_key, sign_statement
+
+    key, _ = dev_key()
+    statement = keep_statement(
+        release=f"{__version__}+dev",
+        artifacts=build.artifacts,
+        provenance=build.out_dir / PROVENANCE_FILE,
+        launch_digests={vcpus: plan.launch_digest(vcpus)},
+        guest_policy=plan.guest_policy,
+        backends=[backend],
+        generations=["any"],
+        toolchain=tools.toolchain_versions(),
+        not_before=datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5),
+        valid_for=DEV_REFERENCE_VALIDITY,
+        development=True,
+    )
+    return sign_statement(statement, key), TrustPolicy.from_keys([key.public_key()])
+
+
+DEV_REFERENCE_FORMAT = "keepstack-dev-reference-1"
+
+
+def _dev_reference_path(
+    build: KeepBuild, backend: str, vcpus: int
+) -> tuple[Path, PublicKey] | None:
+    """Where the development reference of this build is kept, and the development public key.
+
+    Kept by the build's output digests and the development key's ID (with the backend and the
+    vCPU count it names), so a changed output or a new development key names another file: a
+    reference signed for anything else is never looked up. None (sign every run) when the
+    build's output digests are unknown or there is no development key yet.
+    """
+    from toolchain.image.cache import step_key
+    from toolchain.sign.keys import DEV_KEY_NAME, key_id, load_public_key, public_path_for
+    from toolchain.state import cache_dir, state_dir
+
+    if not build.output_digests:
+        return None
+    try:
+        public = load_public_key(public_path_for(state_dir("keys") / DEV_KEY_NAME))
+    except KeepError:
+        return None  # no development key yet: development_references creates it
+    outputs = json.dumps(dict(sorted(build.output_digests.items())))
+    key = step_key(DEV_REFERENCE_FORMAT, outputs, key_id(public), backend, str(vcpus))
+    return cache_dir("run") / "dev-references" / f"{key}.dsse.json", public
+
+
+def _development_reference(
+    build: KeepBuild, plan: LaunchPlan, backend: str, vcpus: int
+) -> tuple[bytes, TrustPolicy, Path | None]:
+    """This build's development reference, kept from an earlier run or signed now (and kept).
+
+    Returns the envelope, the trust policy of the development key and the kept file it came from
+    (None when signed now). Whatever its origin, the envelope is verified every run
+    (``load_references``) against the development key's public key.
+    """
+    from toolchain.image.cache import _atomic_write
+    from toolchain.sign import TrustPolicy
+
+    kept = _dev_reference_path(build, backend, vcpus)
+    if kept is not None:
+        path, public = kept
+        try:
+            return path.read_bytes(), TrustPolicy.from_keys([public]), path
+        except OSError:
+            pass
+    envelope, trust = development_references(build, plan, backend, vcpus)
+    kept = _dev_reference_path(build, backend, vcpus)  # the key exists now
+    if kept is not None:
+        _atomic_write(kept[0], envelope)
+    return envelope, trust, None
+
+
+def load_references(
+    options: RunOptions, build: KeepBuild, plan: LaunchPlan, backend: str
+) -> tuple[bytes, VerifiedReferences, Checklist]:
+    from toolchain.sign.references import verify_envelope
+
+    kept: Path | None = None
+    if options.references is not None:
+        if options.trust is None:
+            raise InputError(
+                "--references needs a trust policy",
+                hint="pass --trust FILE or --trusted-key PUB (keep run uses the built-in policy)",
+            )
+        try:
+            envelope = options.references.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {options.references}: {exc.strerror}") from exc
+        trust = options.trust
+        title = f"signed reference measurements {options.references}"
+    elif options.dev:
+        envelope, trust, kept = _development_reference(build, plan, backend, options.vcpus)
+        title = "signed reference measurements (development key, signed for this build)"
+    else:
+        raise InputError(
+            "no reference measurements to check the keep against",
+            hint="pass --references ENVELOPE (with --trust), or --dev (development only: sign a "
+            "reference for this build with the development key, and trust the simulated AMD "
+            "root, which is NOT a hardware root of trust)",
+        )
+    try:
+        checks, references = verify_envelope(envelope, trust)
+    except InputError:
+        if kept is None:
+            raise
+        checks, references = Checklist("unreadable"), None
+    if references is None and kept is not None:
+        # A kept development reference that no longer verifies (expired, damaged) is only a
+        # cache: it is dropped, and a new one is signed and verified like any other.
+        kept.unlink(missing_ok=True)
+        envelope, trust, _ = _development_reference(build, plan, backend, options.vcpus)
+        checks, references = verify_envelope(envelope, trust)
+    checks.title = title
+    if references is None:
+        failed = checks.failures[0] if checks.failures else None
+        raise EvidenceError(
+            "the signed reference measurements do not verify; the keep was not started",
+            field=failed.name if failed else "references",
+            expected=failed.expected if failed else "a verified reference",
+            found=failed.found if failed else "none",
+        )
+    return envelope, references, checks
+
+
+def _roots(dev: bool, firmware: Firmware) -> TrustedRoots:
+    from toolchain.snp.certs import load_certificate
+    from toolchain.verify import TrustedRoots
+
+    roots = TrustedRoots.amd()
+    chain = firmware.certificate_chain()
+    if chain.simulated and dev:
+        roots = roots.with_extra(load_certificate(chain.ark), label=SIM_ROOT_LABEL)
+    return roots
+
+
+def _policy(path: Path | None) -> VerificationPolicy:
+    from toolchain.verify import VerificationPolicy
+
+    return VerificationPolicy.load(path) if path is not None else VerificationPolicy()
+
+
+def write_evidence(path: Path, attestation: LiveAttestation, envelope: bytes, backend: str) -> None:
+    """Everything a tenant needs to re-check the run elsewhere with ``keep verify-report``."""
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from toolchain.snp.certs import load_certificate
+
+    chain = attestation.firmware.certificate_chain()
+
+    def pem(der: bytes) -> str:
+        return load_certificate(der).public_bytes(Encoding.PEM).decode()
+
+    document = {
+        "_type": "https://keepstack.dev/evidence/v1",
+        "backend": backend,
+        "firmware": attestation.firmware.name,
+        "simulated_root": chain.simulated,
+        "nonce": attestation.nonce.hex(),
+        # The preopened trees, in order: REPORT_DATA = SHA-512(nonce || their digests).
+        **(
+            {"trees": [{"guest": g, "sha512": d.hex()} for g, d in attestation.trees]}
+            if attestation.trees
+            else {}
+        ),
+        "report": (attestation.report or b"").hex(),
+        "vcek": pem(chain.vcek),
+        "ask": pem(chain.ask),
+        "ark": pem(chain.ark),
+        "references": base64.b64encode(envelope).decode(),
+        "checklist": attestation.checklist.as_dict() if attestation.checklist else None,
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise InputError(f"cannot write evidence {path}: {exc.strerror}") from exc
+
+
+def run_app(options: RunOptions) -> RunOutcome:
+    """Run ``options.app`` in a keep; the exit status is the application's (or 1 on refusal).
+
+    With ``quiet`` the runner's lines are held back and one verdict line replaces them on
+    success; on any failure every held line is printed after all.
+    """
+    log = _Log(options)
+    try:
+        return _run(options, log)
+    except KeepError:
+        log.release()
+        raise
+
+
+def _plan_bytes(build: KeepBuild) -> bytes:
+    """The launch plan's bytes as read for the boot: the bytes whose digest the build checked."""
+    path = build.artifacts[PLAN_NAME]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    expected = build.output_digests.get(PLAN_NAME)
+    found = hashlib.sha256(data).hexdigest()
+    if expected is not None and found != expected:
+        raise EvidenceError(
+            f"{path} changed after its build was checked; the keep was not started",
+            field=PLAN_NAME,
+            expected=f"sha256:{expected}",
+            found=f"sha256:{found}",
+        )
+    return data
+
+
+def _run(options: RunOptions, log: _Log) -> RunOutcome:
+    from runtime.firmware.sim import SimFirmware
+    from runtime.run.attest import LiveAttestation, fresh_nonce
+    from toolchain.measure.plan import LaunchPlan
+    from toolchain.measure.trees import bind_report_data, read_trees, transfer_blob
+
+    timings: dict[str, float] = {}
+    if options.vcpus < 1:
+        raise InputError(f"--vcpus must be at least 1, not {options.vcpus}")
+    trees = read_trees(options.dirs)  # before anything is built or booted: bounded, or refused
+    for tree in trees:
+        log.note(
+            f"keep: --dir {tree.spec.host} -> {tree.spec.guest}: {len(tree.encoding)} bytes, "
+            f"sha512 {tree.digest.hex()[:32]}…, copied into the keep and bound into its report"
+        )
+    if trees:
+        # Where the application's changes go, so nobody expects them on the host (no :rw yet).
+        log.note(
+            "keep: --dir: the application works on the keep's own in-memory copy; its changes "
+            "are discarded at exit (the host directory is never written)"
+        )
+    if not options.timeout > 0:
+        raise InputError(f"--timeout must be a positive number of seconds, not {options.timeout}")
+    backend = _choose_backend(options, log)
+    policy = _policy(options.policy)
+
+    started = time.perf_counter()
+    build = build_for_run(options.app, options.build_dir, options.vcpus, log, options.memory)
+    timings["build"] = (time.perf_counter() - started) * 1e3
+    plan = LaunchPlan.from_json(_plan_bytes(build)).with_vcpu_count(options.vcpus)
+
+    envelope, references, reference_checks = load_references(options, build, plan, backend)
+    if references.development:
+        log.note("keep: using DEVELOPMENT reference measurements (signed by a development key)")
+
+    firmware = SimFirmware()
+    log.note(_security_statement(backend, firmware))
+    if options.dev:
+        log.note(f"keep: --dev: trusting the {SIM_ROOT_LABEL}")
+    nonce = fresh_nonce()
+    attestation = LiveAttestation(
+        nonce=nonce,
+        report_data=bind_report_data(nonce, [tree.digest for tree in trees]),
+        trees=[(tree.spec.guest, tree.digest) for tree in trees],
+        firmware=firmware,
+        references=references,
+        reference_checks=reference_checks,
+        roots=_roots(options.dev, firmware),
+        policy=policy,
+        backend=backend,
+        vcpus=options.vcpus,
+    )
+
+    def verified(report: bytes) -> bool:
+        try:
+            return attestation(report)
+        except EvidenceError as exc:
+            if attestation.checklist is not None:
+                _add_dev_hint(exc, attestation.checklist, options, firmware)
+            raise
+        finally:
+            if attestation.checklist is not None and attestation.calls == 1:
+                log.note(attestation.checklist.render())
+                if attestation.accepted:
+                    log.verdict(_verdict_line(attestation, backend, options))
+
+    argv = [_app_name(options.app), *options.args]
+    started = time.perf_counter()
+    status: int | None = None
+    measurement = b""
+    error: KeepError | None = None
+    try:
+        if backend == "kvm":
+            status, measurement, error = _run_kvm(
+                plan,
+                firmware=attestation.witness,
+                argv=argv,
+                options=options,
+                verified=verified,
+                report_data=attestation.expected_report_data,
+                trees=transfer_blob(nonce, trees),
+                timings=timings,
+            )
+        else:
+            status, measurement = _run_nil(
+                build,
+                plan,
+                firmware=attestation.witness,
+                argv=argv,
+                options=options,
+                verified=verified,
+                report_data=attestation.expected_report_data,
+                trees=transfer_blob(nonce, trees),
+            )
+    except KeepError as exc:
+        error = exc
+    finally:
+        timings["run"] = (time.perf_counter() - started) * 1e3
+        if options.evidence is not None and attestation.report is not None:
+            write_evidence(options.evidence, attestation, envelope, backend)
+            log.note(f"keep: evidence written to {options.evidence}")
+    _require_attested(attestation, status, error, log)
+    if error is not None:
+        raise error
+    if status is None:
+        raise PlatformError("the keep ended without an exit status")
+    return RunOutcome(
+        process_status(status, log), backend, attestation.checklist, measurement, timings
+    )
+
+
+def _how_it_ended(status: int | None, error: KeepError | None) -> str:
+    if error is not None:
+        return error.explain().splitlines()[0]
+    if status is not None:
+        return f"the keep ended with exit status {status}"
+    return "the keep ended without an exit status"
+
+
+def _require_attested(
+    attestation: LiveAttestation, status: int | None, error: KeepError | None, log: _Log
+) -> None:
+    """Fail the run unless this keep requested, obtained and passed exactly one report.
+
+    The runner decides this itself (``LiveAttestation.verdict``), after every run and on every
+    backend, whatever the keep or the VMM say: an exit status asked for by a keep that never
+    attested is never passed on.
+    """
+    from runtime.vmm.errors import GuestError
+
+    if attestation.accepted and attestation.calls == 1 and attestation.witness.requested == 1:
+        return
+    served = attestation.witness.requested
+    if served == 0 and error is not None and not isinstance(error, GuestError | EvidenceError):
+        # The host broke before the keep could ask (no KVM, an unusable plan): that error
+        # explains the failure better than "no request", and it is a failure already.
+        return
+    verdict = attestation.verdict(_how_it_ended(status, error))
+    log.release()
+    log.say(verdict.render())
+    if isinstance(error, EvidenceError):
+        raise error  # the report did not verify: that error names the failed check
+    failed = verdict.failures[0]
+    raise EvidenceError(
+        "the keep did not complete attestation, so its run failed whatever status it asked for",
+        field=failed.name,
+        expected=failed.expected,
+        found=failed.found,
+    )
+
+
+def process_status(status: int, log: _Log) -> int:
+    """The application's WASI exit status as a process exit status (0-255).
+
+    A status that does not fit must never turn into success (256 would be 0 modulo 256), so it
+    becomes 255, and the runner says so.
+    """
+    if 0 <= status <= 255:
+        return status
+    log.say(f"keep: the application's exit status {status} does not fit in 0-255; exiting with 255")
+    return 255
+
+
+def _run_kvm(
+    plan: LaunchPlan,
+    *,
+    firmware: Firmware,
+    argv: list[str],
+    options: RunOptions,
+    verified: Callable[[bytes], bool],
+    report_data: bytes,
+    trees: bytes,
+    timings: dict[str, float],
+) -> tuple[int | None, bytes, KeepError | None]:
+    """Boot the keep; returns its exit status (None when stopped), digest and why it stopped."""
+    from runtime.vmm.keep import run_keep
+
+    sys.stdout.flush()
+    result = run_keep(
+        plan,
+        firmware=firmware,
+        args=argv,
+        env=list(options.env),
+        timeout=options.timeout,
+        stdin=sys.stdin.buffer if sys.stdin is not None else None,
+        stdout=sys.stdout.buffer,
+        stderr=sys.stderr.buffer,
+        on_report=verified,
+        report_data=report_data,
+        trees=trees,
+    )
+    if result.to_first_output_ms is not None:
+        timings["create_vm_to_first_output"] = result.to_first_output_ms
+    return result.exit_status, result.measurement, result.error
+
+
+def _run_nil(
+    build: KeepBuild,
+    plan: LaunchPlan,
+    *,
+    firmware: WitnessedFirmware,
+    argv: list[str],
+    options: RunOptions,
+    verified: Callable[[bytes], bool],
+    report_data: bytes,
+    trees: bytes,
+) -> tuple[int, bytes]:
+    from runtime.firmware.sim import SimFirmware
+    from runtime.run.nil import run_wasi
+
+    if not isinstance(firmware.inner, SimFirmware):
+        raise PlatformError("the nil backend runs only with the simulated firmware")
+    measurement = firmware.inner.launch_from_plan(plan)
+    report = firmware.guest_request_report(report_data, 0)
+    verified(report)  # raises EvidenceError before the application starts
+    status = run_wasi(
+        build.artifacts["app.wasm"],
+        argv=argv,
+        env=list(options.env),
+        memory_limit=plan.abi.heap_end - plan.abi.heap_start,
+        timeout=options.timeout,
+        trees=trees,
+        attested=report_data,
+    )
+    return status, measurement

@@ -1,5 +1,0 @@
-"""``python -m toolchain`` is ``keep``."""
-
-from toolchain.cli import entry
-
-entry()

@@ -1,0 +1,76 @@
+"""Build the microkernel (``runtime/guest/ukernel/``) into one deterministic ELF.
+
+Every ``.c`` and ``.S`` file directly in ``runtime/guest/ukernel/`` is one object, compiled for the
+ring-0 target (``-mgeneral-regs-only``: no SSE in ring 0, which this machine's emulator cannot run)
+and linked at ``0x100000`` by ``runtime/guest/ukernel/link.ld``, which discards ``.comment``,
+``.eh_frame*`` and unwanted notes and keeps the ``.note.keepstack`` layout note. The output depends
+only on the sources, the flags below and the pinned ``zig``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from toolchain.errors import InputError
+
+if TYPE_CHECKING:
+    from toolchain.image.cache import BuildCache
+
+#: The microkernel's sources, beside the Python package (shipped in the wheel too).
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "runtime" / "guest" / "ukernel"
+INCLUDE_DIR = SOURCE_DIR / "include"
+LINKER_SCRIPT = SOURCE_DIR / "link.ld"
+ELF_NAME = "ukernel.elf"
+
+#: Flags on top of the ring-0 target's fixed ones (which already exclude SSE, MMX and x87).
+UKERNEL_FLAGS = (
+    "-fomit-frame-pointer",
+    "-fno-builtin",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+)
+
+
+def ukernel_sources(source_dir: Path = SOURCE_DIR) -> list[Path]:
+    """The microkernel's translation units, sorted by name."""
+    sources = sorted(p for p in source_dir.iterdir() if p.is_file() and p.suffix in {".c", ".S"})
+    if not sources:
+        raise InputError(f"no microkernel sources (*.c, *.S) in {source_dir}")
+    return sources
+
+
+def build_ukernel(
+    out_dir: Path, *, source_dir: Path = SOURCE_DIR, cache: BuildCache | None = None
+) -> Path:
+    """Compile and link the microkernel into ``out_dir/ukernel.elf``; returns its path.
+
+    ``cache`` defaults to the per-user build cache.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from toolchain.image.compile import RING0, compile_c, link
+
+    out_dir = Path(out_dir)
+    obj_dir = out_dir / "ukernel-obj"
+    sources = ukernel_sources(source_dir)
+    # Independent compiles in parallel (compile.jobs() bounds the processes); link order is by
+    # file name, so the ELF does not depend on which finished first.
+    with ThreadPoolExecutor(max_workers=len(sources)) as pool:
+        futures = [
+            pool.submit(
+                compile_c,
+                source,
+                obj_dir / f"{source.stem}{source.suffix.replace('.', '_')}.o",
+                flags=UKERNEL_FLAGS,
+                include_dirs=[source_dir / "include", source_dir],
+                target=RING0,
+                source_root=source_dir,
+                cache=cache,
+            )
+            for source in sources
+        ]
+        objects = [f.result() for f in futures]
+    script = source_dir / "link.ld"
+    return link(objects, out_dir / ELF_NAME, linker_script=script, cache=cache)

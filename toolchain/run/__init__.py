@@ -1,9 +1,0 @@
-"""``keep run``: build (or reuse), boot, attest live, and run the application only if it checks out.
-
-The public entry is ``run_app(RunOptions) -> RunOutcome``; ``toolchain.cli.run`` is its CLI.
-"""
-
-from toolchain.run.attest import LiveAttestation
-from toolchain.run.runner import RunOptions, RunOutcome, run_app
-
-__all__ = ["LiveAttestation", "RunOptions", "RunOutcome", "run_app"]
