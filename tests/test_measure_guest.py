@@ -17,7 +17,14 @@ from testdata import digest_fixtures, digest_vectors
 
 from keep.cli import main
 from toolchain.errors import EvidenceError, InputError
-from toolchain.measure.guest import GuestSpec, Mode, measure_guest, parse_vcpu_counts, snp_ovmf_hash
+from toolchain.measure.guest import (
+    GuestRequest,
+    GuestSpec,
+    Mode,
+    measure_guest,
+    parse_vcpu_counts,
+    snp_ovmf_hash,
+)
 from toolchain.snp.sev_legacy import launch_measurement, verify_launch_measurement
 from toolchain.snp.vmsa import VmmType
 
@@ -198,6 +205,72 @@ def test_parse_vcpu_counts():
 
 
 # --- legacy SEV: the guest owner's HMAC ----------------------------------------------------
+
+
+def test_guest_request_resolves_the_options_into_a_spec():
+    request = GuestRequest(
+        ovmf=str(AMDSEV), vcpus="3,1-2", vcpu_type="EPYC-Milan", guest_features="0x21"
+    )
+    assert request.vcpu_counts == (1, 2, 3)
+    assert request.spec == GuestSpec(
+        mode=Mode.SNP, ovmf=str(AMDSEV), vcpu_sig=0xA00F11, guest_features=0x21
+    )
+    sev = GuestRequest(mode="SEV", ovmf=str(AMDSEV), vcpus="junk", vcpu_sig="junk")
+    assert sev.vcpu_counts == ()  # SEV has no VMSAs: vCPU options do not apply
+    assert sev.spec == GuestSpec(mode=Mode.SEV, ovmf=str(AMDSEV))
+    svsm = GuestRequest(
+        mode="snp:svsm", ovmf=str(AMDSEV), vcpus="1", vcpu_sig="1", vars_file=str(AMDSEV)
+    )
+    assert svsm.spec.vars_size == AMDSEV.stat().st_size
+
+
+_OK = {"ovmf": "OVMF", "vcpus": "1", "vcpu_type": "EPYC"}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({**_OK, "mode": "tdx", "ovmf": None}, "unknown mode 'tdx'"),
+        ({**_OK, "ovmf": None, "output_format": "raw"}, "--ovmf PATH is required"),
+        ({**_OK, "output_format": "raw", "dump_vmsa": True}, "--output-format 'raw': use hex"),
+        ({**_OK, "mode": "sev", "dump_vmsa": True, "vmm_type": "xen"}, "--dump-vmsa applies"),
+        ({**_OK, "vmm_type": "xen", "vcpu_sig": "q"}, "xen"),
+        ({**_OK, "vcpu_type": None, "vcpu_sig": "q", "vcpus": None}, "--vcpu-sig 'q' is not an"),
+        ({**_OK, "vcpus": None, "snp_ovmf_hash": "x"}, "--vcpus N is required in mode snp"),
+        ({**_OK, "vcpus": "0", "snp_ovmf_hash": "x"}, "between 1 and 4096"),
+        ({**_OK, "snp_ovmf_hash": "x", "vars_size": "1", "vars_file": "y"}, "not hexadecimal"),
+        ({**_OK, "snp_ovmf_hash": "ab" * 47}, "is 47 bytes; an SNP digest is 48 bytes"),
+        ({**_OK, "vars_size": "1", "vars_file": "y", "guest_features": "q"}, "not both"),
+        ({**_OK, "vars_size": "q"}, "--vars-size 'q' is not an integer"),
+        ({**_OK, "vars_file": "/nonexistent/vars"}, "cannot read --vars-file /nonexistent/vars"),
+        ({**_OK, "mode": "snp:svsm", "guest_features": "q"}, "needs --vars-size or --vars-file"),
+        ({**_OK, "guest_features": "q", "vmsa_rdx": "q"}, "--guest-features 'q' is not an"),
+        ({**_OK, "vmsa_rdx": "q"}, "--vmsa-rdx 'q' is not an integer"),
+    ],
+)
+def test_guest_request_names_the_first_bad_option(options, message):
+    # The order is the one `keep measure-guest` always reported: the first problem is the error.
+    with pytest.raises(InputError) as raised:
+        GuestRequest(**options)
+    assert message in raised.value.message
+
+
+def test_guest_request_renders_as_sev_snp_measure_prints(tmp_path, monkeypatch):
+    request = GuestRequest(ovmf=str(AMDSEV), vcpus="1-2", vcpu_type="EPYC", dump_vmsa=True)
+    monkeypatch.chdir(tmp_path)
+    result = request.measure()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vmsa0.bin", "vmsa1.bin"]
+    one, two = result.digests[1].hex(), result.digests[2].hex()
+    assert request.render(result) == f"1\t{one}\n2\t{two}"
+    assert request.render(result, verbose=True).splitlines()[1] == (
+        f"Calculated SEV_SNP guest measurement (2 vCPUs): {two}"
+    )
+    b64 = GuestRequest(ovmf=str(AMDSEV), vcpus="1", vcpu_type="EPYC", output_format="Base64")
+    document = json.loads(b64.render(b64.measure(), as_json=True))
+    assert document["output_format"] == "base64"
+    assert document["measurements"] == [
+        {"vcpus": 1, "digest": base64.b64encode(result.digests[1]).decode()}
+    ]
 
 
 def test_sev_launch_measurement_hmac():

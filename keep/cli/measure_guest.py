@@ -87,121 +87,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _int(text: str | None, option: str) -> int | None:
-    from toolchain.errors import InputError
-
-    if text is None:
-        return None
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise InputError(f"{option} {text!r} is not an integer") from None
-
-
 def run(args: argparse.Namespace) -> int:
-    import base64
-    from pathlib import Path
+    from toolchain.measure.guest import GuestRequest
 
-    from toolchain.errors import InputError
-    from toolchain.measure.guest import GuestSpec, Mode, measure_guest, parse_vcpu_counts
-    from toolchain.snp.cpu import resolve_signature
-    from toolchain.snp.vmsa import VmmType
-
-    mode = Mode.parse(args.mode)
-    if args.ovmf is None:
-        raise InputError("--ovmf PATH is required")
-    output_format = args.output_format.lower()
-    if output_format not in ("hex", "base64"):
-        raise InputError(f"--output-format {args.output_format!r}: use hex or base64")
-    if args.dump_vmsa and mode not in (Mode.SNP, Mode.SEV_ES, Mode.SNP_SVSM):
-        raise InputError("--dump-vmsa applies to modes seves, snp and snp:svsm")
-    vmm = VmmType.parse(args.vmm_type)
-    vcpu_sig = None
-    if mode is not Mode.SEV:
-        vcpu_sig = resolve_signature(
-            vcpu_type=args.vcpu_type,
-            vcpu_sig=_int(args.vcpu_sig, "--vcpu-sig"),
-            family=_int(args.vcpu_family, "--vcpu-family"),
-            model=_int(args.vcpu_model, "--vcpu-model"),
-            stepping=_int(args.vcpu_stepping, "--vcpu-stepping"),
-        )
-    counts: list[int] = []
-    if mode.needs_vcpus:
-        if args.vcpus is None:
-            raise InputError(f"--vcpus N is required in mode {mode.value}")
-        counts = parse_vcpu_counts(args.vcpus)
-    snp_ovmf_hash = None
-    if args.snp_ovmf_hash is not None:
-        try:
-            snp_ovmf_hash = bytes.fromhex(args.snp_ovmf_hash)
-        except ValueError:
-            raise InputError("--snp-ovmf-hash is not hexadecimal") from None
-        if len(snp_ovmf_hash) != 48:
-            raise InputError(
-                f"--snp-ovmf-hash is {len(snp_ovmf_hash)} bytes; an SNP digest is 48 bytes"
-            )
-    if args.vars_size is not None and args.vars_file is not None:
-        raise InputError("give --vars-size or --vars-file, not both")
-    vars_size = _int(args.vars_size, "--vars-size") or 0
-    if args.vars_file is not None:
-        try:
-            vars_size = Path(args.vars_file).stat().st_size
-        except OSError as exc:
-            raise InputError(f"cannot read --vars-file {args.vars_file}: {exc.strerror}") from None
-    if mode is Mode.SNP_SVSM and args.vars_size is None and args.vars_file is None:
-        raise InputError("mode snp:svsm needs --vars-size or --vars-file")
-    guest_features = _int(args.guest_features, "--guest-features")
-    spec = GuestSpec(
-        mode=mode,
+    request = GuestRequest(  # checks every option; the first problem is the error
+        mode=args.mode,
         ovmf=args.ovmf,
+        vcpus=args.vcpus,
+        vcpu_type=args.vcpu_type,
+        vcpu_sig=args.vcpu_sig,
+        vcpu_family=args.vcpu_family,
+        vcpu_model=args.vcpu_model,
+        vcpu_stepping=args.vcpu_stepping,
+        vmm_type=args.vmm_type,
         kernel=args.kernel,
         initrd=args.initrd,
         append=args.append,
-        vcpu_sig=vcpu_sig,
-        guest_features=0x1 if guest_features is None else guest_features,
-        vmm=vmm,
-        snp_ovmf_hash=snp_ovmf_hash,
+        guest_features=args.guest_features,
+        output_format=args.output_format,
+        snp_ovmf_hash=args.snp_ovmf_hash,
+        dump_vmsa=args.dump_vmsa,
         svsm=args.svsm,
-        vars_size=vars_size,
-        vmsa_rdx=_int(args.vmsa_rdx, "--vmsa-rdx"),
+        vars_size=args.vars_size,
+        vars_file=args.vars_file,
+        vmsa_rdx=args.vmsa_rdx,
     )
-    result = measure_guest(spec, counts)
-
-    def render(digest: bytes) -> str:
-        return digest.hex() if output_format == "hex" else base64.b64encode(digest).decode()
-
-    if args.dump_vmsa:
-        for index in range(max(counts)):
-            try:
-                Path(f"vmsa{index}.bin").write_bytes(result.vmsa_for(index))
-            except OSError as exc:
-                raise InputError(f"cannot write vmsa{index}.bin: {exc.strerror}") from None
-    if args.json:
-        import json  # only here: start-up is part of what a measurement costs
-
-        document = result.as_dict()
-        document["output_format"] = output_format
-        for entry, digest in zip(
-            document["measurements"], [d for _, d in sorted(result.digests.items())], strict=True
-        ):
-            entry["digest"] = render(digest)
-        print(json.dumps(document, indent=2))
-        return 0
-    label = {
-        Mode.SNP: "SEV_SNP",
-        Mode.SNP_SVSM: "SEV_SNP_SVSM",
-        Mode.SEV_ES: "SEV_ES",
-        Mode.SEV: "SEV",
-        Mode.SNP_OVMF_HASH: "SNP OVMF hash",
-    }[mode]
-    multiple = len(result.digests) > 1
-    for count, digest in sorted(result.digests.items()):
-        text = render(digest)
-        if multiple:
-            text = f"{count}\t{text}"
-        if args.verbose:
-            suffix = f" ({count} vCPU{'s' if count != 1 else ''})" if count else ""
-            print(f"Calculated {label} guest measurement{suffix}: {render(digest)}")
-        else:
-            print(text)
+    print(request.render(request.measure(), verbose=args.verbose, as_json=args.json))
     return 0

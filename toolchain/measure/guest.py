@@ -19,6 +19,7 @@ in one pass: the common prefix once, then one VMSA page per additional vCPU.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import InputError
+from toolchain.snp.cpu import resolve_signature
 from toolchain.snp.digest import VMSA_GPA, LaunchDigest, PageType
 from toolchain.snp.kernel_hashes import PADDED_LENGTH, KernelHashes, cmdline_bytes, sha256_file
 from toolchain.snp.ovmf import Firmware, SectionType, load_firmware
@@ -94,6 +96,173 @@ class GuestSpec:
     vars_size: int = 0
     #: Override RDX in every VMSA (e.g. 0 for EC2 measurements made before sev-snp-measure 0.0.13).
     vmsa_rdx: int | None = None
+
+
+#: How ``GuestRequest.output_format`` renders a digest.
+OUTPUT_FORMATS = ("hex", "base64")
+_LABELS = {
+    Mode.SNP: "SEV_SNP",
+    Mode.SNP_SVSM: "SEV_SNP_SVSM",
+    Mode.SEV_ES: "SEV_ES",
+    Mode.SEV: "SEV",
+    Mode.SNP_OVMF_HASH: "SNP OVMF hash",
+}
+
+
+def _option_int(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise InputError(f"{option} {text!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class GuestRequest:
+    """A measurement asked for in sev-snp-measure's terms: each option as text, as given.
+
+    Constructing one checks every option, in the order their errors have always been reported
+    (the first problem is the one named), and resolves them into ``spec`` and ``vcpu_counts``,
+    which ``measure`` hands to ``measure_guest``. What depends on the files themselves (OVMF
+    metadata, kernel hashes) and on the combination of resolved values is ``measure_guest``'s.
+    """
+
+    mode: str = "snp"
+    ovmf: str | None = None
+    vcpus: str | None = None
+    vcpu_type: str | None = None
+    vcpu_sig: str | None = None
+    vcpu_family: str | None = None
+    vcpu_model: str | None = None
+    vcpu_stepping: str | None = None
+    vmm_type: str = "QEMU"
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str | None = None
+    guest_features: str | None = "0x1"
+    output_format: str = "hex"
+    snp_ovmf_hash: str | None = None
+    dump_vmsa: bool = False
+    svsm: str | None = None
+    vars_size: str | None = None
+    vars_file: str | None = None
+    vmsa_rdx: str | None = None
+    #: Resolved from the options above when the request is made.
+    spec: GuestSpec = field(init=False)
+    vcpu_counts: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        mode = Mode.parse(self.mode)
+        if self.ovmf is None:
+            raise InputError("--ovmf PATH is required")
+        if self.output_format.lower() not in OUTPUT_FORMATS:
+            raise InputError(f"--output-format {self.output_format!r}: use hex or base64")
+        if self.dump_vmsa and mode not in (Mode.SNP, Mode.SEV_ES, Mode.SNP_SVSM):
+            raise InputError("--dump-vmsa applies to modes seves, snp and snp:svsm")
+        vmm = VmmType.parse(self.vmm_type)
+        vcpu_sig = None if mode is Mode.SEV else self._vcpu_signature()
+        counts: list[int] = []
+        if mode.needs_vcpus:
+            if self.vcpus is None:
+                raise InputError(f"--vcpus N is required in mode {mode.value}")
+            counts = parse_vcpu_counts(self.vcpus)
+        seed = self._snp_ovmf_hash()
+        vars_size = self._vars_size(mode)
+        guest_features = _option_int(self.guest_features, "--guest-features")
+        spec = GuestSpec(
+            mode=mode,
+            ovmf=self.ovmf,
+            kernel=self.kernel,
+            initrd=self.initrd,
+            append=self.append,
+            vcpu_sig=vcpu_sig,
+            guest_features=0x1 if guest_features is None else guest_features,
+            vmm=vmm,
+            snp_ovmf_hash=seed,
+            svsm=self.svsm,
+            vars_size=vars_size,
+            vmsa_rdx=_option_int(self.vmsa_rdx, "--vmsa-rdx"),
+        )
+        object.__setattr__(self, "spec", spec)
+        object.__setattr__(self, "vcpu_counts", tuple(counts))
+
+    def _vcpu_signature(self) -> int | None:
+        return resolve_signature(
+            vcpu_type=self.vcpu_type,
+            vcpu_sig=_option_int(self.vcpu_sig, "--vcpu-sig"),
+            family=_option_int(self.vcpu_family, "--vcpu-family"),
+            model=_option_int(self.vcpu_model, "--vcpu-model"),
+            stepping=_option_int(self.vcpu_stepping, "--vcpu-stepping"),
+        )
+
+    def _snp_ovmf_hash(self) -> bytes | None:
+        if self.snp_ovmf_hash is None:
+            return None
+        try:
+            seed = bytes.fromhex(self.snp_ovmf_hash)
+        except ValueError:
+            raise InputError("--snp-ovmf-hash is not hexadecimal") from None
+        if len(seed) != 48:
+            raise InputError(f"--snp-ovmf-hash is {len(seed)} bytes; an SNP digest is 48 bytes")
+        return seed
+
+    def _vars_size(self, mode: Mode) -> int:
+        """The OVMF_VARS size, given as a number or as the file whose size it is (SVSM mode)."""
+        if self.vars_size is not None and self.vars_file is not None:
+            raise InputError("give --vars-size or --vars-file, not both")
+        size = _option_int(self.vars_size, "--vars-size") or 0
+        if self.vars_file is not None:
+            try:
+                size = Path(self.vars_file).stat().st_size
+            except OSError as exc:
+                raise InputError(
+                    f"cannot read --vars-file {self.vars_file}: {exc.strerror}"
+                ) from None
+        if mode is Mode.SNP_SVSM and self.vars_size is None and self.vars_file is None:
+            raise InputError("mode snp:svsm needs --vars-size or --vars-file")
+        return size
+
+    def measure(self) -> GuestMeasurement:
+        """The measurement; with ``dump_vmsa``, the VMSAs are also written to vmsa<N>.bin."""
+        result = measure_guest(self.spec, self.vcpu_counts)
+        if self.dump_vmsa:
+            for index in range(max(self.vcpu_counts)):
+                try:
+                    Path(f"vmsa{index}.bin").write_bytes(result.vmsa_for(index))
+                except OSError as exc:
+                    raise InputError(f"cannot write vmsa{index}.bin: {exc.strerror}") from None
+        return result
+
+    def render(
+        self, result: GuestMeasurement, *, verbose: bool = False, as_json: bool = False
+    ) -> str:
+        """The text sev-snp-measure prints (one digest per count), or the JSON document."""
+        output_format = self.output_format.lower()
+
+        def text(digest: bytes) -> str:
+            return digest.hex() if output_format == "hex" else base64.b64encode(digest).decode()
+
+        if as_json:
+            import json  # only here: start-up is part of what a measurement costs
+
+            document = result.as_dict()
+            document["output_format"] = output_format
+            ordered = [d for _, d in sorted(result.digests.items())]
+            for entry, digest in zip(document["measurements"], ordered, strict=True):
+                entry["digest"] = text(digest)
+            return json.dumps(document, indent=2)
+        multiple = len(result.digests) > 1
+        lines = []
+        for count, digest in sorted(result.digests.items()):
+            if verbose:
+                suffix = f" ({count} vCPU{'s' if count != 1 else ''})" if count else ""
+                lines.append(
+                    f"Calculated {_LABELS[result.mode]} guest measurement{suffix}: {text(digest)}"
+                )
+            else:
+                lines.append(f"{count}\t{text(digest)}" if multiple else text(digest))
+        return "\n".join(lines)
 
 
 @dataclass
