@@ -156,6 +156,51 @@ def verify_envelope(
         raise InputError("verification time needs a time zone")
     moment = (at or datetime.now(UTC)).astimezone(UTC)
     checklist = Checklist("signed reference measurements")
+    deciding = _deciding_policy(checklist, envelope, trust)
+    if deciding is None:
+        return checklist, None
+    trust, policy_line = deciding
+    parsed = _open_envelope(checklist, envelope, trust, policy_line)
+
+    message = parsed.pae()
+    results = [_verify_signature(i, s, message, trust) for i, s in enumerate(parsed.signatures, 1)]
+    authenticated = any(r.key is not None for r in results)
+    statement: dict[str, Any] | None = None
+    predicate: KeepPredicate | None = None
+    statement_problem = ""
+    # Only a payload a trusted key signed is ever parsed.
+    if authenticated and parsed.payload_type == INTOTO_PAYLOAD_TYPE:
+        statement, predicate, statement_problem = _read_statement(parsed.payload)
+    counted = _count_signers(checklist, results, trust, predicate, moment)
+
+    if not authenticated:
+        checklist.add("statement", None, detail="not examined: no trusted signature verifies")
+        return checklist, None
+    if parsed.payload_type != INTOTO_PAYLOAD_TYPE:
+        checklist.add("statement", None, detail="not examined: not an in-toto payload")
+        return checklist, None
+    subjects = _check_statement(checklist, statement, statement_problem, predicate, moment)
+    if subjects is None:
+        return checklist, None
+    if artifacts is None:
+        checklist.add("artifacts", None, detail="not checked: no artifacts directory given")
+    else:
+        _check_artifacts(checklist, subjects, artifacts)
+
+    if not checklist.ok or predicate is None:
+        return checklist, None
+    return checklist, VerifiedReferences(
+        predicate, subjects, tuple(sorted(counted, key=counted.__getitem__)), moment
+    )
+
+
+def _deciding_policy(
+    checklist: Checklist, envelope: bytes, trust: TrustPolicy
+) -> tuple[TrustPolicy, str] | None:
+    """The policy whose keys the signatures answer to, and its line's name; None if TUF refuses.
+
+    Raises InputError when that policy lists fewer distinct keys than its threshold.
+    """
     policy_line = "trust policy"
     if trust.tuf is not None:
         # TUF decides which envelopes are current and whose keys sign them: the role that
@@ -169,7 +214,7 @@ def verify_envelope(
             found=listed,
         )
         if resolved is None:
-            return checklist, None
+            return None
         trust, policy_line = resolved, "signing role"
     if len(trust.keys) < trust.threshold:
         raise InputError(
@@ -177,6 +222,13 @@ def verify_envelope(
             f"{trust.threshold}: no envelope can satisfy it",
             hint="add keys with keep trust add-key, or pass --trusted-key PUB",
         )
+    return trust, policy_line
+
+
+def _open_envelope(
+    checklist: Checklist, envelope: bytes, trust: TrustPolicy, policy_line: str
+) -> Envelope:
+    """Parse the DSSE envelope (InputError if it is not one); list the policy and payload type."""
     parsed = Envelope.parse(envelope)
     # Which trust anchor decided is never left implicit: name it, with its digest.
     checklist.add(
@@ -192,16 +244,20 @@ def verify_envelope(
         expected=INTOTO_PAYLOAD_TYPE,
         found=repr(parsed.payload_type),
     )
+    return parsed
 
-    message = parsed.pae()
-    results = [_verify_signature(i, s, message, trust) for i, s in enumerate(parsed.signatures, 1)]
-    authenticated = any(r.key is not None for r in results)
-    statement: dict[str, Any] | None = None
-    predicate: KeepPredicate | None = None
-    statement_problem = ""
-    if authenticated and parsed.payload_type == INTOTO_PAYLOAD_TYPE:
-        statement, predicate, statement_problem = _read_statement(parsed.payload)
 
+def _count_signers(
+    checklist: Checklist,
+    results: list[_SignatureResult],
+    trust: TrustPolicy,
+    predicate: KeepPredicate | None,
+    moment: datetime,
+) -> dict[str, int]:
+    """One line per signature and the threshold line; the key IDs that counted (-> signature).
+
+    A key counts once however often it signed, and only within its scope (releases, window).
+    """
     counted: dict[str, int] = {}  # key ID -> index of the signature that counted
     notes: list[str] = []
     for result in results:
@@ -257,21 +313,25 @@ def verify_envelope(
         found=f"{len(counted)} distinct trusted key(s) signed",
         detail="; ".join(notes),
     )
+    return counted
 
-    if not authenticated:
-        checklist.add("statement", None, detail="not examined: no trusted signature verifies")
-        return checklist, None
-    if parsed.payload_type != INTOTO_PAYLOAD_TYPE:
-        checklist.add("statement", None, detail="not examined: not an in-toto payload")
-        return checklist, None
+
+def _check_statement(
+    checklist: Checklist,
+    statement: dict[str, Any] | None,
+    problem: str,
+    predicate: KeepPredicate | None,
+    moment: datetime,
+) -> dict[str, dict[str, str]] | None:
+    """The statement, its predicate and validity window; its subjects, None if it is unusable."""
     if statement is None:
         checklist.add(
             "statement",
             False,
             expected="an in-toto Statement v1",
-            found=statement_problem,
+            found=problem,
         )
-        return checklist, None
+        return None
     subjects = {s["name"]: dict(s["digest"]) for s in statement["subject"]}
     checklist.add("statement", True, found=f"in-toto Statement v1, {len(subjects)} subject(s)")
     if predicate is None:
@@ -293,16 +353,7 @@ def verify_envelope(
                 detail="development reference, signed with a per-user development key: "
                 "not a release, never for production",
             )
-    if artifacts is None:
-        checklist.add("artifacts", None, detail="not checked: no artifacts directory given")
-    else:
-        _check_artifacts(checklist, subjects, artifacts)
-
-    if not checklist.ok or predicate is None:
-        return checklist, None
-    return checklist, VerifiedReferences(
-        predicate, subjects, tuple(sorted(counted, key=counted.__getitem__)), moment
-    )
+    return subjects
 
 
 def _check_window(checklist: Checklist, predicate: KeepPredicate, moment: datetime) -> None:
