@@ -421,16 +421,11 @@ def build_app_image(
     # Threads only wait for compiler processes; compile.jobs() bounds how many run at once.
     with ThreadPoolExecutor(max_workers=4 * jobs() + 8) as pool:
         runtime_futures = _submit_runtime(pool, obj_dir, build_cache, source_root=source_root)
-        wasm_path = out_dir / "app.wasm"
-        _write_if_changed(wasm_path, binary)
-        c_files, headers = _wasm2c(wasm_path, out_dir, build_cache)
-        _remove_stale(out_dir, {p.name for p in (*c_files, *headers)})
-        entry_path = out_dir / "entry.c"
-        _write_if_changed(entry_path, _entry_source(uses_wasi).encode())
+        generated = _generate_c(out_dir, binary, uses_wasi, build_cache)
         app_units: list[tuple[Path, Path, tuple[str, ...]]] = [
-            (c, obj_dir / f"{c.stem}.o", (*WASM2C_FLAGS, *app_flags)) for c in c_files
+            (c, obj_dir / f"{c.stem}.o", (*WASM2C_FLAGS, *app_flags)) for c in generated.c_files
         ]
-        app_units.append((entry_path, obj_dir / "entry.o", (*WASM2C_FLAGS, *OWN_FLAGS)))
+        app_units.append((generated.entry, obj_dir / "entry.o", (*WASM2C_FLAGS, *OWN_FLAGS)))
         futures = [
             pool.submit(
                 compile_c,
@@ -445,39 +440,83 @@ def build_app_image(
         ]
         *app_objs, entry_obj = [f.result() for f in futures]
         runtime_objects = {name: f.result() for name, f in runtime_futures.items()}
+    elf = _link_images(
+        [*app_objs, entry_obj],
+        runtime_objects,
+        out_dir,
+        build_cache,
+        hostcheck=hostcheck,
+        source_root=source_root,
+    )
+    linked_runtime = sorted(
+        (runtime_objects[n] for n in (*WASM2C_RUNTIME_SOURCES, *RUNTIME_SOURCES, KEEP_PLATFORM)),
+        key=lambda p: p.name,
+    )
+    return AppImage(
+        wasm=Artifact.of(generated.wasm),
+        c_sources=tuple(Artifact.of(p) for p in generated.c_files),
+        c_headers=tuple(Artifact.of(p) for p in generated.headers),
+        entry_source=Artifact.of(generated.entry),
+        objects=tuple(Artifact.of(p) for p in app_objs),
+        elf=Artifact.of(elf),
+        runtime_objects=tuple(Artifact.of(p) for p in (entry_obj, *linked_runtime)),
+        app_flags=app_flags,
+    )
+
+
+@dataclass(frozen=True)
+class _GeneratedC:
+    """The files written into ``out_dir`` for one module, before anything is compiled."""
+
+    wasm: Path  # app.wasm, the binary module wasm2c reads
+    c_files: list[Path]
+    headers: list[Path]
+    entry: Path  # entry.c
+
+
+def _generate_c(out_dir: Path, binary: bytes, uses_wasi: bool, cache: BuildCache) -> _GeneratedC:
+    """Write app.wasm, translate it with wasm2c and write entry.c; drop an earlier module's."""
+    wasm_path = out_dir / "app.wasm"
+    _write_if_changed(wasm_path, binary)
+    c_files, headers = _wasm2c(wasm_path, out_dir, cache)
+    _remove_stale(out_dir, {p.name for p in (*c_files, *headers)})
+    entry_path = out_dir / "entry.c"
+    _write_if_changed(entry_path, _entry_source(uses_wasi).encode())
+    return _GeneratedC(wasm_path, c_files, headers, entry_path)
+
+
+def _link_images(
+    app_objects: list[Path],
+    runtime_objects: dict[str, Path],
+    out_dir: Path,
+    cache: BuildCache,
+    *,
+    hostcheck: bool,
+    source_root: Path | None,
+) -> Path:
+    """Link ``out_dir/app.elf`` (and, with ``hostcheck``, ``hostcheck.elf``); the keep's image.
+
+    Both link the same objects but for the platform layer: hypercalls, or Linux system calls.
+    """
     linker_script = runtime_dir(source_root) / "user.ld"
     common = [
-        *app_objs,
-        entry_obj,
+        *app_objects,
         *(runtime_objects[n] for n in (*WASM2C_RUNTIME_SOURCES, *RUNTIME_SOURCES)),
     ]
     elf = link(
         [*common, runtime_objects[KEEP_PLATFORM]],
         out_dir / "app.elf",
         linker_script=linker_script,
-        cache=build_cache,
+        cache=cache,
     )
     if hostcheck:
         link(
             [*common, runtime_objects[HOSTCHECK_PLATFORM]],
             out_dir / "hostcheck.elf",
             linker_script=linker_script,
-            cache=build_cache,
+            cache=cache,
         )
-    linked_runtime = sorted(
-        (runtime_objects[n] for n in (*WASM2C_RUNTIME_SOURCES, *RUNTIME_SOURCES, KEEP_PLATFORM)),
-        key=lambda p: p.name,
-    )
-    return AppImage(
-        wasm=Artifact.of(wasm_path),
-        c_sources=tuple(Artifact.of(p) for p in c_files),
-        c_headers=tuple(Artifact.of(p) for p in headers),
-        entry_source=Artifact.of(entry_path),
-        objects=tuple(Artifact.of(p) for p in app_objs),
-        elf=Artifact.of(elf),
-        runtime_objects=tuple(Artifact.of(p) for p in (entry_obj, *linked_runtime)),
-        app_flags=app_flags,
-    )
+    return elf
 
 
 def runtime_source_digests() -> dict[str, str]:
