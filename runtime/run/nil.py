@@ -107,11 +107,24 @@ def run_wasi(
         print(f"keep: {exc.message}", file=sys.stderr, flush=True)
         return FATAL_EXIT_STATUS
 
-    from runtime.vmm.errors import GuestError, KeepTimeoutError
-
     config = wasmtime.Config()
     config.epoch_interruption = timeout is not None
     engine = wasmtime.Engine(config)
+    started = _instantiate(engine, wasm, wasi, memory_limit)
+    if started is None:
+        return FATAL_EXIT_STATUS
+    store, start = started
+    return _run_start(engine, store, start, timeout)
+
+
+def _instantiate(
+    engine: Any, wasm: Path, wasi: KeepWasi, memory_limit: int | None
+) -> tuple[Any, Any] | None:
+    """(store, ``_start``) of the module, its memory capped at the keep's heap (InputError for
+    a module that is not a WASI command); None, after the keep's out-of-memory line, when its
+    initial memory already exceeds that heap."""
+    import wasmtime
+
     try:
         module = wasmtime.Module.from_file(engine, str(wasm))
     except wasmtime.WasmtimeError as exc:
@@ -124,7 +137,7 @@ def run_wasi(
         limit = linear_memory_limit(memory_limit)
         if _initial_memory(module) > limit:
             print(OUT_OF_MEMORY_LINE, file=sys.stderr, flush=True)
-            return FATAL_EXIT_STATUS
+            return None
         store.set_limits(memory_size=limit)
     try:
         instance = linker.instantiate(store, module)
@@ -133,6 +146,15 @@ def run_wasi(
     start = instance.exports(store).get("_start")
     if not isinstance(start, wasmtime.Func):
         raise InputError(f"{wasm}: no _start function: not a WASI command")
+    return store, start
+
+
+def _run_start(engine: Any, store: Any, start: Any, timeout: float | None) -> int:
+    """Call ``_start``; its exit status, 134 after a trap (named as the keep names it)."""
+    import wasmtime
+
+    from runtime.vmm.errors import GuestError, KeepTimeoutError
+
     timer: threading.Timer | None = None
     if timeout is not None:
         store.set_epoch_deadline(1)
