@@ -15,6 +15,10 @@ The order of measurement is the order QEMU (or EC2, GCE) issues launch updates i
 
 Digests for several vCPU counts share everything but the trailing VMSAs, so they are computed
 in one pass: the common prefix once, then one VMSA page per additional vCPU.
+
+``GuestRequest`` is ``keep measure-guest``'s whole contract: sev-snp-measure's options as text,
+checked when the request is made (the first bad option is the error, ``InputError``), then
+measured and printed as sev-snp-measure prints them.
 """
 
 from __future__ import annotations
