@@ -17,16 +17,18 @@ import pytest
 
 from keep.cli import main
 from runtime.run import runner
+from toolchain.errors import EvidenceError
 from toolchain.image import record, tools
 from toolchain.image.cache import BuildCache, CacheHit
 from toolchain.image.keep_build import KeepBuild, build_keep
+from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 from toolchain.sign import generate_private_key
 from toolchain.sign.keys import DEV_KEY_NAME, write_key_pair
 from toolchain.state import state_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello" / "hello.wat"
-OUTPUTS = ("app.wasm", "ukernel.elf", "runtime.elf", "launch-plan.json", "provenance.json")
+OUTPUTS = ("app.wasm", "ukernel.elf", "runtime.elf", PLAN_FILE, "provenance.json")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,7 @@ def test_a_finished_build_is_recognised_with_its_outputs_digests(built: KeepBuil
     found = _recorded(built)
     assert found is not None
     assert found.artifacts == built.artifacts
+    assert found.plan == built.plan  # parsed once, from the re-hashed bytes
     assert found.launch_digests == built.launch_digests
     assert found.provenance == built.provenance
     assert dict(found.output_digests) == dict(built.output_digests)
@@ -248,22 +251,29 @@ def test_keep_run_takes_the_recorded_build_and_rebuilds_a_changed_one(
 
 
 def test_a_plan_changed_after_the_check_is_refused(
-    built: KeepBuild, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    built: KeepBuild, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The runner boots the plan bytes it read only if they are the bytes the build checked."""
-    plan = tmp_path / "launch-plan.json"
-    plan.write_bytes(built.artifacts["launch-plan.json"].read_bytes() + b" ")
-    changed = KeepBuild(
-        built.out_dir,
-        {**built.artifacts, "launch-plan.json": plan},
-        built.launch_digests,
-        built.provenance,
-        built.output_digests,
-    )
-    with pytest.raises(runner.EvidenceError) as caught:
-        runner._plan_bytes(changed)
-    assert caught.value.field == "launch-plan.json"
-    assert built.output_digests["launch-plan.json"] in str(caught.value.expected)
+    """A recognised build's plan is parsed from bytes whose SHA-256 is the recorded one: a file
+    changed between its check and its read is refused, never booted."""
+    path = built.artifacts[PLAN_FILE]
+    original = path.read_bytes()
+    hashed = record.sha256
+
+    def hash_then_change(file: Path) -> str:
+        digest = hashed(file)
+        if file.name == PLAN_FILE:
+            file.write_bytes(original + b" ")  # changed right after it was checked
+        return digest
+
+    monkeypatch.setattr(record, "sha256", hash_then_change)
+    try:
+        with pytest.raises(EvidenceError) as caught:
+            _recorded(built)
+    finally:
+        path.write_bytes(original)
+    assert caught.value.field == PLAN_FILE
+    assert built.output_digests[PLAN_FILE] in str(caught.value.expected)
+    assert built.plan == LaunchPlan.load(path, sha256=built.output_digests[PLAN_FILE])
 
 
 def _run_dev(build: KeepBuild) -> int:
@@ -368,8 +378,6 @@ def test_an_expired_kept_reference_is_signed_anew(
 ) -> None:
     from datetime import datetime, timedelta
 
-    from toolchain.measure.plan import LaunchPlan
-
     class TwoDaysAgo(datetime):
         @classmethod
         def now(cls, tz: object = None) -> TwoDaysAgo:  # type: ignore[override]
@@ -377,10 +385,9 @@ def test_an_expired_kept_reference_is_signed_anew(
 
     kept = _kept(built)
     kept.unlink(missing_ok=True)
-    plan = LaunchPlan.from_json(built.artifacts["launch-plan.json"].read_bytes())
     with monkeypatch.context() as patch:
         patch.setattr(runner, "datetime", TwoDaysAgo)
-        runner._development_reference(built, plan, "nil", 1)
+        runner._development_reference(built, "nil", 1)
     expired = kept.read_bytes()
     assert _run_dev(built) == 0
     assert "✔ validity window" in capfd.readouterr().err

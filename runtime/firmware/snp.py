@@ -45,6 +45,10 @@ class SnpFirmware:
     def __init__(self) -> None:
         raise _unavailable()
 
+    @property
+    def measurement(self) -> bytes:
+        raise _unavailable()
+
     def launch_start(self, policy: int, *, sev_features: int = 1) -> None:
         raise _unavailable()
 

@@ -19,7 +19,8 @@ blob. The record lives in the per-user build cache, not in the output directory:
 write only the output directory cannot make changed files pass. (Whoever can write the cache can
 write a consistent false record, as they can write a false cache entry: the cache is per user.)
 
-Imports only the standard library and the build cache's helpers: no ELF, wasm or wasm2c tooling.
+Imports only the standard library, the build cache's helpers and the launch plan (which it
+parses once, from the bytes it re-hashed, for ``KeepBuild.plan``): no ELF, wasm or wasm2c tooling.
 """
 
 from __future__ import annotations
@@ -190,6 +191,7 @@ def recorded_build(
     ``out_dir`` has its recorded digest, re-hashed now.
     """
     from toolchain.image.keep_build import ROOT, KeepBuild
+    from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
     cache = cache if cache is not None else BuildCache()
     if not cache.enabled:
@@ -217,9 +219,16 @@ def recorded_build(
                 file=sys.stderr,
             )
             return None
-    if PROVENANCE_FILE not in outputs:
+    if PROVENANCE_FILE not in outputs or PLAN_FILE not in outputs:
         return None
     artifacts = {name: out_dir / name for name in outputs if name != PROVENANCE_FILE}
+    # Parsed from bytes that must still be the ones just re-hashed (the loader checks).
+    plan = LaunchPlan.load(artifacts[PLAN_FILE], sha256=outputs[PLAN_FILE])
     return KeepBuild(
-        out_dir, artifacts, launch_digests, out_dir / PROVENANCE_FILE, output_digests=outputs
+        out_dir=out_dir,
+        artifacts=artifacts,
+        plan=plan,
+        launch_digests=launch_digests,
+        provenance=out_dir / PROVENANCE_FILE,
+        output_digests=outputs,
     )

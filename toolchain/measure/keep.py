@@ -834,8 +834,8 @@ def snp_plan_of(
     if twin != plan:
         raise InputError(
             "the microkernel and runtime ELFs are not the launch plan's: laid out they give "
-            f"launch digest {twin.launch_digest().hex()} and guest policy "
-            f"{twin.guest_policy:#x}, the plan {plan.launch_digest().hex()} and "
+            f"launch digest {twin.launch_digest(count).hex()} and guest policy "
+            f"{twin.guest_policy:#x}, the plan {plan.launch_digest(count).hex()} and "
             f"{plan.guest_policy:#x}"
         )
     return build_plan(
