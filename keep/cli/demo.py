@@ -17,10 +17,12 @@ EXAMPLE = Path("examples") / "hello" / "hello.wat"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from runtime.run.backends import BACKENDS
+
     parser.add_argument(
         "--app", type=Path, metavar="APP", help=f"application to run (default: {EXAMPLE})"
     )
-    parser.add_argument("--backend", choices=["kvm", "nil"], help="default: kvm where it works")
+    parser.add_argument("--backend", choices=list(BACKENDS), help="default: kvm where it works")
     parser.add_argument(
         "--out", type=Path, metavar="DIR", help="where the build and the reference go"
     )
