@@ -129,6 +129,18 @@ def test_the_whole_sequence_in_order_with_its_arguments() -> None:
     assert fake.open_fds == {}  # every fd closed
 
 
+def test_the_vcpu_count_is_an_argument_of_the_launch() -> None:
+    fake = FakeKvmSnp()
+    plan = snp_plan()
+    with SnpLaunch(plan, vcpus=3, system=fake, vcpu_setup=fake.vcpu_setup) as driver:
+        driver.launch(host_data=HOST_DATA)
+        assert len(driver.vcpus) == 3
+        assert driver.expected_digest() == fake.measurement == plan.launch_digest(3)
+        assert fake.measurement != plan.launch_digest(plan.vcpu_count)
+    with pytest.raises(InputError, match="out of range"):
+        SnpLaunch(plan, vcpus=0, system=FakeKvmSnp())
+
+
 def test_partial_progress_is_followed_until_len_is_zero() -> None:
     fake = FakeKvmSnp(pages_per_update=1)
     plan = snp_plan()
