@@ -28,10 +28,6 @@ BEING_SPLIT = frozenset(
         ("toolchain/verify/verifier.py", "verify_report"),  # by concern: chain, signature, ...
         ("toolchain/verify/verifier.py", "_policy_checks"),  # guest policy, platform, TCB
         ("toolchain/verify/evidence.py", "verify_evidence"),  # the one verification entry point
-        ("toolchain/image/keep_build.py", "build_keep"),  # the plan passed on as an object
-        ("toolchain/measure/keep.py", "build_plan"),  # the plan checks its own invariants
-        ("toolchain/release/publish.py", "_make_release"),  # reads the plan object
-        ("runtime/run/runner.py", "_run"),  # one backend type, one launch sequence
     }
 )
 
