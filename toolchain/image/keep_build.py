@@ -116,6 +116,7 @@ def build_keep(
     )
     from toolchain.image.ukernel import build_ukernel
     from toolchain.image.wheel import build_wheel
+    from toolchain.measure.abi import HEADER_PATH, check_header
     from toolchain.measure.keep import DEFAULT_C_BIT, build_plan, snp_plan_of
     from toolchain.measure.plan import PLAN_FILE
 
@@ -128,6 +129,10 @@ def build_keep(
     ukernel_dir = root / "runtime" / "guest" / "ukernel"
     if not ukernel_dir.is_dir():
         raise InputError(f"{root} is not a Keepstack source tree (no runtime/guest/ukernel/)")
+    if root == ROOT:
+        # This tree's guest is served by this tree's VMM: its C header must be the one the
+        # Python ABI generates (another tree, rebuilt by ``keep reproduce``, has its own).
+        check_header(root / HEADER_PATH)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "work"
