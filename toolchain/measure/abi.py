@@ -127,6 +127,8 @@ TREES_MAX_COUNT = 64
 #: The most one run may preopen, summed over the encodings of its trees (32 MiB): the keep
 #: holds every tree in its heap next to the application's linear memory.
 TREES_MAX_BYTES = 32 << 20
+#: The largest file the keep's file system holds (keep_fs.c; the nil backend's nil_fs.py).
+FS_FILE_MAX = 1 << 30
 
 
 # ---- structures ---------------------------------------------------------------------------------
@@ -532,6 +534,7 @@ def _sections() -> Iterator[tuple[str, Sequence[Define | str]]]:
             Define(
                 "TREES_MAX_BYTES", TREES_MAX_BYTES, "summed over the tree encodings", suffix="u"
             ),
+            Define("FS_FILE_MAX", FS_FILE_MAX, "the largest file in the keep", suffix="ull"),
         ],
     )
 

@@ -95,6 +95,7 @@
 #define KEEP_TREE_MAGIC "KEEPTREE1" /* 10 bytes with its NUL */
 #define KEEP_TREES_MAX_COUNT 64 /* the most trees one run may preopen */
 #define KEEP_TREES_MAX_BYTES 0x2000000u /* summed over the tree encodings */
+#define KEEP_FS_FILE_MAX 0x40000000ull /* the largest file in the keep */
 
 #ifndef __ASSEMBLER__
 #include <stdint.h>
