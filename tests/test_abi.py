@@ -137,3 +137,12 @@ def test_keep_layout_is_the_note_field_list() -> None:
     values = dict.fromkeys(abi.KEEP_LAYOUT.names, 0)
     del values["size"]
     assert abi.KeepLayout(**values).abi_version == 0
+
+
+def test_keep_layout_refuses_to_drift_from_the_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = dict.fromkeys(abi.KEEP_LAYOUT.names, 0)
+    del values["size"]
+    longer = abi.CStruct("keep_layout", (*abi.KEEP_LAYOUT.fields, abi.Field("extra", "uint64_t")))
+    monkeypatch.setattr(abi, "KEEP_LAYOUT", longer)
+    with pytest.raises(InputError, match="is not struct keep_layout"):
+        abi.KeepLayout(**values)

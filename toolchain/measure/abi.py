@@ -250,33 +250,44 @@ USER_INFO = CStruct(
     "Read-only block ring 3 finds at KEEP_USER_INFO_GPA; its address is also in rdi at entry.",
 )
 
+#: The note's GPAs and sizes that are whole pages (``toolchain.measure.keep`` checks them), in
+#: declaration order: the TSS (GDT + 0x80) sits between ``gdt`` and ``idt``.
+LAYOUT_PAGE_FIELDS = (
+    "ram_size",
+    "gdt",
+    "idt",
+    "secrets_page",
+    "cpuid_page",
+    "user_info",
+    "page_tables",
+    "page_tables_size",
+    "hc_page",
+    "hc_buffer",
+    "hc_buffer_size",
+    "doorbell",
+    "user_base",
+    "user_stack_size",
+)
+#: The note's addresses, all inside RAM (``toolchain.measure.keep`` checks them): the page
+#: ones, then those the linker fills in.
+LAYOUT_ADDRESS_FIELDS = (
+    *(name for name in LAYOUT_PAGE_FIELDS if not name.endswith("size")),
+    "boot_stack_top",
+    "fault_stack_top",
+    "ap_entry",
+    "vector_stubs",
+)
+
 KEEP_LAYOUT = CStruct(
     "keep_layout",
     (
         Field("abi_version", "uint32_t"),
         Field("size", "uint32_t", "sizeof(struct keep_layout)"),
-        *(
-            _u64(name)
-            for name in (
-                "guest_policy",
-                "sev_features",
-                "ram_size",
-                "gdt",
-                "tss",
-                "idt",
-                "secrets_page",
-                "cpuid_page",
-                "user_info",
-                "page_tables",
-                "page_tables_size",
-                "hc_page",
-                "hc_buffer",
-                "hc_buffer_size",
-                "doorbell",
-                "user_base",
-                "user_stack_size",
-            )
-        ),
+        _u64("guest_policy"),
+        _u64("sev_features"),
+        *(_u64(name) for name in LAYOUT_PAGE_FIELDS[:2]),
+        _u64("tss"),
+        *(_u64(name) for name in LAYOUT_PAGE_FIELDS[2:]),
         _u64("boot_stack_top", "initial rsp of the boot vCPU"),
         _u64("fault_stack_top", "TSS.RSP0 and IST1: where faults land"),
         _u64("ap_entry", "where application processors park"),

@@ -46,6 +46,8 @@ from toolchain.errors import InputError
 from toolchain.measure.abi import (
     ABI_VERSIONS,
     KEEP_LAYOUT,
+    LAYOUT_ADDRESS_FIELDS,
+    LAYOUT_PAGE_FIELDS,
     NOTE_NAME,
     NOTE_TYPE_LAYOUT,
     SEL_KCODE,
@@ -326,22 +328,7 @@ def read_layout(ukernel: ElfImage) -> KeepLayout:
 
 
 def _check_layout(layout: KeepLayout) -> None:
-    for name in (
-        "ram_size",
-        "gdt",
-        "idt",
-        "secrets_page",
-        "cpuid_page",
-        "user_info",
-        "page_tables",
-        "page_tables_size",
-        "hc_page",
-        "hc_buffer",
-        "hc_buffer_size",
-        "doorbell",
-        "user_base",
-        "user_stack_size",
-    ):
+    for name in LAYOUT_PAGE_FIELDS:
         value = getattr(layout, name)
         if value % PAGE_SIZE or (name.endswith("size") and value == 0):
             raise InputError(f"the layout note's {name} ({value:#x}) is not page-aligned")
@@ -349,22 +336,7 @@ def _check_layout(layout: KeepLayout) -> None:
         raise InputError(f"the layout note puts the TSS at {layout.tss:#x}, not GDT + 0x80")
     if layout.ram_size > 1 << 39:
         raise InputError(f"RAM size {layout.ram_size:#x} exceeds the 512 GiB one PML4 entry maps")
-    for name in (
-        "gdt",
-        "idt",
-        "secrets_page",
-        "cpuid_page",
-        "user_info",
-        "page_tables",
-        "hc_page",
-        "hc_buffer",
-        "doorbell",
-        "user_base",
-        "boot_stack_top",
-        "fault_stack_top",
-        "ap_entry",
-        "vector_stubs",
-    ):
+    for name in LAYOUT_ADDRESS_FIELDS:
         if getattr(layout, name) >= layout.ram_size:
             raise InputError(f"the layout note's {name} lies beyond the end of RAM")
     if layout.user_stack_size >= layout.ram_size:
