@@ -107,6 +107,11 @@ def test_the_structs_match_the_python_that_reads_and_writes_them() -> None:
     assert abi.USER_INFO.size == 104
     with pytest.raises(InputError, match=r"\['entry'\] missing or unknown"):
         abi.USER_INFO.pack({name: 0 for name in abi.USER_INFO.names if name != "entry"})
+    request = {"magic": abi.HC_MAGIC, "version": 2, "reserved": 0, "call": abi.Hypercall.CLOCK}
+    page = abi.HC_PAGE.pack({**request, "status": -7, "arg": range(1, 7), "ret": (8, 9)})
+    assert abi.HC_PAGE.struct.unpack(page) == (abi.HC_MAGIC, 2, 0, 8, -7, *range(1, 7), 8, 9)
+    with pytest.raises(InputError, match="arg takes 6 values"):
+        abi.HC_PAGE.pack({**request, "status": 0, "arg": (1,), "ret": (0, 0)})
     with pytest.raises(InputError, match="names a field twice"):
         abi.CStruct("twice", (abi.Field("a", "uint32_t"), abi.Field("a", "uint32_t")))
     with pytest.raises(InputError, match="C type"):

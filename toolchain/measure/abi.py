@@ -189,14 +189,22 @@ class CStruct:
             at += struct.calcsize("<" + _CTYPES[item.ctype]) * item.count
         raise KeyError(f"struct {self.tag} has no field {name!r}")
 
-    def pack(self, values: Mapping[str, int]) -> bytes:
-        """The structure with ``values`` by field name (every field, nothing else)."""
+    def pack(self, values: Mapping[str, int | Sequence[int]]) -> bytes:
+        """The structure with ``values`` by field name (every field, nothing else; an array
+        field takes a sequence of its length)."""
         if set(values) != set(self.names):
             raise InputError(
                 f"struct {self.tag}: fields {sorted(set(self.names) ^ set(values))} "
                 "missing or unknown"
             )
-        return self._struct.pack(*(values[name] for name in self.names))
+        flat: list[int] = []
+        for item in self.fields:
+            value = values[item.name]
+            items = [value] if isinstance(value, int) else list(value)
+            if len(items) != item.count:
+                raise InputError(f"struct {self.tag}: {item.name} takes {item.count} values")
+            flat += items
+        return self._struct.pack(*flat)
 
 
 def _u64(name: str, comment: str = "") -> Field:
