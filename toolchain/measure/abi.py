@@ -24,7 +24,7 @@ import argparse
 import enum
 import struct
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -443,10 +443,10 @@ def _dec(name: str, value: int, comment: str = "") -> Define:
     return Define(name, value, comment, decimal=True)
 
 
-def _sections() -> Iterator[tuple[str, Sequence[Define | str]]]:
-    """The header's ``#define``\\ s, section by section (a ``str`` is a comment line)."""
-    yield "version", [_dec("ABI_VERSION", ABI_VERSION)]
-    yield (
+#: The header's ``#define``\ s, section by section (a ``str`` is a comment line).
+_SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
+    ("version", [_dec("ABI_VERSION", ABI_VERSION)]),
+    (
         "guest physical layout (identity mapped: VA = GPA)",
         [
             Define("PAGE_SIZE", PAGE_SIZE),
@@ -474,8 +474,8 @@ def _sections() -> Iterator[tuple[str, Sequence[Define | str]]]:
                 "USER_STACK_SIZE", USER_STACK_SIZE, "ring-3 stack at the top of RAM, guard below"
             ),
         ],
-    )
-    yield (
+    ),
+    (
         "ending the application",
         [
             "Exit status of an application that trapped (as wasmtime's CLI: 128 + SIGABRT).",
@@ -489,8 +489,8 @@ def _sections() -> Iterator[tuple[str, Sequence[Define | str]]]:
             ),
             Define("STACK_EXHAUSTED_MESSAGE", STACK_EXHAUSTED_MESSAGE),
         ],
-    )
-    yield (
+    ),
+    (
         "segment selectors (GDT built by the toolchain)",
         [
             Define("SEL_KCODE", SEL_KCODE),
@@ -499,8 +499,8 @@ def _sections() -> Iterator[tuple[str, Sequence[Define | str]]]:
             Define("SEL_UDATA", SEL_UDATA, "0x20 | RPL 3"),
             Define("SEL_TSS", SEL_TSS),
         ],
-    )
-    yield (
+    ),
+    (
         "launch settings",
         [
             "SNP guest policy: bit 16 must be one, bit 17 SMT allowed; debug, migration off.",
@@ -508,8 +508,8 @@ def _sections() -> Iterator[tuple[str, Sequence[Define | str]]]:
             "VMSA SEV_FEATURES: bit 0 SNPActive only.",
             Define("SEV_FEATURES", SEV_FEATURES),
         ],
-    )
-    yield (
+    ),
+    (
         "hypercall page",
         [
             Define("HC_MAGIC", HC_MAGIC, '"KHC1" little-endian'),
@@ -533,8 +533,8 @@ def _sections() -> Iterator[tuple[str, Sequence[Define | str]]]:
             Define("BOOT_REPORT_DATA_OFFSET", BOOT_REPORT_DATA_OFFSET),
             Define("BOOT_REPORT_OFFSET", BOOT_REPORT_OFFSET),
         ],
-    )
-    yield (
+    ),
+    (
         ".note.keepstack and the user-info page",
         [
             Define("NOTE_NAME", NOTE_NAME, "namesz 10 with the NUL, padded to 12"),
@@ -543,8 +543,8 @@ def _sections() -> Iterator[tuple[str, Sequence[Define | str]]]:
             _dec("VECTOR_STUB_SIZE", VECTOR_STUB_SIZE),
             Define("USER_INFO_MAGIC", USER_INFO_MAGIC, '"KUI1"'),
         ],
-    )
-    yield (
+    ),
+    (
         "the TREES call's transfer blob (runtime/guest/wasm/keep_trees.c)",
         [
             Define("TRANSFER_MAGIC", TRANSFER_MAGIC, "8 bytes with its NUL"),
@@ -555,7 +555,8 @@ def _sections() -> Iterator[tuple[str, Sequence[Define | str]]]:
             ),
             Define("FS_FILE_MAX", FS_FILE_MAX, "the largest file in the keep", suffix="ull"),
         ],
-    )
+    ),
+)
 
 
 def _comment(text: str, indent: str = "") -> list[str]:
@@ -607,7 +608,7 @@ def header_text(structs: Sequence[CStruct] = (HC_PAGE, USER_INFO, KEEP_LAYOUT)) 
         "hidden from the assembler)."
     )
     lines = [*_comment(intro), "#ifndef KEEP_ABI_H", "#define KEEP_ABI_H"]
-    for title, entries in _sections():
+    for title, entries in _SECTIONS:
         lines += ["", f"/* ---- {title} ".ljust(_WIDTH - 3, "-") + " */"]
         for entry in entries:
             lines += _comment(entry) if isinstance(entry, str) else [entry.render()]
