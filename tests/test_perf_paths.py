@@ -24,8 +24,7 @@ from toolchain.image import tools
 from toolchain.snp import certs
 from toolchain.snp.report import SIGNED_SIZE, AttestationReport, load_report
 from toolchain.snp.tcb import TcbVersion
-from toolchain.verify import TrustedRoots, VerificationPolicy, verify_report
-from toolchain.verify.verifier import clear_caches
+from toolchain.verify import TrustedRoots, VerificationPolicy, Verifier
 
 ROOT = Path(__file__).resolve().parent.parent
 SNP = Path("vectors") / "snp-reports"
@@ -39,15 +38,19 @@ def test_cached_verification_says_what_a_cold_one_says(data_dir: Path, sample) -
     """Cold, warm, and warm with equal certificates loaded again: the same checklist."""
     vectors = data_dir / SNP
 
+    verifier = Verifier.amd()
+
     def run() -> str:
         report = load_report((vectors / sample.report).read_bytes())[0]
         vcek = certs.load_certificate((vectors / sample.vcek).read_bytes())  # a new object
         ask = certs.load_certificate((vectors / sample.ask).read_bytes()) if sample.ask else None
         crl = (vectors / sample.crl).read_bytes() if sample.crl else None
-        checks = verify_report(report, vcek, policy=sample.policy, ask=ask, crl=crl, at=sample.at)
+        checks = verifier.verify_report(
+            report, vcek, policy=sample.policy, ask=ask, crl=crl, at=sample.at
+        )
         return checks.to_json()
 
-    clear_caches()
+    verifier.clear_caches()
     cold = run()
     assert run() == cold
     assert run() == cold
@@ -57,12 +60,11 @@ def test_cached_root_lookup_names_the_label_of_this_call(simulated: SimulatedCha
     """The same root under two labels: each verification names its own set's label."""
     for label in ("first label", "second label"):
         roots = TrustedRoots.amd().with_extra(simulated.ark, label=label)
-        checks = verify_report(
+        checks = Verifier(roots).verify_report(
             simulated.report,
             simulated.vcek,
             policy=VerificationPolicy(),
             ask=simulated.ask,
-            roots=roots,
         )
         trusted = next(c for c in checks.checks if c.name == "ark.trusted")
         assert label in trusted.found, trusted.found
