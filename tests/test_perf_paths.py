@@ -1,7 +1,7 @@
 """The fast paths of issue 15 give the answers of the slow ones (their speed is bench/'s job).
 
-* verification: per-certificate facts cached once (``verifier.ChainCache``), the signed bytes
-  sliced from the parsed report, each TCB value decoded once;
+* verification: per-certificate facts cached once (``chain.ChainCache``, one per ``Verifier``),
+  the signed bytes sliced from the parsed report, each TCB value decoded once;
 * builds: the optimisation level of the generated C, and the bounded compile pool;
 * ``keep measure-guest``: what a measurement imports.
 """

@@ -10,15 +10,14 @@ policy's own allow-list; an envelope that does not verify allows nothing.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from test_verify_references import signed_reference
 
 from keep.cli import main
 from runtime.firmware.sim import SimFirmware, sim_identity
@@ -27,13 +26,10 @@ from runtime.vmm import miniguest
 from toolchain.checks import Checklist
 from toolchain.errors import EvidenceError
 from toolchain.sign import (
-    KeepPredicate,
     LaunchConfig,
     PrivateKey,
     TrustPolicy,
-    build_statement,
     generate_private_key,
-    sign_statement,
     write_key_pair,
 )
 from toolchain.snp.report import AttestationReport
@@ -41,7 +37,6 @@ from toolchain.verify import References, TrustedRoots, VerificationPolicy, Verif
 from toolchain.verify.evidence import EVIDENCE_TYPE, verify_evidence
 
 NONCE = bytes(range(64))
-NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -74,17 +69,7 @@ def launched() -> Launched:
     vcek, ask, ark = (x509.load_der_x509_certificate(c) for c in (chain.vcek, chain.ask, chain.ark))
     key = generate_private_key("ecdsa-p384")
     config = LaunchConfig("genoa", 1, miniguest.GUEST_POLICY, "kvm", firmware.measurement)
-    predicate = KeepPredicate(
-        release="9.9.9",
-        configs=[config],
-        components=[],
-        toolchain={},
-        provenance_sha256=hashlib.sha256(b"provenance").hexdigest(),
-        not_before=NOW - timedelta(days=1),
-        not_after=NOW + timedelta(days=1),
-        development=False,
-    )
-    envelope = sign_statement(build_statement(predicate, {"keep.img": {"sha256": "00" * 32}}), key)
+    envelope = signed_reference([config], key)
     report = firmware.guest_request_report(NONCE, 0)
     return Launched(firmware, report, vcek, ask, ark, key, envelope)
 
