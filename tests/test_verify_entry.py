@@ -33,6 +33,7 @@ from toolchain.sign import (
     write_key_pair,
 )
 from toolchain.snp.report import AttestationReport
+from toolchain.snp.tcb import Product
 from toolchain.verify import References, TrustedRoots, VerificationPolicy, Verifier
 from toolchain.verify.evidence import EVIDENCE_TYPE, verify_evidence
 
@@ -208,3 +209,20 @@ def test_an_envelope_that_does_not_verify_allows_nothing(launched: Launched) -> 
     before = list(references.checks.checks)
     launched.verifier.verify(report, launched.vcek, policy=policy, references=references)
     assert references.checks.checks == before
+
+
+def test_a_given_product_chooses_the_references_generation(launched: Launched) -> None:
+    report = AttestationReport.parse(launched.report)
+    policy = VerificationPolicy(report_data=NONCE)
+    for product in (Product.MILAN, "milan"):
+        checks = launched.verifier.verify(
+            report,
+            launched.vcek,
+            policy=policy,
+            references=launched.references(),
+            ask=launched.ask,
+            product=product,
+        )
+        line = next(c for c in checks.checks if c.name == "references.configuration")
+        assert line.ok is False
+        assert line.expected.endswith(" on milan"), line.expected

@@ -2,7 +2,9 @@
 
 A report's MEASUREMENT is accepted only if a verified reference lists it for a launch
 configuration that matches the report: the same guest policy and, where the product is known,
-the same CPU generation (or a configuration for "any" generation).
+the same CPU generation (or a configuration for "any" generation); and, when the caller knows
+them (the runner does), the same backend and vCPU count. ``References`` is what
+``Verifier.verify`` takes: the envelope's verdict and those two launch facts.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class Verifier:
             return self.verify_report(
                 report, vek, policy=policy, ask=ask, ark=ark, product=product, at=at, crl=crl
             )
-        generation = None if isinstance(product, Product) else product
+        generation = product.value if isinstance(product, Product) else product
         checks, policy = references.checklist(report, vek, policy, product=generation)
         verdict = self.verify_report(
             report, vek, policy=policy, ask=ask, ark=ark, product=product, at=at, crl=crl
