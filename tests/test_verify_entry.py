@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from test_firmware_sim import _launched as launched_firmware
 from test_verify_references import signed_reference
 
 from keep.cli import main
@@ -64,8 +65,7 @@ class Launched:
 
 @pytest.fixture(scope="module")
 def launched() -> Launched:
-    firmware = SimFirmware()
-    firmware.launch_from_plan(miniguest.mini_plan(miniguest.hello_guest()))
+    firmware = launched_firmware()  # the mini guest, launched on the simulated firmware
     chain = sim_identity().chain()
     vcek, ask, ark = (x509.load_der_x509_certificate(c) for c in (chain.vcek, chain.ask, chain.ark))
     key = generate_private_key("ecdsa-p384")
