@@ -148,7 +148,7 @@ def test_the_nil_backend_makes_the_same_check(tmp_path: Path, how: str) -> None:
     bound = bind_report_data(NONCE, [tree.digest for tree in trees])
     blob = transfer_blob(NONCE, trees)
     accepted = accept_transfer_blob(blob, bound)
-    assert [guest for guest, _ in accepted] == ["/one", "/two"]
+    assert [tree.guest for tree in accepted] == ["/one", "/two"]
     why = "not the ones this keep attested" if how in TAMPERING[:4] else "malformed"
     with pytest.raises(EvidenceError, match=why):
         accept_transfer_blob(_tampered(blob, how, trees), bound)

@@ -529,12 +529,19 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
             f"keep: --dir {tree.spec.host} -> {tree.spec.guest}: {len(tree.encoding)} bytes, "
             f"sha512 {tree.digest.hex()[:32]}…, copied into the keep and bound into its report"
         )
-    if trees:
-        # Where the application's changes go, so nobody expects them on the host (no :rw yet).
+    if any(not tree.spec.rw for tree in trees):
+        # Where the application's changes go, so nobody expects them on the host.
         log.note(
             "keep: --dir: the application works on the keep's own in-memory copy; its changes "
-            "are discarded at exit (the host directory is never written)"
+            "are discarded at exit (the host directory is never written) unless the --dir "
+            "ends with :rw"
         )
+    for tree in trees:
+        if tree.spec.rw:
+            log.note(
+                f"keep: --dir {tree.spec.host}:rw: the application's changes are written back "
+                "to it at exit: the host sees them"
+            )
     if not options.timeout > 0:
         raise InputError(f"--timeout must be a positive number of seconds, not {options.timeout}")
     backend = _choose_backend(options, log)
@@ -581,6 +588,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
                     log.verdict(_verdict_line(attestation, backend, options))
 
     argv = [_app_name(options.app), *options.args]
+    handed_back: list[bytes] = []  # the :rw trees the keep hands back at exit (at most one)
     started = time.perf_counter()
     status: int | None = None
     measurement = b""
@@ -596,6 +604,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
                 report_data=attestation.expected_report_data,
                 trees=transfer_blob(nonce, trees),
                 timings=timings,
+                on_result=handed_back.append,
             )
         else:
             status, measurement = _run_nil(
@@ -607,6 +616,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
                 verified=verified,
                 report_data=attestation.expected_report_data,
                 trees=transfer_blob(nonce, trees),
+                on_result=handed_back.append,
             )
     except KeepError as exc:
         error = exc
@@ -620,6 +630,10 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
         raise error
     if status is None:
         raise PlatformError("the keep ended without an exit status")
+    if handed_back:  # only now: the keep attested and ended on its own
+        from runtime.run.writeback import apply_result
+
+        apply_result(trees, handed_back[0], log.say)  # loud, even with --quiet
     return RunOutcome(
         process_status(status, log), backend, attestation.checklist, measurement, timings
     )
@@ -687,6 +701,7 @@ def _run_kvm(
     report_data: bytes,
     trees: bytes,
     timings: dict[str, float],
+    on_result: Callable[[bytes], None],
 ) -> tuple[int | None, bytes, KeepError | None]:
     """Boot the keep; returns its exit status (None when stopped), digest and why it stopped."""
     from runtime.vmm.keep import run_keep
@@ -704,7 +719,10 @@ def _run_kvm(
         on_report=verified,
         report_data=report_data,
         trees=trees,
+        rw=[spec.rw for spec in options.dirs],
     )
+    if result.result is not None:
+        on_result(result.result)
     if result.to_first_output_ms is not None:
         timings["create_vm_to_first_output"] = result.to_first_output_ms
     return result.exit_status, result.measurement, result.error
@@ -720,6 +738,7 @@ def _run_nil(
     verified: Callable[[bytes], bool],
     report_data: bytes,
     trees: bytes,
+    on_result: Callable[[bytes], None],
 ) -> tuple[int, bytes]:
     from runtime.firmware.sim import SimFirmware
     from runtime.run.nil import run_wasi
@@ -737,5 +756,6 @@ def _run_nil(
         timeout=options.timeout,
         trees=trees,
         attested=report_data,
+        on_result=on_result,
     )
     return status, measurement

@@ -1,4 +1,4 @@
-"""The VMM side of the keep hypercall ABI, versions 1 and 2 (``runtime/guest/ukernel/ABI.md``).
+"""The VMM side of the keep hypercall ABI, versions 1 to 3 (``runtime/guest/ukernel/ABI.md``).
 
 ``HypercallServer.serve()`` is the doorbell handler: it reads the request from the hypercall
 page, checks every guest-supplied number before it touches anything, does the call and writes the
@@ -10,6 +10,12 @@ Fail closed on attestation: with ``require_attestation`` (the default) the guest
 outside (stdin, arguments, environment, console) until an ATTEST call has produced a report that
 the runner's callback accepted, and an EXIT before that ends the keep as stopped, never with the
 status it asked for. (The runner does not rely on this: it checks attestation itself.)
+
+RESULT (version 3) takes the ``:rw`` trees back at the application's exit, in order, chunk by
+chunk; the blob is refused (``GuestError``, the keep ends, nothing is kept) when it would pass
+``RESULT_MAX_BYTES``, when a chunk is out of place, when no tree was preopened ``:rw``, or
+when the whole does not pass ``toolchain.measure.trees.accept_result_blob`` (wrong magic, a
+tree not marked ``:rw``, a malformed encoding). ``HypercallStats.result`` holds it once whole.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from runtime.vmm.errors import GuestError
 from runtime.vmm.memory import GuestMemory
 from toolchain.errors import EvidenceError, InputError, PlatformError
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 #: What this VMM serves: a keep speaks its plan's version (1: releases 0.1.0 and 0.2.0).
-ABI_VERSIONS = (1, 2)
+ABI_VERSIONS = (1, 2, 3)
 HC_MAGIC = 0x3143484B  # "KHC1"
 _HEADER = struct.Struct("<IHHIi6Q2Q")  # magic, version, reserved, call, status, args[6], ret[2]
 OFF_STATUS = 0x0C
@@ -41,6 +47,11 @@ REPORT_DATA = 6
 ATTEST = 7
 CLOCK = 8
 TREES = 9  # version 2
+#: Version 3 (issue 14, ``--dir HOST::GUEST:rw``); the lead reconciles it with
+#: toolchain/measure/abi.py. Args: offset, length, position, total.
+RESULT = 10
+#: The first ABI version that has each call (the rest are in every version).
+CALL_SINCE = {TREES: 2, RESULT: 3}
 
 CALL_NAMES = {
     CONSOLE_WRITE: "CONSOLE_WRITE",
@@ -52,6 +63,7 @@ CALL_NAMES = {
     ATTEST: "ATTEST",
     CLOCK: "CLOCK",
     TREES: "TREES",
+    RESULT: "RESULT",
 }
 
 REPORT_DATA_SIZE = 64
@@ -94,6 +106,8 @@ class HypercallStats:
     first_output_at: float | None = None  # time.perf_counter() of the first console write
     attested_at: float | None = None
     report: bytes | None = None
+    #: The ``:rw`` trees the keep handed back (RESULT), checked, once complete.
+    result: bytes | None = None
 
 
 class HypercallServer:
@@ -116,6 +130,7 @@ class HypercallServer:
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         abi_version: int = ABI_VERSION,
         trees: bytes = b"",
+        rw: Sequence[bool] = (),
     ) -> None:
         if len(report_data) != REPORT_DATA_SIZE:
             raise InputError(f"REPORT_DATA must be {REPORT_DATA_SIZE} bytes")
@@ -134,8 +149,13 @@ class HypercallServer:
             raise InputError(f"hypercall ABI {abi_version} is not one this VMM serves")
         if trees and abi_version < 2:
             raise InputError("preopened trees need a keep of hypercall ABI 2 or later")
+        if any(rw) and abi_version < 3:
+            raise InputError("--dir ...:rw needs a keep of hypercall ABI 3 or later")
         self.abi_version = abi_version
         self.trees = bytes(trees)
+        self.rw = tuple(rw)  # per tree in --dir order: whether it may come back
+        self._result = bytearray()
+        self._result_total: int | None = None
         self.stats = HypercallStats()
         self._handlers: dict[int, Callable[[tuple[int, ...]], tuple[int, int, int] | int]] = {
             CONSOLE_WRITE: self._console_write,
@@ -146,6 +166,7 @@ class HypercallServer:
             ATTEST: self._attest,
             CLOCK: self._clock,
             TREES: self._trees,
+            RESULT: self._result_write,
         }
         self._call = "doorbell"
 
@@ -169,12 +190,18 @@ class HypercallServer:
                 argument="version",
             )
         name = CALL_NAMES.get(call)
-        if name is None or (call == TREES and self.abi_version < 2):
+        if name is None or self.abi_version < CALL_SINCE.get(call, 1):
             raise GuestError(f"unknown call number {call}", call="doorbell", argument="call")
         self._call = name
         self.stats.calls[name] = self.stats.calls.get(name, 0) + 1
         if call == EXIT:
             status = int(args[0]) & 0xFFFFFFFF
+            if self._result_total is not None and self.stats.result is None:
+                raise GuestError(
+                    f"exit with {len(self._result)} of the result's {self._result_total} bytes",
+                    call="RESULT",
+                    argument="total",
+                )
             if not self.attested:
                 # A keep that never proved what it is has no exit status worth passing on.
                 raise GuestError(
@@ -182,7 +209,7 @@ class HypercallServer:
                     call=name,
                 )
             return status
-        if not self.attested and call in (CONSOLE_WRITE, STDIN_READ, LAUNCH_ARGS, TREES):
+        if not self.attested and call in (CONSOLE_WRITE, STDIN_READ, LAUNCH_ARGS, TREES, RESULT):
             raise GuestError(
                 "refused before the keep has been attested (the runner releases nothing "
                 "to a keep it has not verified)",
@@ -316,6 +343,38 @@ class HypercallServer:
         data = self.trees[position : position + max_length]
         self.memory.write(gpa, data)
         return 0, len(data), total
+
+    def _result_write(self, args: tuple[int, ...]) -> int:
+        """Append ``[offset, offset + length)`` of the buffer at ``position`` of the result."""
+        from toolchain.measure.trees import RESULT_MAX_BYTES, accept_result_blob
+
+        offset, length, position, total = args[0], args[1], args[2], args[3]
+        gpa = self._span(offset, length, offset_name="offset", length_name="length")
+        if not any(self.rw):
+            raise self._fail("", "no tree was preopened with :rw: there is nothing to take back")
+        if self.stats.result is not None:
+            raise self._fail("", "the result was already handed back (one per run)")
+        if total > RESULT_MAX_BYTES:
+            raise self._fail(
+                "total", f"{total} bytes, over the limit of {RESULT_MAX_BYTES} (RESULT_MAX_BYTES)"
+            )
+        if self._result_total not in (None, total):
+            raise self._fail("total", f"{total}, earlier chunks said {self._result_total}")
+        if position != len(self._result) or length > total - position:
+            raise self._fail(
+                "position",
+                f"{length} bytes at {position}: expected the next chunk at {len(self._result)} "
+                f"of {total}",
+            )
+        self._result_total = total
+        self._result += self.memory.read(gpa, length)
+        if len(self._result) == total:
+            try:
+                accept_result_blob(bytes(self._result), self.rw)
+            except EvidenceError as exc:
+                raise self._fail("", exc.message) from None
+            self.stats.result = bytes(self._result)
+        return length
 
     def _clock(self, args: tuple[int, ...]) -> int:
         clock_id = args[0]

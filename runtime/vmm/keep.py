@@ -59,6 +59,8 @@ class KeepResult:
     total_ms: float = 0.0
     exits: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    #: The ``:rw`` trees the keep handed back at exit (RESULT), checked; None without.
+    result: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -144,6 +146,7 @@ class Keep:
         require_attestation: bool = True,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         trees: bytes = b"",
+        rw: Sequence[bool] = (),
     ) -> KeepResult:
         """Run the boot vCPU until the keep exits or is stopped."""
         if self.vm is None:
@@ -167,6 +170,7 @@ class Keep:
             output_limit=output_limit,
             abi_version=self.plan.abi.abi_version,
             trees=trees,
+            rw=rw,
         )
         boot = vm.vcpus[0]
         exit_status: int | None = None
@@ -198,6 +202,7 @@ class Keep:
             total_ms=(end - vm.created_at) * 1e3,
             exits=dict(boot.exit_counts),
             calls=dict(stats.calls),
+            result=stats.result if exit_status is not None else None,
         )
 
     def close(self) -> None:
@@ -234,11 +239,13 @@ def run_keep(
     require_attestation: bool = True,
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     trees: bytes = b"",
+    rw: Sequence[bool] = (),
 ) -> KeepResult:
     """Launch ``plan`` on KVM with ``firmware`` and run it to the end; see the module docstring.
 
     ``trees`` is the preopened trees' transfer blob (``toolchain.measure.trees.transfer_blob``),
     served by the TREES call after attestation; ``report_data`` must then bind their digests.
+    ``rw`` says per tree whether the keep may hand it back at exit (``KeepResult.result``).
 
     ``on_report`` is the runner's verifier: it gets the keep's ATTESTATION_REPORT (bound to
     ``report_data``, the runner's nonce) and accepts it by returning, refuses it by raising
@@ -264,4 +271,5 @@ def run_keep(
             require_attestation=require_attestation,
             output_limit=output_limit,
             trees=trees,
+            rw=rw,
         )

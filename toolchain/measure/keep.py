@@ -67,10 +67,11 @@ from toolchain.snp.vmsa import (
 
 NOTE_NAME = b"Keepstack\0"
 NOTE_TYPE_LAYOUT = 1
-ABI_VERSION = 2
+ABI_VERSION = 3
 #: The ABI versions a microkernel may declare: 1 (releases 0.1.0 and 0.2.0, rebuilt from their
-#: commits) and 2 (the TREES call and the attested REPORT_DATA left for ring 3).
-ABI_VERSIONS = (1, 2)
+#: commits), 2 (the TREES call and the attested REPORT_DATA left for ring 3) and 3 (the RESULT
+#: call: the ``:rw`` trees handed back at exit).
+ABI_VERSIONS = (1, 2, 3)
 VECTOR_STUB_SIZE = 16
 HC_MAGIC = 0x3143484B
 USER_INFO_MAGIC = 0x3149554B

@@ -1,9 +1,9 @@
 /* Preopened trees: fetched from the host after attestation, as untrusted input (like stdin),
  * and accepted only if they are the ones this keep attested.
  *
- * The transfer blob (toolchain/measure/trees.py, transfer_blob): "KTREES1\0", the runner's 64-byte
- * nonce, u32 count, then per tree u32 guest path length, the path, u64 encoding length, the
- * canonical encoding. Every length is checked against the blob before use. The keep computes
+ * The transfer blob (toolchain/measure/trees.py, transfer_blob): "KTREES2\0", the runner's 64-byte
+ * nonce, u32 count, then per tree u32 guest path length, the path, u32 flags (bit 0: :rw, hand
+ * the tree back at exit; the other bits zero), u64 encoding length, the canonical encoding. Every length is checked against the blob before use. The keep computes
  * SHA-512 over each encoding itself and requires
  *     SHA-512(nonce || digest_1 || ... || digest_n) == the REPORT_DATA it attested,
  * which the microkernel left in private memory (ABI.md, boot flow): a host that changes, adds,
@@ -20,7 +20,7 @@
 #include "keep_runtime.h"
 #include "sha512.h"
 
-#define TRANSFER_MAGIC "KTREES1"  /* 8 bytes with its NUL */
+#define TRANSFER_MAGIC "KTREES2"  /* 8 bytes with its NUL */
 #define TREE_MAGIC "KEEPTREE1"    /* 10 bytes with its NUL */
 #define NONCE_SIZE 64
 #define TREES_MAX_BYTES (32u << 20) /* the runner's bound (TREES_MAX_BYTES) */
@@ -120,6 +120,7 @@ void keep_trees_init(void) {
         const uint8_t *guest;
         if (!take_u32(blob, total, &at, &tree->guest_len) || tree->guest_len == 0 ||
             !take(blob, total, &at, tree->guest_len, &guest) ||
+            !take_u32(blob, total, &at, &tree->flags) || (tree->flags & ~KEEP_TREE_FLAG_RW) ||
             !take_u64(blob, total, &at, &tree->length) ||
             !take(blob, total, &at, tree->length, &tree->encoding) ||
             tree->length < sizeof TREE_MAGIC ||

@@ -10,7 +10,10 @@ struct keep_tree {
     uint32_t guest_len;
     const uint8_t *encoding; /* the canonical tree encoding, as received and hashed */
     uint64_t length;
+    uint32_t flags; /* KEEP_TREE_FLAG_RW: hand it back at exit (not in the binding) */
 };
+
+#define KEEP_TREE_FLAG_RW 1u
 
 /* Fetch, check and keep the trees; ends the keep (keep_fatal) if they are not the ones bound
  * into the attested REPORT_DATA. Called once, after the launch arguments, before the app. */

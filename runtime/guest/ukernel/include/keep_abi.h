@@ -1,4 +1,4 @@
-/* Keep hypercall ABI and launch layout, version 2 (see runtime/guest/ukernel/ABI.md).
+/* Keep hypercall ABI and launch layout, version 3 (see runtime/guest/ukernel/ABI.md).
  *
  * Shared by the microkernel (ring 0) and the in-guest runtime (ring 3). The layout values are
  * also declared in the microkernel ELF's `.note.keepstack` note (struct keep_layout below), which
@@ -7,7 +7,7 @@
 #ifndef KEEP_ABI_H
 #define KEEP_ABI_H
 
-#define KEEP_ABI_VERSION 2
+#define KEEP_ABI_VERSION 3
 
 /* ---- guest physical layout (identity mapped: VA = GPA) ---------------------------------- */
 #define KEEP_PAGE_SIZE 0x1000
@@ -69,6 +69,11 @@
 #define KEEP_HC_ATTEST 7
 #define KEEP_HC_CLOCK 8
 #define KEEP_HC_TREES 9 /* ABI version 2 */
+/* ABI version 3 (issue 14, --dir HOST::GUEST:rw): hand the :rw trees back at the application's
+ * exit. The lead reconciles this with the generated header (toolchain/measure/abi.py). */
+#define KEEP_HC_RESULT 10
+/* The most a keep hands back (toolchain.measure.trees.RESULT_MAX_BYTES): 32 MiB + 1 MiB. */
+#define KEEP_RESULT_MAX (33ull << 20)
 
 #define KEEP_CLOCK_REALTIME 0
 #define KEEP_CLOCK_MONOTONIC 1
