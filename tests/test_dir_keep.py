@@ -68,10 +68,13 @@ def _tampered(blob: bytes, how: str, trees: list[Any]) -> bytes:
         return blob[:-1]
     if how == "trailing":
         return blob + b"\0"
+    if how == "flags":  # a flag bit other than :rw (the first tree's flags follow "/one")
+        at = blob.index(b"/one") + 4
+        return blob[:at] + struct.pack("<I", 2) + blob[at + 4 :]
     raise AssertionError(how)
 
 
-TAMPERING = ["content", "nonce", "dropped", "reordered", "truncated", "trailing"]
+TAMPERING = ["content", "nonce", "dropped", "reordered", "truncated", "trailing", "flags"]
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +157,7 @@ def test_the_nil_backend_makes_the_same_check(tmp_path: Path, how: str) -> None:
         accept_transfer_blob(_tampered(blob, how, trees), bound)
 
 
-def _call(memory: GuestMemory, server: HypercallServer, *args: int, version: int = 2) -> tuple:
+def _call(memory: GuestMemory, server: HypercallServer, *args: int, version: int = 3) -> tuple:
     """One TREES request through the hypercall page; returns (status, ret0, ret1)."""
     memory.write(PAGE, struct.pack("<IHHIi6Q2Q", HC_MAGIC, version, 0, TREES, 0, *args, 0, 0))
     assert server.serve() is None
@@ -163,7 +166,7 @@ def _call(memory: GuestMemory, server: HypercallServer, *args: int, version: int
 
 
 def test_the_vmm_serves_trees_only_after_attestation_and_within_bounds() -> None:
-    blob = b"KTREES1\0" + bytes(range(200))
+    blob = b"KTREES2\0" + bytes(range(200))
     layout = HypercallLayout(PAGE, BUFFER, 0x10000)
 
     def server(**options: Any) -> HypercallServer:
@@ -293,6 +296,7 @@ MALFORMED = {
     "no-root": ("no root", b""),
     "orphan": ("an entry before its directory", _record(3, b"") + _record(4, b"a/b", b"x")),
     "dotdot": ("a name", _record(3, b"") + _record(4, b"..", b"x")),
+    "absolute": ("an absolute path", _record(3, b"") + _record(4, b"/etc", b"x")),
     "repeated": (
         "a name",
         _record(3, b"") + _record(4, b"a") + _record(4, b"b") + _record(4, b"a"),

@@ -218,7 +218,7 @@ def test_header_checks(memory: GuestMemory) -> None:
     with pytest.raises(GuestError, match="bad magic"):
         server.serve()
     memory.write(PAGE, struct.pack("<IH", hc.HC_MAGIC, 1))  # another version than the plan's
-    with pytest.raises(GuestError, match="ABI version 1, this keep's plan says version 2"):
+    with pytest.raises(GuestError, match="ABI version 1, this keep's plan says version 3"):
         server.serve()
     _request(memory, 0)
     with pytest.raises(GuestError, match="unknown call number 0"):

@@ -160,7 +160,11 @@ def run_wasi(
     finally:
         if timer is not None:
             timer.cancel()
-    result = wasi.result()
+    try:
+        result = wasi.result()
+    except EvidenceError as exc:  # as the keep's runtime ends it (keep_fs.c, fs_hand_back)
+        print(f"keep: {exc.message}", file=sys.stderr, flush=True)
+        return FATAL_EXIT_STATUS
     if result is not None and on_result is not None:
         on_result(result)
     return status

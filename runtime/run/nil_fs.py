@@ -325,10 +325,16 @@ class FsCalls:
 
     def result(self) -> bytes | None:
         """keep_fs.c's fs_result: the ``:rw`` trees as the application left them, or None."""
-        from toolchain.measure.trees import result_blob
+        from toolchain.errors import EvidenceError
+        from toolchain.measure.trees import RESULT_MAX_BYTES, result_blob
 
         handed = [(index, encode(root)) for index, (root, rw) in enumerate(self.roots) if rw]
-        return result_blob(handed) if handed else None
+        blob = result_blob(handed) if handed else None
+        if blob is not None and len(blob) > RESULT_MAX_BYTES:
+            raise EvidenceError(
+                "the :rw trees are larger than a keep hands back (33 MiB); nothing was written back"
+            )
+        return blob
 
     # --- memory (KeepWasi's checks, for the calls here) -----------------------------------------
     @staticmethod

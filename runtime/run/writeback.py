@@ -9,10 +9,11 @@ What this module promises:
   ones created, changed files replaced; a file whose contents and mode are unchanged is not
   touched.
 * Nothing is written unless the whole encoding is acceptable: it is checked first (the one
-  decoder's structural checks, ``toolchain.measure.trees.decode_tree``: the root first, names in ascending order,
-  no empty, ``.`` or ``..`` name, no entry before its directory) and then for what only a
-  writer needs: no mode above 0o777, a size within ``limit``, and no symbolic link whose
-  target is absolute or leaves the tree (``..`` above its root). Refusals are ``EvidenceError``
+  decoder's structural checks, ``toolchain.measure.trees.decode_tree``: the root first, names
+  in ascending order, no absolute path, no empty, ``.`` or ``..`` name, no entry before its
+  directory) and then for what only a writer needs: no mode above 0o777, a size within
+  ``limit``, and no symbolic link whose target is absolute or leaves the tree (``..`` above
+  its root). Refusals are ``EvidenceError``
   naming the path and why.
 * The writer never follows a symbolic link: every directory is opened relative to its parent's
   descriptor with ``O_DIRECTORY | O_NOFOLLOW``; files are created with ``O_CREAT | O_EXCL |

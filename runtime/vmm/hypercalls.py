@@ -372,7 +372,7 @@ class HypercallServer:
             try:
                 accept_result_blob(bytes(self._result), self.rw)
             except EvidenceError as exc:
-                raise self._fail("", exc.message) from None
+                raise self._fail("blob", exc.message) from None
             self.stats.result = bytes(self._result)
         return length
 

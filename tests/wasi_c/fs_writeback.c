@@ -2,7 +2,8 @@
  * and one at "/ro" (not), and this program makes the same changes in both: create, modify,
  * delete, rename, mkdir, symlink, hard link. With the argument "trap" it traps at the end
  * instead of exiting (a trap hands nothing back); "fail" exits with status 3 (an exit, so the
- * trees are handed back). Prints what each call answered. */
+ * trees are handed back); "big" also writes a 34 MiB file into /rw, more than a keep hands
+ * back; "none" changes nothing. Prints what each call answered. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -45,12 +46,31 @@ static void changes(const char *root) {
     printf("rmdir: %d\n", rmdir(a) == 0 ? 0 : errno);
 }
 
+static void big(void) {
+    static char chunk[1 << 20];
+    int fd = open("/rw/big.bin", O_WRONLY | O_CREAT, 0600);
+    for (int i = 0; i < 34; i++) {
+        memset(chunk, 'a' + i % 26, sizeof chunk);
+        if (write(fd, chunk, sizeof chunk) != (ssize_t)sizeof chunk) {
+            printf("big: errno %d\n", errno);
+        }
+    }
+    close(fd);
+}
+
 int main(int argc, char **argv) {
+    const char *how = argc > 1 ? argv[1] : "";
+    if (strcmp(how, "none") == 0) {
+        return 0;
+    }
     changes("/rw");
     changes("/ro");
+    if (strcmp(how, "big") == 0) {
+        big();
+    }
     fflush(stdout);
-    if (argc > 1 && strcmp(argv[1], "trap") == 0) {
+    if (strcmp(how, "trap") == 0) {
         __builtin_trap();
     }
-    return argc > 1 && strcmp(argv[1], "fail") == 0 ? 3 : 0;
+    return strcmp(how, "fail") == 0 ? 3 : 0;
 }

@@ -142,8 +142,8 @@ def transfer_blob(nonce: bytes, trees: Sequence[Tree]) -> bytes:
     for tree in trees:
         guest = tree.spec.guest.encode()
         flags = TREE_FLAG_RW if tree.spec.rw else 0
-        parts += [struct.pack("<I", len(guest)), guest, struct.pack("<IQ", flags, len(tree.encoding))]
-        parts.append(tree.encoding)
+        parts += [struct.pack("<I", len(guest)), guest, struct.pack("<I", flags)]
+        parts += [struct.pack("<Q", len(tree.encoding)), tree.encoding]
     return b"".join(parts)
 
 
@@ -246,7 +246,10 @@ def accept_result_blob(
         if found and index <= max(found):
             raise fail(f"malformed (tree {index} out of order or repeated)")
         encoding = reader.take(reader.u64())
-        decode_tree(encoding, what=f"tree {index} of the keep's result")
+        try:
+            decode_tree(encoding, what=f"tree {index} of the keep's result")
+        except EvidenceError as exc:
+            raise EvidenceError(f"{exc.message}; nothing was written back") from None
         found[index] = encoding
     reader.end()
     return found
@@ -280,7 +283,7 @@ def decode_tree(encoding: bytes, *, what: str = "a preopened tree") -> list[Reco
 
     if not encoding.startswith(TREE_MAGIC):
         raise fail("not a canonical tree encoding")
-    at, records = len(TREE_MAGIC), []
+    at, records = len(TREE_MAGIC), list[Record]()
     last_name: dict[bytes, bytes] = {}  # directory path -> the last name seen in it
     while at < len(encoding):
         if at + _RECORD_HEAD.size > len(encoding):
