@@ -1,7 +1,7 @@
 /* The keep's in-memory file system: built from the checked trees (keep_trees.c), changed by the
- * application, discarded at exit. Nodes are never freed (an open descriptor may still name an
- * unlinked one); inode numbers count up from 1 in creation order, the tree order first, so
- * they are the same on every run of the same trees and on both backends (nil_wasi.py). */
+ * application, discarded at exit (the :rw trees are handed back first: fs_hand_back). Nodes
+ * are never freed (an open descriptor may still name an unlinked one); inode numbers count up
+ * from 1 in creation order, the tree order first, so they are the same on every run of the same trees and on both backends (nil_wasi.py). */
 #ifndef KEEP_FS_H
 #define KEEP_FS_H
 
