@@ -143,7 +143,7 @@ def test_the_rw_tree_comes_back_the_same_on_kvm_nil_and_wasmtime(
         )
         assert status == 0, err
         assert out.splitlines() == expected_out.decode().splitlines()
-        warning = f"⚠ writing back 10 files to {tmp_path / backend / 'rw'}: the host sees them"
+        warning = f"⚠ writing back 11 files to {tmp_path / backend / 'rw'}: the host sees them"
         assert warning in err.splitlines()
         assert "keep: removed in " in err
         hosts[backend] = snapshot(tmp_path / backend / "rw")
@@ -195,7 +195,7 @@ def test_a_failing_exit_still_hands_the_tree_back(
     status, _out, err, _ = run(backend, program, tmp_path / "t", capfd, "fail")
     assert status == 3
     assert (tmp_path / "t" / "rw" / "created.txt").read_bytes() == b"made in the keep\n"
-    assert "⚠ writing back 10 files to" in err
+    assert "⚠ writing back 11 files to" in err
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -408,6 +408,21 @@ def test_dirspec_parses_rw() -> None:
     assert DirSpec.parse("data::/out:rw") == DirSpec(Path("data"), "/out", rw=True)
     assert DirSpec.parse("data:rw") == DirSpec(Path("data"), "data", rw=True)
     assert DirSpec.parse("data::/out") == DirSpec(Path("data"), "/out", rw=False)
+
+
+def test_a_rw_directory_may_not_overlap_another(tmp_path: Path) -> None:
+    from toolchain.errors import InputError
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    a, b = tmp_path / "a", tmp_path / "a" / "b"
+    for specs in (
+        [DirSpec(a, "/x", rw=True), DirSpec(a, "/y")],
+        [DirSpec(a, "/x", rw=True), DirSpec(b, "/y")],
+        [DirSpec(a, "/x"), DirSpec(tmp_path / "a" / ".." / "a" / "b", "/y", rw=True)],
+    ):
+        with pytest.raises(InputError, match="overlaps"):
+            read_trees(specs)
+    assert len(read_trees([DirSpec(a, "/x"), DirSpec(b, "/y")])) == 2  # read-only may overlap
 
 
 def test_one_encoder_gives_the_canonical_order() -> None:

@@ -42,6 +42,8 @@ static void changes(const char *root) {
     snprintf(a, sizeof a, "%s/sub/deep.txt", root);
     snprintf(b, sizeof b, "%s/hardlink.txt", root);
     printf("link: %d\n", link(a, b) == 0 ? 0 : errno);
+    snprintf(a, sizeof a, "%s/sub.txt", root); /* sorts between "sub" and "sub/deep.txt" */
+    put(a, "beside sub\n", 0);
     snprintf(a, sizeof a, "%s/sub/gone", root);
     printf("rmdir: %d\n", rmdir(a) == 0 ? 0 : errno);
 }
