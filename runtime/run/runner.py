@@ -56,8 +56,9 @@ class RunOptions:
     build_dir: Path | None = None
     #: Guest memory in bytes (None: the default 256 MiB); part of the build and its measurement.
     memory: int | None = None
-    #: Preopened directories (``--dir HOST[::GUEST]``): read before boot, copied into the keep,
-    #: their digests bound into REPORT_DATA (``toolchain.measure.trees``).
+    #: Preopened directories (``--dir HOST[::GUEST][:rw]``): read before boot, copied into the
+    #: keep, their digests bound into REPORT_DATA (``toolchain.measure.trees``); the ``:rw``
+    #: ones come back at the application's exit (``runtime.run.writeback.apply_result``).
     dirs: Sequence[DirSpec] = ()
     #: Where the runner's own lines go (progress, security statement, checklist).
     log: TextIO = field(default_factory=lambda: sys.stderr)
