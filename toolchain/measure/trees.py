@@ -341,6 +341,7 @@ def read_trees(specs: Sequence[DirSpec], *, limit: int = TREES_MAX_BYTES) -> lis
     """Read every tree of one run; refuses (before boot) when together they pass ``limit``."""
     if len(specs) > TREES_MAX_COUNT:
         raise InputError(f"{len(specs)} --dir options: a keep takes at most {TREES_MAX_COUNT}")
+    _refuse_overlapping_rw(specs)
     trees: list[Tree] = []
     used = 0
     for spec in specs:
@@ -348,6 +349,22 @@ def read_trees(specs: Sequence[DirSpec], *, limit: int = TREES_MAX_BYTES) -> lis
         used += len(tree.encoding)
         trees.append(tree)
     return trees
+
+
+def _refuse_overlapping_rw(specs: Sequence[DirSpec]) -> None:
+    """A ``:rw`` directory may not be, hold or lie in another ``--dir``: the write-back of one
+    would change what the other was read as (or be overwritten by it)."""
+    resolved = [spec.host.resolve() for spec in specs]
+    for index, spec in enumerate(specs):
+        if not spec.rw:
+            continue
+        here = resolved[index]
+        for other, (there, where) in enumerate(zip(specs, resolved, strict=True)):
+            if other != index and (here == where or here in where.parents or where in here.parents):
+                raise InputError(
+                    f"--dir {spec.host}:rw overlaps --dir {there.host}: a directory written "
+                    "back may not be, hold or lie in another --dir"
+                )
 
 
 def read_tree(spec: DirSpec, *, limit: int = TREES_MAX_BYTES) -> Tree:
