@@ -320,6 +320,27 @@ def test_the_runner_says_what_it_writes_before_it_writes(tmp_path: Path) -> None
     assert snapshot(host) == {"new.txt": (b"from the keep", "0o644")}
 
 
+def test_one_changed_file_is_one_file(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from toolchain.measure.trees import decode_tree
+
+    trees = _host_pair(tmp_path)
+    records = [
+        replace(r, data=b"edited\n") if r.path == b"modify.txt" else r
+        for r in decode_tree(trees[0].encoding)
+    ]
+    said: list[str] = []
+    apply_result(trees, result_blob([(0, encode_records(records))]), said.append)
+    host = trees[0].spec.host
+    assert said == [
+        f"⚠ writing back 1 file to {host}: the host sees them",
+        f"keep: changed in {host}: modify.txt",
+    ]
+    assert (host / "modify.txt").read_bytes() == b"edited\n"
+    assert oct((host / "modify.txt").stat().st_mode & 0o777) == "0o600"
+
+
 # ---- the VMM's RESULT call ----------------------------------------------------------------------
 
 

@@ -241,7 +241,8 @@ def apply_result(trees: Sequence[Tree], result: bytes, say: Callable[[str], None
         if not count:
             say(f"keep: --dir {host}:rw: the application changed nothing; nothing written")
             continue
-        say(f"⚠ writing back {count} files to {host}: the host sees them")
+        files = "file" if count == 1 else "files"
+        say(f"⚠ writing back {count} {files} to {host}: the host sees them")
         write_back(host, encoding)
         for what, paths in found.items():
             if paths:
