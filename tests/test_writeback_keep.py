@@ -15,12 +15,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_wasi_c_keep import KVM_MISSING
 from test_wasi_fs_keep import run_wasmtime
 from wasi_c.wasi_cc import compile_wasi
@@ -339,6 +342,23 @@ def test_one_changed_file_is_one_file(tmp_path: Path) -> None:
     ]
     assert (host / "modify.txt").read_bytes() == b"edited\n"
     assert oct((host / "modify.txt").stat().st_mode & 0o777) == "0o600"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), min_size=1, max_size=4),
+    cut=st.integers(0, 250),
+)
+def test_a_damaged_result_is_refused_or_decodes(edits: list[tuple[int, int]], cut: int) -> None:
+    """Any byte changed or cut: an EvidenceError from the host's checks, never another error."""
+    blob = bytearray(result_blob([(0, _encoding(_record(3, b"d"), _record(4, b"d/f", b"x")))]))
+    for at, value in edits:
+        blob[at % len(blob)] = value
+    with contextlib.suppress(EvidenceError):
+        accepted = accept_result_blob(bytes(blob[: len(blob) - cut % 8]), RW)
+        assert set(accepted) <= {0}
+        for encoding in accepted.values():
+            writeback.check_encoding(encoding, limit=1 << 20)
 
 
 # ---- the VMM's RESULT call ----------------------------------------------------------------------
