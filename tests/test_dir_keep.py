@@ -68,13 +68,16 @@ def _tampered(blob: bytes, how: str, trees: list[Any]) -> bytes:
         return blob[:-1]
     if how == "trailing":
         return blob + b"\0"
+    if how == "rw":  # the first tree marked :rw behind the binding's back
+        at = blob.index(b"/one") + 4
+        return blob[:at] + struct.pack("<I", 1) + blob[at + 4 :]
     if how == "flags":  # a flag bit other than :rw (the first tree's flags follow "/one")
         at = blob.index(b"/one") + 4
         return blob[:at] + struct.pack("<I", 2) + blob[at + 4 :]
     raise AssertionError(how)
 
 
-TAMPERING = ["content", "nonce", "dropped", "reordered", "truncated", "trailing", "flags"]
+TAMPERING = ["content", "nonce", "dropped", "reordered", "rw", "truncated", "trailing", "flags"]
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +144,7 @@ def test_the_keep_refuses_trees_it_did_not_attest(plan: Any, tmp_path: Path, how
     assert error is None, error
     assert status == 125
     assert b"hello from a keep" not in output  # refused before the application ran
-    why = b"not the ones this keep attested" if how in TAMPERING[:4] else b"malformed"
+    why = b"not the ones this keep attested" if how in TAMPERING[:5] else b"malformed"
     assert why in output, output
 
 
@@ -152,7 +155,7 @@ def test_the_nil_backend_makes_the_same_check(tmp_path: Path, how: str) -> None:
     blob = transfer_blob(NONCE, trees)
     accepted = accept_transfer_blob(blob, bound)
     assert [tree.guest for tree in accepted] == ["/one", "/two"]
-    why = "not the ones this keep attested" if how in TAMPERING[:4] else "malformed"
+    why = "not the ones this keep attested" if how in TAMPERING[:5] else "malformed"
     with pytest.raises(EvidenceError, match=why):
         accept_transfer_blob(_tampered(blob, how, trees), bound)
 

@@ -219,6 +219,46 @@ def test_an_unchanged_tree_is_not_written(
     assert "writing back" not in err
 
 
+def test_the_evidence_binds_which_trees_came_back(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], program: Path
+) -> None:
+    """The :rw flags are bound into REPORT_DATA: verify-evidence proves them, and a file that
+    drops one, or a caller who names the tree without :rw, does not verify."""
+    import json
+
+    from runtime.firmware.sim import sim_identity_dir
+    from toolchain.sign import dev_key
+    from toolchain.sign.keys import public_path_for
+
+    backend = "kvm" if KVM_MISSING is None else "nil"
+    rw, ro = make_tree(tmp_path / "rw"), make_tree(tmp_path / "ro")
+    evidence = tmp_path / "ev.json"
+    argv = ["run", "--dev", "--quiet", "--backend", backend, "--build-dir", str(tmp_path / "b")]
+    argv += ["--dir", f"{rw}::/rw:rw", "--dir", f"{ro}::/ro", "--evidence", str(evidence)]
+    assert main([*argv, str(program), "none"]) == 0
+    document = json.loads(evidence.read_text())
+    assert [tree.get("rw", False) for tree in document["trees"]] == [True, False]
+    _, key_path = dev_key()
+    check = ["verify-evidence", str(evidence), "--json", "--trusted-key"]
+    check += [str(public_path_for(key_path)), "--extra-root", str(sim_identity_dir() / "ark.pem")]
+    capfd.readouterr()
+
+    def verdict(*extra: str) -> dict[str, Any]:
+        status = main([*check, *extra])
+        found = json.loads(capfd.readouterr().out)["checks"]
+        return {"status": status, **{c["name"].split(" (")[0]: c["ok"] for c in found}}
+
+    ours = ["--dir", f"{rw}::/rw:rw", "--dir", f"{ro}::/ro"]
+    good = verdict(*ours)
+    assert (good["status"], good["evidence.trees"], good["report-data"]) == (0, True, True)
+    lied = verdict("--dir", f"{rw}::/rw", "--dir", f"{ro}::/ro")  # the caller forgot :rw
+    assert (lied["status"], lied["evidence.trees"]) == (1, False)
+    del document["trees"][0]["rw"]  # the file hides that the tree came back
+    evidence.write_text(json.dumps(document))
+    hidden = verdict()
+    assert (hidden["status"], hidden["report-data"]) == (1, False)
+
+
 # ---- hostile results ----------------------------------------------------------------------------
 
 

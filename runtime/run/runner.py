@@ -461,12 +461,9 @@ def write_evidence(path: Path, attestation: LiveAttestation, envelope: bytes, ba
         "firmware": attestation.firmware.name,
         "simulated_root": chain.simulated,
         "nonce": attestation.nonce.hex(),
-        # The preopened trees, in order: REPORT_DATA = SHA-512(nonce || their digests).
-        **(
-            {"trees": [{"guest": g, "sha512": d.hex()} for g, d in attestation.trees]}
-            if attestation.trees
-            else {}
-        ),
+        # The preopened trees, in order: REPORT_DATA = SHA-512(nonce || their digests
+        # [|| their :rw flags]), toolchain.measure.trees.bind_report_data.
+        **({"trees": _evidence_trees(attestation)} if attestation.trees else {}),
         "report": (attestation.report or b"").hex(),
         "vcek": pem(chain.vcek),
         "ask": pem(chain.ask),
@@ -480,6 +477,14 @@ def write_evidence(path: Path, attestation: LiveAttestation, envelope: bytes, ba
         tmp.replace(path)
     except OSError as exc:
         raise InputError(f"cannot write evidence {path}: {exc.strerror}") from exc
+
+
+def _evidence_trees(attestation: LiveAttestation) -> list[dict[str, object]]:
+    rw = attestation.rw or [False] * len(attestation.trees)
+    return [
+        {"guest": guest, "sha512": digest.hex(), **({"rw": True} if flag else {})}
+        for (guest, digest), flag in zip(attestation.trees, rw, strict=True)
+    ]
 
 
 def run_app(options: RunOptions) -> RunOutcome:
@@ -564,8 +569,11 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     nonce = fresh_nonce()
     attestation = LiveAttestation(
         nonce=nonce,
-        report_data=bind_report_data(nonce, [tree.digest for tree in trees]),
+        report_data=bind_report_data(
+            nonce, [tree.digest for tree in trees], [tree.spec.rw for tree in trees]
+        ),
         trees=[(tree.spec.guest, tree.digest) for tree in trees],
+        rw=[tree.spec.rw for tree in trees],
         firmware=firmware,
         references=references,
         reference_checks=reference_checks,

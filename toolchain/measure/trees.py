@@ -24,9 +24,12 @@ This is the host half of preopened directories (issue 14, slice 2). What it prom
 
   all integers little-endian. Timestamps, owners, inode numbers and the host path are not part
   of it: the same tree gives the same bytes on any host.
-* ``tree_digest`` is SHA-512 of that encoding; ``bind_report_data(nonce, digests)`` is
+* ``tree_digest`` is SHA-512 of that encoding; ``bind_report_data(nonce, digests, rw)`` is
   SHA-512(nonce || digest_1 || ... || digest_n) over the trees in command-line order, and the
-  nonce itself when there are none (a run without ``--dir`` binds what it always bound).
+  nonce itself when there are none (a run without ``--dir`` binds what it always bound). When
+  a tree is ``:rw`` the flags are bound too: SHA-512(nonce || digests || ``b"KEEPRW1\0"`` ||
+  one byte per tree, 1 for ``:rw``), so the evidence proves which trees the keep was told to
+  hand back (a run without ``:rw`` binds what it bound before).
 * ``decode_tree`` is the one decoder of an encoding (the nil file system, the writer and the
   VMM's check of a result use it; ``keep_fs.c`` is its C twin): every length checked, the root
   first, types 3/4/7 only, no absolute path, no empty, ``.`` or ``..`` name, every entry after
@@ -38,9 +41,8 @@ This is the host half of preopened directories (issue 14, slice 2). What it prom
   path (UTF-8), ``u32`` flags (bit 0: ``:rw``, the rest zero), ``u64`` encoding length, the
   encoding. ``accept_transfer_blob`` is the keep's check of it
   (``runtime/guest/wasm/keep_trees.c``, ported for the nil backend): it recomputes every digest
-  and refuses the blob unless the binding equals the REPORT_DATA that was attested. The flags
-  are not in the binding: a host that marks a tree ``:rw`` gets the application's changes to
-  it back, which the host could not see otherwise (the README says so).
+  and refuses the blob unless the binding (flags included) equals the REPORT_DATA that was
+  attested: a host cannot mark a tree ``:rw`` behind the evidence's back.
 * ``result_blob(trees)`` is what the keep hands back at the application's exit (call RESULT,
   ABI version 3): ``b"KRESULT1"``, ``u32`` count, then per tree ``u32`` index (its place in
   ``--dir`` order), ``u64`` encoding length, the canonical encoding of the tree as the
@@ -66,6 +68,8 @@ TRANSFER_MAGIC = b"KTREES2\0"
 RESULT_MAGIC = b"KRESULT1"
 #: Flags of a tree in the transfer blob: bit 0, the user asked for its changes back.
 TREE_FLAG_RW = 1
+#: What separates the digests from the ``:rw`` flags in the binding (only when one is set).
+RW_BINDING_TAG = b"KEEPRW1\0"
 #: The most trees one run may preopen (``TREES_MAX_COUNT`` in keep_trees.c).
 TREES_MAX_COUNT = 64
 FILETYPE_DIRECTORY = 3
@@ -127,11 +131,15 @@ def tree_digest(encoding: bytes) -> bytes:
     return hashlib.sha512(encoding).digest()
 
 
-def bind_report_data(nonce: bytes, digests: Sequence[bytes]) -> bytes:
-    """REPORT_DATA for a run: the nonce alone without trees, else SHA-512(nonce || digests)."""
+def bind_report_data(nonce: bytes, digests: Sequence[bytes], rw: Sequence[bool] = ()) -> bytes:
+    """REPORT_DATA for a run: the nonce alone without trees, else SHA-512(nonce || digests),
+    followed by ``RW_BINDING_TAG`` and one byte per tree when any tree is ``:rw``."""
     if not digests:
         return nonce
-    return hashlib.sha512(nonce + b"".join(digests)).digest()
+    if len(rw) not in (0, len(digests)):
+        raise InputError(f"{len(rw)} :rw flags for {len(digests)} trees")
+    flags = RW_BINDING_TAG + bytes(int(bool(flag)) for flag in rw) if any(rw) else b""
+    return hashlib.sha512(nonce + b"".join(digests) + flags).digest()
 
 
 def transfer_blob(nonce: bytes, trees: Sequence[Tree]) -> bytes:
@@ -194,7 +202,7 @@ def accept_transfer_blob(blob: bytes, attested: bytes) -> list[Received]:
     count = reader.u32()
     if not 0 < count <= TREES_MAX_COUNT:
         raise fail("malformed (header)")
-    trees, digests = [], []
+    trees, digests, flags_seen = [], [], []
     for _ in range(count):
         guest_len = reader.u32()
         guest = reader.take(guest_len) if guest_len else b""
@@ -204,8 +212,9 @@ def accept_transfer_blob(blob: bytes, attested: bytes) -> list[Received]:
             raise fail("malformed (a tree)")
         trees.append(Received(guest.decode("utf-8", "replace"), encoding, bool(flags)))
         digests.append(tree_digest(encoding))
+        flags_seen.append(bool(flags))
     reader.end()
-    if hashlib.sha512(nonce + b"".join(digests)).digest() != attested:
+    if bind_report_data(nonce, digests, flags_seen) != attested:
         raise fail("not the ones this keep attested (REPORT_DATA differs)")
     return trees
 
