@@ -448,7 +448,7 @@ def test_the_vmm_refuses_a_hostile_result(case: str) -> None:
 
 
 def test_the_vmm_refuses_results_out_of_place_or_too_big() -> None:
-    from toolchain.measure.trees import RESULT_MAX_BYTES
+    from toolchain.measure.abi import RESULT_MAX_BYTES
 
     blob = result_blob([(0, GOOD)])
     with GuestMemory(ram_ranges(0x400000)) as memory:
@@ -517,4 +517,4 @@ def test_one_encoder_gives_the_canonical_order() -> None:
     encoded = encode_records(records)
     assert encoded.index(b"a-b") < encoded.index(b"a/x")
     assert accept_result_blob(result_blob([(0, encoded)]), RW) == {0: encoded}
-    assert RESULT_MAGIC == b"KRESULT1"
+    assert RESULT_MAGIC == b"KRESULT\0"

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from toolchain.measure.abi import FS_FILE_MAX, RESULT_MAX_BYTES
+
 if TYPE_CHECKING:
     from toolchain.measure.trees import Received
 
@@ -27,7 +29,7 @@ ENOTDIR, ENOTEMPTY, ENOTSUP, EPERM, EXDEV, ENOTCAPABLE = 54, 55, 58, 63, 75, 76
 DIRECTORY, REGULAR_FILE, SYMBOLIC_LINK = 3, 4, 7
 U32 = 0xFFFFFFFF
 FD_MAX, MAX_LINKS, MAX_DEPTH = 1024, 32, 512
-FILE_MAX = 1 << 30
+FILE_MAX = FS_FILE_MAX  # the keep's bound (keep_abi.h)
 #: The mode of what the application creates (keep_fs.c's fs_new; WASI preview 1 has no modes).
 NEW_MODES = {DIRECTORY: 0o755, REGULAR_FILE: 0o644, SYMBOLIC_LINK: 0o777}
 
@@ -326,7 +328,7 @@ class FsCalls:
     def result(self) -> bytes | None:
         """keep_fs.c's fs_result: the ``:rw`` trees as the application left them, or None."""
         from toolchain.errors import EvidenceError
-        from toolchain.measure.trees import RESULT_MAX_BYTES, result_blob
+        from toolchain.measure.trees import result_blob
 
         handed = [(index, encode(root)) for index, (root, rw) in enumerate(self.roots) if rw]
         blob = result_blob(handed) if handed else None

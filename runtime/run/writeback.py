@@ -31,12 +31,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from toolchain.errors import EvidenceError, InputError
+from toolchain.measure.abi import TREE_MAGIC, TREES_MAX_BYTES
 from toolchain.measure.trees import (
     FILETYPE_DIRECTORY,
     FILETYPE_REGULAR_FILE,
     FILETYPE_SYMBOLIC_LINK,
-    TREE_MAGIC,
-    TREES_MAX_BYTES,
     Tree,
     accept_result_blob,
     decode_tree,

@@ -82,7 +82,7 @@ def _refuse_host_report(report_data: bytes, vmpl: int) -> bytes:
 
 
 def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> None:
-    from runtime.vmm.hypercalls import HypercallLayout, HypercallServer
+    from runtime.vmm.hypercalls import HypercallServer
     from runtime.vmm.snp_launch import SnpLaunch
     from runtime.vmm.vcpu import Vcpu, Watchdog
     from toolchain.image.keep_build import build_keep
@@ -109,7 +109,7 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
         assert launch.memory is not None
 
         # 3. run the keep until it exits; the report it obtained lands in the server's stats
-        layout = HypercallLayout(plan.abi.hc_page, plan.abi.hc_buffer, plan.abi.hc_buffer_size)
+        layout = plan.abi.hypercalls
         out = io.BytesIO()
         reports: list[bytes] = []
         server = HypercallServer(

@@ -63,24 +63,21 @@ from pathlib import Path
 
 from toolchain.errors import EvidenceError, InputError
 
-TREE_MAGIC = b"KEEPTREE1\0"
-TRANSFER_MAGIC = b"KTREES2\0"
-RESULT_MAGIC = b"KRESULT1"
-#: Flags of a tree in the transfer blob: bit 0, the user asked for its changes back.
-TREE_FLAG_RW = 1
-#: What separates the digests from the ``:rw`` flags in the binding (only when one is set).
-RW_BINDING_TAG = b"KEEPRW1\0"
-#: The most trees one run may preopen (``TREES_MAX_COUNT`` in keep_trees.c).
-TREES_MAX_COUNT = 64
+# The magics and bounds the keep checks too (keep_abi.h's KEEP_*): the ABI declares them.
+from toolchain.measure.abi import (
+    RESULT_MAGIC,
+    RESULT_MAX_BYTES,
+    RW_BINDING_TAG,
+    TRANSFER_MAGIC,
+    TREE_FLAG_RW,
+    TREE_MAGIC,
+    TREES_MAX_BYTES,
+    TREES_MAX_COUNT,
+)
+
 FILETYPE_DIRECTORY = 3
 FILETYPE_REGULAR_FILE = 4
 FILETYPE_SYMBOLIC_LINK = 7
-#: The most one run may preopen, summed over the encodings of its trees (32 MiB): the keep
-#: holds every tree in its heap next to the application's linear memory.
-TREES_MAX_BYTES = 32 * 1024 * 1024
-#: The most a keep may hand back at exit (``KEEP_RESULT_MAX`` in keep_abi.h): the encodings of
-#: its ``:rw`` trees, bounded like what came in, plus 1 MiB for headers.
-RESULT_MAX_BYTES = TREES_MAX_BYTES + (1 << 20)
 _RECORD_HEAD = struct.Struct("<BHI")  # type, mode, path length
 
 

@@ -21,10 +21,9 @@
 #include "keep_abi.h"
 #include "keep_trees.h"
 
-#define TREE_MAGIC_SIZE 10 /* "KEEPTREE1\0" */
-#define TREES_MAX_COUNT 64
+#define TREE_MAGIC_SIZE (sizeof KEEP_TREE_MAGIC) /* "KEEPTREE1\0" (keep_abi.h) */
 
-static struct fs_node *roots[TREES_MAX_COUNT];
+static struct fs_node *roots[KEEP_TREES_MAX_COUNT];
 static uint32_t root_count;
 static uint64_t next_ino = 1;
 
@@ -276,7 +275,7 @@ void fs_build(void) {
     uint32_t count = keep_tree_count();
     build_time = fs_now();
     build_time = build_time ? build_time : 1;
-    for (uint32_t i = 0; i < count && i < TREES_MAX_COUNT; i++) {
+    for (uint32_t i = 0; i < count && i < KEEP_TREES_MAX_COUNT; i++) {
         roots[i] = build_tree(keep_tree_at(i), (uint64_t)i + 1);
         root_count = i + 1;
     }
@@ -371,7 +370,7 @@ static uint8_t *put(uint8_t *at, const void *src, uint64_t len) {
 
 /* The encoding of the entries collected, at `at`; returns its end. */
 static uint8_t *encode_entries(uint8_t *at) {
-    at = put(at, "KEEPTREE1", TREE_MAGIC_SIZE);
+    at = put(at, KEEP_TREE_MAGIC, TREE_MAGIC_SIZE);
     for (uint64_t i = 0; i < out_count; i++) {
         struct fs_node *node = out[i].node;
         uint64_t data_len = node->type == 3 ? 0 : node->size;
@@ -394,13 +393,13 @@ void fs_hand_back(void) {
     if (count == 0) {
         return;
     }
-    /* "KRESULT1", u32 count, then per tree u32 index, u64 length, the encoding. */
+    /* "KRESULT\0", u32 count, then per tree u32 index, u64 length, the encoding. */
     uint64_t used = 12;
     uint8_t *blob = malloc(12);
     if (blob == NULL) {
         keep_fatal("out of memory for handing back the :rw trees");
     }
-    put(put(blob, "KRESULT1", 8), &count, 4);
+    put(put(blob, KEEP_RESULT_MAGIC, sizeof KEEP_RESULT_MAGIC), &count, 4);
     out_size = used;
     for (uint32_t i = 0; i < root_count; i++) {
         if (!(keep_tree_at(i)->flags & KEEP_TREE_FLAG_RW)) {

@@ -23,14 +23,11 @@
 #include "keep_runtime.h"
 #include "sha512.h"
 
-#define TRANSFER_MAGIC "KTREES2"  /* 8 bytes with its NUL */
-#define TREE_MAGIC "KEEPTREE1"    /* 10 bytes with its NUL */
+/* The magics and bounds are the ABI's (keep_abi.h, generated from toolchain/measure/abi.py). */
 #define NONCE_SIZE 64
-#define TREES_MAX_BYTES (32u << 20) /* the runner's bound (TREES_MAX_BYTES) */
-#define TRANSFER_MAX (TREES_MAX_BYTES + (1u << 20)) /* plus guest paths and headers */
-#define TREES_MAX_COUNT 64
+#define TRANSFER_MAX (KEEP_TREES_MAX_BYTES + (1u << 20)) /* plus guest paths and headers */
 
-static struct keep_tree trees[TREES_MAX_COUNT];
+static struct keep_tree trees[KEEP_TREES_MAX_COUNT];
 static uint32_t tree_count;
 
 uint32_t keep_tree_count(void) { return tree_count; }
@@ -109,10 +106,10 @@ void keep_trees_init(void) {
     uint64_t at = 0;
     const uint8_t *magic, *nonce;
     uint32_t count;
-    if (!take(blob, total, &at, sizeof TRANSFER_MAGIC, &magic) ||
-        memcmp(magic, TRANSFER_MAGIC, sizeof TRANSFER_MAGIC) != 0 ||
+    if (!take(blob, total, &at, sizeof KEEP_TRANSFER_MAGIC, &magic) ||
+        memcmp(magic, KEEP_TRANSFER_MAGIC, sizeof KEEP_TRANSFER_MAGIC) != 0 ||
         !take(blob, total, &at, NONCE_SIZE, &nonce) || !take_u32(blob, total, &at, &count) ||
-        count == 0 || count > TREES_MAX_COUNT) {
+        count == 0 || count > KEEP_TREES_MAX_COUNT) {
         keep_fatal("the preopened trees are malformed (header)");
     }
     struct sha512 binding;
@@ -127,8 +124,8 @@ void keep_trees_init(void) {
             !take_u32(blob, total, &at, &tree->flags) || (tree->flags & ~KEEP_TREE_FLAG_RW) ||
             !take_u64(blob, total, &at, &tree->length) ||
             !take(blob, total, &at, tree->length, &tree->encoding) ||
-            tree->length < sizeof TREE_MAGIC ||
-            memcmp(tree->encoding, TREE_MAGIC, sizeof TREE_MAGIC) != 0) {
+            tree->length < sizeof KEEP_TREE_MAGIC ||
+            memcmp(tree->encoding, KEEP_TREE_MAGIC, sizeof KEEP_TREE_MAGIC) != 0) {
             keep_fatal("the preopened trees are malformed (a tree)");
         }
         tree->guest = (const char *)guest;
@@ -141,7 +138,7 @@ void keep_trees_init(void) {
         any_rw = any_rw || (tree->flags & KEEP_TREE_FLAG_RW);
     }
     if (any_rw) {
-        sha512_update(&binding, (const uint8_t *)"KEEPRW1", 8); /* with its NUL */
+        sha512_update(&binding, (const uint8_t *)KEEP_RW_BINDING_TAG, sizeof KEEP_RW_BINDING_TAG);
         for (uint32_t i = 0; i < count; i++) {
             uint8_t flag = (trees[i].flags & KEEP_TREE_FLAG_RW) ? 1 : 0;
             sha512_update(&binding, &flag, 1);
