@@ -44,7 +44,7 @@ This is the host half of preopened directories (issue 14, slice 2). What it prom
   and refuses the blob unless the binding (flags included) equals the REPORT_DATA that was
   attested: a host cannot mark a tree ``:rw`` behind the evidence's back.
 * ``result_blob(trees)`` is what the keep hands back at the application's exit (call RESULT,
-  ABI version 3): ``b"KRESULT1"``, ``u32`` count, then per tree ``u32`` index (its place in
+  ABI version 3): ``b"KRESULT\\0"``, ``u32`` count, then per tree ``u32`` index (its place in
   ``--dir`` order), ``u64`` encoding length, the canonical encoding of the tree as the
   application left it. ``accept_result_blob`` is the host's check (the VMM's and the runner's):
   at most ``RESULT_MAX_BYTES``, indices ascending and each one a tree marked ``:rw``, every
