@@ -89,9 +89,9 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
     from toolchain.measure.keep import snp_plan_of
     from toolchain.snp import certs
     from toolchain.snp.report import AttestationReport
+    from toolchain.verify import Verifier
     from toolchain.verify.policy import VerificationPolicy
     from toolchain.verify.roots import TrustedRoots
-    from toolchain.verify.verifier import verify_report
 
     # 1. build
     build = build_keep(EXAMPLE, tmp_path / "build", vcpu_counts=(1,))
@@ -139,10 +139,9 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
     vcek_path = os.environ.get(VCEK_VARIABLE)
     assert vcek_path, f"set {VCEK_VARIABLE} to this chip's VCEK (DER or PEM) to verify the chain"
     vcek = certs.load_certificate(Path(vcek_path).read_bytes())
-    checks = verify_report(
+    checks = Verifier(TrustedRoots.amd()).verify_report(
         report,
         vcek,
         policy=VerificationPolicy(),
-        roots=TrustedRoots.amd(),
     )
     assert checks.ok, checks.render()
