@@ -360,7 +360,7 @@ def _malformed(kernel: bytes, user: bytes) -> dict[str, tuple[bytes, bytes]]:
             _set_entry(set_phdr(kernel, k_text.index, vaddr=0x300000, paddr=0x300000), 0x300000),
             user,
         ),
-        "ABI version mismatch": (_patch_note(kernel, 0, 3), user),
+        "ABI version mismatch": (_patch_note(kernel, 0, 4), user),
         "note size mismatch": (_patch_note(kernel, 4, 8), user),
         "interp": (kernel, set_phdr(user, u1.index, type=3)),
     }

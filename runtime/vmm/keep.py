@@ -54,6 +54,8 @@ class KeepResult:
     total_ms: float = 0.0
     exits: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    #: The ``:rw`` trees the keep handed back at exit (RESULT), checked; None without.
+    result: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -133,6 +135,7 @@ class Keep:
         require_attestation: bool = True,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         trees: bytes = b"",
+        rw: Sequence[bool] = (),
     ) -> KeepResult:
         """Run the boot vCPU until the keep exits or is stopped."""
         if self.vm is None:
@@ -156,6 +159,7 @@ class Keep:
             output_limit=output_limit,
             abi_version=self.plan.abi.abi_version,
             trees=trees,
+            rw=rw,
         )
         boot = vm.vcpus[0]
         exit_status: int | None = None
@@ -187,6 +191,7 @@ class Keep:
             total_ms=(end - vm.created_at) * 1e3,
             exits=dict(boot.exit_counts),
             calls=dict(stats.calls),
+            result=stats.result if exit_status is not None else None,
         )
 
     def close(self) -> None:
@@ -237,12 +242,14 @@ def run_keep(
     require_attestation: bool = True,
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     trees: bytes = b"",
+    rw: Sequence[bool] = (),
 ) -> KeepResult:
     """Launch ``plan`` on KVM with ``firmware`` and ``vcpus`` vCPUs and run it to the end; see
     the module docstring.
 
     ``trees`` is the preopened trees' transfer blob (``toolchain.measure.trees.transfer_blob``),
     served by the TREES call after attestation; ``report_data`` must then bind their digests.
+    ``rw`` says per tree whether the keep may hand it back at exit (``KeepResult.result``).
 
     ``on_report`` is the runner's verifier: it gets the keep's ATTESTATION_REPORT (bound to
     ``report_data``, the runner's nonce) and accepts it by returning, refuses it by raising
@@ -268,4 +275,5 @@ def run_keep(
             require_attestation=require_attestation,
             output_limit=output_limit,
             trees=trees,
+            rw=rw,
         )

@@ -31,10 +31,11 @@ from pathlib import Path
 from toolchain.errors import InputError
 
 #: The ABI version this tree's microkernel and runtime speak.
-ABI_VERSION = 2
+ABI_VERSION = 3
 #: Every version the toolchain lays out and the VMM serves: 1 (releases 0.1.0 and 0.2.0,
-#: rebuilt from their commits) and 2 (the TREES call and the attested REPORT_DATA for ring 3).
-ABI_VERSIONS = (1, 2)
+#: rebuilt from their commits), 2 (the TREES call and the attested REPORT_DATA for ring 3) and
+#: 3 (the RESULT call: the ``--dir ...:rw`` trees handed back at the application's exit).
+ABI_VERSIONS = (1, 2, 3)
 
 # ---- the default layout (the microkernel declares it in its note; plans carry it) -------------
 PAGE_SIZE = 0x1000
@@ -89,10 +90,12 @@ class Hypercall(enum.IntEnum):
     ATTEST = 7
     CLOCK = 8
     TREES = 9
+    #: Args: offset, length, position, total (``runtime/vmm/hypercalls.py``, issue 14).
+    RESULT = 10
 
 
 #: The version that introduced a call (absent: version 1).
-_SINCE: Mapping[Hypercall, int] = {Hypercall.TREES: 2}
+_SINCE: Mapping[Hypercall, int] = {Hypercall.TREES: 2, Hypercall.RESULT: 3}
 
 
 def since(call: Hypercall) -> int:
@@ -121,7 +124,16 @@ USER_INFO_MAGIC = 0x3149554B  # "KUI1"
 
 # ---- the TREES call's transfer blob (runtime/guest/wasm/keep_trees.c checks it) ------------------
 TREE_MAGIC = b"KEEPTREE1\0"
-TRANSFER_MAGIC = b"KTREES1\0"
+TRANSFER_MAGIC = b"KTREES2\0"
+#: A tree's flags in the transfer blob: bit 0, hand it back at exit (``--dir ...:rw``).
+TREE_FLAG_RW = 1
+#: What follows the tree digests in the REPORT_DATA binding when a tree is ``:rw`` (then one
+#: byte per tree, 1 for ``:rw``): ``toolchain.measure.trees.bind_report_data``.
+RW_BINDING_TAG = b"KEEPRW1\0"
+#: The RESULT call's blob (``toolchain.measure.trees.result_blob``): its magic and its bound,
+#: the encodings of the ``:rw`` trees bounded like what came in, plus 1 MiB for headers.
+RESULT_MAGIC = b"KRESULT\0"
+RESULT_MAX_BYTES = (32 << 20) + (1 << 20)
 #: The most trees one run may preopen.
 TREES_MAX_COUNT = 64
 #: The most one run may preopen, summed over the encodings of its trees (32 MiB): the keep
@@ -554,6 +566,15 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
                 "TREES_MAX_BYTES", TREES_MAX_BYTES, "summed over the tree encodings", suffix="u"
             ),
             Define("FS_FILE_MAX", FS_FILE_MAX, "the largest file in the keep", suffix="ull"),
+            Define("TREE_FLAG_RW", TREE_FLAG_RW, "a tree's flags: hand it back", suffix="u"),
+            Define("RW_BINDING_TAG", RW_BINDING_TAG, "8 bytes with its NUL"),
+        ],
+    ),
+    (
+        "the RESULT call's blob (runtime/guest/wasm/keep_fs.c, fs_hand_back)",
+        [
+            Define("RESULT_MAGIC", RESULT_MAGIC, "8 bytes with its NUL"),
+            Define("RESULT_MAX", RESULT_MAX_BYTES, "33 MiB", suffix="ull"),
         ],
     ),
 )

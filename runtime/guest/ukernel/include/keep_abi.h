@@ -1,4 +1,4 @@
-/* Keep hypercall ABI and launch layout, version 2 (see runtime/guest/ukernel/ABI.md).
+/* Keep hypercall ABI and launch layout, version 3 (see runtime/guest/ukernel/ABI.md).
  *
  * GENERATED from toolchain/measure/abi.py by `python -m toolchain.measure.abi --header`:
  * edit that module, then regenerate; keep build refuses a tree where the two differ.
@@ -12,7 +12,7 @@
 #define KEEP_ABI_H
 
 /* ---- version ----------------------------------------------------------------------------- */
-#define KEEP_ABI_VERSION 2
+#define KEEP_ABI_VERSION 3
 
 /* ---- guest physical layout (identity mapped: VA = GPA) ----------------------------------- */
 #define KEEP_PAGE_SIZE 0x1000
@@ -75,6 +75,7 @@
 #define KEEP_HC_ATTEST 7
 #define KEEP_HC_CLOCK 8
 #define KEEP_HC_TREES 9 /* ABI version 2 */
+#define KEEP_HC_RESULT 10 /* ABI version 3 */
 #define KEEP_CLOCK_REALTIME 0
 #define KEEP_CLOCK_MONOTONIC 1
 #define KEEP_REPORT_DATA_SIZE 64
@@ -91,11 +92,17 @@
 #define KEEP_USER_INFO_MAGIC 0x3149554B /* "KUI1" */
 
 /* ---- the TREES call's transfer blob (runtime/guest/wasm/keep_trees.c) -------------------- */
-#define KEEP_TRANSFER_MAGIC "KTREES1" /* 8 bytes with its NUL */
+#define KEEP_TRANSFER_MAGIC "KTREES2" /* 8 bytes with its NUL */
 #define KEEP_TREE_MAGIC "KEEPTREE1" /* 10 bytes with its NUL */
 #define KEEP_TREES_MAX_COUNT 64 /* the most trees one run may preopen */
 #define KEEP_TREES_MAX_BYTES 0x2000000u /* summed over the tree encodings */
 #define KEEP_FS_FILE_MAX 0x40000000ull /* the largest file in the keep */
+#define KEEP_TREE_FLAG_RW 0x1u /* a tree's flags: hand it back */
+#define KEEP_RW_BINDING_TAG "KEEPRW1" /* 8 bytes with its NUL */
+
+/* ---- the RESULT call's blob (runtime/guest/wasm/keep_fs.c, fs_hand_back) ----------------- */
+#define KEEP_RESULT_MAGIC "KRESULT" /* 8 bytes with its NUL */
+#define KEEP_RESULT_MAX 0x2100000ull /* 33 MiB */
 
 #ifndef __ASSEMBLER__
 #include <stdint.h>
