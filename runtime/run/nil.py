@@ -116,7 +116,17 @@ def run_wasi(
     if started is None:
         return FATAL_EXIT_STATUS
     store, start = started
-    return _run_start(engine, store, start, timeout)
+    status = _run_start(engine, store, start, timeout)
+    if status is None:
+        return TRAP_EXIT_STATUS
+    try:
+        result = wasi.result()
+    except EvidenceError as exc:  # as the keep's runtime ends it (keep_fs.c, fs_hand_back)
+        print(f"keep: {exc.message}", file=sys.stderr, flush=True)
+        return FATAL_EXIT_STATUS
+    if result is not None and on_result is not None:
+        on_result(result)
+    return status
 
 
 def _instantiate(
@@ -151,8 +161,9 @@ def _instantiate(
     return store, start
 
 
-def _run_start(engine: Any, store: Any, start: Any, timeout: float | None) -> int:
-    """Call ``_start``; its exit status, 134 after a trap (named as the keep names it)."""
+def _run_start(engine: Any, store: Any, start: Any, timeout: float | None) -> int | None:
+    """Call ``_start``: the application's exit status, or None after a trap (its line printed
+    with the keep's name for it; the run ends with 134 and hands nothing back)."""
     import wasmtime
 
     from runtime.vmm.errors import GuestError, KeepTimeoutError
@@ -174,18 +185,11 @@ def _run_start(engine: Any, store: Any, start: Any, timeout: float | None) -> in
         if exc.trap_code == wasmtime.TrapCode.INTERRUPT and timeout is not None:
             raise KeepTimeoutError.after(timeout) from exc
         print(f"wasm trap: {trap_name(exc.trap_code)}", file=sys.stderr, flush=True)
-        return TRAP_EXIT_STATUS
+        return None
     except wasmtime.WasmtimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "unknown"
         raise GuestError(f"the application was stopped: {first}") from exc
     finally:
         if timer is not None:
             timer.cancel()
-    try:
-        result = wasi.result()
-    except EvidenceError as exc:  # as the keep's runtime ends it (keep_fs.c, fs_hand_back)
-        print(f"keep: {exc.message}", file=sys.stderr, flush=True)
-        return FATAL_EXIT_STATUS
-    if result is not None and on_result is not None:
-        on_result(result)
     return status
