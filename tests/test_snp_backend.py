@@ -1,4 +1,4 @@
-"""The ``snp`` backend in the runner: its launch at the ioctl boundary, its refusals, its references.
+"""The ``snp`` backend in the runner: its launch at the ioctl boundary, refusals, references.
 
 The launch runs against the FAKE KVM SNP system (``runtime.vmm.fake_kvm_snp``, for tests only);
 on this host (no SNP) ``keep run --backend snp`` must fail with exit 3 and ``keep platform``'s
@@ -189,3 +189,23 @@ def test_the_real_firmware_answers_nothing_the_verifier_could_trust() -> None:
         firmware.launch_start(0x30000)
     with pytest.raises(PlatformError, match="only in its signed report"):
         _ = firmware.measurement
+
+
+def test_on_an_snp_host_the_run_never_trusts_the_simulated_root(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Even with ``--dev`` the snp firmware's chain is never simulated: without the chip's VCEK
+    the run stops (exit 3) before anything is launched, naming what is missing."""
+    from keep.cli import main
+    from runtime.run.runner import _roots
+
+    with pytest.raises(PlatformError, match="VCEK"):
+        _roots(True, SnpFirmware())
+    launched: list[Launch] = []
+    monkeypatch.setattr(SnpBackend, "unavailable", lambda self: None)
+    monkeypatch.setattr(SnpBackend, "run", lambda self, launch: launched.append(launch))
+    assert main(["run", "--dev", "--backend", "snp", str(HELLO)]) == 3
+    err = capsys.readouterr().err
+    assert "report-signing VCEK of this chip" in err
+    assert "trusting the simulated AMD root" not in err  # never for snp
+    assert launched == []

@@ -1,4 +1,4 @@
-"""The real SEV-SNP firmware (the AMD-SP) as the ``snp`` backend's ``Firmware``: only KVM reaches it.
+"""The real SEV-SNP firmware (the AMD-SP) as the ``snp`` backend's ``Firmware``: reached via KVM.
 
 On an SNP host the VMM never speaks to the firmware itself:
 

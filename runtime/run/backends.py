@@ -198,7 +198,8 @@ class SnpBackend:
     missing is the guest side (issue 13 §2, branch ``snpguest``): the microkernel registers no
     GHCB and handles no #VC, so its first doorbell MMIO write stops the VM, and it asks the VMM
     for its report, which ``SnpFirmware`` refuses (``runtime.firmware.snp.GUEST_PATH_MISSING``);
-    and the chip's VCEK is not obtained yet (``VCEK_MISSING``). Application processors are
+    and the chip's VCEK is not obtained yet (``VCEK_MISSING``: the runner asks for the chain before
+    the launch, so ``keep run`` stops there on an SNP host today). Application processors are
     launched and measured but not run (the kvm backend's AP start-up is not wired to SNP).
     """
 

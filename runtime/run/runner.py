@@ -477,7 +477,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     from runtime.run.attest import LiveAttestation, fresh_nonce
     from runtime.run.backends import choose_backend
     from toolchain.measure.trees import bind_report_data, read_trees
-    from toolchain.verify import Verifier
+    from toolchain.verify import TrustedRoots, Verifier
 
     timings: dict[str, float] = {}
     if options.vcpus < 1:
@@ -499,7 +499,8 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
 
     firmware = backend.firmware()
     log.note(backend.statement(firmware))
-    if options.dev:
+    roots = _roots(options.dev, firmware)
+    if roots != TrustedRoots.amd():  # --dev added the simulated root (never for a real chain)
         log.note(f"keep: --dev: trusting the {SIM_ROOT_LABEL}")
     nonce = fresh_nonce()
     attestation = LiveAttestation(
@@ -512,7 +513,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
         firmware=firmware,
         references=references,
         reference_checks=reference_checks,
-        verifier=Verifier(_roots(options.dev, firmware)),
+        verifier=Verifier(roots),
         policy=policy,
         backend=backend.name,
         vcpus=options.vcpus,
