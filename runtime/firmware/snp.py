@@ -7,7 +7,7 @@ On an SNP host the VMM never speaks to the firmware itself:
   the bytes it hands over itself, and KVM (not the VMM) builds and measures the VMSAs at
   LAUNCH_FINISH — so ``measured_launch`` (the simulated firmware's sequence) never runs here,
   and every ``launch_*`` method refuses;
-* the firmware's MEASUREMENT exists only inside its signed report: ``measurement`` refuses;
+* the firmware's MEASUREMENT exists only inside its signed report: ``measurement`` is empty;
 * the report is the guest's to obtain: an SNP guest message sealed under VMPCK0, sent through
   the GHCB (``SNP_GUEST_REQUEST``) and served by KVM in the kernel (Linux 6.12
   ``snp_handle_guest_req``, ``arch/x86/kvm/svm/sev.c``). A VMM cannot ask the AMD-SP for a
@@ -54,9 +54,8 @@ class SnpFirmware:
 
     @property
     def measurement(self) -> bytes:
-        raise PlatformError(
-            "the real firmware's MEASUREMENT is only in its signed report; " + _LAUNCH_IS_KVMS
-        )
+        """Empty: the real MEASUREMENT is only in the signed report (equal to no 48-byte digest)."""
+        return b""
 
     def launch_start(self, policy: int, *, sev_features: int = 1) -> None:
         raise PlatformError(f"SNP_LAUNCH_START: {_LAUNCH_IS_KVMS}")
