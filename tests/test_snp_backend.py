@@ -208,3 +208,34 @@ def test_on_an_snp_host_the_run_never_trusts_the_simulated_root(
     assert "report-signing VCEK of this chip" in err
     assert "trusting the simulated AMD root" not in err  # never for snp
     assert launched == []
+
+
+def test_a_real_chain_is_checked_against_amds_roots_only_even_with_dev(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given a (non-simulated) chain, --dev adds no root and says it trusts none; the keep that
+    never attested fails the run."""
+    from dataclasses import replace
+
+    from keep.cli import main
+    from runtime.firmware.sim import SimFirmware
+    from runtime.run.backends import Ended
+    from runtime.run.runner import _roots
+    from toolchain.verify import TrustedRoots
+
+    chain = replace(SimFirmware().certificate_chain(), simulated=False)
+    monkeypatch.setattr(SnpFirmware, "certificate_chain", lambda self: chain)
+    assert _roots(True, SnpFirmware()) == TrustedRoots.amd()
+    launched: list[Launch] = []
+
+    def run(self: SnpBackend, launch: Launch) -> Ended:
+        launched.append(launch)
+        return Ended(0, b"")
+
+    monkeypatch.setattr(SnpBackend, "unavailable", lambda self: None)
+    monkeypatch.setattr(SnpBackend, "run", run)
+    assert main(["run", "--dev", "--backend", "snp", str(HELLO)]) == 1
+    err = capsys.readouterr().err
+    assert "trusting the simulated AMD root" not in err
+    assert len(launched) == 1
+    assert isinstance(launched[0].firmware.inner, SnpFirmware)  # type: ignore[attr-defined]
