@@ -220,6 +220,6 @@ def test_a_damaged_state_directory_is_a_platform_error() -> None:
         sim._cached.clear()
 
 
-def test_the_real_psp_is_a_marked_placeholder() -> None:
-    with pytest.raises(PlatformError, match="not implemented"):
-        SnpFirmware()
+def test_the_real_psp_is_only_reached_through_kvm() -> None:
+    with pytest.raises(PlatformError, match="KVM issues the launch commands"):
+        SnpFirmware().launch_start(0x30000)

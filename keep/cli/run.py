@@ -100,7 +100,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=list(BACKENDS),
         help="kvm: a VM on /dev/kvm (default where it works); nil: wasmtime in this process, "
-        "no isolation",
+        "no isolation; snp: an SEV-SNP VM on an SNP host (only when named; keep platform says "
+        "what this host lacks)",
     )
     parser.add_argument("--vcpus", type=int, default=1, metavar="N", help="vCPUs (default 1)")
     parser.add_argument(

@@ -10,10 +10,15 @@ loaded; the runner never asks which backend it holds.
 * ``kvm`` — the keep in its own VM on /dev/kvm (``runtime.vmm.keep.run_keep``), the simulated
   SNP firmware measuring the bytes and registers read back from the VM;
 * ``nil`` — no VM: the simulated firmware measures the plan itself (``PlanOnly``) and the
-  application runs in wasmtime in this process (``runtime.run.nil``), with NO isolation.
+  application runs in wasmtime in this process (``runtime.run.nil``), with NO isolation;
+* ``snp`` — the keep in an SEV-SNP VM on Linux's KVM SNP API: the build's ``snp`` twin plan
+  (``snp_plan_of``) launched by ``runtime.vmm.snp_launch.SnpLaunch``, which measures the bytes it
+  hands to LAUNCH_UPDATE and refuses a launch that does not give the plan's ``snp`` digest; the
+  firmware is the real AMD-SP (``runtime.firmware.snp``), whose report the keep obtains itself
+  and which is verified against AMD's roots only. It is never a default: only ``--backend snp``
+  picks it, and where the host lacks SNP it fails with ``keep platform``'s reasons.
 
-A new backend (the real ``snp`` one: ``runtime.vmm.snp_launch``, ``runtime.firmware.snp``)
-implements ``Backend`` and is added to ``BACKENDS``; the runner does not change.
+A new backend implements ``Backend`` and is added to ``BACKENDS``; the runner does not change.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from toolchain.errors import InputError, KeepError, PlatformError
 
 if TYPE_CHECKING:
     from runtime.firmware.interface import Firmware
+    from runtime.vmm.snp_launch import SnpLaunch, SnpSystem, VcpuSetup
     from toolchain.image.keep_build import KeepBuild
+    from toolchain.measure.plan import LaunchPlan
 
 
 @dataclass(frozen=True)
@@ -179,8 +186,119 @@ class NilBackend:
         return Ended(status, measurement, result=handed_back[0] if handed_back else None)
 
 
-#: Every backend ``keep run`` knows, by name; the first available one is the default.
-BACKENDS: dict[str, Backend] = {"kvm": KvmBackend(), "nil": NilBackend()}
+class SnpBackend:
+    """The keep in an SEV-SNP VM on Linux's KVM SNP API, attested by the real AMD-SP.
+
+    ``system``, ``vcpu_setup`` and ``run_vcpus`` are the real ones unless a test passes the fake
+    KVM (``runtime.vmm.fake_kvm_snp``) and its vCPUs.
+
+    What runs today, on an SNP host: the launch (the snp plan, its pages PRIVATE, LAUNCH_START /
+    UPDATE / FINISH with ``launch.vcpus`` vCPUs) and the boot vCPU's exit loop, with the SNP
+    exits (``SnpExits``: MAP_GPA_RANGE, MEMORY_FAULT) and the keep's hypercalls served. What is
+    missing is the guest side (issue 13 §2, branch ``snpguest``): the microkernel registers no
+    GHCB and handles no #VC, so its first doorbell MMIO write stops the VM, and it asks the VMM
+    for its report, which ``SnpFirmware`` refuses (``runtime.firmware.snp.GUEST_PATH_MISSING``);
+    and the chip's VCEK is not obtained yet (``VCEK_MISSING``: the runner asks for the chain before
+    the launch, so ``keep run`` stops there on an SNP host today). Application processors are
+    launched and measured but not run (the kvm backend's AP start-up is not wired to SNP).
+    """
+
+    name = "snp"
+    isolation = "memory encrypted and integrity-protected by SEV-SNP"
+
+    def __init__(
+        self,
+        *,
+        system: SnpSystem | None = None,
+        vcpu_setup: VcpuSetup | None = None,
+        run_vcpus: Callable[[SnpLaunch, Launch], int | None] | None = None,
+    ) -> None:
+        self._system = system
+        self._vcpu_setup = vcpu_setup
+        self._run_vcpus = run_vcpus if run_vcpus is not None else run_snp_vcpus
+
+    def unavailable(self) -> str | None:
+        """``keep platform``'s reasons, verbatim (``PlatformFacts.snp_missing``), or None."""
+        from runtime.vmm.platform import probe
+
+        missing = probe(timing=False).snp_missing()
+        return "; ".join(missing) if missing else None
+
+    def firmware(self) -> Firmware:
+        from runtime.firmware.snp import SnpFirmware
+
+        return SnpFirmware()
+
+    def statement(self, firmware: Firmware) -> str:
+        return (
+            "keep: backend snp: the keep runs in an SEV-SNP VM on /dev/kvm; firmware "
+            f"{firmware.name}: the AMD secure processor — the host cannot read or change the "
+            "keep's private memory; the report is verified against AMD's roots only"
+        )
+
+    def run(self, launch: Launch) -> Ended:
+        from runtime.vmm.snp_launch import SnpLaunch
+
+        plan = snp_plan(launch.build)
+        sys.stdout.flush()
+        with SnpLaunch(
+            plan, vcpus=launch.vcpus, system=self._system, vcpu_setup=self._vcpu_setup
+        ) as vm:
+            # SnpLaunch refuses bytes that do not measure as the plan's snp digest for this
+            # vCPU count (naming both) before LAUNCH_FINISH: no vCPU runs unmeasured code.
+            measurement = vm.launch()
+            status = self._run_vcpus(vm, launch)
+        return Ended(status, measurement)
+
+
+def snp_plan(build: KeepBuild) -> LaunchPlan:
+    """The build's ``snp`` twin plan, laid out from its own ELFs (C-bit 51, every generation
+    ``toolchain.measure.reference.SNP_C_BITS`` knows)."""
+    from toolchain.measure.keep import snp_plan_of
+
+    return snp_plan_of(build.plan, build.artifacts["ukernel.elf"], build.artifacts["runtime.elf"])
+
+
+def run_snp_vcpus(vm: SnpLaunch, launch: Launch) -> int | None:
+    """Run the launched keep's boot vCPU until it exits, its SNP exits and hypercalls served.
+
+    The report request goes to the runner's (witnessed) firmware, which on SNP refuses it (the
+    guest must obtain its report itself); the error ends the keep and the runner's verdict
+    fails the run.
+    """
+    from runtime.vmm.hypercalls import HypercallServer
+    from runtime.vmm.vcpu import Vcpu, Watchdog
+
+    boot = vm.vcpus[0]
+    if not isinstance(boot, Vcpu) or vm.memory is None:
+        raise PlatformError("the SNP launch has no runnable boot vCPU")
+    vm.exits().install(boot)
+    abi = vm.plan.abi
+    server = HypercallServer(
+        vm.memory,
+        abi.hypercalls,
+        stdout=sys.stdout.buffer,
+        stderr=sys.stderr.buffer,
+        stdin=sys.stdin.buffer if sys.stdin is not None else None,
+        args=launch.argv,
+        env=list(launch.env),
+        report_data=launch.report_data,
+        request_report=launch.firmware.guest_request_report,
+        verify_report=launch.verified,
+        abi_version=abi.abi_version,
+        trees=launch.trees,
+        rw=launch.rw,
+    )
+    watchdog = Watchdog(launch.timeout, boot.run_struct)
+    try:
+        return boot.run(doorbell_gpa=abi.doorbell, on_doorbell=server.serve, watchdog=watchdog)
+    finally:
+        watchdog.stop()
+
+
+#: Every backend ``keep run`` knows, by name; the first available one is the default (``snp``
+#: comes last: it is only ever chosen by name).
+BACKENDS: dict[str, Backend] = {"kvm": KvmBackend(), "nil": NilBackend(), "snp": SnpBackend()}
 
 
 def choose_backend(name: str | None, say: Callable[[str], None]) -> Backend:

@@ -259,13 +259,28 @@ def build_for_run(
 
 def development_references(build: KeepBuild, backend: str, vcpus: int) -> tuple[bytes, TrustPolicy]:
     """Sign a development reference for this build (its plan's digest with ``vcpus`` vCPUs, for
-    ``backend``) with the per-user development key."""
+    ``backend``) with the per-user development key.
+
+    For ``snp`` it carries the build's ``snp`` digests (its twin plan's, per CPU generation: KVM's
+    VMSAs, the C-bit), never the simulated platform's: a report from the real firmware could not
+    match those."""
     from toolchain import __version__
     from toolchain.image import tools
     from toolchain.image.provenance import PROVENANCE_FILE
-    from toolchain.measure.reference import keep_statement
+    from toolchain.measure.reference import GENERATIONS, keep_statement, snp_launch_digests
     from toolchain.sign import TrustPolicy, dev_key, sign_statement
 
+    generations: Sequence[str] = ["any"]
+    snp = None
+    if backend == "snp":
+        generations = GENERATIONS
+        snp = snp_launch_digests(
+            build.plan,
+            build.artifacts["ukernel.elf"],
+            build.artifacts["runtime.elf"],
+            vcpu_counts=[vcpus],
+            generations=generations,
+        )
     key, _ = dev_key()
     statement = keep_statement(
         release=f"{__version__}+dev",
@@ -274,7 +289,8 @@ def development_references(build: KeepBuild, backend: str, vcpus: int) -> tuple[
         launch_digests={vcpus: build.plan.launch_digest(vcpus)},
         guest_policy=build.plan.guest_policy,
         backends=[backend],
-        generations=["any"],
+        generations=generations,
+        snp_digests=snp,
         toolchain=tools.toolchain_versions(),
         not_before=datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5),
         valid_for=DEV_REFERENCE_VALIDITY,
@@ -461,7 +477,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     from runtime.run.attest import LiveAttestation, fresh_nonce
     from runtime.run.backends import choose_backend
     from toolchain.measure.trees import bind_report_data, read_trees
-    from toolchain.verify import Verifier
+    from toolchain.verify import TrustedRoots, Verifier
 
     timings: dict[str, float] = {}
     if options.vcpus < 1:
@@ -483,7 +499,8 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
 
     firmware = backend.firmware()
     log.note(backend.statement(firmware))
-    if options.dev:
+    roots = _roots(options.dev, firmware)
+    if roots != TrustedRoots.amd():  # --dev added the simulated root (never for a real chain)
         log.note(f"keep: --dev: trusting the {SIM_ROOT_LABEL}")
     nonce = fresh_nonce()
     attestation = LiveAttestation(
@@ -496,7 +513,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
         firmware=firmware,
         references=references,
         reference_checks=reference_checks,
-        verifier=Verifier(_roots(options.dev, firmware)),
+        verifier=Verifier(roots),
         policy=policy,
         backend=backend.name,
         vcpus=options.vcpus,

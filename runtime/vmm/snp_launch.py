@@ -39,8 +39,8 @@ for ``KVM_HC_MAP_GPA_RANGE`` (the guest's page-state change: shared ↔ private 
 ``KVM_SET_MEMORY_ATTRIBUTES``) and KVM_EXIT_MEMORY_FAULT. Every argument is the guest's and
 bounds-checked: a hostile one ends the keep (``GuestError``), never the VMM.
 
-Not wired into ``keep run`` yet (it joins as a ``runtime.run.backends.Backend``), and not run on
-SNP hardware yet: ``tests/hardware/`` is the test that does, where there is an SNP host.
+``keep run --backend snp`` drives it (``runtime.run.backends.SnpBackend``). Not run on SNP
+hardware yet: ``tests/hardware/`` is the test that does, where there is an SNP host.
 """
 
 from __future__ import annotations
