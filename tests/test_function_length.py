@@ -14,21 +14,9 @@ import ast
 import functools
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("toolchain", "runtime")
 LIMIT = 80
-
-#: Functions being split in parallel right now, in other branches of issue 12, by their module
-#: and qualified name. Not an exemption: each entry must still exist and still be too long (the
-#: test below fails otherwise), so the list only shrinks; delete an entry when its split lands.
-BEING_SPLIT = frozenset(
-    {
-        # 78 lines when the plan branch landed, 83 after the ABI branch's merge (its owner's)
-        ("toolchain/image/keep_build.py", "build_keep"),
-    }
-)
 
 
 def function_lengths(source: str) -> dict[str, int]:
@@ -87,17 +75,6 @@ def test_no_function_in_the_core_or_the_runtime_is_longer_than_80_lines() -> Non
     too_long = sorted(
         f"{module}:{name} has {lines} lines"
         for (module, name), lines in lengths.items()
-        if lines > LIMIT and (module, name) not in BEING_SPLIT
+        if lines > LIMIT
     )
     assert not too_long, f"split these by concern (at most {LIMIT} lines each): {too_long}"
-
-
-@pytest.mark.parametrize(("module", "name"), sorted(BEING_SPLIT))
-def test_a_function_being_split_is_still_listed_only_while_it_is_too_long(
-    module: str, name: str
-) -> None:
-    lines = _all_lengths().get((module, name))
-    assert lines is not None, f"{module}:{name} no longer exists: delete it from BEING_SPLIT"
-    assert lines > LIMIT, (
-        f"{module}:{name} has {lines} lines now: delete it from BEING_SPLIT, it fits"
-    )

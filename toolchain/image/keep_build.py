@@ -79,6 +79,24 @@ def _copy_if_changed(source: Path, destination: Path) -> Path:
     return destination
 
 
+def _checked_inputs(app: Path, vcpu_counts: Sequence[int], source_root: Path | None) -> Path:
+    """Refuse a build that cannot succeed, before anything is compiled; the source tree's root."""
+    from toolchain.measure.abi import HEADER_PATH, check_header
+
+    if not app.is_file():
+        raise InputError(f"application {app} does not exist")
+    if not vcpu_counts:
+        raise InputError("at least one vCPU count is needed")
+    root = ROOT if source_root is None else Path(source_root).resolve()
+    if not (root / UKERNEL_SOURCES).is_dir():
+        raise InputError(f"{root} is not a Keepstack source tree (no {UKERNEL_SOURCES}/)")
+    if root == ROOT:
+        # This tree's guest is served by this tree's VMM: its C header must be the one the
+        # Python ABI generates (another tree, rebuilt by ``keep reproduce``, has its own).
+        check_header(root / HEADER_PATH)
+    return root
+
+
 def build_keep(
     app: Path,
     out_dir: Path,
@@ -107,20 +125,9 @@ def build_keep(
     from toolchain.image.cache import BuildCache
     from toolchain.image.provenance import PROVENANCE_FILE, write_provenance
     from toolchain.image.wheel import build_wheel
-    from toolchain.measure.abi import HEADER_PATH, check_header
 
     app = Path(app)
-    if not app.is_file():
-        raise InputError(f"application {app} does not exist")
-    if not vcpu_counts:
-        raise InputError("at least one vCPU count is needed")
-    root = ROOT if source_root is None else Path(source_root).resolve()
-    if not (root / UKERNEL_SOURCES).is_dir():
-        raise InputError(f"{root} is not a Keepstack source tree (no {UKERNEL_SOURCES}/)")
-    if root == ROOT:
-        # This tree's guest is served by this tree's VMM: its C header must be the one the
-        # Python ABI generates (another tree, rebuilt by ``keep reproduce``, has its own).
-        check_header(root / HEADER_PATH)
+    root = _checked_inputs(app, vcpu_counts, source_root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timer = _Timer(progress)
