@@ -164,7 +164,10 @@ def test_disassembly_has_no_sse(images: Images) -> None:
 
 
 def test_ring0_path_to_ring3_is_short(images: Images) -> None:
-    """Statically: _start → keep_main → two hypercalls → keep_enter_user is ~60 instructions."""
+    """Statically: _start → keep_main → two hypercalls → keep_enter_user is ~80 instructions.
+
+    Besides these, the boot path runs keep_attest: the SNP guest message (AES-256-GCM over
+    1.3 KB, a few hundred thousand emulated instructions, ABI.md "Ring-0 costs")."""
     objdump = shutil.which("objdump")
     if objdump is None:
         pytest.skip("objdump is not installed (needed to count instructions)")
@@ -183,4 +186,5 @@ def test_ring0_path_to_ring3_is_short(images: Images) -> None:
         elif current and re.match(r"^\s+[0-9a-f]+:\s+\w", line) and "int3" not in line:
             counts[current] += 1
     path = counts["keep_main"] + 2 * counts["keep_hypercall"] + counts["keep_enter_user"]
-    assert path < 80, counts  # 60 today: ~40 µs of emulated ring 0 on PVM
+    assert path < 100, counts  # 82 today: ~55 µs of emulated ring 0 on PVM
+    assert "keep_attest" in counts

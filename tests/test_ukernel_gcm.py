@@ -5,61 +5,23 @@ libc-free host harness (tests/c/gcm_harness.c) that answers one request per line
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nist_gcm import nist_gcm_records
-
-from toolchain.image.cache import BuildCache
-from toolchain.image.compile import RING0, compile_c, link
-from toolchain.image.ukernel import INCLUDE_DIR, SOURCE_DIR, UKERNEL_FLAGS
-
-HARNESS = Path(__file__).parent / "c" / "gcm_harness.c"
+from ring0_harness import ask, build_harness
+from ring0_harness import hexfield as _hex
 
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("gcm")
-    cache = BuildCache(base / "cache")
-    objects = [
-        compile_c(
-            source,
-            base / f"{source.stem}.o",
-            flags=UKERNEL_FLAGS,
-            include_dirs=[INCLUDE_DIR, SOURCE_DIR],
-            target=RING0,
-            source_root=source.parent,
-            cache=cache,
-        )
-        for source in (SOURCE_DIR / "aes_gcm.c", HARNESS)
-    ]
-    return link(objects, base / "gcm_harness", linker_script=None, entry="_start", cache=cache)
-
-
-def _hex(data: bytes) -> str:
-    return data.hex() or "-"
-
-
-def _ask(harness: Path, requests: list[str]) -> list[str]:
-    done = subprocess.run(
-        [harness],
-        input="\n".join(requests) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert len(lines) == len(requests)
-    return [" ".join("" if word == "-" else word for word in line.split(" ")) for line in lines]
+    return build_harness("gcm_harness.c", ["aes_gcm.c"], tmp_path_factory.mktemp("gcm"))
 
 
 def test_seal_matches_nist_encrypt_vectors(harness: Path) -> None:
     records = list(nist_gcm_records("gcmEncryptExtIV256.rsp"))
-    answers = _ask(harness, [f"E {r['Key']} {r['IV']} {_hex(bytes.fromhex(r['AAD']))} "
+    answers = ask(harness, [f"E {r['Key']} {r['IV']} {_hex(bytes.fromhex(r['AAD']))} "
                              f"{_hex(bytes.fromhex(r['PT']))}" for r in records])  # fmt: skip
     for record, answer in zip(records, answers, strict=True):
         assert answer.split(" ") == [record["CT"], record["Tag"]], record["Count"]
@@ -73,7 +35,7 @@ def test_open_matches_nist_decrypt_vectors(harness: Path) -> None:
         f"{_hex(bytes.fromhex(r['CT']))} {r['Tag']}"
         for r in records
     ]
-    answers = _ask(harness, requests)
+    answers = ask(harness, requests)
     failed = 0
     for record, answer in zip(records, answers, strict=True):
         if record["FAIL"]:
@@ -94,7 +56,7 @@ def test_seal_and_open_long_messages(harness: Path, length: int) -> None:
     flipped = bytearray(ciphertext or tag)
     flipped[len(flipped) // 2] ^= 1
     bad = (bytes(flipped), tag) if ciphertext else (ciphertext, bytes(flipped))
-    seal_answer, open_answer, tampered = _ask(
+    seal_answer, open_answer, tampered = ask(
         harness,
         [
             f"E {key.hex()} {iv.hex()} {aad.hex()} {_hex(plaintext)}",

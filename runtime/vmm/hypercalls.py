@@ -1,4 +1,4 @@
-"""The VMM side of the keep hypercall ABI, versions 1 and 2 (``runtime/guest/ukernel/ABI.md``).
+"""The VMM side of the keep hypercall ABI, versions 1 to 3 (``runtime/guest/ukernel/ABI.md``).
 
 ``HypercallServer.serve()`` is the doorbell handler: it reads the request from the hypercall
 page, checks every guest-supplied number before it touches anything, does the call and writes the
@@ -10,6 +10,10 @@ Fail closed on attestation: with ``require_attestation`` (the default) the guest
 outside (stdin, arguments, environment, console) until an ATTEST call has produced a report that
 the runner's callback accepted, and an EXIT before that ends the keep as stopped, never with the
 status it asked for. (The runner does not rely on this: it checks attestation itself.)
+
+Version 3 changes ATTEST only: the microkernel obtained the report itself as an SNP guest message
+(``runtime.vmm.ghcb``) and checked it; ATTEST hands it, at the report offset, to the runner's
+verifier, and asks the firmware for nothing. Its EXIT before attestation names why it stopped.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from runtime.vmm.errors import GuestError
+from runtime.vmm.ghcb import EXIT_ATTEST_FAILED, stop_message
 from runtime.vmm.memory import GuestMemory
 from toolchain.errors import EvidenceError, InputError, PlatformError
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 #: What this VMM serves: a keep speaks its plan's version (1: releases 0.1.0 and 0.2.0).
-ABI_VERSIONS = (1, 2)
+ABI_VERSIONS = (1, 2, 3)
+#: From this version on the microkernel brings its own report to ATTEST (an SNP guest message).
+GUEST_MESSAGE_VERSION = 3
 HC_MAGIC = 0x3143484B  # "KHC1"
 _HEADER = struct.Struct("<IHHIi6Q2Q")  # magic, version, reserved, call, status, args[6], ret[2]
 OFF_STATUS = 0x0C
@@ -177,6 +184,8 @@ class HypercallServer:
             status = int(args[0]) & 0xFFFFFFFF
             if not self.attested:
                 # A keep that never proved what it is has no exit status worth passing on.
+                if self.abi_version >= GUEST_MESSAGE_VERSION and status == EXIT_ATTEST_FAILED:
+                    raise GuestError(stop_message(*args[1:4]), call=name)
                 raise GuestError(
                     f"exit status {status} asked for before the keep was attested",
                     call=name,
@@ -288,12 +297,11 @@ class HypercallServer:
         report_gpa = self._span(
             report_offset, REPORT_SIZE, offset_name="report offset", length_name="offset + 0x4A0"
         )
-        if self.request_report is None:
-            raise self._fail("", "this keep has no firmware to ask for a report")
-        report_data = self.memory.read(data_gpa, REPORT_DATA_SIZE)
-        report = self.request_report(report_data, vmpl)
-        if len(report) != REPORT_SIZE:
-            raise PlatformError(f"the firmware returned a {len(report)}-byte report")
+        if self.abi_version >= GUEST_MESSAGE_VERSION:
+            # The microkernel's own report, from the firmware over the guest channel.
+            report = self.memory.read(report_gpa, REPORT_SIZE)
+        else:
+            report = self._request_report(self.memory.read(data_gpa, REPORT_DATA_SIZE), vmpl)
         self.stats.report = report
         # The runner decides; a keep it does not accept is stopped here, before ring 3.
         if self.verify_report is None:
@@ -305,6 +313,15 @@ class HypercallServer:
         self.stats.attested_at = time.perf_counter()
         self.memory.write(report_gpa, report)
         return len(report)
+
+    def _request_report(self, report_data: bytes, vmpl: int) -> bytes:
+        """Versions 1 and 2: the VMM asks the firmware for the keep's report."""
+        if self.request_report is None:
+            raise self._fail("", "this keep has no firmware to ask for a report")
+        report = self.request_report(report_data, vmpl)
+        if len(report) != REPORT_SIZE:
+            raise PlatformError(f"the firmware returned a {len(report)}-byte report")
+        return report
 
     def _trees(self, args: tuple[int, ...]) -> tuple[int, int, int]:
         """Copy ``[position, position + max length)`` of the trees' blob; ret1 = its length."""

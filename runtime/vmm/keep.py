@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from runtime.firmware.interface import Firmware
 from runtime.vmm.errors import GuestError
+from runtime.vmm.ghcb import GhcbServer
 from runtime.vmm.hypercalls import (
     ABI_VERSIONS,
     DEFAULT_OUTPUT_LIMIT,
+    GUEST_MESSAGE_VERSION,
     REPORT_DATA_SIZE,
     HypercallLayout,
     HypercallServer,
@@ -35,6 +37,7 @@ from runtime.vmm.memory import PAGE_SIZE, RamRange
 from runtime.vmm.vcpu import Watchdog, read_vcpu_state, write_vcpu_state
 from runtime.vmm.vm import Vm
 from toolchain.errors import EvidenceError, InputError, KeepError
+from toolchain.measure.keep import GHCB_PAGE
 
 if TYPE_CHECKING:
     from toolchain.measure.plan import LaunchPlan
@@ -168,16 +171,23 @@ class Keep:
             abi_version=self.plan.abi.abi_version,
             trees=trees,
         )
+        ghcb = self._ghcb_server()
         boot = vm.vcpus[0]
         exit_status: int | None = None
         error: KeepError | None = None
         watchdog = Watchdog(timeout, boot.run_struct)
         try:
             exit_status = boot.run(
-                doorbell_gpa=self.plan.abi.doorbell, on_doorbell=server.serve, watchdog=watchdog
+                doorbell_gpa=self.plan.abi.doorbell,
+                on_doorbell=server.serve,
+                watchdog=watchdog,
+                on_vmgexit=ghcb.serve if ghcb is not None else None,
             )
         except (GuestError, EvidenceError) as exc:
             error = exc
+            if ghcb is not None and ghcb.failure is not None:
+                # The guest stopped on the firmware's refusal: the firmware says why.
+                error = GuestError(f"{exc.message}; the firmware refused: {ghcb.failure}")
         except InputError as exc:
             # Raised while serving the guest (e.g. a malformed report from a broken firmware
             # model): this keep cannot go on, the VMM can.
@@ -198,6 +208,18 @@ class Keep:
             total_ms=(end - vm.created_at) * 1e3,
             exits=dict(boot.exit_counts),
             calls=dict(stats.calls),
+        )
+
+    def _ghcb_server(self) -> GhcbServer | None:
+        """ABI 3: the GHCB's guest requests go to the firmware (the simulated VMGEXIT)."""
+        if self.vm is None or self.plan.abi.abi_version < GUEST_MESSAGE_VERSION:
+            return None
+        layout = self.layout
+        return GhcbServer(
+            self.vm.ram,
+            ghcb=GHCB_PAGE,
+            shared=(layout.buffer, layout.buffer + layout.buffer_size),
+            guest_request=self.firmware.guest_request,
         )
 
     def close(self) -> None:

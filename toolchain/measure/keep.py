@@ -67,10 +67,13 @@ from toolchain.snp.vmsa import (
 
 NOTE_NAME = b"Keepstack\0"
 NOTE_TYPE_LAYOUT = 1
-ABI_VERSION = 2
+ABI_VERSION = 3
 #: The ABI versions a microkernel may declare: 1 (releases 0.1.0 and 0.2.0, rebuilt from their
-#: commits) and 2 (the TREES call and the attested REPORT_DATA left for ring 3).
-ABI_VERSIONS = (1, 2)
+#: commits), 2 (the TREES call and the attested REPORT_DATA left for ring 3) and 3 (the report
+#: asked for as an SNP guest message through the GHCB, on every platform).
+ABI_VERSIONS = (1, 2, 3)
+#: The first ABI version whose microkernel uses the GHCB on every platform (mapped everywhere).
+GHCB_ABI_VERSION = 3
 VECTOR_STUB_SIZE = 16
 HC_MAGIC = 0x3143484B
 USER_INFO_MAGIC = 0x3149554B
@@ -765,8 +768,9 @@ def build_plan(
         mappings.add(gpa, SHARED_USER_RW, "hypercall buffer")
     mappings.add(layout.doorbell, SHARED_USER_RW, "doorbell")
     shared = [("hypercall page", layout.hc_page), ("doorbell", layout.doorbell)]
-    if snp:
+    if snp or layout.abi_version >= GHCB_ABI_VERSION:
         # The GHCB: the guest's half of every VMGEXIT, so shared and never launched. Ring 0 only.
+        # Older microkernels never touch it, and their simulated plans stay byte for byte.
         mappings.add(GHCB_PAGE, SHARED_KERNEL_RW, "GHCB page")
         shared.append(("GHCB page", GHCB_PAGE))
     for what, gpa in shared:

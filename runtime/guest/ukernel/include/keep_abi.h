@@ -1,4 +1,4 @@
-/* Keep hypercall ABI and launch layout, version 2 (see runtime/guest/ukernel/ABI.md).
+/* Keep hypercall ABI and launch layout, version 3 (see runtime/guest/ukernel/ABI.md).
  *
  * Shared by the microkernel (ring 0) and the in-guest runtime (ring 3). The layout values are
  * also declared in the microkernel ELF's `.note.keepstack` note (struct keep_layout below), which
@@ -7,7 +7,7 @@
 #ifndef KEEP_ABI_H
 #define KEEP_ABI_H
 
-#define KEEP_ABI_VERSION 2
+#define KEEP_ABI_VERSION 3
 
 /* ---- guest physical layout (identity mapped: VA = GPA) ---------------------------------- */
 #define KEEP_PAGE_SIZE 0x1000
@@ -17,6 +17,7 @@
 #define KEEP_SECRETS_GPA 0x3000    /* SNP secrets page; ring 0 only */
 #define KEEP_CPUID_GPA 0x4000      /* SNP CPUID page; ring 0 only */
 #define KEEP_USER_INFO_GPA 0x5000  /* struct keep_user_info; ring 3 read-only */
+#define KEEP_GHCB_GPA 0x6000       /* GHCB (version 3): shared, never launched; ring 0 only */
 #define KEEP_PAGE_TABLES_GPA 0x10000 /* PML4 first, then PDPT, PDs, PTs; not mapped */
 #define KEEP_PAGE_TABLES_SIZE 0xF0000
 #define KEEP_UKERNEL_BASE 0x100000 /* microkernel ELF is linked here */
@@ -58,6 +59,8 @@
 #define KEEP_HC_OFF_ARGS 0x10 /* 6 x u64 */
 #define KEEP_HC_OFF_RET 0x40  /* 2 x u64 */
 #define KEEP_DOORBELL_RING 1
+/* Version 3, simulated platform only: what replaces VMGEXIT (the VMM serves the GHCB). */
+#define KEEP_DOORBELL_VMGEXIT 2
 
 /* call numbers */
 #define KEEP_HC_CONSOLE_WRITE 1
@@ -78,6 +81,30 @@
 /* Where the microkernel puts things in the data buffer during boot. */
 #define KEEP_BOOT_REPORT_DATA_OFFSET 0x0
 #define KEEP_BOOT_REPORT_OFFSET 0x100
+/* Version 3: the SNP guest request's request and response pages (page-aligned GPAs). */
+#define KEEP_BOOT_GUEST_REQ_OFFSET 0x1000
+#define KEEP_BOOT_GUEST_RSP_OFFSET 0x2000
+
+/* ---- version 3: why the microkernel stopped before ring 3 -------------------------------- */
+/* EXIT arguments when attestation fails: KEEP_EXIT_ATTEST_FAILED, reason, expected, found. */
+#define KEEP_EXIT_ATTEST_FAILED 125
+#define KEEP_STOP_GHCB 1          /* the host's SW_EXITINFO2 after the guest request */
+#define KEEP_STOP_VMPCK 2         /* the VMPCK is out of range or all zero (disabled) */
+#define KEEP_STOP_SEQNO_EXHAUSTED 3
+#define KEEP_STOP_ALGO 4
+#define KEEP_STOP_HDR_VERSION 5
+#define KEEP_STOP_HDR_SZ 6
+#define KEEP_STOP_MSG_TYPE 7
+#define KEEP_STOP_MSG_VERSION 8
+#define KEEP_STOP_MSG_VMPCK 9
+#define KEEP_STOP_MSG_SEQNO 10
+#define KEEP_STOP_MSG_SZ 11
+#define KEEP_STOP_AUTHTAG 12
+#define KEEP_STOP_STATUS 13
+#define KEEP_STOP_REPORT_SIZE 14
+#define KEEP_STOP_DISABLED 15     /* the channel's key was wiped by an earlier failure */
+#define KEEP_STOP_REPORT_DATA 16  /* the report binds other REPORT_DATA (first 8 bytes shown) */
+#define KEEP_STOP_VMPL 17
 
 /* FAULT arguments: vector, error code, CR2, RIP, CS, RSP (CS & 3 = ring that faulted). */
 
