@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from runtime.vmm.errors import GuestError
 from runtime.vmm.memory import GuestMemory
-from toolchain.errors import EvidenceError, InputError
+from toolchain.errors import InputError, KeepError
 
 DOORBELL_VMGEXIT = 2
 GHCB_SIZE = 0x1000
@@ -134,7 +134,7 @@ class GhcbServer:
         self.requests += 1
         try:
             response = self.guest_request(request)
-        except (EvidenceError, InputError) as exc:
+        except KeepError as exc:
             self.failure = exc.message
             answer = FIRMWARE_REFUSED
         else:

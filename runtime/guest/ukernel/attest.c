@@ -1,7 +1,10 @@
 /* Boot flow step 2 (ABI version 3): the attestation report, asked for as an SNP guest message
  * (MSG_REPORT_REQ under VMPCK0, through the GHCB) and checked before it leaves private memory:
  * the channel's checks (snp_msg.c), then REPORT_DATA and VMPL against what was asked. Any
- * failure ends the keep here with EXIT KEEP_EXIT_ATTEST_FAILED, the reason, expected and found. */
+ * failure ends the keep here with EXIT KEEP_EXIT_ATTEST_FAILED, the reason, expected and found.
+ * The channel is keyed once per boot and keeps its count: a second request (never made by
+ * boot.c) would carry the next sequence number, never a used one, as Linux keeps VMPCK0 for the
+ * guest's lifetime; the key stays in private memory, as it does in the secrets page. */
 #include "ghcb.h"
 #include "hypercall.h"
 #include "keep_abi.h"
@@ -10,9 +13,10 @@
 #define REPORT_VMPL 0x30
 #define REPORT_REPORT_DATA 0x50
 
-void keep_attest(const uint8_t report_data[KEEP_REPORT_DATA_SIZE]);
+int keep_attest(const uint8_t report_data[KEEP_REPORT_DATA_SIZE]);
 
 static struct keep_channel channel; /* private (bss): the key schedule never leaves it */
+static int channel_keyed;
 
 static __attribute__((noreturn)) void stop(int reason) {
     keep_stop(KEEP_EXIT_ATTEST_FAILED, (uint64_t)reason, channel.expected, channel.found);
@@ -36,11 +40,15 @@ static int check_report(const uint8_t *report, const uint8_t report_data[KEEP_RE
     return found == 0 ? 0 : keep_channel_fail(&channel, KEEP_STOP_VMPL, 0, found);
 }
 
-void keep_attest(const uint8_t report_data[KEEP_REPORT_DATA_SIZE]) {
+int keep_attest(const uint8_t report_data[KEEP_REPORT_DATA_SIZE]) {
     const uint64_t request = KEEP_HC_BUFFER_GPA + KEEP_BOOT_GUEST_REQ_OFFSET;
     const uint64_t response = KEEP_HC_BUFFER_GPA + KEEP_BOOT_GUEST_RSP_OFFSET;
     const uint8_t *report;
-    int rc = keep_channel_init(&channel, (const volatile uint8_t *)KEEP_SECRETS_GPA, 0);
+    int rc = 0;
+    if (!channel_keyed) { /* once: a failed channel stays failed (its key is wiped) */
+        channel_keyed = 1;
+        rc = keep_channel_init(&channel, (const volatile uint8_t *)KEEP_SECRETS_GPA, 0);
+    }
     if (rc == 0) {
         rc = keep_channel_seal_report_request(&channel, report_data, (volatile uint8_t *)request);
     }
@@ -58,9 +66,9 @@ void keep_attest(const uint8_t report_data[KEEP_REPORT_DATA_SIZE]) {
     if (rc != 0) {
         stop(rc);
     }
-    keep_gcm_wipe(&channel.gcm); /* one report per boot: the key is not needed any more */
     volatile uint8_t *shared = (volatile uint8_t *)(KEEP_HC_BUFFER_GPA + KEEP_BOOT_REPORT_OFFSET);
     for (int i = 0; i < KEEP_REPORT_SIZE; i++) {
         shared[i] = report[i];
     }
+    return 0;
 }

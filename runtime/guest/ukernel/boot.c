@@ -4,7 +4,7 @@
 #include "hypercall.h"
 #include "keep_abi.h"
 
-void keep_attest(const uint8_t report_data[KEEP_REPORT_DATA_SIZE]);
+int keep_attest(const uint8_t report_data[KEEP_REPORT_DATA_SIZE]);
 
 __attribute__((noreturn)) void keep_enter_user(uint64_t entry, uint64_t stack_top, uint64_t info);
 __attribute__((noreturn)) void keep_main(void);
@@ -27,14 +27,12 @@ void keep_main(void) {
     /* Built and measured by the toolchain: trusted, and never written at run time. */
     const struct keep_user_info *info = (const struct keep_user_info *)KEEP_USER_INFO_GPA;
 
+    /* The guest message is sealed from the private copy (the shared buffer's REPORT_DATA may
+     * have changed since); ATTEST hands the checked report to the runner, which may stop us. */
     if (keep_hypercall(KEEP_HC_REPORT_DATA, KEEP_BOOT_REPORT_DATA_OFFSET, 0, 0) != 0 ||
-        keep_report_data(info) != 0) {
-        keep_exit(KEEP_EXIT_ATTEST_FAILED);
-    }
-    /* Sealed from the private copy: the shared buffer's REPORT_DATA may have changed since. */
-    keep_attest((const uint8_t *)(info->stack_top - KEEP_REPORT_DATA_SIZE));
-    /* The checked report is at KEEP_BOOT_REPORT_OFFSET: the runner verifies it or stops us. */
-    if (keep_hypercall(KEEP_HC_ATTEST, KEEP_BOOT_REPORT_DATA_OFFSET, 0, KEEP_BOOT_REPORT_OFFSET) != 0) {
+        keep_report_data(info) != 0 ||
+        keep_attest((const uint8_t *)(info->stack_top - KEEP_REPORT_DATA_SIZE)) != 0 ||
+        keep_hypercall(KEEP_HC_ATTEST, KEEP_BOOT_REPORT_DATA_OFFSET, 0, KEEP_BOOT_REPORT_OFFSET) != 0) {
         keep_exit(KEEP_EXIT_ATTEST_FAILED);
     }
     keep_enter_user(info->entry, info->stack_top, KEEP_USER_INFO_GPA);
