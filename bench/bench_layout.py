@@ -92,7 +92,7 @@ def bench_one(name: str, app: Path, scratch: Path) -> None:
     t_floor = best(lambda: floor(plan))
     t_to = best(plan.to_json)
     t_from = best(lambda: LaunchPlan.from_json(text))
-    pages = plan.page_counts()
+    pages = plan.page_counts(1)
     print(
         f"{name}: ukernel.elf {ukernel.stat().st_size} B, runtime.elf "
         f"{runtime.stat().st_size} B, {sum(pages.values())} launched pages {pages}"

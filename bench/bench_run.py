@@ -239,10 +239,8 @@ def keep_times(wasm: Path, build_dir: Path) -> tuple[list[float], str]:
     from runtime.firmware.sim import SimFirmware
     from runtime.vmm.keep import run_keep
     from toolchain.image.keep_build import build_keep
-    from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
-    build_keep(wasm, build_dir, vcpu_counts=(1,))
-    plan = LaunchPlan.from_json((build_dir / PLAN_FILE).read_text())
+    plan = build_keep(wasm, build_dir, vcpu_counts=(1,)).plan
     stdout, stderr = io.BytesIO(), io.BytesIO()
     result = run_keep(
         plan,

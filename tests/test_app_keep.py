@@ -14,7 +14,7 @@ import pytest
 from test_wasi_differential import CASES, run_wasmtime
 
 from toolchain.image.keep_build import build_keep
-from toolchain.measure.plan import PLAN_FILE, LaunchPlan
+from toolchain.measure.plan import LaunchPlan
 
 try:
     from runtime.vmm.platform import kvm_unavailable_reason
@@ -50,8 +50,7 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, LaunchPlan]:
         program = CASES[name].program
         if program not in built:
             out = tmp_path_factory.mktemp(program.stem)
-            build_keep(program, out, vcpu_counts=(1,))
-            built[program] = LaunchPlan.from_json((out / PLAN_FILE).read_text())
+            built[program] = build_keep(program, out, vcpu_counts=(1,)).plan
     return built
 
 

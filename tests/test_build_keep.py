@@ -18,6 +18,7 @@ from toolchain.errors import KeepError
 from toolchain.image import compile as cc
 from toolchain.image import keep_build, repro, tools, wheel
 from toolchain.image.cache import BuildCache
+from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello" / "hello.wat"
@@ -27,7 +28,7 @@ TOP_LEVEL = {
     "app.wasm",
     "ukernel.elf",
     "runtime.elf",
-    "launch-plan.json",
+    PLAN_FILE,
     "provenance.json",
     WHEEL,
 }
@@ -50,9 +51,8 @@ def test_cli_writes_every_artifact(tmp_path: Path, capsys: pytest.CaptureFixture
     assert len(set(document["launch_digests"].values())) == 3
     # backend snp: the plan laid out with the C-bit (51 on every generation) and KVM's VMSAs.
     from toolchain.measure.keep import snp_plan_of
-    from toolchain.measure.plan import LaunchPlan
 
-    plan = LaunchPlan.from_json((out / "launch-plan.json").read_bytes())
+    plan = LaunchPlan.load(out / PLAN_FILE)
     snp = snp_plan_of(plan, out / "ukernel.elf", out / "runtime.elf").launch_digests([1, 2, 4])
     expected = {str(n): d.hex() for n, d in snp.items()}
     assert document["snp_launch_digests"] == dict.fromkeys(("milan", "genoa", "turin"), expected)

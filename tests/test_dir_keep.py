@@ -77,11 +77,9 @@ TAMPERING = ["content", "nonce", "dropped", "reordered", "truncated", "trailing"
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from toolchain.image.keep_build import build_keep
-    from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
     out = tmp_path_factory.mktemp("dirkeep")
-    build_keep(HELLO, out, vcpu_counts=(1,))
-    return LaunchPlan.from_json((out / PLAN_FILE).read_text())
+    return build_keep(HELLO, out, vcpu_counts=(1,)).plan
 
 
 def _run_keep(plan: Any, blob: bytes, report_data: bytes) -> tuple[int | None, bytes, Any]:

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from runtime.firmware.interface import Firmware
+from runtime.firmware.interface import Firmware, PlanOnly, measured_launch
 from runtime.firmware.sim import SimFirmware, sim_identity
 from runtime.firmware.snp import SnpFirmware
 from runtime.vmm import miniguest
@@ -233,7 +233,7 @@ def test_guest_request_needs_a_finished_launch_with_a_secrets_page() -> None:
     with pytest.raises(InputError, match="SNP_GUEST_REQUEST is not allowed"):
         firmware.guest_request(bytes(MESSAGE_PAGE_SIZE))
     plan = miniguest.mini_plan(miniguest.hello_guest())
-    firmware.launch_from_plan(plan)
+    measured_launch(firmware, plan, 1, PlanOnly())
     assert not any(r.page_type is PageType.SECRETS for r in plan.regions)
     with pytest.raises(InputError, match="no SECRETS page"):
         firmware.guest_request(bytes(MESSAGE_PAGE_SIZE))

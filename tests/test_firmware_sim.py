@@ -9,11 +9,12 @@ import pytest
 from cryptography import x509
 
 from runtime.firmware import sim
-from runtime.firmware.interface import Firmware
+from runtime.firmware.interface import Firmware, PlanOnly, measured_launch
 from runtime.firmware.sim import SimFirmware, sim_identity, sim_identity_dir, sim_root_certificate
 from runtime.firmware.snp import SnpFirmware
 from runtime.vmm import miniguest
 from toolchain.errors import EvidenceError, InputError, PlatformError
+from toolchain.measure.plan import LaunchPlan
 from toolchain.snp.certs import amd_certificate, parse_vcek_extensions
 from toolchain.snp.digest import PAGE_SIZE, VMSA_GPA, LaunchDigest, PageType
 from toolchain.snp.report import AttestationReport
@@ -32,9 +33,11 @@ def _chain() -> tuple[x509.Certificate, x509.Certificate, x509.Certificate]:
     return ark, ask, vcek
 
 
-def _launched(plan: object = None) -> SimFirmware:
+def _launched(plan: LaunchPlan | None = None, vcpus: int = 1) -> SimFirmware:
     firmware = SimFirmware()
-    firmware.launch_from_plan(plan or miniguest.mini_plan(miniguest.hello_guest()))  # type: ignore[arg-type]
+    measured_launch(
+        firmware, plan or miniguest.mini_plan(miniguest.hello_guest()), vcpus, PlanOnly()
+    )
     return firmware
 
 
@@ -101,9 +104,10 @@ def test_report_fields() -> None:
     assert _launched().guest_request_report(NONCE, 0)[0x140:0x160] != first.report_id
 
 
-def test_launch_from_plan_matches_the_plans_own_digest() -> None:
-    plan = miniguest.mini_plan(miniguest.hello_guest(), vcpu_count=2)
-    assert _launched(plan).measurement == plan.launch_digest()
+def test_a_launch_of_the_plan_matches_the_plans_own_digest() -> None:
+    plan = miniguest.mini_plan(miniguest.hello_guest())
+    assert _launched(plan, vcpus=2).measurement == plan.launch_digest(2)
+    assert _launched(plan, vcpus=2).measurement != plan.launch_digest(1)
 
 
 def test_digest_is_the_page_by_page_chain() -> None:
@@ -181,18 +185,26 @@ def _id_block(digest: bytes, policy: int = miniguest.GUEST_POLICY) -> bytes:
 def test_id_block_is_checked_and_reported() -> None:
     plan = miniguest.mini_plan(miniguest.hello_guest())
     firmware = SimFirmware()
-    firmware.launch_from_plan(plan, id_block=_id_block(plan.launch_digest()), host_data=b"H" * 32)
+    measured_launch(
+        firmware,
+        plan,
+        1,
+        PlanOnly(),
+        id_block=_id_block(plan.launch_digest(1)),
+        host_data=b"H" * 32,
+    )
     report = AttestationReport.parse(firmware.guest_request_report(NONCE, 0))
     assert (report.family_id, report.image_id, report.guest_svn) == (b"F" * 16, b"I" * 16, 5)
     assert report.host_data == b"H" * 32
     with pytest.raises(EvidenceError, match=r"ID_BLOCK\.LD"):
-        SimFirmware().launch_from_plan(plan, id_block=_id_block(bytes(48)))
+        measured_launch(SimFirmware(), plan, 1, PlanOnly(), id_block=_id_block(bytes(48)))
+    id_block = _id_block(plan.launch_digest(1), 0x30001)
     with pytest.raises(EvidenceError, match=r"ID_BLOCK\.POLICY"):
-        SimFirmware().launch_from_plan(plan, id_block=_id_block(plan.launch_digest(), 0x30001))
+        measured_launch(SimFirmware(), plan, 1, PlanOnly(), id_block=id_block)
     with pytest.raises(InputError, match="96 bytes"):
-        SimFirmware().launch_from_plan(plan, id_block=b"short")
+        measured_launch(SimFirmware(), plan, 1, PlanOnly(), id_block=b"short")
     with pytest.raises(InputError, match="HOST_DATA"):
-        SimFirmware().launch_from_plan(plan, host_data=b"short")
+        measured_launch(SimFirmware(), plan, 1, PlanOnly(), host_data=b"short")
 
 
 def test_a_damaged_state_directory_is_a_platform_error() -> None:

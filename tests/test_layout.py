@@ -174,7 +174,7 @@ def test_every_page_is_covered_exactly_once_with_the_declared_type(
     for gpa in tables:
         expected[gpa] = PageType.NORMAL
     assert by_gpa == expected
-    counts = plan.page_counts()
+    counts = plan.page_counts(1)
     assert counts["SECRETS"] == counts["CPUID"] == 1
     assert counts["ZERO"] >= 2  # the microkernel's stacks and the test image's .bss
     assert counts["VMSA"] == 1
@@ -303,7 +303,7 @@ def test_a_changed_loaded_byte_changes_the_digest(
             other = build_plan(*args)
         except InputError:
             continue  # e.g. a flipped bit in the layout note: refused, which is also safe
-        assert other.launch_digest() != plan.launch_digest(), f"{which} offset {offset:#x}"
+        assert other.launch_digest(1) != plan.launch_digest(1), f"{which} offset {offset:#x}"
 
 
 @settings(
@@ -312,7 +312,7 @@ def test_a_changed_loaded_byte_changes_the_digest(
 @given(data=st.data())
 def test_any_changed_loaded_byte_changes_the_digest(images: Images, data: st.DataObject) -> None:
     kernel, user = images.ukernel.read_bytes(), images.user.read_bytes()
-    base = build_plan(kernel, user).launch_digest()
+    base = build_plan(kernel, user).launch_digest(1)
     which = data.draw(st.sampled_from(["ukernel", "user"]))
     target = bytearray(kernel if which == "ukernel" else user)
     ph = data.draw(st.sampled_from([p for p in loads(bytes(target)) if p.filesz]))
@@ -320,7 +320,7 @@ def test_any_changed_loaded_byte_changes_the_digest(images: Images, data: st.Dat
     target[offset] ^= data.draw(st.integers(1, 255))
     args = (bytes(target), user) if which == "ukernel" else (kernel, bytes(target))
     try:
-        changed = build_plan(*args).launch_digest()
+        changed = build_plan(*args).launch_digest(1)
     except InputError:
         return
     assert changed != base
@@ -422,4 +422,4 @@ def test_a_changed_microkernel_source_changes_the_digest(
         if old is not None:
             os.environ["KEEPSTACK_CACHE_DIR"] = old
     assert changed.read_bytes() != images.ukernel.read_bytes()
-    assert build_plan(changed, images.user).launch_digest() != plan.launch_digest()
+    assert build_plan(changed, images.user).launch_digest(1) != plan.launch_digest(1)

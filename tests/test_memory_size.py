@@ -29,6 +29,7 @@ from toolchain.measure.keep import (
     check_guest_memory,
     parse_memory_size,
 )
+from toolchain.measure.plan import PLAN_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 KVM_MISSING = kvm_unavailable_reason()
@@ -76,7 +77,7 @@ def test_memory_moves_the_stack_and_changes_the_measurement(images: Images) -> N
     assert bigger.ram_size == 512 * MiB
     assert bigger.abi.stack_top == 512 * MiB
     assert bigger.abi.heap_end - default.abi.heap_end == 256 * MiB
-    assert bigger.launch_digest() != default.launch_digest()
+    assert bigger.launch_digest(1) != default.launch_digest(1)
     with pytest.raises(InputError, match="whole 2 MiB pages"):
         build_plan(images.ukernel, images.user, memory=100 * MiB + 4096)
 
@@ -129,7 +130,7 @@ def test_a_build_directory_keeps_its_memory_size(tmp_path: Path) -> None:
     out = tmp_path / "keep"
     built = _keep("build", str(app), "--out", str(out), "--memory", "128M", "--vcpus", "1")
     assert built.returncode == 0, built.stderr
-    plan = json.loads((out / "launch-plan.json").read_text())
+    plan = json.loads((out / PLAN_FILE).read_text())
     assert plan["ram_size"] == 128 * MiB
     statement = json.loads((out / "provenance.json").read_text())
     external = statement["predicate"]["buildDefinition"]["externalParameters"]

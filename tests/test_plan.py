@@ -17,7 +17,7 @@ from ukernel_images import Images, build_images
 
 from toolchain.errors import InputError
 from toolchain.measure.keep import build_plan
-from toolchain.measure.plan import LaunchPlan, Region
+from toolchain.measure.plan import PLAN_FILE, LaunchPlan, Region
 from toolchain.snp.digest import PageType
 from toolchain.snp.vmsa import vmsa_page
 
@@ -53,8 +53,8 @@ def test_digest_matches_independent_page_info_chain(plan: LaunchPlan) -> None:
 def test_digest_differs_per_vcpu_count_and_boot_cpu_comes_first(plan: LaunchPlan) -> None:
     digests = plan.launch_digests([1, 2, 4])
     assert len(set(digests.values())) == 3
-    assert plan.launch_digest() == digests[2]  # the plan was built for 2
-    assert plan.with_vcpu_count(4).launch_digest() == digests[4]
+    assert plan.launch_digest(2) == digests[2]
+    assert plan.launch_digest(4) == digests[4]  # the count is the launch's, not the plan's
     boot, ap = plan.vmsa_pages(2)
     assert boot == vmsa_page(plan.boot_vcpu, sev_features=plan.sev_features)
     assert ap == vmsa_page(plan.ap_vcpu, sev_features=plan.sev_features)
@@ -67,7 +67,7 @@ def test_json_round_trip_is_exact_and_deterministic(plan: LaunchPlan) -> None:
     assert again == plan
     assert again.to_json() == text
     document = json.loads(text)
-    assert document["launch_digest"] == plan.launch_digest().hex()
+    assert document["launch_digest"] == plan.launch_digest(2).hex()  # the recorded count's
     assert document["vcpu_count"] == 2
 
 
@@ -134,9 +134,9 @@ def test_memory_ranges_leave_out_only_the_doorbell(plan: LaunchPlan) -> None:
 
 
 def test_plan_file_written_and_read(plan: LaunchPlan, tmp_path: Path) -> None:
-    path = tmp_path / "launch-plan.json"
+    path = tmp_path / PLAN_FILE
     path.write_text(plan.to_json(), encoding="utf-8")
-    assert LaunchPlan.from_json(path.read_bytes()).launch_digest() == plan.launch_digest()
+    assert LaunchPlan.load(path).launch_digest(2) == plan.launch_digest(2)
 
 
 def _json_paths(node: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:

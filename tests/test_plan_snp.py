@@ -147,7 +147,7 @@ def test_snp_plan_differs_only_in_page_tables_and_vmsas(
     # With KVM's reset FPU and SPEC_CTRL 0, KVM's page for these states is the simulated one:
     # the digests differ by the page tables alone.
     assert simulated.vmsa_pages(3) == snp.vmsa_pages(3)
-    assert simulated.launch_digest() != snp.launch_digest()
+    assert simulated.launch_digest(2) != snp.launch_digest(2)
 
 
 def test_shared_pages_are_not_launched_on_snp(plans: tuple[LaunchPlan, LaunchPlan]) -> None:
@@ -178,7 +178,7 @@ def test_snp_vmsas_are_kvms_in_vcpu_index_order(plans: tuple[LaunchPlan, LaunchP
     # where the simulated firmware would measure it.
     odd = replace(snp, boot_vcpu=replace(snp.boot_vcpu, dr0=0x1000))
     with pytest.raises(InputError, match="never takes dr0"):
-        odd.vmsa_pages()
+        odd.vmsa_pages(2)
     assert replace(odd, platform="simulated", c_bit=None).vmsa_pages(1)[0] != boot
 
 
@@ -223,14 +223,14 @@ def test_tiny_snp_plan_digest_computed_independently() -> None:
     boot = kvm_snp_vmsa(plan.boot_vcpu, sev_features=1)
     ap = kvm_snp_vmsa(plan.ap_vcpu, sev_features=1)
     want = page_info_chain([*expected_pages, (VMSA_GPA, 2, boot), (VMSA_GPA, 2, ap)])
-    assert plan.launch_digest() == want
+    assert plan.launch_digest(2) == want
     # Boot CPU first: swapping the two VMSAs is another digest.
     assert want != page_info_chain([*expected_pages, (VMSA_GPA, 2, ap), (VMSA_GPA, 2, boot)])
     # The same plan on the simulated platform: its own VMSAs (equal here: reset FPU).
     simulated = tiny_plan("simulated")
     sim_boot = vmsa_page(plan.boot_vcpu, sev_features=1)
     sim_ap = vmsa_page(plan.ap_vcpu, sev_features=1)
-    assert simulated.launch_digest() == page_info_chain(
+    assert simulated.launch_digest(2) == page_info_chain(
         [*expected_pages, (VMSA_GPA, 2, sim_boot), (VMSA_GPA, 2, sim_ap)]
     )
 
@@ -243,7 +243,7 @@ def test_snp_plan_json_round_trip_and_simulated_json_has_no_platform(
     assert (document["platform"], document["c_bit"], document["vmsa"]) == ("snp", 51, "Linux v6.12")
     again = LaunchPlan.from_json(snp.to_json())
     assert again == snp
-    assert again.launch_digest() == snp.launch_digest()
+    assert again.launch_digest(2) == snp.launch_digest(2)
     assert not {"platform", "c_bit", "vmsa"} & set(json.loads(simulated.to_json()))
     # VMSAs of another kernel's KVM are not what this toolchain computes: refused, not re-derived.
     other = dict(document, vmsa="Linux v6.16")
@@ -266,7 +266,7 @@ def test_snp_plan_json_round_trip_and_simulated_json_has_no_platform(
 def test_c_bit_is_a_parameter(images: Images) -> None:
     c47 = build_plan(images.ukernel, images.user, platform="snp", c_bit=47)
     c51 = build_plan(images.ukernel, images.user, platform="snp")
-    assert c47.launch_digest() != c51.launch_digest()
+    assert c47.launch_digest(2) != c51.launch_digest(2)
     assert entry(c47, 0x1000) == (1, 0x8000_8000_0000_1063)
     for bad in (38, 52, 63, True):
         with pytest.raises(InputError, match="C-bit position"):
@@ -296,4 +296,4 @@ def test_snp_plan_of_refuses_elfs_that_are_not_the_plans(images: Images, tmp_pat
 def test_default_state_is_accepted_by_kvm_snp_vmsa() -> None:
     # The plan's states are ones KVM can hold: kvm_snp_vmsa refuses anything else.
     with pytest.raises(InputError, match="DR7"):
-        replace(tiny_plan("snp"), boot_vcpu=replace(VcpuState(), dr7=0xFFFF)).vmsa_pages()
+        replace(tiny_plan("snp"), boot_vcpu=replace(VcpuState(), dr7=0xFFFF)).vmsa_pages(1)

@@ -691,11 +691,10 @@ def test_run_refuses_references_trusted_only_by_a_planted_policy(
     built here (so their policy alone would let it run); the built-in policy refuses it."""
     from toolchain.image import tools
     from toolchain.image.keep_build import build_keep
-    from toolchain.measure.plan import LaunchPlan
     from toolchain.measure.reference import keep_statement
 
     build = build_keep(ROOT / "examples/hello/hello.wat", tmp_path / "build", vcpu_counts=(1,))
-    plan = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
+    plan = build.plan
     statement = keep_statement(
         release="9.9.9",
         artifacts=build.artifacts,

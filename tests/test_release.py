@@ -285,7 +285,7 @@ def test_an_unsigned_note_never_chooses_the_code_that_decides(
     marker = tmp_path / "crafted-code-ran"
     _git(clone, "checkout", "-q", "-b", "crafted")
     for module in ("cli/reproduce.py", "cli/build.py"):
-        path = clone / "toolchain" / module
+        path = clone / "keep" / module
         crafted = _CRAFTED.format(marker=str(marker))
         path.write_text(path.read_text(encoding="utf-8") + crafted, encoding="utf-8")
     _git(clone, "commit", "-q", "-a", "-m", "keep reproduce: always reproduced")

@@ -19,6 +19,7 @@ import pytest
 from keep.cli import main as keep_main
 from toolchain.checks import Checklist
 from toolchain.errors import InputError
+from toolchain.measure.plan import PLAN_FILE
 from toolchain.release import TRUSTED_ARTIFACTS, make_release, reproduce
 from toolchain.release.difference import json_differences
 from toolchain.release.history import SourceTree
@@ -371,7 +372,7 @@ def test_changed_microkernel_byte_names_ukernel_elf(published: Published, tmp_pa
     assert not checklist.ok
     names = _by_name(checklist)
     assert names["artifact ukernel.elf"] is False
-    assert names["artifact launch-plan.json"] is False
+    assert names[f"artifact {PLAN_FILE}"] is False
     assert names["artifact runtime.elf"] is True
     assert names["artifact app.wasm"] is True
     launch = [c for c in checklist.checks if c.name.startswith("launch digest")]
@@ -379,7 +380,7 @@ def test_changed_microkernel_byte_names_ukernel_elf(published: Published, tmp_pa
     assert not any(c.ok for c in launch)
     details = {c.name: c.detail for c in checklist.checks}
     assert "section" in details["artifact ukernel.elf"]  # where: offset and ELF section
-    assert "ukernel_sha256" in details["artifact launch-plan.json"]  # where: JSON path
+    assert "ukernel_sha256" in details[f"artifact {PLAN_FILE}"]  # where: JSON path
 
 
 def test_changed_runtime_byte_names_runtime_elf(published: Published, tmp_path: Path) -> None:

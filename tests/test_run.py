@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from keep.cli import main
+from runtime.firmware.interface import PlanOnly, measured_launch
 from runtime.firmware.sim import SimFirmware
 from runtime.run.attest import LiveAttestation, fresh_nonce
 from runtime.run.runner import _roots, development_references
@@ -19,7 +20,7 @@ from runtime.vmm.platform import kvm_unavailable_reason
 from toolchain.errors import EvidenceError
 from toolchain.image.keep_build import KeepBuild, build_keep
 from toolchain.measure.keep import build_plan
-from toolchain.measure.plan import LaunchPlan, Region
+from toolchain.measure.plan import PLAN_FILE, LaunchPlan, Region
 from toolchain.sign import dev_key, generate_private_key
 from toolchain.sign.references import verify_envelope
 from toolchain.snp.digest import PageType
@@ -38,12 +39,12 @@ def hello_build(tmp_path_factory: pytest.TempPathFactory) -> KeepBuild:
 
 @pytest.fixture(scope="module")
 def hello_plan(hello_build: KeepBuild) -> LaunchPlan:
-    return LaunchPlan.from_json(hello_build.artifacts["launch-plan.json"].read_bytes())
+    return hello_build.plan
 
 
-def _attestation(plan: LaunchPlan, build: KeepBuild, firmware: SimFirmware) -> LiveAttestation:
-    """A verifier for a development reference signed over ``plan`` as built (not as tampered)."""
-    envelope, trust = development_references(build, plan, "kvm", 1)
+def _attestation(build: KeepBuild, firmware: SimFirmware) -> LiveAttestation:
+    """A verifier for a development reference signed over the build's plan (not as tampered)."""
+    envelope, trust = development_references(build, "kvm", 1)
     checks, references = verify_envelope(envelope, trust)
     assert references is not None, checks.render()
     return LiveAttestation(
@@ -73,9 +74,9 @@ def _boot(plan: LaunchPlan, attestation: LiveAttestation, firmware: SimFirmware)
     return result, stdout.getvalue()
 
 
-def _reference_file(tmp_path: Path, build: KeepBuild, plan: LaunchPlan, backend: str) -> Path:
-    """A development reference for ``plan`` as built, written where ``--references`` reads it."""
-    envelope, _ = development_references(build, plan, backend, 1)
+def _reference_file(tmp_path: Path, build: KeepBuild, backend: str) -> Path:
+    """A development reference for the build's plan, written where ``--references`` reads it."""
+    envelope, _ = development_references(build, backend, 1)
     reference = tmp_path / "ref.json"
     reference.write_bytes(envelope)
     return reference
@@ -127,12 +128,10 @@ def test_run_without_references_or_dev_is_refused(tmp_path: Path, capfd) -> None
     assert "hello from a keep" not in captured.out
 
 
-def _run_with_dev_reference_without_dev(
-    tmp_path: Path, build: KeepBuild, plan: LaunchPlan, *extra: str
-) -> int:
+def _run_with_dev_reference_without_dev(tmp_path: Path, build: KeepBuild, *extra: str) -> int:
     """`keep run` on nil with a development reference and its key, but without --dev: the
     simulated root is then untrusted."""
-    reference = _reference_file(tmp_path, build, plan, "nil")
+    reference = _reference_file(tmp_path, build, "nil")
     _, key_path = dev_key()
     argv = ["run", *extra, "--backend", "nil", "--build-dir", str(build.out_dir)]
     argv += ["--references", str(reference), "--trusted-key", f"{key_path}.pub", str(HELLO)]
@@ -142,7 +141,7 @@ def _run_with_dev_reference_without_dev(
 def test_sim_root_is_not_trusted_without_dev(
     tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
 ) -> None:
-    status = _run_with_dev_reference_without_dev(tmp_path, hello_build, hello_plan)
+    status = _run_with_dev_reference_without_dev(tmp_path, hello_build)
     captured = capfd.readouterr()
     assert status == 1
     assert "✗ ark.trusted" in captured.err
@@ -156,7 +155,7 @@ def test_sim_root_is_not_trusted_without_dev(
 def test_changed_app_after_signing_is_refused(
     tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
 ) -> None:
-    reference = _reference_file(tmp_path, hello_build, hello_plan, "kvm")
+    reference = _reference_file(tmp_path, hello_build, "kvm")
     changed = tmp_path / "hello.wat"
     changed.write_text(HELLO.read_text().replace("hello from a keep", "hello from a kEEp"))
     _, key_path = dev_key()
@@ -202,7 +201,7 @@ def test_changed_byte_in_a_trusted_component_is_refused(
 ) -> None:
     tampered = _tampered_region(hello_plan, component)
     firmware = SimFirmware()
-    attestation = _attestation(hello_plan, hello_build, firmware)
+    attestation = _attestation(hello_build, firmware)
     result, stdout = _boot(tampered, attestation, firmware)
     assert isinstance(result.error, EvidenceError)
     assert result.error.field == "measurement"
@@ -223,9 +222,9 @@ def test_changed_byte_in_the_microkernel_elf_is_refused(
     assert offset > 0
     elf[offset] ^= 0x80
     tampered = build_plan(bytes(elf), hello_build.artifacts["runtime.elf"])
-    assert tampered.launch_digest() != hello_plan.launch_digest()
+    assert tampered.launch_digest(1) != hello_plan.launch_digest(1)
     firmware = SimFirmware()
-    result, stdout = _boot(tampered, _attestation(hello_plan, hello_build, firmware), firmware)
+    result, stdout = _boot(tampered, _attestation(hello_build, firmware), firmware)
     assert isinstance(result.error, EvidenceError)
     assert stdout == b""
 
@@ -234,7 +233,7 @@ def test_changed_byte_in_the_microkernel_elf_is_refused(
 def test_untrusted_reference_key_is_refused(
     tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
 ) -> None:
-    reference = _reference_file(tmp_path, hello_build, hello_plan, "kvm")
+    reference = _reference_file(tmp_path, hello_build, "kvm")
     other = generate_private_key("ecdsa-p384")
     from toolchain.sign import write_key_pair
 
@@ -287,7 +286,7 @@ class _ReplayingFirmware(SimFirmware):
 
 def _recorded_report(hello_build: KeepBuild, hello_plan: LaunchPlan) -> bytes:
     first = SimFirmware()
-    attestation = _attestation(hello_plan, hello_build, first)
+    attestation = _attestation(hello_build, first)
     result, stdout = _boot(hello_plan, attestation, first)
     assert result.ok, result.error
     assert b"hello from a keep" in stdout
@@ -312,7 +311,7 @@ def test_replayed_report_with_an_old_nonce_is_refused(
 
     monkeypatch.setattr(HypercallServer, "_attest", swapping)
     firmware = SimFirmware()
-    result, stdout = _boot(hello_plan, _attestation(hello_plan, hello_build, firmware), firmware)
+    result, stdout = _boot(hello_plan, _attestation(hello_build, firmware), firmware)
     assert isinstance(result.error, EvidenceError)
     assert result.error.field == "report-data"
     assert stdout == b""
@@ -324,7 +323,7 @@ def test_a_stale_report_in_a_fresh_guest_message_stops_the_keep(
 ) -> None:
     """The microkernel checks REPORT_DATA itself before the report leaves private memory."""
     replaying = _ReplayingFirmware(_recorded_report(hello_build, hello_plan))
-    second = _attestation(hello_plan, hello_build, replaying)
+    second = _attestation(hello_build, replaying)
     result, stdout = _boot(hello_plan, second, replaying)
     assert result.error is not None
     assert "REPORT_DATA of the report" in result.error.message
@@ -375,8 +374,8 @@ def test_a_second_report_request_in_one_run_is_refused(
     hello_build: KeepBuild, hello_plan: LaunchPlan
 ) -> None:
     firmware = SimFirmware()
-    attestation = _attestation(hello_plan, hello_build, firmware)
-    firmware.launch_from_plan(hello_plan)
+    attestation = _attestation(hello_build, firmware)
+    measured_launch(firmware, hello_plan, 1, PlanOnly())
     report = firmware.guest_request_report(attestation.nonce, 0)
     assert attestation(report)
     with pytest.raises(EvidenceError):
@@ -386,7 +385,7 @@ def test_a_second_report_request_in_one_run_is_refused(
 def test_unsigned_reference_content_change_is_refused(
     hello_build: KeepBuild, hello_plan: LaunchPlan
 ) -> None:
-    envelope, trust = development_references(hello_build, hello_plan, "nil", 1)
+    envelope, trust = development_references(hello_build, "nil", 1)
     document = json.loads(envelope)
     document["payloadType"] = "application/json"
     checks, references = verify_envelope(json.dumps(document).encode(), trust)
@@ -458,7 +457,6 @@ def hostile_build(tmp_path: Path, build: KeepBuild, variant: str) -> KeepBuild:
     import shutil
 
     from toolchain.image.ukernel import SOURCE_DIR, build_ukernel
-    from toolchain.measure.plan import PLAN_FILE
 
     first, copies = HOSTILE_BOOTS[variant]
     sources = tmp_path / "ukernel-src"
@@ -482,7 +480,13 @@ def hostile_build(tmp_path: Path, build: KeepBuild, variant: str) -> KeepBuild:
     plan = build_plan(out / "ukernel.elf", out / "runtime.elf")
     (out / PLAN_FILE).write_text(plan.to_json())
     artifacts = {name: out / name for name in build.artifacts}
-    return KeepBuild(out, artifacts, {1: plan.launch_digest()}, out / build.provenance.name)
+    return KeepBuild(
+        out_dir=out,
+        artifacts=artifacts,
+        plan=plan,
+        launch_digests={1: plan.launch_digest(1)},
+        provenance=out / build.provenance.name,
+    )
 
 
 @needs_kvm
@@ -545,7 +549,7 @@ def test_the_verdict_names_the_first_missing_step(
     hello_build: KeepBuild, hello_plan: LaunchPlan
 ) -> None:
     firmware = SimFirmware()
-    attestation = _attestation(hello_plan, hello_build, firmware)
+    attestation = _attestation(hello_build, firmware)
     verdict = attestation.verdict("the keep ended with exit status 0")
     assert not verdict.ok
     assert [(c.name, c.ok) for c in verdict.checks] == [
@@ -555,7 +559,7 @@ def test_the_verdict_names_the_first_missing_step(
         ("attestation.once", None),
     ]
     assert "exit status 0" in verdict.checks[0].found
-    firmware.launch_from_plan(hello_plan)
+    measured_launch(firmware, hello_plan, 1, PlanOnly())
     assert attestation(attestation.witness.guest_request_report(attestation.nonce, 0))
     assert attestation.verdict("done").ok
     with pytest.raises(EvidenceError) as info:
@@ -602,7 +606,7 @@ def test_run_accepts_a_build_directory(tmp_path: Path, capfd: pytest.CaptureFixt
     assert "arg: x" in captured.out
 
 
-@pytest.mark.parametrize("tampered", ["runtime.elf", "ukernel.elf", "launch-plan.json"])
+@pytest.mark.parametrize("tampered", ["runtime.elf", "ukernel.elf", PLAN_FILE])
 def test_a_build_directory_that_differs_from_a_fresh_build_is_refused(
     tmp_path: Path, hello_build: KeepBuild, tampered: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -611,7 +615,7 @@ def test_a_build_directory_that_differs_from_a_fresh_build_is_refused(
     out = tmp_path / "out"
     shutil.copytree(hello_build.out_dir, out)
     target = out / tampered
-    if tampered == "launch-plan.json":
+    if tampered == PLAN_FILE:
         # An unmeasured field (the heap's end) steers the keep's memory, so it is compared too.
         document = json.loads(target.read_text())
         document["abi"]["heap_end"] -= 0x1000
@@ -655,7 +659,7 @@ def test_quiet_prints_one_verdict_line_on_success(
 def test_quiet_prints_everything_on_failure(
     tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
 ) -> None:
-    status = _run_with_dev_reference_without_dev(tmp_path, hello_build, hello_plan, "--quiet")
+    status = _run_with_dev_reference_without_dev(tmp_path, hello_build, "--quiet")
     err = capfd.readouterr().err
     assert status == 1
     assert "NO isolation" in err  # the security statement, held back, comes out
@@ -667,7 +671,7 @@ def test_quiet_prints_everything_on_failure(
 def test_without_dev_the_simulated_root_says_what_dev_means(
     tmp_path: Path, hello_build: KeepBuild, hello_plan: LaunchPlan, capfd
 ) -> None:
-    reference = _reference_file(tmp_path, hello_build, hello_plan, "nil")
+    reference = _reference_file(tmp_path, hello_build, "nil")
     _, key_path = dev_key()
     argv = ["run", "--backend", "nil", "--build-dir", str(hello_build.out_dir), str(HELLO)]
     status = main([*argv, "--references", str(reference), "--trusted-key", f"{key_path}.pub"])

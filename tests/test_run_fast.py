@@ -17,16 +17,18 @@ import pytest
 
 from keep.cli import main
 from runtime.run import runner
+from toolchain.errors import EvidenceError
 from toolchain.image import record, tools
 from toolchain.image.cache import BuildCache, CacheHit
 from toolchain.image.keep_build import KeepBuild, build_keep
+from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 from toolchain.sign import generate_private_key
 from toolchain.sign.keys import DEV_KEY_NAME, write_key_pair
 from toolchain.state import state_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello" / "hello.wat"
-OUTPUTS = ("app.wasm", "ukernel.elf", "runtime.elf", "launch-plan.json", "provenance.json")
+OUTPUTS = ("app.wasm", "ukernel.elf", "runtime.elf", PLAN_FILE, "provenance.json")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,7 @@ def test_a_finished_build_is_recognised_with_its_outputs_digests(built: KeepBuil
     found = _recorded(built)
     assert found is not None
     assert found.artifacts == built.artifacts
+    assert found.plan == built.plan  # parsed once, from the re-hashed bytes
     assert found.launch_digests == built.launch_digests
     assert found.provenance == built.provenance
     assert dict(found.output_digests) == dict(built.output_digests)
@@ -247,23 +250,37 @@ def test_keep_run_takes_the_recorded_build_and_rebuilds_a_changed_one(
     assert "does not match its recorded SHA-256" in capfd.readouterr().err
 
 
-def test_a_plan_changed_after_the_check_is_refused(
-    built: KeepBuild, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+def test_the_plan_is_parsed_from_the_bytes_it_was_checked_by(
+    built: KeepBuild, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The runner boots the plan bytes it read only if they are the bytes the build checked."""
-    plan = tmp_path / "launch-plan.json"
-    plan.write_bytes(built.artifacts["launch-plan.json"].read_bytes() + b" ")
-    changed = KeepBuild(
-        built.out_dir,
-        {**built.artifacts, "launch-plan.json": plan},
-        built.launch_digests,
-        built.provenance,
-        built.output_digests,
-    )
-    with pytest.raises(runner.EvidenceError) as caught:
-        runner._plan_bytes(changed)
-    assert caught.value.field == "launch-plan.json"
-    assert built.output_digests["launch-plan.json"] in str(caught.value.expected)
+    """A recognised build's plan is read once, and hashed and parsed from that one read: bytes
+    that are not the recorded ones are never parsed into the plan that boots."""
+    path = built.artifacts[PLAN_FILE]
+    recorded = built.output_digests[PLAN_FILE]
+    with pytest.raises(EvidenceError) as caught:
+        LaunchPlan.load(path, sha256="0" * 64)
+    assert caught.value.field == PLAN_FILE
+    assert f"sha256:{recorded}" in str(caught.value.found)
+    original = path.read_bytes()
+    reads: list[Path] = []
+    read_bytes = Path.read_bytes
+
+    def counted(self: Path) -> bytes:
+        reads.append(self)
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    found = _recorded(built)
+    assert found is not None
+    assert found.plan == built.plan
+    assert reads.count(path) == 1
+    # A plan file changed since it was recorded is rebuilt, like any changed output.
+    monkeypatch.undo()
+    try:
+        path.write_bytes(original + b" ")
+        assert _recorded(built) is None
+    finally:
+        path.write_bytes(original)
 
 
 def _run_dev(build: KeepBuild) -> int:
@@ -368,8 +385,6 @@ def test_an_expired_kept_reference_is_signed_anew(
 ) -> None:
     from datetime import datetime, timedelta
 
-    from toolchain.measure.plan import LaunchPlan
-
     class TwoDaysAgo(datetime):
         @classmethod
         def now(cls, tz: object = None) -> TwoDaysAgo:  # type: ignore[override]
@@ -377,10 +392,9 @@ def test_an_expired_kept_reference_is_signed_anew(
 
     kept = _kept(built)
     kept.unlink(missing_ok=True)
-    plan = LaunchPlan.from_json(built.artifacts["launch-plan.json"].read_bytes())
     with monkeypatch.context() as patch:
         patch.setattr(runner, "datetime", TwoDaysAgo)
-        runner._development_reference(built, plan, "nil", 1)
+        runner._development_reference(built, "nil", 1)
     expired = kept.read_bytes()
     assert _run_dev(built) == 0
     assert "✔ validity window" in capfd.readouterr().err

@@ -356,7 +356,7 @@ def test_keep_statement_sign_verify_run(
 ) -> None:
     """The whole user flow the issue describes: build, statement, sign, verify, run, with
     relative paths; the signed reference is one keep run finds."""
-    from toolchain.measure.plan import LaunchPlan
+    from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(hello_build, "build")
@@ -366,7 +366,7 @@ def test_keep_statement_sign_verify_run(
     assert main(statement) == 0
     assert "6 launch configuration(s)" in capfd.readouterr().err
     document = json.loads(Path("s.json").read_text())
-    plan = LaunchPlan.from_json(Path("build/launch-plan.json").read_bytes())
+    plan = LaunchPlan.load(Path("build") / PLAN_FILE)
     digests = plan.launch_digests([1, 2, 4])
     configs = document["predicate"]["launchConfigurations"]
     assert {(c["cpuGeneration"], c["vcpus"], c["backend"]) for c in configs} == {
@@ -374,7 +374,7 @@ def test_keep_statement_sign_verify_run(
     }
     assert all(c["launchDigest"] == digests[c["vcpus"]].hex() for c in configs)
     assert sorted(s["name"] for s in document["subject"]) == sorted(
-        ["app.wasm", "launch-plan.json", "runtime.elf", "ukernel.elf"]
+        ["app.wasm", PLAN_FILE, "runtime.elf", "ukernel.elf"]
     )
     assert main(statement) == 2  # never overwritten silently
     assert "already exists" in capfd.readouterr().err

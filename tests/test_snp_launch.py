@@ -124,9 +124,21 @@ def test_the_whole_sequence_in_order_with_its_arguments() -> None:
             "vcek_disabled": 0,
         }
         # The three measurements agree: the VMM's, the (fake) firmware's, the plan's.
-        assert driver.expected_digest() == fake.measurement == plan.launch_digest()
+        assert driver.expected_digest() == fake.measurement == plan.launch_digest(1)
         assert driver.figures.pages == {"NORMAL": 5, "ZERO": 2, "SECRETS": 1, "CPUID": 1}
     assert fake.open_fds == {}  # every fd closed
+
+
+def test_the_vcpu_count_is_an_argument_of_the_launch() -> None:
+    fake = FakeKvmSnp()
+    plan = snp_plan()
+    with SnpLaunch(plan, vcpus=3, system=fake, vcpu_setup=fake.vcpu_setup) as driver:
+        driver.launch(host_data=HOST_DATA)
+        assert len(driver.vcpus) == 3
+        assert driver.expected_digest() == fake.measurement == plan.launch_digest(3)
+        assert fake.measurement != plan.launch_digest(plan.vcpu_count)
+    with pytest.raises(InputError, match="out of range"):
+        SnpLaunch(plan, vcpus=0, system=FakeKvmSnp())
 
 
 def test_partial_progress_is_followed_until_len_is_zero() -> None:
@@ -135,7 +147,7 @@ def test_partial_progress_is_followed_until_len_is_zero() -> None:
     with launch(fake, plan) as driver:
         pages = sum(r.pages for r in plan.regions)
         assert driver.figures.update_calls == pages == fake.update_calls
-        assert driver.expected_digest() == fake.measurement == plan.launch_digest()
+        assert driver.expected_digest() == fake.measurement == plan.launch_digest(1)
 
 
 def test_eagain_is_retried_with_the_same_range() -> None:
@@ -187,13 +199,13 @@ def test_the_vmm_measures_the_bytes_it_hands_over_not_the_plan() -> None:
         driver.memory.write(plan.regions[0].gpa + 5, b"\xff")
         with pytest.raises(PlatformError, match="do not measure as the plan does") as info:
             driver.update()
-        assert plan.launch_digest().hex() in info.value.message
+        assert plan.launch_digest(1).hex() in info.value.message
         # The fake firmware saw the changed byte too: the VMM's figure is the firmware's.
-        fake.vcpu_states = list(plan.vcpu_states())
+        fake.vcpu_states = list(plan.vcpu_states(1))
         fake._launch_finish(
             kvm_snp.KvmSevCmd(data=ctypes.addressof(kvm_snp.KvmSevSnpLaunchFinish()))
         )
-        assert fake.measurement == driver.expected_digest() != plan.launch_digest()
+        assert fake.measurement == driver.expected_digest() != plan.launch_digest(1)
 
 
 def test_inconsistent_progress_from_the_kernel_is_refused() -> None:
@@ -278,7 +290,7 @@ def test_debug_swap_reaches_init2_without_snp_active() -> None:
     with launch(fake, plan) as driver:
         init = next(c for c in fake.calls if c.name == "KVM_SEV_INIT2")
         assert init.args["vmsa_features"] == 0x20
-        assert driver.expected_digest() == fake.measurement == plan.launch_digest()
+        assert driver.expected_digest() == fake.measurement == plan.launch_digest(1)
 
 
 # ---- the run loop's SNP exits ------------------------------------------------------------------
@@ -492,15 +504,15 @@ def test_the_example_keep_launches_through_the_driver(tmp_path: Path) -> None:
 
     hello = Path(__file__).resolve().parent.parent / "examples" / "hello" / "hello.wat"
     build = build_keep(hello, tmp_path / "out", vcpu_counts=(1,))
-    simulated = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
+    simulated = build.plan
     with pytest.raises(InputError, match="simulated platform, not snp"):
         SnpLaunch(simulated, system=FakeKvmSnp())
     plan = snp_plan_of(simulated, build.artifacts["ukernel.elf"], build.artifacts["runtime.elf"])
     fake = FakeKvmSnp()
     with SnpLaunch(plan, system=fake, vcpu_setup=fake.vcpu_setup) as driver:
-        assert driver.launch() == fake.measurement == plan.launch_digest()
+        assert driver.launch() == fake.measurement == plan.launch_digest(1)
         assert fake.measurement == build.snp_launch_digests()["genoa"][1]
-        assert fake.measurement != simulated.launch_digest()
+        assert fake.measurement != simulated.launch_digest(1)
         types = {PageType(c.args["type"]) for c in fake.calls if c.name == "SNP_LAUNCH_UPDATE"}
         assert {PageType.SECRETS, PageType.CPUID, PageType.NORMAL} <= types
         abi = plan.abi

@@ -50,6 +50,7 @@ def boot(
     result = run_keep(
         plan,
         firmware=SimFirmware(),
+        vcpus=options.pop("vcpus", 1),  # type: ignore[arg-type]
         args=[action],
         stdout=out,
         stderr=stderr if stderr is not None else io.BytesIO(),
@@ -61,14 +62,13 @@ def boot(
 
 @pytest.mark.parametrize("vcpus", [1, 2])
 def test_boots_to_ring3_and_the_firmware_measures_the_plan(plan: LaunchPlan, vcpus: int) -> None:
-    plan = plan.with_vcpu_count(vcpus)
-    result, output = boot(plan)
+    result, output = boot(plan, vcpus=vcpus)
     assert result.error is None, result.error.explain()
     assert result.exit_status == 7
     assert output == GREETING
     # The sim firmware measured the pages read back from guest memory and the VMSAs read back
     # from KVM's real register state: they agree with the plan's own digest.
-    assert result.measurement == plan.launch_digest()
+    assert result.measurement == plan.launch_digest(vcpus)
     assert result.report is not None
     assert result.calls.get("REPORT_DATA") == result.calls.get("ATTEST") == 1
     assert result.to_attest_ms is not None

@@ -781,11 +781,12 @@ def test_fuzz_random_reports_never_verify(vectors: Path, data: bytes) -> None:
 @pytest.fixture(scope="module")
 def sim_evidence(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A report of the simulated firmware and its chain, as `keep run --evidence` hands them out."""
+    from runtime.firmware.interface import PlanOnly, measured_launch
     from runtime.firmware.sim import SimFirmware
     from runtime.vmm import miniguest
 
     firmware = SimFirmware()
-    firmware.launch_from_plan(miniguest.mini_plan(miniguest.hello_guest()))
+    measured_launch(firmware, miniguest.mini_plan(miniguest.hello_guest()), 1, PlanOnly())
     out = tmp_path_factory.mktemp("sim-evidence")
     (out / "report.bin").write_bytes(firmware.guest_request_report(bytes(64), 0))
     chain = firmware.certificate_chain()

@@ -142,7 +142,7 @@ def _ranges(plan: object) -> list[object]:
 def test_measurement_matches_the_plan_when_loaded_faithfully() -> None:
     plan = mini_plan(miniguest.hello_guest())
     with Keep(plan, firmware=SimFirmware()) as keep:
-        assert keep.launch() == plan.launch_digest()
+        assert keep.launch() == plan.launch_digest(1)
 
 
 def test_a_byte_changed_in_guest_memory_changes_the_measurement(
@@ -158,7 +158,7 @@ def test_a_byte_changed_in_guest_memory_changes_the_measurement(
 
     monkeypatch.setattr(GuestMemory, "write", tampering_write)
     with Keep(plan, firmware=SimFirmware()) as keep:
-        assert keep.launch() != plan.launch_digest()
+        assert keep.launch() != plan.launch_digest(1)
 
 
 def test_a_changed_register_changes_the_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,7 +173,7 @@ def test_a_changed_register_changes_the_measurement(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr("runtime.vmm.keep.write_vcpu_state", tampering_state)
     with Keep(plan, firmware=SimFirmware()) as keep:
-        assert keep.launch() != plan.launch_digest()
+        assert keep.launch() != plan.launch_digest(1)
 
 
 # ---- attestation -------------------------------------------------------------------------------
@@ -197,7 +197,9 @@ def test_attest_returns_a_report_bound_to_the_runner_nonce() -> None:
     report = AttestationReport.parse(seen[0])
     assert report.report_data == nonce
     assert report.measurement == result.measurement
-    assert report.measurement == mini_plan(miniguest.attesting_guest(b"app runs\n")).launch_digest()
+    assert report.measurement == mini_plan(miniguest.attesting_guest(b"app runs\n")).launch_digest(
+        1
+    )
     assert result.to_attest_ms is not None
 
 

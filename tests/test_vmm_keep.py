@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from runtime.firmware.interface import PlanOnly, measured_launch
 from runtime.firmware.sim import SimFirmware, sim_identity
 from runtime.vmm.keep import KeepResult, run_keep
 from runtime.vmm.platform import kvm_unavailable_reason
 from toolchain.errors import EvidenceError
-from toolchain.measure.plan import PLAN_FILE, LaunchPlan
+from toolchain.measure.plan import LaunchPlan
 from toolchain.snp.digest import PageType
 from toolchain.snp.report import AttestationReport
 from toolchain.verify.policy import VerificationPolicy
@@ -35,8 +36,7 @@ def plan(tmp_path_factory: pytest.TempPathFactory) -> LaunchPlan:
     from toolchain.image.keep_build import build_keep
 
     out = tmp_path_factory.mktemp("hello-keep")
-    build_keep(ROOT / "examples" / "hello" / "hello.wat", out, vcpu_counts=(1,))
-    return LaunchPlan.from_json((out / PLAN_FILE).read_text())
+    return build_keep(ROOT / "examples" / "hello" / "hello.wat", out, vcpu_counts=(1,)).plan
 
 
 def _verifier(plan: LaunchPlan, nonce: bytes) -> tuple[list[str], Callable[[bytes], None]]:
@@ -45,7 +45,7 @@ def _verifier(plan: LaunchPlan, nonce: bytes) -> tuple[list[str], Callable[[byte
     ark, ask, vcek = (x509.load_der_x509_certificate(c) for c in (chain.ark, chain.ask, chain.vcek))
     roots = TrustedRoots.amd().with_extra(ark, label="simulated (test)")
     policy = VerificationPolicy(
-        report_data=nonce, allowed_measurements=frozenset({plan.launch_digest()})
+        report_data=nonce, allowed_measurements=frozenset({plan.launch_digest(1)})
     )
     lines: list[str] = []
 
@@ -90,15 +90,14 @@ def test_hello_keep_attests_then_runs(plan: LaunchPlan) -> None:
     assert result.error is None, result.error
     assert result.exit_status == 0
     assert out == HELLO_OUTPUT
-    assert result.measurement == plan.launch_digest()
+    assert result.measurement == plan.launch_digest(1)
     assert result.calls["ATTEST"] == 1
     assert result.to_attest_ms < result.to_first_output_ms
 
 
 def test_kvm_and_nil_launches_measure_the_same(plan: LaunchPlan) -> None:
     result, _ = _run(plan)
-    nil = SimFirmware()
-    assert nil.launch_from_plan(plan) == result.measurement
+    assert measured_launch(SimFirmware(), plan, 1, PlanOnly()) == result.measurement
 
 
 def test_a_changed_byte_after_signing_is_refused_before_the_app_runs(plan: LaunchPlan) -> None:

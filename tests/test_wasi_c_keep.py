@@ -23,7 +23,7 @@ from test_wasi_differential import TRAP_STATUS, Outcome, run_wasmtime_module
 from wasi_c.wasi_cc import compile_wasi
 
 from toolchain.image.keep_build import build_keep
-from toolchain.measure.plan import PLAN_FILE, LaunchPlan
+from toolchain.measure.plan import LaunchPlan
 
 try:
     from runtime.vmm.platform import kvm_unavailable_reason
@@ -98,11 +98,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
     for name in PROGRAMS:
         wasm = compile_wasi(SOURCES / f"{name}.c", base / f"{name}.wasm")
         keep_dir = base / f"keep-{name}"
-        build_keep(wasm, keep_dir, vcpu_counts=(1,))
         programs[name] = Built(
             wasm,
             wasmtime.Module(ENGINE, wasm.read_bytes()),
-            LaunchPlan.from_json((keep_dir / PLAN_FILE).read_text()),
+            build_keep(wasm, keep_dir, vcpu_counts=(1,)).plan,
             keep_dir,
         )
     return programs

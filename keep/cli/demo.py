@@ -17,10 +17,12 @@ EXAMPLE = Path("examples") / "hello" / "hello.wat"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from runtime.run.backends import BACKENDS
+
     parser.add_argument(
         "--app", type=Path, metavar="APP", help=f"application to run (default: {EXAMPLE})"
     )
-    parser.add_argument("--backend", choices=["kvm", "nil"], help="default: kvm where it works")
+    parser.add_argument("--backend", choices=list(BACKENDS), help="default: kvm where it works")
     parser.add_argument(
         "--out", type=Path, metavar="DIR", help="where the build and the reference go"
     )
@@ -43,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from runtime.run import RunOptions, run_app
+    from runtime.run.backends import choose_backend
     from runtime.run.runner import _Log, build_for_run, development_references
-    from toolchain.measure.plan import LaunchPlan
     from toolchain.sign import TrustPolicy, dev_key
     from toolchain.state import cache_dir
 
@@ -60,15 +62,14 @@ def run(args: argparse.Namespace) -> int:
     build = build_for_run(app, out / "build", 1, _Log(options))
     for name, path in sorted(build.artifacts.items()):
         say(f"   {name:<36} {path.stat().st_size:>9} bytes")
-    plan = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
 
     say("== 2. measure: the launch digest the SNP firmware will report")
-    for vcpus, digest in sorted(plan.launch_digests((1, 2, 4)).items()):
+    for vcpus, digest in sorted(build.plan.launch_digests((1, 2, 4)).items()):
         say(f"   {vcpus} vCPU(s): {digest.hex()}")
 
-    backend = args.backend or _default_backend()
+    backend = choose_backend(args.backend, say).name
     say(f"== 3. sign a development reference for the {backend} backend")
-    envelope, _ = development_references(build, plan, backend, 1)
+    envelope, _ = development_references(build, backend, 1)
     reference = out / "reference.dsse.json"
     reference.write_bytes(envelope)
     _, key_path = dev_key()
@@ -92,9 +93,3 @@ def run(args: argparse.Namespace) -> int:
     )
     say(f"== the application exited with status {outcome.exit_status} ({outcome.backend} backend)")
     return outcome.exit_status
-
-
-def _default_backend() -> str:
-    from runtime.vmm.platform import kvm_unavailable_reason
-
-    return "kvm" if kvm_unavailable_reason() is None else "nil"

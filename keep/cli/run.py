@@ -69,6 +69,7 @@ def _memory(text: str | None) -> int | None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from keep.cli.references import add_trust_arguments
+    from runtime.run.backends import BACKENDS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
@@ -92,7 +93,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=["kvm", "nil"],
+        choices=list(BACKENDS),
         help="kvm: a VM on /dev/kvm (default where it works); nil: wasmtime in this process, "
         "no isolation",
     )

@@ -9,15 +9,23 @@ implementation refuses any other order with an ``InputError``.
 ``launch_update`` receives the bytes that are really in guest memory and returns what the guest
 page holds afterwards (the real PSP encrypts in place; the model zeroes ZERO pages and fills the
 SECRETS page), and the VMM writes that back.
+
+``measured_launch`` is that sequence, the one every backend runs: it feeds the firmware what a
+``LaunchTarget`` really holds (a VM's memory and vCPU registers read back; with no VM, the plan's
+own bytes and states), with the vCPU count as a launch argument, and returns the firmware's own
+``measurement`` — the independent recomputation the launch is checked by.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from toolchain.snp.digest import PageType
 from toolchain.snp.vmsa import VcpuState
+
+if TYPE_CHECKING:
+    from toolchain.measure.plan import LaunchPlan, Region
 
 HOST_DATA_SIZE = 32
 ID_BLOCK_SIZE = 96
@@ -39,6 +47,11 @@ class Firmware(Protocol):
 
     #: "sim" or "snp": named in every run's output, with what it means for security.
     name: str
+
+    @property
+    def measurement(self) -> bytes:
+        """The launch digest the firmware computed (empty before LAUNCH_FINISH)."""
+        ...
 
     def launch_start(self, policy: int, *, sev_features: int = 1) -> None:
         """SNP_LAUNCH_START with the GUEST_POLICY (and the VMSA's SEV_FEATURES)."""
@@ -71,3 +84,55 @@ class Firmware(Protocol):
     def certificate_chain(self) -> CertificateChain:
         """The certificates a verifier needs for this firmware's reports."""
         ...
+
+
+class LaunchTarget(Protocol):
+    """Where a launch puts a plan: the guest's memory and vCPUs, as the firmware must see them."""
+
+    def loaded(self, region: Region) -> bytes:
+        """The bytes guest memory holds at ``region`` now (what LAUNCH_UPDATE measures)."""
+        ...
+
+    def place(self, region: Region, data: bytes) -> None:
+        """Write back what the firmware left at ``region`` (zeroed, filled or encrypted)."""
+        ...
+
+    def vcpu_state(self, index: int, state: VcpuState) -> VcpuState:
+        """Give vCPU ``index`` its initial ``state``; the state it really holds (read back)."""
+        ...
+
+
+class PlanOnly:
+    """No VM (the ``nil`` backend): memory holds what the plan says and nothing is written back,
+    so the firmware measures the plan's own bytes and vCPU states."""
+
+    def loaded(self, region: Region) -> bytes:
+        return region.data if region.data is not None else bytes(region.size)
+
+    def place(self, region: Region, data: bytes) -> None:
+        """Nothing to write back to: there is no guest memory."""
+
+    def vcpu_state(self, index: int, state: VcpuState) -> VcpuState:
+        return state
+
+
+def measured_launch(  # noqa: PLR0917 - the launch's inputs, in the order the firmware takes them
+    firmware: Firmware,
+    plan: LaunchPlan,
+    vcpus: int,
+    target: LaunchTarget,
+    id_block: bytes | None = None,
+    host_data: bytes = bytes(HOST_DATA_SIZE),
+) -> bytes:
+    """LAUNCH_START, one LAUNCH_UPDATE per region, one VMSA per vCPU (boot CPU first),
+    LAUNCH_FINISH; returns the firmware's launch digest (``Firmware.measurement``)."""
+    firmware.launch_start(plan.guest_policy, sev_features=plan.sev_features)
+    for region in plan.regions:
+        loaded = target.loaded(region)
+        placed = firmware.launch_update(region.page_type, region.gpa, loaded)
+        if placed != loaded:
+            target.place(region, placed)
+    for index, state in enumerate(plan.vcpu_states(vcpus)):
+        firmware.launch_vmsa(target.vcpu_state(index, state))
+    firmware.launch_finish(id_block, host_data)
+    return firmware.measurement

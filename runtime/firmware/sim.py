@@ -22,10 +22,9 @@ validation, VLEK signing (KEY_SEL 2 is refused), VMPCK1-3 requests. A report fro
 firmware proves only what a host could forge: a verifier trusts the simulated ARK only when
 explicitly asked to.
 
-Two ways in: the ``kvm`` backend's VMM drives ``launch_start``/``launch_update``/``launch_vmsa``/
-``launch_finish`` with what it placed in the VM; the ``nil`` backend, which has no VM, calls
-``SimFirmware.launch_from_plan(plan)``, which feeds the plan's own bytes and states (there is
-nothing else to measure there).
+One way in, ``runtime.firmware.interface.measured_launch``: the ``kvm`` backend's VMM feeds it
+what it placed in the VM; the ``nil`` backend, which has no VM, the plan's own bytes and states
+(``PlanOnly``: there is nothing else to measure there).
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -70,9 +68,6 @@ from toolchain.snp.secrets import SecretsPage
 from toolchain.snp.tcb import Product, TcbVersion
 from toolchain.snp.vmsa import VcpuState, vmsa_page
 from toolchain.state import state_dir
-
-if TYPE_CHECKING:
-    from toolchain.measure.plan import LaunchPlan
 
 #: The generation the model claims to be (CPUID family 19h, model 11h: Genoa).
 SIM_PRODUCT = Product.GENOA
@@ -394,30 +389,6 @@ class SimFirmware:
                 found=f"{self._policy:#x}",
             )
         self._family_id, self._image_id, self._guest_svn = family_id, image_id, guest_svn
-
-    def launch_from_plan(
-        self,
-        plan: LaunchPlan,
-        *,
-        id_block: bytes | None = None,
-        host_data: bytes = bytes(32),
-    ) -> bytes:
-        """The ``nil`` backend's launch: measure the plan's own regions and vCPU states.
-
-        With no VM there are no pages to read back, so this measures what the plan says; the
-        ``kvm`` backend never calls it. Returns the launch digest.
-        """
-        self.launch_start(plan.guest_policy, sev_features=plan.sev_features)
-        for region in plan.regions:
-            self.launch_update(
-                region.page_type,
-                region.gpa,
-                region.data if region.data is not None else bytes(region.size),
-            )
-        for state in plan.vcpu_states():
-            self.launch_vmsa(state)
-        self.launch_finish(id_block, host_data)
-        return self.measurement
 
     def guest_request_report(self, report_data: bytes, vmpl: int) -> bytes:
         self._expect(LaunchState.RUNNING, command="MSG_REPORT_REQ")

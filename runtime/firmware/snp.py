@@ -6,9 +6,10 @@ memory, ``KVM_SEV_SNP_LAUNCH_START`` / ``_UPDATE`` / ``_FINISH``) and measures t
 over; ``runtime.vmm.snp_launch.SnpExits`` serves the guest's page-state changes. It does not fit
 this interface: on SNP the VMM never holds the guest's memory after LAUNCH_UPDATE, KVM (not the
 VMM) builds and measures the VMSAs at LAUNCH_FINISH, and the report is requested by the guest
-itself through VMPCK-encrypted SNP guest messages the VMM only relays. Wiring it into ``keep run``
-waits for the architecture issue's single backend type. Until then every use raises
-``PlatformError`` saying so — and, for this host, what it lacks for SNP (``keep platform``).
+itself through VMPCK-encrypted SNP guest messages the VMM only relays. It joins ``keep run`` as
+a ``runtime.run.backends.Backend`` (added to ``BACKENDS``), not through the runner. Until then
+every use raises ``PlatformError`` saying so — and, for this host, what it lacks for SNP
+(``keep platform``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class SnpFirmware:
     name = "snp"
 
     def __init__(self) -> None:
+        raise _unavailable()
+
+    @property
+    def measurement(self) -> bytes:
         raise _unavailable()
 
     def launch_start(self, policy: int, *, sev_features: int = 1) -> None:

@@ -202,8 +202,7 @@ class WitnessedFirmware:
 
     @property
     def measurement(self) -> bytes:
-        value = getattr(self.inner, "measurement", b"")
-        return bytes(value) if isinstance(value, bytes | bytearray) else b""
+        return self.inner.measurement
 
     def launch_start(self, policy: int, *, sev_features: int = 1) -> None:
         self.inner.launch_start(policy, sev_features=sev_features)

@@ -15,7 +15,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,16 +26,15 @@ from toolchain.errors import EvidenceError, InputError, KeepError, PlatformError
 
 if TYPE_CHECKING:
     from runtime.firmware.interface import Firmware
-    from runtime.run.attest import LiveAttestation, WitnessedFirmware
+    from runtime.run.attest import LiveAttestation
+    from runtime.run.backends import Backend, Ended
     from toolchain.image.keep_build import KeepBuild
-    from toolchain.measure.plan import LaunchPlan
-    from toolchain.measure.trees import DirSpec
+    from toolchain.measure.trees import DirSpec, Tree
     from toolchain.sign.keys import PublicKey
     from toolchain.sign.references import VerifiedReferences
     from toolchain.sign.trust import TrustPolicy
     from toolchain.verify import TrustedRoots, VerificationPolicy
 
-BACKENDS = ("kvm", "nil")
 SIM_ROOT_LABEL = "simulated AMD root (development only: NOT a hardware root of trust)"
 DEV_REFERENCE_VALIDITY = timedelta(days=1)
 
@@ -111,36 +110,6 @@ class _Log:
             self.say(f"keep: {text}")
 
 
-def _choose_backend(options: RunOptions, log: _Log) -> str:
-    from runtime.vmm.platform import kvm_unavailable_reason
-
-    if options.backend is not None:
-        if options.backend not in BACKENDS:
-            raise InputError(f"unknown backend {options.backend!r} (known: {', '.join(BACKENDS)})")
-        if options.backend == "kvm":
-            reason = kvm_unavailable_reason()
-            if reason is not None:
-                raise PlatformError(f"the kvm backend cannot run here: {reason}")
-        return options.backend
-    reason = kvm_unavailable_reason()
-    if reason is None:
-        return "kvm"
-    log.say(f"keep: /dev/kvm is not usable ({reason}); falling back to the nil backend")
-    return "nil"
-
-
-def _security_statement(backend: str, firmware: Firmware) -> str:
-    if backend == "nil":
-        from runtime.run.nil import NIL_WARNING
-
-        return f"keep: {NIL_WARNING}"
-    return (
-        f"keep: backend kvm: the keep runs in its own VM on /dev/kvm; firmware {firmware.name}: "
-        "a software model of the SNP PSP — no memory encryption, the host can read and change "
-        "the keep; the report proves only what the host could forge"
-    )
-
-
 DEV_HINT = (
     "this machine has only the simulated SNP firmware, whose reports chain to a simulated AMD "
     "root; pass --dev to trust that root (development only: it is NOT a hardware root of trust, "
@@ -158,14 +127,16 @@ def _add_dev_hint(
         error.hint = DEV_HINT
 
 
-def _verdict_line(attestation: LiveAttestation, backend: str, options: RunOptions) -> str:
+def _verdict_line(attestation: LiveAttestation, backend: Backend, options: RunOptions) -> str:
     """``--quiet``'s one line: the verdict, the backend and every development-only trust."""
     from toolchain.checks import OK_MARK
 
     checks = attestation.checklist
     passed = sum(1 for check in checks.checks if check.ok) if checks else 0
-    what = "NO isolation" if backend == "nil" else "no memory encryption"
-    caveats = [f"backend {backend} ({what})", f"firmware {attestation.firmware.name}"]
+    caveats = [
+        f"backend {backend.name} ({backend.isolation})",
+        f"firmware {attestation.firmware.name}",
+    ]
     if attestation.references.development:
         caveats.append("DEVELOPMENT references")
     if options.dev:
@@ -181,7 +152,6 @@ def _app_name(app: Path) -> str:
 #: What a keep is made of: a build directory must hold exactly what a fresh build makes of them.
 #: (The wheel and provenance.json are not booted; the plan is compared separately.)
 KEEP_ARTIFACTS = ("app.wasm", "ukernel.elf", "runtime.elf")
-PLAN_NAME = "launch-plan.json"  # = toolchain.measure.plan.PLAN_FILE
 
 
 def _sha256(path: Path) -> str:
@@ -215,11 +185,7 @@ def check_build_directory(
             hint="leave out --build-dir, or give another directory",
         )
     theirs_plan = directory / PLAN_FILE
-    try:
-        text = theirs_plan.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {theirs_plan}: {exc.strerror}") from exc
-    plan = LaunchPlan.from_json(text).with_vcpu_count(vcpus)
+    plan = LaunchPlan.load(theirs_plan)
     if memory is not None and memory != plan.ram_size:
         raise InputError(
             f"--memory {memory} differs from the {plan.ram_size} bytes {directory} was built with",
@@ -241,18 +207,17 @@ def check_build_directory(
                 hint="rebuild the directory with this version's 'keep build', or run the "
                 "application file itself",
             )
-    fresh_plan = LaunchPlan.from_json(fresh.artifacts[PLAN_FILE].read_bytes())
-    fresh_plan = fresh_plan.with_vcpu_count(vcpus)
-    if plan.to_json() != fresh_plan.to_json():
-        ours, theirs = json.loads(fresh_plan.to_json()), json.loads(plan.to_json())
-        fields = sorted(
-            key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key)
-        )
+    # Every field counts (an unmeasured one, like the heap's end, still steers the keep), but
+    # the count the file records a digest for: the keep launches with ``vcpus``.
+    differs = fresh.plan.differences(plan)
+    if differs:
         raise EvidenceError(
             f"{theirs_plan} differs from the plan of a fresh build; the keep was not started",
             field=PLAN_FILE,
-            expected=f"a fresh build's plan (launch digest {fresh_plan.launch_digest().hex()})",
-            found=f"launch digest {plan.launch_digest().hex()}; differs in {', '.join(fields)}",
+            expected=f"a fresh build's plan (launch digest "
+            f"{fresh.plan.launch_digest(vcpus).hex()})",
+            found=f"launch digest {plan.launch_digest(vcpus).hex()}; "
+            f"differs in {', '.join(differs)}",
         )
     log.progress(f"{directory} equals a fresh build of its app.wasm")
     return fresh
@@ -291,10 +256,9 @@ def build_for_run(
     return build_keep(app, build_dir, vcpu_counts=(vcpus,), progress=step, memory=memory)
 
 
-def development_references(
-    build: KeepBuild, plan: LaunchPlan, backend: str, vcpus: int
-) -> tuple[bytes, TrustPolicy]:
-    """Sign a development reference for this build with the per-user development key."""
+def development_references(build: KeepBuild, backend: str, vcpus: int) -> tuple[bytes, TrustPolicy]:
+    """Sign a development reference for this build (its plan's digest with ``vcpus`` vCPUs, for
+    ``backend``) with the per-user development key."""
     from toolchain import __version__
     from toolchain.image import tools
     from toolchain.image.provenance import PROVENANCE_FILE
@@ -306,8 +270,8 @@ def development_references(
         release=f"{__version__}+dev",
         artifacts=build.artifacts,
         provenance=build.out_dir / PROVENANCE_FILE,
-        launch_digests={vcpus: plan.launch_digest(vcpus)},
-        guest_policy=plan.guest_policy,
+        launch_digests={vcpus: build.plan.launch_digest(vcpus)},
+        guest_policy=build.plan.guest_policy,
         backends=[backend],
         generations=["any"],
         toolchain=tools.toolchain_versions(),
@@ -347,7 +311,7 @@ def _dev_reference_path(
 
 
 def _development_reference(
-    build: KeepBuild, plan: LaunchPlan, backend: str, vcpus: int
+    build: KeepBuild, backend: str, vcpus: int
 ) -> tuple[bytes, TrustPolicy, Path | None]:
     """This build's development reference, kept from an earlier run or signed now (and kept).
 
@@ -365,7 +329,7 @@ def _development_reference(
             return path.read_bytes(), TrustPolicy.from_keys([public]), path
         except OSError:
             pass
-    envelope, trust = development_references(build, plan, backend, vcpus)
+    envelope, trust = development_references(build, backend, vcpus)
     kept = _dev_reference_path(build, backend, vcpus)  # the key exists now
     if kept is not None:
         _atomic_write(kept[0], envelope)
@@ -373,7 +337,7 @@ def _development_reference(
 
 
 def load_references(
-    options: RunOptions, build: KeepBuild, plan: LaunchPlan, backend: str
+    options: RunOptions, build: KeepBuild, backend: str
 ) -> tuple[bytes, VerifiedReferences, Checklist]:
     from toolchain.sign.references import verify_envelope
 
@@ -391,7 +355,7 @@ def load_references(
         trust = options.trust
         title = f"signed reference measurements {options.references}"
     elif options.dev:
-        envelope, trust, kept = _development_reference(build, plan, backend, options.vcpus)
+        envelope, trust, kept = _development_reference(build, backend, options.vcpus)
         title = "signed reference measurements (development key, signed for this build)"
     else:
         raise InputError(
@@ -410,7 +374,7 @@ def load_references(
         # A kept development reference that no longer verifies (expired, damaged) is only a
         # cache: it is dropped, and a new one is signed and verified like any other.
         kept.unlink(missing_ok=True)
-        envelope, trust, _ = _development_reference(build, plan, backend, options.vcpus)
+        envelope, trust, _ = _development_reference(build, backend, options.vcpus)
         checks, references = verify_envelope(envelope, trust)
     checks.title = title
     if references is None:
@@ -495,62 +459,31 @@ def run_app(options: RunOptions) -> RunOutcome:
         raise
 
 
-def _plan_bytes(build: KeepBuild) -> bytes:
-    """The launch plan's bytes as read for the boot: the bytes whose digest the build checked."""
-    path = build.artifacts[PLAN_NAME]
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-    expected = build.output_digests.get(PLAN_NAME)
-    found = hashlib.sha256(data).hexdigest()
-    if expected is not None and found != expected:
-        raise EvidenceError(
-            f"{path} changed after its build was checked; the keep was not started",
-            field=PLAN_NAME,
-            expected=f"sha256:{expected}",
-            found=f"sha256:{found}",
-        )
-    return data
-
-
 def _run(options: RunOptions, log: _Log) -> RunOutcome:
-    from runtime.firmware.sim import SimFirmware
     from runtime.run.attest import LiveAttestation, fresh_nonce
-    from toolchain.measure.plan import LaunchPlan
-    from toolchain.measure.trees import bind_report_data, read_trees, transfer_blob
+    from runtime.run.backends import choose_backend
+    from toolchain.measure.trees import bind_report_data, read_trees
 
     timings: dict[str, float] = {}
     if options.vcpus < 1:
         raise InputError(f"--vcpus must be at least 1, not {options.vcpus}")
     trees = read_trees(options.dirs)  # before anything is built or booted: bounded, or refused
-    for tree in trees:
-        log.note(
-            f"keep: --dir {tree.spec.host} -> {tree.spec.guest}: {len(tree.encoding)} bytes, "
-            f"sha512 {tree.digest.hex()[:32]}…, copied into the keep and bound into its report"
-        )
-    if trees:
-        # Where the application's changes go, so nobody expects them on the host (no :rw yet).
-        log.note(
-            "keep: --dir: the application works on the keep's own in-memory copy; its changes "
-            "are discarded at exit (the host directory is never written)"
-        )
+    _announce_trees(trees, log)
     if not options.timeout > 0:
         raise InputError(f"--timeout must be a positive number of seconds, not {options.timeout}")
-    backend = _choose_backend(options, log)
+    backend = choose_backend(options.backend, log.say)
     policy = _policy(options.policy)
 
     started = time.perf_counter()
     build = build_for_run(options.app, options.build_dir, options.vcpus, log, options.memory)
     timings["build"] = (time.perf_counter() - started) * 1e3
-    plan = LaunchPlan.from_json(_plan_bytes(build)).with_vcpu_count(options.vcpus)
 
-    envelope, references, reference_checks = load_references(options, build, plan, backend)
+    envelope, references, reference_checks = load_references(options, build, backend.name)
     if references.development:
         log.note("keep: using DEVELOPMENT reference measurements (signed by a development key)")
 
-    firmware = SimFirmware()
-    log.note(_security_statement(backend, firmware))
+    firmware = backend.firmware()
+    log.note(backend.statement(firmware))
     if options.dev:
         log.note(f"keep: --dev: trusting the {SIM_ROOT_LABEL}")
     nonce = fresh_nonce()
@@ -563,16 +496,62 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
         reference_checks=reference_checks,
         roots=_roots(options.dev, firmware),
         policy=policy,
-        backend=backend,
+        backend=backend.name,
         vcpus=options.vcpus,
     )
+    started = time.perf_counter()
+    ended = _launch(backend, build, attestation, trees, options, log)
+    timings.update(ended.timings_ms, run=(time.perf_counter() - started) * 1e3)
+    if options.evidence is not None and attestation.report is not None:
+        write_evidence(options.evidence, attestation, envelope, backend.name)
+        log.note(f"keep: evidence written to {options.evidence}")
+    _require_attested(attestation, ended.exit_status, ended.error, log)
+    if ended.error is not None:
+        raise ended.error
+    if ended.exit_status is None:
+        raise PlatformError("the keep ended without an exit status")
+    return RunOutcome(
+        process_status(ended.exit_status, log),
+        backend.name,
+        attestation.checklist,
+        ended.measurement,
+        timings,
+    )
+
+
+def _announce_trees(trees: Sequence[Tree], log: _Log) -> None:
+    for tree in trees:
+        log.note(
+            f"keep: --dir {tree.spec.host} -> {tree.spec.guest}: {len(tree.encoding)} bytes, "
+            f"sha512 {tree.digest.hex()[:32]}…, copied into the keep and bound into its report"
+        )
+    if trees:
+        # Where the application's changes go, so nobody expects them on the host (no :rw yet).
+        log.note(
+            "keep: --dir: the application works on the keep's own in-memory copy; its changes "
+            "are discarded at exit (the host directory is never written)"
+        )
+
+
+def _launch(  # noqa: PLR0917 - the private body of _run
+    backend: Backend,
+    build: KeepBuild,
+    attestation: LiveAttestation,
+    trees: Sequence[Tree],
+    options: RunOptions,
+    log: _Log,
+) -> Ended:
+    """Run the keep on ``backend``, its reports checked by ``attestation``; any ``KeepError``
+    while it runs is how it ended (the caller decides after the attestation verdict)."""
+    from runtime.run.backends import Ended, Launch
+    from toolchain.measure.trees import transfer_blob
 
     def verified(report: bytes) -> bool:
         try:
             return attestation(report)
         except EvidenceError as exc:
             if attestation.checklist is not None:
-                _add_dev_hint(exc, attestation.checklist, options, firmware)
+                _add_dev_hint(exc, attestation.checklist, options, attestation.firmware)
             raise
         finally:
             if attestation.checklist is not None and attestation.calls == 1:
@@ -580,49 +559,21 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
                 if attestation.accepted:
                     log.verdict(_verdict_line(attestation, backend, options))
 
-    argv = [_app_name(options.app), *options.args]
-    started = time.perf_counter()
-    status: int | None = None
-    measurement = b""
-    error: KeepError | None = None
-    try:
-        if backend == "kvm":
-            status, measurement, error = _run_kvm(
-                plan,
-                firmware=attestation.witness,
-                argv=argv,
-                options=options,
-                verified=verified,
-                report_data=attestation.expected_report_data,
-                trees=transfer_blob(nonce, trees),
-                timings=timings,
-            )
-        else:
-            status, measurement = _run_nil(
-                build,
-                plan,
-                firmware=attestation.witness,
-                argv=argv,
-                options=options,
-                verified=verified,
-                report_data=attestation.expected_report_data,
-                trees=transfer_blob(nonce, trees),
-            )
-    except KeepError as exc:
-        error = exc
-    finally:
-        timings["run"] = (time.perf_counter() - started) * 1e3
-        if options.evidence is not None and attestation.report is not None:
-            write_evidence(options.evidence, attestation, envelope, backend)
-            log.note(f"keep: evidence written to {options.evidence}")
-    _require_attested(attestation, status, error, log)
-    if error is not None:
-        raise error
-    if status is None:
-        raise PlatformError("the keep ended without an exit status")
-    return RunOutcome(
-        process_status(status, log), backend, attestation.checklist, measurement, timings
+    launch = Launch(
+        build=build,
+        vcpus=options.vcpus,
+        firmware=attestation.witness,
+        argv=[_app_name(options.app), *options.args],
+        env=list(options.env),
+        timeout=options.timeout,
+        verified=verified,
+        report_data=attestation.expected_report_data,
+        trees=transfer_blob(attestation.nonce, trees),
     )
+    try:
+        return backend.run(launch)
+    except KeepError as exc:
+        return Ended(None, b"", exc)
 
 
 def _how_it_ended(status: int | None, error: KeepError | None) -> str:
@@ -675,67 +626,3 @@ def process_status(status: int, log: _Log) -> int:
         return status
     log.say(f"keep: the application's exit status {status} does not fit in 0-255; exiting with 255")
     return 255
-
-
-def _run_kvm(
-    plan: LaunchPlan,
-    *,
-    firmware: Firmware,
-    argv: list[str],
-    options: RunOptions,
-    verified: Callable[[bytes], bool],
-    report_data: bytes,
-    trees: bytes,
-    timings: dict[str, float],
-) -> tuple[int | None, bytes, KeepError | None]:
-    """Boot the keep; returns its exit status (None when stopped), digest and why it stopped."""
-    from runtime.vmm.keep import run_keep
-
-    sys.stdout.flush()
-    result = run_keep(
-        plan,
-        firmware=firmware,
-        args=argv,
-        env=list(options.env),
-        timeout=options.timeout,
-        stdin=sys.stdin.buffer if sys.stdin is not None else None,
-        stdout=sys.stdout.buffer,
-        stderr=sys.stderr.buffer,
-        on_report=verified,
-        report_data=report_data,
-        trees=trees,
-    )
-    if result.to_first_output_ms is not None:
-        timings["create_vm_to_first_output"] = result.to_first_output_ms
-    return result.exit_status, result.measurement, result.error
-
-
-def _run_nil(
-    build: KeepBuild,
-    plan: LaunchPlan,
-    *,
-    firmware: WitnessedFirmware,
-    argv: list[str],
-    options: RunOptions,
-    verified: Callable[[bytes], bool],
-    report_data: bytes,
-    trees: bytes,
-) -> tuple[int, bytes]:
-    from runtime.firmware.sim import SimFirmware
-    from runtime.run.nil import run_wasi
-
-    if not isinstance(firmware.inner, SimFirmware):
-        raise PlatformError("the nil backend runs only with the simulated firmware")
-    measurement = firmware.inner.launch_from_plan(plan)
-    report = firmware.guest_request_report(report_data, 0)
-    verified(report)  # raises EvidenceError before the application starts
-    status = run_wasi(
-        build.artifacts["app.wasm"],
-        argv=argv,
-        env=list(options.env),
-        memory_limit=plan.abi.heap_end - plan.abi.heap_start,
-        timeout=options.timeout,
-        trees=trees,
-        attested=report_data,
-    )
-    return status, measurement

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
-from runtime.firmware.interface import Firmware
+from runtime.firmware.interface import Firmware, measured_launch
 from runtime.vmm.errors import GuestError
 from runtime.vmm.ghcb import GhcbServer
 from runtime.vmm.hypercalls import (
@@ -40,7 +40,8 @@ from toolchain.errors import EvidenceError, InputError, KeepError
 from toolchain.measure.keep import GHCB_PAGE
 
 if TYPE_CHECKING:
-    from toolchain.measure.plan import LaunchPlan
+    from toolchain.measure.plan import LaunchPlan, Region
+    from toolchain.snp.vmsa import VcpuState
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -109,28 +110,22 @@ class Keep:
                         "shared pages are never part of the launch"
                     )
 
-    def launch(self, *, id_block: bytes | None = None, host_data: bytes = bytes(32)) -> bytes:
-        """Create the VM, load and measure the plan; returns the firmware's launch digest."""
+    def launch(
+        self, *, vcpus: int = 1, id_block: bytes | None = None, host_data: bytes = bytes(32)
+    ) -> bytes:
+        """Create the VM with ``vcpus`` vCPUs, load and measure the plan; returns the firmware's
+        launch digest (of the bytes and registers read back: ``measured_launch``)."""
         plan = self.plan
+        states = plan.vcpu_states(vcpus)  # the count is checked before anything is created
         self.vm = vm = Vm(
-            [RamRange(gpa, size) for gpa, size in plan.memory_ranges()],
-            vcpu_count=plan.vcpu_count,
+            [RamRange(gpa, size) for gpa, size in plan.memory_ranges()], vcpu_count=len(states)
         )
-        ram = vm.ram
         for region in plan.regions:
             if region.data is not None:
-                ram.write(region.gpa, region.data)
-        self.firmware.launch_start(plan.guest_policy, sev_features=plan.sev_features)
-        for region in plan.regions:
-            loaded = ram.read(region.gpa, region.size)
-            placed = self.firmware.launch_update(region.page_type, region.gpa, loaded)
-            if placed != loaded:
-                ram.write(region.gpa, placed)
-        for vcpu, state in zip(vm.vcpus, plan.vcpu_states(), strict=True):
-            write_vcpu_state(vcpu, state)
-            self.firmware.launch_vmsa(read_vcpu_state(vcpu))
-        self.firmware.launch_finish(id_block, host_data)
-        self.measurement = _firmware_measurement(self.firmware)
+                vm.ram.write(region.gpa, region.data)
+        self.measurement = measured_launch(
+            self.firmware, plan, vcpus, _VmTarget(vm), id_block, host_data
+        )
         return self.measurement
 
     def run(
@@ -234,15 +229,29 @@ class Keep:
         self.close()
 
 
-def _firmware_measurement(firmware: Firmware) -> bytes:
-    measurement = getattr(firmware, "measurement", b"")
-    return bytes(measurement) if isinstance(measurement, bytes | bytearray) else b""
+class _VmTarget:
+    """The VM as the launch sees it: its RAM and its vCPUs' registers, read back from KVM."""
+
+    def __init__(self, vm: Vm) -> None:
+        self.vm = vm
+
+    def loaded(self, region: Region) -> bytes:
+        return self.vm.ram.read(region.gpa, region.size)
+
+    def place(self, region: Region, data: bytes) -> None:
+        self.vm.ram.write(region.gpa, data)
+
+    def vcpu_state(self, index: int, state: VcpuState) -> VcpuState:
+        vcpu = self.vm.vcpus[index]
+        write_vcpu_state(vcpu, state)
+        return read_vcpu_state(vcpu)
 
 
 def run_keep(
     plan: LaunchPlan,
     *,
     firmware: Firmware,
+    vcpus: int = 1,
     args: Sequence[str] = (),
     env: Mapping[str, str] | Sequence[tuple[str, str]] = (),
     timeout: float = DEFAULT_TIMEOUT,
@@ -257,7 +266,8 @@ def run_keep(
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     trees: bytes = b"",
 ) -> KeepResult:
-    """Launch ``plan`` on KVM with ``firmware`` and run it to the end; see the module docstring.
+    """Launch ``plan`` on KVM with ``firmware`` and ``vcpus`` vCPUs and run it to the end; see
+    the module docstring.
 
     ``trees`` is the preopened trees' transfer blob (``toolchain.measure.trees.transfer_blob``),
     served by the TREES call after attestation; ``report_data`` must then bind their digests.
@@ -273,7 +283,7 @@ def run_keep(
     is not interrupted by the watchdog.
     """
     with Keep(plan, firmware=firmware) as keep:
-        keep.launch(id_block=id_block, host_data=host_data)
+        keep.launch(vcpus=vcpus, id_block=id_block, host_data=host_data)
         return keep.run(
             args=args,
             env=env,

@@ -271,6 +271,8 @@ class NullFirmware:
     """A firmware for guests that never attest: measures nothing, signs nothing."""
 
     name = "none"
+    #: It measures nothing: no launch digest.
+    measurement = b""
 
     def launch_start(self, policy: int, *, sev_features: int = 1) -> None:
         """Nothing to start."""

@@ -39,8 +39,8 @@ for ``KVM_HC_MAP_GPA_RANGE`` (the guest's page-state change: shared ↔ private 
 ``KVM_SET_MEMORY_ATTRIBUTES``) and KVM_EXIT_MEMORY_FAULT. Every argument is the guest's and
 bounds-checked: a hostile one ends the keep (``GuestError``), never the VMM.
 
-Not wired into ``keep run`` yet (that waits for the single backend type), and not run on SNP
-hardware yet: ``tests/hardware/`` is the test that does, where there is an SNP host.
+Not wired into ``keep run`` yet (it joins as a ``runtime.run.backends.Backend``), and not run on
+SNP hardware yet: ``tests/hardware/`` is the test that does, where there is an SNP host.
 """
 
 from __future__ import annotations
@@ -171,12 +171,15 @@ class SnpLaunch:
         self,
         plan: LaunchPlan,
         *,
+        vcpus: int = 1,
         system: SnpSystem | None = None,
         vcpu_setup: VcpuSetup | None = None,
         kvm_path: str = KVM_DEVICE,
         sev_path: str = SEV_DEVICE,
     ) -> None:
         self.plan = plan
+        #: The launch's vCPU count (an argument of the launch, not of the plan).
+        self.vcpu_count = len(plan.vcpu_states(vcpus))
         self.system: SnpSystem = system if system is not None else RealSnpSystem()
         self._vcpu_setup = vcpu_setup if vcpu_setup is not None else real_vcpu_setup
         self.kvm_path = kvm_path
@@ -313,7 +316,7 @@ class SnpLaunch:
         self._expect("started", "updated")
         for region in self.plan.regions:
             self._launch_update(region)
-        planned, found = self.plan.launch_digest(), self.expected_digest()
+        planned, found = self.plan.launch_digest(self.vcpu_count), self.expected_digest()
         if found != planned:
             # The bytes handed over are not the plan's: no signed reference would match.
             raise PlatformError(
@@ -407,7 +410,7 @@ class SnpLaunch:
                 f"the ID authentication structure must be 4096 bytes, got {len(id_auth)}"
             )
         self._expect("updated", "finished")
-        self.vcpus = list(self._vcpu_setup(self.vm_fd, self.plan.vcpu_states()))
+        self.vcpus = list(self._vcpu_setup(self.vm_fd, self.plan.vcpu_states(self.vcpu_count)))
         block = ctypes.create_string_buffer(id_block or b"", kvm_snp.KVM_SEV_SNP_ID_BLOCK_SIZE)
         auth = ctypes.create_string_buffer(id_auth or b"", kvm_snp.KVM_SEV_SNP_ID_AUTH_SIZE)
         finish = kvm_snp.KvmSevSnpLaunchFinish(
@@ -422,7 +425,7 @@ class SnpLaunch:
     def expected_digest(self) -> bytes:
         """MEASUREMENT as it must be: the measured regions, then the plan's VMSA pages."""
         digest = self.measured.copy()
-        for page in self.plan.vmsa_pages():
+        for page in self.plan.vmsa_pages(self.vcpu_count):
             digest.update(PageType.VMSA, VMSA_GPA, page)
         return digest.digest()
 

@@ -87,7 +87,6 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
     from runtime.vmm.vcpu import Vcpu, Watchdog
     from toolchain.image.keep_build import build_keep
     from toolchain.measure.keep import snp_plan_of
-    from toolchain.measure.plan import LaunchPlan
     from toolchain.snp import certs
     from toolchain.snp.report import AttestationReport
     from toolchain.verify.policy import VerificationPolicy
@@ -96,14 +95,14 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
 
     # 1. build
     build = build_keep(EXAMPLE, tmp_path / "build", vcpu_counts=(1,))
-    simulated = LaunchPlan.from_json(build.artifacts["launch-plan.json"].read_bytes())
+    simulated = build.plan
     plan = snp_plan_of(simulated, build.artifacts["ukernel.elf"], build.artifacts["runtime.elf"])
 
     # 2. launch on the real KVM SNP API
     nonce = secrets.token_bytes(64)
     with SnpLaunch(plan) as launch:
         expected = launch.launch()
-        assert expected == plan.launch_digest(), "the VMM handed over other bytes than planned"
+        assert expected == plan.launch_digest(1), "the VMM handed over other bytes than planned"
         boot = launch.vcpus[0]
         assert isinstance(boot, Vcpu)
         launch.exits().install(boot)

@@ -18,7 +18,8 @@ whose bytes did not change are not rewritten.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,10 +39,13 @@ Progress = Callable[[str, float], None]
 
 @dataclass(frozen=True)
 class KeepBuild:
-    """Where everything went, and the launch digests (vCPU count → 48 bytes)."""
+    """Where everything went, the parsed launch plan, and the launch digests (vCPU count → 48
+    bytes). ``plan`` is the plan ``artifacts[PLAN_FILE]`` holds, parsed once (when it was laid
+    out, or from bytes whose SHA-256 is ``output_digests[PLAN_FILE]``): use it, never the file."""
 
     out_dir: Path
     artifacts: dict[str, Path]  # file name → path, the top-level outputs
+    plan: LaunchPlan
     launch_digests: dict[int, bytes]
     provenance: Path
     #: output file name → SHA-256 (hex), hashed when the build was made or recognised complete
@@ -50,11 +54,10 @@ class KeepBuild:
     def snp_launch_digests(self) -> dict[str, dict[int, bytes]]:
         """generation → vCPU count → the ``snp`` launch digest, laid out from this build's plan
         and ELFs (``toolchain.measure.reference.snp_launch_digests``)."""
-        from toolchain.measure.plan import PLAN_FILE
         from toolchain.measure.reference import GENERATIONS, snp_launch_digests
 
         return snp_launch_digests(
-            self.artifacts[PLAN_FILE],
+            self.plan,
             self.artifacts["ukernel.elf"],
             self.artifacts["runtime.elf"],
             vcpu_counts=self.launch_digests,
@@ -100,24 +103,10 @@ def build_keep(
     """
     # Imported here, not above: ``keep run`` takes ``KeepBuild`` from this module on every run
     # and builds nothing when its build is recorded complete.
-    from concurrent.futures import ThreadPoolExecutor
-
-    from toolchain import __version__
-    from toolchain.image import record, tools
-    from toolchain.image.app import WASM2C_FLAGS, build_app_image, runtime_dir
+    from toolchain.image import record
     from toolchain.image.cache import BuildCache
-    from toolchain.image.compile import CPU, describe_flags
-    from toolchain.image.provenance import (
-        PROVENANCE_FILE,
-        Resource,
-        provenance_statement,
-        source_resources,
-        write_provenance,
-    )
-    from toolchain.image.ukernel import build_ukernel
+    from toolchain.image.provenance import PROVENANCE_FILE, write_provenance
     from toolchain.image.wheel import build_wheel
-    from toolchain.measure.keep import DEFAULT_C_BIT, build_plan, snp_plan_of
-    from toolchain.measure.plan import PLAN_FILE
 
     app = Path(app)
     if not app.is_file():
@@ -125,66 +114,169 @@ def build_keep(
     if not vcpu_counts:
         raise InputError("at least one vCPU count is needed")
     root = ROOT if source_root is None else Path(source_root).resolve()
-    ukernel_dir = root / "runtime" / "guest" / "ukernel"
-    if not ukernel_dir.is_dir():
-        raise InputError(f"{root} is not a Keepstack source tree (no runtime/guest/ukernel/)")
+    if not (root / UKERNEL_SOURCES).is_dir():
+        raise InputError(f"{root} is not a Keepstack source tree (no {UKERNEL_SOURCES}/)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = out_dir / "work"
-
-    def step(name: str, started: float) -> None:
-        if progress is not None:
-            progress(name, time.perf_counter() - started)
+    timer = _Timer(progress)
 
     # The inputs as they are before anything is read: a file changed during the build is then
     # a changed input next time, never recorded as what these outputs were built from.
     build_cache = cache if cache is not None else BuildCache()
     recorded_inputs = record.current_inputs(app, root) if build_cache.enabled else None
+    images = _build_images(app, out_dir, root=root, cache=cache, opt=opt, timer=timer)
+    with timer("launch plan"):
+        layout = _lay_out(images, out_dir, vcpu_counts, memory)
+    with timer("wheel"):
+        wheel = build_wheel(out_dir, root)
+    with timer("provenance"):
+        built = (images.app_wasm, images.ukernel_elf, images.runtime_elf, layout.path, wheel.path)
+        artifacts = {path.name: path for path in built}
+        external = {
+            "application": app.name,
+            "vcpu_counts": sorted(set(vcpu_counts)),
+            **({"memory": layout.plan.ram_size} if memory is not None else {}),
+        }
+        statement = _provenance(
+            app, root, images, layout, artifacts=artifacts, wheel=wheel.sha256, external=external
+        )
+        provenance = write_provenance(statement, out_dir / PROVENANCE_FILE)
+    outputs = {**artifacts, PROVENANCE_FILE: provenance}
+    where = record.record_path(
+        build_cache, app, out_dir, vcpu_counts=vcpu_counts, opt=opt, root=root, memory=memory
+    )
+    if recorded_inputs is not None:
+        output_digests = record.write_record(where, recorded_inputs, outputs, layout.digests)
+    else:
+        output_digests = {name: record.sha256(path) for name, path in sorted(outputs.items())}
+    return KeepBuild(
+        out_dir=out_dir,
+        artifacts=artifacts,
+        plan=layout.plan,
+        launch_digests=layout.digests,
+        provenance=provenance,
+        output_digests=output_digests,
+    )
 
-    started = time.perf_counter()
-    versions = tools.toolchain_versions()
-    step("toolchain", started)
+
+UKERNEL_SOURCES = Path("runtime") / "guest" / "ukernel"
+
+
+class _Timer:
+    """``with timer(name):`` reports each step's seconds to ``progress``."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        if self.progress is not None:
+            self.progress(name, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _Images:
+    """The built ELFs and module, copied to the output directory."""
+
+    app_wasm: Path
+    ukernel_elf: Path
+    runtime_elf: Path
+    #: the application's C flags when not -O2 (``AppImage.app_flags``)
+    app_flags: tuple[str, ...]
+    versions: dict[str, str]
+
+
+def _build_images(
+    app: Path, out_dir: Path, *, root: Path, cache: BuildCache | None, opt: str, timer: _Timer
+) -> _Images:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from toolchain.image import tools
+    from toolchain.image.app import build_app_image
+    from toolchain.image.ukernel import build_ukernel
+
+    work = out_dir / "work"
+    with timer("toolchain"):
+        versions = tools.toolchain_versions()
 
     # The microkernel does not depend on the application: it builds while the runtime image
     # does (their compiles share compile.jobs() process slots).
     def timed_ukernel() -> tuple[Path, float]:
         begun = time.perf_counter()
-        built = build_ukernel(work / "ukernel", source_dir=ukernel_dir, cache=cache)
+        built = build_ukernel(work / "ukernel", source_dir=root / UKERNEL_SOURCES, cache=cache)
         return built, begun
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         ukernel_future = pool.submit(timed_ukernel)
-        started = time.perf_counter()
-        image = build_app_image(app, work / "app", cache=cache, source_root=root, opt=opt)
-        runtime_elf = _copy_if_changed(image.elf.path, out_dir / "runtime.elf")
-        app_wasm = _copy_if_changed(image.wasm.path, out_dir / "app.wasm")
-        step("runtime image", started)
+        with timer("runtime image"):
+            image = build_app_image(app, work / "app", cache=cache, source_root=root, opt=opt)
+            runtime_elf = _copy_if_changed(image.elf.path, out_dir / "runtime.elf")
+            app_wasm = _copy_if_changed(image.wasm.path, out_dir / "app.wasm")
         built_ukernel, started = ukernel_future.result()
     ukernel_elf = _copy_if_changed(built_ukernel, out_dir / "ukernel.elf")
-    step("microkernel", started)
+    if timer.progress is not None:
+        timer.progress("microkernel", time.perf_counter() - started)
+    return _Images(app_wasm, ukernel_elf, runtime_elf, tuple(image.app_flags), versions)
 
-    started = time.perf_counter()
-    plan = build_plan(ukernel_elf, runtime_elf, vcpu_count=min(vcpu_counts), memory=memory)
-    check_app_memory(app_wasm.read_bytes(), plan)
+
+@dataclass(frozen=True)
+class _Layout:
+    """The laid-out plan, where it was written, and the launch digests per vCPU count (the
+    simulated platform's and the snp plan's with the default C-bit)."""
+
+    plan: LaunchPlan
+    path: Path
+    digests: dict[int, bytes]
+    snp_digests: dict[int, bytes]
+
+
+def _lay_out(
+    images: _Images, out_dir: Path, vcpu_counts: Sequence[int], memory: int | None
+) -> _Layout:
+    """Lay out the plan and write it to ``PLAN_FILE`` (only if its bytes changed). The file
+    records the smallest vCPU count's digest; the others are launch arguments."""
+    from toolchain.measure.keep import build_plan, snp_plan_of
+    from toolchain.measure.plan import PLAN_FILE
+
+    plan = build_plan(
+        images.ukernel_elf, images.runtime_elf, vcpu_count=min(vcpu_counts), memory=memory
+    )
+    check_app_memory(images.app_wasm.read_bytes(), plan)
     plan_path = out_dir / PLAN_FILE
     plan_text = plan.to_json().encode()
     if not plan_path.is_file() or plan_path.read_bytes() != plan_text:
         plan_path.write_bytes(plan_text)
-    digests = plan.launch_digests(vcpu_counts)
-    snp_digests = snp_plan_of(plan, ukernel_elf, runtime_elf).launch_digests(vcpu_counts)
-    step("launch plan", started)
+    snp = snp_plan_of(plan, images.ukernel_elf, images.runtime_elf)
+    return _Layout(
+        plan, plan_path, plan.launch_digests(vcpu_counts), snp.launch_digests(vcpu_counts)
+    )
 
-    started = time.perf_counter()
-    wheel = build_wheel(out_dir, root)
-    step("wheel", started)
 
-    started = time.perf_counter()
-    artifacts = {p.name: p for p in (app_wasm, ukernel_elf, runtime_elf, plan_path, wheel.path)}
+def _provenance(
+    app: Path,
+    root: Path,
+    images: _Images,
+    layout: _Layout,
+    *,
+    artifacts: Mapping[str, Path],
+    wheel: str,
+    external: Mapping[str, object],
+) -> dict[str, object]:
+    """The SLSA provenance statement of the build (``wheel``: the wheel's SHA-256)."""
+    from toolchain import __version__
+    from toolchain.image import tools
+    from toolchain.image.app import WASM2C_FLAGS, runtime_dir
+    from toolchain.image.compile import CPU, describe_flags
+    from toolchain.image.provenance import Resource, provenance_statement, source_resources
+    from toolchain.measure.keep import DEFAULT_C_BIT
+
     runtime_info = tools.wasm2c_runtime()
     inputs = [
         Resource.of_file(f"application/{app.name}", app),
         *source_resources(root, runtime_dir(root), (".c", ".h", ".ld")),
-        *source_resources(root, ukernel_dir, (".c", ".S", ".h", ".ld")),
+        *source_resources(root, root / UKERNEL_SOURCES, (".c", ".S", ".h", ".ld")),
         *[
             Resource.of_file(f"wasm2c-runtime/{name}", runtime_info.directory / name, sha384=False)
             for name in tools.WASM2C_RUNTIME_FILES
@@ -192,45 +284,30 @@ def build_keep(
         Resource("tool/zig", {"sha256": tools.zig().sha256}),
         Resource("tool/wasm2c", {"sha256": tools.wasm2c().sha256}),
     ]
-    statement = provenance_statement(
+    return provenance_statement(
         outputs=[Resource.of_file(name, path) for name, path in artifacts.items()],
         inputs=inputs,
-        external_parameters={
-            "application": app.name,
-            "vcpu_counts": sorted(set(vcpu_counts)),
-            **({"memory": plan.ram_size} if memory is not None else {}),
-        },
+        external_parameters=external,
         internal_parameters={
-            "toolchain": versions,
+            "toolchain": images.versions,
             "cpu": CPU,
             "target_flags": {k: list(v) for k, v in describe_flags().items()},
             "wasm2c_flags": list(WASM2C_FLAGS),
             # Only when not -O2, so the provenance of every build before the option is unchanged.
-            **({"app_c_flags": list(image.app_flags)} if image.app_flags else {}),
+            **({"app_c_flags": list(images.app_flags)} if images.app_flags else {}),
         },
-        builder_version={"keepstack": __version__, "keepstack-wheel": f"sha256:{wheel.sha256}"},
+        builder_version={"keepstack": __version__, "keepstack-wheel": f"sha256:{wheel}"},
         byproducts=[
             *(
                 Resource(f"launch-digest/vcpus={count}", {"sha384": digest.hex()})
-                for count, digest in digests.items()
+                for count, digest in layout.digests.items()
             ),
             *(
                 Resource(f"launch-digest/snp/c-bit={DEFAULT_C_BIT}/vcpus={n}", {"sha384": d.hex()})
-                for n, d in snp_digests.items()
+                for n, d in layout.snp_digests.items()
             ),
         ],
     )
-    provenance = write_provenance(statement, out_dir / PROVENANCE_FILE)
-    step("provenance", started)
-    outputs = {**artifacts, PROVENANCE_FILE: provenance}
-    where = record.record_path(
-        build_cache, app, out_dir, vcpu_counts=vcpu_counts, opt=opt, root=root, memory=memory
-    )
-    if recorded_inputs is not None:
-        output_digests = record.write_record(where, recorded_inputs, outputs, digests)
-    else:
-        output_digests = {name: record.sha256(path) for name, path in sorted(outputs.items())}
-    return KeepBuild(out_dir, artifacts, digests, provenance, output_digests)
 
 
 def check_app_memory(wasm: bytes, plan: LaunchPlan) -> None:

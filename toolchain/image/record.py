@@ -19,7 +19,8 @@ blob. The record lives in the per-user build cache, not in the output directory:
 write only the output directory cannot make changed files pass. (Whoever can write the cache can
 write a consistent false record, as they can write a false cache entry: the cache is per user.)
 
-Imports only the standard library and the build cache's helpers: no ELF, wasm or wasm2c tooling.
+Imports only the standard library, the build cache's helpers and the launch plan (which it
+parses once, from the bytes it re-hashed, for ``KeepBuild.plan``): no ELF, wasm or wasm2c tooling.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from toolchain.image.cache import BuildCache, _atomic_write, step_key
 
 if TYPE_CHECKING:
     from toolchain.image.keep_build import KeepBuild
+    from toolchain.measure.plan import LaunchPlan
 
 RECORD_FORMAT = "keepstack-keep-build-1"
 PROVENANCE_FILE = "provenance.json"  # = provenance.PROVENANCE_FILE (not imported: it is not needed)
@@ -174,6 +176,40 @@ def _load(path: Path) -> tuple[dict[str, str], dict[str, str], dict[int, bytes]]
     return inputs, outputs, digests
 
 
+def _unchanged(path: Path, expected: str) -> bool:
+    """Whether ``path`` has its recorded SHA-256 now (a changed file is said: it is rebuilt)."""
+    try:
+        found = sha256(path)
+    except OSError:
+        return False
+    if found != expected:
+        _say_changed(path)
+    return found == expected
+
+
+def _say_changed(path: Path) -> None:
+    print(
+        f"keep: {path} does not match its recorded SHA-256 (changed since it was built): "
+        "rebuilding",
+        file=sys.stderr,
+    )
+
+
+def _recorded_plan(path: Path, expected: str) -> LaunchPlan | None:
+    """The recorded build's plan, read, hashed and parsed from one read of the file
+    (``LaunchPlan.load``); None (rebuild) when it is unreadable or not the recorded bytes."""
+    from toolchain.errors import EvidenceError, InputError
+    from toolchain.measure.plan import LaunchPlan
+
+    try:
+        return LaunchPlan.load(path, sha256=expected)
+    except EvidenceError:
+        _say_changed(path)
+    except InputError:
+        pass
+    return None
+
+
 def recorded_build(
     app: Path,
     out_dir: Path,
@@ -190,6 +226,7 @@ def recorded_build(
     ``out_dir`` has its recorded digest, re-hashed now.
     """
     from toolchain.image.keep_build import ROOT, KeepBuild
+    from toolchain.measure.plan import PLAN_FILE
 
     cache = cache if cache is not None else BuildCache()
     if not cache.enabled:
@@ -204,22 +241,19 @@ def recorded_build(
     inputs, outputs, launch_digests = loaded
     if current_inputs(app, root) != inputs:
         return None
-    for name, expected in outputs.items():
-        path = out_dir / name
-        try:
-            found = sha256(path)
-        except OSError:
-            return None
-        if found != expected:
-            print(
-                f"keep: {path} does not match its recorded SHA-256 (changed since it was "
-                "built): rebuilding",
-                file=sys.stderr,
-            )
-            return None
-    if PROVENANCE_FILE not in outputs:
+    if PROVENANCE_FILE not in outputs or PLAN_FILE not in outputs:
+        return None
+    # The plan is hashed and parsed from one read (``_recorded_plan``), the others re-hashed.
+    plan = _recorded_plan(out_dir / PLAN_FILE, outputs[PLAN_FILE])
+    others = ((out_dir / name, digest) for name, digest in outputs.items() if name != PLAN_FILE)
+    if plan is None or not all(_unchanged(path, digest) for path, digest in others):
         return None
     artifacts = {name: out_dir / name for name in outputs if name != PROVENANCE_FILE}
     return KeepBuild(
-        out_dir, artifacts, launch_digests, out_dir / PROVENANCE_FILE, output_digests=outputs
+        out_dir=out_dir,
+        artifacts=artifacts,
+        plan=plan,
+        launch_digests=launch_digests,
+        provenance=out_dir / PROVENANCE_FILE,
+        output_digests=outputs,
     )

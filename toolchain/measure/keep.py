@@ -691,7 +691,6 @@ def build_plan(
     snp = platform == PLATFORM_SNP
     if snp:
         check_c_bit(c_bit)
-    c_mask = 1 << c_bit if snp else 0
     kernel = load_elf(ukernel, "microkernel ELF")
     user = load_elf(runtime, "runtime image ELF")
     layout = read_layout(kernel)
@@ -699,8 +698,40 @@ def build_plan(
         check_guest_memory(memory)
         layout = dataclasses.replace(layout, ram_size=memory)
         _check_layout(layout)
-    ram = layout.ram_size
+    abi = _abi_addresses(layout, kernel, user)
 
+    pages = _PageMap()
+    mappings = _Mappings()
+    _place_segments(kernel, pages, mappings, user=False, label="microkernel")
+    _place_segments(user, pages, mappings, user=True, label="runtime image")
+    _place_fixed_pages(layout, abi, pages, mappings)
+    _map_shared_pages(layout, pages, mappings, snp=snp)
+    mappings.add_range(abi.heap_start, abi.heap_end, USER_RW, "heap")
+    mappings.add_range(abi.stack_bottom, abi.stack_top, USER_RW, "stack")
+
+    for gpa, table in _page_tables(layout, mappings, 1 << c_bit if snp else 0):
+        pages.add(gpa, PageType.NORMAL, table, "page tables")
+    if any(g >= layout.ram_size for g in pages.pages):
+        raise InputError("a launched page lies beyond the end of RAM")
+
+    return LaunchPlan(
+        regions=_merge_regions(pages),
+        boot_vcpu=_long_mode_vcpu(layout, rip=kernel.entry, rsp=layout.boot_stack_top),
+        ap_vcpu=_long_mode_vcpu(layout, rip=layout.ap_entry, rsp=0),
+        vcpu_count=vcpu_count,
+        guest_policy=layout.guest_policy,
+        sev_features=layout.sev_features,
+        ram_size=layout.ram_size,
+        abi=abi,
+        inputs={"ukernel_sha256": kernel.sha256, "runtime_sha256": user.sha256},
+        platform=platform,
+        c_bit=c_bit if snp else None,
+    )
+
+
+def _abi_addresses(layout: KeepLayout, kernel: ElfImage, user: ElfImage) -> AbiAddresses:
+    """Where everything is: the layout's addresses, the runtime image, and the heap and stack
+    it leaves (refused when the ELFs do not fit)."""
     if kernel.end > layout.hc_page or kernel.start < layout.page_tables + layout.page_tables_size:
         raise InputError(
             f"the microkernel [{kernel.start:#x}, {kernel.end:#x}) does not fit between the page "
@@ -712,21 +743,39 @@ def build_plan(
             f"{layout.user_base:#x}",
             hint="link it at 0x1000000 or above (see runtime/guest/ukernel/ABI.md)",
         )
-    stack_top = ram
-    stack_bottom = ram - layout.user_stack_size
+    stack_top = layout.ram_size
+    stack_bottom = stack_top - layout.user_stack_size
     heap_start = user.end
     heap_end = stack_bottom - PAGE_SIZE  # one unmapped guard page below the stack
     if heap_end <= heap_start:
         raise InputError(
             f"the runtime image ends at {user.end:#x}: no room for a heap below the stack "
-            f"({stack_bottom:#x}) in {ram:#x} bytes of RAM"
+            f"({stack_bottom:#x}) in {layout.ram_size:#x} bytes of RAM"
         )
+    return AbiAddresses(
+        abi_version=layout.abi_version,
+        hc_page=layout.hc_page,
+        hc_buffer=layout.hc_buffer,
+        hc_buffer_size=layout.hc_buffer_size,
+        doorbell=layout.doorbell,
+        user_info=layout.user_info,
+        secrets_page=layout.secrets_page,
+        cpuid_page=layout.cpuid_page,
+        page_tables=layout.page_tables,
+        user_entry=user.entry,
+        image_start=user.start,
+        image_end=user.end,
+        heap_start=heap_start,
+        heap_end=heap_end,
+        stack_top=stack_top,
+        stack_bottom=stack_bottom,
+    )
 
-    pages = _PageMap()
-    mappings = _Mappings()
-    _place_segments(kernel, pages, mappings, user=False, label="microkernel")
-    _place_segments(user, pages, mappings, user=True, label="runtime image")
 
+def _place_fixed_pages(
+    layout: KeepLayout, abi: AbiAddresses, pages: _PageMap, mappings: _Mappings
+) -> None:
+    """The GDT, IDT, SECRETS and CPUID pages and the user info page, launched and mapped."""
     user_info = _USER_INFO.pack(
         USER_INFO_MAGIC,
         layout.abi_version,  # the microkernel's own: a release rebuilds to its own bytes
@@ -735,14 +784,14 @@ def build_plan(
         layout.hc_buffer,
         layout.hc_buffer_size,
         layout.doorbell,
-        user.entry,
-        user.start,
-        user.end,
-        heap_start,
-        heap_end,
-        stack_top,
-        stack_bottom,
-        ram,
+        abi.user_entry,
+        abi.image_start,
+        abi.image_end,
+        abi.heap_start,
+        abi.heap_end,
+        abi.stack_top,
+        abi.stack_bottom,
+        layout.ram_size,
     )
     fixed: Iterable[tuple[int, PageType, bytes | None, str, Access]] = (
         (layout.gdt, PageType.NORMAL, _gdt_page(layout), "GDT and TSS", KERNEL_RW),
@@ -761,7 +810,12 @@ def build_plan(
         pages.add(gpa, page_type, data, label)
         mappings.add(gpa, access, label)
 
-    # Shared with the VMM and the doorbell: mapped for ring 3, never launched.
+
+def _map_shared_pages(
+    layout: KeepLayout, pages: _PageMap, mappings: _Mappings, *, snp: bool
+) -> None:
+    """The pages shared with the VMM (hypercall page and buffer, doorbell; on snp the GHCB):
+    mapped, never launched — a launched page there is refused."""
     for gpa in range(layout.hc_page, layout.hc_page + PAGE_SIZE, PAGE_SIZE):
         mappings.add(gpa, SHARED_USER_RW, "hypercall page")
     for gpa in range(layout.hc_buffer, layout.hc_buffer + layout.hc_buffer_size, PAGE_SIZE):
@@ -778,48 +832,6 @@ def build_plan(
             raise InputError(f"{pages.pages[gpa][2]} overlaps the {what} at {gpa:#x}")
     if any(layout.hc_buffer <= g < layout.hc_buffer + layout.hc_buffer_size for g in pages.pages):
         raise InputError("a launched page overlaps the hypercall buffer")
-    mappings.add_range(heap_start, heap_end, USER_RW, "heap")
-    mappings.add_range(stack_bottom, stack_top, USER_RW, "stack")
-
-    for gpa, table in _page_tables(layout, mappings, c_mask):
-        pages.add(gpa, PageType.NORMAL, table, "page tables")
-    if any(g >= ram for g in pages.pages):
-        raise InputError("a launched page lies beyond the end of RAM")
-
-    boot = _long_mode_vcpu(layout, rip=kernel.entry, rsp=layout.boot_stack_top)
-    ap = _long_mode_vcpu(layout, rip=layout.ap_entry, rsp=0)
-
-    abi = AbiAddresses(
-        abi_version=layout.abi_version,
-        hc_page=layout.hc_page,
-        hc_buffer=layout.hc_buffer,
-        hc_buffer_size=layout.hc_buffer_size,
-        doorbell=layout.doorbell,
-        user_info=layout.user_info,
-        secrets_page=layout.secrets_page,
-        cpuid_page=layout.cpuid_page,
-        page_tables=layout.page_tables,
-        user_entry=user.entry,
-        image_start=user.start,
-        image_end=user.end,
-        heap_start=heap_start,
-        heap_end=heap_end,
-        stack_top=stack_top,
-        stack_bottom=stack_bottom,
-    )
-    return LaunchPlan(
-        regions=_merge_regions(pages),
-        boot_vcpu=boot,
-        ap_vcpu=ap,
-        vcpu_count=vcpu_count,
-        guest_policy=layout.guest_policy,
-        sev_features=layout.sev_features,
-        ram_size=ram,
-        abi=abi,
-        inputs={"ukernel_sha256": kernel.sha256, "runtime_sha256": user.sha256},
-        platform=platform,
-        c_bit=c_bit if snp else None,
-    )
 
 
 def snp_plan_of(
@@ -838,8 +850,8 @@ def snp_plan_of(
     if twin != plan:
         raise InputError(
             "the microkernel and runtime ELFs are not the launch plan's: laid out they give "
-            f"launch digest {twin.launch_digest().hex()} and guest policy "
-            f"{twin.guest_policy:#x}, the plan {plan.launch_digest().hex()} and "
+            f"launch digest {twin.launch_digest(count).hex()} and guest policy "
+            f"{twin.guest_policy:#x}, the plan {plan.launch_digest(count).hex()} and "
             f"{plan.guest_policy:#x}"
         )
     return build_plan(

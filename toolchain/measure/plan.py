@@ -18,12 +18,19 @@ A plan is
 
 ``keep measure`` and the VMM both take the plan from here (``toolchain.measure.keep`` builds it),
 so the expected digest and the real launch cannot drift. ``to_json``/``from_json`` give the
-committed artifact ``launch-plan.json`` that ``keep build --out DIR`` writes.
+committed artifact ``launch-plan.json`` (``PLAN_FILE``) that ``keep build --out DIR`` writes;
+``LaunchPlan.load`` is the one reader of that file. A plan is parsed and checked once and then
+passed on as the object (``KeepBuild.plan``): nothing downstream re-reads the file.
+
+The vCPU count is a launch argument, not part of the plan: ``launch_digest(vcpus)``,
+``vcpu_states(vcpus)`` and the VMM's launch take it. ``vcpu_count`` is only the count whose
+digest the file records (``launch_digest`` in the JSON, checked when it is read; kept so that
+published plans keep their bytes); no launch reads it.
 
 For the VMM: back RAM ``[0, ram_size)`` with memory except the doorbell page
 (``LaunchPlan.memory_ranges()``), copy every NORMAL region's bytes to its GPA (ZERO, SECRETS and
 CPUID pages start zero; the firmware fills SECRETS, the VMM may fill CPUID), then issue one
-LAUNCH_UPDATE per region in ``regions`` order, then the VMSAs of ``vcpu_states()`` in order.
+LAUNCH_UPDATE per region in ``regions`` order, then the VMSAs of ``vcpu_states(vcpus)`` in order.
 KVM's EFER must not carry ``EFER_SVME`` (it is in the VMSA only: the SNP firmware requires it).
 """
 
@@ -34,10 +41,12 @@ import binascii
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
-from toolchain.errors import InputError
+from toolchain.errors import EvidenceError, InputError
 from toolchain.snp.digest import PAGE_SIZE, VMSA_GPA, LaunchDigest, PageType
 from toolchain.snp.vmsa import (
     KVM_SYNC_VMSA_VERSION,
@@ -132,6 +141,7 @@ class LaunchPlan:
     regions: tuple[Region, ...]
     boot_vcpu: VcpuState
     ap_vcpu: VcpuState
+    #: The vCPU count of the launch digest the JSON records (not a launch's count; see above).
     vcpu_count: int
     guest_policy: int
     sev_features: int
@@ -152,9 +162,7 @@ class LaunchPlan:
                 raise InputError("a simulated plan has no C-bit")
         else:
             raise InputError(f"unknown plan platform {self.platform!r}")
-        count = self.vcpu_count
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_VCPUS:
-            raise InputError(f"vCPU count {self.vcpu_count!r} out of range 1..{MAX_VCPUS}")
+        _check_vcpu_count(self.vcpu_count)
         for name in ("guest_policy", "sev_features"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
@@ -192,31 +200,26 @@ class LaunchPlan:
 
     # ---- the measurement -------------------------------------------------------------------
 
-    def vcpu_states(self, vcpu_count: int | None = None) -> tuple[VcpuState, ...]:
-        """The initial state of each vCPU, boot CPU first."""
-        count = self.vcpu_count if vcpu_count is None else vcpu_count
-        if not isinstance(count, int) or not 1 <= count <= MAX_VCPUS:
-            raise InputError(f"vCPU count {count!r} out of range 1..{MAX_VCPUS}")
-        return (self.boot_vcpu,) + (self.ap_vcpu,) * (count - 1)
+    def vcpu_states(self, vcpu_count: int) -> tuple[VcpuState, ...]:
+        """The initial state of each of ``vcpu_count`` vCPUs, boot CPU first."""
+        _check_vcpu_count(vcpu_count)
+        return (self.boot_vcpu,) + (self.ap_vcpu,) * (vcpu_count - 1)
 
-    def vmsa_pages(self, vcpu_count: int | None = None) -> list[bytes]:
+    def vmsa_pages(self, vcpu_count: int) -> list[bytes]:
         """The VMSA page of each vCPU as the firmware measures it, in vCPU-index order.
 
         On ``snp`` KVM builds them (``kvm_snp_vmsa``, ``KVM_SYNC_VMSA_VERSION``) from the
         registers the VMM sets and KVM's reset FPU; SEV_FEATURES is the plan's, which KVM takes
         from KVM_SEV_INIT2 (the driver passes it, minus SNPActive that KVM adds).
         """
-        if self.platform == PLATFORM_SNP:
-            return [
-                kvm_snp_vmsa(state, sev_features=self.sev_features)
-                for state in self.vcpu_states(vcpu_count)
-            ]
+        page = kvm_snp_vmsa if self.platform == PLATFORM_SNP else vmsa_page
         return [
-            vmsa_page(state, sev_features=self.sev_features)
-            for state in self.vcpu_states(vcpu_count)
+            page(state, sev_features=self.sev_features) for state in self.vcpu_states(vcpu_count)
         ]
 
+    @cached_property
     def _regions_digest(self) -> LaunchDigest:
+        """The digest of every region, hashed once per plan (the plan is frozen); copy it."""
         digest = LaunchDigest()
         for region in self.regions:
             if region.data is not None:
@@ -225,25 +228,27 @@ class LaunchPlan:
                 digest.update(region.page_type, region.gpa, size=region.size)
         return digest
 
-    def launch_digest(self, vcpu_count: int | None = None) -> bytes:
+    def launch_digest(self, vcpu_count: int) -> bytes:
         """The 48-byte SNP launch digest (MEASUREMENT) with ``vcpu_count`` vCPUs."""
-        count = self.vcpu_count if vcpu_count is None else vcpu_count
-        return self.launch_digests([count])[count]
+        return self.launch_digests([vcpu_count])[vcpu_count]
 
     def launch_digests(self, vcpu_counts: Iterable[int]) -> dict[int, bytes]:
         """vCPU count → launch digest; the regions are hashed once for all counts."""
-        base = self._regions_digest()
         result: dict[int, bytes] = {}
         for count in sorted(set(vcpu_counts)):
-            digest = base.copy()
+            digest = self._regions_digest.copy()
             for page in self.vmsa_pages(count):
                 digest.update(PageType.VMSA, VMSA_GPA, page)
             result[count] = digest.digest()
         return result
 
-    def with_vcpu_count(self, vcpu_count: int) -> LaunchPlan:
-        """The same keep launched with another number of vCPUs."""
-        return replace(self, vcpu_count=vcpu_count)
+    def differences(self, other: LaunchPlan) -> list[str]:
+        """The fields in which ``other`` launches another keep (the recorded count aside)."""
+        return [
+            item.name
+            for item in fields(self)
+            if item.name != "vcpu_count" and getattr(self, item.name) != getattr(other, item.name)
+        ]
 
     # ---- views for the VMM and for tests ---------------------------------------------------
 
@@ -265,12 +270,12 @@ class LaunchPlan:
             ranges.append((after, self.ram_size - after))
         return ranges
 
-    def page_counts(self) -> dict[str, int]:
-        """Launched pages per page type (VMSA: one per vCPU)."""
+    def page_counts(self, vcpu_count: int) -> dict[str, int]:
+        """Launched pages per page type with ``vcpu_count`` vCPUs (VMSA: one per vCPU)."""
         counts: dict[str, int] = {}
         for region in self.regions:
             counts[region.page_type.name] = counts.get(region.page_type.name, 0) + region.pages
-        counts[PageType.VMSA.name] = self.vcpu_count
+        counts[PageType.VMSA.name] = len(self.vcpu_states(vcpu_count))
         return counts
 
     # ---- the artifact ----------------------------------------------------------------------
@@ -304,13 +309,34 @@ class LaunchPlan:
                 }
                 for region in self.regions
             ],
-            "launch_digest": self.launch_digest().hex(),
+            "launch_digest": self.launch_digest(self.vcpu_count).hex(),
         }
         if self.platform != PLATFORM_SIMULATED:  # a simulated plan keeps its bytes of old
             document["platform"] = self.platform
             document["c_bit"] = self.c_bit
             document["vmsa"] = KVM_SYNC_VMSA_VERSION
         return json.dumps(document, sort_keys=True, indent=1) + "\n"
+
+    @classmethod
+    def load(cls, path: Path, *, sha256: str | None = None) -> LaunchPlan:
+        """The one reader of a plan file: its bytes read once, checked and parsed.
+
+        ``sha256`` is the digest a build recorded for the file: the bytes parsed must be those
+        (a file changed since its build was checked is refused, naming both digests).
+        """
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read the launch plan {path}: {exc.strerror}") from None
+        found = hashlib.sha256(data).hexdigest()
+        if sha256 is not None and found != sha256:
+            raise EvidenceError(
+                f"{path} changed after its build was checked; it is not used",
+                field=PLAN_FILE,
+                expected=f"sha256:{sha256}",
+                found=f"sha256:{found}",
+            )
+        return cls.from_json(data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> LaunchPlan:
@@ -348,12 +374,17 @@ class LaunchPlan:
                 hint="lay the plan out again with this toolchain",
             )
         recorded = document.get("launch_digest")
-        if recorded is not None and recorded != plan.launch_digest().hex():
+        if recorded is not None and recorded != plan.launch_digest(plan.vcpu_count).hex():
             raise InputError(
                 "launch plan's recorded launch_digest does not match its contents",
                 hint="the file was edited or corrupted; rebuild it with keep build",
             )
         return plan
+
+
+def _check_vcpu_count(count: object) -> None:
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_VCPUS:
+        raise InputError(f"vCPU count {count!r} out of range 1..{MAX_VCPUS}")
 
 
 def _state_to_dict(state: VcpuState) -> dict[str, Any]:

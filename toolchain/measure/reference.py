@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from toolchain.errors import InputError
 
 if TYPE_CHECKING:
+    from toolchain.measure.plan import LaunchPlan
     from toolchain.sign.predicate import SourceDigest
 
 #: CPU generations a release lists (the kvm/nil launch digest does not depend on them, but a
@@ -46,7 +47,7 @@ def snp_c_bit(generation: str) -> int:
 
 
 def snp_launch_digests(
-    plan_path: Path,
+    plan: LaunchPlan,
     ukernel: Path,
     runtime: Path,
     *,
@@ -54,14 +55,9 @@ def snp_launch_digests(
     generations: Iterable[str],
 ) -> dict[str, dict[int, bytes]]:
     """generation → vCPU count → the ``snp`` launch digest of the built keep (``keep build``'s
-    launch-plan.json and its two ELFs; laid out once per distinct C-bit position)."""
+    plan and its two ELFs; laid out once per distinct C-bit position)."""
     from toolchain.measure.keep import snp_plan_of
-    from toolchain.measure.plan import LaunchPlan
 
-    try:
-        plan = LaunchPlan.from_json(plan_path.read_bytes())
-    except OSError as exc:
-        raise InputError(f"cannot read {plan_path}: {exc.strerror}") from exc
     counts = sorted(set(vcpu_counts))
     by_c_bit: dict[int, dict[int, bytes]] = {}
     result: dict[str, dict[int, bytes]] = {}

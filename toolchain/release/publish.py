@@ -48,6 +48,7 @@ from toolchain.release.layout import (
 from toolchain.release.source import EXCLUDED, TRUSTED_SOURCES
 
 if TYPE_CHECKING:
+    from toolchain.measure.plan import LaunchPlan
     from toolchain.sign import PublicKey, SourceDigest
     from toolchain.sign.tokens import SigningKey
 
@@ -192,8 +193,10 @@ def reference_statement(
     valid_for: timedelta,
     development: bool = False,
     source: SourceDigest | None = None,
+    plan: LaunchPlan | None = None,
 ) -> dict[str, Any]:
-    """The reference statement for one built keep (``keep build``'s artifacts by name): the
+    """The reference statement for one built keep (``keep build``'s artifacts by name; ``plan``
+    is the build's parsed plan, loaded from ``artifacts[PLAN_FILE]`` when not given): the
     trusted artifacts are its subjects, the others (the VMM wheel) untrusted components, and it
     lists a launch configuration per backend, CPU generation and vCPU count, with the launch
     digest the keep's plan gives for that count; a release also signs its ``source``. Releases and
@@ -205,17 +208,15 @@ def reference_statement(
     missing = [n for n in TRUSTED_ARTIFACTS if n not in artifacts]
     if missing:
         raise InputError(f"not a built keep: {', '.join(missing)} missing")
-    try:
-        plan = LaunchPlan.from_json(artifacts[PLAN_FILE].read_bytes())
-    except OSError as exc:
-        raise InputError(f"cannot read {artifacts[PLAN_FILE]}: {exc.strerror}") from exc
+    if plan is None:
+        plan = LaunchPlan.load(artifacts[PLAN_FILE])
     trusted = {n: artifacts[n] for n in TRUSTED_ARTIFACTS}
     untrusted = {n: p for n, p in artifacts.items() if n not in trusted}
     vcpu_counts, backends, generations = list(vcpu_counts), list(backends), list(generations)
     snp = None
     if "snp" in backends:  # laid out from the same ELFs, checked against the plan's digest
         snp = snp_launch_digests(
-            artifacts[PLAN_FILE],
+            plan,
             artifacts["ukernel.elf"],
             artifacts["runtime.elf"],
             vcpu_counts=vcpu_counts,
@@ -322,10 +323,7 @@ def _make_release(  # noqa: PLR0917 - the private body of make_release
     log: list[str] | None,
     role: str | None,
 ) -> Release:
-    from toolchain.image.cache import BuildCache
-    from toolchain.image.keep_build import build_keep
-    from toolchain.measure.reference import GENERATIONS
-    from toolchain.sign import TrustPolicy, sign_statement, verify_envelope
+    from toolchain.sign import TrustPolicy, verify_envelope
     from toolchain.sign.trust import BUILTIN_SOURCE_DIR, POLICY_FILE, ROOT_FILE
     from toolchain.sign.tuf_repository import Repository
 
@@ -349,6 +347,45 @@ def _make_release(  # noqa: PLR0917 - the private body of make_release
         public, identity, added = _publish_key(
             repo_root, key.public_key, key_label.removesuffix(".pem"), version
         )
+    envelopes = _sign_examples(
+        version, key, repo_root, directory, signed_at=signed_at, source=signed_source, log=log
+    )
+    if tuf:
+        builtin = repo_root / BUILTIN_SOURCE_DIR / ROOT_FILE
+        role, written = publish_to_tuf(
+            references,
+            version,
+            key,
+            role=role,
+            at=signed_at,
+            pinned_root=builtin if builtin.is_file() else None,
+        )
+        return Release(version, directory, tuple(envelopes), identity, written, False, role)
+    policy = TrustPolicy.load(repo_root / BUILTIN_SOURCE_DIR / POLICY_FILE)
+    for envelope in envelopes:  # what was written must verify against what was written
+        checklist, verified = verify_envelope(envelope.read_bytes(), policy, at=signed_at)
+        if verified is None:
+            raise PlatformError(f"the new release does not verify:\n{checklist.render()}")
+    return Release(version, directory, tuple(envelopes), identity, public, added)
+
+
+def _sign_examples(
+    version: str,
+    key: SigningKey,
+    repo_root: Path,
+    directory: Path,
+    *,
+    signed_at: datetime,
+    source: SourceDigest,
+    log: list[str] | None,
+) -> list[Path]:
+    """Build every example of ``repo_root``, publish its trusted artifacts under ``directory``
+    and sign its reference statement (from the build's own plan); returns the envelopes."""
+    from toolchain.image.cache import BuildCache
+    from toolchain.image.keep_build import build_keep
+    from toolchain.measure.reference import GENERATIONS
+    from toolchain.sign import sign_statement
+
     apps = example_apps(repo_root)
     directory.mkdir(parents=True, exist_ok=True)
     envelopes: list[Path] = []
@@ -371,12 +408,12 @@ def _make_release(  # noqa: PLR0917 - the private body of make_release
                 generations=GENERATIONS,
                 not_before=signed_at,
                 valid_for=RELEASE_VALIDITY,
-                source=signed_source,
+                source=source,
+                plan=build.plan,
             )
-            trusted = {n: build.artifacts[n] for n in TRUSTED_ARTIFACTS}
             published = directory / name
             published.mkdir()
-            for artifact in (*trusted.values(), build.provenance):
+            for artifact in (*(build.artifacts[n] for n in TRUSTED_ARTIFACTS), build.provenance):
                 shutil.copyfile(artifact, published / artifact.name)
             envelope = directory / f"{name}{ENVELOPE_SUFFIX}"
             envelope.write_bytes(sign_statement(statement, key))
@@ -387,20 +424,4 @@ def _make_release(  # noqa: PLR0917 - the private body of make_release
                     for count, digest in build.launch_digests.items()
                 )
                 log.append(f"{envelope.relative_to(repo_root)}: {name} ({digests})")
-    if tuf:
-        builtin = repo_root / BUILTIN_SOURCE_DIR / ROOT_FILE
-        role, written = publish_to_tuf(
-            references,
-            version,
-            key,
-            role=role,
-            at=signed_at,
-            pinned_root=builtin if builtin.is_file() else None,
-        )
-        return Release(version, directory, tuple(envelopes), identity, written, False, role)
-    policy = TrustPolicy.load(repo_root / BUILTIN_SOURCE_DIR / POLICY_FILE)
-    for envelope in envelopes:  # what was written must verify against what was written
-        checklist, verified = verify_envelope(envelope.read_bytes(), policy, at=signed_at)
-        if verified is None:
-            raise PlatformError(f"the new release does not verify:\n{checklist.render()}")
-    return Release(version, directory, tuple(envelopes), identity, public, added)
+    return envelopes

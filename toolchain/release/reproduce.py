@@ -115,9 +115,9 @@ def _check_launch_digests(checklist: Checklist, predicate: KeepPredicate, plan_p
     from toolchain.measure.reference import snp_c_bit
 
     try:
-        plan = LaunchPlan.from_json(plan_path.read_bytes())
-    except (OSError, InputError) as exc:  # the rebuild wrote none, or not a plan
-        reason = exc.message if isinstance(exc, InputError) else "not built"
+        plan = LaunchPlan.load(plan_path)
+    except InputError as exc:  # the rebuild wrote none, or not a plan
+        reason = "not built" if not plan_path.is_file() else exc.message
         checklist.add(
             "launch digests", False, expected="a launch plan to recompute them from", found=reason
         )

@@ -1,0 +1,197 @@
+"""The backends ``keep run`` boots a keep on: one type, one launch sequence, chosen by name.
+
+A ``Backend`` says whether it can run on this host, what it attests with (its ``Firmware``),
+what it does not protect (said before every run and in ``--quiet``'s verdict), and runs one
+``Launch``: the build (with its parsed plan), the vCPU count — a launch argument, never the
+plan's — and what the runner verifies with. Every backend launches through
+``runtime.firmware.interface.measured_launch``, so the firmware measures what the backend really
+loaded; the runner never asks which backend it holds.
+
+* ``kvm`` — the keep in its own VM on /dev/kvm (``runtime.vmm.keep.run_keep``), the simulated
+  SNP firmware measuring the bytes and registers read back from the VM;
+* ``nil`` — no VM: the simulated firmware measures the plan itself (``PlanOnly``) and the
+  application runs in wasmtime in this process (``runtime.run.nil``), with NO isolation.
+
+A new backend (the real ``snp`` one: ``runtime.vmm.snp_launch``, ``runtime.firmware.snp``)
+implements ``Backend`` and is added to ``BACKENDS``; the runner does not change.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from toolchain.errors import InputError, KeepError, PlatformError
+
+if TYPE_CHECKING:
+    from runtime.firmware.interface import Firmware
+    from toolchain.image.keep_build import KeepBuild
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One keep to launch and run, as the runner hands it to a backend."""
+
+    build: KeepBuild
+    vcpus: int
+    #: The runner's (witnessed) firmware: every launch command and report request goes through it.
+    firmware: Firmware
+    argv: Sequence[str]
+    env: Sequence[tuple[str, str]]
+    timeout: float
+    #: The runner's verifier: accepts the keep's report or raises ``EvidenceError``.
+    verified: Callable[[bytes], bool]
+    report_data: bytes
+    #: The preopened trees' transfer blob (``toolchain.measure.trees.transfer_blob``).
+    trees: bytes
+
+
+@dataclass
+class Ended:
+    """How a launched keep ended: its exit status (None when stopped), the firmware's launch
+    digest, why it was stopped (a guest's or the verifier's error), and timings in ms."""
+
+    exit_status: int | None
+    measurement: bytes
+    error: KeepError | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """A way to launch and run a keep."""
+
+    #: The name users pass to ``--backend`` and references list (``LaunchConfig.backend``).
+    name: str
+    #: What it does not protect, for ``--quiet``'s verdict line.
+    isolation: str
+
+    def unavailable(self) -> str | None:
+        """Why this backend cannot run on this host, or None."""
+        ...
+
+    def firmware(self) -> Firmware:
+        """A fresh firmware context to attest one keep with."""
+        ...
+
+    def statement(self, firmware: Firmware) -> str:
+        """What a run on this backend proves and does not (said before every run)."""
+        ...
+
+    def run(self, launch: Launch) -> Ended:
+        """Launch ``launch.build.plan`` with ``launch.vcpus`` vCPUs and run it to the end."""
+        ...
+
+
+class KvmBackend:
+    """The keep in its own VM on /dev/kvm, attested by the simulated SNP firmware."""
+
+    name = "kvm"
+    isolation = "no memory encryption"
+
+    def unavailable(self) -> str | None:
+        from runtime.vmm.platform import kvm_unavailable_reason
+
+        return kvm_unavailable_reason()
+
+    def firmware(self) -> Firmware:
+        from runtime.firmware.sim import SimFirmware
+
+        return SimFirmware()
+
+    def statement(self, firmware: Firmware) -> str:
+        return (
+            "keep: backend kvm: the keep runs in its own VM on /dev/kvm; "
+            f"firmware {firmware.name}: a software model of the SNP PSP — no memory encryption, "
+            "the host can read and change the keep; the report proves only what the host could "
+            "forge"
+        )
+
+    def run(self, launch: Launch) -> Ended:
+        from runtime.vmm.keep import run_keep
+
+        sys.stdout.flush()
+        result = run_keep(
+            launch.build.plan,
+            firmware=launch.firmware,
+            vcpus=launch.vcpus,
+            args=launch.argv,
+            env=list(launch.env),
+            timeout=launch.timeout,
+            stdin=sys.stdin.buffer if sys.stdin is not None else None,
+            stdout=sys.stdout.buffer,
+            stderr=sys.stderr.buffer,
+            on_report=launch.verified,
+            report_data=launch.report_data,
+            trees=launch.trees,
+        )
+        ended = Ended(result.exit_status, result.measurement, result.error)
+        if result.to_first_output_ms is not None:
+            ended.timings_ms["create_vm_to_first_output"] = result.to_first_output_ms
+        return ended
+
+
+class NilBackend:
+    """No VM: the simulated firmware measures the plan, wasmtime runs the application here."""
+
+    name = "nil"
+    isolation = "NO isolation"
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def firmware(self) -> Firmware:
+        from runtime.firmware.sim import SimFirmware
+
+        return SimFirmware()
+
+    def statement(self, firmware: Firmware) -> str:
+        from runtime.run.nil import NIL_WARNING
+
+        return f"keep: {NIL_WARNING}"
+
+    def run(self, launch: Launch) -> Ended:
+        from runtime.firmware.interface import PlanOnly, measured_launch
+        from runtime.run.nil import run_wasi
+
+        plan = launch.build.plan
+        measurement = measured_launch(launch.firmware, plan, launch.vcpus, PlanOnly())
+        report = launch.firmware.guest_request_report(launch.report_data, 0)
+        launch.verified(report)  # raises EvidenceError before the application starts
+        status = run_wasi(
+            launch.build.artifacts["app.wasm"],
+            argv=list(launch.argv),
+            env=list(launch.env),
+            memory_limit=plan.abi.heap_end - plan.abi.heap_start,
+            timeout=launch.timeout,
+            trees=launch.trees,
+            attested=launch.report_data,
+        )
+        return Ended(status, measurement)
+
+
+#: Every backend ``keep run`` knows, by name; the first available one is the default.
+BACKENDS: dict[str, Backend] = {"kvm": KvmBackend(), "nil": NilBackend()}
+
+
+def choose_backend(name: str | None, say: Callable[[str], None]) -> Backend:
+    """The backend ``name`` (it must be able to run here), or with None the first of
+    ``BACKENDS`` that can, saying why any before it cannot."""
+    if name is not None:
+        backend = BACKENDS.get(name)
+        if backend is None:
+            raise InputError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+        reason = backend.unavailable()
+        if reason is not None:
+            raise PlatformError(f"the {name} backend cannot run here: {reason}")
+        return backend
+    skipped: list[str] = []
+    for backend in BACKENDS.values():
+        reason = backend.unavailable()
+        if reason is None:
+            for line in skipped:
+                say(f"{line}; falling back to the {backend.name} backend")
+            return backend
+        skipped.append(f"keep: the {backend.name} backend cannot run here ({reason})")
+    raise PlatformError("no backend can run here:\n" + "\n".join(skipped))
