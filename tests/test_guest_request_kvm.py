@@ -96,7 +96,7 @@ def test_the_report_arrives_as_a_guest_message(plan: LaunchPlan) -> None:
     assert result.report is not None
     report = AttestationReport.parse(result.report)
     assert report.report_data == NONCE  # sealed from the microkernel's private copy
-    assert report.measurement == result.measurement == plan.launch_digest()
+    assert report.measurement == result.measurement == plan.launch_digest(1)
 
 
 def _flip(offset: int) -> Callable[[SimFirmware, bytearray], None]:
