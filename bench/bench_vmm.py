@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import os
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from runtime.vmm import hypercalls, miniguest  # noqa: E402
 from runtime.vmm.keep import Keep, run_keep  # noqa: E402
 from runtime.vmm.memory import GuestMemory, ram_ranges  # noqa: E402
 from runtime.vmm.platform import kvm_unavailable_reason  # noqa: E402
+from toolchain.measure import abi  # noqa: E402
 
 RUNS = 30
 ROUND_TRIPS = 2000
@@ -101,13 +101,14 @@ def round_trip_us(ring: int) -> float:
 def handler_only_us() -> float:
     """The peer: the same CLOCK request served without a VM exit."""
     with GuestMemory(ram_ranges(0x400000)) as memory:
-        layout = hypercalls.HypercallLayout(0x200000, 0x201000, 0x10000)
+        layout = abi.HypercallLayout(abi.HC_PAGE_GPA, abi.HC_BUFFER_GPA, abi.HC_BUFFER_SIZE)
         server = hypercalls.HypercallServer(
             memory, layout, stdout=io.BytesIO(), stderr=io.BytesIO(), require_attestation=False
         )
-        memory.write(
-            0x200000, struct.pack("<IHHIi6Q", hypercalls.HC_MAGIC, 1, 0, 8, 0, 1, 0, 0, 0, 0, 0)
-        )
+        request = {"magic": abi.HC_MAGIC, "version": abi.ABI_VERSION, "reserved": 0, "status": 0}
+        arg = (abi.CLOCK_MONOTONIC, 0, 0, 0, 0, 0)
+        page = {**request, "call": abi.Hypercall.CLOCK, "arg": arg, "ret": (0, 0)}
+        memory.write(abi.HC_PAGE_GPA, abi.HC_PAGE.pack(page))
         best = float("inf")
         for _ in range(5):
             started = time.perf_counter()

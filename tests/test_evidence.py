@@ -19,7 +19,7 @@ from toolchain.sign import dev_key, generate_private_key, sign_statement
 from toolchain.sign.keys import ECDSA_P384, public_path_for
 from toolchain.snp.certs import amd_certificate
 from toolchain.snp.tcb import Product
-from toolchain.verify import TrustedRoots
+from toolchain.verify import Verifier
 from toolchain.verify.evidence import verify_evidence
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,9 +99,9 @@ def test_the_simulated_root_is_trusted_only_when_given(
     captured = capsys.readouterr()
     assert "✗ ark.trusted: expected one of the pinned roots" in captured.out
     assert f"--extra-root naming your simulated ARK (this user's: {made['ark']})" in captured.err
-    # the library default is AMD's pinned roots, whatever the file claims about its root
+    # a verifier of AMD's pinned roots fails it, whatever the file claims about its root
     checks = verify_evidence(
-        made["path"].read_bytes(), trust=_dev_trust(made), roots=TrustedRoots.amd()
+        made["path"].read_bytes(), verifier=Verifier.amd(), trust=_dev_trust(made)
     )
     assert "ark.trusted" in {c.name for c in checks.failures}
 

@@ -20,9 +20,9 @@ from toolchain.snp.digest import PAGE_SIZE, VMSA_GPA, LaunchDigest, PageType
 from toolchain.snp.report import AttestationReport
 from toolchain.snp.tcb import Product
 from toolchain.snp.vmsa import vmsa_page
+from toolchain.verify import Verifier
 from toolchain.verify.policy import VerificationPolicy
 from toolchain.verify.roots import TrustedRoots
-from toolchain.verify.verifier import verify_report
 
 NONCE = bytes(range(64))
 
@@ -83,9 +83,9 @@ def test_report_verifies_only_when_the_sim_root_is_trusted() -> None:
         report_data=NONCE, allowed_measurements=frozenset({firmware.measurement}), strict=True
     )
     trusted = TrustedRoots.amd().with_extra(ark, label="simulated (test)")
-    checks = verify_report(report, vcek, ask=ask, ark=ark, policy=policy, roots=trusted)
+    checks = Verifier(trusted).verify_report(report, vcek, ask=ask, ark=ark, policy=policy)
     assert checks.ok, [c.line() for c in checks.failures]
-    untrusted = verify_report(report, vcek, ask=ask, ark=ark, policy=policy)
+    untrusted = Verifier.amd().verify_report(report, vcek, ask=ask, ark=ark, policy=policy)
     assert not untrusted.ok
     assert report.version == 3
     assert report.vmpl == 0

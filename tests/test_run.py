@@ -24,7 +24,7 @@ from toolchain.measure.plan import PLAN_FILE, LaunchPlan, Region
 from toolchain.sign import dev_key, generate_private_key
 from toolchain.sign.references import verify_envelope
 from toolchain.snp.digest import PageType
-from toolchain.verify import VerificationPolicy
+from toolchain.verify import VerificationPolicy, Verifier
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello" / "hello.wat"
@@ -52,7 +52,7 @@ def _attestation(build: KeepBuild, firmware: SimFirmware) -> LiveAttestation:
         firmware=firmware,
         references=references,
         reference_checks=checks,
-        roots=_roots(True, firmware),
+        verifier=Verifier(_roots(True, firmware)),
         policy=VerificationPolicy(),
         backend="kvm",
         vcpus=1,

@@ -27,7 +27,7 @@ from toolchain.snp import certs
 from toolchain.snp.policy import GuestPolicy
 from toolchain.snp.report import REPORT_SIZE, SIGNED_SIZE, AttestationReport, load_report
 from toolchain.snp.tcb import Product, TcbVersion
-from toolchain.verify import TrustedRoots, VerificationPolicy, verify_report
+from toolchain.verify import TrustedRoots, VerificationPolicy, Verifier
 
 SNP = Path("vectors") / "snp-reports"
 GENOA_CRL = "enarx-steward/genoa_vcek_crl_2022-10-31.der"
@@ -216,7 +216,7 @@ def _cert(vectors: Path, name: str) -> x509.Certificate:
 
 
 def _run(vectors: Path, sample: Sample) -> Checklist:
-    return verify_report(
+    return Verifier.amd().verify_report(
         _report(vectors, sample.report),
         _cert(vectors, sample.vcek),
         policy=sample.policy,
@@ -318,12 +318,14 @@ def test_every_bit_flip_in_the_signed_region_fails(vectors: Path) -> None:
     data = (vectors / "microsoft-tee-av/genoa_attestation_report.bin").read_bytes()
     vcek = _cert(vectors, "microsoft-tee-av/genoa_vcek.pem")
     policy = VerificationPolicy()
-    assert verify_report(AttestationReport.parse(data), vcek, policy=policy).ok
+    assert Verifier.amd().verify_report(AttestationReport.parse(data), vcek, policy=policy).ok
     survivors = []
     for offset in range(SIGNED_SIZE):
         flipped = bytearray(data)
         flipped[offset] ^= 1 << (offset % 8)
-        checklist = verify_report(AttestationReport.parse(bytes(flipped)), vcek, policy=policy)
+        checklist = Verifier.amd().verify_report(
+            AttestationReport.parse(bytes(flipped)), vcek, policy=policy
+        )
         failed = {c.name for c in checklist.failures}
         if checklist.ok or "report.signature" not in failed:
             survivors.append(offset)
@@ -335,12 +337,12 @@ def test_unsigned_tail_is_reported_not_trusted(vectors: Path) -> None:
     data[REPORT_SIZE - 1] ^= 0x80  # reserved, outside the signature
     vcek = _cert(vectors, "microsoft-tee-av/genoa_vcek.pem")
     report = AttestationReport.parse(bytes(data))
-    lenient = verify_report(report, vcek, policy=VerificationPolicy())
+    lenient = Verifier.amd().verify_report(report, vcek, policy=VerificationPolicy())
     assert lenient.ok
     reserved = next(c for c in lenient.checks if c.name == "report.reserved")
     assert reserved.ok is None
     assert "reserved_330" in reserved.detail
-    strict = verify_report(report, vcek, policy=VerificationPolicy(strict=True))
+    strict = Verifier.amd().verify_report(report, vcek, policy=VerificationPolicy(strict=True))
     assert {c.name for c in strict.failures} == {"report.reserved"}
 
 
@@ -348,7 +350,9 @@ def test_signature_r_s_out_of_range_fails(vectors: Path) -> None:
     report = _report(vectors, "trustee/test-report.bin")
     vcek = _cert(vectors, "trustee/test-vcek.der")
     for r, s in ((0, report.signature_s), (report.signature_r + (1 << 400), report.signature_s)):
-        checklist = verify_report(report.with_signature(r, s), vcek, policy=VerificationPolicy())
+        checklist = Verifier.amd().verify_report(
+            report.with_signature(r, s), vcek, policy=VerificationPolicy()
+        )
         assert "report.signature" in {c.name for c in checklist.failures}
 
 
@@ -361,7 +365,7 @@ def test_policy_checks_against_a_real_genoa_report(vectors: Path) -> None:
 
     def failures(**changes: object) -> set[str]:
         policy = VerificationPolicy().replace(**changes)
-        return {c.name for c in verify_report(report, vcek, policy=policy).failures}
+        return {c.name for c in Verifier.amd().verify_report(report, vcek, policy=policy).failures}
 
     assert failures(allowed_measurements=frozenset({report.measurement})) == set()
     assert failures(allowed_measurements=frozenset({bytes(48)})) == {"measurement"}
@@ -396,12 +400,15 @@ def test_migration_agent_forbidden_by_default(vectors: Path) -> None:
     vcek = _cert(vectors, "trustee/test-vcek.der")
     # change the policy: the signature breaks too, but the policy check must say it on its own
     with_ma = dataclasses.replace(report, policy=GuestPolicy(report.policy.value | 1 << 18))
-    failed = {c.name for c in verify_report(with_ma, vcek, policy=VerificationPolicy()).failures}
+    failed = {
+        c.name
+        for c in Verifier.amd().verify_report(with_ma, vcek, policy=VerificationPolicy()).failures
+    }
     assert failed == {"report.signature", "policy.migrate-ma"}
     allowed = VerificationPolicy(allow_migration_agent=True)
-    assert {c.name for c in verify_report(with_ma, vcek, policy=allowed).failures} == {
-        "report.signature"
-    }
+    assert {
+        c.name for c in Verifier.amd().verify_report(with_ma, vcek, policy=allowed).failures
+    } == {"report.signature"}
 
 
 def test_policy_from_toml() -> None:
@@ -522,7 +529,7 @@ def simulated() -> SimulatedChain:
 
 
 def test_simulated_root_passed_as_ark_is_not_trusted(simulated: SimulatedChain) -> None:
-    checklist = verify_report(
+    checklist = Verifier.amd().verify_report(
         simulated.report,
         simulated.vcek,
         policy=VerificationPolicy(),
@@ -536,35 +543,35 @@ def test_simulated_root_passed_as_ark_is_not_trusted(simulated: SimulatedChain) 
 
 
 def test_simulated_ask_under_amds_name_does_not_chain(simulated: SimulatedChain) -> None:
-    checklist = verify_report(
+    checklist = Verifier.amd().verify_report(
         simulated.report, simulated.vcek, policy=VerificationPolicy(), ask=simulated.ask
     )
     assert {c.name for c in checklist.failures} == {"ask.signed-by-ark"}
     # and with AMD's packaged ASK the simulated VCEK does not chain either
-    checklist = verify_report(simulated.report, simulated.vcek, policy=VerificationPolicy())
+    checklist = Verifier.amd().verify_report(
+        simulated.report, simulated.vcek, policy=VerificationPolicy()
+    )
     assert {c.name for c in checklist.failures} == {"vcek.signed-by-ask"}
 
 
 def test_simulated_root_trusted_only_on_request(simulated: SimulatedChain) -> None:
     roots = TrustedRoots.amd().with_extra(simulated.ark, label="simulated (development)")
-    checklist = verify_report(
+    checklist = Verifier(roots).verify_report(
         simulated.report,
         simulated.vcek,
         policy=VerificationPolicy(allowed_measurements=frozenset({b"\x5a" * 48})),
         ask=simulated.ask,
         ark=simulated.ark,
-        roots=roots,
     )
     assert checklist.ok, checklist.render()
     trusted = next(c for c in checklist.checks if c.name == "ark.trusted")
     assert "simulated (development)" in trusted.found
     # AMD's roots are still AMD's in that set
-    real = verify_report(
+    real = Verifier(roots).verify_report(
         simulated.report,
         simulated.vcek,
         policy=VerificationPolicy(),
         ask=simulated.ask,
-        roots=roots,
     )
     assert real.ok
     assert "simulated" in next(c for c in real.checks if c.name == "ark.trusted").found
@@ -590,11 +597,17 @@ def test_extra_root_must_be_self_signed(simulated: SimulatedChain) -> None:
 def test_product_mismatch_is_a_failure(vectors: Path) -> None:
     sample = SAMPLES[0]
     report, vcek = _report(vectors, sample.report), _cert(vectors, sample.vcek)
-    checklist = verify_report(report, vcek, policy=VerificationPolicy(), product="genoa")
+    checklist = Verifier.amd().verify_report(
+        report, vcek, policy=VerificationPolicy(), product="genoa"
+    )
     assert "product" in {c.name for c in checklist.failures}
-    assert verify_report(report, vcek, policy=VerificationPolicy(), product=Product.MILAN).ok
+    assert (
+        Verifier.amd()
+        .verify_report(report, vcek, policy=VerificationPolicy(), product=Product.MILAN)
+        .ok
+    )
     with pytest.raises(InputError):
-        verify_report(report, vcek, policy=VerificationPolicy(), product="rome")
+        Verifier.amd().verify_report(report, vcek, policy=VerificationPolicy(), product="rome")
 
 
 # ---- the command ------------------------------------------------------------------------------
@@ -761,7 +774,7 @@ def test_fuzz_damaged_vcek(vectors: Path, data: st.DataObject) -> None:
     report = _report(vectors, "trustee/test-report.bin")
     try:
         vcek = certs.load_certificate(bytes(blob))
-        verify_report(report, vcek, policy=VerificationPolicy())
+        Verifier.amd().verify_report(report, vcek, policy=VerificationPolicy())
     except KeepError:
         pass
 
@@ -770,7 +783,9 @@ def test_fuzz_damaged_vcek(vectors: Path, data: st.DataObject) -> None:
 @given(st.binary(min_size=REPORT_SIZE, max_size=REPORT_SIZE))
 def test_fuzz_random_reports_never_verify(vectors: Path, data: bytes) -> None:
     vcek = _cert(vectors, "trustee/test-vcek.der")
-    checklist = verify_report(AttestationReport.parse(data), vcek, policy=VerificationPolicy())
+    checklist = Verifier.amd().verify_report(
+        AttestationReport.parse(data), vcek, policy=VerificationPolicy()
+    )
     assert not checklist.ok
     assert "report.signature" in {c.name for c in checklist.failures}
 
@@ -834,7 +849,7 @@ def test_an_unpinned_simulated_root_is_named_as_the_cause(sim_evidence: Path) ->
 
 
 def test_an_unpinned_root_is_named_as_the_cause(simulated: SimulatedChain) -> None:
-    checklist = verify_report(
+    checklist = Verifier.amd().verify_report(
         simulated.report,
         simulated.vcek,
         policy=VerificationPolicy(),
@@ -857,7 +872,9 @@ def test_at_with_a_utc_offset_is_converted(
     report = _report(vectors, "trustee/test-vlek-report.bin")
     vlek = _cert(vectors, "trustee/test-vlek.der")
     east = datetime(2025, 6, 1, 2, 30, tzinfo=timezone(timedelta(hours=2)))
-    checklist = verify_report(report, vlek, policy=VerificationPolicy(vmpl=1), at=east)
+    checklist = Verifier.amd().verify_report(
+        report, vlek, policy=VerificationPolicy(vmpl=1), at=east
+    )
     validity = next(c for c in checklist.checks if c.name == "vlek.validity")
     assert validity.expected == "valid at 2025-06-01 00:30:00 UTC"
 

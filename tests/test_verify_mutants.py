@@ -31,8 +31,8 @@ from toolchain.verify import (
     TrustedRoot,
     TrustedRoots,
     VerificationPolicy,
+    Verifier,
     report_signature_ok,
-    verify_report,
 )
 
 SNP = Path("vectors") / "snp-reports"
@@ -125,13 +125,12 @@ class Minted:
         self, report: AttestationReport, vek: x509.Certificate, **options: object
     ) -> Checklist:
         policy = options.pop("policy", VerificationPolicy(vmpl=report.vmpl))
-        return verify_report(
+        return Verifier(self.roots).verify_report(
             report,
             vek,
             policy=policy,  # type: ignore[arg-type]
             ask=self.ask,
             ark=self.ark,
-            roots=self.roots,
             **options,  # type: ignore[arg-type]
         )
 
@@ -338,8 +337,8 @@ def test_naive_verification_time_is_utc(data_dir: Path) -> None:
     report = _real(data_dir, VLEK_REPORT)
     vlek = certs.load_certificate((data_dir / SNP / "trustee/test-vlek.der").read_bytes())
     policy = VerificationPolicy(vmpl=1)
-    assert verify_report(report, vlek, policy=policy, at=datetime(2025, 6, 1)).ok
-    late = verify_report(report, vlek, policy=policy, at=datetime(2025, 12, 11))
+    assert Verifier.amd().verify_report(report, vlek, policy=policy, at=datetime(2025, 6, 1)).ok
+    late = Verifier.amd().verify_report(report, vlek, policy=policy, at=datetime(2025, 12, 11))
     assert _failures(late) == {"vlek.validity"}
     assert "2025-12-11 00:00:00 UTC" in _check(late, "vlek.validity").expected  # type: ignore[attr-defined]
 
@@ -348,8 +347,12 @@ def test_min_tcb_floor_for_a_component_the_report_lacks(data_dir: Path) -> None:
     """Milan has no FMC level: a floor of fmc>=1 cannot be met (absent is below 1)."""
     report = _real(data_dir, "virtee-sev/report_milan.hex")
     vcek = certs.load_certificate((data_dir / SNP / "virtee-sev/vcek_milan.der").read_bytes())
-    assert verify_report(report, vcek, policy=VerificationPolicy(min_tcb={"fmc": 0})).ok
-    checklist = verify_report(report, vcek, policy=VerificationPolicy(min_tcb={"fmc": 1}))
+    assert (
+        Verifier.amd().verify_report(report, vcek, policy=VerificationPolicy(min_tcb={"fmc": 0})).ok
+    )
+    checklist = Verifier.amd().verify_report(
+        report, vcek, policy=VerificationPolicy(min_tcb={"fmc": 1})
+    )
     assert _failures(checklist) == {"tcb.minimum"}
     assert "below: fmc" in _check(checklist, "tcb.minimum").detail  # type: ignore[attr-defined]
 
@@ -359,12 +362,16 @@ def test_min_tcb_and_guest_svn_are_inclusive(data_dir: Path) -> None:
     vcek = certs.load_certificate((data_dir / SNP / "trustee/test-vcek.der").read_bytes())
     tcb = report.reported_tcb.components()
     exact = VerificationPolicy(min_tcb=dict(tcb), min_guest_svn=report.guest_svn)
-    assert verify_report(report, vcek, policy=exact).ok
+    assert Verifier.amd().verify_report(report, vcek, policy=exact).ok
     for name in ("snp", "microcode"):
         above = VerificationPolicy(min_tcb={name: tcb[name] + 1})
-        assert _failures(verify_report(report, vcek, policy=above)) == {"tcb.minimum"}
+        assert _failures(Verifier.amd().verify_report(report, vcek, policy=above)) == {
+            "tcb.minimum"
+        }
     above_svn = VerificationPolicy(min_guest_svn=report.guest_svn + 1)
-    assert _failures(verify_report(report, vcek, policy=above_svn)) == {"guest-svn.minimum"}
+    assert _failures(Verifier.amd().verify_report(report, vcek, policy=above_svn)) == {
+        "guest-svn.minimum"
+    }
 
 
 def test_vmpl_must_equal_the_policy(data_dir: Path, milan: Minted) -> None:
@@ -530,7 +537,9 @@ def test_no_product_and_no_intermediate_names_every_missing_link(data_dir: Path)
         minted.ask_key,
         extensions,
     )
-    checklist = verify_report(_signed(report, private), vcek, policy=VerificationPolicy())
+    checklist = Verifier.amd().verify_report(
+        _signed(report, private), vcek, policy=VerificationPolicy()
+    )
     assert _failures(checklist) == {
         "product",
         "ark.trusted",
@@ -549,7 +558,9 @@ def test_an_intermediate_whose_issuer_no_pinned_root_names_fails(data_dir: Path)
     report = _real(data_dir, MILAN_REPORT)
     minted = Minted(Product.MILAN, ask, ask, ask_key, TrustedRoots.amd())
     vcek, key = minted.vek(report)
-    checklist = verify_report(_signed(report, key), vcek, policy=VerificationPolicy(), ask=ask)
+    checklist = Verifier.amd().verify_report(
+        _signed(report, key), vcek, policy=VerificationPolicy(), ask=ask
+    )
     assert _failures(checklist) == {"ark.trusted", "ask.signed-by-ark"}, checklist.render()
     assert "'CN=ARK-Elsewhere," in _check(checklist, "ark.trusted").found  # type: ignore[attr-defined]
 
@@ -565,7 +576,9 @@ def test_an_unrooted_chain_makes_a_given_crl_unusable(data_dir: Path) -> None:
     crl = (data_dir / SNP / "enarx-steward/milan_vcek_crl_2022-05-09.der").read_bytes()
     # The 2022 CRL is stale now; accepting that isolates what this test is about.
     policy = VerificationPolicy(allow_stale_crl=True)
-    checklist = verify_report(_signed(report, key), vcek, policy=policy, ask=ask, crl=crl)
+    checklist = Verifier.amd().verify_report(
+        _signed(report, key), vcek, policy=policy, ask=ask, crl=crl
+    )
     assert _failures(checklist) == {
         "ark.trusted",
         "ask.signed-by-ark",
@@ -581,12 +594,11 @@ def test_the_root_that_signed_the_intermediate_is_chosen_among_namesakes(
     """AMD's ARK-Milan and a minted ARK-Milan share a name; the one that signed the ASK wins."""
     report = _real(data_dir, MILAN_REPORT)
     vcek, key = milan.vek(report)
-    checklist = verify_report(
+    checklist = Verifier(milan.roots).verify_report(
         _signed(report, key),
         vcek,
         policy=VerificationPolicy(),
-        ask=milan.ask,
-        roots=milan.roots,  # no ark=: the root is found by the ASK's issuer name
+        ask=milan.ask,  # no ark=: the root is found by the ASK's issuer name
     )
     assert checklist.ok, checklist.render()
     assert "minted in the test" in _check(checklist, "ark.trusted").found  # type: ignore[attr-defined]
@@ -604,17 +616,17 @@ def test_crl_freshness_window_is_inclusive_and_shown(data_dir: Path) -> None:
     policy = VerificationPolicy()  # a fresh CRL is required by default
     second = timedelta(seconds=1)
     for at in (crl.last_update_utc, crl.next_update_utc):
-        checklist = verify_report(report, vcek, policy=policy, crl=data, at=at)
+        checklist = Verifier.amd().verify_report(report, vcek, policy=policy, crl=data, at=at)
         assert _check(checklist, "crl.freshness").ok is True, (at, checklist.render())  # type: ignore[attr-defined]
     for at in (crl.last_update_utc - second, crl.next_update_utc + second):
-        checklist = verify_report(report, vcek, policy=policy, crl=data, at=at)
+        checklist = Verifier.amd().verify_report(report, vcek, policy=policy, crl=data, at=at)
         assert _check(checklist, "crl.freshness").ok is False, (at, checklist.render())  # type: ignore[attr-defined]
 
 
 def test_chip_id_skips_are_shown_with_their_reason(data_dir: Path, milan: Minted) -> None:
     vlek_report = _real(data_dir, VLEK_REPORT)
     vlek = certs.load_certificate((data_dir / SNP / "trustee/test-vlek.der").read_bytes())
-    checklist = verify_report(
+    checklist = Verifier.amd().verify_report(
         vlek_report, vlek, policy=VerificationPolicy(vmpl=1), at=datetime(2025, 6, 1, tzinfo=UTC)
     )
     chip = _check(checklist, "report.chip-id")
@@ -667,7 +679,9 @@ def test_every_check_is_listed_once_accepted_or_skipped(data_dir: Path) -> None:
     """A check that passes or is skipped still appears: the list says what was looked at."""
     report = _real(data_dir, "go-sev-guest/attestation.bin")  # debug and SMT allowed by the guest
     vcek = certs.load_certificate((data_dir / SNP / "go-sev-guest/vcek.testcer").read_bytes())
-    checklist = verify_report(report, vcek, policy=VerificationPolicy(allow_debug=True))
+    checklist = Verifier.amd().verify_report(
+        report, vcek, policy=VerificationPolicy(allow_debug=True)
+    )
     assert [c.name for c in checklist.checks] == [
         *CHAIN_CHECKS,
         "policy.debug",
@@ -687,7 +701,7 @@ def test_every_check_is_listed_once_accepted_or_skipped(data_dir: Path) -> None:
         required_policy_flags=frozenset({"smt"}),
         required_platform_flags=frozenset({"smt_enabled"}),
     )
-    checklist = verify_report(report, vcek, policy=required)
+    checklist = Verifier.amd().verify_report(report, vcek, policy=required)
     assert [c.name for c in checklist.checks] == [
         *CHAIN_CHECKS,
         "policy.debug",
@@ -716,10 +730,10 @@ def test_a_short_expected_value_is_compared_zero_padded_and_says_so(data_dir: Pa
     report = _real(data_dir, MILAN_REPORT)
     vcek = certs.load_certificate((data_dir / SNP / "trustee/test-vcek.der").read_bytes())
     full = VerificationPolicy(report_data=report.report_data)
-    check = _check(verify_report(report, vcek, policy=full), "report-data")
+    check = _check(Verifier.amd().verify_report(report, vcek, policy=full), "report-data")
     assert (check.ok, check.detail) == (True, "")  # type: ignore[attr-defined]
     short = VerificationPolicy(report_data=report.report_data[:32])
-    check = _check(verify_report(report, vcek, policy=short), "report-data")
+    check = _check(Verifier.amd().verify_report(report, vcek, policy=short), "report-data")
     assert check.ok is (report.report_data[32:] == bytes(32))  # type: ignore[attr-defined]
     assert "zero-padded to 64 bytes" in check.detail  # type: ignore[attr-defined]
 
@@ -728,7 +742,9 @@ def test_any_vmpl_is_listed_as_a_skip(data_dir: Path) -> None:
     report = _real(data_dir, VLEK_REPORT)  # VMPL 1
     vlek = certs.load_certificate((data_dir / SNP / "trustee/test-vlek.der").read_bytes())
     at = datetime(2025, 6, 1, tzinfo=UTC)
-    checklist = verify_report(report, vlek, policy=VerificationPolicy(vmpl=None), at=at)
+    checklist = Verifier.amd().verify_report(
+        report, vlek, policy=VerificationPolicy(vmpl=None), at=at
+    )
     assert checklist.ok, checklist.render()
     vmpl = _check(checklist, "report.vmpl")
     assert (vmpl.ok, vmpl.found, vmpl.detail) == (None, "1", "any VMPL accepted by the policy")  # type: ignore[attr-defined]
@@ -746,8 +762,8 @@ def test_when_no_namesake_root_signed_the_intermediate_the_first_pinned_is_named
     )
     report = _real(data_dir, MILAN_REPORT)
     vcek, key = milan.vek(report)
-    checklist = verify_report(
-        _signed(report, key), vcek, policy=VerificationPolicy(), ask=ask, roots=milan.roots
+    checklist = Verifier(milan.roots).verify_report(
+        _signed(report, key), vcek, policy=VerificationPolicy(), ask=ask
     )
     assert _failures(checklist) == {"ask.signed-by-ark"}, checklist.render()
     assert "AMD Milan (pinned)" in _check(checklist, "ark.trusted").found  # type: ignore[attr-defined]

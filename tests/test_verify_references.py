@@ -13,6 +13,7 @@ from keep.cli import main
 from toolchain.sign import (
     KeepPredicate,
     LaunchConfig,
+    PrivateKey,
     build_statement,
     generate_private_key,
     sign_statement,
@@ -25,10 +26,8 @@ VCEK = "vectors/snp-reports/enarx-steward/vcek.der"
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def _envelope(tmp_path: Path, key_name: str, configs: list[LaunchConfig]) -> tuple[Path, Path]:
-    key = generate_private_key("ecdsa-p384")
-    key_path = tmp_path / key_name
-    pub_path = write_key_pair(key_path, key)
+def signed_reference(configs: list[LaunchConfig], key: PrivateKey) -> bytes:
+    """A reference envelope (release 9.9.9, valid from a day ago to a day ahead) signed by key."""
     predicate = KeepPredicate(
         release="9.9.9",
         configs=configs,
@@ -40,8 +39,14 @@ def _envelope(tmp_path: Path, key_name: str, configs: list[LaunchConfig]) -> tup
         development=False,
     )
     statement = build_statement(predicate, {"keep.img": {"sha256": "00" * 32}})
+    return sign_statement(statement, key)
+
+
+def _envelope(tmp_path: Path, key_name: str, configs: list[LaunchConfig]) -> tuple[Path, Path]:
+    key = generate_private_key("ecdsa-p384")
+    pub_path = write_key_pair(tmp_path / key_name, key)
     out = tmp_path / f"{key_name}.dsse.json"
-    out.write_bytes(sign_statement(statement, key))
+    out.write_bytes(signed_reference(configs, key))
     return out, pub_path
 
 

@@ -30,9 +30,6 @@ from runtime.vmm.memory import GuestMemory
 from runtime.vmm.miniguest import (
     HC_BUFFER_GPA,
     HC_PAGE_GPA,
-    OFF_ARGS,
-    OFF_CALL,
-    OFF_RET,
     Asm,
     NullFirmware,
     mini_plan,
@@ -40,6 +37,7 @@ from runtime.vmm.miniguest import (
 from runtime.vmm.platform import kvm_unavailable_reason
 from runtime.vmm.vm import Vm
 from toolchain.errors import EvidenceError, InputError, PlatformError
+from toolchain.measure.abi import OFF_ARGS, OFF_CALL, OFF_RET
 from toolchain.snp.report import AttestationReport
 
 KVM_MISSING = kvm_unavailable_reason()

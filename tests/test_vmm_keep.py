@@ -18,9 +18,9 @@ from toolchain.errors import EvidenceError
 from toolchain.measure.plan import LaunchPlan
 from toolchain.snp.digest import PageType
 from toolchain.snp.report import AttestationReport
+from toolchain.verify import Verifier
 from toolchain.verify.policy import VerificationPolicy
 from toolchain.verify.roots import TrustedRoots
-from toolchain.verify.verifier import verify_report
 
 ROOT = Path(__file__).resolve().parent.parent
 KVM_MISSING = kvm_unavailable_reason()
@@ -50,8 +50,8 @@ def _verifier(plan: LaunchPlan, nonce: bytes) -> tuple[list[str], Callable[[byte
     lines: list[str] = []
 
     def verify(raw: bytes) -> None:
-        checks = verify_report(
-            AttestationReport.parse(raw), vcek, ask=ask, ark=ark, policy=policy, roots=roots
+        checks = Verifier(roots).verify_report(
+            AttestationReport.parse(raw), vcek, ask=ask, ark=ark, policy=policy
         )
         lines.extend(check.line() for check in checks.checks)
         if not checks.ok:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from toolchain.measure.abi import FATAL_EXIT_STATUS, TRAP_EXIT_STATUS
+
 #: Options may follow the application's arguments (``keep run app.wasm a b --backend nil``).
 INTERMIXED = True
 
@@ -27,9 +29,12 @@ EXIT_CODES = (
     ("2", "unusable input: a bad option, application or build directory"),
     ("3", "platform error: no usable /dev/kvm for --backend kvm, a missing tool"),
     ("124", "--timeout passed after the keep attested (as timeout(1))"),
-    ("125", "the keep's runtime stopped the application (e.g. its memory does not fit the keep)"),
+    (
+        str(FATAL_EXIT_STATUS),
+        "the keep's runtime stopped the application (e.g. its memory does not fit the keep)",
+    ),
     ("130", "interrupted (Ctrl-C)"),
-    ("134", "the application trapped ('wasm trap: NAME' on stderr)"),
+    (str(TRAP_EXIT_STATUS), "the application trapped ('wasm trap: NAME' on stderr)"),
 )
 
 

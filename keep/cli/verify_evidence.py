@@ -1,8 +1,8 @@
 """``keep verify-evidence``: verify a ``keep run --evidence`` file as a whole, offline.
 
 Report, certificate chain, nonce binding, signed references and policy in one command, with the
-code ``keep verify-report`` uses (``toolchain.verify.evidence.verify_evidence``). Exit 0 when the
-evidence verifies, 1 when it does not, 2 on unusable input.
+entry point ``keep verify-report`` uses (``toolchain.verify.evidence.verify_evidence``, then
+``Verifier.verify``). Exit 0 when the evidence verifies, 1 when it does not, 2 on unusable input.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     from keep.cli.references import trust_policy_from_args
     from keep.cli.verify_report import parse_hex, parse_time, read_file, roots_from_args
-    from toolchain.verify import VerificationPolicy
+    from toolchain.verify import VerificationPolicy, Verifier
     from toolchain.verify.evidence import verify_evidence
 
     # --trust FILE, $KEEPSTACK_TRUST or the built-in policy (never the current directory);
@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     trust = trust_policy_from_args(args)
     checklist = verify_evidence(
         read_file(args.evidence, "evidence"),
+        verifier=Verifier(roots_from_args(args)),
         trust=trust,
-        roots=roots_from_args(args),
         policy=VerificationPolicy.load(args.policy) if args.policy else None,
         nonce=parse_hex(args.nonce, "--nonce") if args.nonce is not None else None,
         trees=_trees(args.dirs),

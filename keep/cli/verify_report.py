@@ -14,10 +14,9 @@ if TYPE_CHECKING:
 
     from cryptography import x509
 
-    from toolchain.checks import Checklist
     from toolchain.snp.bundle import CertificateBundle
     from toolchain.snp.report import AttestationReport
-    from toolchain.verify import TrustedRoots, VerificationPolicy
+    from toolchain.verify import References, TrustedRoots, VerificationPolicy
 
 
 def _int_auto(text: str) -> int:
@@ -199,29 +198,20 @@ def roots_from_args(args: argparse.Namespace) -> TrustedRoots:
     return roots
 
 
-def references_checklist(
-    args: argparse.Namespace,
-    report: AttestationReport,
-    vcek: x509.Certificate,
-    policy: VerificationPolicy,
-) -> tuple[Checklist | None, VerificationPolicy]:
-    """Verify ``--references`` and narrow the policy's allowed measurements to what it lists."""
+def references_from_args(args: argparse.Namespace) -> References | None:
+    """``--references`` verified against the trust policy (None without it)."""
     from keep.cli.references import trust_policy_from_args
     from toolchain.errors import InputError
-    from toolchain.verify.references import references_checklist as check_references
+    from toolchain.verify import References
 
     if args.references is None:
         if args.trust is not None or args.trusted_key:
             raise InputError("--trust and --trusted-key only make sense with --references")
-        return None, policy
+        return None
     trust = trust_policy_from_args(args)
-    return check_references(
+    return References.verify(
         read_file(args.references, "reference envelope"),
         trust,
-        report,
-        vcek,
-        policy,
-        product=args.product,
         at=parse_time(args.at) if args.at else None,
         title=f"signed reference measurements {args.references}",
     )
@@ -263,26 +253,25 @@ def certificates_from_args(
 
 def run(args: argparse.Namespace) -> int:
     from toolchain.snp.report import read_report_file
-    from toolchain.verify import verify_report
+    from toolchain.verify import Verifier
 
     report, how = read_report_file(args.report, offset=args.offset)
     vek, bundle, crl = certificates_from_args(args, report)
-    ref_checks, policy = references_checklist(args, report, vek, policy_from_args(args))
-    checklist = verify_report(
+    policy = policy_from_args(args)
+    references = references_from_args(args)
+    checklist = Verifier(roots_from_args(args)).verify(
         report,
         vek,
         policy=policy,
+        references=references,
         ask=bundle.intermediate,
         ark=bundle.ark,
         product=args.product,
         at=parse_time(args.at) if args.at else None,
         crl=crl,
-        roots=roots_from_args(args),
     )
     checklist.title = f"{checklist.title}: {args.report} ({how})"
-    if ref_checks is not None:
-        ref_checks.extend(checklist)
-        ref_checks.title = checklist.title + f" with references {args.references}"
-        checklist = ref_checks
+    if references is not None:
+        checklist.title += f" with references {args.references}"
     print(checklist.to_json() if args.json else checklist.render())
     return 0 if checklist.ok else 1

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from toolchain.sign.references import VerifiedReferences
     from toolchain.snp.digest import PageType
     from toolchain.snp.vmsa import VcpuState
-    from toolchain.verify import TrustedRoots, VerificationPolicy
+    from toolchain.verify import VerificationPolicy, Verifier
 
 NONCE_SIZE = 64
 
@@ -46,7 +46,8 @@ class LiveAttestation:
     firmware: Firmware
     references: VerifiedReferences
     reference_checks: Checklist
-    roots: TrustedRoots
+    #: The run's verifier: AMD's pinned roots, plus the simulated one only under ``--dev``.
+    verifier: Verifier
     policy: VerificationPolicy
     backend: str
     vcpus: int
@@ -154,33 +155,24 @@ class LiveAttestation:
     def _verify(self, report_bytes: bytes) -> Checklist:
         from toolchain.snp.certs import load_certificate
         from toolchain.snp.report import AttestationReport
-        from toolchain.verify import verify_report
-        from toolchain.verify.references import allowed_measurements, report_generation
+        from toolchain.verify import References
 
         report = AttestationReport.parse(report_bytes)
         chain = self.firmware.certificate_chain()
-        vcek = load_certificate(chain.vcek)
-        ask = load_certificate(chain.ask)
-        ark = load_certificate(chain.ark)
-        generation = report_generation(report, vcek)
-        allowed = allowed_measurements(
-            self.references, report, product=generation, backend=self.backend, vcpus=self.vcpus
-        )
-        policy = self.policy.replace(
-            report_data=self.expected_report_data, allowed_measurements=allowed
+        # The references verified before boot; only configurations for this launch count.
+        references = References(
+            self.reference_checks, self.references, backend=self.backend, vcpus=self.vcpus
         )
         checks = Checklist(f"live attestation ({self.firmware.name} firmware, {self.backend})")
-        checks.extend(self.reference_checks)
-        checks.add(
-            "references.configuration",
-            bool(allowed),
-            expected=f"a reference for guest policy {report.policy.value:#x}, "
-            f"{self.vcpus} vCPU(s), backend {self.backend}, {generation or 'any generation'}",
-            found=f"{len(allowed)} matching launch digest(s) in release {self.references.release}",
-            detail="development reference" if self.references.development else "",
-        )
         checks.extend(
-            verify_report(report, vcek, policy=policy, ask=ask, ark=ark, roots=self.roots)
+            self.verifier.verify(
+                report,
+                load_certificate(chain.vcek),
+                policy=self.policy.replace(report_data=self.expected_report_data),
+                references=references,
+                ask=load_certificate(chain.ask),
+                ark=load_certificate(chain.ark),
+            )
         )
         return checks
 

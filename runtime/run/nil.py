@@ -27,12 +27,11 @@ from typing import Any
 
 from runtime.run.nil_wasi import KeepWasi, ProcExit, process_stdio
 from toolchain.errors import InputError
+from toolchain.measure.abi import FATAL_EXIT_STATUS, TRAP_EXIT_STATUS
 from toolchain.measure.keep import WASM_PAGE, linear_memory_limit
 
-TRAP_EXIT_STATUS = 134
-#: ``KEEP_FATAL_EXIT_STATUS`` and the line the keep's runtime prints when the module's linear
-#: memory does not fit its heap (``abort()`` in runtime/guest/wasm/libc.c).
-FATAL_EXIT_STATUS = 125
+#: The line the keep's runtime prints, before it ends with ``FATAL_EXIT_STATUS``, when the
+#: module's linear memory does not fit its heap (``abort()`` in runtime/guest/wasm/libc.c).
 OUT_OF_MEMORY_LINE = "keep: aborted (out of memory for the module?)"
 
 NIL_WARNING = (

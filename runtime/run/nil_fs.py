@@ -17,14 +17,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolchain.measure.abi import FS_FILE_MAX, TREE_MAGIC
+
 ESUCCESS, EBADF, EBUSY, EEXIST, EFAULT, EFBIG, EINVAL = 0, 8, 10, 20, 21, 22, 28
 EISDIR, ELOOP, EMFILE, ENAMETOOLONG, ENOENT, ENOSPC = 31, 32, 33, 37, 44, 51
 ENOTDIR, ENOTEMPTY, ENOTSUP, EPERM, EXDEV, ENOTCAPABLE = 54, 55, 58, 63, 75, 76
 DIRECTORY, REGULAR_FILE, SYMBOLIC_LINK = 3, 4, 7
 U32 = 0xFFFFFFFF
 FD_MAX, MAX_LINKS, MAX_DEPTH = 1024, 32, 512
-FILE_MAX = 1 << 30
-TREE_MAGIC = b"KEEPTREE1\0"
+FILE_MAX = FS_FILE_MAX  # the keep's bound (keep_abi.h)
 
 
 def _rights(*bits: int) -> int:

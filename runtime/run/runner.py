@@ -339,7 +339,7 @@ def _development_reference(
 def load_references(
     options: RunOptions, build: KeepBuild, backend: str
 ) -> tuple[bytes, VerifiedReferences, Checklist]:
-    from toolchain.sign.references import verify_envelope
+    from toolchain.sign.references import require_references
 
     kept: Path | None = None
     if options.references is not None:
@@ -365,27 +365,19 @@ def load_references(
             "root, which is NOT a hardware root of trust)",
         )
     try:
-        checks, references = verify_envelope(envelope, trust)
-    except InputError:
+        checks, references = require_references(envelope, trust, title=title, consequence=_NOT_RUN)
+    except (InputError, EvidenceError):
         if kept is None:
             raise
-        checks, references = Checklist("unreadable"), None
-    if references is None and kept is not None:
-        # A kept development reference that no longer verifies (expired, damaged) is only a
-        # cache: it is dropped, and a new one is signed and verified like any other.
+        # A kept development reference that no longer verifies (expired, damaged, unreadable) is
+        # only a cache: it is dropped, and a new one is signed and verified like any other.
         kept.unlink(missing_ok=True)
         envelope, trust, _ = _development_reference(build, backend, options.vcpus)
-        checks, references = verify_envelope(envelope, trust)
-    checks.title = title
-    if references is None:
-        failed = checks.failures[0] if checks.failures else None
-        raise EvidenceError(
-            "the signed reference measurements do not verify; the keep was not started",
-            field=failed.name if failed else "references",
-            expected=failed.expected if failed else "a verified reference",
-            found=failed.found if failed else "none",
-        )
+        checks, references = require_references(envelope, trust, title=title, consequence=_NOT_RUN)
     return envelope, references, checks
+
+
+_NOT_RUN = "; the keep was not started"
 
 
 def _roots(dev: bool, firmware: Firmware) -> TrustedRoots:
@@ -463,6 +455,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     from runtime.run.attest import LiveAttestation, fresh_nonce
     from runtime.run.backends import choose_backend
     from toolchain.measure.trees import bind_report_data, read_trees
+    from toolchain.verify import Verifier
 
     timings: dict[str, float] = {}
     if options.vcpus < 1:
@@ -494,7 +487,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
         firmware=firmware,
         references=references,
         reference_checks=reference_checks,
-        roots=_roots(options.dev, firmware),
+        verifier=Verifier(_roots(options.dev, firmware)),
         policy=policy,
         backend=backend.name,
         vcpus=options.vcpus,

@@ -31,12 +31,11 @@ from pathlib import Path
 
 from runtime.run import nil_fs
 from toolchain.errors import EvidenceError, InputError
+from toolchain.measure.abi import TREE_MAGIC, TREES_MAX_BYTES
 from toolchain.measure.trees import (
     FILETYPE_DIRECTORY,
     FILETYPE_REGULAR_FILE,
     FILETYPE_SYMBOLIC_LINK,
-    TREE_MAGIC,
-    TREES_MAX_BYTES,
 )
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from runtime.vmm.errors import GuestError
 from runtime.vmm.memory import GuestMemory
 from toolchain.errors import InputError, KeepError
+from toolchain.measure.abi import STOP_REASONS as ABI_STOP_REASONS
 
-DOORBELL_VMGEXIT = 2
 GHCB_SIZE = 0x1000
 SW_EXIT_CODE = 0x390
 SW_EXIT_INFO_1 = 0x398
@@ -37,26 +37,7 @@ FIRMWARE_REFUSED = 0x16
 PAGE_SIZE = 0x1000
 
 #: The KEEP_STOP_* reasons of keep_abi.h: EXIT(125, reason, expected, found) before ring 3.
-STOP_REASONS = {
-    1: "SW_EXITINFO2 (the host's answer to the guest request)",
-    2: "VMPCK (the key in the secrets page)",
-    3: "MSG_SEQNO (the sequence numbers are used up)",
-    4: "ALGO",
-    5: "HDR_VERSION",
-    6: "HDR_SZ",
-    7: "MSG_TYPE",
-    8: "MSG_VERSION",
-    9: "MSG_VMPCK",
-    10: "MSG_SEQNO (a replayed or skipped response)",
-    11: "MSG_SZ",
-    12: "AUTHTAG (the response does not authenticate under VMPCK0)",
-    13: "STATUS of MSG_REPORT_RSP",
-    14: "REPORT_SIZE of MSG_REPORT_RSP",
-    15: "the guest channel (disabled by an earlier failure)",
-    16: "REPORT_DATA of the report (first 8 bytes, little-endian)",
-    17: "VMPL of the report",
-}
-EXIT_ATTEST_FAILED = 125
+STOP_REASONS = dict(ABI_STOP_REASONS.values())
 
 #: The firmware's SNP_GUEST_REQUEST: one sealed request page in, one sealed response page out.
 GuestRequest = Callable[[bytes], bytes]

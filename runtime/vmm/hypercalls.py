@@ -1,4 +1,7 @@
-"""The VMM side of the keep hypercall ABI, versions 1 to 3 (``runtime/guest/ukernel/ABI.md``).
+"""The VMM side of the keep hypercall ABI, every version of ``toolchain.measure.abi.ABI_VERSIONS``.
+
+The ABI (call numbers, page layout, magics, which version has which call) is declared once in
+``toolchain.measure.abi`` (``runtime/guest/ukernel/ABI.md``); this module serves it.
 
 ``HypercallServer.serve()`` is the doorbell handler: it reads the request from the hypercall
 page, checks every guest-supplied number before it touches anything, does the call and writes the
@@ -25,47 +28,37 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from runtime.vmm.errors import GuestError
-from runtime.vmm.ghcb import EXIT_ATTEST_FAILED, stop_message
+from runtime.vmm.ghcb import stop_message
 from runtime.vmm.memory import GuestMemory
 from toolchain.errors import EvidenceError, InputError, PlatformError
+from toolchain.measure.abi import (
+    ABI_VERSION,
+    ABI_VERSIONS,
+    ATTEST_FAILED_EXIT_STATUS,
+    CLOCK_MONOTONIC,
+    CLOCK_REALTIME,
+    GUEST_MESSAGE_VERSION,
+    HC_MAGIC,
+    HC_PAGE,
+    OFF_RET,
+    OFF_STATUS,
+    REPORT_DATA_SIZE,
+    REPORT_SIZE,
+    Hypercall,
+    HypercallLayout,
+    calls_of,
+    since,
+)
 
-ABI_VERSION = 3
-#: What this VMM serves: a keep speaks its plan's version (1: releases 0.1.0 and 0.2.0).
-ABI_VERSIONS = (1, 2, 3)
-#: From this version on the microkernel brings its own report to ATTEST (an SNP guest message).
-GUEST_MESSAGE_VERSION = 3
-HC_MAGIC = 0x3143484B  # "KHC1"
-_HEADER = struct.Struct("<IHHIi6Q2Q")  # magic, version, reserved, call, status, args[6], ret[2]
-OFF_STATUS = 0x0C
-OFF_RET = 0x40
+_HEADER = HC_PAGE.struct  # magic, version, reserved, call, status, args[6], ret[2]
 
-CONSOLE_WRITE = 1
-STDIN_READ = 2
-EXIT = 3
-FAULT = 4
-LAUNCH_ARGS = 5
-REPORT_DATA = 6
-ATTEST = 7
-CLOCK = 8
-TREES = 9  # version 2
+# The call numbers by name (the table is ``Hypercall``).
+CONSOLE_WRITE, STDIN_READ, EXIT = Hypercall.CONSOLE_WRITE, Hypercall.STDIN_READ, Hypercall.EXIT
+FAULT, LAUNCH_ARGS, REPORT_DATA = Hypercall.FAULT, Hypercall.LAUNCH_ARGS, Hypercall.REPORT_DATA
+ATTEST, CLOCK, TREES = Hypercall.ATTEST, Hypercall.CLOCK, Hypercall.TREES
+CALL_NAMES = {call: call.name for call in Hypercall}
 
-CALL_NAMES = {
-    CONSOLE_WRITE: "CONSOLE_WRITE",
-    STDIN_READ: "STDIN_READ",
-    EXIT: "EXIT",
-    FAULT: "FAULT",
-    LAUNCH_ARGS: "LAUNCH_ARGS",
-    REPORT_DATA: "REPORT_DATA",
-    ATTEST: "ATTEST",
-    CLOCK: "CLOCK",
-    TREES: "TREES",
-}
-
-REPORT_DATA_SIZE = 64
-REPORT_SIZE = 0x4A0
 E2BIG = 7
-CLOCK_REALTIME = 0
-CLOCK_MONOTONIC = 1
 #: Default cap on what one keep may write to stdout + stderr (flood protection).
 DEFAULT_OUTPUT_LIMIT = 64 * 1024 * 1024
 
@@ -83,15 +76,6 @@ _EXCEPTION_NAMES = {
     19: "#XM SIMD error", 20: "#VE virtualization", 21: "#CP control protection",
     29: "#VC VMM communication",
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class HypercallLayout:
-    """Where the hypercall page and data buffer are (from the LaunchPlan, never the guest)."""
-
-    page: int
-    buffer: int
-    buffer_size: int
 
 
 @dataclass
@@ -139,8 +123,11 @@ class HypercallServer:
         self.output_limit = output_limit
         if abi_version not in ABI_VERSIONS:
             raise InputError(f"hypercall ABI {abi_version} is not one this VMM serves")
-        if trees and abi_version < 2:
-            raise InputError("preopened trees need a keep of hypercall ABI 2 or later")
+        self.calls = calls_of(abi_version)
+        if trees and TREES not in self.calls:
+            raise InputError(
+                f"preopened trees need a keep of hypercall ABI {since(TREES)} or later"
+            )
         self.abi_version = abi_version
         self.trees = bytes(trees)
         self.stats = HypercallStats()
@@ -176,7 +163,7 @@ class HypercallServer:
                 argument="version",
             )
         name = CALL_NAMES.get(call)
-        if name is None or (call == TREES and self.abi_version < 2):
+        if name is None or call not in self.calls:
             raise GuestError(f"unknown call number {call}", call="doorbell", argument="call")
         self._call = name
         self.stats.calls[name] = self.stats.calls.get(name, 0) + 1
@@ -184,7 +171,8 @@ class HypercallServer:
             status = int(args[0]) & 0xFFFFFFFF
             if not self.attested:
                 # A keep that never proved what it is has no exit status worth passing on.
-                if self.abi_version >= GUEST_MESSAGE_VERSION and status == EXIT_ATTEST_FAILED:
+                stopped = status == ATTEST_FAILED_EXIT_STATUS
+                if stopped and self.abi_version >= GUEST_MESSAGE_VERSION:
                     raise GuestError(stop_message(*args[1:4]), call=name)
                 raise GuestError(
                     f"exit status {status} asked for before the keep was attested",

@@ -24,20 +24,12 @@ from typing import TYPE_CHECKING, BinaryIO
 from runtime.firmware.interface import Firmware, measured_launch
 from runtime.vmm.errors import GuestError
 from runtime.vmm.ghcb import GhcbServer
-from runtime.vmm.hypercalls import (
-    ABI_VERSIONS,
-    DEFAULT_OUTPUT_LIMIT,
-    GUEST_MESSAGE_VERSION,
-    REPORT_DATA_SIZE,
-    HypercallLayout,
-    HypercallServer,
-    ReportVerifier,
-)
+from runtime.vmm.hypercalls import DEFAULT_OUTPUT_LIMIT, HypercallServer, ReportVerifier
 from runtime.vmm.memory import PAGE_SIZE, RamRange
 from runtime.vmm.vcpu import Watchdog, read_vcpu_state, write_vcpu_state
 from runtime.vmm.vm import Vm
 from toolchain.errors import EvidenceError, InputError, KeepError
-from toolchain.measure.keep import GHCB_PAGE
+from toolchain.measure.abi import ABI_VERSIONS, GHCB_GPA, GUEST_MESSAGE_VERSION, REPORT_DATA_SIZE
 
 if TYPE_CHECKING:
     from toolchain.measure.plan import LaunchPlan, Region
@@ -79,7 +71,7 @@ class Keep:
     def __init__(self, plan: LaunchPlan, *, firmware: Firmware) -> None:
         self.plan = plan
         self.firmware = firmware
-        self.layout = HypercallLayout(plan.abi.hc_page, plan.abi.hc_buffer, plan.abi.hc_buffer_size)
+        self.layout = plan.abi.hypercalls
         self._check_layout()
         self.vm: Vm | None = None
         self.measurement = b""
@@ -212,7 +204,7 @@ class Keep:
         layout = self.layout
         return GhcbServer(
             self.vm.ram,
-            ghcb=GHCB_PAGE,
+            ghcb=GHCB_GPA,
             shared=(layout.buffer, layout.buffer + layout.buffer_size),
             guest_request=self.firmware.guest_request,
         )

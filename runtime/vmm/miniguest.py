@@ -1,11 +1,10 @@
 """Tiny hand-assembled guests for VMM tests and the VMM benchmark (no microkernel needed).
 
-A mini guest uses the keep's layout (``runtime/guest/ukernel/ABI.md``): GDT at 0x1000,
-page tables at
-0x10000 (2 MiB pages, identity mapped, user accessible), hypercall page at 0x200000, data buffer
-at 0x201000, doorbell at 0x400000. Its code is one page of x86-64 machine code produced by
-``Asm`` below, entered directly in 64-bit mode at ring 3 (at 0x1000000) or ring 0 (at
-0x100000). ``mini_plan`` returns it as a ``LaunchPlan`` that ``run_keep`` loads like any other.
+A mini guest uses the keep's default layout (``toolchain.measure.abi``): GDT at 0x1000, page
+tables at 0x10000 (2 MiB pages, identity mapped, user accessible), hypercall page at 0x200000,
+data buffer at 0x201000, doorbell at 0x400000. Its code is one page of x86-64 machine code
+produced by ``Asm`` below, entered directly in 64-bit mode at ring 3 (at 0x1000000) or ring 0
+(at 0x100000). ``mini_plan`` returns it as a ``LaunchPlan`` that ``run_keep`` loads like any other.
 """
 
 from __future__ import annotations
@@ -19,11 +18,34 @@ from runtime.vmm.hypercalls import (  # the call numbers, also for the tests
     CLOCK,
     CONSOLE_WRITE,
     EXIT,
-    HC_MAGIC,
     REPORT_DATA,
 )
 from toolchain.errors import InputError, PlatformError
-from toolchain.measure.plan import AbiAddresses, LaunchPlan, Region
+from toolchain.measure.abi import (  # the layout, also for the tests
+    ABI_VERSIONS,
+    DOORBELL_GPA,
+    GDT_GPA,
+    GUEST_POLICY,
+    HC_BUFFER_GPA,
+    HC_BUFFER_SIZE,
+    HC_MAGIC,
+    HC_PAGE_GPA,
+    OFF_ARGS,
+    OFF_CALL,
+    OFF_MAGIC,
+    OFF_VERSION,
+    PAGE_SIZE,
+    PAGE_TABLES_GPA,
+    SEL_TSS,
+    SEL_UCODE,
+    SEL_UDATA,
+    SEV_FEATURES,
+    TSS_GPA,
+    UKERNEL_BASE,
+    USER_BASE,
+    AbiAddresses,
+)
+from toolchain.measure.plan import LaunchPlan, Region
 from toolchain.snp.digest import PageType
 from toolchain.snp.vmsa import (
     LONG_MODE_CODE,
@@ -34,22 +56,13 @@ from toolchain.snp.vmsa import (
     long_mode_state,
 )
 
-PAGE = 4096
-GDT_GPA = 0x1000
-TSS_GPA = 0x1080
-PAGE_TABLES_GPA = 0x10000
-RING0_CODE_GPA = 0x100000
-HC_PAGE_GPA = 0x200000
-HC_BUFFER_GPA = 0x201000
-HC_BUFFER_SIZE = 0x10000
-DOORBELL_GPA = 0x400000
-RING3_CODE_GPA = 0x1000000
+PAGE = PAGE_SIZE
+RING0_CODE_GPA = UKERNEL_BASE
+RING3_CODE_GPA = USER_BASE
 RAM_SIZE = 0x4000000  # 64 MiB is plenty for a mini guest
 STACK_TOP = 0x2000000
-GUEST_POLICY = 0x30000
-SEV_FEATURES = 0x1
-
-OFF_MAGIC, OFF_VERSION, OFF_CALL, OFF_STATUS, OFF_ARGS, OFF_RET = 0x0, 0x4, 0x8, 0xC, 0x10, 0x40
+#: The mini guests speak the first ABI version (they make no call a later one added).
+MINI_ABI_VERSION = min(ABI_VERSIONS)
 
 
 class Asm:
@@ -111,7 +124,8 @@ class Asm:
 
     def hypercall(self, call: int, *args: int, doorbell: int = DOORBELL_GPA) -> Asm:
         self.mov_rbx(HC_PAGE_GPA)
-        self.store32(OFF_MAGIC, HC_MAGIC).store16(OFF_VERSION, 1).store32(OFF_CALL, call)
+        self.store32(OFF_MAGIC, HC_MAGIC).store16(OFF_VERSION, MINI_ABI_VERSION)
+        self.store32(OFF_CALL, call)
         for index, value in enumerate(args):
             self.store64(OFF_ARGS + 8 * index, value)
         return self.ring_doorbell(doorbell)
@@ -187,12 +201,12 @@ def entry_state(*, ring: int, rip: int) -> VcpuState:
         cr3=PAGE_TABLES_GPA,
         gdt_base=GDT_GPA,
         gdt_limit=0x37,
-        tr=Segment(0x28, TSS64_BUSY, 0x67, TSS_GPA),
+        tr=Segment(SEL_TSS, TSS64_BUSY, 0x67, TSS_GPA),
     )
     if ring == 0:
         return state
-    code = Segment(0x1B, LONG_MODE_CODE | 3 << 5, 0xFFFFFFFF, 0)
-    data = Segment(0x23, LONG_MODE_DATA | 3 << 5, 0xFFFFFFFF, 0)
+    code = Segment(SEL_UCODE, LONG_MODE_CODE | 3 << 5, 0xFFFFFFFF, 0)
+    data = Segment(SEL_UDATA, LONG_MODE_DATA | 3 << 5, 0xFFFFFFFF, 0)
     return replace(state, cs=code, ss=data, ds=data, es=data, fs=data, gs=data, cpl=3)
 
 
@@ -206,7 +220,7 @@ def mini_plan(code: bytes | Asm, *, ring: int = 3, vcpu_count: int = 1) -> Launc
         Region(entry, PageType.NORMAL, len(body), body, f"ring-{ring} code"),
     )
     abi = AbiAddresses(
-        abi_version=1,
+        abi_version=MINI_ABI_VERSION,
         hc_page=HC_PAGE_GPA,
         hc_buffer=HC_BUFFER_GPA,
         hc_buffer_size=HC_BUFFER_SIZE,

@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from runtime.vmm import kvm_abi
 from runtime.vmm.errors import GuestError, KeepTimeoutError
-from runtime.vmm.ghcb import DOORBELL_VMGEXIT
 from toolchain.errors import InputError, PlatformError
+from toolchain.measure.abi import DOORBELL_VMGEXIT
 from toolchain.snp.vmsa import Segment, VcpuState
 
 #: The signal that kicks a vCPU thread out of KVM_RUN (its handler does nothing).

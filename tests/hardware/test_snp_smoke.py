@@ -82,16 +82,16 @@ def _refuse_host_report(report_data: bytes, vmpl: int) -> bytes:
 
 
 def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> None:
-    from runtime.vmm.hypercalls import HypercallLayout, HypercallServer
+    from runtime.vmm.hypercalls import HypercallServer
     from runtime.vmm.snp_launch import SnpLaunch
     from runtime.vmm.vcpu import Vcpu, Watchdog
     from toolchain.image.keep_build import build_keep
     from toolchain.measure.keep import snp_plan_of
     from toolchain.snp import certs
     from toolchain.snp.report import AttestationReport
+    from toolchain.verify import Verifier
     from toolchain.verify.policy import VerificationPolicy
     from toolchain.verify.roots import TrustedRoots
-    from toolchain.verify.verifier import verify_report
 
     # 1. build
     build = build_keep(EXAMPLE, tmp_path / "build", vcpu_counts=(1,))
@@ -109,7 +109,7 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
         assert launch.memory is not None
 
         # 3. run the keep until it exits; the report it obtained lands in the server's stats
-        layout = HypercallLayout(plan.abi.hc_page, plan.abi.hc_buffer, plan.abi.hc_buffer_size)
+        layout = plan.abi.hypercalls
         out = io.BytesIO()
         reports: list[bytes] = []
         server = HypercallServer(
@@ -139,10 +139,9 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
     vcek_path = os.environ.get(VCEK_VARIABLE)
     assert vcek_path, f"set {VCEK_VARIABLE} to this chip's VCEK (DER or PEM) to verify the chain"
     vcek = certs.load_certificate(Path(vcek_path).read_bytes())
-    checks = verify_report(
+    checks = Verifier(TrustedRoots.amd()).verify_report(
         report,
         vcek,
         policy=VerificationPolicy(),
-        roots=TrustedRoots.amd(),
     )
     assert checks.ok, checks.render()

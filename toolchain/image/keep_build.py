@@ -107,6 +107,7 @@ def build_keep(
     from toolchain.image.cache import BuildCache
     from toolchain.image.provenance import PROVENANCE_FILE, write_provenance
     from toolchain.image.wheel import build_wheel
+    from toolchain.measure.abi import HEADER_PATH, check_header
 
     app = Path(app)
     if not app.is_file():
@@ -116,6 +117,10 @@ def build_keep(
     root = ROOT if source_root is None else Path(source_root).resolve()
     if not (root / UKERNEL_SOURCES).is_dir():
         raise InputError(f"{root} is not a Keepstack source tree (no {UKERNEL_SOURCES}/)")
+    if root == ROOT:
+        # This tree's guest is served by this tree's VMM: its C header must be the one the
+        # Python ABI generates (another tree, rebuilt by ``keep reproduce``, has its own).
+        check_header(root / HEADER_PATH)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timer = _Timer(progress)

@@ -1,7 +1,8 @@
 """Lay a keep out: microkernel ELF + ring-3 runtime image ELF (+ vCPU count) → ``LaunchPlan``.
 
-The microkernel declares the layout in its ``.note.keepstack`` note (``struct keep_layout`` in
-``runtime/guest/ukernel/include/keep_abi.h``); this module reads it and builds, as measured pages:
+The microkernel declares the layout in its ``.note.keepstack`` note (``struct keep_layout``,
+``toolchain.measure.abi.KEEP_LAYOUT``, the source of ``keep_abi.h``); this module reads it and
+builds, as measured pages:
 
 * the GDT + TSS page, the IDT page (256 interrupt gates on IST1, pointing at the microkernel's
   vector stubs), the user-info page (``struct keep_user_info``), the SECRETS and CPUID pages;
@@ -42,13 +43,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.errors import InputError
-from toolchain.measure.plan import (
-    PLATFORM_SIMULATED,
-    PLATFORM_SNP,
+from toolchain.measure.abi import (
+    ABI_VERSIONS,
+    GHCB_GPA,
+    GUEST_MESSAGE_VERSION,
+    KEEP_LAYOUT,
+    LAYOUT_ADDRESS_FIELDS,
+    LAYOUT_PAGE_FIELDS,
+    NOTE_NAME,
+    NOTE_TYPE_LAYOUT,
+    SEL_KCODE,
+    SEL_KDATA,
+    SEL_TSS,
+    TSS_OFFSET,
+    VECTOR_STUB_SIZE,
     AbiAddresses,
-    LaunchPlan,
-    Region,
+    KeepLayout,
 )
+from toolchain.measure.plan import PLATFORM_SIMULATED, PLATFORM_SNP, LaunchPlan, Region
 from toolchain.snp.digest import PAGE_SIZE, PageType
 from toolchain.snp.vmsa import (
     CR4_MCE,
@@ -65,18 +77,6 @@ from toolchain.snp.vmsa import (
     long_mode_state,
 )
 
-NOTE_NAME = b"Keepstack\0"
-NOTE_TYPE_LAYOUT = 1
-ABI_VERSION = 3
-#: The ABI versions a microkernel may declare: 1 (releases 0.1.0 and 0.2.0, rebuilt from their
-#: commits), 2 (the TREES call and the attested REPORT_DATA left for ring 3) and 3 (the report
-#: asked for as an SNP guest message through the GHCB, on every platform).
-ABI_VERSIONS = (1, 2, 3)
-#: The first ABI version whose microkernel uses the GHCB on every platform (mapped everywhere).
-GHCB_ABI_VERSION = 3
-VECTOR_STUB_SIZE = 16
-HC_MAGIC = 0x3143484B
-USER_INFO_MAGIC = 0x3149554B
 LARGE_PAGE = 0x200000
 #: The guest memory a keep may be built with (``build_plan(memory=...)``).
 GUEST_MEMORY_MIN = 64 << 20
@@ -88,8 +88,8 @@ WASM_PAGE = 65536
 #: module growing page by page reaches 3710 pages; heap minus this reserve gives the same.
 RUNTIME_HEAP_RESERVE = 80 * 1024
 
-# Selectors and GDT (see keep_abi.h): null, kernel code, kernel data, user code, user data, TSS.
-SEL_KCODE, SEL_KDATA, SEL_UCODE, SEL_UDATA, SEL_TSS = 0x08, 0x10, 0x1B, 0x23, 0x28
+# The GDT (selectors: toolchain.measure.abi): null, kernel code, kernel data, user code, user
+# data, TSS.
 _GDT_ENTRIES = (
     0,
     0x00AF9B000000FFFF,  # ring-0 64-bit code, accessed
@@ -99,34 +99,6 @@ _GDT_ENTRIES = (
 )
 GDT_LIMIT = (len(_GDT_ENTRIES) + 2) * 8 - 1  # + the 16-byte TSS descriptor
 TSS_LIMIT = 0x67
-TSS_OFFSET = 0x80
-
-#: struct keep_layout, field by field (little-endian), after abi_version and size.
-_LAYOUT_FIELDS = (
-    "guest_policy",
-    "sev_features",
-    "ram_size",
-    "gdt",
-    "tss",
-    "idt",
-    "secrets_page",
-    "cpuid_page",
-    "user_info",
-    "page_tables",
-    "page_tables_size",
-    "hc_page",
-    "hc_buffer",
-    "hc_buffer_size",
-    "doorbell",
-    "user_base",
-    "user_stack_size",
-    "boot_stack_top",
-    "fault_stack_top",
-    "ap_entry",
-    "vector_stubs",
-)
-_LAYOUT = struct.Struct("<II" + "Q" * len(_LAYOUT_FIELDS))
-_USER_INFO = struct.Struct("<IHH" + "Q" * 12)
 
 # Page-table entry bits.
 PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80
@@ -134,34 +106,6 @@ PTE_NX = 1 << 63
 
 # ELF constants (pyelftools names).
 PF_X, PF_W, PF_R = 1, 2, 4
-
-
-@dataclass(frozen=True)
-class KeepLayout:
-    """The ``.note.keepstack`` declaration of a microkernel ELF."""
-
-    abi_version: int
-    guest_policy: int
-    sev_features: int
-    ram_size: int
-    gdt: int
-    tss: int
-    idt: int
-    secrets_page: int
-    cpuid_page: int
-    user_info: int
-    page_tables: int
-    page_tables_size: int
-    hc_page: int
-    hc_buffer: int
-    hc_buffer_size: int
-    doorbell: int
-    user_base: int
-    user_stack_size: int
-    boot_stack_top: int
-    fault_stack_top: int
-    ap_entry: int
-    vector_stubs: int
 
 
 @dataclass(frozen=True)
@@ -208,7 +152,7 @@ DEFAULT_C_BIT = 51
 C_BIT_RANGE = range(39, 52)
 #: The GHCB page on ``snp`` (ring 0 RW, NX, C-bit clear, never launched);
 #: runtime/guest/ukernel/ABI.md.
-GHCB_PAGE = 0x6000
+GHCB_PAGE = GHCB_GPA
 
 
 @dataclass(frozen=True)
@@ -373,34 +317,20 @@ def read_layout(ukernel: ElfImage) -> KeepLayout:
         raise InputError(
             f"the microkernel declares ABI version {version}; this reads {list(ABI_VERSIONS)}"
         )
-    if size != _LAYOUT.size or len(desc) != _LAYOUT.size:
+    if size != KEEP_LAYOUT.size or len(desc) != KEEP_LAYOUT.size:
         raise InputError(
             f"the Keepstack layout note is {len(desc)} bytes (declares {size}); "
-            f"ABI {version} has {_LAYOUT.size}"
+            f"ABI {version} has {KEEP_LAYOUT.size}"
         )
-    values = _LAYOUT.unpack(desc)[2:]
-    layout = KeepLayout(version, **dict(zip(_LAYOUT_FIELDS, values, strict=True)))
+    values = dict(zip(KEEP_LAYOUT.names, KEEP_LAYOUT.struct.unpack(desc), strict=True))
+    del values["size"]
+    layout = KeepLayout(**values)
     _check_layout(layout)
     return layout
 
 
 def _check_layout(layout: KeepLayout) -> None:
-    for name in (
-        "ram_size",
-        "gdt",
-        "idt",
-        "secrets_page",
-        "cpuid_page",
-        "user_info",
-        "page_tables",
-        "page_tables_size",
-        "hc_page",
-        "hc_buffer",
-        "hc_buffer_size",
-        "doorbell",
-        "user_base",
-        "user_stack_size",
-    ):
+    for name in LAYOUT_PAGE_FIELDS:
         value = getattr(layout, name)
         if value % PAGE_SIZE or (name.endswith("size") and value == 0):
             raise InputError(f"the layout note's {name} ({value:#x}) is not page-aligned")
@@ -408,22 +338,7 @@ def _check_layout(layout: KeepLayout) -> None:
         raise InputError(f"the layout note puts the TSS at {layout.tss:#x}, not GDT + 0x80")
     if layout.ram_size > 1 << 39:
         raise InputError(f"RAM size {layout.ram_size:#x} exceeds the 512 GiB one PML4 entry maps")
-    for name in (
-        "gdt",
-        "idt",
-        "secrets_page",
-        "cpuid_page",
-        "user_info",
-        "page_tables",
-        "hc_page",
-        "hc_buffer",
-        "doorbell",
-        "user_base",
-        "boot_stack_top",
-        "fault_stack_top",
-        "ap_entry",
-        "vector_stubs",
-    ):
+    for name in LAYOUT_ADDRESS_FIELDS:
         if getattr(layout, name) >= layout.ram_size:
             raise InputError(f"the layout note's {name} lies beyond the end of RAM")
     if layout.user_stack_size >= layout.ram_size:
@@ -752,16 +667,8 @@ def _abi_addresses(layout: KeepLayout, kernel: ElfImage, user: ElfImage) -> AbiA
             f"the runtime image ends at {user.end:#x}: no room for a heap below the stack "
             f"({stack_bottom:#x}) in {layout.ram_size:#x} bytes of RAM"
         )
-    return AbiAddresses(
-        abi_version=layout.abi_version,
-        hc_page=layout.hc_page,
-        hc_buffer=layout.hc_buffer,
-        hc_buffer_size=layout.hc_buffer_size,
-        doorbell=layout.doorbell,
-        user_info=layout.user_info,
-        secrets_page=layout.secrets_page,
-        cpuid_page=layout.cpuid_page,
-        page_tables=layout.page_tables,
+    return AbiAddresses.from_layout(
+        layout,  # its abi_version is the microkernel's own: a release rebuilds to its own bytes
         user_entry=user.entry,
         image_start=user.start,
         image_end=user.end,
@@ -776,23 +683,7 @@ def _place_fixed_pages(
     layout: KeepLayout, abi: AbiAddresses, pages: _PageMap, mappings: _Mappings
 ) -> None:
     """The GDT, IDT, SECRETS and CPUID pages and the user info page, launched and mapped."""
-    user_info = _USER_INFO.pack(
-        USER_INFO_MAGIC,
-        layout.abi_version,  # the microkernel's own: a release rebuilds to its own bytes
-        0,
-        layout.hc_page,
-        layout.hc_buffer,
-        layout.hc_buffer_size,
-        layout.doorbell,
-        abi.user_entry,
-        abi.image_start,
-        abi.image_end,
-        abi.heap_start,
-        abi.heap_end,
-        abi.stack_top,
-        abi.stack_bottom,
-        layout.ram_size,
-    )
+    user_info = abi.user_info_page(layout.ram_size)
     fixed: Iterable[tuple[int, PageType, bytes | None, str, Access]] = (
         (layout.gdt, PageType.NORMAL, _gdt_page(layout), "GDT and TSS", KERNEL_RW),
         (layout.idt, PageType.NORMAL, _idt_page(layout), "IDT", KERNEL_RO),
@@ -822,7 +713,7 @@ def _map_shared_pages(
         mappings.add(gpa, SHARED_USER_RW, "hypercall buffer")
     mappings.add(layout.doorbell, SHARED_USER_RW, "doorbell")
     shared = [("hypercall page", layout.hc_page), ("doorbell", layout.doorbell)]
-    if snp or layout.abi_version >= GHCB_ABI_VERSION:
+    if snp or layout.abi_version >= GUEST_MESSAGE_VERSION:
         # The GHCB: the guest's half of every VMGEXIT, so shared and never launched. Ring 0 only.
         # Older microkernels never touch it, and their simulated plans stay byte for byte.
         mappings.add(GHCB_PAGE, SHARED_KERNEL_RW, "GHCB page")

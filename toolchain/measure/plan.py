@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import EvidenceError, InputError
+from toolchain.measure.abi import AbiAddresses  # the ABI addresses a plan carries
 from toolchain.snp.digest import PAGE_SIZE, VMSA_GPA, LaunchDigest, PageType
 from toolchain.snp.vmsa import (
     KVM_SYNC_VMSA_VERSION,
@@ -104,34 +105,6 @@ class Region:
     @property
     def pages(self) -> int:
         return self.size // PAGE_SIZE
-
-
-@dataclass(frozen=True)
-class AbiAddresses:
-    """The hypercall ABI as this keep declares it (``runtime/guest/ukernel/ABI.md``)."""
-
-    abi_version: int
-    hc_page: int
-    hc_buffer: int
-    hc_buffer_size: int
-    doorbell: int
-    user_info: int
-    secrets_page: int
-    cpuid_page: int
-    page_tables: int
-    user_entry: int
-    image_start: int
-    image_end: int
-    heap_start: int
-    heap_end: int
-    stack_top: int
-    stack_bottom: int
-
-    def __post_init__(self) -> None:
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InputError(f"ABI address {item.name} must be a non-negative integer")
 
 
 @dataclass(frozen=True)

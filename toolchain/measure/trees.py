@@ -45,16 +45,12 @@ from pathlib import Path
 
 from toolchain.errors import EvidenceError, InputError
 
-TREE_MAGIC = b"KEEPTREE1\0"
-TRANSFER_MAGIC = b"KTREES1\0"
-#: The most trees one run may preopen (``TREES_MAX_COUNT`` in keep_trees.c).
-TREES_MAX_COUNT = 64
+# The magics and bounds the keep checks too (keep_abi.h's KEEP_TREE*): the ABI declares them.
+from toolchain.measure.abi import TRANSFER_MAGIC, TREE_MAGIC, TREES_MAX_BYTES, TREES_MAX_COUNT
+
 FILETYPE_DIRECTORY = 3
 FILETYPE_REGULAR_FILE = 4
 FILETYPE_SYMBOLIC_LINK = 7
-#: The most one run may preopen, summed over the encodings of its trees (32 MiB): the keep
-#: holds every tree in its heap next to the application's linear memory.
-TREES_MAX_BYTES = 32 * 1024 * 1024
 _RECORD_HEAD = struct.Struct("<BHI")  # type, mode, path length
 
 

@@ -374,11 +374,22 @@ def require_references(
     *,
     at: datetime | None = None,
     artifacts: Path | None = None,
-) -> VerifiedReferences:
-    """``verify_envelope`` for callers that need the references or an error (runner, verifier)."""
+    title: str | None = None,
+    consequence: str = "",
+) -> tuple[Checklist, VerifiedReferences]:
+    """``verify_envelope`` for callers that need the references or an error (the runner): the
+    checklist (titled ``title``) and the references, or an EvidenceError naming the first failed
+    check, its expected and its found value; ``consequence`` ends the message ("; the keep was
+    not started")."""
     checklist, references = verify_envelope(envelope, trust, at=at, artifacts=artifacts)
+    if title is not None:
+        checklist.title = title
     if references is None:
-        failed = checklist.failures
-        reason = "; ".join(c.line() for c in failed) or "not a verified Keepstack reference"
-        raise EvidenceError(f"signed reference measurements do not verify: {reason}")
-    return references
+        failed = checklist.failures[0] if checklist.failures else None
+        raise EvidenceError(
+            f"the signed reference measurements do not verify{consequence}",
+            field=failed.name if failed else "references",
+            expected=failed.expected if failed else "a verified reference",
+            found=failed.found if failed else "none",
+        )
+    return checklist, references

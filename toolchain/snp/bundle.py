@@ -14,7 +14,7 @@
 A role comes from the certificate itself, never from its position or file name (those are only
 checked against it): the VCEK/VLEK by its subject CN (SEV-VCEK, SEV-VLEK), the root because it is
 self-signed, the intermediate (ASK or ASVK) is the rest. Nothing here is trusted: the verifier
-compares the ARK with the pinned roots (``verify_report(ark=...)``), and the intermediate and the
+compares the ARK with the pinned roots (``Verifier.verify(ark=...)``), and the intermediate and the
 leaf must chain to it.
 """
 

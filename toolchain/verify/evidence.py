@@ -13,14 +13,14 @@ The file (written by ``runtime.run.runner.write_evidence``) is JSON::
     backend, firmware, simulated_root, checklist
                  what the runner says about itself
 
-One call checks everything with the code ``keep verify-report`` uses: the report's signature and
-chain (the ARK only compared with the caller's roots: AMD's pinned ARKs, plus a simulated root
-only when the caller put it there), the nonce binding (REPORT_DATA equals the file's nonce, and
-the caller's own nonce when given — only that proves freshness to the caller; with ``trees``,
-REPORT_DATA = SHA-512(nonce || their digests), and the caller's own directories' digests when
-given — only that proves which inputs the keep saw), the reference
-envelope against the caller's trust policy, MEASUREMENT among the launch digests it signs for the
-report's guest policy and CPU generation, and the verification policy.
+One call checks everything with the entry point ``keep verify-report`` uses
+(``Verifier.verify``): the report's signature and chain (the ARK only compared with the verifier's
+roots: AMD's pinned ARKs, plus a simulated root only when the caller put it there), the nonce
+binding (REPORT_DATA equals the file's nonce, and the caller's own nonce when given — only that
+proves freshness to the caller; with ``trees``, REPORT_DATA = SHA-512(nonce || their digests), and
+the caller's own directories' digests when given — only that proves which inputs the keep saw),
+the reference envelope against the caller's trust policy, MEASUREMENT among the launch digests it
+signs for the report's guest policy and CPU generation, and the verification policy.
 
 Nothing unsigned decides: ``backend``, ``firmware``, ``simulated_root`` and the runner's
 ``checklist`` are shown in the title or ignored, never trusted; keys this version does not know
@@ -46,9 +46,8 @@ from toolchain.sign.trust import TrustPolicy
 from toolchain.snp.certs import load_certificate
 from toolchain.snp.report import AttestationReport
 from toolchain.verify.policy import VerificationPolicy
-from toolchain.verify.references import references_checklist
-from toolchain.verify.roots import TrustedRoots
-from toolchain.verify.verifier import verify_report
+from toolchain.verify.references import References
+from toolchain.verify.verifier import Verifier
 
 EVIDENCE_TYPE = "https://keepstack.dev/evidence/v1"
 NONCE_SIZE = 64
@@ -147,8 +146,8 @@ class Evidence:
 def verify_evidence(
     data: bytes,
     *,
+    verifier: Verifier,
     trust: TrustPolicy,
-    roots: TrustedRoots | None = None,
     policy: VerificationPolicy | None = None,
     nonce: bytes | None = None,
     trees: Sequence[tuple[str, bytes]] | None = None,
@@ -158,16 +157,44 @@ def verify_evidence(
 ) -> Checklist:
     """Verify an evidence file as a whole (see the module's contract); every check is listed.
 
-    ``roots`` defaults to AMD's pinned ARKs: evidence from the simulated firmware verifies only
-    when the caller passes a set that includes that root. ``nonce`` is the caller's expected
-    REPORT_DATA; without it the binding is checked against the file's own nonce only, and the
-    list says that freshness was not proved. ``trees`` are the (guest path, digest) pairs the
-    caller computed from its own directories (``toolchain.measure.trees``); without them the file's
-    own list is what REPORT_DATA is checked against.
+    ``verifier`` holds the roots: evidence from the simulated firmware verifies only when the
+    caller built it with that root. ``nonce`` is the caller's expected REPORT_DATA; without it the
+    binding is checked against the file's own nonce only, and the list says that freshness was not
+    proved. ``trees`` are the (guest path, digest) pairs the caller computed from its own
+    directories (``toolchain.measure.trees``); without them the file's own list is what
+    REPORT_DATA is checked against.
     """
     evidence = Evidence.parse(data)
     policy = policy if policy is not None else VerificationPolicy()
     checks = Checklist(f"{title} ({evidence.claims or 'no claims'}; unsigned, not trusted)")
+    _nonce_check(evidence, nonce, checks)
+    _trees_check(evidence, trees, checks)
+    # The binding: REPORT_DATA must be the nonce the file names, or SHA-512(nonce || the
+    # digests of its trees) (the verifier's report-data).
+    bound = bind_report_data(evidence.nonce, [digest for _guest, digest in evidence.trees])
+    references = References.verify(
+        evidence.references,
+        trust,
+        at=at,
+        title="signed reference measurements (from the evidence)",
+    )
+    checks.extend(
+        verifier.verify(
+            evidence.report,
+            evidence.vcek,
+            policy=policy.replace(report_data=bound),
+            references=references,
+            ask=evidence.ask,
+            ark=evidence.ark,
+            at=at,
+            crl=crl,
+        )
+    )
+    return checks
+
+
+def _nonce_check(evidence: Evidence, nonce: bytes | None, checks: Checklist) -> None:
+    """The file's nonce is the caller's: only that proves the run is the one asked for."""
     if nonce is None:
         checks.add(
             "evidence.nonce",
@@ -175,14 +202,20 @@ def verify_evidence(
             found=evidence.nonce.hex()[:32] + "…",
             detail="no expected nonce given: the runner chose it, so freshness is not proved",
         )
-    else:
-        padded = nonce.ljust(NONCE_SIZE, b"\0")
-        checks.add(
-            "evidence.nonce",
-            evidence.nonce == padded,
-            expected=padded.hex(),
-            found=evidence.nonce.hex(),
-        )
+        return
+    padded = nonce.ljust(NONCE_SIZE, b"\0")
+    checks.add(
+        "evidence.nonce",
+        evidence.nonce == padded,
+        expected=padded.hex(),
+        found=evidence.nonce.hex(),
+    )
+
+
+def _trees_check(
+    evidence: Evidence, trees: Sequence[tuple[str, bytes]] | None, checks: Checklist
+) -> None:
+    """The file's trees are the caller's directories: only that proves which inputs the keep saw."""
     if trees is not None:
         ours = [f"{guest} sha512:{digest.hex()}" for guest, digest in trees]
         theirs = [f"{guest} sha512:{digest.hex()}" for guest, digest in evidence.trees]
@@ -202,30 +235,3 @@ def verify_evidence(
             detail="no directories given: the binding proves the keep saw these digests, "
             "not which directories they are",
         )
-    # The binding: REPORT_DATA must be the nonce the file names, or SHA-512(nonce || the
-    # digests of its trees) (verify_report's report-data).
-    bound = bind_report_data(evidence.nonce, [digest for _guest, digest in evidence.trees])
-    policy = policy.replace(report_data=bound)
-    ref_checks, policy = references_checklist(
-        evidence.references,
-        trust,
-        evidence.report,
-        evidence.vcek,
-        policy,
-        at=at,
-        title="signed reference measurements (from the evidence)",
-    )
-    checks.extend(ref_checks)
-    checks.extend(
-        verify_report(
-            evidence.report,
-            evidence.vcek,
-            policy=policy,
-            ask=evidence.ask,
-            ark=evidence.ark,
-            at=at,
-            crl=crl,
-            roots=roots,
-        )
-    )
-    return checks

@@ -2,11 +2,14 @@
 
 A report's MEASUREMENT is accepted only if a verified reference lists it for a launch
 configuration that matches the report: the same guest policy and, where the product is known,
-the same CPU generation (or a configuration for "any" generation).
+the same CPU generation (or a configuration for "any" generation); and, when the caller knows
+them (the runner does), the same backend and vCPU count. ``References`` is what
+``Verifier.verify`` takes: the envelope's verdict and those two launch facts.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -66,38 +69,68 @@ def allowed_measurements(
     return frozenset(allowed)
 
 
-def references_checklist(
-    envelope: bytes,
-    trust: TrustPolicy,
-    report: AttestationReport,
-    vcek: x509.Certificate,
-    policy: VerificationPolicy,
-    *,
-    product: str | None = None,
-    at: datetime | None = None,
-    title: str = "signed reference measurements",
-) -> tuple[Checklist, VerificationPolicy]:
-    """Verify a reference envelope and narrow ``policy``'s allowed measurements to what it lists
-    for ``report``'s configuration. An envelope that does not verify allows nothing (fail closed).
+@dataclass(frozen=True)
+class References:
+    """A signed reference envelope's verdict, as the verifier takes it: the envelope's checklist
+    and, only when it verified, the references; plus what the caller itself knows of the launch
+    (backend, vCPU count) to narrow the configurations further. An envelope that did not verify
+    allows nothing (fail closed), and its failed lines are part of the verdict."""
 
-    One entry point for every command that checks a report against signed references.
-    """
-    from toolchain.sign.references import verify_envelope
+    checks: Checklist
+    verified: VerifiedReferences | None
+    backend: str | None = None
+    vcpus: int | None = None
 
-    checks, references = verify_envelope(envelope, trust, at=at)
-    checks.title = title
-    if references is None:
-        return checks, policy.replace(allowed_measurements=frozenset())
-    generation = report_generation(report, vcek, product)
-    allowed = allowed_measurements(references, report, product=generation)
-    if policy.allowed_measurements is not None:
-        allowed &= policy.allowed_measurements
-    checks.add(
-        "references.configuration",
-        bool(allowed),
-        expected=f"a launch configuration for guest policy {report.policy.value:#x}"
-        f" on {generation or 'any CPU generation'}",
-        found=f"{len(allowed)} matching launch digest(s) in release {references.release}",
-        detail="development reference" if references.development else "",
-    )
-    return checks, policy.replace(allowed_measurements=allowed)
+    @classmethod
+    def verify(
+        cls,
+        envelope: bytes,
+        trust: TrustPolicy,
+        *,
+        at: datetime | None = None,
+        title: str = "signed reference measurements",
+    ) -> References:
+        """Verify ``envelope`` against ``trust`` (``toolchain.sign.references.verify_envelope``)."""
+        from toolchain.sign.references import verify_envelope
+
+        checks, verified = verify_envelope(envelope, trust, at=at)
+        checks.title = title
+        return cls(checks, verified)
+
+    def checklist(
+        self,
+        report: AttestationReport,
+        vcek: x509.Certificate,
+        policy: VerificationPolicy,
+        *,
+        product: str | None = None,
+    ) -> tuple[Checklist, VerificationPolicy]:
+        """The envelope's lines and ``references.configuration``, and ``policy`` with its allowed
+        measurements narrowed to what the references list for ``report``'s configuration."""
+        from toolchain.checks import Checklist
+
+        checks = Checklist(self.checks.title)
+        checks.extend(self.checks)
+        if self.verified is None:
+            return checks, policy.replace(allowed_measurements=frozenset())
+        generation = report_generation(report, vcek, product)
+        allowed = allowed_measurements(
+            self.verified, report, product=generation, backend=self.backend, vcpus=self.vcpus
+        )
+        if policy.allowed_measurements is not None:
+            allowed &= policy.allowed_measurements
+        launch = "".join(
+            (
+                f", {self.vcpus} vCPU(s)" if self.vcpus is not None else "",
+                f", backend {self.backend}" if self.backend is not None else "",
+            )
+        )
+        checks.add(
+            "references.configuration",
+            bool(allowed),
+            expected=f"a launch configuration for guest policy {report.policy.value:#x}{launch}"
+            f" on {generation or 'any CPU generation'}",
+            found=f"{len(allowed)} matching launch digest(s) in release {self.verified.release}",
+            detail="development reference" if self.verified.development else "",
+        )
+        return checks, policy.replace(allowed_measurements=allowed)

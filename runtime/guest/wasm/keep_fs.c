@@ -14,10 +14,9 @@
 #include "keep_runtime.h"
 #include "keep_trees.h"
 
-#define TREE_MAGIC_SIZE 10 /* "KEEPTREE1\0" */
-#define TREES_MAX_COUNT 64
+#define TREE_MAGIC_SIZE (sizeof KEEP_TREE_MAGIC) /* "KEEPTREE1\0" (keep_abi.h) */
 
-static struct fs_node *roots[TREES_MAX_COUNT];
+static struct fs_node *roots[KEEP_TREES_MAX_COUNT];
 static uint32_t root_count;
 static uint64_t next_ino = 1;
 
@@ -263,7 +262,7 @@ void fs_build(void) {
     uint32_t count = keep_tree_count();
     build_time = fs_now();
     build_time = build_time ? build_time : 1;
-    for (uint32_t i = 0; i < count && i < TREES_MAX_COUNT; i++) {
+    for (uint32_t i = 0; i < count && i < KEEP_TREES_MAX_COUNT; i++) {
         roots[i] = build_tree(keep_tree_at(i), (uint64_t)i + 1);
         root_count = i + 1;
     }

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "keep_abi.h"
+
 struct fs_node;
 
 struct fs_entry {
@@ -28,7 +30,7 @@ struct fs_node {
 };
 
 /* File size bound per file: a write or set_size beyond it is EFBIG. */
-#define FS_FILE_MAX (1ull << 30)
+#define FS_FILE_MAX KEEP_FS_FILE_MAX /* keep_abi.h: the nil backend's bound too */
 
 struct fs_node *fs_tree_root(uint32_t index);
 uint32_t fs_tree_count(void);

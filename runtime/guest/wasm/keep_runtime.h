@@ -5,9 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keep_abi.h" /* KEEP_TRAP_EXIT_STATUS: the microkernel ends stack overflows with it too */
-/* Exit status when the runtime itself cannot go on (bad launch arguments, out of memory). */
-#define KEEP_FATAL_EXIT_STATUS 125
+#include "keep_abi.h" /* KEEP_TRAP_EXIT_STATUS (the microkernel ends stack overflows with it too),
+                       * KEEP_FATAL_EXIT_STATUS (the runtime itself cannot go on) */
 /* End the application as the trap "call stack exhausted" (hostcheck's SIGSEGV handler). */
 _Noreturn void keep_stack_exhausted(void);
 

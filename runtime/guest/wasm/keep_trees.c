@@ -20,14 +20,11 @@
 #include "keep_runtime.h"
 #include "sha512.h"
 
-#define TRANSFER_MAGIC "KTREES1"  /* 8 bytes with its NUL */
-#define TREE_MAGIC "KEEPTREE1"    /* 10 bytes with its NUL */
+/* The magics and bounds are the ABI's (keep_abi.h, generated from toolchain/measure/abi.py). */
 #define NONCE_SIZE 64
-#define TREES_MAX_BYTES (32u << 20) /* the runner's bound (TREES_MAX_BYTES) */
-#define TRANSFER_MAX (TREES_MAX_BYTES + (1u << 20)) /* plus guest paths and headers */
-#define TREES_MAX_COUNT 64
+#define TRANSFER_MAX (KEEP_TREES_MAX_BYTES + (1u << 20)) /* plus guest paths and headers */
 
-static struct keep_tree trees[TREES_MAX_COUNT];
+static struct keep_tree trees[KEEP_TREES_MAX_COUNT];
 static uint32_t tree_count;
 
 uint32_t keep_tree_count(void) { return tree_count; }
@@ -106,10 +103,10 @@ void keep_trees_init(void) {
     uint64_t at = 0;
     const uint8_t *magic, *nonce;
     uint32_t count;
-    if (!take(blob, total, &at, sizeof TRANSFER_MAGIC, &magic) ||
-        memcmp(magic, TRANSFER_MAGIC, sizeof TRANSFER_MAGIC) != 0 ||
+    if (!take(blob, total, &at, sizeof KEEP_TRANSFER_MAGIC, &magic) ||
+        memcmp(magic, KEEP_TRANSFER_MAGIC, sizeof KEEP_TRANSFER_MAGIC) != 0 ||
         !take(blob, total, &at, NONCE_SIZE, &nonce) || !take_u32(blob, total, &at, &count) ||
-        count == 0 || count > TREES_MAX_COUNT) {
+        count == 0 || count > KEEP_TREES_MAX_COUNT) {
         keep_fatal("the preopened trees are malformed (header)");
     }
     struct sha512 binding;
@@ -122,8 +119,8 @@ void keep_trees_init(void) {
             !take(blob, total, &at, tree->guest_len, &guest) ||
             !take_u64(blob, total, &at, &tree->length) ||
             !take(blob, total, &at, tree->length, &tree->encoding) ||
-            tree->length < sizeof TREE_MAGIC ||
-            memcmp(tree->encoding, TREE_MAGIC, sizeof TREE_MAGIC) != 0) {
+            tree->length < sizeof KEEP_TREE_MAGIC ||
+            memcmp(tree->encoding, KEEP_TREE_MAGIC, sizeof KEEP_TREE_MAGIC) != 0) {
             keep_fatal("the preopened trees are malformed (a tree)");
         }
         tree->guest = (const char *)guest;

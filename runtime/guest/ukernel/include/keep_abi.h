@@ -1,68 +1,74 @@
 /* Keep hypercall ABI and launch layout, version 3 (see runtime/guest/ukernel/ABI.md).
  *
- * Shared by the microkernel (ring 0) and the in-guest runtime (ring 3). The layout values are
- * also declared in the microkernel ELF's `.note.keepstack` note (struct keep_layout below), which
- * toolchain/measure/keep.py reads to build the LaunchPlan; the VMM takes them from the plan.
- * Usable from C and from assembly (the structs are hidden from the assembler). */
+ * GENERATED from toolchain/measure/abi.py by `python -m toolchain.measure.abi --header`:
+ * edit that module, then regenerate; keep build refuses a tree where the two differ.
+ *
+ * Shared by the microkernel (ring 0) and the in-guest runtime (ring 3). The layout
+ * values are also declared in the microkernel ELF's `.note.keepstack` note (struct
+ * keep_layout below), which toolchain/measure/keep.py reads to build the LaunchPlan;
+ * the VMM takes them from the plan. Usable from C and from assembly (the structs are
+ * hidden from the assembler). */
 #ifndef KEEP_ABI_H
 #define KEEP_ABI_H
 
+/* ---- version ----------------------------------------------------------------------------- */
 #define KEEP_ABI_VERSION 3
 
-/* ---- guest physical layout (identity mapped: VA = GPA) ---------------------------------- */
+/* ---- guest physical layout (identity mapped: VA = GPA) ----------------------------------- */
 #define KEEP_PAGE_SIZE 0x1000
-#define KEEP_GDT_GPA 0x1000        /* GDT (0x000) and TSS (0x080); ring 0 only */
+#define KEEP_GDT_GPA 0x1000 /* GDT (0x000) and TSS (0x080); ring 0 only */
 #define KEEP_TSS_GPA 0x1080
-#define KEEP_IDT_GPA 0x2000        /* 256 gates; ring 0 only */
-#define KEEP_SECRETS_GPA 0x3000    /* SNP secrets page; ring 0 only */
-#define KEEP_CPUID_GPA 0x4000      /* SNP CPUID page; ring 0 only */
-#define KEEP_USER_INFO_GPA 0x5000  /* struct keep_user_info; ring 3 read-only */
-#define KEEP_GHCB_GPA 0x6000       /* GHCB (version 3): shared, never launched; ring 0 only */
+#define KEEP_IDT_GPA 0x2000 /* 256 gates; ring 0 only */
+#define KEEP_SECRETS_GPA 0x3000 /* SNP secrets page; ring 0 only */
+#define KEEP_CPUID_GPA 0x4000 /* SNP CPUID page; ring 0 only */
+#define KEEP_USER_INFO_GPA 0x5000 /* struct keep_user_info; ring 3 read-only */
+#define KEEP_GHCB_GPA 0x6000 /* GHCB (version 3): shared, never launched; ring 0 only */
 #define KEEP_PAGE_TABLES_GPA 0x10000 /* PML4 first, then PDPT, PDs, PTs; not mapped */
 #define KEEP_PAGE_TABLES_SIZE 0xF0000
 #define KEEP_UKERNEL_BASE 0x100000 /* microkernel ELF is linked here */
 #define KEEP_UKERNEL_LIMIT 0x200000
-#define KEEP_HC_PAGE_GPA 0x200000  /* hypercall page, shared with the VMM */
+#define KEEP_HC_PAGE_GPA 0x200000 /* hypercall page, shared with the VMM */
 #define KEEP_HC_BUFFER_GPA 0x201000 /* hypercall data buffer, shared with the VMM */
 #define KEEP_HC_BUFFER_SIZE 0x10000
-#define KEEP_DOORBELL_GPA 0x400000 /* MMIO: no memory; a 32-bit write of 1 exits to the VMM */
-#define KEEP_USER_BASE 0x1000000   /* ring-3 runtime image is linked at or above this */
-#define KEEP_RAM_SIZE 0x10000000   /* 256 MiB of guest RAM, [0, KEEP_RAM_SIZE) minus the doorbell */
-#define KEEP_USER_STACK_SIZE 0x800000 /* ring-3 stack at the top of RAM, guard page below */
+#define KEEP_DOORBELL_GPA 0x400000 /* MMIO: a 32-bit write of 1 exits to the VMM */
+#define KEEP_USER_BASE 0x1000000 /* ring-3 runtime image is linked at or above this */
+#define KEEP_RAM_SIZE 0x10000000 /* 256 MiB of guest RAM unless the keep is built with --memory */
+#define KEEP_USER_STACK_SIZE 0x800000 /* ring-3 stack at the top of RAM, guard below */
 
-/* ---- ending the application ------------------------------------------------------------- */
+/* ---- ending the application -------------------------------------------------------------- */
 /* Exit status of an application that trapped (as wasmtime's CLI: 128 + SIGABRT). */
 #define KEEP_TRAP_EXIT_STATUS 134
+/* Exit status when the runtime cannot go on (bad launch arguments, out of memory). */
+#define KEEP_FATAL_EXIT_STATUS 125
 /* What the microkernel prints on stderr when ring 3 faults in the stack guard
  * ([keep_user_info.heap_end, stack_bottom)): the runtime's trap line for stack exhaustion. */
 #define KEEP_STACK_EXHAUSTED_MESSAGE "wasm trap: call stack exhausted\n"
 
-/* ---- segment selectors (GDT built by the toolchain) ------------------------------------- */
-#define KEEP_SEL_KCODE 0x08
+/* ---- segment selectors (GDT built by the toolchain) -------------------------------------- */
+#define KEEP_SEL_KCODE 0x8
 #define KEEP_SEL_KDATA 0x10
 #define KEEP_SEL_UCODE 0x1B /* 0x18 | RPL 3 */
 #define KEEP_SEL_UDATA 0x23 /* 0x20 | RPL 3 */
 #define KEEP_SEL_TSS 0x28
 
-/* ---- launch settings -------------------------------------------------------------------- */
-/* SNP guest policy: bit 16 reserved-must-be-one, bit 17 SMT allowed; debug and migration off. */
+/* ---- launch settings --------------------------------------------------------------------- */
+/* SNP guest policy: bit 16 must be one, bit 17 SMT allowed; debug, migration off. */
 #define KEEP_GUEST_POLICY 0x30000
 /* VMSA SEV_FEATURES: bit 0 SNPActive only. */
 #define KEEP_SEV_FEATURES 0x1
 
 /* ---- hypercall page ---------------------------------------------------------------------- */
 #define KEEP_HC_MAGIC 0x3143484B /* "KHC1" little-endian */
-#define KEEP_HC_OFF_MAGIC 0x00
-#define KEEP_HC_OFF_VERSION 0x04
-#define KEEP_HC_OFF_CALL 0x08
-#define KEEP_HC_OFF_STATUS 0x0C
-#define KEEP_HC_OFF_ARGS 0x10 /* 6 x u64 */
-#define KEEP_HC_OFF_RET 0x40  /* 2 x u64 */
+#define KEEP_HC_OFF_MAGIC 0x0
+#define KEEP_HC_OFF_VERSION 0x4
+#define KEEP_HC_OFF_CALL 0x8
+#define KEEP_HC_OFF_STATUS 0xC
+#define KEEP_HC_OFF_ARGS 0x10
+#define KEEP_HC_OFF_RET 0x40
 #define KEEP_DOORBELL_RING 1
 /* Version 3, simulated platform only: what replaces VMGEXIT (the VMM serves the GHCB). */
 #define KEEP_DOORBELL_VMGEXIT 2
-
-/* call numbers */
+/* call numbers (Hypercall); FAULT's arguments: vector, error code, CR2, RIP, CS, RSP */
 #define KEEP_HC_CONSOLE_WRITE 1
 #define KEEP_HC_STDIN_READ 2
 #define KEEP_HC_EXIT 3
@@ -72,10 +78,8 @@
 #define KEEP_HC_ATTEST 7
 #define KEEP_HC_CLOCK 8
 #define KEEP_HC_TREES 9 /* ABI version 2 */
-
 #define KEEP_CLOCK_REALTIME 0
 #define KEEP_CLOCK_MONOTONIC 1
-
 #define KEEP_REPORT_DATA_SIZE 64
 #define KEEP_REPORT_SIZE 0x4A0
 /* Where the microkernel puts things in the data buffer during boot. */
@@ -86,10 +90,10 @@
 #define KEEP_BOOT_GUEST_RSP_OFFSET 0x2000
 
 /* ---- version 3: why the microkernel stopped before ring 3 -------------------------------- */
-/* EXIT arguments when attestation fails: KEEP_EXIT_ATTEST_FAILED, reason, expected, found. */
+/* EXIT arguments when attestation fails: this status, reason, expected, found. */
 #define KEEP_EXIT_ATTEST_FAILED 125
-#define KEEP_STOP_GHCB 1          /* the host's SW_EXITINFO2 after the guest request */
-#define KEEP_STOP_VMPCK 2         /* the VMPCK is out of range or all zero (disabled) */
+#define KEEP_STOP_GHCB 1
+#define KEEP_STOP_VMPCK 2
 #define KEEP_STOP_SEQNO_EXHAUSTED 3
 #define KEEP_STOP_ALGO 4
 #define KEEP_STOP_HDR_VERSION 5
@@ -102,25 +106,35 @@
 #define KEEP_STOP_AUTHTAG 12
 #define KEEP_STOP_STATUS 13
 #define KEEP_STOP_REPORT_SIZE 14
-#define KEEP_STOP_DISABLED 15     /* the channel's key was wiped by an earlier failure */
-#define KEEP_STOP_REPORT_DATA 16  /* the report binds other REPORT_DATA (first 8 bytes shown) */
+#define KEEP_STOP_DISABLED 15
+#define KEEP_STOP_REPORT_DATA 16
 #define KEEP_STOP_VMPL 17
 
-/* FAULT arguments: vector, error code, CR2, RIP, CS, RSP (CS & 3 = ring that faulted). */
-
-/* ---- .note.keepstack --------------------------------------------------------------------- */
+/* ---- .note.keepstack and the user-info page ---------------------------------------------- */
 #define KEEP_NOTE_NAME "Keepstack" /* namesz 10 with the NUL, padded to 12 */
 #define KEEP_NOTE_TYPE_LAYOUT 1
-
-/* IDT entry stubs: 256 of them, KEEP_VECTOR_STUB_SIZE bytes apart, starting at keep_layout.vector_stubs */
+/* IDT entry stubs: 256 of them, this many bytes apart, from keep_layout.vector_stubs */
 #define KEEP_VECTOR_STUB_SIZE 16
 #define KEEP_USER_INFO_MAGIC 0x3149554B /* "KUI1" */
+
+/* ---- the TREES call's transfer blob (runtime/guest/wasm/keep_trees.c) -------------------- */
+#define KEEP_TRANSFER_MAGIC "KTREES1" /* 8 bytes with its NUL */
+#define KEEP_TREE_MAGIC "KEEPTREE1" /* 10 bytes with its NUL */
+#define KEEP_TREES_MAX_COUNT 64 /* the most trees one run may preopen */
+#define KEEP_TREES_MAX_BYTES 0x2000000u /* summed over the tree encodings */
+#define KEEP_FS_FILE_MAX 0x40000000ull /* the largest file in the keep */
 
 #ifndef __ASSEMBLER__
 #include <stdint.h>
 
+/* The compiler checks each structure against the packing Python uses (abi.py CStruct). */
+#define KEEP_ABI_OFFSET(s, f, at) \
+    _Static_assert(__builtin_offsetof(struct s, f) == (at), "abi.py: " #s "." #f " at " #at)
+#define KEEP_ABI_SIZE(s, n) \
+    _Static_assert(sizeof(struct s) == (n), "abi.py: struct " #s " is " #n " bytes")
+
 struct keep_hc_page {
-    uint32_t magic;   /* KEEP_HC_MAGIC */
+    uint32_t magic; /* KEEP_HC_MAGIC */
     uint16_t version; /* KEEP_ABI_VERSION */
     uint16_t reserved;
     uint32_t call;
@@ -128,6 +142,14 @@ struct keep_hc_page {
     uint64_t arg[6];
     uint64_t ret[2];
 };
+KEEP_ABI_OFFSET(keep_hc_page, magic, 0);
+KEEP_ABI_OFFSET(keep_hc_page, version, 4);
+KEEP_ABI_OFFSET(keep_hc_page, reserved, 6);
+KEEP_ABI_OFFSET(keep_hc_page, call, 8);
+KEEP_ABI_OFFSET(keep_hc_page, status, 12);
+KEEP_ABI_OFFSET(keep_hc_page, arg, 16);
+KEEP_ABI_OFFSET(keep_hc_page, ret, 64);
+KEEP_ABI_SIZE(keep_hc_page, 80);
 
 /* Read-only block ring 3 finds at KEEP_USER_INFO_GPA; its address is also in rdi at entry. */
 struct keep_user_info {
@@ -138,15 +160,31 @@ struct keep_user_info {
     uint64_t hc_buffer;
     uint64_t hc_buffer_size;
     uint64_t doorbell;
-    uint64_t entry;       /* the runtime image's ELF entry point */
+    uint64_t entry; /* the runtime image's ELF entry point */
     uint64_t image_start; /* lowest page of the runtime image */
-    uint64_t image_end;   /* first byte after the image's last page */
-    uint64_t heap_start;  /* private RAM, contents undefined: zero what you use */
+    uint64_t image_end; /* first byte after the image's last page */
+    uint64_t heap_start; /* private RAM, contents undefined: zero what you use */
     uint64_t heap_end;
-    uint64_t stack_top;   /* initial rsp (16-byte aligned); the stack grows down to stack_bottom */
+    uint64_t stack_top; /* initial rsp (16-byte aligned); the stack grows down to stack_bottom */
     uint64_t stack_bottom; /* the page below is unmapped (guard) */
     uint64_t ram_size;
 };
+KEEP_ABI_OFFSET(keep_user_info, magic, 0);
+KEEP_ABI_OFFSET(keep_user_info, abi_version, 4);
+KEEP_ABI_OFFSET(keep_user_info, reserved, 6);
+KEEP_ABI_OFFSET(keep_user_info, hc_page, 8);
+KEEP_ABI_OFFSET(keep_user_info, hc_buffer, 16);
+KEEP_ABI_OFFSET(keep_user_info, hc_buffer_size, 24);
+KEEP_ABI_OFFSET(keep_user_info, doorbell, 32);
+KEEP_ABI_OFFSET(keep_user_info, entry, 40);
+KEEP_ABI_OFFSET(keep_user_info, image_start, 48);
+KEEP_ABI_OFFSET(keep_user_info, image_end, 56);
+KEEP_ABI_OFFSET(keep_user_info, heap_start, 64);
+KEEP_ABI_OFFSET(keep_user_info, heap_end, 72);
+KEEP_ABI_OFFSET(keep_user_info, stack_top, 80);
+KEEP_ABI_OFFSET(keep_user_info, stack_bottom, 88);
+KEEP_ABI_OFFSET(keep_user_info, ram_size, 96);
+KEEP_ABI_SIZE(keep_user_info, 104);
 
 /* Descriptor of the `.note.keepstack` note (type KEEP_NOTE_TYPE_LAYOUT): everything the
  * toolchain needs to lay the keep out, declared once, in the microkernel ELF. */
@@ -172,9 +210,33 @@ struct keep_layout {
     uint64_t user_stack_size;
     uint64_t boot_stack_top; /* initial rsp of the boot vCPU */
     uint64_t fault_stack_top; /* TSS.RSP0 and IST1: where faults land */
-    uint64_t ap_entry;       /* where application processors park */
-    uint64_t vector_stubs;   /* IDT entry i = vector_stubs + i * KEEP_VECTOR_STUB_SIZE */
+    uint64_t ap_entry; /* where application processors park */
+    uint64_t vector_stubs; /* IDT entry i = vector_stubs + i * KEEP_VECTOR_STUB_SIZE */
 };
+KEEP_ABI_OFFSET(keep_layout, abi_version, 0);
+KEEP_ABI_OFFSET(keep_layout, size, 4);
+KEEP_ABI_OFFSET(keep_layout, guest_policy, 8);
+KEEP_ABI_OFFSET(keep_layout, sev_features, 16);
+KEEP_ABI_OFFSET(keep_layout, ram_size, 24);
+KEEP_ABI_OFFSET(keep_layout, gdt, 32);
+KEEP_ABI_OFFSET(keep_layout, tss, 40);
+KEEP_ABI_OFFSET(keep_layout, idt, 48);
+KEEP_ABI_OFFSET(keep_layout, secrets_page, 56);
+KEEP_ABI_OFFSET(keep_layout, cpuid_page, 64);
+KEEP_ABI_OFFSET(keep_layout, user_info, 72);
+KEEP_ABI_OFFSET(keep_layout, page_tables, 80);
+KEEP_ABI_OFFSET(keep_layout, page_tables_size, 88);
+KEEP_ABI_OFFSET(keep_layout, hc_page, 96);
+KEEP_ABI_OFFSET(keep_layout, hc_buffer, 104);
+KEEP_ABI_OFFSET(keep_layout, hc_buffer_size, 112);
+KEEP_ABI_OFFSET(keep_layout, doorbell, 120);
+KEEP_ABI_OFFSET(keep_layout, user_base, 128);
+KEEP_ABI_OFFSET(keep_layout, user_stack_size, 136);
+KEEP_ABI_OFFSET(keep_layout, boot_stack_top, 144);
+KEEP_ABI_OFFSET(keep_layout, fault_stack_top, 152);
+KEEP_ABI_OFFSET(keep_layout, ap_entry, 160);
+KEEP_ABI_OFFSET(keep_layout, vector_stubs, 168);
+KEEP_ABI_SIZE(keep_layout, 176);
 #endif
 
 #endif
