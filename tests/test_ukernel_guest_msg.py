@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from ring0_harness import ask, build_harness
 
+from toolchain.measure.abi import STOP_REASONS
 from toolchain.snp.guest_msg import (
     HEADER_OFFSETS,
     REPORT_MSG_VERSION,
@@ -23,9 +24,14 @@ from toolchain.snp.guest_msg import (
 from toolchain.snp.report import REPORT_SIZE
 from toolchain.snp.secrets import SecretsPage
 
-# KEEP_STOP_* of keep_abi.h (runtime.vmm.ghcb.STOP_REASONS names them for the runner).
-VMPCK, SEQNO_EXHAUSTED, MSG_TYPE, MSG_VMPCK, MSG_SEQNO, MSG_SZ = 2, 3, 7, 9, 10, 11
-AUTHTAG, STATUS, REPORT_SIZE_REASON, DISABLED = 12, 13, 14, 15
+# KEEP_STOP_* of keep_abi.h, declared in toolchain.measure.abi.
+VMPCK, SEQNO_EXHAUSTED, MSG_TYPE, MSG_VMPCK, MSG_SEQNO, MSG_SZ = (
+    STOP_REASONS[name][0]
+    for name in ("VMPCK", "SEQNO_EXHAUSTED", "MSG_TYPE", "MSG_VMPCK", "MSG_SEQNO", "MSG_SZ")
+)
+AUTHTAG, STATUS, REPORT_SIZE_REASON, DISABLED = (
+    STOP_REASONS[name][0] for name in ("AUTHTAG", "STATUS", "REPORT_SIZE", "DISABLED")
+)
 REPORT_DATA = bytes(range(64))
 REPORT = os.urandom(REPORT_SIZE)
 
