@@ -68,10 +68,16 @@ def _tampered(blob: bytes, how: str, trees: list[Any]) -> bytes:
         return blob[:-1]
     if how == "trailing":
         return blob + b"\0"
+    if how == "rw":  # the first tree marked :rw behind the binding's back
+        at = blob.index(b"/one") + 4
+        return blob[:at] + struct.pack("<I", 1) + blob[at + 4 :]
+    if how == "flags":  # a flag bit other than :rw (the first tree's flags follow "/one")
+        at = blob.index(b"/one") + 4
+        return blob[:at] + struct.pack("<I", 2) + blob[at + 4 :]
     raise AssertionError(how)
 
 
-TAMPERING = ["content", "nonce", "dropped", "reordered", "truncated", "trailing"]
+TAMPERING = ["content", "nonce", "dropped", "reordered", "rw", "truncated", "trailing", "flags"]
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +142,7 @@ def test_the_keep_refuses_trees_it_did_not_attest(plan: Any, tmp_path: Path, how
     assert error is None, error
     assert status == 125
     assert b"hello from a keep" not in output  # refused before the application ran
-    why = b"not the ones this keep attested" if how in TAMPERING[:4] else b"malformed"
+    why = b"not the ones this keep attested" if how in TAMPERING[:5] else b"malformed"
     assert why in output, output
 
 
@@ -146,8 +152,8 @@ def test_the_nil_backend_makes_the_same_check(tmp_path: Path, how: str) -> None:
     bound = bind_report_data(NONCE, [tree.digest for tree in trees])
     blob = transfer_blob(NONCE, trees)
     accepted = accept_transfer_blob(blob, bound)
-    assert [guest for guest, _ in accepted] == ["/one", "/two"]
-    why = "not the ones this keep attested" if how in TAMPERING[:4] else "malformed"
+    assert [tree.guest for tree in accepted] == ["/one", "/two"]
+    why = "not the ones this keep attested" if how in TAMPERING[:5] else "malformed"
     with pytest.raises(EvidenceError, match=why):
         accept_transfer_blob(_tampered(blob, how, trees), bound)
 
@@ -163,7 +169,7 @@ def _call(
 
 
 def test_the_vmm_serves_trees_only_after_attestation_and_within_bounds() -> None:
-    blob = b"KTREES1\0" + bytes(range(200))
+    blob = b"KTREES2\0" + bytes(range(200))
     layout = HypercallLayout(PAGE, BUFFER, 0x10000)
 
     def server(**options: Any) -> HypercallServer:
@@ -293,6 +299,7 @@ MALFORMED = {
     "no-root": ("no root", b""),
     "orphan": ("an entry before its directory", _record(3, b"") + _record(4, b"a/b", b"x")),
     "dotdot": ("a name", _record(3, b"") + _record(4, b"..", b"x")),
+    "absolute": ("an absolute path", _record(3, b"") + _record(4, b"/etc", b"x")),
     "repeated": (
         "a name",
         _record(3, b"") + _record(4, b"a") + _record(4, b"b") + _record(4, b"a"),

@@ -1,4 +1,4 @@
-"""The microkernel's SNP guest request end to end on /dev/kvm (ABI 3): the report arrives as a
+"""The microkernel's SNP guest request end to end on /dev/kvm (ABI 4): the report arrives as a
 sealed guest message through the GHCB, and a host that tampers with the request or the response
 stops the keep before ring 3 with the field, the expected and the found value."""
 

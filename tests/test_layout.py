@@ -194,7 +194,7 @@ def test_page_table_permissions(plan: LaunchPlan, images: Images) -> None:
         layout.user_info: user_ro,
         abi.hc_page: user_rw,
         abi.doorbell: user_rw,
-        GHCB_PAGE: kernel_rw,  # ABI 3: the microkernel's guest requests go through the GHCB
+        GHCB_PAGE: kernel_rw,  # ABI 4: the microkernel's guest requests go through the GHCB
     }
     for gpa in range(abi.hc_buffer, abi.hc_buffer + abi.hc_buffer_size, PAGE):
         expected[gpa] = user_rw
@@ -361,7 +361,7 @@ def _malformed(kernel: bytes, user: bytes) -> dict[str, tuple[bytes, bytes]]:
             _set_entry(set_phdr(kernel, k_text.index, vaddr=0x300000, paddr=0x300000), 0x300000),
             user,
         ),
-        "ABI version mismatch": (_patch_note(kernel, 0, 4), user),
+        "ABI version mismatch": (_patch_note(kernel, 0, 99), user),
         "note size mismatch": (_patch_note(kernel, 4, 8), user),
         "interp": (kernel, set_phdr(user, u1.index, type=3)),
     }

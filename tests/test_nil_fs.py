@@ -18,13 +18,12 @@ from runtime.run.nil_fs import (
     ENOTDIR,
     EPERM,
     MAX_LINKS,
-    TREE_MAGIC,
     FsError,
     Tree,
     walk,
 )
 from toolchain.errors import EvidenceError
-from toolchain.measure.trees import DirSpec, encode_tree
+from toolchain.measure.trees import TREE_MAGIC, DirSpec, encode_tree
 
 
 def record(kind: int, path: bytes, data: bytes = b"") -> bytes:

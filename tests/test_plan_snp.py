@@ -117,7 +117,7 @@ def test_snp_page_table_entries_carry_the_c_bit_except_on_shared_pages(
     # Table pointers are private too (the tables are launched): PML4[0] -> the PDPT at +0x1000.
     pml4 = memory(snp)[abi.page_tables]
     assert struct.unpack_from("<Q", pml4)[0] == C51 | (abi.page_tables + 0x1000) | 0x27
-    # ABI 3: the microkernel uses the GHCB on the simulated platform too (the same entry).
+    # ABI 4: the microkernel uses the GHCB on the simulated platform too (the same entry).
     assert entry(simulated, GHCB_PAGE) == (1, 0x8000_0000_0000_6063)
 
 

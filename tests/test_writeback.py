@@ -85,7 +85,7 @@ def test_a_tree_entry_named_like_the_temporary_file_survives(tmp_path: Path) -> 
 HOSTILE = [
     (_tree(_record(F, 0o644, b"..", b"x")), r"a name"),
     (_tree(_record(D, 0o755, b"a"), _record(F, 0o644, b"a/..", b"x")), r"a name"),
-    (_tree(_record(F, 0o644, b"/etc/x", b"x")), r"a name|an entry before its directory"),
+    (_tree(_record(F, 0o644, b"/etc/x", b"x")), r"an absolute path"),
     (_tree(_record(F, 0o644, b"a/b", b"x")), r"an entry before its directory"),
     (_tree(_record(F, 0o644, b"b"), _record(F, 0o644, b"a")), r"a name"),
     (_tree(_record(L, 0o777, b"out", b"/etc/passwd")), r"'out': link target '/etc/passwd'"),

@@ -108,11 +108,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         dest="dirs",
         action="append",
         default=[],
-        metavar="HOST[::GUEST]",
+        metavar="HOST[::GUEST][:rw]",
         help="copy directory HOST into the keep as GUEST (default: HOST as written); "
         "repeatable. Read before boot (at most 32 MiB in all), its digest is bound into the "
-        "attestation report and checked by the keep. Not yet visible to the application "
-        "(no file system in this version)",
+        "attestation report and checked by the keep. The application's changes stay in the "
+        "keep and are discarded at exit, unless the option ends with :rw: then, when the "
+        "application exits (not on a trap), the tree comes back and HOST is made to hold it "
+        "(the host sees the files; files keep the mode they came in with, new files get 0644, "
+        "new directories 0755; at most 33 MiB)",
     )
     parser.add_argument(
         "--memory",

@@ -39,9 +39,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--dir",
         dest="dirs",
         action="append",
-        metavar="HOST[::GUEST]",
-        help="a directory the run preopened (as 'keep run --dir'; repeat in the same order): "
-        "proves the keep saw exactly these trees",
+        metavar="HOST[::GUEST][:rw]",
+        help="a directory the run preopened (as 'keep run --dir', :rw included; repeat in the "
+        "same order): proves the keep saw exactly these trees",
     )
     parser.add_argument("--policy", type=Path, metavar="FILE", help="verification policy (TOML)")
     parser.add_argument(
@@ -53,13 +53,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def _trees(dirs: list[str] | None) -> list[tuple[str, bytes]] | None:
-    """(guest path, digest) of each --dir, read as 'keep run' reads it; None without --dir."""
+def _trees(dirs: list[str] | None) -> tuple[list[tuple[str, bytes]] | None, list[bool]]:
+    """(guest path, digest) and :rw of each --dir, read as 'keep run' reads it; None without."""
     if not dirs:
-        return None
+        return None, []
     from toolchain.measure.trees import DirSpec, read_trees
 
-    return [(t.spec.guest, t.digest) for t in read_trees([DirSpec.parse(d) for d in dirs])]
+    trees = read_trees([DirSpec.parse(d) for d in dirs])
+    return [(t.spec.guest, t.digest) for t in trees], [t.spec.rw for t in trees]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,13 +74,15 @@ def run(args: argparse.Namespace) -> int:
     # --trust FILE, $KEEPSTACK_TRUST or the built-in policy (never the current directory);
     # 'keep run --dev' evidence is signed by your development key: pass its .pub as --trusted-key.
     trust = trust_policy_from_args(args)
+    trees, rw = _trees(args.dirs)
     checklist = verify_evidence(
         read_file(args.evidence, "evidence"),
         verifier=Verifier(roots_from_args(args)),
         trust=trust,
         policy=VerificationPolicy.load(args.policy) if args.policy else None,
         nonce=parse_hex(args.nonce, "--nonce") if args.nonce is not None else None,
-        trees=_trees(args.dirs),
+        trees=trees,
+        rw=rw,
         at=parse_time(args.at) if args.at else None,
         crl=read_file(args.crl, "CRL") if args.crl is not None else None,
         title=f"evidence {args.evidence}",

@@ -57,6 +57,8 @@ class LiveAttestation:
     report_data: bytes | None = None
     #: (guest path, SHA-512 digest) of each preopened tree, in the order they are bound.
     trees: list[tuple[str, bytes]] = field(default_factory=list)
+    #: Per tree, whether it is ``:rw`` (bound too when one is: ``bind_report_data``).
+    rw: list[bool] = field(default_factory=list)
     report: bytes | None = None
     calls: int = field(default=0)
     #: True once a report passed every check (the only way the application may start).

@@ -46,6 +46,8 @@ class Launch:
     report_data: bytes
     #: The preopened trees' transfer blob (``toolchain.measure.trees.transfer_blob``).
     trees: bytes
+    #: Per tree, whether the keep may hand it back at exit (``--dir ...:rw``).
+    rw: Sequence[bool] = ()
 
 
 @dataclass
@@ -57,6 +59,9 @@ class Ended:
     measurement: bytes
     error: KeepError | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: The ``:rw`` trees the keep handed back at the application's exit (a result blob,
+    #: ``toolchain.measure.trees.result_blob``), or None.
+    result: bytes | None = None
 
 
 class Backend(Protocol):
@@ -125,8 +130,9 @@ class KvmBackend:
             on_report=launch.verified,
             report_data=launch.report_data,
             trees=launch.trees,
+            rw=launch.rw,
         )
-        ended = Ended(result.exit_status, result.measurement, result.error)
+        ended = Ended(result.exit_status, result.measurement, result.error, result=result.result)
         if result.to_first_output_ms is not None:
             ended.timings_ms["create_vm_to_first_output"] = result.to_first_output_ms
         return ended
@@ -159,6 +165,7 @@ class NilBackend:
         measurement = measured_launch(launch.firmware, plan, launch.vcpus, PlanOnly())
         report = launch.firmware.guest_request_report(launch.report_data, 0)
         launch.verified(report)  # raises EvidenceError before the application starts
+        handed_back: list[bytes] = []
         status = run_wasi(
             launch.build.artifacts["app.wasm"],
             argv=list(launch.argv),
@@ -167,8 +174,9 @@ class NilBackend:
             timeout=launch.timeout,
             trees=launch.trees,
             attested=launch.report_data,
+            on_result=handed_back.append,
         )
-        return Ended(status, measurement)
+        return Ended(status, measurement, result=handed_back[0] if handed_back else None)
 
 
 #: Every backend ``keep run`` knows, by name; the first available one is the default.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ def run_wasi(
     timeout: float | None = None,
     trees: bytes = b"",
     attested: bytes = b"",
+    on_result: Callable[[bytes], None] | None = None,
 ) -> int:
     """Run a WASI command module with this process's stdio; return its exit status.
 
@@ -91,7 +92,9 @@ def run_wasi(
     ``timeout`` ends the application with ``KeepTimeoutError`` after that many seconds.
     ``trees`` (the TREES blob) is checked against ``attested`` (the REPORT_DATA of the report)
     as the keep's runtime checks it (``keep_trees.c``): a mismatch ends the run before the
-    application with the keep's line and status 125.
+    application with the keep's line and status 125. When the application exits (``proc_exit``
+    or a return from ``_start``, not a trap) and a tree was preopened ``:rw``, ``on_result``
+    gets the result blob the keep would hand back (``nil_fs.FsCalls.result``).
     """
     import wasmtime
 
@@ -141,8 +144,9 @@ def run_wasi(
     sys.stdout.flush()
     try:
         start(store)
+        status = 0
     except ProcExit as exc:
-        return exc.status
+        status = exc.status
     except wasmtime.Trap as exc:
         sys.stdout.flush()
         if exc.trap_code == wasmtime.TrapCode.INTERRUPT and timeout is not None:
@@ -155,4 +159,11 @@ def run_wasi(
     finally:
         if timer is not None:
             timer.cancel()
-    return 0
+    try:
+        result = wasi.result()
+    except EvidenceError as exc:  # as the keep's runtime ends it (keep_fs.c, fs_hand_back)
+        print(f"keep: {exc.message}", file=sys.stderr, flush=True)
+        return FATAL_EXIT_STATUS
+    if result is not None and on_result is not None:
+        on_result(result)
+    return status

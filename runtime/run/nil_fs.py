@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from toolchain.measure.abi import FS_FILE_MAX, TREE_MAGIC
+from toolchain.measure.abi import FS_FILE_MAX, RESULT_MAX_BYTES
+
+if TYPE_CHECKING:
+    from toolchain.measure.trees import Received
 
 ESUCCESS, EBADF, EBUSY, EEXIST, EFAULT, EFBIG, EINVAL = 0, 8, 10, 20, 21, 22, 28
 EISDIR, ELOOP, EMFILE, ENAMETOOLONG, ENOENT, ENOSPC = 31, 32, 33, 37, 44, 51
@@ -26,6 +30,8 @@ DIRECTORY, REGULAR_FILE, SYMBOLIC_LINK = 3, 4, 7
 U32 = 0xFFFFFFFF
 FD_MAX, MAX_LINKS, MAX_DEPTH = 1024, 32, 512
 FILE_MAX = FS_FILE_MAX  # the keep's bound (keep_abi.h)
+#: The mode of what the application creates (keep_fs.c's fs_new; WASI preview 1 has no modes).
+NEW_MODES = {DIRECTORY: 0o755, REGULAR_FILE: 0o644, SYMBOLIC_LINK: 0o777}
 
 
 def _rights(*bits: int) -> int:
@@ -62,6 +68,7 @@ class Node:
     data: bytearray = field(default_factory=bytearray)
     entries: dict[bytes, Node] = field(default_factory=dict)  # insertion order, as in C
     parent: Node | None = None
+    mode: int = 0  # permission bits: in and out of the keep, never seen by the application
 
     def __post_init__(self) -> None:
         self.atim = self.mtim = self.ctim = self.time
@@ -90,8 +97,9 @@ class Tree:
     def now(self) -> int:
         return self.frozen if self.frozen is not None else time.time_ns()
 
-    def new(self, kind: int, dev: int) -> Node:
+    def new(self, kind: int, dev: int, mode: int | None = None) -> Node:
         node = Node(kind, dev, self.next_ino, self.now())
+        node.mode = NEW_MODES[kind] if mode is None else mode
         self.next_ino += 1
         return node
 
@@ -112,50 +120,38 @@ class Tree:
         directory.mtim = directory.ctim = node.ctim = self.now()
 
     def build(self, encoding: bytes, dev: int) -> Node:
-        """One tree from its canonical encoding (checked input, still parsed as untrusted)."""
-        from toolchain.errors import EvidenceError
+        """One tree from its canonical encoding (checked input, still decoded as untrusted)."""
+        from toolchain.measure.trees import decode_tree
 
-        def fail(why: str) -> EvidenceError:
-            return EvidenceError(f"a preopened tree is malformed ({why})")
-
-        at, root = len(TREE_MAGIC), None
-        while at < len(encoding):
-            if at + 7 > len(encoding):
-                raise fail("a record runs past its end")
-            kind, _mode, path_len = struct.unpack_from("<BHI", encoding, at)
-            path = encoding[at + 7 : at + 7 + path_len]
-            at += 7 + path_len
-            if len(path) != path_len or at + 8 > len(encoding):
-                raise fail("a record runs past its end")
-            (data_len,) = struct.unpack_from("<Q", encoding, at)
-            data = encoding[at + 8 : at + 8 + data_len]
-            at += 8 + data_len
-            if len(data) != data_len:
-                raise fail("a record runs past its end")
-            if kind not in (DIRECTORY, REGULAR_FILE, SYMBOLIC_LINK) or (kind == DIRECTORY and data):
-                raise fail("an entry's type")
-            node = self.new(kind, dev)
-            node.data = bytearray(data)
-            if root is None:
-                if kind != DIRECTORY or path:
-                    raise fail("it does not start with its root")
-                root = node
-                continue
-            *parents, name = path.split(b"/")
-            directory = root
-            for part in parents:
-                found = directory.entries.get(part)
-                if found is None or found.type != DIRECTORY:
-                    raise fail("an entry before its directory")
-                directory = found
-            previous = next(reversed(directory.entries), None)
-            out_of_order = previous is not None and previous >= name  # so each name is new
-            if name in (b"", b".", b"..") or b"\0" in name or out_of_order:
-                raise fail("a name")
-            self.link(directory, name, node)
-        if root is None:
-            raise fail("no root")
+        records = decode_tree(encoding)  # the one decoder: every refusal is an EvidenceError
+        root = self.new(DIRECTORY, dev, records[0].mode)
+        directories = {b"": root}
+        for record in records[1:]:
+            node = self.new(record.kind, dev, record.mode)
+            node.data = bytearray(record.data)
+            parent, _slash, name = record.path.rpartition(b"/")
+            self.link(directories[parent], name, node)  # decode_tree: the parent came first
+            if record.kind == DIRECTORY:
+                directories[record.path] = node
         return root
+
+
+def encode(root: Node) -> bytes:
+    """The canonical encoding of a tree as the application left it (what the keep hands back).
+
+    Modes: a node keeps the mode it came in with; new files are 0644, new directories 0755,
+    new links 0777 (``Tree.new``). A hard-linked file appears once per name, as ``read_tree``
+    gives it.
+    """
+    from toolchain.measure.trees import Record, encode_records
+
+    records, pending = [], [(b"", root)]
+    while pending:  # no recursion: the application decides how deep the tree is
+        path, node = pending.pop()
+        records.append(Record(node.type, node.mode, path, bytes(node.data)))
+        pending += [(path + b"/" + name if path else name, child)
+                    for name, child in node.entries.items()]  # fmt: skip
+    return encode_records(records)
 
 
 def resize(node: Node, size: int) -> None:
@@ -316,16 +312,31 @@ class FsCalls:
     slots: dict[int, Slot]
     tree: Tree
     guests: list[bytes]
+    roots: list[tuple[Node, bool]]  # each tree's root and whether it is handed back (:rw)
 
-    def init_fs(self, trees: list[tuple[str, bytes]]) -> None:
-        self.slots, self.tree, self.guests = {}, Tree(), []
+    def init_fs(self, trees: Sequence[Received]) -> None:
+        self.slots, self.tree, self.guests, self.roots = {}, Tree(), [], []
         self.tree.frozen = time.time_ns() or 1
-        for index, (guest, encoding) in enumerate(trees):
-            root = self.tree.build(encoding, index + 1)
+        for index, received in enumerate(trees):
+            root = self.tree.build(received.encoding, index + 1)
             self.slots[3 + index] = Slot("dir", root, DIR_RIGHTS, DIR_RIGHTS | FILE_RIGHTS,
                                          preopen=index)  # fmt: skip
-            self.guests.append(guest.encode())
+            self.guests.append(received.guest.encode())
+            self.roots.append((root, received.rw))
         self.tree.frozen = None
+
+    def result(self) -> bytes | None:
+        """keep_fs.c's fs_result: the ``:rw`` trees as the application left them, or None."""
+        from toolchain.errors import EvidenceError
+        from toolchain.measure.trees import result_blob
+
+        handed = [(index, encode(root)) for index, (root, rw) in enumerate(self.roots) if rw]
+        blob = result_blob(handed) if handed else None
+        if blob is not None and len(blob) > RESULT_MAX_BYTES:
+            raise EvidenceError(
+                "the :rw trees are larger than a keep hands back (33 MiB); nothing was written back"
+            )
+        return blob
 
     # --- memory (KeepWasi's checks, for the calls here) -----------------------------------------
     @staticmethod

@@ -28,9 +28,12 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from runtime.run.nil_fs import FsCalls
+
+if TYPE_CHECKING:
+    from toolchain.measure.trees import Received
 
 ESUCCESS, EBADF, EFAULT, EINVAL, EIO = 0, 8, 21, 28, 29
 ENOTSOCK, ENOTSUP, ESPIPE = 57, 58, 70
@@ -92,7 +95,7 @@ class KeepWasi(FsCalls):
         stdin: IO[bytes] | None,
         stdout: IO[bytes],
         stderr: IO[bytes],
-        trees: Sequence[tuple[str, bytes]] = (),
+        trees: Sequence[Received] = (),
     ) -> None:
         self.args = [arg.encode() + b"\0" for arg in argv]
         self.environ = [f"{key}={value}".encode() + b"\0" for key, value in env]
@@ -100,7 +103,7 @@ class KeepWasi(FsCalls):
         self.out = {STDOUT: stdout, STDERR: stderr}
         #: descriptor → stream (wasi.c's fd_stream): fd_close and fd_renumber change it.
         self.fd_stream: dict[int, int] = {0: STDIN, 1: STDOUT, 2: STDERR}
-        self.init_fs(list(trees))  # descriptors 3, 4, ...: the preopened directories
+        self.init_fs(trees)  # descriptors 3, 4, ...: the preopened directories
 
     # --- linking ------------------------------------------------------------------------------
     def define(self, linker: Any) -> None:

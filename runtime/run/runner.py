@@ -55,8 +55,9 @@ class RunOptions:
     build_dir: Path | None = None
     #: Guest memory in bytes (None: the default 256 MiB); part of the build and its measurement.
     memory: int | None = None
-    #: Preopened directories (``--dir HOST[::GUEST]``): read before boot, copied into the keep,
-    #: their digests bound into REPORT_DATA (``toolchain.measure.trees``).
+    #: Preopened directories (``--dir HOST[::GUEST][:rw]``): read before boot, copied into the
+    #: keep, their digests bound into REPORT_DATA (``toolchain.measure.trees``); the ``:rw``
+    #: ones come back at the application's exit (``runtime.run.writeback.apply_result``).
     dirs: Sequence[DirSpec] = ()
     #: Where the runner's own lines go (progress, security statement, checklist).
     log: TextIO = field(default_factory=lambda: sys.stderr)
@@ -416,12 +417,9 @@ def write_evidence(path: Path, attestation: LiveAttestation, envelope: bytes, ba
         "firmware": attestation.firmware.name,
         "simulated_root": chain.simulated,
         "nonce": attestation.nonce.hex(),
-        # The preopened trees, in order: REPORT_DATA = SHA-512(nonce || their digests).
-        **(
-            {"trees": [{"guest": g, "sha512": d.hex()} for g, d in attestation.trees]}
-            if attestation.trees
-            else {}
-        ),
+        # The preopened trees, in order: REPORT_DATA = SHA-512(nonce || their digests
+        # [|| their :rw flags]), toolchain.measure.trees.bind_report_data.
+        **({"trees": _evidence_trees(attestation)} if attestation.trees else {}),
         "report": (attestation.report or b"").hex(),
         "vcek": pem(chain.vcek),
         "ask": pem(chain.ask),
@@ -435,6 +433,14 @@ def write_evidence(path: Path, attestation: LiveAttestation, envelope: bytes, ba
         tmp.replace(path)
     except OSError as exc:
         raise InputError(f"cannot write evidence {path}: {exc.strerror}") from exc
+
+
+def _evidence_trees(attestation: LiveAttestation) -> list[dict[str, object]]:
+    rw = attestation.rw or [False] * len(attestation.trees)
+    return [
+        {"guest": guest, "sha512": digest.hex(), **({"rw": True} if flag else {})}
+        for (guest, digest), flag in zip(attestation.trees, rw, strict=True)
+    ]
 
 
 def run_app(options: RunOptions) -> RunOutcome:
@@ -482,8 +488,11 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     nonce = fresh_nonce()
     attestation = LiveAttestation(
         nonce=nonce,
-        report_data=bind_report_data(nonce, [tree.digest for tree in trees]),
+        report_data=bind_report_data(
+            nonce, [tree.digest for tree in trees], [tree.spec.rw for tree in trees]
+        ),
         trees=[(tree.spec.guest, tree.digest) for tree in trees],
+        rw=[tree.spec.rw for tree in trees],
         firmware=firmware,
         references=references,
         reference_checks=reference_checks,
@@ -503,6 +512,10 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
         raise ended.error
     if ended.exit_status is None:
         raise PlatformError("the keep ended without an exit status")
+    if ended.result is not None:  # only now: the keep attested and ended on its own
+        from runtime.run.writeback import apply_result
+
+        apply_result(trees, ended.result, log.say)  # loud, even with --quiet
     return RunOutcome(
         process_status(ended.exit_status, log),
         backend.name,
@@ -518,12 +531,19 @@ def _announce_trees(trees: Sequence[Tree], log: _Log) -> None:
             f"keep: --dir {tree.spec.host} -> {tree.spec.guest}: {len(tree.encoding)} bytes, "
             f"sha512 {tree.digest.hex()[:32]}…, copied into the keep and bound into its report"
         )
-    if trees:
-        # Where the application's changes go, so nobody expects them on the host (no :rw yet).
+    if any(not tree.spec.rw for tree in trees):
+        # Where the application's changes go, so nobody expects them on the host.
         log.note(
             "keep: --dir: the application works on the keep's own in-memory copy; its changes "
-            "are discarded at exit (the host directory is never written)"
+            "are discarded at exit (the host directory is never written) unless the --dir "
+            "ends with :rw"
         )
+    for tree in trees:
+        if tree.spec.rw:
+            log.note(
+                f"keep: --dir {tree.spec.host}:rw: the application's changes are written back "
+                "to it at exit: the host sees them"
+            )
 
 
 def _launch(  # noqa: PLR0917 - the private body of _run
@@ -562,6 +582,7 @@ def _launch(  # noqa: PLR0917 - the private body of _run
         verified=verified,
         report_data=attestation.expected_report_data,
         trees=transfer_blob(attestation.nonce, trees),
+        rw=[tree.spec.rw for tree in trees],
     )
     try:
         return backend.run(launch)

@@ -8,11 +8,12 @@ What this module promises:
   (``toolchain.measure.trees`` documents the encoding): entries missing from it are removed, new
   ones created, changed files replaced; a file whose contents and mode are unchanged is not
   touched.
-* Nothing is written unless the whole encoding is acceptable: it is checked first (the nil
-  model's structural checks, ``nil_fs.Tree.build``: the root first, names in ascending order,
-  no empty, ``.`` or ``..`` name, no entry before its directory) and then for what only a
-  writer needs: no mode above 0o777, a size within ``limit``, and no symbolic link whose
-  target is absolute or leaves the tree (``..`` above its root). Refusals are ``EvidenceError``
+* Nothing is written unless the whole encoding is acceptable: it is checked first (the one
+  decoder's structural checks, ``toolchain.measure.trees.decode_tree``: the root first, names
+  in ascending order, no absolute path, no empty, ``.`` or ``..`` name, no entry before its
+  directory) and then for what only a writer needs: no mode above 0o777, a size within
+  ``limit``, and no symbolic link whose target is absolute or leaves the tree (``..`` above
+  its root). Refusals are ``EvidenceError``
   naming the path and why.
 * The writer never follows a symbolic link: every directory is opened relative to its parent's
   descriptor with ``O_DIRECTORY | O_NOFOLLOW``; files are created with ``O_CREAT | O_EXCL |
@@ -26,16 +27,18 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import struct
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from runtime.run import nil_fs
 from toolchain.errors import EvidenceError, InputError
 from toolchain.measure.abi import TREE_MAGIC, TREES_MAX_BYTES
 from toolchain.measure.trees import (
     FILETYPE_DIRECTORY,
     FILETYPE_REGULAR_FILE,
     FILETYPE_SYMBOLIC_LINK,
+    Tree,
+    accept_result_blob,
+    decode_tree,
 )
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -60,35 +63,25 @@ def check_encoding(encoding: bytes, *, limit: int = TREES_MAX_BYTES) -> _Entry:
         raise fail(f"{len(encoding)} bytes, over the limit of {limit}")
     if not encoding.startswith(TREE_MAGIC):
         raise fail("not a canonical tree encoding")
-    nil_fs.Tree().build(encoding, 1)  # the keep's structural checks, the same reasons
-    at, root = len(TREE_MAGIC), None
-    while at < len(encoding):  # build() has checked every length
-        kind, mode, path_len = struct.unpack_from("<BHI", encoding, at)
-        path = encoding[at + 7 : at + 7 + path_len]
-        at += 7 + path_len
-        (data_len,) = struct.unpack_from("<Q", encoding, at)
-        data = encoding[at + 8 : at + 8 + data_len]
-        at += 8 + data_len
+    records = decode_tree(encoding, what="the tree to write back")  # the keep's checks
+    root = _Entry(records[0].kind, records[0].mode, b"")
+    for record in records:
         try:
-            name = path.decode("utf-8")
-            target = data.decode("utf-8") if kind == FILETYPE_SYMBOLIC_LINK else ""
+            name = record.path.decode("utf-8")
+            target = record.data.decode("utf-8") if record.kind == FILETYPE_SYMBOLIC_LINK else ""
         except UnicodeDecodeError:
-            raise fail(f"{path!r}: a name or link target is not UTF-8") from None
-        if mode > 0o777:
-            raise fail(f"{name!r}: mode {mode:#o} is more than permission bits")
-        entry = _Entry(kind, mode, data)
-        if root is None:
-            root = entry
+            raise fail(f"{record.path!r}: a name or link target is not UTF-8") from None
+        if record.mode > 0o777:
+            raise fail(f"{name!r}: mode {record.mode:#o} is more than permission bits")
+        if not record.path:
             continue
         parts = name.split("/")
-        if kind == FILETYPE_SYMBOLIC_LINK and _leaves_tree(parts, target):
+        if record.kind == FILETYPE_SYMBOLIC_LINK and _leaves_tree(parts, target):
             raise fail(f"{name!r}: link target {target!r} leaves the tree")
         directory = root
         for part in parts[:-1]:
             directory = directory.children[part]
-        directory.children[parts[-1]] = entry
-    if root is None:  # build() refuses it first; this keeps the type honest
-        raise fail("no root")
+        directory.children[parts[-1]] = _Entry(record.kind, record.mode, record.data)
     return root
 
 
@@ -218,3 +211,38 @@ def _remove(fd: int, name: str) -> None:
     finally:
         os.close(child)
     os.rmdir(name, dir_fd=fd)
+
+
+def changes(before: bytes, after: bytes) -> dict[str, list[str]]:
+    """What differs between two encodings of a tree: paths created, changed and removed."""
+    old = {r.path: r for r in decode_tree(before)}
+    new = {r.path: r for r in decode_tree(after, what="the tree to write back")}
+    return {
+        "created": _shown(new.keys() - old.keys()),
+        "changed": _shown(p for p in new.keys() & old.keys() if new[p] != old[p]),
+        "removed": _shown(old.keys() - new.keys()),
+    }
+
+
+def _shown(paths: Iterable[bytes]) -> list[str]:
+    return sorted(path.decode("utf-8", "replace") or "." for path in paths)
+
+
+def apply_result(trees: Sequence[Tree], result: bytes, say: Callable[[str], None]) -> None:
+    """Write the keep's result into the ``:rw`` trees' host directories (all checked first)."""
+    handed = accept_result_blob(result, [tree.spec.rw for tree in trees])
+    for encoding in handed.values():
+        check_encoding(encoding)  # every tree, before the first write
+    for index, encoding in handed.items():
+        host = trees[index].spec.host
+        found = changes(trees[index].encoding, encoding)
+        count = sum(len(paths) for paths in found.values())
+        if not count:
+            say(f"keep: --dir {host}:rw: the application changed nothing; nothing written")
+            continue
+        files = "file" if count == 1 else "files"
+        say(f"⚠ writing back {count} {files} to {host}: the host sees them")
+        write_back(host, encoding)
+        for what, paths in found.items():
+            if paths:
+                say(f"keep: {what} in {host}: {', '.join(paths)}")

@@ -1,6 +1,6 @@
 """The VMM's half of the GHCB: SNP Guest Request, and why a microkernel stopped before ring 3.
 
-ABI version 3 (``runtime/guest/ukernel/ABI.md``): the microkernel asks for its attestation report
+ABI version 4 (``runtime/guest/ukernel/ABI.md``): the microkernel asks for its attestation report
 as an SNP guest message, sealed under VMPCK0, through the GHCB (GHCB specification v2, AMD pub.
 56421: NAE event SNP Guest Request, SW_EXITCODE 0x8000_0011, SW_EXITINFO1/2 the request and
 response pages). On SEV-SNP hardware that is a VMGEXIT that KVM serves; on the simulated platform

@@ -14,7 +14,13 @@ outside (stdin, arguments, environment, console) until an ATTEST call has produc
 the runner's callback accepted, and an EXIT before that ends the keep as stopped, never with the
 status it asked for. (The runner does not rely on this: it checks attestation itself.)
 
-Version 3 changes ATTEST only: the microkernel obtained the report itself as an SNP guest message
+RESULT (version 3) takes the ``:rw`` trees back at the application's exit, in order, chunk by
+chunk; the blob is refused (``GuestError``, the keep ends, nothing is kept) when it would pass
+``RESULT_MAX_BYTES``, when a chunk is out of place, when no tree was preopened ``:rw``, or
+when the whole does not pass ``toolchain.measure.trees.accept_result_blob`` (wrong magic, a
+tree not marked ``:rw``, a malformed encoding). ``HypercallStats.result`` holds it once whole.
+
+Version 4 changes ATTEST only: the microkernel obtained the report itself as an SNP guest message
 (``runtime.vmm.ghcb``) and checked it; ATTEST hands it, at the report offset, to the runner's
 verifier, and asks the firmware for nothing. Its EXIT before attestation names why it stopped.
 """
@@ -44,6 +50,7 @@ from toolchain.measure.abi import (
     OFF_STATUS,
     REPORT_DATA_SIZE,
     REPORT_SIZE,
+    RESULT_MAX_BYTES,
     Hypercall,
     HypercallLayout,
     calls_of,
@@ -55,7 +62,7 @@ _HEADER = HC_PAGE.struct  # magic, version, reserved, call, status, args[6], ret
 # The call numbers by name (the table is ``Hypercall``).
 CONSOLE_WRITE, STDIN_READ, EXIT = Hypercall.CONSOLE_WRITE, Hypercall.STDIN_READ, Hypercall.EXIT
 FAULT, LAUNCH_ARGS, REPORT_DATA = Hypercall.FAULT, Hypercall.LAUNCH_ARGS, Hypercall.REPORT_DATA
-ATTEST, CLOCK, TREES = Hypercall.ATTEST, Hypercall.CLOCK, Hypercall.TREES
+ATTEST, CLOCK, TREES, RESULT = Hypercall.ATTEST, Hypercall.CLOCK, Hypercall.TREES, Hypercall.RESULT
 CALL_NAMES = {call: call.name for call in Hypercall}
 
 E2BIG = 7
@@ -85,6 +92,8 @@ class HypercallStats:
     first_output_at: float | None = None  # time.perf_counter() of the first console write
     attested_at: float | None = None
     report: bytes | None = None
+    #: The ``:rw`` trees the keep handed back (RESULT), checked, once complete.
+    result: bytes | None = None
 
 
 class HypercallServer:
@@ -107,6 +116,7 @@ class HypercallServer:
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         abi_version: int = ABI_VERSION,
         trees: bytes = b"",
+        rw: Sequence[bool] = (),
     ) -> None:
         if len(report_data) != REPORT_DATA_SIZE:
             raise InputError(f"REPORT_DATA must be {REPORT_DATA_SIZE} bytes")
@@ -128,8 +138,13 @@ class HypercallServer:
             raise InputError(
                 f"preopened trees need a keep of hypercall ABI {since(TREES)} or later"
             )
+        if any(rw) and RESULT not in self.calls:
+            raise InputError(f"--dir ...:rw needs a keep of hypercall ABI {since(RESULT)} or later")
         self.abi_version = abi_version
         self.trees = bytes(trees)
+        self.rw = tuple(rw)  # per tree in --dir order: whether it may come back
+        self._result = bytearray()
+        self._result_total: int | None = None
         self.stats = HypercallStats()
         self._handlers: dict[int, Callable[[tuple[int, ...]], tuple[int, int, int] | int]] = {
             CONSOLE_WRITE: self._console_write,
@@ -140,6 +155,7 @@ class HypercallServer:
             ATTEST: self._attest,
             CLOCK: self._clock,
             TREES: self._trees,
+            RESULT: self._result_write,
         }
         self._call = "doorbell"
 
@@ -169,6 +185,12 @@ class HypercallServer:
         self.stats.calls[name] = self.stats.calls.get(name, 0) + 1
         if call == EXIT:
             status = int(args[0]) & 0xFFFFFFFF
+            if self._result_total is not None and self.stats.result is None:
+                raise GuestError(
+                    f"exit with {len(self._result)} of the result's {self._result_total} bytes",
+                    call="RESULT",
+                    argument="total",
+                )
             if not self.attested:
                 # A keep that never proved what it is has no exit status worth passing on.
                 stopped = status == ATTEST_FAILED_EXIT_STATUS
@@ -179,7 +201,7 @@ class HypercallServer:
                     call=name,
                 )
             return status
-        if not self.attested and call in (CONSOLE_WRITE, STDIN_READ, LAUNCH_ARGS, TREES):
+        if not self.attested and call in (CONSOLE_WRITE, STDIN_READ, LAUNCH_ARGS, TREES, RESULT):
             raise GuestError(
                 "refused before the keep has been attested (the runner releases nothing "
                 "to a keep it has not verified)",
@@ -321,6 +343,38 @@ class HypercallServer:
         data = self.trees[position : position + max_length]
         self.memory.write(gpa, data)
         return 0, len(data), total
+
+    def _result_write(self, args: tuple[int, ...]) -> int:
+        """Append ``[offset, offset + length)`` of the buffer at ``position`` of the result."""
+        from toolchain.measure.trees import accept_result_blob
+
+        offset, length, position, total = args[0], args[1], args[2], args[3]
+        gpa = self._span(offset, length, offset_name="offset", length_name="length")
+        if not any(self.rw):
+            raise self._fail("", "no tree was preopened with :rw: there is nothing to take back")
+        if self.stats.result is not None:
+            raise self._fail("", "the result was already handed back (one per run)")
+        if total > RESULT_MAX_BYTES:
+            raise self._fail(
+                "total", f"{total} bytes, over the limit of {RESULT_MAX_BYTES} (RESULT_MAX_BYTES)"
+            )
+        if self._result_total not in (None, total):
+            raise self._fail("total", f"{total}, earlier chunks said {self._result_total}")
+        if position != len(self._result) or length > total - position:
+            raise self._fail(
+                "position",
+                f"{length} bytes at {position}: expected the next chunk at {len(self._result)} "
+                f"of {total}",
+            )
+        self._result_total = total
+        self._result += self.memory.read(gpa, length)
+        if len(self._result) == total:
+            try:
+                accept_result_blob(bytes(self._result), self.rw)
+            except EvidenceError as exc:
+                raise self._fail("blob", exc.message) from None
+            self.stats.result = bytes(self._result)
+        return length
 
     def _clock(self, args: tuple[int, ...]) -> int:
         clock_id = args[0]

@@ -55,6 +55,8 @@ class KeepResult:
     total_ms: float = 0.0
     exits: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    #: The ``:rw`` trees the keep handed back at exit (RESULT), checked; None without.
+    result: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -134,6 +136,7 @@ class Keep:
         require_attestation: bool = True,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         trees: bytes = b"",
+        rw: Sequence[bool] = (),
     ) -> KeepResult:
         """Run the boot vCPU until the keep exits or is stopped."""
         if self.vm is None:
@@ -157,6 +160,7 @@ class Keep:
             output_limit=output_limit,
             abi_version=self.plan.abi.abi_version,
             trees=trees,
+            rw=rw,
         )
         ghcb = self._ghcb_server()
         boot = vm.vcpus[0]
@@ -195,10 +199,11 @@ class Keep:
             total_ms=(end - vm.created_at) * 1e3,
             exits=dict(boot.exit_counts),
             calls=dict(stats.calls),
+            result=stats.result if exit_status is not None else None,
         )
 
     def _ghcb_server(self) -> GhcbServer | None:
-        """ABI 3: the GHCB's guest requests go to the firmware (the simulated VMGEXIT)."""
+        """ABI 4: the GHCB's guest requests go to the firmware (the simulated VMGEXIT)."""
         if self.vm is None or self.plan.abi.abi_version < GUEST_MESSAGE_VERSION:
             return None
         layout = self.layout
@@ -257,12 +262,14 @@ def run_keep(
     require_attestation: bool = True,
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     trees: bytes = b"",
+    rw: Sequence[bool] = (),
 ) -> KeepResult:
     """Launch ``plan`` on KVM with ``firmware`` and ``vcpus`` vCPUs and run it to the end; see
     the module docstring.
 
     ``trees`` is the preopened trees' transfer blob (``toolchain.measure.trees.transfer_blob``),
     served by the TREES call after attestation; ``report_data`` must then bind their digests.
+    ``rw`` says per tree whether the keep may hand it back at exit (``KeepResult.result``).
 
     ``on_report`` is the runner's verifier: it gets the keep's ATTESTATION_REPORT (bound to
     ``report_data``, the runner's nonce) and accepts it by returning, refuses it by raising
@@ -288,4 +295,5 @@ def run_keep(
             require_attestation=require_attestation,
             output_limit=output_limit,
             trees=trees,
+            rw=rw,
         )

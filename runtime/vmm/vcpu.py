@@ -305,7 +305,7 @@ class Vcpu:
         """Run until the guest exits (returns its status) or misbehaves (raises GuestError).
 
         ``on_vmgexit`` serves the doorbell value 2, what the simulated platform's microkernel
-        writes instead of VMGEXIT (ABI version 3); without it that value is refused."""
+        writes instead of VMGEXIT (ABI version 4); without it that value is refused."""
         run = self.run_struct
         counts = self.exit_counts
         while True:

@@ -31,14 +31,15 @@ from pathlib import Path
 from toolchain.errors import InputError
 
 #: The ABI version this tree's microkernel and runtime speak.
-ABI_VERSION = 3
+ABI_VERSION = 4
 #: Every version the toolchain lays out and the VMM serves: 1 (releases 0.1.0 and 0.2.0,
-#: rebuilt from their commits), 2 (the TREES call and the attested REPORT_DATA for ring 3) and
-#: 3 (the report asked for as an SNP guest message through the GHCB, on every platform).
-ABI_VERSIONS = (1, 2, 3)
+#: rebuilt from their commits), 2 (the TREES call and the attested REPORT_DATA for ring 3),
+#: 3 (the RESULT call: the ``--dir ...:rw`` trees handed back at the application's exit) and
+#: 4 (the report asked for as an SNP guest message through the GHCB, on every platform).
+ABI_VERSIONS = (1, 2, 3, 4)
 #: From this version on the microkernel brings its own report to ATTEST (an SNP guest message)
 #: and the GHCB page is mapped on every platform.
-GUEST_MESSAGE_VERSION = 3
+GUEST_MESSAGE_VERSION = 4
 
 # ---- the default layout (the microkernel declares it in its note; plans carry it) -------------
 PAGE_SIZE = 0x1000
@@ -49,7 +50,7 @@ IDT_GPA = 0x2000
 SECRETS_GPA = 0x3000
 CPUID_GPA = 0x4000
 USER_INFO_GPA = 0x5000
-#: The GHCB page (version 3 on every platform, before on snp only): shared, never launched.
+#: The GHCB page (version 4 on every platform, before on snp only): shared, never launched.
 GHCB_GPA = 0x6000
 PAGE_TABLES_GPA = 0x10000
 PAGE_TABLES_SIZE = 0xF0000
@@ -81,7 +82,7 @@ SEV_FEATURES = 0x1
 # ---- hypercalls ---------------------------------------------------------------------------------
 HC_MAGIC = 0x3143484B  # "KHC1" little-endian
 DOORBELL_RING = 1
-#: Version 3, simulated platform: the doorbell value that replaces VMGEXIT (runtime/vmm/ghcb.py).
+#: Version 4, simulated platform: the doorbell value that replaces VMGEXIT (runtime/vmm/ghcb.py).
 DOORBELL_VMGEXIT = 2
 
 
@@ -97,10 +98,12 @@ class Hypercall(enum.IntEnum):
     ATTEST = 7
     CLOCK = 8
     TREES = 9
+    #: Args: offset, length, position, total (``runtime/vmm/hypercalls.py``, issue 14).
+    RESULT = 10
 
 
 #: The version that introduced a call (absent: version 1).
-_SINCE: Mapping[Hypercall, int] = {Hypercall.TREES: 2}
+_SINCE: Mapping[Hypercall, int] = {Hypercall.TREES: 2, Hypercall.RESULT: 3}
 
 
 def since(call: Hypercall) -> int:
@@ -120,10 +123,10 @@ REPORT_SIZE = 0x4A0
 #: Where the microkernel puts things in the data buffer during boot.
 BOOT_REPORT_DATA_OFFSET = 0x0
 BOOT_REPORT_OFFSET = 0x100
-#: Version 3: the SNP guest request's request and response pages in the data buffer.
+#: Version 4: the SNP guest request's request and response pages in the data buffer.
 BOOT_GUEST_REQ_OFFSET = 0x1000
 BOOT_GUEST_RSP_OFFSET = 0x2000
-#: Version 3: EXIT(ATTEST_FAILED, reason, expected, found) when the microkernel stops before
+#: Version 4: EXIT(ATTEST_FAILED, reason, expected, found) when the microkernel stops before
 #: ring 3; the reasons (``KEEP_STOP_*``) and what each names (runtime/vmm/ghcb.py says them).
 ATTEST_FAILED_EXIT_STATUS = 125
 STOP_REASONS: Mapping[str, tuple[int, str]] = {
@@ -154,7 +157,16 @@ USER_INFO_MAGIC = 0x3149554B  # "KUI1"
 
 # ---- the TREES call's transfer blob (runtime/guest/wasm/keep_trees.c checks it) ------------------
 TREE_MAGIC = b"KEEPTREE1\0"
-TRANSFER_MAGIC = b"KTREES1\0"
+TRANSFER_MAGIC = b"KTREES2\0"
+#: A tree's flags in the transfer blob: bit 0, hand it back at exit (``--dir ...:rw``).
+TREE_FLAG_RW = 1
+#: What follows the tree digests in the REPORT_DATA binding when a tree is ``:rw`` (then one
+#: byte per tree, 1 for ``:rw``): ``toolchain.measure.trees.bind_report_data``.
+RW_BINDING_TAG = b"KEEPRW1\0"
+#: The RESULT call's blob (``toolchain.measure.trees.result_blob``): its magic and its bound,
+#: the encodings of the ``:rw`` trees bounded like what came in, plus 1 MiB for headers.
+RESULT_MAGIC = b"KRESULT\0"
+RESULT_MAX_BYTES = (32 << 20) + (1 << 20)
 #: The most trees one run may preopen.
 TREES_MAX_COUNT = 64
 #: The most one run may preopen, summed over the encodings of its trees (32 MiB): the keep
@@ -489,7 +501,7 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
             Define("SECRETS_GPA", SECRETS_GPA, "SNP secrets page; ring 0 only"),
             Define("CPUID_GPA", CPUID_GPA, "SNP CPUID page; ring 0 only"),
             Define("USER_INFO_GPA", USER_INFO_GPA, "struct keep_user_info; ring 3 read-only"),
-            Define("GHCB_GPA", GHCB_GPA, "GHCB (version 3): shared, never launched; ring 0 only"),
+            Define("GHCB_GPA", GHCB_GPA, "GHCB (version 4): shared, never launched; ring 0 only"),
             Define(
                 "PAGE_TABLES_GPA", PAGE_TABLES_GPA, "PML4 first, then PDPT, PDs, PTs; not mapped"
             ),
@@ -552,7 +564,7 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
                 for suffix, name in HC_OFFSETS.items()
             ),
             _dec("DOORBELL_RING", DOORBELL_RING),
-            "Version 3, simulated platform only: what replaces VMGEXIT (the VMM serves the GHCB).",
+            "Version 4, simulated platform only: what replaces VMGEXIT (the VMM serves the GHCB).",
             _dec("DOORBELL_VMGEXIT", DOORBELL_VMGEXIT),
             "call numbers (Hypercall); FAULT's arguments: vector, error code, CR2, RIP, CS, RSP",
             *(
@@ -568,13 +580,13 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
             "Where the microkernel puts things in the data buffer during boot.",
             Define("BOOT_REPORT_DATA_OFFSET", BOOT_REPORT_DATA_OFFSET),
             Define("BOOT_REPORT_OFFSET", BOOT_REPORT_OFFSET),
-            "Version 3: the SNP guest request's request and response pages (page-aligned GPAs).",
+            "Version 4: the SNP guest request's request and response pages (page-aligned GPAs).",
             Define("BOOT_GUEST_REQ_OFFSET", BOOT_GUEST_REQ_OFFSET),
             Define("BOOT_GUEST_RSP_OFFSET", BOOT_GUEST_RSP_OFFSET),
         ],
     ),
     (
-        "version 3: why the microkernel stopped before ring 3",
+        "version 4: why the microkernel stopped before ring 3",
         [
             "EXIT arguments when attestation fails: this status, reason, expected, found.",
             _dec("EXIT_ATTEST_FAILED", ATTEST_FAILED_EXIT_STATUS),
@@ -601,6 +613,15 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
                 "TREES_MAX_BYTES", TREES_MAX_BYTES, "summed over the tree encodings", suffix="u"
             ),
             Define("FS_FILE_MAX", FS_FILE_MAX, "the largest file in the keep", suffix="ull"),
+            Define("TREE_FLAG_RW", TREE_FLAG_RW, "a tree's flags: hand it back", suffix="u"),
+            Define("RW_BINDING_TAG", RW_BINDING_TAG, "8 bytes with its NUL"),
+        ],
+    ),
+    (
+        "the RESULT call's blob (runtime/guest/wasm/keep_fs.c, fs_hand_back)",
+        [
+            Define("RESULT_MAGIC", RESULT_MAGIC, "8 bytes with its NUL"),
+            Define("RESULT_MAX", RESULT_MAX_BYTES, "33 MiB", suffix="ull"),
         ],
     ),
 )

@@ -8,8 +8,9 @@ The file (written by ``runtime.run.runner.write_evidence``) is JSON::
     vcek, ask, ark
                  PEM, the certificate chain the firmware handed over
     references   base64 of the signed reference envelope (DSSE) the run was checked against
-    trees        (with ``keep run --dir``) [{"guest": path, "sha512": hex}], in --dir order:
-                 the preopened trees the keep checked against REPORT_DATA
+    trees        (with ``keep run --dir``) [{"guest": path, "sha512": hex[, "rw": true]}], in
+                 --dir order: the preopened trees the keep checked against REPORT_DATA, and
+                 which of them it was told to hand back (``:rw``, bound too)
     backend, firmware, simulated_root, checklist
                  what the runner says about itself
 
@@ -69,9 +70,7 @@ def _certificate(document: dict[str, Any], name: str) -> x509.Certificate:
 
 
 def _trees(document: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:
-    listed = document.get("trees", [])
-    if not isinstance(listed, list):
-        raise InputError("evidence field 'trees' must be a list")
+    listed = _tree_list(document)
     trees = []
     for index, entry in enumerate(listed):
         if not (
@@ -87,6 +86,32 @@ def _trees(document: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:
     return tuple(trees)
 
 
+def _tree_list(document: dict[str, Any]) -> list[Any]:
+    listed = document.get("trees", [])
+    if not isinstance(listed, list):
+        raise InputError("evidence field 'trees' must be a list")
+    return listed
+
+
+def _rw(document: dict[str, Any]) -> tuple[bool, ...]:
+    """Each tree's ``rw`` (absent: False); anything but a boolean is refused."""
+    flags = []
+    for index, entry in enumerate(_tree_list(document)):
+        flag = entry.get("rw", False) if isinstance(entry, dict) else False
+        if not isinstance(flag, bool):
+            raise InputError(f"evidence trees[{index}].rw must be true or false")
+        flags.append(flag)
+    return tuple(flags)
+
+
+def _shown(trees: Sequence[tuple[str, bytes]], rw: Sequence[bool]) -> list[str]:
+    flags = list(rw) or [False] * len(trees)
+    return [
+        f"{guest}{' (:rw)' if flag else ''} sha512:{digest.hex()}"
+        for (guest, digest), flag in zip(trees, flags, strict=True)
+    ]
+
+
 @dataclass(frozen=True)
 class Evidence:
     """The parts of an evidence file that are checked (the rest is only shown)."""
@@ -100,6 +125,8 @@ class Evidence:
     claims: str = ""  # the unsigned self-description, for the title
     #: (guest path, SHA-512) of each preopened tree; bound by REPORT_DATA, so checked with it.
     trees: tuple[tuple[str, bytes], ...] = ()
+    #: Per tree, whether the keep was told to hand it back (``:rw``); bound when one is.
+    rw: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.nonce) != NONCE_SIZE:
@@ -133,6 +160,7 @@ class Evidence:
         )
         return cls(
             trees=_trees(document),
+            rw=_rw(document),
             nonce=_hex(document, "nonce"),
             report=AttestationReport.parse(_hex(document, "report")),
             vcek=_certificate(document, "vcek"),
@@ -151,6 +179,7 @@ def verify_evidence(
     policy: VerificationPolicy | None = None,
     nonce: bytes | None = None,
     trees: Sequence[tuple[str, bytes]] | None = None,
+    rw: Sequence[bool] = (),
     at: datetime | None = None,
     crl: bytes | None = None,
     title: str = "evidence",
@@ -161,17 +190,19 @@ def verify_evidence(
     caller built it with that root. ``nonce`` is the caller's expected REPORT_DATA; without it the
     binding is checked against the file's own nonce only, and the list says that freshness was not
     proved. ``trees`` are the (guest path, digest) pairs the caller computed from its own
-    directories (``toolchain.measure.trees``); without them the file's own list is what
-    REPORT_DATA is checked against.
+    directories (``toolchain.measure.trees``), ``rw`` which of them the caller preopened ``:rw``;
+    without them the file's own list is what REPORT_DATA is checked against.
     """
     evidence = Evidence.parse(data)
     policy = policy if policy is not None else VerificationPolicy()
     checks = Checklist(f"{title} ({evidence.claims or 'no claims'}; unsigned, not trusted)")
     _nonce_check(evidence, nonce, checks)
-    _trees_check(evidence, trees, checks)
+    _trees_check(evidence, trees, rw, checks)
     # The binding: REPORT_DATA must be the nonce the file names, or SHA-512(nonce || the
-    # digests of its trees) (the verifier's report-data).
-    bound = bind_report_data(evidence.nonce, [digest for _guest, digest in evidence.trees])
+    # digests of its trees [|| their :rw flags]) (the verifier's report-data).
+    bound = bind_report_data(
+        evidence.nonce, [digest for _guest, digest in evidence.trees], evidence.rw
+    )
     references = References.verify(
         evidence.references,
         trust,
@@ -213,12 +244,15 @@ def _nonce_check(evidence: Evidence, nonce: bytes | None, checks: Checklist) -> 
 
 
 def _trees_check(
-    evidence: Evidence, trees: Sequence[tuple[str, bytes]] | None, checks: Checklist
+    evidence: Evidence,
+    trees: Sequence[tuple[str, bytes]] | None,
+    rw: Sequence[bool],
+    checks: Checklist,
 ) -> None:
     """The file's trees are the caller's directories: only that proves which inputs the keep saw."""
     if trees is not None:
-        ours = [f"{guest} sha512:{digest.hex()}" for guest, digest in trees]
-        theirs = [f"{guest} sha512:{digest.hex()}" for guest, digest in evidence.trees]
+        ours = _shown(trees, rw)
+        theirs = _shown(evidence.trees, evidence.rw)
         checks.add(
             "evidence.trees",
             ours == theirs,

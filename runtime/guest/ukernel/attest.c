@@ -1,4 +1,4 @@
-/* Boot flow step 2 (ABI version 3): the attestation report, asked for as an SNP guest message
+/* Boot flow step 2 (ABI version 4): the attestation report, asked for as an SNP guest message
  * (MSG_REPORT_REQ under VMPCK0, through the GHCB) and checked before it leaves private memory:
  * the channel's checks (snp_msg.c), then REPORT_DATA and VMPL against what was asked. Any
  * failure ends the keep here with EXIT KEEP_EXIT_ATTEST_FAILED, the reason, expected and found.

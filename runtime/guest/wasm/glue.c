@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "keep_fs.h"
 #include "keep_platform.h"
 #include "keep_runtime.h"
 #include "keep_trees.h"
@@ -57,6 +58,13 @@ _Noreturn void keep_wasm_trap(wasm_rt_trap_t code) {
  * to ring 3); the hostcheck build's SIGSEGV handler calls this. Same bytes, same status. */
 _Noreturn void keep_stack_exhausted(void) { keep_wasm_trap(WASM_RT_TRAP_EXHAUSTION); }
 
+/* The application ended on its own (proc_exit, or _start returned): the :rw trees go back to the
+ * host first. A trap or a fatal error ends the keep without handing anything back. */
+_Noreturn void keep_app_exit(int status) {
+    fs_hand_back();
+    keep_platform_exit(status);
+}
+
 _Noreturn void keep_runtime_main(uintptr_t boot_arg) {
     struct keep_platform_memory memory = {0, 0};
     keep_platform_init(boot_arg, &memory);
@@ -65,5 +73,5 @@ _Noreturn void keep_runtime_main(uintptr_t boot_arg) {
     keep_trees_init(); /* after attestation, before the application */
     keep_fs_init();    /* the preopened directories, on the checked trees */
     wasm_rt_init();
-    keep_platform_exit(keep_app_run());
+    keep_app_exit(keep_app_run());
 }

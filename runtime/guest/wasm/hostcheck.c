@@ -150,6 +150,12 @@ long keep_platform_trees_read(void *buf, size_t len, uint64_t position, uint64_t
 
 const uint8_t *keep_platform_attested_report_data(void) { return NULL; }
 
+/* No trees, so nothing to hand back. */
+long keep_platform_result_write(const void *buf, size_t len, uint64_t position, uint64_t total) {
+    (void)buf, (void)len, (void)position, (void)total;
+    return -38; /* ENOSYS: never called without trees */
+}
+
 long keep_platform_launch_args(void *buf, size_t max) {
     const uintptr_t *sp = (const uintptr_t *)initial_sp;
     uint32_t argc = (uint32_t)sp[0];

@@ -3,8 +3,14 @@
  * parsed as untrusted input (its digest was attested, not its shape): every length is checked,
  * each entry's parent must already exist as a directory and names in a directory must come in
  * ascending order (so each is new), or the keep ends
- * before the application (keep_fatal). Modes are not encoded into WASI (preview 1 has none);
- * timestamps are the keep's start time (the encoding has none). */
+ * before the application (keep_fatal). Modes are not visible to WASI (preview 1 has none), but
+ * each node keeps its own for the way back: what came in keeps its mode (a renamed file too),
+ * what the application creates gets 0644 (file), 0755 (directory), 0777 (link); timestamps are
+ * the keep's start time (the encoding has none).
+ *
+ * At the application's exit, each tree preopened :rw is encoded again, in the same canonical
+ * form (toolchain/measure/trees.py: records sorted by path bytes), and handed to the host
+ * (fs_hand_back): an unchanged tree gives back the very bytes it came in as. */
 #include "keep_fs.h"
 
 #include <stdlib.h>
@@ -12,6 +18,7 @@
 
 #include "keep_platform.h"
 #include "keep_runtime.h"
+#include "keep_abi.h"
 #include "keep_trees.h"
 
 #define TREE_MAGIC_SIZE (sizeof KEEP_TREE_MAGIC) /* "KEEPTREE1\0" (keep_abi.h) */
@@ -40,6 +47,7 @@ struct fs_node *fs_new(uint8_t type, uint64_t dev) {
         return NULL;
     }
     node->type = type;
+    node->mode = type == 3 ? 0755 : type == 4 ? 0644 : 0777;
     node->dev = dev;
     node->nlink = type == 3 ? 1 : 0; /* a directory's own "." */
     node->ino = next_ino++;
@@ -220,7 +228,8 @@ static struct fs_node *build_tree(const struct keep_tree *tree, uint64_t dev) {
     last_parent = NULL;
     while (r.left > 0) {
         uint8_t type = *take(&r, 1);
-        (void)take(&r, 2); /* mode: preview 1 has no permissions */
+        uint16_t mode; /* preview 1 has no permissions: kept for the way back */
+        memcpy(&mode, take(&r, 2), 2);
         uint32_t path_len;
         memcpy(&path_len, take(&r, 4), 4);
         const char *path = (const char *)take(&r, path_len);
@@ -234,12 +243,16 @@ static struct fs_node *build_tree(const struct keep_tree *tree, uint64_t dev) {
         if (node == NULL || (data_len && fs_write_at(node, 0, data, data_len) != 0)) {
             keep_fatal("out of memory for the preopened trees");
         }
+        node->mode = mode;
         if (root == NULL) {
             if (type != 3 || path_len != 0) {
                 keep_fatal("a preopened tree is malformed (it does not start with its root)");
             }
             root = node;
             continue;
+        }
+        if (path[0] == '/') {
+            keep_fatal("a preopened tree is malformed (an absolute path)");
         }
         uint32_t name_at;
         struct fs_node *dir = parent_of(root, path, path_len, &name_at);
@@ -267,4 +280,147 @@ void fs_build(void) {
         root_count = i + 1;
     }
     build_time = 0;
+}
+
+/* ---- handing the :rw trees back (ABI call RESULT) ------------------------------------------- */
+
+struct out_entry {
+    char *path; /* relative to the tree's root, "/"-separated, not NUL-terminated */
+    uint32_t len;
+    struct fs_node *node;
+};
+
+static struct out_entry *out;
+static uint64_t out_count, out_cap, out_size; /* out_size: bytes of the result so far */
+
+static void out_push(char *path, uint32_t len, struct fs_node *node) {
+    uint64_t data = node->type == 3 ? 0 : node->size;
+    out_size += 7 + (uint64_t)len + 8 + data;
+    if (out_size > KEEP_RESULT_MAX) {
+        keep_fatal("the :rw trees are larger than a keep hands back (33 MiB); nothing was "
+                   "written back");
+    }
+    if (out_count == out_cap) {
+        out_cap = out_cap ? out_cap * 2 : 64;
+        out = realloc(out, sizeof *out * out_cap);
+        if (out == NULL) {
+            keep_fatal("out of memory for handing back the :rw trees");
+        }
+    }
+    out[out_count++] = (struct out_entry){path, len, node};
+}
+
+/* Every entry of a tree, its root first: breadth first, the list itself as the queue (no
+ * recursion: the application decides how deep the tree is). */
+static void collect(struct fs_node *root) {
+    out_count = 0;
+    out_push(NULL, 0, root);
+    for (uint64_t i = 0; i < out_count; i++) {
+        struct fs_node *dir = out[i].node;
+        if (dir->type != 3) {
+            continue;
+        }
+        for (uint32_t j = 0; j < dir->count; j++) {
+            struct fs_entry *e = &dir->entries[j];
+            uint32_t len = out[i].len ? out[i].len + 1 + e->name_len : e->name_len;
+            char *path = malloc(len ? len : 1);
+            if (path == NULL) {
+                keep_fatal("out of memory for handing back the :rw trees");
+            }
+            uint32_t at = 0;
+            if (out[i].len) {
+                memcpy(path, out[i].path, out[i].len);
+                path[out[i].len] = '/';
+                at = out[i].len + 1;
+            }
+            memcpy(path + at, e->name, e->name_len);
+            out_push(path, len, e->node);
+        }
+    }
+}
+
+static bool path_before(const struct out_entry *a, const struct out_entry *b) {
+    uint32_t n = a->len < b->len ? a->len : b->len;
+    int c = n ? memcmp(a->path, b->path, n) : 0;
+    return c < 0 || (c == 0 && a->len < b->len);
+}
+
+/* The canonical order: ascending path bytes (a merge sort: the shim has no qsort). */
+static void sort_entries(struct out_entry *items, struct out_entry *scratch, uint64_t n) {
+    for (uint64_t width = 1; width < n; width *= 2) {
+        for (uint64_t lo = 0; lo < n; lo += 2 * width) {
+            uint64_t mid = lo + width < n ? lo + width : n;
+            uint64_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            uint64_t a = lo, b = mid, k = lo;
+            while (k < hi) {
+                bool left = a < mid && (b >= hi || !path_before(&items[b], &items[a]));
+                scratch[k++] = left ? items[a++] : items[b++];
+            }
+        }
+        memcpy(items, scratch, sizeof *items * n);
+    }
+}
+
+static uint8_t *put(uint8_t *at, const void *src, uint64_t len) {
+    if (len) {
+        memcpy(at, src, (size_t)len);
+    }
+    return at + len;
+}
+
+/* The encoding of the entries collected, at `at`; returns its end. */
+static uint8_t *encode_entries(uint8_t *at) {
+    at = put(at, KEEP_TREE_MAGIC, TREE_MAGIC_SIZE);
+    for (uint64_t i = 0; i < out_count; i++) {
+        struct fs_node *node = out[i].node;
+        uint64_t data_len = node->type == 3 ? 0 : node->size;
+        at = put(at, &node->type, 1);
+        at = put(at, &node->mode, 2);
+        at = put(at, &out[i].len, 4);
+        at = put(at, out[i].path, out[i].len);
+        at = put(at, &data_len, 8);
+        at = put(at, node->data, data_len);
+        free(out[i].path);
+    }
+    return at;
+}
+
+void fs_hand_back(void) {
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < root_count; i++) {
+        count += (keep_tree_at(i)->flags & KEEP_TREE_FLAG_RW) != 0;
+    }
+    if (count == 0) {
+        return;
+    }
+    /* "KRESULT\0", u32 count, then per tree u32 index, u64 length, the encoding. */
+    uint64_t used = 12;
+    uint8_t *blob = malloc(12);
+    if (blob == NULL) {
+        keep_fatal("out of memory for handing back the :rw trees");
+    }
+    put(put(blob, KEEP_RESULT_MAGIC, sizeof KEEP_RESULT_MAGIC), &count, 4);
+    out_size = used;
+    for (uint32_t i = 0; i < root_count; i++) {
+        if (!(keep_tree_at(i)->flags & KEEP_TREE_FLAG_RW)) {
+            continue;
+        }
+        uint64_t start = out_size;
+        out_size += 12 + TREE_MAGIC_SIZE;
+        collect(roots[i]); /* adds every record to out_size, within KEEP_RESULT_MAX */
+        struct out_entry *scratch = malloc(sizeof *scratch * (size_t)out_count);
+        uint8_t *grown = scratch ? realloc(blob, (size_t)out_size) : NULL;
+        if (grown == NULL) {
+            keep_fatal("out of memory for handing back the :rw trees");
+        }
+        blob = grown;
+        sort_entries(out, scratch, out_count);
+        free(scratch);
+        uint64_t length = out_size - start - 12;
+        put(put(blob + start, &i, 4), &length, 8);
+        used = (uint64_t)(encode_entries(blob + start + 12) - blob);
+    }
+    if (keep_platform_result_write(blob, (size_t)used, 0, used) < 0) {
+        keep_fatal("the host refused the :rw trees handed back");
+    }
 }

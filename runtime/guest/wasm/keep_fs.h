@@ -1,7 +1,7 @@
 /* The keep's in-memory file system: built from the checked trees (keep_trees.c), changed by the
- * application, discarded at exit. Nodes are never freed (an open descriptor may still name an
- * unlinked one); inode numbers count up from 1 in creation order, the tree order first, so
- * they are the same on every run of the same trees and on both backends (nil_wasi.py). */
+ * application, discarded at exit (the :rw trees are handed back first: fs_hand_back). Nodes
+ * are never freed (an open descriptor may still name an unlinked one); inode numbers count up
+ * from 1 in creation order, the tree order first, so they are the same on every run of the same trees and on both backends (nil_wasi.py). */
 #ifndef KEEP_FS_H
 #define KEEP_FS_H
 
@@ -20,6 +20,7 @@ struct fs_entry {
 
 struct fs_node {
     uint8_t type; /* WASI filetype: 3 directory, 4 regular file, 7 symbolic link */
+    uint16_t mode; /* permission bits: kept for the way back (:rw), never seen by WASI */
     uint64_t dev, ino, nlink;
     uint64_t atim, mtim, ctim;
     uint8_t *data; /* a file's bytes or a link's target */
@@ -35,6 +36,9 @@ struct fs_node {
 struct fs_node *fs_tree_root(uint32_t index);
 uint32_t fs_tree_count(void);
 void fs_build(void);
+/* At the application's exit: the :rw trees, canonically encoded, handed to the host (ABI
+ * call RESULT); nothing without :rw trees. Ends the keep (keep_fatal) if they do not fit. */
+void fs_hand_back(void);
 
 uint64_t fs_now(void);
 struct fs_node *fs_new(uint8_t type, uint64_t dev);

@@ -142,6 +142,22 @@ long keep_platform_trees_read(void *buf, size_t len, uint64_t position, uint64_t
     return (long)got;
 }
 
+long keep_platform_result_write(const void *buf, size_t len, uint64_t position, uint64_t total) {
+    const uint8_t *bytes = buf;
+    size_t done = 0;
+    while (done < len) {
+        size_t chunk = len - done < hc_buffer_size ? len - done : hc_buffer_size;
+        memcpy(hc_buffer, bytes + done, chunk);
+        uint64_t args[6] = {0, chunk, position + done, total, 0, 0};
+        struct keep_hc_result r = keep_hc_call(KEEP_HC_RESULT, args);
+        if (r.status < 0) {
+            return r.status;
+        }
+        done += chunk;
+    }
+    return 0;
+}
+
 const uint8_t *keep_platform_attested_report_data(void) { return attested_report_data; }
 
 _Noreturn void keep_platform_exit(int status) {

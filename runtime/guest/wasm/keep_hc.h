@@ -1,4 +1,4 @@
-/* Ring-3 hypercall client (runtime/guest/ukernel/ABI.md, version 1).
+/* Ring-3 hypercall client (runtime/guest/ukernel/ABI.md, version 3).
  *
  * A call fills the shared hypercall page, then writes 1 to the MMIO doorbell; the VMM answers
  * synchronously in status/ret and the 64 KiB data buffer. Payloads are passed as offsets and

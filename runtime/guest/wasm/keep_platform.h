@@ -39,6 +39,10 @@ int keep_platform_clock(uint32_t clock_id, uint64_t *nanoseconds);
  * trees). Returns the bytes copied or a negative errno. */
 long keep_platform_trees_read(void *buf, size_t len, uint64_t position, uint64_t *total);
 
+/* Hand [position, position + len) of the result blob (total bytes in all) to the host: the
+ * :rw trees as the application left them (keep_fs.c, fs_hand_back). 0 or a negative errno. */
+long keep_platform_result_write(const void *buf, size_t len, uint64_t position, uint64_t total);
+
 /* The 64-byte REPORT_DATA this keep attested, from private memory; NULL where nothing was
  * attested (the hostcheck build). */
 const uint8_t *keep_platform_attested_report_data(void);

@@ -12,6 +12,9 @@ _Noreturn void keep_stack_exhausted(void);
 
 void keep_heap_init(uintptr_t start, uintptr_t end);
 
+/* The application's own end (proc_exit, or _start returning): hand the :rw trees back, exit. */
+_Noreturn void keep_app_exit(int status);
+
 /* Print "keep: <message>" on stderr and end with KEEP_FATAL_EXIT_STATUS. */
 _Noreturn void keep_fatal(const char *message);
 

@@ -1,12 +1,15 @@
 /* Preopened trees: fetched from the host after attestation, as untrusted input (like stdin),
  * and accepted only if they are the ones this keep attested.
  *
- * The transfer blob (toolchain/measure/trees.py, transfer_blob): "KTREES1\0", the runner's 64-byte
- * nonce, u32 count, then per tree u32 guest path length, the path, u64 encoding length, the
- * canonical encoding. Every length is checked against the blob before use. The keep computes
- * SHA-512 over each encoding itself and requires
- *     SHA-512(nonce || digest_1 || ... || digest_n) == the REPORT_DATA it attested,
- * which the microkernel left in private memory (ABI.md, boot flow): a host that changes, adds,
+ * The transfer blob (toolchain/measure/trees.py, transfer_blob): "KTREES2\0", the runner's 64-byte
+ * nonce, u32 count, then per tree u32 guest path length, the path, u32 flags (bit 0: :rw, hand
+ * the tree back at exit; the other bits zero), u64 encoding length, the canonical encoding.
+ * Every length is checked against the blob before use. The keep computes SHA-512 over each
+ * encoding itself and requires
+ *     SHA-512(nonce || digest_1 || ... || digest_n [|| "KEEPRW1\0" || flag_1 ... flag_n])
+ *         == the REPORT_DATA it attested
+ * (the bracket only when a tree is :rw, one byte per tree, 1 for :rw: a host cannot have a
+ * tree handed back behind the evidence's back), which the microkernel left in private memory (ABI.md, boot flow): a host that changes, adds,
  * drops or reorders a tree, or lies about the nonce, ends the keep before the application
  * runs. (A host that sends no blob at all withholds every tree: the application then finds no
  * preopened directory, as without --dir.) */
@@ -112,11 +115,13 @@ void keep_trees_init(void) {
     struct sha512 binding;
     sha512_init(&binding);
     sha512_update(&binding, nonce, NONCE_SIZE);
+    bool any_rw = false;
     for (uint32_t i = 0; i < count; i++) {
         struct keep_tree *tree = &trees[i];
         const uint8_t *guest;
         if (!take_u32(blob, total, &at, &tree->guest_len) || tree->guest_len == 0 ||
             !take(blob, total, &at, tree->guest_len, &guest) ||
+            !take_u32(blob, total, &at, &tree->flags) || (tree->flags & ~KEEP_TREE_FLAG_RW) ||
             !take_u64(blob, total, &at, &tree->length) ||
             !take(blob, total, &at, tree->length, &tree->encoding) ||
             tree->length < sizeof KEEP_TREE_MAGIC ||
@@ -130,6 +135,14 @@ void keep_trees_init(void) {
         sha512_update(&h, tree->encoding, (size_t)tree->length);
         sha512_final(&h, digest);
         sha512_update(&binding, digest, sizeof digest);
+        any_rw = any_rw || (tree->flags & KEEP_TREE_FLAG_RW);
+    }
+    if (any_rw) {
+        sha512_update(&binding, (const uint8_t *)KEEP_RW_BINDING_TAG, sizeof KEEP_RW_BINDING_TAG);
+        for (uint32_t i = 0; i < count; i++) {
+            uint8_t flag = (trees[i].flags & KEEP_TREE_FLAG_RW) ? 1 : 0;
+            sha512_update(&binding, &flag, 1);
+        }
     }
     if (at != total) {
         keep_fatal("the preopened trees are malformed (bytes after the last tree)");

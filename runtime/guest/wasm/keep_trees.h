@@ -5,11 +5,14 @@
 
 #include <stdint.h>
 
+#include "keep_abi.h"
+
 struct keep_tree {
     const char *guest;       /* the path the application sees (not NUL-terminated) */
     uint32_t guest_len;
     const uint8_t *encoding; /* the canonical tree encoding, as received and hashed */
     uint64_t length;
+    uint32_t flags; /* KEEP_TREE_FLAG_RW (keep_abi.h): hand it back at exit; bound when set */
 };
 
 /* Fetch, check and keep the trees; ends the keep (keep_fatal) if they are not the ones bound

@@ -519,7 +519,7 @@ uint32_t w2c_wasi__snapshot__preview1_poll_oneoff(struct w2c_wasi__snapshot__pre
 void w2c_wasi__snapshot__preview1_proc_exit(struct w2c_wasi__snapshot__preview1 *w,
                                             uint32_t code) {
     (void)w;
-    keep_platform_exit((int)code);
+    keep_app_exit((int)code);
 }
 
 /* One application on its own vCPU: there is nobody to yield to. */

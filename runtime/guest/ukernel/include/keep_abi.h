@@ -1,4 +1,4 @@
-/* Keep hypercall ABI and launch layout, version 3 (see runtime/guest/ukernel/ABI.md).
+/* Keep hypercall ABI and launch layout, version 4 (see runtime/guest/ukernel/ABI.md).
  *
  * GENERATED from toolchain/measure/abi.py by `python -m toolchain.measure.abi --header`:
  * edit that module, then regenerate; keep build refuses a tree where the two differ.
@@ -12,7 +12,7 @@
 #define KEEP_ABI_H
 
 /* ---- version ----------------------------------------------------------------------------- */
-#define KEEP_ABI_VERSION 3
+#define KEEP_ABI_VERSION 4
 
 /* ---- guest physical layout (identity mapped: VA = GPA) ----------------------------------- */
 #define KEEP_PAGE_SIZE 0x1000
@@ -22,7 +22,7 @@
 #define KEEP_SECRETS_GPA 0x3000 /* SNP secrets page; ring 0 only */
 #define KEEP_CPUID_GPA 0x4000 /* SNP CPUID page; ring 0 only */
 #define KEEP_USER_INFO_GPA 0x5000 /* struct keep_user_info; ring 3 read-only */
-#define KEEP_GHCB_GPA 0x6000 /* GHCB (version 3): shared, never launched; ring 0 only */
+#define KEEP_GHCB_GPA 0x6000 /* GHCB (version 4): shared, never launched; ring 0 only */
 #define KEEP_PAGE_TABLES_GPA 0x10000 /* PML4 first, then PDPT, PDs, PTs; not mapped */
 #define KEEP_PAGE_TABLES_SIZE 0xF0000
 #define KEEP_UKERNEL_BASE 0x100000 /* microkernel ELF is linked here */
@@ -66,7 +66,7 @@
 #define KEEP_HC_OFF_ARGS 0x10
 #define KEEP_HC_OFF_RET 0x40
 #define KEEP_DOORBELL_RING 1
-/* Version 3, simulated platform only: what replaces VMGEXIT (the VMM serves the GHCB). */
+/* Version 4, simulated platform only: what replaces VMGEXIT (the VMM serves the GHCB). */
 #define KEEP_DOORBELL_VMGEXIT 2
 /* call numbers (Hypercall); FAULT's arguments: vector, error code, CR2, RIP, CS, RSP */
 #define KEEP_HC_CONSOLE_WRITE 1
@@ -78,6 +78,7 @@
 #define KEEP_HC_ATTEST 7
 #define KEEP_HC_CLOCK 8
 #define KEEP_HC_TREES 9 /* ABI version 2 */
+#define KEEP_HC_RESULT 10 /* ABI version 3 */
 #define KEEP_CLOCK_REALTIME 0
 #define KEEP_CLOCK_MONOTONIC 1
 #define KEEP_REPORT_DATA_SIZE 64
@@ -85,11 +86,11 @@
 /* Where the microkernel puts things in the data buffer during boot. */
 #define KEEP_BOOT_REPORT_DATA_OFFSET 0x0
 #define KEEP_BOOT_REPORT_OFFSET 0x100
-/* Version 3: the SNP guest request's request and response pages (page-aligned GPAs). */
+/* Version 4: the SNP guest request's request and response pages (page-aligned GPAs). */
 #define KEEP_BOOT_GUEST_REQ_OFFSET 0x1000
 #define KEEP_BOOT_GUEST_RSP_OFFSET 0x2000
 
-/* ---- version 3: why the microkernel stopped before ring 3 -------------------------------- */
+/* ---- version 4: why the microkernel stopped before ring 3 -------------------------------- */
 /* EXIT arguments when attestation fails: this status, reason, expected, found. */
 #define KEEP_EXIT_ATTEST_FAILED 125
 #define KEEP_STOP_GHCB 1
@@ -118,11 +119,17 @@
 #define KEEP_USER_INFO_MAGIC 0x3149554B /* "KUI1" */
 
 /* ---- the TREES call's transfer blob (runtime/guest/wasm/keep_trees.c) -------------------- */
-#define KEEP_TRANSFER_MAGIC "KTREES1" /* 8 bytes with its NUL */
+#define KEEP_TRANSFER_MAGIC "KTREES2" /* 8 bytes with its NUL */
 #define KEEP_TREE_MAGIC "KEEPTREE1" /* 10 bytes with its NUL */
 #define KEEP_TREES_MAX_COUNT 64 /* the most trees one run may preopen */
 #define KEEP_TREES_MAX_BYTES 0x2000000u /* summed over the tree encodings */
 #define KEEP_FS_FILE_MAX 0x40000000ull /* the largest file in the keep */
+#define KEEP_TREE_FLAG_RW 0x1u /* a tree's flags: hand it back */
+#define KEEP_RW_BINDING_TAG "KEEPRW1" /* 8 bytes with its NUL */
+
+/* ---- the RESULT call's blob (runtime/guest/wasm/keep_fs.c, fs_hand_back) ----------------- */
+#define KEEP_RESULT_MAGIC "KRESULT" /* 8 bytes with its NUL */
+#define KEEP_RESULT_MAX 0x2100000ull /* 33 MiB */
 
 #ifndef __ASSEMBLER__
 #include <stdint.h>
