@@ -24,7 +24,7 @@ import pytest
 
 from keep.cli import main
 from runtime.vmm.errors import GuestError
-from runtime.vmm.hypercalls import HC_MAGIC, TREES, HypercallLayout, HypercallServer
+from runtime.vmm.hypercalls import ABI_VERSION, HC_MAGIC, TREES, HypercallLayout, HypercallServer
 from runtime.vmm.memory import GuestMemory, ram_ranges
 from runtime.vmm.platform import kvm_unavailable_reason
 from toolchain.errors import EvidenceError
@@ -158,7 +158,9 @@ def test_the_nil_backend_makes_the_same_check(tmp_path: Path, how: str) -> None:
         accept_transfer_blob(_tampered(blob, how, trees), bound)
 
 
-def _call(memory: GuestMemory, server: HypercallServer, *args: int, version: int = 3) -> tuple:
+def _call(
+    memory: GuestMemory, server: HypercallServer, *args: int, version: int = ABI_VERSION
+) -> tuple:
     """One TREES request through the hypercall page; returns (status, ret0, ret1)."""
     memory.write(PAGE, struct.pack("<IHHIi6Q2Q", HC_MAGIC, version, 0, TREES, 0, *args, 0, 0))
     assert server.serve() is None

@@ -3,13 +3,11 @@ primitive against NIST's vectors, and the guest channel's checks against a hosti
 
 from __future__ import annotations
 
-import re
 import struct
-from collections.abc import Iterator
 
-import cryptography_vectors
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nist_gcm import nist_gcm_records
 
 from toolchain.errors import EvidenceError, InputError
 from toolchain.snp import guest_msg, secrets
@@ -191,22 +189,9 @@ def test_fresh_secrets_pages_have_distinct_random_keys() -> None:
 # ---- AES-256-GCM against NIST CAVS 14.0 ----------------------------------------------------------
 
 
-def _nist(name: str) -> Iterator[dict[str, str]]:
-    """The 96-bit-IV, 128-bit-tag records (the only shape SNP messages use)."""
-    with cryptography_vectors.open_vector_file(f"ciphers/AES/GCM/{name}", "r") as handle:
-        text = handle.read()
-    for block in re.split(r"\n\s*\n", text):
-        fields = dict(re.findall(r"^(\w+) = ?(.*)$", block, re.MULTILINE))
-        if "Key" not in fields:
-            continue
-        fields["FAIL"] = "FAIL" if re.search(r"^FAIL$", block, re.MULTILINE) else ""
-        if len(fields["IV"]) == 24 and len(fields["Tag"]) == 32:
-            yield fields
-
-
 def test_gcm_seal_matches_nist_encrypt_vectors() -> None:
     count = 0
-    for v in _nist("gcmEncryptExtIV256.rsp"):
+    for v in nist_gcm_records("gcmEncryptExtIV256.rsp"):
         key, iv, aad = (bytes.fromhex(v[k]) for k in ("Key", "IV", "AAD"))
         ciphertext, tag = gcm_seal(key, iv, aad, bytes.fromhex(v["PT"]))
         assert (ciphertext.hex(), tag.hex()) == (v["CT"], v["Tag"]), v["Count"]
@@ -216,7 +201,7 @@ def test_gcm_seal_matches_nist_encrypt_vectors() -> None:
 
 def test_gcm_open_matches_nist_decrypt_vectors() -> None:
     passed = failed = 0
-    for v in _nist("gcmDecrypt256.rsp"):
+    for v in nist_gcm_records("gcmDecrypt256.rsp"):
         key, iv, aad, ct, tag = (bytes.fromhex(v[k]) for k in ("Key", "IV", "AAD", "CT", "Tag"))
         if v["FAIL"]:
             with pytest.raises(EvidenceError, match="AUTHTAG"):

@@ -33,9 +33,15 @@ def _server(memory: GuestMemory, **options: object) -> tuple[hc.HypercallServer,
     return hc.HypercallServer(memory, LAYOUT, stdout=out, **options), out  # type: ignore[arg-type]
 
 
-def _request(memory: GuestMemory, call: int, *args: int, magic: int = hc.HC_MAGIC) -> None:
+def _request(
+    memory: GuestMemory,
+    call: int,
+    *args: int,
+    magic: int = hc.HC_MAGIC,
+    version: int = hc.ABI_VERSION,
+) -> None:
     padded = (list(args) + [0] * 6)[:6]
-    memory.write(PAGE, struct.pack("<IHHIi6Q2Q", magic, hc.ABI_VERSION, 0, call, 0, *padded, 0, 0))
+    memory.write(PAGE, struct.pack("<IHHIi6Q2Q", magic, version, 0, call, 0, *padded, 0, 0))
 
 
 def _reply(memory: GuestMemory) -> tuple[int, int, int]:
@@ -142,7 +148,7 @@ def test_launch_args(memory: GuestMemory) -> None:
         _server(memory, args=["a\0b"])
 
 
-def test_report_data_and_attest(memory: GuestMemory) -> None:
+def test_report_data_and_attest_version_2(memory: GuestMemory) -> None:
     nonce = bytes(range(64))
     requests: list[tuple[bytes, int]] = []
     verdicts: list[bytes] = []
@@ -157,14 +163,15 @@ def test_report_data_and_attest(memory: GuestMemory) -> None:
         request_report=firmware,
         verify_report=verdicts.append,
         require_attestation=True,
+        abi_version=2,
     )
-    _request(memory, hc.REPORT_DATA, 0x40)
+    _request(memory, hc.REPORT_DATA, 0x40, version=2)
     server.serve()
     assert memory.read(BUFFER + 0x40, 64) == nonce
-    _request(memory, hc.CONSOLE_WRITE, 1, 0, 1)
+    _request(memory, hc.CONSOLE_WRITE, 1, 0, 1, version=2)
     with pytest.raises(GuestError, match="before the keep has been attested"):
         server.serve()
-    _request(memory, hc.ATTEST, 0x40, 1, 0x1000)
+    _request(memory, hc.ATTEST, 0x40, 1, 0x1000, version=2)
     server.serve()
     assert requests == [(nonce, 1)]
     assert verdicts == [b"R" * hc.REPORT_SIZE]
@@ -173,26 +180,65 @@ def test_report_data_and_attest(memory: GuestMemory) -> None:
     assert server.attested
 
 
-def test_attest_refusals(memory: GuestMemory) -> None:
+def test_attest_refusals_version_2(memory: GuestMemory) -> None:
     def firmware(_data: bytes, _vmpl: int) -> bytes:
         return bytes(hc.REPORT_SIZE)
 
-    refusing, _ = _server(memory, request_report=firmware, verify_report=lambda _r: False)
-    _request(memory, hc.ATTEST, 0, 0, 0x100)
+    refusing, _ = _server(
+        memory, request_report=firmware, verify_report=lambda _r: False, abi_version=2
+    )
+    _request(memory, hc.ATTEST, 0, 0, 0x100, version=2)
     with pytest.raises(EvidenceError, match="refused"):
         refusing.serve()
-    no_verifier, _ = _server(memory, request_report=firmware)
+    no_verifier, _ = _server(memory, request_report=firmware, abi_version=2)
     with pytest.raises(EvidenceError, match="no verifier"):
         no_verifier.serve()
-    no_firmware, _ = _server(memory, verify_report=bool)
+    no_firmware, _ = _server(memory, verify_report=bool, abi_version=2)
     with pytest.raises(GuestError, match="no firmware"):
         no_firmware.serve()
-    short, _ = _server(memory, request_report=lambda _d, _v: b"x", verify_report=bool)
+    short, _ = _server(
+        memory, request_report=lambda _d, _v: b"x", verify_report=bool, abi_version=2
+    )
     with pytest.raises(PlatformError, match="1-byte report"):
         short.serve()
-    _request(memory, hc.ATTEST, 0, 4, 0x100)
+    _request(memory, hc.ATTEST, 0, 4, 0x100, version=2)
     with pytest.raises(GuestError, match=r"ATTEST\(VMPL\)"):
         refusing.serve()
+
+
+def test_attest_version_3_verifies_the_microkernels_own_report(memory: GuestMemory) -> None:
+    """Version 4: the report came over the guest channel; the VMM asks the firmware nothing."""
+    verdicts: list[bytes] = []
+
+    def firmware(_data: bytes, _vmpl: int) -> bytes:
+        raise AssertionError("a version-4 ATTEST must not ask the firmware")
+
+    server, _ = _server(
+        memory, request_report=firmware, verify_report=verdicts.append, require_attestation=True
+    )
+    memory.write(BUFFER + 0x100, b"G" * hc.REPORT_SIZE)
+    _request(memory, hc.ATTEST, 0, 0, 0x100)
+    server.serve()
+    assert verdicts == [b"G" * hc.REPORT_SIZE]
+    assert server.attested
+    assert server.stats.report == b"G" * hc.REPORT_SIZE
+    refusing, _ = _server(memory, verify_report=lambda _r: False, require_attestation=True)
+    with pytest.raises(EvidenceError, match="refused"):
+        refusing.serve()
+    assert not refusing.attested
+
+
+def test_exit_before_attestation_names_the_microkernels_reason(memory: GuestMemory) -> None:
+    server, _ = _server(memory, require_attestation=True)
+    _request(memory, hc.EXIT, 125, 10, 2, 1)
+    with pytest.raises(GuestError, match=r"EXIT: .*MSG_SEQNO .*expected 0x2, found 0x1"):
+        server.serve()
+    _request(memory, hc.EXIT, 125, 99, 0, 0)
+    with pytest.raises(GuestError, match="reason 99, unknown"):
+        server.serve()
+    _request(memory, hc.EXIT, 7)
+    with pytest.raises(GuestError, match="exit status 7 asked for before"):
+        server.serve()
 
 
 def test_clock(memory: GuestMemory) -> None:
@@ -218,7 +264,8 @@ def test_header_checks(memory: GuestMemory) -> None:
     with pytest.raises(GuestError, match="bad magic"):
         server.serve()
     memory.write(PAGE, struct.pack("<IH", hc.HC_MAGIC, 1))  # another version than the plan's
-    with pytest.raises(GuestError, match="ABI version 1, this keep's plan says version 3"):
+    expected = f"ABI version 1, this keep's plan says version {hc.ABI_VERSION}"
+    with pytest.raises(GuestError, match=expected):
         server.serve()
     _request(memory, 0)
     with pytest.raises(GuestError, match="unknown call number 0"):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ukernel_images import Images, build_images
 
 from toolchain.errors import InputError
-from toolchain.measure.keep import GDT_LIMIT, build_plan, load_elf, read_layout
+from toolchain.measure.keep import GDT_LIMIT, GHCB_PAGE, build_plan, load_elf, read_layout
 from toolchain.measure.plan import LaunchPlan
 from toolchain.snp.digest import PageType
 
@@ -194,6 +194,7 @@ def test_page_table_permissions(plan: LaunchPlan, images: Images) -> None:
         layout.user_info: user_ro,
         abi.hc_page: user_rw,
         abi.doorbell: user_rw,
+        GHCB_PAGE: kernel_rw,  # ABI 4: the microkernel's guest requests go through the GHCB
     }
     for gpa in range(abi.hc_buffer, abi.hc_buffer + abi.hc_buffer_size, PAGE):
         expected[gpa] = user_rw
@@ -360,7 +361,7 @@ def _malformed(kernel: bytes, user: bytes) -> dict[str, tuple[bytes, bytes]]:
             _set_entry(set_phdr(kernel, k_text.index, vaddr=0x300000, paddr=0x300000), 0x300000),
             user,
         ),
-        "ABI version mismatch": (_patch_note(kernel, 0, 4), user),
+        "ABI version mismatch": (_patch_note(kernel, 0, 99), user),
         "note size mismatch": (_patch_note(kernel, 4, 8), user),
         "interp": (kernel, set_phdr(user, u1.index, type=3)),
     }
@@ -402,15 +403,16 @@ def test_corrupted_headers_never_escape_as_other_exceptions(
 def test_a_changed_microkernel_source_changes_the_digest(
     images: Images, plan: LaunchPlan, tmp_path: Path
 ) -> None:
-    """One byte in a trusted source (boot.c's attestation-failure status) → another digest."""
+    """One byte in a trusted source (the attestation-failure status in keep_abi.h) → another
+    digest."""
     from toolchain.image.ukernel import SOURCE_DIR, build_ukernel
 
     sources = tmp_path / "ukernel"
     shutil.copytree(SOURCE_DIR, sources)
-    boot = sources / "boot.c"
-    text = boot.read_text(encoding="utf-8")
+    header = sources / "include" / "keep_abi.h"
+    text = header.read_text(encoding="utf-8")
     assert "#define KEEP_EXIT_ATTEST_FAILED 125" in text
-    boot.write_text(text.replace("ATTEST_FAILED 125", "ATTEST_FAILED 126"), encoding="utf-8")
+    header.write_text(text.replace("ATTEST_FAILED 125", "ATTEST_FAILED 126"), encoding="utf-8")
     cache = tmp_path / "cache"
     old = os.environ.get("KEEPSTACK_CACHE_DIR")
     os.environ["KEEPSTACK_CACHE_DIR"] = str(cache)

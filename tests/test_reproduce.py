@@ -361,12 +361,13 @@ def test_installed_package_rebuilds_from_the_current_directory(
 
 
 def test_changed_microkernel_byte_names_ukernel_elf(published: Published, tmp_path: Path) -> None:
-    boot = (published.repo / "runtime/guest/ukernel/boot.c").read_text(encoding="utf-8")
+    header = "runtime/guest/ukernel/include/keep_abi.h"
+    boot = (published.repo / header).read_text(encoding="utf-8")
     found = re.search(r"#define KEEP_EXIT_ATTEST_FAILED (\d+)", boot)
     assert found is not None
     old = found.group(0)
     new = old[:-1] + str((int(old[-1]) + 1) % 10)  # one byte
-    source = _changed_copy(published, tmp_path, "runtime/guest/ukernel/boot.c", old, new)
+    source = _changed_copy(published, tmp_path, header, old, new)
     checklist = _as_if_unsigned(published, "hello", source)
     assert not checklist.ok
     names = _by_name(checklist)

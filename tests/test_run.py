@@ -258,7 +258,8 @@ def test_untrusted_reference_key_is_refused(
 
 
 class _ReplayingFirmware(SimFirmware):
-    """A host that answers every report request with a report it recorded earlier."""
+    """A firmware that answers every report request with a report it recorded earlier (sealed
+    correctly: only the report inside is stale)."""
 
     def __init__(self, recorded: bytes) -> None:
         super().__init__()
@@ -267,23 +268,66 @@ class _ReplayingFirmware(SimFirmware):
     def guest_request_report(self, report_data: bytes, vmpl: int) -> bytes:
         return self.recorded
 
+    def guest_request(self, message: bytes) -> bytes:
+        from toolchain.snp.guest_msg import ReportResponse, open_message, seal
 
-@needs_kvm
-def test_replayed_report_with_an_old_nonce_is_refused(
-    hello_build: KeepBuild, hello_plan: LaunchPlan
-) -> None:
+        assert self._secrets is not None
+        header, _payload = open_message(self._secrets.key(0), message)
+        sealed = seal(
+            self._secrets.key(0),
+            seqno=header.msg_seqno + 1,
+            msg_type=6,
+            msg_version=1,
+            vmpck=0,
+            payload=ReportResponse(0, self.recorded).to_bytes(),
+        )
+        return sealed.ljust(4096, b"\0")
+
+
+def _recorded_report(hello_build: KeepBuild, hello_plan: LaunchPlan) -> bytes:
     first = SimFirmware()
     attestation = _attestation(hello_build, first)
     result, stdout = _boot(hello_plan, attestation, first)
     assert result.ok, result.error
     assert b"hello from a keep" in stdout
     assert attestation.report is not None
+    return attestation.report
 
-    replaying = _ReplayingFirmware(attestation.report)
-    second = _attestation(hello_build, replaying)
-    result, stdout = _boot(hello_plan, second, replaying)
+
+@needs_kvm
+def test_replayed_report_with_an_old_nonce_is_refused(
+    hello_build: KeepBuild, hello_plan: LaunchPlan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that swaps the report in the shared buffer just before ATTEST reads it: the
+    runner's own REPORT_DATA check refuses it."""
+    from runtime.vmm.hypercalls import HypercallServer
+
+    recorded = _recorded_report(hello_build, hello_plan)
+    attest = HypercallServer._attest
+
+    def swapping(self: HypercallServer, args: tuple[int, ...]) -> int:
+        self.memory.write(self.layout.buffer + args[2], recorded)
+        return attest(self, args)
+
+    monkeypatch.setattr(HypercallServer, "_attest", swapping)
+    firmware = SimFirmware()
+    result, stdout = _boot(hello_plan, _attestation(hello_build, firmware), firmware)
     assert isinstance(result.error, EvidenceError)
     assert result.error.field == "report-data"
+    assert stdout == b""
+
+
+@needs_kvm
+def test_a_stale_report_in_a_fresh_guest_message_stops_the_keep(
+    hello_build: KeepBuild, hello_plan: LaunchPlan
+) -> None:
+    """The microkernel checks REPORT_DATA itself before the report leaves private memory."""
+    replaying = _ReplayingFirmware(_recorded_report(hello_build, hello_plan))
+    second = _attestation(hello_build, replaying)
+    result, stdout = _boot(hello_plan, second, replaying)
+    assert result.error is not None
+    assert "REPORT_DATA of the report" in result.error.message
+    assert second.report is None  # it never reached the runner
     assert stdout == b""
 
 
@@ -477,6 +521,9 @@ class _SilentFirmware(SimFirmware):
 
         raise PlatformError("MSG_REPORT_REQ failed: no report for this guest")
 
+    def guest_request(self, message: bytes) -> bytes:
+        return self.guest_request_report(bytes(64), 0)
+
 
 @pytest.mark.parametrize("backend", ["nil", "kvm"])
 def test_a_report_that_was_not_produced_fails_the_run(
@@ -645,11 +692,12 @@ def test_a_timeout_has_its_own_exit_status(
     if backend == "kvm" and KVM_MISSING is not None:
         pytest.skip(f"needs /dev/kvm: {KVM_MISSING}")
     spin = ROOT / "tests" / "wat" / "spin.wat"
-    argv = ["run", "--dev", "-q", "--backend", backend, "--timeout", "0.5"]
+    # Long enough for the attestation (ring 0 seals and opens a guest message: ~0.3 s on PVM).
+    argv = ["run", "--dev", "-q", "--backend", backend, "--timeout", "2"]
     status = main([*argv, "--build-dir", str(tmp_path), str(spin)])
     err = capfd.readouterr().err
     assert status == 124
-    assert "the keep ran past its time limit of 0.5 s" in err
+    assert "the keep ran past its time limit of 2 s" in err
 
 
 def test_help_lists_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:

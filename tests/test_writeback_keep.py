@@ -32,7 +32,14 @@ from keep.cli import main
 from runtime.run import writeback
 from runtime.run.writeback import apply_result
 from runtime.vmm.errors import GuestError
-from runtime.vmm.hypercalls import EXIT, HC_MAGIC, RESULT, HypercallLayout, HypercallServer
+from runtime.vmm.hypercalls import (
+    ABI_VERSION,
+    EXIT,
+    HC_MAGIC,
+    RESULT,
+    HypercallLayout,
+    HypercallServer,
+)
 from runtime.vmm.memory import GuestMemory, ram_ranges
 from toolchain.errors import EvidenceError
 from toolchain.measure.trees import (
@@ -406,7 +413,7 @@ def test_a_damaged_result_is_refused_or_decodes(edits: list[tuple[int, int]], cu
 
 def _call(memory: GuestMemory, server: HypercallServer, call: int, *args: int) -> int | None:
     padded = [*args, *[0] * (6 - len(args))]
-    memory.write(PAGE, struct.pack("<IHHIi6Q2Q", HC_MAGIC, 3, 0, call, 0, *padded, 0, 0))
+    memory.write(PAGE, struct.pack("<IHHIi6Q2Q", HC_MAGIC, ABI_VERSION, 0, call, 0, *padded, 0, 0))
     return server.serve()
 
 

@@ -19,6 +19,10 @@ chunk; the blob is refused (``GuestError``, the keep ends, nothing is kept) when
 ``RESULT_MAX_BYTES``, when a chunk is out of place, when no tree was preopened ``:rw``, or
 when the whole does not pass ``toolchain.measure.trees.accept_result_blob`` (wrong magic, a
 tree not marked ``:rw``, a malformed encoding). ``HypercallStats.result`` holds it once whole.
+
+Version 4 changes ATTEST only: the microkernel obtained the report itself as an SNP guest message
+(``runtime.vmm.ghcb``) and checked it; ATTEST hands it, at the report offset, to the runner's
+verifier, and asks the firmware for nothing. Its EXIT before attestation names why it stopped.
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from runtime.vmm.errors import GuestError
+from runtime.vmm.ghcb import stop_message
 from runtime.vmm.memory import GuestMemory
 from toolchain.errors import EvidenceError, InputError, PlatformError
 from toolchain.measure.abi import (
     ABI_VERSION,
     ABI_VERSIONS,
+    ATTEST_FAILED_EXIT_STATUS,
     CLOCK_MONOTONIC,
     CLOCK_REALTIME,
+    GUEST_MESSAGE_VERSION,
     HC_MAGIC,
     HC_PAGE,
     OFF_RET,
@@ -186,6 +193,9 @@ class HypercallServer:
                 )
             if not self.attested:
                 # A keep that never proved what it is has no exit status worth passing on.
+                stopped = status == ATTEST_FAILED_EXIT_STATUS
+                if stopped and self.abi_version >= GUEST_MESSAGE_VERSION:
+                    raise GuestError(stop_message(*args[1:4]), call=name)
                 raise GuestError(
                     f"exit status {status} asked for before the keep was attested",
                     call=name,
@@ -297,12 +307,11 @@ class HypercallServer:
         report_gpa = self._span(
             report_offset, REPORT_SIZE, offset_name="report offset", length_name="offset + 0x4A0"
         )
-        if self.request_report is None:
-            raise self._fail("", "this keep has no firmware to ask for a report")
-        report_data = self.memory.read(data_gpa, REPORT_DATA_SIZE)
-        report = self.request_report(report_data, vmpl)
-        if len(report) != REPORT_SIZE:
-            raise PlatformError(f"the firmware returned a {len(report)}-byte report")
+        if self.abi_version >= GUEST_MESSAGE_VERSION:
+            # The microkernel's own report, from the firmware over the guest channel.
+            report = self.memory.read(report_gpa, REPORT_SIZE)
+        else:
+            report = self._request_report(self.memory.read(data_gpa, REPORT_DATA_SIZE), vmpl)
         self.stats.report = report
         # The runner decides; a keep it does not accept is stopped here, before ring 3.
         if self.verify_report is None:
@@ -314,6 +323,15 @@ class HypercallServer:
         self.stats.attested_at = time.perf_counter()
         self.memory.write(report_gpa, report)
         return len(report)
+
+    def _request_report(self, report_data: bytes, vmpl: int) -> bytes:
+        """Versions 1 and 2: the VMM asks the firmware for the keep's report."""
+        if self.request_report is None:
+            raise self._fail("", "this keep has no firmware to ask for a report")
+        report = self.request_report(report_data, vmpl)
+        if len(report) != REPORT_SIZE:
+            raise PlatformError(f"the firmware returned a {len(report)}-byte report")
+        return report
 
     def _trees(self, args: tuple[int, ...]) -> tuple[int, int, int]:
         """Copy ``[position, position + max length)`` of the trees' blob; ret1 = its length."""

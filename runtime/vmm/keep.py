@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from runtime.firmware.interface import Firmware, measured_launch
 from runtime.vmm.errors import GuestError
+from runtime.vmm.ghcb import GhcbServer
 from runtime.vmm.hypercalls import DEFAULT_OUTPUT_LIMIT, HypercallServer, ReportVerifier
 from runtime.vmm.memory import PAGE_SIZE, RamRange
 from runtime.vmm.vcpu import Watchdog, read_vcpu_state, write_vcpu_state
 from runtime.vmm.vm import Vm
 from toolchain.errors import EvidenceError, InputError, KeepError
-from toolchain.measure.abi import ABI_VERSIONS, REPORT_DATA_SIZE
+from toolchain.measure.abi import ABI_VERSIONS, GHCB_GPA, GUEST_MESSAGE_VERSION, REPORT_DATA_SIZE
 
 if TYPE_CHECKING:
     from toolchain.measure.plan import LaunchPlan, Region
@@ -161,16 +162,23 @@ class Keep:
             trees=trees,
             rw=rw,
         )
+        ghcb = self._ghcb_server()
         boot = vm.vcpus[0]
         exit_status: int | None = None
         error: KeepError | None = None
         watchdog = Watchdog(timeout, boot.run_struct)
         try:
             exit_status = boot.run(
-                doorbell_gpa=self.plan.abi.doorbell, on_doorbell=server.serve, watchdog=watchdog
+                doorbell_gpa=self.plan.abi.doorbell,
+                on_doorbell=server.serve,
+                watchdog=watchdog,
+                on_vmgexit=ghcb.serve if ghcb is not None else None,
             )
         except (GuestError, EvidenceError) as exc:
             error = exc
+            if ghcb is not None and ghcb.failure is not None:
+                # The guest stopped on the firmware's refusal: the firmware says why.
+                error = GuestError(f"{exc.message}; the firmware refused: {ghcb.failure}")
         except InputError as exc:
             # Raised while serving the guest (e.g. a malformed report from a broken firmware
             # model): this keep cannot go on, the VMM can.
@@ -192,6 +200,18 @@ class Keep:
             exits=dict(boot.exit_counts),
             calls=dict(stats.calls),
             result=stats.result if exit_status is not None else None,
+        )
+
+    def _ghcb_server(self) -> GhcbServer | None:
+        """ABI 4: the GHCB's guest requests go to the firmware (the simulated VMGEXIT)."""
+        if self.vm is None or self.plan.abi.abi_version < GUEST_MESSAGE_VERSION:
+            return None
+        layout = self.layout
+        return GhcbServer(
+            self.vm.ram,
+            ghcb=GHCB_GPA,
+            shared=(layout.buffer, layout.buffer + layout.buffer_size),
+            guest_request=self.firmware.guest_request,
         )
 
     def close(self) -> None:

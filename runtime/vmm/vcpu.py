@@ -22,6 +22,7 @@ from collections.abc import Callable
 from runtime.vmm import kvm_abi
 from runtime.vmm.errors import GuestError, KeepTimeoutError
 from toolchain.errors import InputError, PlatformError
+from toolchain.measure.abi import DOORBELL_VMGEXIT
 from toolchain.snp.vmsa import Segment, VcpuState
 
 #: The signal that kicks a vCPU thread out of KVM_RUN (its handler does nothing).
@@ -293,8 +294,18 @@ class Vcpu:
         """Serve exit ``reason`` with ``handler`` too (the SNP backend adds its exits this way)."""
         self._handlers[reason] = handler
 
-    def run(self, *, doorbell_gpa: int, on_doorbell: DoorbellHandler, watchdog: Watchdog) -> int:
-        """Run until the guest exits (returns its status) or misbehaves (raises GuestError)."""
+    def run(
+        self,
+        *,
+        doorbell_gpa: int,
+        on_doorbell: DoorbellHandler,
+        watchdog: Watchdog,
+        on_vmgexit: DoorbellHandler | None = None,
+    ) -> int:
+        """Run until the guest exits (returns its status) or misbehaves (raises GuestError).
+
+        ``on_vmgexit`` serves the doorbell value 2, what the simulated platform's microkernel
+        writes instead of VMGEXIT (ABI version 4); without it that value is refused."""
         run = self.run_struct
         counts = self.exit_counts
         while True:
@@ -307,19 +318,26 @@ class Vcpu:
                     counts["EINTR"] = counts.get("EINTR", 0) + 1
                     continue
                 raise PlatformError(f"KVM_RUN failed: {os.strerror(err)}")
-            status = self.handle_exit(run, doorbell_gpa=doorbell_gpa, on_doorbell=on_doorbell)
+            status = self.handle_exit(
+                run, doorbell_gpa=doorbell_gpa, on_doorbell=on_doorbell, on_vmgexit=on_vmgexit
+            )
             if status is not None:
                 return status
 
     def handle_exit(
-        self, run: kvm_abi.KvmRun, *, doorbell_gpa: int, on_doorbell: DoorbellHandler
+        self,
+        run: kvm_abi.KvmRun,
+        *,
+        doorbell_gpa: int,
+        on_doorbell: DoorbellHandler,
+        on_vmgexit: DoorbellHandler | None = None,
     ) -> int | None:
         """Serve one exit: None to resume the guest, its exit status, or GuestError."""
         reason = int(run.exit_reason)
         name = kvm_abi.EXIT_REASON_NAMES.get(reason, str(reason))
         self.exit_counts[name] = self.exit_counts.get(name, 0) + 1
         if reason == kvm_abi.KVM_EXIT_MMIO:
-            return self._on_mmio(run, doorbell_gpa, on_doorbell)
+            return self._on_mmio(run, doorbell_gpa, on_doorbell, on_vmgexit)
         handler = self._handlers.get(reason)
         if handler is None:
             raise GuestError(
@@ -336,12 +354,18 @@ class Vcpu:
         return f"{regs.rip:#x}"
 
     def _on_mmio(
-        self, run: kvm_abi.KvmRun, doorbell_gpa: int, on_doorbell: DoorbellHandler
+        self,
+        run: kvm_abi.KvmRun,
+        doorbell_gpa: int,
+        on_doorbell: DoorbellHandler,
+        on_vmgexit: DoorbellHandler | None,
     ) -> int | None:
         mmio = run.mmio
         gpa, length = int(mmio.phys_addr), int(mmio.len)
         if gpa == doorbell_gpa and mmio.is_write:
             value = int.from_bytes(bytes(mmio.data[: min(length, 8)]), "little")
+            if length == 4 and value == DOORBELL_VMGEXIT and on_vmgexit is not None:
+                return on_vmgexit()
             if length != 4 or value != 1:
                 raise GuestError(
                     f"doorbell written with {length} bytes of value {value:#x} "

@@ -4,7 +4,12 @@ Every ``.c`` and ``.S`` file directly in ``runtime/guest/ukernel/`` is one objec
 ring-0 target (``-mgeneral-regs-only``: no SSE in ring 0, which this machine's emulator cannot run)
 and linked at ``0x100000`` by ``runtime/guest/ukernel/link.ld``, which discards ``.comment``,
 ``.eh_frame*`` and unwanted notes and keeps the ``.note.keepstack`` layout note. The output depends
-only on the sources, the flags below and the pinned ``zig``.
+only on the sources, the flags below, the platform and the pinned ``zig``.
+
+The platform picks the microkernel's platform layer (``platform.c``, ABI.md "The SNP guest
+request"): ``simulated`` (the default, what ``keep build`` ships for backends kvm and nil)
+replaces VMGEXIT with the doorbell; ``snp`` (``-DKEEP_PLATFORM_SNP``) executes it. Being in the
+ELF, the choice is in the launch digest.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolchain.errors import InputError
+from toolchain.measure.keep import PLATFORMS
+from toolchain.measure.plan import PLATFORM_SIMULATED, PLATFORM_SNP
 
 if TYPE_CHECKING:
     from toolchain.image.cache import BuildCache
@@ -42,15 +49,23 @@ def ukernel_sources(source_dir: Path = SOURCE_DIR) -> list[Path]:
 
 
 def build_ukernel(
-    out_dir: Path, *, source_dir: Path = SOURCE_DIR, cache: BuildCache | None = None
+    out_dir: Path,
+    *,
+    source_dir: Path = SOURCE_DIR,
+    cache: BuildCache | None = None,
+    platform: str = PLATFORM_SIMULATED,
 ) -> Path:
     """Compile and link the microkernel into ``out_dir/ukernel.elf``; returns its path.
 
-    ``cache`` defaults to the per-user build cache.
+    ``cache`` defaults to the per-user build cache; ``platform`` is one of ``PLATFORMS``.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from toolchain.image.compile import RING0, compile_c, link
+
+    if platform not in PLATFORMS:
+        raise InputError(f"unknown platform {platform!r}: one of {', '.join(PLATFORMS)}")
+    flags = (*UKERNEL_FLAGS, "-DKEEP_PLATFORM_SNP") if platform == PLATFORM_SNP else UKERNEL_FLAGS
 
     out_dir = Path(out_dir)
     obj_dir = out_dir / "ukernel-obj"
@@ -63,7 +78,7 @@ def build_ukernel(
                 compile_c,
                 source,
                 obj_dir / f"{source.stem}{source.suffix.replace('.', '_')}.o",
-                flags=UKERNEL_FLAGS,
+                flags=flags,
                 include_dirs=[source_dir / "include", source_dir],
                 target=RING0,
                 source_root=source_dir,

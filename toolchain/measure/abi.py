@@ -31,11 +31,15 @@ from pathlib import Path
 from toolchain.errors import InputError
 
 #: The ABI version this tree's microkernel and runtime speak.
-ABI_VERSION = 3
+ABI_VERSION = 4
 #: Every version the toolchain lays out and the VMM serves: 1 (releases 0.1.0 and 0.2.0,
-#: rebuilt from their commits), 2 (the TREES call and the attested REPORT_DATA for ring 3) and
-#: 3 (the RESULT call: the ``--dir ...:rw`` trees handed back at the application's exit).
-ABI_VERSIONS = (1, 2, 3)
+#: rebuilt from their commits), 2 (the TREES call and the attested REPORT_DATA for ring 3),
+#: 3 (the RESULT call: the ``--dir ...:rw`` trees handed back at the application's exit) and
+#: 4 (the report asked for as an SNP guest message through the GHCB, on every platform).
+ABI_VERSIONS = (1, 2, 3, 4)
+#: From this version on the microkernel brings its own report to ATTEST (an SNP guest message)
+#: and the GHCB page is mapped on every platform.
+GUEST_MESSAGE_VERSION = 4
 
 # ---- the default layout (the microkernel declares it in its note; plans carry it) -------------
 PAGE_SIZE = 0x1000
@@ -46,6 +50,8 @@ IDT_GPA = 0x2000
 SECRETS_GPA = 0x3000
 CPUID_GPA = 0x4000
 USER_INFO_GPA = 0x5000
+#: The GHCB page (version 4 on every platform, before on snp only): shared, never launched.
+GHCB_GPA = 0x6000
 PAGE_TABLES_GPA = 0x10000
 PAGE_TABLES_SIZE = 0xF0000
 UKERNEL_BASE = 0x100000
@@ -76,6 +82,8 @@ SEV_FEATURES = 0x1
 # ---- hypercalls ---------------------------------------------------------------------------------
 HC_MAGIC = 0x3143484B  # "KHC1" little-endian
 DOORBELL_RING = 1
+#: Version 4, simulated platform: the doorbell value that replaces VMGEXIT (runtime/vmm/ghcb.py).
+DOORBELL_VMGEXIT = 2
 
 
 class Hypercall(enum.IntEnum):
@@ -115,6 +123,31 @@ REPORT_SIZE = 0x4A0
 #: Where the microkernel puts things in the data buffer during boot.
 BOOT_REPORT_DATA_OFFSET = 0x0
 BOOT_REPORT_OFFSET = 0x100
+#: Version 4: the SNP guest request's request and response pages in the data buffer.
+BOOT_GUEST_REQ_OFFSET = 0x1000
+BOOT_GUEST_RSP_OFFSET = 0x2000
+#: Version 4: EXIT(ATTEST_FAILED, reason, expected, found) when the microkernel stops before
+#: ring 3; the reasons (``KEEP_STOP_*``) and what each names (runtime/vmm/ghcb.py says them).
+ATTEST_FAILED_EXIT_STATUS = 125
+STOP_REASONS: Mapping[str, tuple[int, str]] = {
+    "GHCB": (1, "SW_EXITINFO2 (the host's answer to the guest request)"),
+    "VMPCK": (2, "VMPCK (the key in the secrets page)"),
+    "SEQNO_EXHAUSTED": (3, "MSG_SEQNO (the sequence numbers are used up)"),
+    "ALGO": (4, "ALGO"),
+    "HDR_VERSION": (5, "HDR_VERSION"),
+    "HDR_SZ": (6, "HDR_SZ"),
+    "MSG_TYPE": (7, "MSG_TYPE"),
+    "MSG_VERSION": (8, "MSG_VERSION"),
+    "MSG_VMPCK": (9, "MSG_VMPCK"),
+    "MSG_SEQNO": (10, "MSG_SEQNO (a replayed or skipped response)"),
+    "MSG_SZ": (11, "MSG_SZ"),
+    "AUTHTAG": (12, "AUTHTAG (the response does not authenticate under VMPCK0)"),
+    "STATUS": (13, "STATUS of MSG_REPORT_RSP"),
+    "REPORT_SIZE": (14, "REPORT_SIZE of MSG_REPORT_RSP"),
+    "DISABLED": (15, "the guest channel (disabled by an earlier failure)"),
+    "REPORT_DATA": (16, "REPORT_DATA of the report (first 8 bytes, little-endian)"),
+    "VMPL": (17, "VMPL of the report"),
+}
 
 # ---- the note and the user-info page -------------------------------------------------------------
 NOTE_NAME = b"Keepstack\0"
@@ -468,6 +501,7 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
             Define("SECRETS_GPA", SECRETS_GPA, "SNP secrets page; ring 0 only"),
             Define("CPUID_GPA", CPUID_GPA, "SNP CPUID page; ring 0 only"),
             Define("USER_INFO_GPA", USER_INFO_GPA, "struct keep_user_info; ring 3 read-only"),
+            Define("GHCB_GPA", GHCB_GPA, "GHCB (version 4): shared, never launched; ring 0 only"),
             Define(
                 "PAGE_TABLES_GPA", PAGE_TABLES_GPA, "PML4 first, then PDPT, PDs, PTs; not mapped"
             ),
@@ -530,6 +564,8 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
                 for suffix, name in HC_OFFSETS.items()
             ),
             _dec("DOORBELL_RING", DOORBELL_RING),
+            "Version 4, simulated platform only: what replaces VMGEXIT (the VMM serves the GHCB).",
+            _dec("DOORBELL_VMGEXIT", DOORBELL_VMGEXIT),
             "call numbers (Hypercall); FAULT's arguments: vector, error code, CR2, RIP, CS, RSP",
             *(
                 _dec(
@@ -544,6 +580,17 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
             "Where the microkernel puts things in the data buffer during boot.",
             Define("BOOT_REPORT_DATA_OFFSET", BOOT_REPORT_DATA_OFFSET),
             Define("BOOT_REPORT_OFFSET", BOOT_REPORT_OFFSET),
+            "Version 4: the SNP guest request's request and response pages (page-aligned GPAs).",
+            Define("BOOT_GUEST_REQ_OFFSET", BOOT_GUEST_REQ_OFFSET),
+            Define("BOOT_GUEST_RSP_OFFSET", BOOT_GUEST_RSP_OFFSET),
+        ],
+    ),
+    (
+        "version 4: why the microkernel stopped before ring 3",
+        [
+            "EXIT arguments when attestation fails: this status, reason, expected, found.",
+            _dec("EXIT_ATTEST_FAILED", ATTEST_FAILED_EXIT_STATUS),
+            *(_dec(f"STOP_{name}", number) for name, (number, _what) in STOP_REASONS.items()),
         ],
     ),
     (

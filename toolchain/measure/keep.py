@@ -45,6 +45,8 @@ from pathlib import Path
 from toolchain.errors import InputError
 from toolchain.measure.abi import (
     ABI_VERSIONS,
+    GHCB_GPA,
+    GUEST_MESSAGE_VERSION,
     KEEP_LAYOUT,
     LAYOUT_ADDRESS_FIELDS,
     LAYOUT_PAGE_FIELDS,
@@ -150,7 +152,7 @@ DEFAULT_C_BIT = 51
 C_BIT_RANGE = range(39, 52)
 #: The GHCB page on ``snp`` (ring 0 RW, NX, C-bit clear, never launched);
 #: runtime/guest/ukernel/ABI.md.
-GHCB_PAGE = 0x6000
+GHCB_PAGE = GHCB_GPA
 
 
 @dataclass(frozen=True)
@@ -711,8 +713,9 @@ def _map_shared_pages(
         mappings.add(gpa, SHARED_USER_RW, "hypercall buffer")
     mappings.add(layout.doorbell, SHARED_USER_RW, "doorbell")
     shared = [("hypercall page", layout.hc_page), ("doorbell", layout.doorbell)]
-    if snp:
+    if snp or layout.abi_version >= GUEST_MESSAGE_VERSION:
         # The GHCB: the guest's half of every VMGEXIT, so shared and never launched. Ring 0 only.
+        # Older microkernels never touch it, and their simulated plans stay byte for byte.
         mappings.add(GHCB_PAGE, SHARED_KERNEL_RW, "GHCB page")
         shared.append(("GHCB page", GHCB_PAGE))
     for what, gpa in shared:

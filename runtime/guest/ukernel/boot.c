@@ -1,10 +1,10 @@
-/* The boot flow: get REPORT_DATA, request the attestation report, enter ring 3. Nothing else:
- * every ring-0 instruction is emulated on PVM, and the toolchain already built the tables. */
+/* The boot flow: get REPORT_DATA, request the attestation report as an SNP guest message
+ * (attest.c), hand it to the runner, enter ring 3. Nothing else: every ring-0 instruction is
+ * emulated on PVM, and the toolchain already built the tables. */
 #include "hypercall.h"
 #include "keep_abi.h"
 
-/* Status the keep exits with when the attestation step fails (before ring 3 runs). */
-#define KEEP_EXIT_ATTEST_FAILED 125
+int keep_attest(const uint8_t report_data[KEEP_REPORT_DATA_SIZE]);
 
 __attribute__((noreturn)) void keep_enter_user(uint64_t entry, uint64_t stack_top, uint64_t info);
 __attribute__((noreturn)) void keep_main(void);
@@ -27,8 +27,11 @@ void keep_main(void) {
     /* Built and measured by the toolchain: trusted, and never written at run time. */
     const struct keep_user_info *info = (const struct keep_user_info *)KEEP_USER_INFO_GPA;
 
+    /* The guest message is sealed from the private copy (the shared buffer's REPORT_DATA may
+     * have changed since); ATTEST hands the checked report to the runner, which may stop us. */
     if (keep_hypercall(KEEP_HC_REPORT_DATA, KEEP_BOOT_REPORT_DATA_OFFSET, 0, 0) != 0 ||
         keep_report_data(info) != 0 ||
+        keep_attest((const uint8_t *)(info->stack_top - KEEP_REPORT_DATA_SIZE)) != 0 ||
         keep_hypercall(KEEP_HC_ATTEST, KEEP_BOOT_REPORT_DATA_OFFSET, 0, KEEP_BOOT_REPORT_OFFSET) != 0) {
         keep_exit(KEEP_EXIT_ATTEST_FAILED);
     }

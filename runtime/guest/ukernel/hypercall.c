@@ -19,3 +19,10 @@ void keep_exit(uint64_t status) {
     keep_hypercall(KEEP_HC_EXIT, status, 0, 0);
     keep_halt();
 }
+
+void keep_stop(uint64_t status, uint64_t reason, uint64_t expected, uint64_t found) {
+    volatile struct keep_hc_page *page = (volatile struct keep_hc_page *)KEEP_HC_PAGE_GPA;
+    page->arg[3] = found;
+    keep_hypercall(KEEP_HC_EXIT, status, reason, expected);
+    keep_halt();
+}

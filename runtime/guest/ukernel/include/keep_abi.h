@@ -1,4 +1,4 @@
-/* Keep hypercall ABI and launch layout, version 3 (see runtime/guest/ukernel/ABI.md).
+/* Keep hypercall ABI and launch layout, version 4 (see runtime/guest/ukernel/ABI.md).
  *
  * GENERATED from toolchain/measure/abi.py by `python -m toolchain.measure.abi --header`:
  * edit that module, then regenerate; keep build refuses a tree where the two differ.
@@ -12,7 +12,7 @@
 #define KEEP_ABI_H
 
 /* ---- version ----------------------------------------------------------------------------- */
-#define KEEP_ABI_VERSION 3
+#define KEEP_ABI_VERSION 4
 
 /* ---- guest physical layout (identity mapped: VA = GPA) ----------------------------------- */
 #define KEEP_PAGE_SIZE 0x1000
@@ -22,6 +22,7 @@
 #define KEEP_SECRETS_GPA 0x3000 /* SNP secrets page; ring 0 only */
 #define KEEP_CPUID_GPA 0x4000 /* SNP CPUID page; ring 0 only */
 #define KEEP_USER_INFO_GPA 0x5000 /* struct keep_user_info; ring 3 read-only */
+#define KEEP_GHCB_GPA 0x6000 /* GHCB (version 4): shared, never launched; ring 0 only */
 #define KEEP_PAGE_TABLES_GPA 0x10000 /* PML4 first, then PDPT, PDs, PTs; not mapped */
 #define KEEP_PAGE_TABLES_SIZE 0xF0000
 #define KEEP_UKERNEL_BASE 0x100000 /* microkernel ELF is linked here */
@@ -65,6 +66,8 @@
 #define KEEP_HC_OFF_ARGS 0x10
 #define KEEP_HC_OFF_RET 0x40
 #define KEEP_DOORBELL_RING 1
+/* Version 4, simulated platform only: what replaces VMGEXIT (the VMM serves the GHCB). */
+#define KEEP_DOORBELL_VMGEXIT 2
 /* call numbers (Hypercall); FAULT's arguments: vector, error code, CR2, RIP, CS, RSP */
 #define KEEP_HC_CONSOLE_WRITE 1
 #define KEEP_HC_STDIN_READ 2
@@ -83,6 +86,30 @@
 /* Where the microkernel puts things in the data buffer during boot. */
 #define KEEP_BOOT_REPORT_DATA_OFFSET 0x0
 #define KEEP_BOOT_REPORT_OFFSET 0x100
+/* Version 4: the SNP guest request's request and response pages (page-aligned GPAs). */
+#define KEEP_BOOT_GUEST_REQ_OFFSET 0x1000
+#define KEEP_BOOT_GUEST_RSP_OFFSET 0x2000
+
+/* ---- version 4: why the microkernel stopped before ring 3 -------------------------------- */
+/* EXIT arguments when attestation fails: this status, reason, expected, found. */
+#define KEEP_EXIT_ATTEST_FAILED 125
+#define KEEP_STOP_GHCB 1
+#define KEEP_STOP_VMPCK 2
+#define KEEP_STOP_SEQNO_EXHAUSTED 3
+#define KEEP_STOP_ALGO 4
+#define KEEP_STOP_HDR_VERSION 5
+#define KEEP_STOP_HDR_SZ 6
+#define KEEP_STOP_MSG_TYPE 7
+#define KEEP_STOP_MSG_VERSION 8
+#define KEEP_STOP_MSG_VMPCK 9
+#define KEEP_STOP_MSG_SEQNO 10
+#define KEEP_STOP_MSG_SZ 11
+#define KEEP_STOP_AUTHTAG 12
+#define KEEP_STOP_STATUS 13
+#define KEEP_STOP_REPORT_SIZE 14
+#define KEEP_STOP_DISABLED 15
+#define KEEP_STOP_REPORT_DATA 16
+#define KEEP_STOP_VMPL 17
 
 /* ---- .note.keepstack and the user-info page ---------------------------------------------- */
 #define KEEP_NOTE_NAME "Keepstack" /* namesz 10 with the NUL, padded to 12 */

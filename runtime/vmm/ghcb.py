@@ -1,0 +1,126 @@
+"""The VMM's half of the GHCB: SNP Guest Request, and why a microkernel stopped before ring 3.
+
+ABI version 4 (``runtime/guest/ukernel/ABI.md``): the microkernel asks for its attestation report
+as an SNP guest message, sealed under VMPCK0, through the GHCB (GHCB specification v2, AMD pub.
+56421: NAE event SNP Guest Request, SW_EXITCODE 0x8000_0011, SW_EXITINFO1/2 the request and
+response pages). On SEV-SNP hardware that is a VMGEXIT that KVM serves; on the simulated platform
+the microkernel's platform layer replaces only the VMGEXIT instruction with the doorbell value
+``DOORBELL_VMGEXIT``, and ``GhcbServer.serve`` plays KVM's part: it checks the GHCB's format
+and every GPA the guest names (both pages must lie in the shared hypercall buffer: the VMM
+never touches private memory on the guest's say-so), hands the request page to the firmware's
+``guest_request`` and writes the sealed response page back. A refusal by the firmware is not the
+VMM's to judge: like KVM it reports it to the guest in SW_EXITINFO2 (the firmware status in
+bits 31:0) and keeps the firmware's words for the runner (``failure``); the guest then stops.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from runtime.vmm.errors import GuestError
+from runtime.vmm.memory import GuestMemory
+from toolchain.errors import InputError, KeepError
+from toolchain.measure.abi import STOP_REASONS as ABI_STOP_REASONS
+
+GHCB_SIZE = 0x1000
+SW_EXIT_CODE = 0x390
+SW_EXIT_INFO_1 = 0x398
+SW_EXIT_INFO_2 = 0x3A0
+VALID_BITMAP = 0x3F0
+PROTOCOL_VERSION = 0xFFA
+USAGE = 0xFFC
+GHCB_VERSION = 2
+SVM_VMGEXIT_GUEST_REQUEST = 0x8000_0011
+#: SW_EXITINFO2 for a request the firmware refused: SEV_RET_INVALID_PARAM (Linux psp-sev.h).
+FIRMWARE_REFUSED = 0x16
+PAGE_SIZE = 0x1000
+
+#: The KEEP_STOP_* reasons of keep_abi.h: EXIT(125, reason, expected, found) before ring 3.
+STOP_REASONS = dict(ABI_STOP_REASONS.values())
+
+#: The firmware's SNP_GUEST_REQUEST: one sealed request page in, one sealed response page out.
+GuestRequest = Callable[[bytes], bytes]
+
+
+def stop_message(reason: int, expected: int, found: int) -> str:
+    """What the microkernel's EXIT(125, reason, expected, found) before ring 3 says."""
+    what = STOP_REASONS.get(reason)
+    if what is None:
+        return f"the microkernel stopped before ring 3 (reason {reason}, unknown to this VMM)"
+    return (
+        f"the microkernel refused its attestation report: {what}: expected {expected:#x}, "
+        f"found {found:#x}"
+    )
+
+
+class GhcbServer:
+    """Serves one keep's GHCB exits (SNP Guest Request only). Create one per keep."""
+
+    def __init__(
+        self,
+        memory: GuestMemory,
+        *,
+        ghcb: int,
+        shared: tuple[int, int],
+        guest_request: GuestRequest,
+    ) -> None:
+        self.memory = memory
+        self.ghcb = ghcb
+        self.shared = shared  # [start, end) the guest may name as request/response pages
+        self.guest_request = guest_request
+        self.failure: str | None = None
+        self.requests = 0
+
+    def _fail(self, field: str, message: str) -> GuestError:
+        return GuestError(message, call="VMGEXIT", argument=field)
+
+    def _page(self, field: str, gpa: int) -> int:
+        start, end = self.shared
+        if gpa % PAGE_SIZE or not start <= gpa <= end - PAGE_SIZE:
+            raise self._fail(
+                field,
+                f"page {gpa:#x} is not a page of the shared hypercall buffer "
+                f"[{start:#x}, {end:#x})",
+            )
+        return gpa
+
+    def serve(self) -> None:
+        """One VMGEXIT: check the GHCB, serve the guest request, answer in SW_EXITINFO2."""
+        ghcb = self.memory.read(self.ghcb, GHCB_SIZE)
+        (usage,) = struct.unpack_from("<I", ghcb, USAGE)
+        (version,) = struct.unpack_from("<H", ghcb, PROTOCOL_VERSION)
+        if usage != 0 or version != GHCB_VERSION:
+            raise self._fail(
+                "GHCB_USAGE",
+                f"GHCB usage {usage} version {version} (expected usage 0, version {GHCB_VERSION})",
+            )
+        valid = int.from_bytes(ghcb[VALID_BITMAP : VALID_BITMAP + 16], "little")
+        for name, offset in (
+            ("SW_EXITCODE", SW_EXIT_CODE),
+            ("SW_EXITINFO1", SW_EXIT_INFO_1),
+            ("SW_EXITINFO2", SW_EXIT_INFO_2),
+        ):
+            if not valid >> (offset // 8) & 1:
+                raise self._fail(name, "not marked valid in the GHCB's valid bitmap")
+        code, info1, info2 = struct.unpack_from("<QQQ", ghcb, SW_EXIT_CODE)
+        if code != SVM_VMGEXIT_GUEST_REQUEST:
+            raise self._fail(
+                "SW_EXITCODE",
+                f"exit code {code:#x} is not served (SNP Guest Request, "
+                f"{SVM_VMGEXIT_GUEST_REQUEST:#x}, is)",
+            )
+        request = self.memory.read(self._page("SW_EXITINFO1", info1), PAGE_SIZE)
+        response_gpa = self._page("SW_EXITINFO2", info2)
+        self.requests += 1
+        try:
+            response = self.guest_request(request)
+        except KeepError as exc:
+            self.failure = exc.message
+            answer = FIRMWARE_REFUSED
+        else:
+            if len(response) != PAGE_SIZE:
+                raise InputError(f"the firmware answered with {len(response)} bytes, not a page")
+            self.memory.write(response_gpa, response)
+            answer = 0
+        self.memory.write(self.ghcb + SW_EXIT_INFO_2, struct.pack("<Q", answer))
