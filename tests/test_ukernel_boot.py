@@ -71,9 +71,9 @@ def test_boots_to_ring3_and_the_firmware_measures_the_plan(plan: LaunchPlan, vcp
     assert result.measurement == plan.launch_digest(vcpus)
     assert result.report is not None
     assert result.calls.get("REPORT_DATA") == result.calls.get("ATTEST") == 1
+    # Timings are reported, never asserted on (a loaded machine moves them): bench/ measures them.
     assert result.to_attest_ms is not None
-    # About 0.2 s of it is ring 0 sealing and opening the guest message (emulated on PVM).
-    assert result.total_ms < 2000
+    assert 0 < result.to_attest_ms <= result.total_ms
 
 
 @pytest.mark.parametrize("action", sorted(ACTIONS))
