@@ -27,6 +27,7 @@ WHEEL = f"keepstack-{VERSION}-py3-none-any.whl"
 TOP_LEVEL = {
     "app.wasm",
     "ukernel.elf",
+    "ukernel-snp.elf",
     "runtime.elf",
     PLAN_FILE,
     "provenance.json",
@@ -53,7 +54,8 @@ def test_cli_writes_every_artifact(tmp_path: Path, capsys: pytest.CaptureFixture
     from toolchain.measure.keep import snp_plan_of
 
     plan = LaunchPlan.load(out / PLAN_FILE)
-    snp = snp_plan_of(plan, out / "ukernel.elf", out / "runtime.elf").launch_digests([1, 2, 4])
+    elfs = (out / "ukernel.elf", out / "runtime.elf", out / "ukernel-snp.elf")
+    snp = snp_plan_of(plan, *elfs).launch_digests([1, 2, 4])
     expected = {str(n): d.hex() for n, d in snp.items()}
     assert document["snp_launch_digests"] == dict.fromkeys(("milan", "genoa", "turin"), expected)
     assert not set(expected.values()) & set(document["launch_digests"].values())

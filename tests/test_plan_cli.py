@@ -17,13 +17,15 @@ from toolchain.measure.plan import PLAN_FILE
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
     base = tmp_path_factory.mktemp("measure")
-    return build_images(base / "out", cache_dir=base / "cache")
+    return build_images(base / "out", cache_dir=base / "cache", snp=True)
 
 
 def keep_dir(images: Images, where: Path) -> Path:
     """A directory shaped like the output of ``keep build``."""
     where.mkdir()
     shutil.copy(images.ukernel, where / "ukernel.elf")
+    assert images.snp_ukernel is not None
+    shutil.copy(images.snp_ukernel, where / "ukernel-snp.elf")
     shutil.copy(images.user, where / "runtime.elf")
     (where / PLAN_FILE).write_text(build_plan(images.ukernel, images.user).to_json())
     return where
@@ -85,7 +87,8 @@ def test_measure_prints_the_snp_digests_with_the_elfs(
     images: Images, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = keep_dir(images, tmp_path / "keep")
-    snp = build_plan(images.ukernel, images.user, platform="snp").launch_digests([1, 2, 4])
+    assert images.snp_ukernel is not None
+    snp = build_plan(images.snp_ukernel, images.user, platform="snp").launch_digests([1, 2, 4])
     kvm = build_plan(images.ukernel, images.user).launch_digests([1, 2, 4])
     assert main(["measure", "--out", str(out)]) == 0
     text = capsys.readouterr().out
@@ -94,7 +97,7 @@ def test_measure_prints_the_snp_digests_with_the_elfs(
         assert f"snp launch digest ({vcpus}, C-bit 51): {digest.hex()}" in text
         assert f"launch digest ({vcpus}): {kvm[count].hex()}" in text
         assert digest != kvm[count]
-    c47 = build_plan(images.ukernel, images.user, platform="snp", c_bit=47).launch_digest(2)
+    c47 = build_plan(images.snp_ukernel, images.user, platform="snp", c_bit=47).launch_digest(2)
     assert main(["measure", "--out", str(out), "--vcpus", "2", "--c-bit", "47", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["snp"] == {"c_bit": 47, "launch_digests": {"2": c47.hex()}}

@@ -41,7 +41,7 @@ VMSA_GPA = 0xFFFFFFFFF000
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
     base = tmp_path_factory.mktemp("plan-snp")
-    return build_images(base / "out", cache_dir=base / "cache")
+    return build_images(base / "out", cache_dir=base / "cache", snp=True)
 
 
 @pytest.fixture(scope="module")
@@ -280,20 +280,71 @@ def test_c_bit_is_a_parameter(images: Images) -> None:
 
 
 def test_snp_plan_of_refuses_elfs_that_are_not_the_plans(images: Images, tmp_path: Path) -> None:
+    assert images.snp_ukernel is not None
+    snp_ukernel = images.snp_ukernel
     simulated = build_plan(images.ukernel, images.user)
     for other in (
         replace(simulated, guest_policy=simulated.guest_policy ^ 0x10000),
         replace(simulated, regions=simulated.regions[:-1]),
     ):
         with pytest.raises(InputError, match="not the launch plan's"):
-            snp_plan_of(other, images.ukernel, images.user)
-    snp = snp_plan_of(simulated, images.ukernel, images.user)
-    assert snp == build_plan(images.ukernel, images.user, platform="snp")
+            snp_plan_of(other, images.ukernel, images.user, snp_ukernel)
+    snp = snp_plan_of(simulated, images.ukernel, images.user, snp_ukernel)
+    assert snp == build_plan(snp_ukernel, images.user, platform="snp")
     with pytest.raises(InputError, match="not the simulated platform"):
-        snp_plan_of(snp, images.ukernel, images.user)
+        snp_plan_of(snp, images.ukernel, images.user, snp_ukernel)
 
 
 def test_default_state_is_accepted_by_kvm_snp_vmsa() -> None:
     # The plan's states are ones KVM can hold: kvm_snp_vmsa refuses anything else.
     with pytest.raises(InputError, match="DR7"):
         replace(tiny_plan("snp"), boot_vcpu=replace(VcpuState(), dr7=0xFFFF)).vmsa_pages(1)
+
+
+def _patched(elf: Path) -> bytes:
+    """``elf`` with one byte of its loaded text changed (the byte after the entry point): still a
+    valid microkernel with the same layout note, other launched bytes."""
+    from toolchain.measure.keep import load_elf
+
+    data = bytearray(elf.read_bytes())
+    image = load_elf(bytes(data), "microkernel ELF")
+    text = next(s for s in image.segments if s.vaddr <= image.entry < s.vaddr + len(s.data))
+    offset = bytes(data).index(text.data) + image.entry - text.vaddr + 1
+    data[offset] ^= 0xFF
+    return bytes(data)
+
+
+def test_each_platform_is_measured_from_its_own_microkernel(images: Images) -> None:
+    """The snp digest follows the snp microkernel's bytes only, the kvm/nil digest the
+    simulated microkernel's only: neither build stands in for the other."""
+    assert images.snp_ukernel is not None
+    sim, snp_elf, user = images.ukernel.read_bytes(), images.snp_ukernel.read_bytes(), images.user
+    plan = build_plan(sim, user)
+    snp = snp_plan_of(plan, sim, user, snp_elf).launch_digests([1, 2])
+    # Only the snp microkernel's bytes change: the snp digests change, the plan does not.
+    other_snp = snp_plan_of(plan, sim, user, _patched(images.snp_ukernel))
+    assert build_plan(sim, user) == plan
+    assert all(other_snp.launch_digest(n) != snp[n] for n in (1, 2))
+    # Only the simulated microkernel's bytes change: the kvm/nil digests change, snp ones do not.
+    other_sim = _patched(images.ukernel)
+    other_plan = build_plan(other_sim, user)
+    assert other_plan.launch_digests([1, 2]) != plan.launch_digests([1, 2])
+    assert snp_plan_of(other_plan, other_sim, user, snp_elf).launch_digests([1, 2]) == snp
+    # The simulated microkernel laid out for snp is not the snp plan (the digest we published
+    # before: a keep that rings the doorbell cannot attest on SNP hardware).
+    assert build_plan(sim, user, platform="snp").launch_digests([1, 2]) != snp
+
+
+def test_snp_plan_of_refuses_an_snp_microkernel_with_another_layout(images: Images) -> None:
+    """The snp microkernel must declare the plan's microkernel's layout (the builds differ only
+    in platform.c): another one is refused, naming the field and both values."""
+    from toolchain.measure.abi import NOTE_NAME
+
+    assert images.snp_ukernel is not None
+    plan = build_plan(images.ukernel, images.user)
+    data = bytearray(images.snp_ukernel.read_bytes())
+    note = bytes(data).index(NOTE_NAME + b"\0" * (-len(NOTE_NAME) % 4))
+    policy = note + -(-len(NOTE_NAME) // 4) * 4 + 8  # after the name: version, size, policy
+    data[policy] ^= 0x01
+    with pytest.raises(InputError, match="not the twin of the plan's: its layout note declares"):
+        snp_plan_of(plan, images.ukernel, images.user, bytes(data))

@@ -374,7 +374,7 @@ def test_keep_statement_sign_verify_run(
     }
     assert all(c["launchDigest"] == digests[c["vcpus"]].hex() for c in configs)
     assert sorted(s["name"] for s in document["subject"]) == sorted(
-        ["app.wasm", PLAN_FILE, "runtime.elf", "ukernel.elf"]
+        ["app.wasm", PLAN_FILE, "runtime.elf", "ukernel-snp.elf", "ukernel.elf"]
     )
     assert main(statement) == 2  # never overwritten silently
     assert "already exists" in capfd.readouterr().err
@@ -382,7 +382,8 @@ def test_keep_statement_sign_verify_run(
     # "any" CPU generation has no known C-bit, so it is refused for snp rather than guessed.
     from toolchain.measure.keep import snp_plan_of
 
-    snp = snp_plan_of(plan, Path("build/ukernel.elf"), Path("build/runtime.elf"))
+    elfs = (Path("build/ukernel.elf"), Path("build/runtime.elf"), Path("build/ukernel-snp.elf"))
+    snp = snp_plan_of(plan, *elfs)
     snp_digests = snp.launch_digests([1, 2])
     both = ["statement", "build", "--vcpus", "1,2", "--backend", "kvm,snp", "-o", "snp.json"]
     assert main([*both, "--cpu-generation", "genoa,turin"]) == 0

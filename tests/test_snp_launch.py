@@ -496,14 +496,15 @@ def test_the_example_keep_launches_through_the_driver(tmp_path: Path) -> None:
     sequence: the VMM's digest, the fake firmware's (KVM's VMSAs) and the snp plan's agree and
     are the snp digest keep build reports, and the GHCB and hypercall pages stay shared."""
     from toolchain.image.keep_build import build_keep
-    from toolchain.measure.keep import GHCB_PAGE, snp_plan_of
+    from runtime.run.backends import snp_plan as build_snp_plan
+    from toolchain.measure.keep import GHCB_PAGE
 
     hello = Path(__file__).resolve().parent.parent / "examples" / "hello" / "hello.wat"
     build = build_keep(hello, tmp_path / "out", vcpu_counts=(1,))
     simulated = build.plan
     with pytest.raises(InputError, match="simulated platform, not snp"):
         SnpLaunch(simulated, system=FakeKvmSnp())
-    plan = snp_plan_of(simulated, build.artifacts["ukernel.elf"], build.artifacts["runtime.elf"])
+    plan = build_snp_plan(build)
     fake = FakeKvmSnp()
     with SnpLaunch(plan, system=fake, vcpu_setup=fake.vcpu_setup) as driver:
         assert driver.launch() == fake.measurement == plan.launch_digest(1)

@@ -206,13 +206,36 @@ def _disassembly(elf: Path, function: str) -> str:
     return out
 
 
+def _symbol_sizes(elf: Path) -> dict[str, int]:
+    """Function and object symbol → size, from the ELF's symbol table."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    with elf.open("rb") as stream:
+        table = ELFFile(stream).get_section_by_name(".symtab")
+        assert isinstance(table, SymbolTableSection)
+        return {
+            sym.name: sym["st_size"]
+            for sym in table.iter_symbols()
+            if sym["st_info"]["type"] in ("STT_FUNC", "STT_OBJECT")
+        }
+
+
 def test_the_platform_layer_is_chosen_at_build_time(images: Images, tmp_path: Path) -> None:
-    """Only keep_platform_vmgexit differs: the snp build executes WRMSR (GHCB MSR) and VMGEXIT,
-    the simulated build (what keep build ships today) rings the doorbell with the value 2."""
+    """Only keep_platform_vmgexit differs: the snp build (``ukernel-snp.elf``, what the snp
+    digests are laid out from) executes WRMSR (GHCB MSR) and VMGEXIT, the simulated build
+    (``ukernel.elf``, backends kvm and nil) rings the doorbell with the value 2."""
     from toolchain.image.ukernel import build_ukernel
+    from toolchain.measure.keep import SNP_UKERNEL_ELF
 
     snp = build_ukernel(tmp_path / "snp", platform="snp", cache=BuildCache(tmp_path / "cache"))
+    assert snp.name == SNP_UKERNEL_ELF
     assert snp.read_bytes() != images.ukernel.read_bytes()
+    # Same functions and objects, of the same sizes, but for the platform layer's one function.
+    on_snp_symbols, simulated_symbols = _symbol_sizes(snp), _symbol_sizes(images.ukernel)
+    assert on_snp_symbols.keys() == simulated_symbols.keys()
+    differing = {n for n in simulated_symbols if on_snp_symbols[n] != simulated_symbols[n]}
+    assert differing == {"keep_platform_vmgexit"}
     on_snp = _disassembly(snp, "keep_platform_vmgexit")
     assert "wrmsr" in on_snp
     assert "$0xc0010130" in on_snp

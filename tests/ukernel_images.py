@@ -34,9 +34,11 @@ STACK_GUARD_ACTION = "8"
 class Images:
     ukernel: Path
     user: Path
+    #: the microkernel built for snp (only when asked for: ``build_images(snp=True)``)
+    snp_ukernel: Path | None = None
 
 
-def build_images(out: Path, *, cache_dir: Path) -> Images:
+def build_images(out: Path, *, cache_dir: Path, snp: bool = False) -> Images:
     """Build both ELFs into ``out`` using a private build cache."""
     old = os.environ.get("KEEPSTACK_CACHE_DIR")
     os.environ["KEEPSTACK_CACHE_DIR"] = str(cache_dir)
@@ -45,6 +47,7 @@ def build_images(out: Path, *, cache_dir: Path) -> Images:
         from toolchain.image.ukernel import INCLUDE_DIR, build_ukernel
 
         ukernel = build_ukernel(out)
+        snp_ukernel = build_ukernel(out, platform="snp") if snp else None
         obj = compile_c(
             USER_DIR / "hello.c", out / "hello.o", include_dirs=[INCLUDE_DIR], target=RING3
         )
@@ -54,4 +57,4 @@ def build_images(out: Path, *, cache_dir: Path) -> Images:
             del os.environ["KEEPSTACK_CACHE_DIR"]
         else:
             os.environ["KEEPSTACK_CACHE_DIR"] = old
-    return Images(ukernel, user)
+    return Images(ukernel, user, snp_ukernel)

@@ -2,7 +2,7 @@
 
 A thin command over ``toolchain.measure.digests.measure_keep`` (which says what is measured and
 checked): ``--out DIR``, ``--plan FILE``, or ``--ukernel``/``--runtime`` to measure two ELFs
-directly, without a build directory.
+directly, without a build directory (and ``--snp-ukernel`` for the ``snp`` digests).
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", type=Path, metavar="FILE", help="a launch-plan.json to measure")
     parser.add_argument("--ukernel", type=Path, metavar="ELF", help="the microkernel ELF")
     parser.add_argument("--runtime", type=Path, metavar="ELF", help="the ring-3 runtime image ELF")
+    parser.add_argument(
+        "--snp-ukernel",
+        type=Path,
+        metavar="ELF",
+        help="the microkernel built for snp (ukernel-snp.elf): the snp digests are laid out from it",
+    )
     parser.add_argument(
         "--vcpus",
         type=int,
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         plan_path=args.plan,
         ukernel=args.ukernel,
         runtime=args.runtime,
+        snp_ukernel=args.snp_ukernel,
         vcpu_counts=args.vcpus or (1, 2, 4),
         c_bit=args.c_bit,
     )

@@ -254,9 +254,12 @@ class SnpBackend:
 def snp_plan(build: KeepBuild) -> LaunchPlan:
     """The build's ``snp`` twin plan, laid out from its own ELFs (C-bit 51, every generation
     ``toolchain.measure.reference.SNP_C_BITS`` knows)."""
-    from toolchain.measure.keep import snp_plan_of
+    from toolchain.measure.keep import SNP_UKERNEL_ELF, snp_plan_of
 
-    return snp_plan_of(build.plan, build.artifacts["ukernel.elf"], build.artifacts["runtime.elf"])
+    artifacts = build.artifacts
+    return snp_plan_of(
+        build.plan, artifacts["ukernel.elf"], artifacts["runtime.elf"], artifacts[SNP_UKERNEL_ELF]
+    )
 
 
 def run_snp_vcpus(vm: SnpLaunch, launch: Launch) -> int | None:

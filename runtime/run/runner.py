@@ -151,7 +151,9 @@ def _app_name(app: Path) -> str:
 
 
 #: What a keep is made of: a build directory must hold exactly what a fresh build makes of them.
-#: (The wheel and provenance.json are not booted; the plan is compared separately.)
+#: (The wheel and provenance.json are not booted; the plan is compared separately.) The
+#: microkernel built for snp (``toolchain.measure.keep.SNP_UKERNEL_ELF``) is compared too, in
+#: ``check_build_directory``, which imports its name only when a directory is run.
 KEEP_ARTIFACTS = ("app.wasm", "ukernel.elf", "runtime.elf")
 
 
@@ -171,6 +173,7 @@ def check_build_directory(
     its application, and only if the directory's microkernel, runtime image, module and launch
     plan equal that build byte for byte; otherwise the run stops, naming the file.
     """
+    from toolchain.measure.keep import SNP_UKERNEL_ELF
     from toolchain.measure.plan import PLAN_FILE, LaunchPlan
 
     app = directory / "app.wasm"
@@ -194,7 +197,7 @@ def check_build_directory(
         )
     # The fresh build takes the directory's memory size: the comparison below decides.
     fresh = build_for_run(app, build_dir, vcpus, log, memory=plan.ram_size)
-    for name in KEEP_ARTIFACTS:
+    for name in (*KEEP_ARTIFACTS, SNP_UKERNEL_ELF):
         theirs = directory / name
         if not theirs.is_file():
             raise InputError(f"{directory} has no {name}: not a complete keep build")
@@ -267,6 +270,7 @@ def development_references(build: KeepBuild, backend: str, vcpus: int) -> tuple[
     from toolchain import __version__
     from toolchain.image import tools
     from toolchain.image.provenance import PROVENANCE_FILE
+    from toolchain.measure.keep import SNP_UKERNEL_ELF
     from toolchain.measure.reference import GENERATIONS, keep_statement, snp_launch_digests
     from toolchain.sign import TrustPolicy, dev_key, sign_statement
 
@@ -278,6 +282,7 @@ def development_references(build: KeepBuild, backend: str, vcpus: int) -> tuple[
             build.plan,
             build.artifacts["ukernel.elf"],
             build.artifacts["runtime.elf"],
+            build.artifacts[SNP_UKERNEL_ELF],
             vcpu_counts=[vcpus],
             generations=generations,
         )

@@ -86,7 +86,7 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
     from runtime.vmm.snp_launch import SnpLaunch
     from runtime.vmm.vcpu import Vcpu, Watchdog
     from toolchain.image.keep_build import build_keep
-    from toolchain.measure.keep import snp_plan_of
+    from runtime.run.backends import snp_plan
     from toolchain.snp import certs
     from toolchain.snp.report import AttestationReport
     from toolchain.verify import Verifier
@@ -96,7 +96,7 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
     # 1. build
     build = build_keep(EXAMPLE, tmp_path / "build", vcpu_counts=(1,))
     simulated = build.plan
-    plan = snp_plan_of(simulated, build.artifacts["ukernel.elf"], build.artifacts["runtime.elf"])
+    plan = snp_plan(build)
 
     # 2. launch on the real KVM SNP API
     nonce = secrets.token_bytes(64)

@@ -3,7 +3,10 @@
 ``DIR`` receives (and nothing in it varies between builds of the same sources):
 
 * ``app.wasm`` — the validated application module (assembled from ``.wat`` if needed);
-* ``ukernel.elf`` — the microkernel (``toolchain.image.ukernel``);
+* ``ukernel.elf`` — the microkernel (``toolchain.image.ukernel``) for the simulated platform
+  (backends kvm and nil);
+* ``ukernel-snp.elf`` — the same microkernel built for ``snp`` (``SNP_UKERNEL_ELF``: its platform
+  layer executes VMGEXIT), what the ``snp`` plan and its launch digests are laid out from;
 * ``runtime.elf`` — the ring-3 runtime image: wasm2c app + wasm2c runtime + WASI + libc shim;
 * ``launch-plan.json`` — the LaunchPlan (every launched page, the vCPU state, the launch digest);
 * ``keepstack-<version>-py3-none-any.whl`` — this package, built reproducibly;
@@ -54,12 +57,14 @@ class KeepBuild:
     def snp_launch_digests(self) -> dict[str, dict[int, bytes]]:
         """generation → vCPU count → the ``snp`` launch digest, laid out from this build's plan
         and ELFs (``toolchain.measure.reference.snp_launch_digests``)."""
+        from toolchain.measure.keep import SNP_UKERNEL_ELF
         from toolchain.measure.reference import GENERATIONS, snp_launch_digests
 
         return snp_launch_digests(
             self.plan,
             self.artifacts["ukernel.elf"],
             self.artifacts["runtime.elf"],
+            self.artifacts[SNP_UKERNEL_ELF],
             vcpu_counts=self.launch_digests,
             generations=GENERATIONS,
         )
@@ -142,7 +147,14 @@ def build_keep(
     with timer("wheel"):
         wheel = build_wheel(out_dir, root)
     with timer("provenance"):
-        built = (images.app_wasm, images.ukernel_elf, images.runtime_elf, layout.path, wheel.path)
+        built = (
+            images.app_wasm,
+            images.ukernel_elf,
+            images.snp_ukernel_elf,
+            images.runtime_elf,
+            layout.path,
+            wheel.path,
+        )
         artifacts = {path.name: path for path in built}
         external = {
             "application": app.name,
@@ -194,6 +206,8 @@ class _Images:
 
     app_wasm: Path
     ukernel_elf: Path
+    #: the microkernel built for ``snp`` (``SNP_UKERNEL_ELF``)
+    snp_ukernel_elf: Path
     runtime_elf: Path
     #: the application's C flags when not -O2 (``AppImage.app_flags``)
     app_flags: tuple[str, ...]
@@ -208,16 +222,23 @@ def _build_images(
     from toolchain.image import tools
     from toolchain.image.app import build_app_image
     from toolchain.image.ukernel import build_ukernel
+    from toolchain.measure.plan import PLATFORM_SIMULATED, PLATFORM_SNP
 
     work = out_dir / "work"
     with timer("toolchain"):
         versions = tools.toolchain_versions()
 
-    # The microkernel does not depend on the application: it builds while the runtime image
-    # does (their compiles share compile.jobs() process slots).
-    def timed_ukernel() -> tuple[Path, float]:
+    # The microkernels do not depend on the application: they build while the runtime image
+    # does (their compiles share compile.jobs() process slots). Both platforms' builds come
+    # from the same sources and flags; only platform.c differs (toolchain.image.ukernel).
+    def timed_ukernel() -> tuple[list[Path], float]:
         begun = time.perf_counter()
-        built = build_ukernel(work / "ukernel", source_dir=root / UKERNEL_SOURCES, cache=cache)
+        built = [
+            build_ukernel(
+                work / "ukernel", source_dir=root / UKERNEL_SOURCES, cache=cache, platform=platform
+            )
+            for platform in (PLATFORM_SIMULATED, PLATFORM_SNP)
+        ]
         return built, begun
 
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -226,11 +247,15 @@ def _build_images(
             image = build_app_image(app, work / "app", cache=cache, source_root=root, opt=opt)
             runtime_elf = _copy_if_changed(image.elf.path, out_dir / "runtime.elf")
             app_wasm = _copy_if_changed(image.wasm.path, out_dir / "app.wasm")
-        built_ukernel, started = ukernel_future.result()
-    ukernel_elf = _copy_if_changed(built_ukernel, out_dir / "ukernel.elf")
+        built_ukernels, started = ukernel_future.result()
+    ukernel_elf, snp_ukernel_elf = (
+        _copy_if_changed(built, out_dir / built.name) for built in built_ukernels
+    )
     if timer.progress is not None:
         timer.progress("microkernel", time.perf_counter() - started)
-    return _Images(app_wasm, ukernel_elf, runtime_elf, tuple(image.app_flags), versions)
+    return _Images(
+        app_wasm, ukernel_elf, snp_ukernel_elf, runtime_elf, tuple(image.app_flags), versions
+    )
 
 
 @dataclass(frozen=True)
@@ -260,7 +285,7 @@ def _lay_out(
     plan_text = plan.to_json().encode()
     if not plan_path.is_file() or plan_path.read_bytes() != plan_text:
         plan_path.write_bytes(plan_text)
-    snp = snp_plan_of(plan, images.ukernel_elf, images.runtime_elf)
+    snp = snp_plan_of(plan, images.ukernel_elf, images.runtime_elf, images.snp_ukernel_elf)
     return _Layout(
         plan, plan_path, plan.launch_digests(vcpu_counts), snp.launch_digests(vcpu_counts)
     )

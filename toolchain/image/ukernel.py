@@ -7,9 +7,10 @@ and linked at ``0x100000`` by ``runtime/guest/ukernel/link.ld``, which discards 
 only on the sources, the flags below, the platform and the pinned ``zig``.
 
 The platform picks the microkernel's platform layer (``platform.c``, ABI.md "The SNP guest
-request"): ``simulated`` (the default, what ``keep build`` ships for backends kvm and nil)
-replaces VMGEXIT with the doorbell; ``snp`` (``-DKEEP_PLATFORM_SNP``) executes it. Being in the
-ELF, the choice is in the launch digest.
+request"): ``simulated`` (the default: ``ukernel.elf``, for backends kvm and nil) replaces
+VMGEXIT with the doorbell; ``snp`` (``-DKEEP_PLATFORM_SNP``: ``ukernel-snp.elf``, what every
+``snp`` plan is laid out from) executes it. ``keep build`` builds both. Being in the ELF, the
+choice is in the launch digest.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toolchain.errors import InputError
-from toolchain.measure.keep import PLATFORMS
+from toolchain.measure.keep import PLATFORMS, SNP_UKERNEL_ELF
 from toolchain.measure.plan import PLATFORM_SIMULATED, PLATFORM_SNP
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ SOURCE_DIR = Path(__file__).resolve().parents[2] / "runtime" / "guest" / "ukerne
 INCLUDE_DIR = SOURCE_DIR / "include"
 LINKER_SCRIPT = SOURCE_DIR / "link.ld"
 ELF_NAME = "ukernel.elf"
+#: The ELF's file name per platform.
+ELF_NAMES = {PLATFORM_SIMULATED: ELF_NAME, PLATFORM_SNP: SNP_UKERNEL_ELF}
 
 #: Flags on top of the ring-0 target's fixed ones (which already exclude SSE, MMX and x87).
 UKERNEL_FLAGS = (
@@ -55,7 +58,7 @@ def build_ukernel(
     cache: BuildCache | None = None,
     platform: str = PLATFORM_SIMULATED,
 ) -> Path:
-    """Compile and link the microkernel into ``out_dir/ukernel.elf``; returns its path.
+    """Compile and link the microkernel into ``out_dir/ELF_NAMES[platform]``; returns its path.
 
     ``cache`` defaults to the per-user build cache; ``platform`` is one of ``PLATFORMS``.
     """
@@ -68,7 +71,8 @@ def build_ukernel(
     flags = (*UKERNEL_FLAGS, "-DKEEP_PLATFORM_SNP") if platform == PLATFORM_SNP else UKERNEL_FLAGS
 
     out_dir = Path(out_dir)
-    obj_dir = out_dir / "ukernel-obj"
+    # One object directory per platform: both builds may share ``out_dir``.
+    obj_dir = out_dir / ("ukernel-obj" if platform == PLATFORM_SIMULATED else f"ukernel-{platform}-obj")
     sources = ukernel_sources(source_dir)
     # Independent compiles in parallel (compile.jobs() bounds the processes); link order is by
     # file name, so the ELF does not depend on which finished first.
@@ -88,4 +92,4 @@ def build_ukernel(
         ]
         objects = [f.result() for f in futures]
     script = source_dir / "link.ld"
-    return link(objects, out_dir / ELF_NAME, linker_script=script, cache=cache)
+    return link(objects, out_dir / ELF_NAMES[platform], linker_script=script, cache=cache)

@@ -3,8 +3,9 @@
 ``measure_keep`` takes the plan from ``DIR/launch-plan.json`` (``PLAN_FILE``, written by ``keep
 build``) or ``--plan FILE``. Where the microkernel and runtime ELFs are beside it (or given), the
 plan is laid out again from them and must launch the same keep as the file: a plan that does not
-follow from its ELFs is an ``EvidenceError`` naming both launch digests. With the ELFs it also
-gives the ``snp`` launch digests (the plan laid out with the C-bit ``c_bit``, default 51, and
+follow from its ELFs is an ``EvidenceError`` naming both launch digests. With the ELFs and the
+microkernel built for ``snp`` (``DIR/ukernel-snp.elf``, or ``--snp-ukernel``) it also gives the
+``snp`` launch digests (the snp plan laid out from them with the C-bit ``c_bit``, default 51, and
 KVM's VMSAs; ``toolchain.measure.keep.snp_plan_of``). The plan is read once, by
 ``LaunchPlan.load``.
 """
@@ -62,7 +63,10 @@ class KeepMeasurement:
             not_computed = (
                 "snp launch digests: not computed (the snp plan is laid out from the ELFs:"
             )
-            lines += [f"{not_computed} --out DIR", "  of 'keep build', or --ukernel and --runtime)"]
+            lines += [
+                f"{not_computed} --out DIR",
+                "  of 'keep build', or --ukernel, --runtime and --snp-ukernel)",
+            ]
         for count, digest in (self.snp or {}).items():
             lines.append(f"snp launch digest ({_vcpus(count)}, C-bit {self.c_bit}): {digest.hex()}")
         return lines
@@ -80,9 +84,10 @@ def measure_keep(
     runtime: Path | None = None,
     vcpu_counts: Iterable[int] = (1, 2, 4),
     c_bit: int | None = None,
+    snp_ukernel: Path | None = None,
 ) -> KeepMeasurement:
     """Measure a build directory ``out``, a plan file, and/or the two ELFs (see above)."""
-    from toolchain.measure.keep import DEFAULT_C_BIT, check_c_bit, snp_plan_of
+    from toolchain.measure.keep import DEFAULT_C_BIT, SNP_UKERNEL_ELF, check_c_bit, snp_plan_of
 
     counts = sorted(set(vcpu_counts))
     if (ukernel is None) != (runtime is None):
@@ -93,12 +98,15 @@ def measure_keep(
         plan_path = plan_path or out / PLAN_FILE
         if ukernel is None and (out / UKERNEL_ELF).is_file():
             ukernel, runtime = out / UKERNEL_ELF, out / RUNTIME_ELF
+        if snp_ukernel is None and (out / SNP_UKERNEL_ELF).is_file():
+            snp_ukernel = out / SNP_UKERNEL_ELF
     plan = _plan(plan_path, ukernel, runtime)
     c_bit = DEFAULT_C_BIT if c_bit is None else c_bit
     check_c_bit(c_bit)
     snp = None
-    if ukernel is not None and runtime is not None:  # the snp plan is laid out from the ELFs
-        snp = snp_plan_of(plan, ukernel, runtime, c_bit=c_bit).launch_digests(counts)
+    if ukernel is not None and runtime is not None and snp_ukernel is not None:
+        # The snp plan is laid out from the ELFs, the microkernel built for snp.
+        snp = snp_plan_of(plan, ukernel, runtime, snp_ukernel, c_bit=c_bit).launch_digests(counts)
     return KeepMeasurement(plan, plan.launch_digests(counts), c_bit, snp)
 
 

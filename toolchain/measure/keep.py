@@ -145,6 +145,10 @@ SHARED_KERNEL_RW = Access(write=True, execute=False, user=False, shared=True)
 #: The platforms a plan is laid out for: today's simulated firmware (backends kvm and nil) and
 #: AMD SEV-SNP through Linux's KVM SNP API (backend snp).
 PLATFORMS = (PLATFORM_SIMULATED, PLATFORM_SNP)
+#: The file ``keep build`` writes the microkernel built for ``snp`` to (its platform layer
+#: executes VMGEXIT; ``ukernel.elf`` is the simulated platform's): every ``snp`` plan is laid out
+#: from it, beside ``ukernel.elf`` and ``runtime.elf``.
+SNP_UKERNEL_ELF = "ukernel-snp.elf"
 #: The C-bit position (CPUID 0x8000001F EBX[5:0]) on Milan, Genoa and Turin.
 DEFAULT_C_BIT = 51
 #: The C-bit lies in a page-table entry's address field (bits 12..51) and above every address
@@ -726,13 +730,21 @@ def _map_shared_pages(
 
 
 def snp_plan_of(
-    plan: LaunchPlan, ukernel: Path | bytes, runtime: Path | bytes, *, c_bit: int = DEFAULT_C_BIT
+    plan: LaunchPlan,
+    ukernel: Path | bytes,
+    runtime: Path | bytes,
+    snp_ukernel: Path | bytes,
+    *,
+    c_bit: int = DEFAULT_C_BIT,
 ) -> LaunchPlan:
-    """The ``snp`` plan of the keep whose simulated ``plan`` is given, laid out from its ELFs.
+    """The ``snp`` plan of the keep whose simulated ``plan`` is given: ``snp_ukernel`` (the
+    microkernel built for ``snp``, ``SNP_UKERNEL_ELF``) and the plan's runtime, laid out.
 
-    The ELFs must be the plan's own: laid out for the simulated platform with the plan's memory
-    they must give the plan's launch digest, or this is an ``InputError`` naming both digests
-    (an snp digest of other ELFs would be signed beside the wrong kvm/nil ones).
+    ``ukernel`` and ``runtime`` must be the plan's own: laid out for the simulated platform with
+    the plan's memory they must give the plan's launch digest, or this is an ``InputError``
+    naming both digests (an snp digest of other ELFs would be signed beside the wrong kvm/nil
+    ones). ``snp_ukernel`` must declare the same layout as ``ukernel``: the two builds differ
+    only in the platform layer (``runtime/guest/ukernel/platform.c``).
     """
     if plan.platform != PLATFORM_SIMULATED:
         raise InputError(f"the plan is laid out for {plan.platform}, not the simulated platform")
@@ -745,8 +757,26 @@ def snp_plan_of(
             f"{twin.guest_policy:#x}, the plan {plan.launch_digest(count).hex()} and "
             f"{plan.guest_policy:#x}"
         )
+    simulated = read_layout(load_elf(ukernel, "microkernel ELF"))
+    for_snp = read_layout(load_elf(snp_ukernel, "snp microkernel ELF"))
+    differing = [
+        f.name
+        for f in dataclasses.fields(simulated)
+        if getattr(simulated, f.name) != getattr(for_snp, f.name)
+    ]
+    if differing:
+        name = differing[0]
+        raise InputError(
+            f"the snp microkernel is not the twin of the plan's: its layout note declares {name} "
+            f"{getattr(for_snp, name)!r}, the plan's microkernel {getattr(simulated, name)!r}"
+        )
     return build_plan(
-        ukernel, runtime, vcpu_count=count, memory=plan.ram_size, platform=PLATFORM_SNP, c_bit=c_bit
+        snp_ukernel,
+        runtime,
+        vcpu_count=count,
+        memory=plan.ram_size,
+        platform=PLATFORM_SNP,
+        c_bit=c_bit,
     )
 
 

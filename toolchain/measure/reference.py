@@ -50,12 +50,14 @@ def snp_launch_digests(
     plan: LaunchPlan,
     ukernel: Path,
     runtime: Path,
+    snp_ukernel: Path,
     *,
     vcpu_counts: Iterable[int],
     generations: Iterable[str],
 ) -> dict[str, dict[int, bytes]]:
     """generation → vCPU count → the ``snp`` launch digest of the built keep (``keep build``'s
-    plan and its two ELFs; laid out once per distinct C-bit position)."""
+    plan, its two ELFs and the microkernel built for ``snp``, ``snp_plan_of``; laid out once
+    per distinct C-bit position)."""
     from toolchain.measure.keep import snp_plan_of
 
     counts = sorted(set(vcpu_counts))
@@ -64,7 +66,7 @@ def snp_launch_digests(
     for generation in generations:
         c_bit = snp_c_bit(generation)
         if c_bit not in by_c_bit:
-            snp = snp_plan_of(plan, ukernel, runtime, c_bit=c_bit)
+            snp = snp_plan_of(plan, ukernel, runtime, snp_ukernel, c_bit=c_bit)
             by_c_bit[c_bit] = snp.launch_digests(counts)
         result[generation] = by_c_bit[c_bit]
     return result

@@ -16,10 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolchain.errors import InputError
+from toolchain.measure.keep import SNP_UKERNEL_ELF
 from toolchain.measure.plan import PLAN_FILE
 
-#: The measured, trusted artifacts of a keep: the subjects of a release statement.
-TRUSTED_ARTIFACTS = ("app.wasm", "ukernel.elf", "runtime.elf", PLAN_FILE)
+#: The measured, trusted artifacts of a keep: the subjects of a release statement (the
+#: microkernel twice: for the simulated platform, and for ``snp``, whose launch digests the
+#: statement signs too).
+TRUSTED_ARTIFACTS = ("app.wasm", "ukernel.elf", SNP_UKERNEL_ELF, "runtime.elf", PLAN_FILE)
 #: Launch configurations of a release (CPU generations come from toolchain.measure.reference).
 RELEASE_VCPU_COUNTS = (1, 2, 4)
 RELEASE_BACKENDS = ("kvm", "nil", "snp")

@@ -202,6 +202,7 @@ def reference_statement(
     digest the keep's plan gives for that count; a release also signs its ``source``. Releases and
     ``keep statement`` both use it."""
     from toolchain.image import tools
+    from toolchain.measure.keep import SNP_UKERNEL_ELF
     from toolchain.measure.plan import PLAN_FILE, LaunchPlan
     from toolchain.measure.reference import keep_statement, snp_launch_digests
 
@@ -219,6 +220,7 @@ def reference_statement(
             plan,
             artifacts["ukernel.elf"],
             artifacts["runtime.elf"],
+            artifacts[SNP_UKERNEL_ELF],
             vcpu_counts=vcpu_counts,
             generations=generations,
         )

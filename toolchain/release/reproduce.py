@@ -110,7 +110,7 @@ def _generation_order(generation: str) -> tuple[int, str]:
 def _check_launch_digests(checklist: Checklist, predicate: KeepPredicate, plan_path: Path) -> int:
     """One line per (vCPU count, guest policy, platform); returns how many configurations were
     compared."""
-    from toolchain.measure.keep import snp_plan_of
+    from toolchain.measure.keep import SNP_UKERNEL_ELF, snp_plan_of
     from toolchain.measure.plan import LaunchPlan
     from toolchain.measure.reference import snp_c_bit
 
@@ -123,7 +123,8 @@ def _check_launch_digests(checklist: Checklist, predicate: KeepPredicate, plan_p
         )
         return 0
     # kvm/nil configurations take the rebuilt plan's digest; snp ones the snp plan laid out from
-    # the rebuilt ELFs with their generation's C-bit (0 below: the simulated platform).
+    # the rebuilt ELFs (the microkernel built for snp) with their generation's C-bit (0 below:
+    # the simulated platform).
     groups: dict[tuple[int, int, int], list[LaunchConfig]] = defaultdict(list)
     for config in predicate.configs:
         c_bit = 0
@@ -154,6 +155,7 @@ def _check_launch_digests(checklist: Checklist, predicate: KeepPredicate, plan_p
                         plan,
                         plan_path.parent / "ukernel.elf",
                         plan_path.parent / "runtime.elf",
+                        plan_path.parent / SNP_UKERNEL_ELF,
                         c_bit=c_bit,
                     )
                 except InputError as exc:
