@@ -59,6 +59,14 @@ def test_cli_writes_every_artifact(tmp_path: Path, capsys: pytest.CaptureFixture
     expected = {str(n): d.hex() for n, d in snp.items()}
     assert document["snp_launch_digests"] == dict.fromkeys(("milan", "genoa", "turin"), expected)
     assert not set(expected.values()) & set(document["launch_digests"].values())
+    # ...from the microkernel built for snp, the one that executes VMGEXIT (f3 0f 01 d9), never
+    # from the simulated one, which rings the doorbell instead.
+    assert b"\xf3\x0f\x01\xd9" in (out / "ukernel-snp.elf").read_bytes()
+    assert b"\xf3\x0f\x01\xd9" not in (out / "ukernel.elf").read_bytes()
+    from toolchain.measure.keep import build_plan
+
+    doorbell = build_plan(out / "ukernel.elf", out / "runtime.elf", platform="snp")
+    assert doorbell.launch_digest(1).hex() != expected["1"]
     provenance = json.loads((out / "provenance.json").read_text())
     byproducts = {
         b["name"]: b["digest"]["sha384"]
@@ -66,6 +74,8 @@ def test_cli_writes_every_artifact(tmp_path: Path, capsys: pytest.CaptureFixture
     }
     assert byproducts["launch-digest/snp/c-bit=51/vcpus=4"] == expected["4"]
     assert byproducts["launch-digest/vcpus=4"] == document["launch_digests"]["4"]
+    subjects = {s["name"]: s["digest"]["sha256"] for s in provenance["subject"]}
+    assert subjects["ukernel-snp.elf"] == document["artifacts"]["ukernel-snp.elf"]["sha256"]
     assert keep_main(["build", str(HELLO), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"snp launch digest (2 vCPUs, milan/genoa/turin): {expected['2']}" in text

@@ -606,7 +606,7 @@ def test_run_accepts_a_build_directory(tmp_path: Path, capfd: pytest.CaptureFixt
     assert "arg: x" in captured.out
 
 
-@pytest.mark.parametrize("tampered", ["runtime.elf", "ukernel.elf", PLAN_FILE])
+@pytest.mark.parametrize("tampered", ["runtime.elf", "ukernel.elf", "ukernel-snp.elf", PLAN_FILE])
 def test_a_build_directory_that_differs_from_a_fresh_build_is_refused(
     tmp_path: Path, hello_build: KeepBuild, tampered: str, capfd: pytest.CaptureFixture[str]
 ) -> None:

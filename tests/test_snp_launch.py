@@ -495,8 +495,8 @@ def test_the_example_keep_launches_through_the_driver(tmp_path: Path) -> None:
     """The real example keep's snp plan (secrets and CPUID pages included) through the whole
     sequence: the VMM's digest, the fake firmware's (KVM's VMSAs) and the snp plan's agree and
     are the snp digest keep build reports, and the GHCB and hypercall pages stay shared."""
-    from toolchain.image.keep_build import build_keep
     from runtime.run.backends import snp_plan as build_snp_plan
+    from toolchain.image.keep_build import build_keep
     from toolchain.measure.keep import GHCB_PAGE
 
     hello = Path(__file__).resolve().parent.parent / "examples" / "hello" / "hello.wat"

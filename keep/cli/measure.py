@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--snp-ukernel",
         type=Path,
         metavar="ELF",
-        help="the microkernel built for snp (ukernel-snp.elf): the snp digests are laid out from it",
+        help="the microkernel built for snp (ukernel-snp.elf), which the snp digests come from",
     )
     parser.add_argument(
         "--vcpus",

@@ -82,11 +82,11 @@ def _refuse_host_report(report_data: bytes, vmpl: int) -> bytes:
 
 
 def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> None:
+    from runtime.run.backends import snp_plan
     from runtime.vmm.hypercalls import HypercallServer
     from runtime.vmm.snp_launch import SnpLaunch
     from runtime.vmm.vcpu import Vcpu, Watchdog
     from toolchain.image.keep_build import build_keep
-    from runtime.run.backends import snp_plan
     from toolchain.snp import certs
     from toolchain.snp.report import AttestationReport
     from toolchain.verify import Verifier
@@ -95,8 +95,7 @@ def test_snp_keep_launches_attests_and_verifies_against_amd(tmp_path: Path) -> N
 
     # 1. build
     build = build_keep(EXAMPLE, tmp_path / "build", vcpu_counts=(1,))
-    simulated = build.plan
-    plan = snp_plan(build)
+    plan = snp_plan(build)  # laid out from the build's ukernel-snp.elf
 
     # 2. launch on the real KVM SNP API
     nonce = secrets.token_bytes(64)

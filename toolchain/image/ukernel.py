@@ -72,7 +72,8 @@ def build_ukernel(
 
     out_dir = Path(out_dir)
     # One object directory per platform: both builds may share ``out_dir``.
-    obj_dir = out_dir / ("ukernel-obj" if platform == PLATFORM_SIMULATED else f"ukernel-{platform}-obj")
+    simulated = platform == PLATFORM_SIMULATED
+    obj_dir = out_dir / ("ukernel-obj" if simulated else f"ukernel-{platform}-obj")
     sources = ukernel_sources(source_dir)
     # Independent compiles in parallel (compile.jobs() bounds the processes); link order is by
     # file name, so the ELF does not depend on which finished first.
