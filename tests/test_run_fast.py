@@ -28,7 +28,14 @@ from toolchain.state import state_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello" / "hello.wat"
-OUTPUTS = ("app.wasm", "ukernel.elf", "ukernel-snp.elf", "runtime.elf", PLAN_FILE, "provenance.json")
+OUTPUTS = (
+    "app.wasm",
+    "ukernel.elf",
+    "ukernel-snp.elf",
+    "runtime.elf",
+    PLAN_FILE,
+    "provenance.json",
+)
 
 
 @pytest.fixture(scope="module")
