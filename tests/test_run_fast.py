@@ -22,20 +22,15 @@ from toolchain.image import record, tools
 from toolchain.image.cache import BuildCache, CacheHit
 from toolchain.image.keep_build import KeepBuild, build_keep
 from toolchain.measure.plan import PLAN_FILE, LaunchPlan
+from toolchain.release import TRUSTED_ARTIFACTS
 from toolchain.sign import generate_private_key
 from toolchain.sign.keys import DEV_KEY_NAME, write_key_pair
 from toolchain.state import state_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello" / "hello.wat"
-OUTPUTS = (
-    "app.wasm",
-    "ukernel.elf",
-    "ukernel-snp.elf",
-    "runtime.elf",
-    PLAN_FILE,
-    "provenance.json",
-)
+#: the trusted artifacts (both microkernels among them) and the provenance record
+OUTPUTS = (*TRUSTED_ARTIFACTS, "provenance.json")
 
 
 @pytest.fixture(scope="module")
