@@ -105,5 +105,11 @@ def test_measure_prints_the_snp_digests_with_the_elfs(
     # From the plan alone there is nothing to lay the snp plan out from: said, not guessed.
     assert main(["measure", "--plan", str(out / PLAN_FILE)]) == 0
     assert "snp launch digests: not computed" in capsys.readouterr().out
+    # Two ELFs without the snp microkernel: the snp digests are not laid out from the simulated one.
+    elfs = ["measure", "--ukernel", str(images.ukernel), "--runtime", str(images.user)]
+    assert main(elfs) == 0
+    assert "snp launch digests: not computed" in capsys.readouterr().out
+    assert main([*elfs, "--snp-ukernel", str(images.snp_ukernel), "--vcpus", "2"]) == 0
+    assert f"snp launch digest (2 vCPUs, C-bit 51): {snp[2].hex()}" in capsys.readouterr().out
     assert main(["measure", "--out", str(out), "--c-bit", "52"]) == 2
     assert "C-bit position 52" in capsys.readouterr().err
