@@ -13,7 +13,7 @@ from runtime.vmm.errors import GuestError
 from runtime.vmm.memory import GuestMemory, RamRange
 from toolchain.errors import EvidenceError
 
-GHCB, BUFFER, SIZE = 0x6000, 0x201000, 0x10000
+GHCB, HC_PAGE, BUFFER, SIZE = 0x6000, 0x200000, 0x201000, 0x10000
 REQUEST, RESPONSE = BUFFER + 0x1000, BUFFER + 0x2000
 
 
@@ -40,8 +40,13 @@ def _ghcb(
     memory.write(GHCB + g.PROTOCOL_VERSION, struct.pack("<HI", version, usage))
 
 
-def _server(memory: GuestMemory, firmware: g.GuestRequest) -> g.GhcbServer:
-    return g.GhcbServer(memory, ghcb=GHCB, shared=(BUFFER, BUFFER + SIZE), guest_request=firmware)
+def _server(memory: GuestMemory, firmware: g.GuestRequest, register: bool = True) -> g.GhcbServer:
+    server = g.GhcbServer(
+        memory, ghcb=GHCB, shared=(BUFFER, BUFFER + SIZE), guest_request=firmware, hc_page=HC_PAGE
+    )
+    if register:
+        server.msr_write(GHCB | g.GHCB_MSR_REG_GPA_REQ)
+    return server
 
 
 def _exit_info_2(memory: GuestMemory) -> int:
@@ -113,3 +118,44 @@ def test_stop_messages_name_the_field() -> None:
         "authenticate under VMPCK0): expected 0x0, found 0x1234"
     )
     assert "reason 200, unknown" in g.stop_message(200, 0, 0)
+
+
+def _msr(server: g.GhcbServer, value: int) -> int:
+    server.msr_write(value)
+    return server.msr_read()
+
+
+def test_the_ghcb_msr_registers_only_the_plans_ghcb_page(memory: GuestMemory) -> None:
+    server = _server(memory, lambda page: page, register=False)
+    assert _msr(server, 0x7000 | g.GHCB_MSR_REG_GPA_REQ) == g.GFN_REFUSED << 12 | 0x13
+    assert server.registered is None
+    _ghcb(memory)
+    with pytest.raises(GuestError, match="before its GPA was registered"):
+        server.serve()
+    assert _msr(server, GHCB | g.GHCB_MSR_REG_GPA_REQ) == GHCB | 0x13
+    assert server.registered == GHCB >> 12
+
+
+@pytest.mark.parametrize(
+    ("gpa", "operation", "error"),
+    [
+        (GHCB, g.PSC_SHARED, 0),
+        (HC_PAGE, g.PSC_SHARED, 0),
+        (BUFFER + SIZE - 0x1000, g.PSC_SHARED, 0),
+        (BUFFER + SIZE, g.PSC_SHARED, g.PSC_REFUSED),  # the page after the buffer
+        (0x5000, g.PSC_SHARED, g.PSC_REFUSED),  # private, launched memory
+        (BUFFER, 1, g.PSC_REFUSED),  # "private": not the change the keep asks for
+    ],
+)
+def test_a_page_state_change_is_granted_only_for_the_shared_pages(
+    memory: GuestMemory, gpa: int, operation: int, error: int
+) -> None:
+    server = _server(memory, lambda page: page)
+    answer = _msr(server, operation << 52 | gpa | g.GHCB_MSR_PSC_REQ)
+    assert answer == error << 32 | 0x15
+    assert server.shared_gfns == (set() if error else {gpa >> 12})
+
+
+def test_an_unknown_ghcb_msr_request_stops_the_guest(memory: GuestMemory) -> None:
+    with pytest.raises(GuestError, match="GHCB MSR request 0x4 is not served"):
+        _server(memory, lambda page: page).msr_write(0x4)

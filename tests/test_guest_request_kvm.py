@@ -7,14 +7,17 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Callable
+from typing import ClassVar
 
 import pytest
 from ukernel_images import Images, build_images
 
 from runtime.firmware.sim import SimFirmware
-from runtime.vmm.ghcb import FIRMWARE_REFUSED
+from runtime.vmm import keep as keep_module
+from runtime.vmm.ghcb import FIRMWARE_REFUSED, GFN_REFUSED, GhcbServer
 from runtime.vmm.keep import KeepResult, run_keep
 from runtime.vmm.platform import kvm_unavailable_reason
+from toolchain.measure.abi import GHCB_GPA, GHCB_MSR_PSC_REQ, GHCB_MSR_REG_GPA_REQ, PSC_SHARED
 from toolchain.measure.keep import build_plan
 from toolchain.measure.plan import LaunchPlan
 from toolchain.snp.guest_msg import HEADER_OFFSETS, MessageType, ReportResponse, seal
@@ -92,7 +95,9 @@ def test_the_report_arrives_as_a_guest_message(plan: LaunchPlan) -> None:
     assert result.exit_status == 7
     assert firmware.requests == 1
     assert result.calls.get("ATTEST") == 1
-    assert result.exits.get("MMIO") == 6  # five hypercalls and one (simulated) VMGEXIT
+    # five hypercalls, one (simulated) VMGEXIT, and two exits (WRMSR+VMGEXIT, RDMSR) for each
+    # GHCB MSR exchange: the registration and 18 page-state changes
+    assert result.exits.get("MMIO") == 6 + 2 * (1 + 18)
     assert result.report is not None
     report = AttestationReport.parse(result.report)
     assert report.report_data == NONCE  # sealed from the microkernel's private copy
@@ -188,3 +193,75 @@ def test_a_request_the_firmware_refuses_stops_the_keep(
     assert answer + f"{FIRMWARE_REFUSED:#x}" in message
     assert "the firmware refused: " in message
     assert refusal in message
+
+
+def _hostile_ghcb(rewrite: Callable[[int, int], int]) -> type[GhcbServer]:
+    """A VMM whose GHCB MSR answers are rewritten: ``rewrite(request, answer) -> answer``."""
+
+    class HostileGhcb(GhcbServer):
+        seen: ClassVar[list[int]] = []
+
+        def msr_write(self, value: int) -> None:
+            super().msr_write(value)
+            self.seen.append(value)
+            self.msr = rewrite(value, self.msr)
+
+    return HostileGhcb
+
+
+def _run_against(
+    monkeypatch: pytest.MonkeyPatch, plan: LaunchPlan, rewrite: Callable[[int, int], int]
+) -> tuple[KeepResult, list[int]]:
+    server = _hostile_ghcb(rewrite)
+    monkeypatch.setattr(keep_module, "GhcbServer", server)
+    firmware = HostileFirmware()
+    result = run(plan, firmware)
+    assert firmware.requests == 0, "the guest request went out over a GHCB that was not set up"
+    return result, server.seen
+
+
+def test_the_ghcb_is_registered_and_the_host_pages_made_shared(
+    monkeypatch: pytest.MonkeyPatch, plan: LaunchPlan
+) -> None:
+    server = _hostile_ghcb(lambda _request, answer: answer)
+    monkeypatch.setattr(keep_module, "GhcbServer", server)
+    result = run(plan, HostileFirmware())
+    assert result.error is None, result.error.explain()
+    layout = plan.abi.hypercalls
+    buffer = range(layout.buffer, layout.buffer + layout.buffer_size, 0x1000)
+    psc = [PSC_SHARED << 52 | gpa | GHCB_MSR_PSC_REQ for gpa in (layout.page, GHCB_GPA, *buffer)]
+    assert server.seen == [psc[0], GHCB_GPA | GHCB_MSR_REG_GPA_REQ, *psc[1:]]
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "field", "expected", "found"),
+    [
+        # a wrong response code to the registration
+        (lambda req, ans: ans ^ 0x7 if req & 0xFFF == 0x12 else ans, "GHCBInfo", 0x13, 0x14),
+        # the registration answered for another GFN (or refused: all ones)
+        (lambda req, ans: ans + 0x1000 if req & 0xFFF == 0x12 else ans, "GFN", 0x6, 0x7),
+        (
+            lambda req, ans: ans | GFN_REFUSED << 12 if req & 0xFFF == 0x12 else ans,
+            "GFN",
+            0x6,
+            GFN_REFUSED,
+        ),
+        # a page-state change refused, or answered with another response code
+        (lambda req, ans: ans | 5 << 32 if req & 0xFFF == 0x14 else ans, "error code", 0, 5),
+        (lambda req, ans: ans ^ 0x1 if req & 0xFFF == 0x14 else ans, "GHCBInfo", 0x15, 0x14),
+    ],
+)
+def test_a_host_that_refuses_the_ghcb_setup_stops_the_keep(
+    monkeypatch: pytest.MonkeyPatch,
+    plan: LaunchPlan,
+    rewrite: Callable[[int, int], int],
+    field: str,
+    expected: int,
+    found: int,
+) -> None:
+    result, _seen = _run_against(monkeypatch, plan, rewrite)
+    message = stopped(result)
+    assert "the host refused its GHCB setup" in message
+    assert field in message
+    assert f"expected {expected:#x}, found {found:#x}" in message
+    assert result.calls.get("ATTEST") is None  # before ring 3 and before any report

@@ -222,20 +222,21 @@ def _symbol_sizes(elf: Path) -> dict[str, int]:
 
 
 def test_the_platform_layer_is_chosen_at_build_time(images: Images, tmp_path: Path) -> None:
-    """Only keep_platform_vmgexit differs: the snp build (``ukernel-snp.elf``, what the snp
-    digests are laid out from) executes WRMSR (GHCB MSR) and VMGEXIT, the simulated build
-    (``ukernel.elf``, backends kvm and nil) rings the doorbell with the value 2."""
+    """Only the platform layer's two functions differ: the snp build (``ukernel-snp.elf``, what
+    the snp digests are laid out from) executes WRMSR (GHCB MSR), VMGEXIT (and RDMSR for the
+    GHCB MSR protocol), the simulated build (``ukernel.elf``, backends kvm and nil) rings the
+    doorbell with the value 2, or writes and reads the MSR value at the doorbell + 8."""
     from toolchain.image.ukernel import build_ukernel
     from toolchain.measure.keep import SNP_UKERNEL_ELF
 
     snp = build_ukernel(tmp_path / "snp", platform="snp", cache=BuildCache(tmp_path / "cache"))
     assert snp.name == SNP_UKERNEL_ELF
     assert snp.read_bytes() != images.ukernel.read_bytes()
-    # Same functions and objects, of the same sizes, but for the platform layer's one function.
+    # Same functions and objects, of the same sizes, but for the platform layer's functions.
     on_snp_symbols, simulated_symbols = _symbol_sizes(snp), _symbol_sizes(images.ukernel)
     assert on_snp_symbols.keys() == simulated_symbols.keys()
     differing = {n for n in simulated_symbols if on_snp_symbols[n] != simulated_symbols[n]}
-    assert differing == {"keep_platform_vmgexit"}
+    assert differing == {"keep_platform_vmgexit", "keep_platform_ghcb_msr"}
     on_snp = _disassembly(snp, "keep_platform_vmgexit")
     assert "wrmsr" in on_snp
     assert "$0xc0010130" in on_snp
@@ -246,5 +247,11 @@ def test_the_platform_layer_is_chosen_at_build_time(images: Images, tmp_path: Pa
     assert "wrmsr" not in simulated
     assert "$0x2,0x400000" in simulated
     assert b"\xf3\x0f\x01\xd9" not in images.ukernel.read_bytes()
+    on_snp, simulated = (
+        _disassembly(elf, "keep_platform_ghcb_msr") for elf in (snp, images.ukernel)
+    )
+    assert "wrmsr" in on_snp and "rdmsr" in on_snp and "\tvmgexit" in on_snp
+    assert "wrmsr" not in simulated and "rdmsr" not in simulated and "\tvmgexit" not in simulated
+    assert "mov    %rdi,0x400008" in simulated and "mov    0x400008,%rax" in simulated
     with pytest.raises(InputError, match="unknown platform"):
         build_ukernel(tmp_path / "x", platform="tdx")

@@ -11,6 +11,15 @@ never touches private memory on the guest's say-so), hands the request page to t
 ``guest_request`` and writes the sealed response page back. A refusal by the firmware is not the
 VMM's to judge: like KVM it reports it to the guest in SW_EXITINFO2 (the firmware status in
 bits 31:0) and keeps the firmware's words for the runner (``failure``); the guest then stops.
+
+Before that, the microkernel speaks the GHCB MSR protocol (GHCB spec v2 §2.3.1): it registers
+the GHCB's GPA (request 0x12, answer 0x13 with the registered GFN) and asks for page-state
+changes to shared (request 0x14, answer 0x15 with an error code in bits 63:32) of the hypercall
+page, the GHCB page and the data buffer. On the simulated platform a 64-bit write at the
+doorbell + ``DOORBELL_MSR_OFFSET`` is WRMSR and VMGEXIT, a 64-bit read there RDMSR;
+``msr_write``/``msr_read`` play the hypervisor: a registration of any GPA but the plan's GHCB
+page is refused (GFN all ones), a page-state change outside the shared pages gets an error, and
+``shared_gfns`` records what the guest made shared.
 """
 
 from __future__ import annotations
@@ -21,6 +30,13 @@ from collections.abc import Callable
 from runtime.vmm.errors import GuestError
 from runtime.vmm.memory import GuestMemory
 from toolchain.errors import InputError, KeepError
+from toolchain.measure.abi import (
+    GHCB_MSR_PSC_REQ,
+    GHCB_MSR_PSC_RESP,
+    GHCB_MSR_REG_GPA_REQ,
+    GHCB_MSR_REG_GPA_RESP,
+    PSC_SHARED,
+)
 from toolchain.measure.abi import STOP_REASONS as ABI_STOP_REASONS
 
 GHCB_SIZE = 0x1000
@@ -35,9 +51,17 @@ SVM_VMGEXIT_GUEST_REQUEST = 0x8000_0011
 #: SW_EXITINFO2 for a request the firmware refused: SEV_RET_INVALID_PARAM (Linux psp-sev.h).
 FIRMWARE_REFUSED = 0x16
 PAGE_SIZE = 0x1000
+#: The registration answer's GFN when the hypervisor refuses (GHCB spec: all ones).
+GFN_REFUSED = (1 << 52) - 1
+#: The page-state change's error code for a page the VMM does not share (nonzero: refused).
+PSC_REFUSED = 1
 
 #: The KEEP_STOP_* reasons of keep_abi.h: EXIT(125, reason, expected, found) before ring 3.
 STOP_REASONS = dict(ABI_STOP_REASONS.values())
+#: The reasons that are the GHCB MSR protocol's (registration, page-state change), not the report's.
+SETUP_REASONS = frozenset(
+    ABI_STOP_REASONS[name][0] for name in ("GHCB_REG_INFO", "GHCB_REG_GFN", "PSC_INFO", "PSC_ERROR")
+)
 
 #: The firmware's SNP_GUEST_REQUEST: one sealed request page in, one sealed response page out.
 GuestRequest = Callable[[bytes], bytes]
@@ -48,6 +72,11 @@ def stop_message(reason: int, expected: int, found: int) -> str:
     what = STOP_REASONS.get(reason)
     if what is None:
         return f"the microkernel stopped before ring 3 (reason {reason}, unknown to this VMM)"
+    if reason in SETUP_REASONS:
+        return (
+            f"the microkernel stopped before ring 3, the host refused its GHCB setup: {what}: "
+            f"expected {expected:#x}, found {found:#x}"
+        )
     return (
         f"the microkernel refused its attestation report: {what}: expected {expected:#x}, "
         f"found {found:#x}"
@@ -64,6 +93,7 @@ class GhcbServer:
         ghcb: int,
         shared: tuple[int, int],
         guest_request: GuestRequest,
+        hc_page: int | None = None,
     ) -> None:
         self.memory = memory
         self.ghcb = ghcb
@@ -71,6 +101,39 @@ class GhcbServer:
         self.guest_request = guest_request
         self.failure: str | None = None
         self.requests = 0
+        # The pages the guest may make shared: the GHCB, the hypercall page, the data buffer.
+        gfns = {ghcb // PAGE_SIZE, *range(shared[0] // PAGE_SIZE, shared[1] // PAGE_SIZE)}
+        self.shareable = frozenset(
+            gfns | ({hc_page // PAGE_SIZE} if hc_page is not None else set())
+        )
+        self.shared_gfns: set[int] = set()
+        self.registered: int | None = None  # the GHCB's GFN, once registered
+        self.msr = 0  # the GHCB MSR as the guest will read it back
+
+    def msr_write(self, value: int) -> None:
+        """WRMSR of the GHCB MSR and VMGEXIT: answer one MSR-protocol request in ``msr``."""
+        info, data = value & 0xFFF, value >> 12
+        if info == GHCB_MSR_REG_GPA_REQ:
+            ok = data == self.ghcb // PAGE_SIZE
+            self.registered = data if ok else self.registered
+            self.msr = (data if ok else GFN_REFUSED) << 12 | GHCB_MSR_REG_GPA_RESP
+        elif info == GHCB_MSR_PSC_REQ:
+            gfn, operation = data & ((1 << 40) - 1), value >> 52 & 0xF  # bits 51:12, 55:52
+            ok = operation == PSC_SHARED and gfn in self.shareable
+            if ok:
+                self.shared_gfns.add(gfn)
+            self.msr = (0 if ok else PSC_REFUSED) << 32 | GHCB_MSR_PSC_RESP
+        else:
+            raise GuestError(
+                f"GHCB MSR request {info:#x} is not served (registration "
+                f"{GHCB_MSR_REG_GPA_REQ:#x} and page-state change {GHCB_MSR_PSC_REQ:#x} are)",
+                call="VMGEXIT",
+                argument="GHCBInfo",
+            )
+
+    def msr_read(self) -> int:
+        """RDMSR of the GHCB MSR: the answer to the last request."""
+        return self.msr
 
     def _fail(self, field: str, message: str) -> GuestError:
         return GuestError(message, call="VMGEXIT", argument=field)
@@ -87,6 +150,8 @@ class GhcbServer:
 
     def serve(self) -> None:
         """One VMGEXIT: check the GHCB, serve the guest request, answer in SW_EXITINFO2."""
+        if self.registered is None:
+            raise self._fail("GHCB MSR", "the GHCB was used before its GPA was registered")
         ghcb = self.memory.read(self.ghcb, GHCB_SIZE)
         (usage,) = struct.unpack_from("<I", ghcb, USAGE)
         (version,) = struct.unpack_from("<H", ghcb, PROTOCOL_VERSION)

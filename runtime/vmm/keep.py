@@ -173,6 +173,7 @@ class Keep:
                 on_doorbell=server.serve,
                 watchdog=watchdog,
                 on_vmgexit=ghcb.serve if ghcb is not None else None,
+                ghcb_msr=ghcb,
             )
         except (GuestError, EvidenceError) as exc:
             error = exc
@@ -212,6 +213,7 @@ class Keep:
             ghcb=GHCB_GPA,
             shared=(layout.buffer, layout.buffer + layout.buffer_size),
             guest_request=self.firmware.guest_request,
+            hc_page=layout.page,
         )
 
     def close(self) -> None:

@@ -18,11 +18,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from runtime.vmm import kvm_abi
 from runtime.vmm.errors import GuestError, KeepTimeoutError
 from toolchain.errors import InputError, PlatformError
-from toolchain.measure.abi import DOORBELL_VMGEXIT
+from toolchain.measure.abi import DOORBELL_MSR_OFFSET, DOORBELL_VMGEXIT
 from toolchain.snp.vmsa import Segment, VcpuState
 
 #: The signal that kicks a vCPU thread out of KVM_RUN (its handler does nothing).
@@ -54,6 +55,14 @@ def raw_ioctl(fd: int, request: int, arg: int) -> int:
 
 #: The doorbell handler: returns None to resume the guest, or the keep's exit status.
 DoorbellHandler = Callable[[], "int | None"]
+
+
+class GhcbMsr(Protocol):
+    """The GHCB MSR as the simulated platform reaches it (runtime/vmm/ghcb.py GhcbServer)."""
+
+    def msr_write(self, value: int) -> None: ...
+    def msr_read(self) -> int: ...
+
 
 _INTERNAL_SUBERRORS = {
     kvm_abi.KVM_INTERNAL_ERROR_EMULATION: "instruction emulation failed",
@@ -301,11 +310,14 @@ class Vcpu:
         on_doorbell: DoorbellHandler,
         watchdog: Watchdog,
         on_vmgexit: DoorbellHandler | None = None,
+        ghcb_msr: GhcbMsr | None = None,
     ) -> int:
         """Run until the guest exits (returns its status) or misbehaves (raises GuestError).
 
         ``on_vmgexit`` serves the doorbell value 2, what the simulated platform's microkernel
-        writes instead of VMGEXIT (ABI version 4); without it that value is refused."""
+        writes instead of VMGEXIT (ABI version 4); without it that value is refused. ``ghcb_msr``
+        serves the 64-bit accesses at the doorbell + ``DOORBELL_MSR_OFFSET`` that replace
+        WRMSR+VMGEXIT and RDMSR of the GHCB MSR; without it they are refused."""
         run = self.run_struct
         counts = self.exit_counts
         while True:
@@ -319,7 +331,11 @@ class Vcpu:
                     continue
                 raise PlatformError(f"KVM_RUN failed: {os.strerror(err)}")
             status = self.handle_exit(
-                run, doorbell_gpa=doorbell_gpa, on_doorbell=on_doorbell, on_vmgexit=on_vmgexit
+                run,
+                doorbell_gpa=doorbell_gpa,
+                on_doorbell=on_doorbell,
+                on_vmgexit=on_vmgexit,
+                ghcb_msr=ghcb_msr,
             )
             if status is not None:
                 return status
@@ -331,12 +347,17 @@ class Vcpu:
         doorbell_gpa: int,
         on_doorbell: DoorbellHandler,
         on_vmgexit: DoorbellHandler | None = None,
+        ghcb_msr: GhcbMsr | None = None,
     ) -> int | None:
         """Serve one exit: None to resume the guest, its exit status, or GuestError."""
         reason = int(run.exit_reason)
         name = kvm_abi.EXIT_REASON_NAMES.get(reason, str(reason))
         self.exit_counts[name] = self.exit_counts.get(name, 0) + 1
         if reason == kvm_abi.KVM_EXIT_MMIO:
+            mmio = run.mmio
+            if ghcb_msr is not None and mmio.phys_addr == doorbell_gpa + DOORBELL_MSR_OFFSET:
+                _on_ghcb_msr(mmio, ghcb_msr)
+                return None
             return self._on_mmio(run, doorbell_gpa, on_doorbell, on_vmgexit)
         handler = self._handlers.get(reason)
         if handler is None:
@@ -621,3 +642,13 @@ def write_vcpu_state(vcpu: Vcpu, state: VcpuState) -> None:
             debug.db[slot] = getattr(state, f"dr{slot}")
         debug.dr6, debug.dr7 = state.dr6, state.dr7
         vcpu.set_debugregs(debug)
+
+
+def _on_ghcb_msr(mmio: kvm_abi.KvmRunMmio, msr: GhcbMsr) -> None:
+    """A 64-bit write is WRMSR+VMGEXIT, a 64-bit read RDMSR (KVM completes it from ``data``)."""
+    if int(mmio.len) != 8:
+        raise GuestError(f"GHCB MSR accessed with {int(mmio.len)} bytes (the ABI uses 8)")
+    if mmio.is_write:
+        msr.msr_write(int.from_bytes(bytes(mmio.data), "little"))
+    else:
+        mmio.data[:] = list(msr.msr_read().to_bytes(8, "little"))

@@ -84,6 +84,16 @@ HC_MAGIC = 0x3143484B  # "KHC1" little-endian
 DOORBELL_RING = 1
 #: Version 4, simulated platform: the doorbell value that replaces VMGEXIT (runtime/vmm/ghcb.py).
 DOORBELL_VMGEXIT = 2
+#: Version 4, simulated platform: a 64-bit write at the doorbell GPA + this offset replaces
+#: WRMSR of the GHCB MSR and VMGEXIT; a 64-bit read there replaces RDMSR (runtime/vmm/ghcb.py).
+DOORBELL_MSR_OFFSET = 8
+#: The GHCB MSR protocol (GHCB spec v2 §2.3.1; Linux asm/sev-common.h): GHCBInfo in bits 11:0.
+GHCB_MSR = 0xC001_0130
+GHCB_MSR_REG_GPA_REQ = 0x12  # bits 63:12 the GHCB's GFN
+GHCB_MSR_REG_GPA_RESP = 0x13  # bits 63:12 the registered GFN (all ones: refused)
+GHCB_MSR_PSC_REQ = 0x14  # bits 51:12 the GFN, bits 55:52 the operation
+GHCB_MSR_PSC_RESP = 0x15  # bits 63:32 the error code (0: done)
+PSC_SHARED = 2
 
 
 class Hypercall(enum.IntEnum):
@@ -147,6 +157,10 @@ STOP_REASONS: Mapping[str, tuple[int, str]] = {
     "DISABLED": (15, "the guest channel (disabled by an earlier failure)"),
     "REPORT_DATA": (16, "REPORT_DATA of the report (first 8 bytes, little-endian)"),
     "VMPL": (17, "VMPL of the report"),
+    "GHCB_REG_INFO": (18, "GHCBInfo of the host's answer to the GHCB registration"),
+    "GHCB_REG_GFN": (19, "GFN of the host's answer to the GHCB registration"),
+    "PSC_INFO": (20, "GHCBInfo of the host's answer to a page-state change"),
+    "PSC_ERROR": (21, "error code of the host's answer to a page-state change to shared"),
 }
 
 # ---- the note and the user-info page -------------------------------------------------------------
@@ -566,6 +580,15 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
             _dec("DOORBELL_RING", DOORBELL_RING),
             "Version 4, simulated platform only: what replaces VMGEXIT (the VMM serves the GHCB).",
             _dec("DOORBELL_VMGEXIT", DOORBELL_VMGEXIT),
+            "Version 4, simulated only: a 64-bit write here is WRMSR+VMGEXIT, a read RDMSR.",
+            Define("DOORBELL_MSR_OFFSET", DOORBELL_MSR_OFFSET),
+            "Version 4: the GHCB MSR protocol (GHCBInfo in bits 11:0).",
+            Define("GHCB_MSR", GHCB_MSR, suffix="u"),
+            Define("GHCB_MSR_REG_GPA_REQ", GHCB_MSR_REG_GPA_REQ),
+            Define("GHCB_MSR_REG_GPA_RESP", GHCB_MSR_REG_GPA_RESP),
+            Define("GHCB_MSR_PSC_REQ", GHCB_MSR_PSC_REQ),
+            Define("GHCB_MSR_PSC_RESP", GHCB_MSR_PSC_RESP),
+            _dec("PSC_SHARED", PSC_SHARED),
             "call numbers (Hypercall); FAULT's arguments: vector, error code, CR2, RIP, CS, RSP",
             *(
                 _dec(

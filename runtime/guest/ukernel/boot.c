@@ -1,6 +1,8 @@
-/* The boot flow: get REPORT_DATA, request the attestation report as an SNP guest message
- * (attest.c), hand it to the runner, enter ring 3. Nothing else: every ring-0 instruction is
+/* The boot flow: register the GHCB and share the host's pages (ghcb.c), get REPORT_DATA,
+ * request the attestation report as an SNP guest message (attest.c), hand it to the runner,
+ * enter ring 3. Nothing else: every ring-0 instruction is
  * emulated on PVM, and the toolchain already built the tables. */
+#include "ghcb.h"
 #include "hypercall.h"
 #include "keep_abi.h"
 
@@ -26,6 +28,8 @@ int keep_report_data(const struct keep_user_info *info) {
 void keep_main(void) {
     /* Built and measured by the toolchain: trusted, and never written at run time. */
     const struct keep_user_info *info = (const struct keep_user_info *)KEEP_USER_INFO_GPA;
+
+    keep_ghcb_setup(); /* before the first use of the hypercall page or the GHCB */
 
     /* The guest message is sealed from the private copy (the shared buffer's REPORT_DATA may
      * have changed since); ATTEST hands the checked report to the runner, which may stop us. */

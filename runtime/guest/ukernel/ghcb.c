@@ -1,8 +1,51 @@
-/* SNP Guest Request through the GHCB: the same code on every platform; only the exit itself
- * (keep_platform_vmgexit) is the platform's. */
+/* The GHCB's setup through the GHCB MSR protocol (GHCB spec v2 §2.3.1) and SNP Guest Request
+ * through the GHCB: the same code on every platform; only the exits themselves
+ * (keep_platform_vmgexit, keep_platform_ghcb_msr) are the platform's. */
 #include "ghcb.h"
 
+#include "hypercall.h"
 #include "keep_abi.h"
+
+#define GHCB_INFO(msr) ((msr) & 0xFFFu)
+
+static __attribute__((noreturn)) void setup_stop(uint64_t reason, uint64_t expected, uint64_t found) {
+    keep_stop(KEEP_EXIT_ATTEST_FAILED, reason, expected, found);
+}
+
+/* The host must answer 0x13 naming our GFN: any other GFN (all ones: refused) means the host
+ * will not serve this GHCB, and a GHCB it does not serve cannot carry the guest request. */
+static void register_ghcb(void) {
+    const uint64_t gfn = KEEP_GHCB_GPA >> 12;
+    uint64_t answer = keep_platform_ghcb_msr(gfn << 12 | KEEP_GHCB_MSR_REG_GPA_REQ);
+    if (GHCB_INFO(answer) != KEEP_GHCB_MSR_REG_GPA_RESP) {
+        setup_stop(KEEP_STOP_GHCB_REG_INFO, KEEP_GHCB_MSR_REG_GPA_RESP, GHCB_INFO(answer));
+    }
+    if (answer >> 12 != gfn) {
+        setup_stop(KEEP_STOP_GHCB_REG_GFN, gfn, answer >> 12);
+    }
+}
+
+/* Page-state change to shared of the 4 KiB page at gpa: response 0x15, error code (63:32) 0. */
+static void make_shared(uint64_t gpa) {
+    uint64_t request = (uint64_t)KEEP_PSC_SHARED << 52 | (gpa >> 12) << 12 | KEEP_GHCB_MSR_PSC_REQ;
+    uint64_t answer = keep_platform_ghcb_msr(request);
+    if (GHCB_INFO(answer) != KEEP_GHCB_MSR_PSC_RESP) {
+        setup_stop(KEEP_STOP_PSC_INFO, KEEP_GHCB_MSR_PSC_RESP, GHCB_INFO(answer));
+    }
+    if (answer >> 32 != 0) {
+        setup_stop(KEEP_STOP_PSC_ERROR, 0, answer >> 32);
+    }
+}
+
+void keep_ghcb_setup(void) {
+    /* The hypercall page first: it is where a stop is reported. */
+    make_shared(KEEP_HC_PAGE_GPA);
+    register_ghcb();
+    make_shared(KEEP_GHCB_GPA);
+    for (uint64_t page = 0; page < KEEP_HC_BUFFER_SIZE; page += KEEP_PAGE_SIZE) {
+        make_shared(KEEP_HC_BUFFER_GPA + page);
+    }
+}
 
 static void ghcb_set(volatile uint8_t *ghcb, uint32_t offset, uint64_t value) {
     *(volatile uint64_t *)(ghcb + offset) = value;

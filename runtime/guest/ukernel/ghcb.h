@@ -17,8 +17,15 @@
  * host's SW_EXITINFO2 (0: the firmware answered; else its error, the VMM's in bits 63:32). */
 uint64_t keep_ghcb_guest_request(uint64_t request_gpa, uint64_t response_gpa);
 
+/* Before the first GHCB or hypercall page use: register the GHCB's GPA and make the GHCB page,
+ * the hypercall page and the data buffer shared, through the GHCB MSR protocol. A host answer
+ * other than the one required stops the keep (EXIT 125, KEEP_STOP_GHCB_REG_* / KEEP_STOP_PSC_*). */
+void keep_ghcb_setup(void);
+
 /* The platform layer (platform.c): the only code that differs between the simulated platform
  * and SEV-SNP, chosen at build time. Exit to the host with the GHCB at ghcb_gpa. */
 void keep_platform_vmgexit(uint64_t ghcb_gpa);
+/* One GHCB MSR protocol exchange: WRMSR value to MSR 0xC0010130, VMGEXIT, RDMSR the answer. */
+uint64_t keep_platform_ghcb_msr(uint64_t value);
 
 #endif

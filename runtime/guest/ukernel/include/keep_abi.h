@@ -68,6 +68,15 @@
 #define KEEP_DOORBELL_RING 1
 /* Version 4, simulated platform only: what replaces VMGEXIT (the VMM serves the GHCB). */
 #define KEEP_DOORBELL_VMGEXIT 2
+/* Version 4, simulated only: a 64-bit write here is WRMSR+VMGEXIT, a read RDMSR. */
+#define KEEP_DOORBELL_MSR_OFFSET 0x8
+/* Version 4: the GHCB MSR protocol (GHCBInfo in bits 11:0). */
+#define KEEP_GHCB_MSR 0xC0010130u
+#define KEEP_GHCB_MSR_REG_GPA_REQ 0x12
+#define KEEP_GHCB_MSR_REG_GPA_RESP 0x13
+#define KEEP_GHCB_MSR_PSC_REQ 0x14
+#define KEEP_GHCB_MSR_PSC_RESP 0x15
+#define KEEP_PSC_SHARED 2
 /* call numbers (Hypercall); FAULT's arguments: vector, error code, CR2, RIP, CS, RSP */
 #define KEEP_HC_CONSOLE_WRITE 1
 #define KEEP_HC_STDIN_READ 2
@@ -110,6 +119,10 @@
 #define KEEP_STOP_DISABLED 15
 #define KEEP_STOP_REPORT_DATA 16
 #define KEEP_STOP_VMPL 17
+#define KEEP_STOP_GHCB_REG_INFO 18
+#define KEEP_STOP_GHCB_REG_GFN 19
+#define KEEP_STOP_PSC_INFO 20
+#define KEEP_STOP_PSC_ERROR 21
 
 /* ---- .note.keepstack and the user-info page ---------------------------------------------- */
 #define KEEP_NOTE_NAME "Keepstack" /* namesz 10 with the NUL, padded to 12 */
