@@ -271,12 +271,14 @@ def development_references(build: KeepBuild, backend: str, vcpus: int) -> tuple[
     from toolchain.image import tools
     from toolchain.image.provenance import PROVENANCE_FILE
     from toolchain.measure.keep import SNP_UKERNEL_ELF
+    from toolchain.measure.plan import BACKEND_PLATFORMS, PLATFORM_SNP
     from toolchain.measure.reference import GENERATIONS, keep_statement, snp_launch_digests
     from toolchain.sign import TrustPolicy, dev_key, sign_statement
 
     generations: Sequence[str] = ["any"]
     snp = None
-    if backend == "snp":
+    # A reference names its backend; the platform it is measured on decides which digests it holds.
+    if BACKEND_PLATFORMS.get(backend) == PLATFORM_SNP:
         generations = GENERATIONS
         snp = snp_launch_digests(
             build.plan,
