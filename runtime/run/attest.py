@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from toolchain.checks import Checklist
 from toolchain.errors import EvidenceError, KeepError
+from toolchain.measure.abi import REPORT_DATA_SIZE
 
 if TYPE_CHECKING:
     from runtime.firmware.interface import CertificateChain, Firmware
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from toolchain.snp.vmsa import VcpuState
     from toolchain.verify import VerificationPolicy, Verifier
 
-NONCE_SIZE = 64
+NONCE_SIZE = REPORT_DATA_SIZE  # the nonce is the REPORT_DATA the keep attests
 
 
 def fresh_nonce() -> bytes:

@@ -41,6 +41,7 @@ from cryptography import x509
 
 from toolchain.checks import Checklist
 from toolchain.errors import InputError
+from toolchain.measure.abi import REPORT_DATA_SIZE
 from toolchain.measure.trees import bind_report_data
 from toolchain.sign import strict_json
 from toolchain.sign.trust import TrustPolicy
@@ -51,7 +52,8 @@ from toolchain.verify.references import References
 from toolchain.verify.verifier import Verifier
 
 EVIDENCE_TYPE = "https://keepstack.dev/evidence/v1"
-NONCE_SIZE = 64
+#: The runner's nonce is the REPORT_DATA it asks the keep to attest.
+NONCE_SIZE = REPORT_DATA_SIZE
 _TEXT_FIELDS = ("nonce", "report", "vcek", "ask", "ark", "references")
 
 

@@ -24,7 +24,7 @@
 #include "sha512.h"
 
 /* The magics and bounds are the ABI's (keep_abi.h, generated from toolchain/measure/abi.py). */
-#define NONCE_SIZE 64
+#define NONCE_SIZE KEEP_REPORT_DATA_SIZE /* the runner's nonce is the REPORT_DATA it asks for */
 #define TRANSFER_MAX (KEEP_TREES_MAX_BYTES + (1u << 20)) /* plus guest paths and headers */
 
 static struct keep_tree trees[KEEP_TREES_MAX_COUNT];
