@@ -103,6 +103,10 @@ def test_rebuild_is_identical(hello_image: app_build.AppImage, tmp_path: Path) -
             ),
             r"exports no memory named 'memory'",
         ),
+        (
+            '(module (memory (export "memory") 1) (memory 1) (func (export "_start")))',
+            r"declares 2 memories; a keep gives a module one linear memory",
+        ),
     ],
 )
 def test_unusable_modules_are_input_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -185,6 +189,16 @@ def test_hostcheck_sigsegv_outside_the_stack_guard_is_not_a_trap(tmp_path: Path)
     done = subprocess.run([exe], capture_output=True, timeout=60, check=False)
     assert done.returncode == -signal.SIGSEGV, (done.returncode, done.stderr)
     assert done.stderr == b""
+
+
+def test_hostcheck_linear_memory_grows_in_place_and_traps_past_its_end(tmp_path: Path) -> None:
+    """keep_linear.c (the same object in the keep): one reservation, mprotect only right after
+    the end, never over what malloc handed out or past the heap, zeroed; then the fault one byte
+    past the end is "out of bounds memory access" (hostcheck's SIGSEGV handler)."""
+    exe = _hostcheck_harness(tmp_path, "linear_grow")
+    done = subprocess.run([exe], capture_output=True, timeout=60, check=False)
+    assert done.stdout == b"0rr00r0rr0\n", done.stderr
+    assert (done.returncode, done.stderr) == (134, b"wasm trap: out of bounds memory access\n")
 
 
 def test_big_modules_are_split_into_several_c_files(

@@ -15,6 +15,14 @@ from hypothesis import strategies as st
 from ukernel_images import Images, build_images
 
 from toolchain.errors import InputError
+from toolchain.measure.abi import (
+    LINEAR_BASE,
+    LINEAR_PD_COUNT,
+    LINEAR_PD_GPA,
+    LINEAR_PDPT_GPA,
+    LINEAR_PT_GPA,
+    LINEAR_RESERVE,
+)
 from toolchain.measure.keep import GDT_LIMIT, GHCB_PAGE, build_plan, load_elf, read_layout
 from toolchain.measure.plan import LaunchPlan
 from toolchain.snp.digest import PageType
@@ -169,8 +177,12 @@ def test_every_page_is_covered_exactly_once_with_the_declared_type(
     tables = [
         g for g in by_gpa if layout.page_tables <= g < layout.page_tables + layout.page_tables_size
     ]
-    assert tables
-    assert tables == list(range(layout.page_tables, layout.page_tables + len(tables) * PAGE, PAGE))
+    identity = [g for g in tables if g < LINEAR_PDPT_GPA]
+    assert identity
+    first = layout.page_tables
+    assert identity == list(range(first, first + len(identity) * PAGE, PAGE))
+    # ABI 4: the linear memory's PDPT, PDs and PT fill the end of the area
+    assert tables[len(identity) :] == list(range(LINEAR_PDPT_GPA, LINEAR_PT_GPA + PAGE, PAGE))
     for gpa in tables:
         expected[gpa] = PageType.NORMAL
     assert by_gpa == expected
@@ -195,6 +207,8 @@ def test_page_table_permissions(plan: LaunchPlan, images: Images) -> None:
         abi.hc_page: user_rw,
         abi.doorbell: user_rw,
         GHCB_PAGE: kernel_rw,  # ABI 4: the microkernel's guest requests go through the GHCB
+        LINEAR_PDPT_GPA: kernel_ro,  # ABI 4: ring 0 reads the C-bit from it, writes the PDs, PT
+        **dict.fromkeys(range(LINEAR_PD_GPA, LINEAR_PT_GPA + PAGE, PAGE), kernel_rw),
     }
     for gpa in range(abi.hc_buffer, abi.hc_buffer + abi.hc_buffer_size, PAGE):
         expected[gpa] = user_rw
@@ -216,6 +230,26 @@ def test_page_table_permissions(plan: LaunchPlan, images: Images) -> None:
     assert abi.page_tables not in mapped
     executable = [va for va, m in mapped.items() if m.execute]
     assert all(expected[va].execute for va in executable)
+
+
+def test_the_linear_memory_range_is_reserved_not_present(plan: LaunchPlan) -> None:
+    """PML4 entry 1 leads to the 4 GiB that can be mapped (empty PDs, the empty PT); the rest of
+    the 8 GiB (wasm2c's guard) has no tables at all. Nothing there is mapped at launch."""
+    memory = {gpa: data for gpa, _, data in plan.pages() if data is not None}
+    pml4 = struct.unpack("<512Q", memory[plan.boot_vcpu.cr3])
+    assert LINEAR_BASE == 1 << 39
+    assert pml4[1] & ~0xFFF == LINEAR_PDPT_GPA
+    assert pml4[1] & 1
+    assert not any(e & 1 for e in pml4[2:])
+    pdpt = struct.unpack("<512Q", memory[LINEAR_PDPT_GPA])
+    pds = [LINEAR_PD_GPA + i * PAGE for i in range(LINEAR_PD_COUNT)]
+    assert [e & ~0xFFF for e in pdpt[:LINEAR_PD_COUNT]] == pds
+    assert all(e & 0x7 == 0x7 for e in pdpt[:LINEAR_PD_COUNT])  # ring 3 RW: the leaves decide
+    assert not any(pdpt[LINEAR_PD_COUNT:])  # the guard: no PD behind it
+    assert LINEAR_RESERVE == 2 * LINEAR_PD_COUNT << 30
+    for gpa in (*pds, LINEAR_PT_GPA):
+        assert memory[gpa] == bytes(PAGE)
+    assert not [va for va in walk_all(plan) if va >= LINEAR_BASE]
 
 
 def test_gdt_tss_idt_and_user_info(plan: LaunchPlan, images: Images) -> None:

@@ -11,7 +11,14 @@ import struct
 from dataclasses import replace
 
 import pytest
-from ukernel_images import ACTIONS, STACK_GUARD_ACTION, Images, build_images
+from ukernel_images import (
+    ACTIONS,
+    LINEAR_GATE_ACTIONS,
+    LINEAR_OOB_ACTIONS,
+    STACK_GUARD_ACTION,
+    Images,
+    build_images,
+)
 
 from runtime.firmware.sim import SimFirmware
 from runtime.vmm.keep import KeepResult, run_keep
@@ -93,17 +100,51 @@ def test_ring3_faults_are_reported_with_vector_and_error_code(
     assert output == b""
 
 
-def test_a_ring3_fault_in_the_stack_guard_ends_the_application_as_a_trap(
-    plan: LaunchPlan,
+OOB_LINE = b"wasm trap: out of bounds memory access\n"
+
+
+@pytest.mark.parametrize(
+    ("action", "line"),
+    [
+        (STACK_GUARD_ACTION, b"wasm trap: call stack exhausted\n"),
+        *((action, OOB_LINE) for action in LINEAR_OOB_ACTIONS),
+    ],
+)
+def test_a_ring3_fault_that_is_the_application_s_own_ends_it_as_a_trap(
+    plan: LaunchPlan, action: str, line: bytes
 ) -> None:
-    """The microkernel (trusted) turns it into what the runtime prints for stack exhaustion."""
+    """The microkernel (trusted) turns a fault in the stack guard into what the runtime prints
+    for stack exhaustion, and (ABI 4) one in the linear memory's reserved range, its first byte
+    (never grown) or the guard's last byte, into what it prints for an access out of bounds.
+    Just outside that range the same reads are FAULT reports (ACTIONS "c", "d")."""
     stderr = io.BytesIO()
-    result, output = boot(plan, STACK_GUARD_ACTION, stderr=stderr)
+    result, output = boot(plan, action, stderr=stderr)
     assert result.error is None, result.error.explain()
     assert result.exit_status == 134
-    assert stderr.getvalue() == b"wasm trap: call stack exhausted\n"
+    assert stderr.getvalue() == line
     assert output == b""
     assert "FAULT" not in result.calls
+
+
+@pytest.mark.parametrize(
+    ("action", "answers"), list(zip(LINEAR_GATE_ACTIONS, (b"rr0yyyr0yy\n", b"0r\n"), strict=True))
+)
+def test_the_linear_gate_maps_heap_ram_and_refuses_what_it_must(
+    plan: LaunchPlan, action: str, answers: bytes
+) -> None:
+    """The grow requests of tests/keep_user/hello.c (linear_answers), in order. "g": an unaligned
+    size (refused), one chunk more than the heap holds (refused), three chunks and five pages
+    (mapped: each page is the heap RAM the ABI declares), a smaller size (refused: memory never
+    shrinks), four chunks and a page (mapped; the fourth chunk became a large page, the PT moved
+    on to the fifth), then a read in the fifth chunk where the PT held the fourth's pages: a trap,
+    the PT was cleared. "h": every chunk the heap holds (mapped), a page more (refused), then a
+    read at the end: a trap."""
+    stderr = io.BytesIO()
+    result, output = boot(plan, action, stderr=stderr)
+    assert result.error is None, result.error.explain()
+    assert output == answers
+    assert stderr.getvalue() == OOB_LINE
+    assert result.exit_status == 134
 
 
 def test_a_refused_report_stops_the_keep_before_ring3(plan: LaunchPlan) -> None:

@@ -64,6 +64,10 @@ CASES = {
     "trap-int-overflow": Case(WAT_DIR / "trap_int_overflow.wat", trap="integer overflow"),
     "trap-unreachable": Case(WAT_DIR / "trap_unreachable.wat", trap="unreachable"),
     "trap-oob": Case(WAT_DIR / "trap_oob.wat", trap="out of bounds memory access"),
+    "trap-oob-grown": Case(WAT_DIR / "trap_oob_grown.wat", trap="out of bounds memory access"),
+    "trap-oob-chunk": Case(WAT_DIR / "trap_oob_chunk.wat", trap="out of bounds memory access"),
+    "trap-oob-guard": Case(WAT_DIR / "trap_oob_guard.wat", trap="out of bounds memory access"),
+    "trap-oob-empty": Case(WAT_DIR / "trap_oob_empty.wat", trap="out of bounds memory access"),
     "trap-stack": Case(WAT_DIR / "trap_stack.wat", trap="call stack exhausted"),
     "trap-stack-big-frames": Case(
         WAT_DIR / "trap_stack_big_frames.wat", trap="call stack exhausted"

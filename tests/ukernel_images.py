@@ -24,10 +24,18 @@ ACTIONS: dict[str, tuple[str, tuple[str, ...], int | None]] = {
     "6": ("write to the read-only user-info page", ("#PF",), 0x7),
     "7": ("read the ring-0 secrets page", ("#PF",), 0x5),
     "9": ("cli in ring 3", ("#GP",), 0),
+    "c": ("read just past the reserved linear-memory range", ("#PF",), 0x4),
+    "d": ("read the page below the linear memory's gate", ("#PF",), 0x4),
 }
 #: The one ring-3 fault the microkernel does not report as FAULT: a write to the stack guard
 #: page is the application exhausting its stack (trap line on stderr, exit status 134).
 STACK_GUARD_ACTION = "8"
+#: Ring-3 faults in the reserved linear-memory range (ABI 4): reads of its first byte and of the
+#: guard's last byte, which the microkernel ends as the trap "out of bounds memory access".
+LINEAR_OOB_ACTIONS = ("a", "b")
+#: The linear memory's gate: the microkernel's answers to rows of grow requests
+#: (tests/keep_user/hello.c, linear_answers), each followed by a read past the end (a trap).
+LINEAR_GATE_ACTIONS = ("g", "h")
 
 
 @dataclass(frozen=True)

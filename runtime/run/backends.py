@@ -167,6 +167,7 @@ class NilBackend:
     def run(self, launch: Launch) -> Ended:
         from runtime.firmware.interface import PlanOnly, measured_launch
         from runtime.run.nil import run_wasi
+        from toolchain.measure.keep import linear_memory_limit
 
         plan = launch.build.plan
         measurement = measured_launch(launch.firmware, plan, launch.vcpus, PlanOnly())
@@ -177,7 +178,7 @@ class NilBackend:
             launch.build.artifacts["app.wasm"],
             argv=list(launch.argv),
             env=list(launch.env),
-            memory_limit=plan.abi.heap_end - plan.abi.heap_start,
+            memory_limit=linear_memory_limit(plan.abi),
             timeout=launch.timeout,
             trees=launch.trees,
             attested=launch.report_data,

@@ -10,10 +10,11 @@ runtime, which is the reference:
   EFAULT, a value outside the spec's sets EINVAL, and ``proc_exit`` takes any 32-bit status;
 * a trap prints ``wasm trap: <name>`` and ends with status 134
   (``runtime/guest/wasm/keep_runtime.h``);
-* linear memory is limited to what the keep's heap can hold (``memory_limit``, from the launch
-  plan, so ``--memory`` moves it on both backends alike): a module whose memory does not fit stops
-  as the keep's runtime does (``keep: aborted ...``, status 125; the build refuses such a module
-  first, ``toolchain.image.keep_build.check_app_memory``), and ``memory.grow`` past it fails;
+* linear memory is limited to what the keep's heap can hold (``memory_limit``,
+  ``toolchain.measure.keep.linear_memory_limit`` of the launch plan, so ``--memory`` moves it
+  on both backends alike): a module whose memory does not fit stops as the keep's runtime does
+  (``keep: aborted ...``, status 125; the build refuses such a module first,
+  ``toolchain.image.keep_build.check_app_memory``), and ``memory.grow`` past it fails;
 * the time limit ends the application with the kvm backend's ``KeepTimeoutError``.
 """
 
@@ -28,7 +29,7 @@ from typing import Any
 from runtime.run.nil_wasi import KeepWasi, ProcExit, process_stdio
 from toolchain.errors import InputError
 from toolchain.measure.abi import FATAL_EXIT_STATUS, TRAP_EXIT_STATUS
-from toolchain.measure.keep import WASM_PAGE, linear_memory_limit
+from toolchain.measure.keep import WASM_PAGE
 
 #: The line the keep's runtime prints, before it ends with ``FATAL_EXIT_STATUS``, when the
 #: module's linear memory does not fit its heap (``abort()`` in runtime/guest/wasm/libc.c).
@@ -88,7 +89,8 @@ def run_wasi(
 ) -> int:
     """Run a WASI command module with this process's stdio; return its exit status.
 
-    ``memory_limit`` is the keep's heap size in bytes (None: no limit beyond wasmtime's);
+    ``memory_limit`` is the most linear memory the keep gives the module, in bytes
+    (``linear_memory_limit`` of its plan; None: no limit beyond wasmtime's);
     ``timeout`` ends the application with ``KeepTimeoutError`` after that many seconds.
     ``trees`` (the TREES blob) is checked against ``attested`` (the REPORT_DATA of the report)
     as the keep's runtime checks it (``keep_trees.c``): a mismatch ends the run before the
@@ -146,11 +148,10 @@ def _instantiate(
     wasi.define(linker)
     store = wasmtime.Store(engine)
     if memory_limit is not None:
-        limit = linear_memory_limit(memory_limit)
-        if _initial_memory(module) > limit:
+        if _initial_memory(module) > memory_limit:
             print(OUT_OF_MEMORY_LINE, file=sys.stderr, flush=True)
             return None
-        store.set_limits(memory_size=limit)
+        store.set_limits(memory_size=memory_limit)
     try:
         instance = linker.instantiate(store, module)
     except wasmtime.WasmtimeError as exc:

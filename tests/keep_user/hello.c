@@ -17,6 +17,65 @@ static long call(const struct keep_user_info *info, uint32_t nr, uint64_t a0, ui
     return (long)page->ret[0];
 }
 
+/* The linear memory's gate (ABI.md "Linear memory"): ask ring 0 to map [0, size); 0 or -1. */
+static long linear_grow(uint64_t size) {
+    long answer;
+    __asm__ volatile("lea 1f(%%rip), %%rsi\n\t"
+                     "movabsq %[gate], %%rax\n\t"
+                     "movb (%%rax), %%al\n"
+                     "1:"
+                     : "=&a"(answer), "+d"(size)
+                     : [gate] "i"(KEEP_LINEAR_GATE)
+                     : "rcx", "rsi", "rdi", "r8", "r9", "r10", "r11", "memory", "cc");
+    return answer;
+}
+
+/* Write through the linear memory at offset, read back through the heap's identity mapping
+ * where ring 0 must have put it: chunk k is the heap's k-th 2 MiB page from its (2 MiB-aligned)
+ * top. 'y' if both agree. */
+static char backed_where_declared(const struct keep_user_info *info, uint64_t offset) {
+    uint64_t top = info->heap_end & ~(uint64_t)(KEEP_LINEAR_CHUNK - 1);
+    uint64_t k = offset / KEEP_LINEAR_CHUNK;
+    volatile uint64_t *linear = (volatile uint64_t *)(KEEP_LINEAR_BASE + offset);
+    volatile uint64_t *ram =
+        (volatile uint64_t *)(top - (k + 1) * KEEP_LINEAR_CHUNK + offset % KEEP_LINEAR_CHUNK);
+    *linear = 0x6b656570ull + offset;
+    return *ram == 0x6b656570ull + offset ? 'y' : 'n';
+}
+
+/* Actions 'g' and 'h': the gate's answers to a row of sizes, one character each ('0' mapped,
+ * 'r' refused; after 'g''s third and fifth, 'y' for each page that is the declared heap RAM).
+ * Returns the count; *past is where the caller's read then traps. */
+static uint64_t linear_answers(const struct keep_user_info *info, char action,
+                               volatile char *out, uint64_t *past) {
+    uint64_t chunk = KEEP_LINEAR_CHUNK, page = KEEP_PAGE_SIZE;
+    uint64_t top = info->heap_end & ~(chunk - 1);
+    uint64_t most = (top - info->heap_start) / chunk * chunk; /* every chunk the heap holds */
+    const uint64_t g[] = {page + 1, most + chunk, 3 * chunk + 5 * page, 2 * chunk,
+                          4 * chunk + page};
+    const uint64_t h[] = {most, most + page};
+    const uint64_t *sizes = action == 'g' ? g : h;
+    unsigned count = action == 'g' ? sizeof(g) / sizeof(g[0]) : sizeof(h) / sizeof(h[0]);
+    uint64_t n = 0;
+    for (unsigned i = 0; i < count; i++) {
+        out[n++] = linear_grow(sizes[i]) == 0 ? '0' : 'r';
+        if (action == 'g' && i == 2) { /* three large pages, five 4 KiB pages of the fourth */
+            out[n++] = backed_where_declared(info, 0);
+            out[n++] = backed_where_declared(info, 2 * chunk + 8);
+            out[n++] = backed_where_declared(info, 3 * chunk + 4 * page);
+        }
+        if (action == 'g' && i == 4) { /* the fourth is a large page, the PT serves the fifth */
+            out[n++] = backed_where_declared(info, 3 * chunk + 5 * page + 8);
+            out[n++] = backed_where_declared(info, 4 * chunk);
+        }
+    }
+    out[n++] = '\n';
+    /* 'g': inside the PT's reused page, where the fourth chunk's entries were: cleared, so not
+     * mapped; 'h': the end of all the heap holds. */
+    *past = action == 'g' ? 4 * chunk + 2 * page : most;
+    return n;
+}
+
 const char greeting[] = "hello from ring 3\n"; /* .rodata */
 volatile uint64_t exit_status = 7;              /* .data */
 static volatile char scratch[3 * 4096];         /* .bss */
@@ -41,6 +100,21 @@ __attribute__((noreturn)) void _start(const struct keep_user_info *info) {
     case '7': exit_status = *(volatile uint64_t *)KEEP_SECRETS_GPA; break;       /* ring 0 only */
     case '8': *(volatile uint64_t *)(info->stack_bottom - 8) = 1; break;         /* guard page */
     case '9': __asm__ volatile("cli"); break;                                    /* privileged */
+    case 'a': exit_status = *(volatile uint64_t *)KEEP_LINEAR_BASE; break;       /* not grown */
+    case 'b': exit_status = *(volatile uint8_t *)(KEEP_LINEAR_BASE + KEEP_LINEAR_RESERVE - 1);
+        break;                                                                   /* the guard */
+    case 'c': exit_status = *(volatile uint64_t *)(KEEP_LINEAR_BASE + KEEP_LINEAR_RESERVE);
+        break;                                                                   /* past it */
+    case 'd': exit_status = *(volatile uint64_t *)(KEEP_LINEAR_GATE - KEEP_PAGE_SIZE);
+        break;                                                                   /* below */
+    case 'g':
+    case 'h': {
+        uint64_t past = 0;
+        uint64_t n = linear_answers(info, action, buffer, &past);
+        call(info, KEEP_HC_CONSOLE_WRITE, 1, 0, n);
+        exit_status = *(volatile uint8_t *)(KEEP_LINEAR_BASE + past); /* past the end */
+        break;
+    }
     default: break;
     }
     for (unsigned i = 0; i < sizeof(greeting) - 1; i++) buffer[i] = greeting[i];

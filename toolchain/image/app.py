@@ -54,6 +54,7 @@ RUNTIME_SOURCES = (
     "keep_fs.c",
     "keep_trees.c",
     "sha512.c",
+    "keep_linear.c",
 )
 KEEP_PLATFORM = "keep_hc.c"
 HOSTCHECK_PLATFORM = "hostcheck.c"
@@ -240,6 +241,11 @@ def check_interface(info: ModuleInfo, source: Path) -> bool:
         raise InputError(f"{source}: exports no _start function (a WASI command is required)")
     if start.type != FuncType((), ()):
         raise InputError(f"{source}: _start has type {start.type}, expected () -> ()")
+    if info.memories > 1:  # the keep guards one: runtime/guest/wasm/keep_linear.c
+        raise InputError(
+            f"{source}: declares {info.memories} memories; a keep gives a module one linear "
+            f"memory (multi-memory is not supported)"
+        )
     uses_wasi = bool(info.imports)
     memory = info.export("memory")
     if uses_wasi and (memory is None or memory.kind != "memory"):

@@ -362,7 +362,7 @@ def check_app_memory(wasm: bytes, plan: LaunchPlan) -> None:
     pages = max(
         (kind.limits.min for kind in types if isinstance(kind, wasmtime.MemoryType)), default=0
     )
-    limit = linear_memory_limit(plan.abi.heap_end - plan.abi.heap_start) // WASM_PAGE
+    limit = linear_memory_limit(plan.abi) // WASM_PAGE
     if pages > limit:
         raise InputError(
             f"the application asks for {pages} pages ({pages * WASM_PAGE >> 20} MiB) of linear "

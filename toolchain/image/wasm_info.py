@@ -44,6 +44,7 @@ class Export:
 class ModuleInfo:
     imports: tuple[Import, ...]
     exports: tuple[Export, ...]
+    memories: int = 0  # declared in the memory section (imported ones are among ``imports``)
 
     def export(self, name: str) -> Export | None:
         return next((e for e in self.exports if e.name == name), None)
@@ -106,6 +107,7 @@ def read_module_info(wasm: bytes) -> ModuleInfo:
     func_types: list[FuncType] = []  # imported functions first, then defined ones
     imports: list[Import] = []
     raw_exports: list[tuple[str, int, int]] = []
+    memories = 0
     while reader.pos < reader.end:
         section_id = reader.byte()
         size = reader.uleb()
@@ -141,6 +143,8 @@ def read_module_info(wasm: bytes) -> ModuleInfo:
                 imports.append(Import(module, name, _KIND_NAMES[kind], ftype))
         elif section_id == 3:
             func_types.extend(_type_at(types, body.uleb()) for _ in range(body.uleb()))
+        elif section_id == 5:
+            memories = body.uleb()
         elif section_id == 7:
             for _ in range(body.uleb()):
                 name, kind = body.name(), body.byte()
@@ -153,7 +157,7 @@ def read_module_info(wasm: bytes) -> ModuleInfo:
                 raise InputError(f"export {name!r} names function {index}, which does not exist")
             etype = func_types[index]
         exports.append(Export(name, _KIND_NAMES.get(kind, f"kind{kind}"), etype))
-    return ModuleInfo(tuple(imports), tuple(exports))
+    return ModuleInfo(tuple(imports), tuple(exports), memories)
 
 
 def _type_at(types: list[FuncType], index: int) -> FuncType:

@@ -71,6 +71,38 @@ TRAP_EXIT_STATUS = 134
 FATAL_EXIT_STATUS = 125
 #: What the microkernel prints on stderr when ring 3 runs into the stack guard.
 STACK_EXHAUSTED_MESSAGE = "wasm trap: call stack exhausted\n"
+#: What the microkernel prints on stderr when ring 3 faults in the reserved linear-memory range
+#: (version 4): the runtime's line for the trap ``out of bounds memory access``.
+OOB_MESSAGE = "wasm trap: out of bounds memory access\n"
+
+# ---- wasm linear memory behind the page tables (version 4) ------------------------------------
+#: From this version on the wasm linear memory lives at ``LINEAR_BASE`` (ukernel/ABI.md, "Linear
+#: memory"): wasm2c's code carries no bounds checks, a ring-3 fault in the reserved range is the
+#: trap "out of bounds memory access".
+LINEAR_MEMORY_VERSION = 4
+#: Where the linear memory starts (PML4 entry 1, beyond every GPA) and what is reserved there:
+#: the 4 GiB index space plus wasm2c's 4 GiB guard (an i32 address plus an i32 offset), all
+#: not present until grown.
+LINEAR_BASE = 0x80_0000_0000
+LINEAR_RESERVE = 0x2_0000_0000
+#: The most that can ever be mapped (the 32-bit index space), and the granule the backing RAM
+#: is taken from the heap in (one 2 MiB page; linear chunk k is the heap's k-th 2 MiB page from
+#: the top, so a full chunk is one large page).
+LINEAR_MAX = 0x1_0000_0000
+LINEAR_CHUNK = 0x20_0000
+#: A ring-3 read of this (never mapped) page is the call that maps linear memory up to rdx
+#: bytes; ring 0 resumes ring 3 at rsi with rax = 0 (done) or -1 (refused).
+LINEAR_GATE = LINEAR_BASE - PAGE_SIZE
+#: The tables behind ``LINEAR_BASE``, the last pages of the page-table area: the PDPT (launched,
+#: its first four entries point at the PDs), four PDs (launched empty, ring 0 RW) and the one PT
+#: (launched empty, ring 0 RW) that maps the not yet complete last chunk with 4 KiB pages.
+LINEAR_PDPT_GPA = 0xFA000
+LINEAR_PD_GPA = 0xFB000
+LINEAR_PD_COUNT = 4
+LINEAR_PT_GPA = 0xFF000
+#: What the runtime keeps from the heap for itself below the linear memory (the launch argument
+#: buffer, block headers, wasm2c's tables): both backends' linear-memory limit leaves it.
+RUNTIME_HEAP_RESERVE = 80 * 1024
 
 # ---- segment selectors and launch settings -----------------------------------------------------
 SEL_KCODE, SEL_KDATA, SEL_UCODE, SEL_UDATA, SEL_TSS = 0x08, 0x10, 0x1B, 0x23, 0x28
@@ -645,6 +677,26 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
         [
             Define("RESULT_MAGIC", RESULT_MAGIC, "8 bytes with its NUL"),
             Define("RESULT_MAX", RESULT_MAX_BYTES, "33 MiB", suffix="ull"),
+        ],
+    ),
+    (
+        "version 4: wasm linear memory behind the page tables (runtime/guest/ukernel/linear.c)",
+        [
+            "The reserved range (not present until grown) and the most that can be mapped (no",
+            "suffixes: entry.S includes these too).",
+            Define("LINEAR_BASE", LINEAR_BASE),
+            Define("LINEAR_RESERVE", LINEAR_RESERVE),
+            Define("LINEAR_MAX", LINEAR_MAX),
+            Define("LINEAR_CHUNK", LINEAR_CHUNK, "chunk k: the heap's k-th 2 MiB from the top"),
+            "A ring-3 read here asks ring 0 to map up to rdx bytes; resumes at rsi, rax = 0 or -1.",
+            Define("LINEAR_GATE", LINEAR_GATE),
+            Define("LINEAR_PDPT_GPA", LINEAR_PDPT_GPA),
+            Define("LINEAR_PD_GPA", LINEAR_PD_GPA, "LINEAR_PD_COUNT pages, ring 0 RW"),
+            _dec("LINEAR_PD_COUNT", LINEAR_PD_COUNT),
+            Define("LINEAR_PT_GPA", LINEAR_PT_GPA, "ring 0 RW: the last, incomplete chunk"),
+            _dec("RUNTIME_HEAP_RESERVE", RUNTIME_HEAP_RESERVE, "kept below the linear memory"),
+            "What the microkernel prints on stderr for a ring-3 fault in the reserved range.",
+            Define("OOB_MESSAGE", OOB_MESSAGE),
         ],
     ),
 )

@@ -50,8 +50,16 @@ from toolchain.measure.abi import (
     KEEP_LAYOUT,
     LAYOUT_ADDRESS_FIELDS,
     LAYOUT_PAGE_FIELDS,
+    LINEAR_CHUNK,
+    LINEAR_MAX,
+    LINEAR_MEMORY_VERSION,
+    LINEAR_PD_COUNT,
+    LINEAR_PD_GPA,
+    LINEAR_PDPT_GPA,
+    LINEAR_PT_GPA,
     NOTE_NAME,
     NOTE_TYPE_LAYOUT,
+    RUNTIME_HEAP_RESERVE,
     SEL_KCODE,
     SEL_KDATA,
     SEL_TSS,
@@ -82,11 +90,11 @@ LARGE_PAGE = 0x200000
 GUEST_MEMORY_MIN = 64 << 20
 GUEST_MEMORY_MAX = 4 << 30
 WASM_PAGE = 65536
-#: What the keep's runtime takes from its heap besides the linear memory: the 64 KiB launch
-#: argument buffer (LAUNCH_ARGS_MAX, runtime/guest/wasm/wasi.c), block headers, the argument table
-#: and wasm2c's tables. Measured: in a keep with a 243,228,672-byte heap (3711.4 pages) a
-#: module growing page by page reaches 3710 pages; heap minus this reserve gives the same.
-RUNTIME_HEAP_RESERVE = 80 * 1024
+# RUNTIME_HEAP_RESERVE (toolchain.measure.abi): what the keep's runtime takes from its heap
+# besides the linear memory: the 64 KiB launch argument buffer (LAUNCH_ARGS_MAX,
+# runtime/guest/wasm/wasi.c), block headers, the argument table and wasm2c's tables. Measured
+# (ABI 1 to 3, linear memory inside the heap): in a keep with a 243,228,672-byte heap (3711.4
+# pages) a module growing page by page reaches 3710 pages; heap minus this reserve gives the same.
 
 # The GDT (selectors: toolchain.measure.abi): null, kernel code, kernel data, user code, user
 # data, TSS.
@@ -469,7 +477,8 @@ def _idt_page(layout: KeepLayout) -> bytes:
 def _page_tables(
     layout: KeepLayout, mappings: _Mappings, c_mask: int = 0
 ) -> list[tuple[int, bytes]]:
-    """Identity-map ``mappings`` with PML4 → PDPT → PDs → PTs placed from ``page_tables`` on.
+    """Identity-map ``mappings`` with PML4 → PDPT → PDs → PTs placed from ``page_tables`` on;
+    from ABI version 4 on, PML4 entry 1 leads to the linear memory's tables (``_linear_tables``).
 
     ``c_mask`` (the C-bit, on ``snp``) goes into every private leaf and into every table
     pointer: the tables themselves are launched, hence private (as Linux sets _PAGE_ENC at
@@ -483,14 +492,16 @@ def _page_tables(
     pd_gpa = {g: base + (2 + i) * PAGE_SIZE for i, g in enumerate(gigs)}
     pt_gpa = {c: base + (2 + len(gigs) + i) * PAGE_SIZE for i, c in enumerate(small)}
     total = 2 + len(gigs) + len(small)
-    if total * PAGE_SIZE > layout.page_tables_size:
-        raise InputError(
-            f"the page tables need {total} pages but the layout reserves "
-            f"{layout.page_tables_size // PAGE_SIZE}"
-        )
+    linear = layout.abi_version >= LINEAR_MEMORY_VERSION
+    budget = (LINEAR_PDPT_GPA - base if linear else layout.page_tables_size) // PAGE_SIZE
+    if total > budget:
+        raise InputError(f"the page tables need {total} pages but the layout reserves {budget}")
     upper = PTE_P | PTE_RW | PTE_US | PTE_A | c_mask  # leaves decide the permissions
     pml4 = bytearray(PAGE_SIZE)
     struct.pack_into("<Q", pml4, 0, pdpt_gpa | upper)
+    linear_tables = _linear_tables(layout, upper) if linear else []
+    if linear:
+        struct.pack_into("<Q", pml4, 8, LINEAR_PDPT_GPA | upper)
     pdpt = bytearray(PAGE_SIZE)
     for gig, gpa in pd_gpa.items():
         struct.pack_into("<Q", pdpt, (gig >> 30) * 8, gpa | upper)
@@ -513,7 +524,35 @@ def _page_tables(
             if access is not None:
                 struct.pack_into("<Q", pt, index * 8, gpa | access.pte_bits(c_mask))
         tables.append((pt_gpa[chunk], bytes(pt)))
-    return tables
+    return tables + linear_tables
+
+
+def _linear_tables(layout: KeepLayout, upper: int) -> list[tuple[int, bytes]]:
+    """The tables behind PML4 entry 1 (``LINEAR_BASE``, ABI.md "Linear memory"): a PDPT whose
+    first ``LINEAR_PD_COUNT`` entries (the 4 GiB that can ever be mapped) point at empty PDs,
+    and the empty PT for a last, incomplete chunk. Everything in the reserved range is not
+    present until the microkernel maps it on a grow; the rest of the 8 GiB (the guard) never is.
+    They fill the last pages of the page-table area."""
+    if layout.page_tables + layout.page_tables_size != LINEAR_PT_GPA + PAGE_SIZE:
+        raise InputError(
+            f"the page-table area [{layout.page_tables:#x}, "
+            f"{layout.page_tables + layout.page_tables_size:#x}) does not end with the linear "
+            f"memory's tables at [{LINEAR_PDPT_GPA:#x}, {LINEAR_PT_GPA + PAGE_SIZE:#x})"
+        )
+    pdpt = bytearray(PAGE_SIZE)
+    for index in range(LINEAR_PD_COUNT):
+        struct.pack_into("<Q", pdpt, index * 8, (LINEAR_PD_GPA + index * PAGE_SIZE) | upper)
+    empty = bytes(PAGE_SIZE)
+    pds = [(LINEAR_PD_GPA + index * PAGE_SIZE, empty) for index in range(LINEAR_PD_COUNT)]
+    return [(LINEAR_PDPT_GPA, bytes(pdpt)), *pds, (LINEAR_PT_GPA, empty)]
+
+
+def _map_linear_tables(mappings: _Mappings) -> None:
+    """The tables ring 0 writes on a grow (the PDs and the PT), ring 0 RW at their GPA, and the
+    PDPT ring 0 reads the C-bit from, read-only (runtime/guest/ukernel/linear.c)."""
+    mappings.add(LINEAR_PDPT_GPA, KERNEL_RO, "linear memory PDPT")
+    for gpa in range(LINEAR_PD_GPA, LINEAR_PT_GPA + PAGE_SIZE, PAGE_SIZE):
+        mappings.add(gpa, KERNEL_RW, "linear memory tables")
 
 
 def _merge_regions(pages: _PageMap) -> tuple[Region, ...]:
@@ -627,6 +666,8 @@ def build_plan(
     _map_shared_pages(layout, pages, mappings, snp=snp)
     mappings.add_range(abi.heap_start, abi.heap_end, USER_RW, "heap")
     mappings.add_range(abi.stack_bottom, abi.stack_top, USER_RW, "stack")
+    if layout.abi_version >= LINEAR_MEMORY_VERSION:
+        _map_linear_tables(mappings)
 
     for gpa, table in _page_tables(layout, mappings, 1 << c_bit if snp else 0):
         pages.add(gpa, PageType.NORMAL, table, "page tables")
@@ -780,7 +821,17 @@ def snp_plan_of(
     )
 
 
-def linear_memory_limit(heap_size: int) -> int:
+def linear_memory_limit(abi: AbiAddresses) -> int:
     """The most linear memory (bytes, whole pages) the keep's runtime can give a module: what
-    both backends enforce at run time and ``keep build`` checks the module against."""
-    return max(0, (heap_size - RUNTIME_HEAP_RESERVE) // WASM_PAGE * WASM_PAGE)
+    both backends enforce at run time and ``keep build`` checks the module against.
+
+    From ABI version 4 on the linear memory is backed by whole 2 MiB pages taken from the top of
+    the heap (``LINEAR_CHUNK``, below the 2 MiB boundary under ``heap_end``), above at least
+    ``RUNTIME_HEAP_RESERVE`` for the runtime (``runtime/guest/wasm/libc.c``, the same formula);
+    before, it was one block inside the heap."""
+    if abi.abi_version < LINEAR_MEMORY_VERSION:
+        heap_size = abi.heap_end - abi.heap_start
+        return max(0, (heap_size - RUNTIME_HEAP_RESERVE) // WASM_PAGE * WASM_PAGE)
+    top = abi.heap_end - abi.heap_end % LINEAR_CHUNK
+    room = top - abi.heap_start - RUNTIME_HEAP_RESERVE
+    return min(LINEAR_MAX, max(0, room // LINEAR_CHUNK * LINEAR_CHUNK))

@@ -39,17 +39,26 @@ keep_vector_stubs:
     .globl keep_vector_stubs_end
 keep_vector_stubs_end:
 
-/* On IST1: [rsp] vector, error code, RIP, CS, RFLAGS, RSP, SS. A ring-3 #PF in the stack
- * guard ends the application as a trap (fault.c, does not return then); anything else is
- * reported through FAULT, then the keep halts for good. */
+/* On IST1: [rsp] vector, error code, RIP, CS, RFLAGS, RSP, SS. A ring-3 #PF at the linear
+ * memory's gate is ring 3 asking for more (linear.c: rdx = the size, resume at rsi, the answer
+ * in rax; ring 3 gave up every other caller-saved register, the callee-saved ones the C code
+ * keeps). A ring-3 #PF in the stack guard or the reserved linear range ends the application as
+ * a trap (fault.c, linear.c: they do not return then); anything else is reported through FAULT,
+ * then the keep halts for good. Nothing but the gate returns to ring 3. */
 keep_fault:
+    cld /* ring 3's RFLAGS.DF survives the exception; the C code below assumes it clear */
     cmpq $14, 0(%rsp)
     jne 1f
     testb $3, 24(%rsp)
     jz 1f
     movq %cr2, %rdi
+    movabsq $KEEP_LINEAR_GATE, %rax
+    cmpq %rax, %rdi
+    je 2f
     subq $8, %rsp /* 16-byte aligned at the call */
     call keep_fault_stack_guard
+    movq %cr2, %rdi
+    call keep_fault_linear
     addq $8, %rsp
 1:
     movl $KEEP_HC_PAGE_GPA, %eax
@@ -70,6 +79,13 @@ keep_fault:
     movq %rcx, KEEP_HC_OFF_ARGS + 40(%rax)
     movl $KEEP_DOORBELL_RING, KEEP_DOORBELL_GPA
     jmp keep_halt
+2:
+    movq %rsi, 16(%rsp) /* resume after the gate's read */
+    movq %rdx, %rdi
+    subq $8, %rsp
+    call keep_linear_grow
+    addq $24, %rsp /* the alignment word, the vector and the error code */
+    iretq
 
 /* keep_enter_user(entry, stack_top, info): iretq to ring 3 with every other register zero. */
     .globl keep_enter_user

@@ -58,6 +58,10 @@ _Noreturn void keep_wasm_trap(wasm_rt_trap_t code) {
  * to ring 3); the hostcheck build's SIGSEGV handler calls this. Same bytes, same status. */
 _Noreturn void keep_stack_exhausted(void) { keep_wasm_trap(WASM_RT_TRAP_EXHAUSTION); }
 
+/* Likewise the microkernel ends an access past the linear memory (linear.c); hostcheck's
+ * SIGSEGV handler calls this. */
+_Noreturn void keep_out_of_bounds(void) { keep_wasm_trap(WASM_RT_TRAP_OOB); }
+
 /* The application ended on its own (proc_exit, or _start returned): the :rw trees go back to the
  * host first. A trap or a fatal error ends the keep without handing anything back. */
 _Noreturn void keep_app_exit(int status) {
@@ -68,7 +72,7 @@ _Noreturn void keep_app_exit(int status) {
 _Noreturn void keep_runtime_main(uintptr_t boot_arg) {
     struct keep_platform_memory memory = {0, 0};
     keep_platform_init(boot_arg, &memory);
-    keep_heap_init(memory.heap_start, memory.heap_end);
+    keep_heap_init(memory.heap_start, keep_linear_init(memory.heap_start, memory.heap_end));
     keep_wasi_init();
     keep_trees_init(); /* after attestation, before the application */
     keep_fs_init();    /* the preopened directories, on the checked trees */

@@ -7,7 +7,10 @@
  * The stack is laid out as in the keep: the runtime runs on its own 8 MiB stack with a
  * PROT_NONE guard page below it, and a SIGSEGV inside that guard (caught on an alternate
  * signal stack) ends the application as the trap "call stack exhausted", as the microkernel
- * does for a ring-3 fault in the keep's guard page. */
+ * does for a ring-3 fault in the keep's guard page. The linear memory's range is a PROT_NONE
+ * reservation made accessible page by page (mprotect), and a SIGSEGV inside it ends the
+ * application as the trap "out of bounds memory access", as the microkernel does for a ring-3
+ * fault in the keep's reserved range. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +54,7 @@ static long sys6(long n, long a, long b, long c, long d, long e, long f) {
 
 static uintptr_t initial_sp;
 static uintptr_t guard_start, guard_end;
+static uintptr_t linear_start, linear_end;
 static uint8_t signal_stack[HOSTCHECK_SIGNAL_STACK_SIZE] __attribute__((aligned(16)));
 
 /* struct sigaction as the kernel's rt_sigaction reads it (x86-64), and stack_t. */
@@ -83,6 +87,9 @@ static void on_sigsegv(int signal, void *info, void *context) {
     if (address >= guard_start && address < guard_end) {
         keep_stack_exhausted();
     }
+    if (address >= linear_start && address < linear_end) {
+        keep_out_of_bounds();
+    }
     /* Not ours: back to the default action; the faulting instruction runs again and the
      * process dies of SIGSEGV, as it would without this handler. */
     struct kernel_sigaction fallback = {0, 0, 0, 0};
@@ -114,6 +121,17 @@ void keep_platform_init(uintptr_t boot_arg, struct keep_platform_memory *memory)
     long heap = mmap_anonymous(HOSTCHECK_HEAP_SIZE, PROT_READ_WRITE);
     memory->heap_start = (uintptr_t)heap;
     memory->heap_end = (uintptr_t)heap + HOSTCHECK_HEAP_SIZE;
+}
+
+uintptr_t keep_platform_linear_reserve(void) {
+    long base = mmap_anonymous(KEEP_LINEAR_RESERVE, PROT_NONE);
+    linear_start = (uintptr_t)base;
+    linear_end = linear_start + KEEP_LINEAR_RESERVE;
+    return linear_start;
+}
+
+int keep_platform_linear_map(uintptr_t base, size_t size) {
+    return sys6(SYS_mprotect, (long)base, (long)size, PROT_READ_WRITE, 0, 0, 0) == 0 ? 0 : -1;
 }
 
 long keep_platform_console_write(int fd, const void *buf, size_t len) {

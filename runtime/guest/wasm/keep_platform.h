@@ -47,6 +47,13 @@ long keep_platform_result_write(const void *buf, size_t len, uint64_t position, 
  * attested (the hostcheck build). */
 const uint8_t *keep_platform_attested_report_data(void);
 
+/* The range wasm2c's linear memory lives in: KEEP_LINEAR_RESERVE bytes, none accessible; 0 if
+ * there is none. Then make [base, base + size) accessible (size only grows, whole 4 KiB pages):
+ * 0, or -1 when refused. An access to the range beyond it ends the application as the trap
+ * "out of bounds memory access". (keep_linear.c is their only caller.) */
+uintptr_t keep_platform_linear_reserve(void);
+int keep_platform_linear_map(uintptr_t base, size_t size);
+
 /* End the keep (or process) with this status. */
 _Noreturn void keep_platform_exit(int status);
 

@@ -2,6 +2,7 @@
 #ifndef KEEP_RUNTIME_H
 #define KEEP_RUNTIME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -10,7 +11,16 @@
 /* End the application as the trap "call stack exhausted" (hostcheck's SIGSEGV handler). */
 _Noreturn void keep_stack_exhausted(void);
 
+/* End the application as the trap "out of bounds memory access" (hostcheck's SIGSEGV handler). */
+_Noreturn void keep_out_of_bounds(void);
+
 void keep_heap_init(uintptr_t start, uintptr_t end);
+/* End the allocator's region at new_end (for the linear memory's chunks above it): false, and
+ * nothing changed, when it already hands out memory there. */
+bool keep_heap_cede_top(uintptr_t new_end);
+/* Where the linear memory's chunks start (keep_linear.c): returns the end of the allocator's
+ * region, the heap's end rounded down to a chunk. */
+uintptr_t keep_linear_init(uintptr_t heap_start, uintptr_t heap_end);
 
 /* The application's own end (proc_exit, or _start returning): hand the :rw trees back, exit. */
 _Noreturn void keep_app_exit(int status);

@@ -151,6 +151,17 @@ void keep_heap_init(uintptr_t start, uintptr_t end) {
     free_list = NULL;
 }
 
+bool keep_heap_cede_top(uintptr_t new_end) {
+    if (new_end >= heap_limit) { /* ceded already */
+        return true;
+    }
+    if (new_end < heap_top) { /* in use */
+        return false;
+    }
+    heap_limit = new_end;
+    return true;
+}
+
 static struct block *above(struct block *b) { return (struct block *)((uintptr_t)b + BSIZE(b)); }
 
 static struct block *below(struct block *b) {

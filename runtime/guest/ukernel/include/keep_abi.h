@@ -144,6 +144,23 @@
 #define KEEP_RESULT_MAGIC "KRESULT" /* 8 bytes with its NUL */
 #define KEEP_RESULT_MAX 0x2100000ull /* 33 MiB */
 
+/* ---- version 4: wasm linear memory behind the page tables (runtime/guest/ukernel/linear.c)  */
+/* The reserved range (not present until grown) and the most that can be mapped (no */
+/* suffixes: entry.S includes these too). */
+#define KEEP_LINEAR_BASE 0x8000000000
+#define KEEP_LINEAR_RESERVE 0x200000000
+#define KEEP_LINEAR_MAX 0x100000000
+#define KEEP_LINEAR_CHUNK 0x200000 /* chunk k: the heap's k-th 2 MiB from the top */
+/* A ring-3 read here asks ring 0 to map up to rdx bytes; resumes at rsi, rax = 0 or -1. */
+#define KEEP_LINEAR_GATE 0x7FFFFFF000
+#define KEEP_LINEAR_PDPT_GPA 0xFA000
+#define KEEP_LINEAR_PD_GPA 0xFB000 /* LINEAR_PD_COUNT pages, ring 0 RW */
+#define KEEP_LINEAR_PD_COUNT 4
+#define KEEP_LINEAR_PT_GPA 0xFF000 /* ring 0 RW: the last, incomplete chunk */
+#define KEEP_RUNTIME_HEAP_RESERVE 81920 /* kept below the linear memory */
+/* What the microkernel prints on stderr for a ring-3 fault in the reserved range. */
+#define KEEP_OOB_MESSAGE "wasm trap: out of bounds memory access\n"
+
 #ifndef __ASSEMBLER__
 #include <stdint.h>
 

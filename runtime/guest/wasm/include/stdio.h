@@ -3,4 +3,5 @@
 #define KEEP_STDIO_H
 #include <stddef.h>
 int puts(const char *s);
+void perror(const char *s); /* keep_linear.c: prints nothing, abort() does */
 #endif
