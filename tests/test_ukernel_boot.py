@@ -127,13 +127,14 @@ def test_a_ring3_fault_that_is_the_application_s_own_ends_it_as_a_trap(
 
 
 @pytest.mark.parametrize(
-    ("action", "answers"), list(zip(LINEAR_GATE_ACTIONS, (b"rr0yyyr0yy\n", b"0r\n"), strict=True))
+    ("action", "answers"), list(zip(LINEAR_GATE_ACTIONS, (b"rrr0yyyr0yy\n", b"0r\n"), strict=True))
 )
 def test_the_linear_gate_maps_heap_ram_and_refuses_what_it_must(
     plan: LaunchPlan, action: str, answers: bytes
 ) -> None:
     """The grow requests of tests/keep_user/hello.c (linear_answers), in order. "g": an unaligned
-    size (refused), one chunk more than the heap holds (refused), three chunks and five pages
+    size (refused), 2^64 - 4096 (refused: past 4 GiB; the chunk count would wrap), one chunk
+    more than the heap holds (refused), three chunks and five pages
     (mapped: each page is the heap RAM the ABI declares), a smaller size (refused: memory never
     shrinks), four chunks and a page (mapped; the fourth chunk became a large page, the PT moved
     on to the fifth), then a read in the fifth chunk where the PT held the fourth's pages: a trap,

@@ -44,14 +44,14 @@ static char backed_where_declared(const struct keep_user_info *info, uint64_t of
 }
 
 /* Actions 'g' and 'h': the gate's answers to a row of sizes, one character each ('0' mapped,
- * 'r' refused; after 'g''s third and fifth, 'y' for each page that is the declared heap RAM).
+ * 'r' refused; after 'g''s fourth and sixth, 'y' for each page that is the declared heap RAM).
  * Returns the count; *past is where the caller's read then traps. */
 static uint64_t linear_answers(const struct keep_user_info *info, char action,
                                volatile char *out, uint64_t *past) {
     uint64_t chunk = KEEP_LINEAR_CHUNK, page = KEEP_PAGE_SIZE;
     uint64_t top = info->heap_end & ~(chunk - 1);
     uint64_t most = (top - info->heap_start) / chunk * chunk; /* every chunk the heap holds */
-    const uint64_t g[] = {page + 1, most + chunk, 3 * chunk + 5 * page, 2 * chunk,
+    const uint64_t g[] = {page + 1, 0 - page, most + chunk, 3 * chunk + 5 * page, 2 * chunk,
                           4 * chunk + page};
     const uint64_t h[] = {most, most + page};
     const uint64_t *sizes = action == 'g' ? g : h;
@@ -59,12 +59,12 @@ static uint64_t linear_answers(const struct keep_user_info *info, char action,
     uint64_t n = 0;
     for (unsigned i = 0; i < count; i++) {
         out[n++] = linear_grow(sizes[i]) == 0 ? '0' : 'r';
-        if (action == 'g' && i == 2) { /* three large pages, five 4 KiB pages of the fourth */
+        if (action == 'g' && i == 3) { /* three large pages, five 4 KiB pages of the fourth */
             out[n++] = backed_where_declared(info, 0);
             out[n++] = backed_where_declared(info, 2 * chunk + 8);
             out[n++] = backed_where_declared(info, 3 * chunk + 4 * page);
         }
-        if (action == 'g' && i == 4) { /* the fourth is a large page, the PT serves the fifth */
+        if (action == 'g' && i == 5) { /* the fourth is a large page, the PT serves the fifth */
             out[n++] = backed_where_declared(info, 3 * chunk + 5 * page + 8);
             out[n++] = backed_where_declared(info, 4 * chunk);
         }

@@ -51,8 +51,9 @@ int64_t keep_linear_grow(uint64_t size) {
     const struct keep_user_info *info = (const struct keep_user_info *)KEEP_USER_INFO_GPA;
     uint64_t top = info->heap_end & ~(uint64_t)(KEEP_LINEAR_CHUNK - 1);
     uint64_t chunks = (size + KEEP_LINEAR_CHUNK - 1) / KEEP_LINEAR_CHUNK;
+    /* In this order: past KEEP_LINEAR_MAX, chunks has wrapped (and the PDs end). */
     if ((size & (KEEP_PAGE_SIZE - 1)) != 0 || size < linear_mapped || size > KEEP_LINEAR_MAX ||
-        top < info->heap_start || chunks > (top - info->heap_start) / KEEP_LINEAR_CHUNK) {
+        top < info->heap_start + chunks * KEEP_LINEAR_CHUNK) { /* the lowest chunk's RAM */
         return -1;
     }
     volatile uint64_t *pd = (volatile uint64_t *)KEEP_LINEAR_PD_GPA; /* the PDs are contiguous */
