@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from test_snp_backend import _launch
 from testdata import SNP_REPORTS
 
 from runtime.firmware.interface import CertificateChain
@@ -23,7 +24,13 @@ from runtime.firmware.sim import SimFirmware
 from runtime.firmware.snp import VCEK_ENV, VCEK_MISSING, SnpFirmware, load_vcek
 from runtime.run.attest import LiveAttestation, fresh_nonce
 from runtime.run.backends import BACKENDS, Launch, SnpBackend, snp_plan
-from runtime.run.runner import RunOptions, _vcek, development_references
+from runtime.run.runner import (
+    RunOptions,
+    _Log,
+    _require_attested,
+    _vcek,
+    development_references,
+)
 from runtime.vmm.fake_kvm_snp import GENOA_CPUID, FakeKvmSnp
 from runtime.vmm.platform import PlatformFacts, platform_checklist
 from runtime.vmm.snp_cpuid import SNP_CPUID_COUNT_MAX, CpuidEntry, HostCpu, cpuid_page
@@ -174,8 +181,12 @@ def test_without_a_vcek_the_report_names_its_kds_url_and_is_never_fetched(
     assert info.value.message == VCEK_MISSING
     assert f"({url})" in (info.value.hint or "")
     assert "snphost fetch vcek der DIR" in (info.value.hint or "")
-    assert attestation.error is info.value  # the runner ends the run with it (exit 3)
+    assert attestation.error is info.value
     assert not attestation.accepted
+    # The runner ends the run with it (exit 3, the hint printed), not with a bare verdict.
+    with pytest.raises(PlatformError) as ended:
+        _require_attested(attestation, None, info.value, _Log(RunOptions(app=HELLO)))
+    assert ended.value is info.value
 
 
 def test_the_vcek_option_is_for_snp_only_and_the_variable_is_its_default(
@@ -335,18 +346,7 @@ def test_vcpus_n_launches_n_vmsas_in_order_and_gives_the_plans_digest_for_n(
 ) -> None:
     fake, loop = FakeKvmSnp(), _Loop()
     backend = SnpBackend(system=fake, vcpu_setup=fake.vcpu_setup, run_vcpus=loop)
-    launch = Launch(
-        build=hello_build,
-        vcpus=vcpus,
-        firmware=SnpFirmware(product=Product.GENOA),
-        argv=["hello"],
-        env=[],
-        timeout=5.0,
-        verified=lambda report: True,
-        report_data=bytes(64),
-        trees=b"",
-    )
-    ended = backend.run(launch)
+    ended = backend.run(_launch(hello_build, vcpus))
     plan = snp_plan(hello_build)
     # Every vCPU created (KVM builds each VMSA at LAUNCH_FINISH), boot CPU first, APs parked.
     assert fake.vcpu_states == list(plan.vcpu_states(vcpus))

@@ -3,8 +3,11 @@
 ``SnpLaunch`` owns the whole sequence for one keep, in the order KVM 6.12 requires
 (``Documentation/virt/kvm/x86/amd-memory-encryption.rst``, ``arch/x86/kvm/svm/sev.c``):
 
-1. ``create()`` — ``KVM_CREATE_VM(KVM_X86_SNP_VM)`` once ``KVM_CAP_VM_TYPES`` offers it and the
-   capabilities an SNP launch needs are there; ``KVM_SEV_INIT2`` with the plan's SEV_FEATURES
+1. ``create()`` — ``KVM_CREATE_VM(KVM_X86_SNP_VM)`` once ``KVM_CAP_VM_TYPES`` offers it, the
+   capabilities an SNP launch needs are there and the host's C-bit (``KVM_GET_SUPPORTED_CPUID``
+   0x8000001F EBX[5:0], ``runtime.vmm.snp_cpuid``) is the plan's (else refused, naming both);
+   the plan's CPUID page is filled with that supported CPUID (measured by its size only);
+   ``KVM_SEV_INIT2`` with the plan's SEV_FEATURES
    (minus SNP_ACTIVE, which KVM sets itself; refused if KVM does not support them); the
    ``KVM_HC_MAP_GPA_RANGE`` exit enabled; guest RAM as memslots with a shared mapping *and* a
    guest_memfd behind them (``KVM_CREATE_GUEST_MEMFD``, ``KVM_SET_USER_MEMORY_REGION2``); every
