@@ -327,7 +327,7 @@ def bench_cpu(work: Path) -> None:
         )
     print(
         "   keep/host ~1.0: the VM costs nothing in ring 3; keep/wt is the wasm2c code's cost\n"
-        "   (explicit bounds checks on linear memory) against wasmtime's JIT."
+        "   against wasmtime's JIT (linear memory guarded by the page tables: no bounds checks)."
     )
 
 
