@@ -1,15 +1,18 @@
 /* AES-256-GCM for ring 0 (see aes_gcm.h for the contract).
  *
  * Written for this machine's emulated ring 0, whose cost model was measured (bench/README.md,
- * issue 15 "ring-0 AES-256-GCM"): every instruction costs about the same (~0.25 µs: a multiply
- * as much as an add), every memory operand about as much again, a read-modify-write of memory
- * about five times; there is no SSE. So the code counts instructions and memory accesses:
+ * issue 15 "ring-0 AES-256-GCM"; bench/bench_vmm.py prints it): every instruction costs about
+ * the same (~0.27 µs: a multiply as much as an add), a memory operand ~0.2 µs more, a
+ * read-modify-write of memory 2.6 times an add; there is no SSE. So the code counts
+ * instructions and memory accesses:
  *   AES: one 2 KiB T-table of 64-bit entries holding each 32-bit column twice, so that the
  *   32 bits at byte offset k of an entry ARE the column rotated by 8k bits: a lookup, its
  *   rotation and its XOR are one instruction. The table is read whole before every block, so
  *   that which of its cache lines a lookup touches says nothing about the key (the defence of
  *   Linux's lib/crypto/aes.c, which the sev-guest driver uses for these messages); it is still
- *   a table indexed by secret bytes, as the T-table before it was.
+ *   a table indexed by secret bytes, as the 1 KiB T-table before it was, and an observer of
+ *   single cache lines who defeats the prefetch learns 5 bits of an index (8 entries a line)
+ *   where the 1 KiB table gave 4: the same class of leak, not a new one.
  *   GHASH: carry-less multiplication in integer multiplies (no table, no data-dependent branch
  *   or address: constant time), with the key's operands (its halves, their XOR and their bit
  *   reversals) computed once per key.
