@@ -198,7 +198,9 @@ def bench_leaks() -> None:
     print(f"   per keep                       {elapsed * 1e3 / LEAK_BOOTS:7.3f} ms")
 
 
-#: One instruction of each kind (rbx points at scratch RAM, rax and rdx are zero).
+LOAD_RSI = b"\x48\x8b\x04\x33"  # mov rax, [rbx + rsi]
+WRAP_RSI = b"\x81\xe6\xff\xff\x3f\x00"  # and esi, 0x3fffff
+#: One instruction of each kind (rbx points at scratch RAM, rax, rdx and rsi start at zero).
 COST_KINDS = {
     "add reg, reg": b"\x48\x01\xd0",
     "imul reg, reg": b"\x48\x0f\xaf\xc2",
@@ -208,14 +210,18 @@ COST_KINDS = {
     "xor reg, [rbx]": b"\x48\x33\x03",
     "table load [rbx+rax*8+3]": b"\x8b\x44\xc3\x03",
     "add [rbx], rax (read-modify-write)": b"\x48\x01\x03",
+    # Three instructions each (load [rbx+rsi]; add rsi, step; and esi, 4 MiB - 1): whether a
+    # new page costs more than the same page (a software TLB, or a page walk every access?).
+    "3: load, next 8 bytes": LOAD_RSI + b"\x48\x83\xc6\x08" + WRAP_RSI,
+    "3: load, next 4 KiB page": LOAD_RSI + b"\x48\x81\xc6\x00\x10\x00\x00" + WRAP_RSI,
 }
 COST_LOOPS, COST_UNROLL, COST_RUNS = 2000, 32, 5
 
 
 def cost_loop(body: bytes) -> miniguest.Asm:
-    """rbx = scratch RAM, rax = rdx = 0; COST_LOOPS times: COST_UNROLL copies of body."""
+    """rbx = scratch RAM, rax = rdx = rsi = 0; COST_LOOPS times: COST_UNROLL copies of body."""
     asm = miniguest.Asm().mov_rbx(0x1800000).mov_rax(0)
-    asm.code += b"\x48\x31\xd2"  # xor rdx, rdx
+    asm.code += b"\x48\x31\xd2\x48\x31\xf6"  # xor rdx, rdx; xor rsi, rsi
     asm.mov_rcx(COST_LOOPS)
     top = asm.here()
     asm.code += body * COST_UNROLL + b"\x48\xff\xc9"  # ...; dec rcx
@@ -247,8 +253,9 @@ def bench_cost_model() -> None:
     print(f"5. emulated ring 0: us per instruction, {count} of each, best of {COST_RUNS}")
     for name, cost in costs.items():
         print(f"   {name:36s} {cost:6.3f} us  ({cost / base:.1f}x add reg, reg)")
-    ring3 = loop_ms(COST_KINDS["add reg, reg"], 3) - loop_ms(b"", 3)
-    print(f"   peer: the add loop in ring 3       {ring3:6.3f} ms for all {count}")
+    add = COST_KINDS["add reg, reg"]
+    ring0, ring3 = loop_ms(add, 0), loop_ms(add, 3)
+    print(f"   peer: the add loop, enter -> exit: ring 3 {ring3:.3f} ms, ring 0 {ring0:.3f} ms")
 
 
 def main() -> None:
