@@ -212,7 +212,7 @@ def test_states_validate_when_made_and_when_replaced() -> None:
     assert VcpuState._fields[-1] == "fpreg_ymm"
     for bad in ({"rax": "1"}, {"rax": True}, {"cs": (0, 0, 0, 0)}, {"fpreg_x87": bytes(81)}):
         with pytest.raises(InputError):
-            VcpuState(**bad)  # type: ignore[arg-type]
+            VcpuState(**bad)
         with pytest.raises(InputError):
             good._replace(**bad)
     fpu = GuestFpu()

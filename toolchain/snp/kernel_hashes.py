@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import struct
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from toolchain.errors import InputError
 
@@ -50,9 +50,9 @@ def sha256_file(path: Path | str, what: str) -> bytes:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
-@dataclass(frozen=True)
-class KernelHashes:
-    """The three SHA-256 digests the table carries."""
+class KernelHashes(NamedTuple):
+    """The three SHA-256 digests the table carries (a NamedTuple: no dataclass generation at
+    import for ``keep measure-guest``)."""
 
     kernel: bytes
     initrd: bytes

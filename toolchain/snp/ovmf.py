@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import struct
 import uuid
-from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import NamedTuple
 
 from toolchain.errors import InputError
 
@@ -47,8 +47,7 @@ class SectionType(IntEnum):
     SNP_KERNEL_HASHES = 0x10
 
 
-@dataclass(frozen=True)
-class MetadataSection:
+class MetadataSection(NamedTuple):
     gpa: int
     size: int
     kind: SectionType
@@ -57,9 +56,11 @@ class MetadataSection:
         return {"gpa": f"{self.gpa:#x}", "size": f"{self.size:#x}", "type": self.kind.name}
 
 
-@dataclass(frozen=True)
-class Firmware:
-    """A parsed firmware image, loaded so that it ends at ``end_gpa`` (4 GiB for OVMF)."""
+class Firmware(NamedTuple):
+    """A parsed firmware image, loaded so that it ends at ``end_gpa`` (4 GiB for OVMF).
+
+    NamedTuples, not dataclasses: ``keep measure-guest`` imports this module, and dataclass
+    generation at import was a third of its run (``toolchain.records``)."""
 
     data: bytes
     gpa: int

@@ -8,11 +8,11 @@ The reset states QEMU, EC2 and GCE launch OVMF with (boot CPU at the reset vecto
 processors at OVMF's SEV-ES AP reset address), the Coconut-SVSM start state, and a flat 64-bit
 long-mode entry (for our own microkernel) are built here from the same ``VcpuState``.
 
-``Segment``, ``VcpuState`` and ``GuestFpu`` are immutable ``NamedTuple``s that validate
-themselves when made (``_replace`` too), not dataclasses: ``keep measure-guest`` imports this
-module, and generating a frozen dataclass's methods for ~100 fields (with the ``dataclasses``
-import and its ``inspect``) was a fifth of its whole run. ``VcpuState._fields`` names the fields
-in order; ``state._replace(rip=...)`` is a changed copy.
+``Segment`` is a ``NamedTuple``; ``VcpuState`` and ``GuestFpu`` are ``toolchain.records.Record``s
+(NamedTuples that validate themselves when made, ``_replace`` too), not dataclasses:
+``keep measure-guest`` imports this module, and generating a frozen dataclass's methods for ~100
+fields was most of its import. ``VcpuState._fields`` names the fields in order;
+``state._replace(rip=...)`` is a changed copy.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Any, NamedTuple
 
 from toolchain.errors import InputError
+from toolchain.records import Record
 
 VMSA_SIZE = 4096
 
@@ -215,7 +216,7 @@ class _VcpuFields(NamedTuple):
     fpreg_ymm: bytes = b""
 
 
-class VcpuState(_VcpuFields):
+class VcpuState(Record, _VcpuFields):
     """Every architectural register the VMSA measures that a vCPU can start with.
 
     Defaults are the values KVM puts in a freshly created vCPU (and zero elsewhere); segment
@@ -227,15 +228,6 @@ class VcpuState(_VcpuFields):
     """
 
     __slots__ = ()
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> VcpuState:
-        state = super().__new__(cls, *args, **kwargs)
-        state._validate()
-        return state
-
-    def _replace(self, **changes: Any) -> VcpuState:
-        """A copy with ``changes``, validated like a new state."""
-        return type(self)(**{**self._asdict(), **changes})
 
     def _validate(self) -> None:
         for name, value in zip(self._fields, self, strict=True):
@@ -549,7 +541,7 @@ class _FpuFields(NamedTuple):
     ymm: bytes | None = None
 
 
-class GuestFpu(_FpuFields):
+class GuestFpu(Record, _FpuFields):
     """A vCPU's x87/SSE/AVX state as KVM holds it (the XSAVE image of KVM_GET_XSAVE).
 
     Defaults are KVM's reset state (FCW 0x37F, MXCSR 0x1F80, everything else zero, no YMM
@@ -558,15 +550,6 @@ class GuestFpu(_FpuFields):
     """
 
     __slots__ = ()
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> GuestFpu:
-        fpu = super().__new__(cls, *args, **kwargs)
-        fpu._validate()
-        return fpu
-
-    def _replace(self, **changes: Any) -> GuestFpu:
-        """A copy with ``changes``, validated like a new one."""
-        return type(self)(**{**self._asdict(), **changes})
 
     def _validate(self) -> None:
         for name, bits in (
