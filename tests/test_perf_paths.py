@@ -170,7 +170,7 @@ def test_measure_guest_imports_only_what_it_needs() -> None:
     assert "toolchain.measure.guest" in loaded  # it did measure
     heavy_modules = ("importlib.metadata", "json", "cryptography", "keep.cli.build")
     # No dataclass generation on the path (toolchain.records): dataclasses imports inspect.
-    heavy_modules += ("dataclasses", "inspect", "threading")
+    heavy_modules += ("dataclasses", "inspect", "threading", "uuid")
     for heavy in heavy_modules:
         assert heavy not in loaded, heavy
 
