@@ -152,6 +152,14 @@ def test_build_jobs_bound(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---- measure-guest ------------------------------------------------------------------------------
 
 
+def _modules_after(probe: str) -> set[str]:
+    """Every module a fresh interpreter has imported after running ``probe``."""
+    argv = [sys.executable, "-c", probe + "print(','.join(sorted(sys.modules)))\n"]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env, cwd=ROOT).stdout
+    return set(out.strip().split(","))
+
+
 def test_measure_guest_imports_only_what_it_needs() -> None:
     probe = (
         "import sys, io, contextlib\n"
@@ -160,13 +168,8 @@ def test_measure_guest_imports_only_what_it_needs() -> None:
         "    status = main(['measure-guest', '--mode', 'snp', '--vcpus', '1', '--vcpu-type',\n"
         "                  'EPYC-v4', '--ovmf', 'examples/guest/ovmf_AmdSev_suffix.bin'])\n"
         "assert status == 0\n"
-        "print(','.join(sorted(sys.modules)))\n"
     )
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env, cwd=ROOT
-    )
-    loaded = set(done.stdout.strip().split(","))
+    loaded = _modules_after(probe)
     assert "toolchain.measure.guest" in loaded  # it did measure
     heavy_modules = ("importlib.metadata", "json", "cryptography", "keep.cli.build")
     # No dataclass generation on the path (toolchain.records): dataclasses imports inspect.
@@ -194,12 +197,8 @@ def test_the_build_path_imports_neither_metadata_nor_pyelftools() -> None:
         "    load_elf(Path(sys.executable).resolve(), 'python')\n"
         "except InputError as exc:\n"
         "    assert 'static' in exc.message, exc.message\n"
-        "print(','.join(sorted(sys.modules)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    loaded = set(done.stdout.strip().split(","))
+    loaded = _modules_after(probe)
     assert "toolchain.image.keep_build" in loaded
     for heavy in ("importlib.metadata", "elftools", "email"):
         assert heavy not in loaded, heavy
