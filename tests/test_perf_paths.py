@@ -182,8 +182,9 @@ def test_measure_guest_imports_only_what_it_needs() -> None:
 
 
 def test_the_build_path_imports_neither_metadata_nor_pyelftools() -> None:
-    """The tools' identities, the version and the ELF headers, read without importlib.metadata
-    or pyelftools (tens of milliseconds of every cold ``keep build``)."""
+    """The tools' identities, the version, the ELF headers and the C-bit, read without
+    importlib.metadata, pyelftools or toolchain.sign's cryptography (tens of milliseconds of
+    every cold ``keep build``)."""
     probe = (
         "import sys\n"
         "from pathlib import Path\n"
@@ -193,6 +194,8 @@ def test_the_build_path_imports_neither_metadata_nor_pyelftools() -> None:
         "from toolchain.measure.keep import load_elf\n"
         "assert toolchain.__version__ != '0+unknown'\n"
         "assert tools.toolchain_versions()\n"
+        "from toolchain.measure.reference import snp_c_bit\n"
+        "assert snp_c_bit('genoa') == 51\n"
         "try:\n"
         "    load_elf(Path(sys.executable).resolve(), 'python')\n"
         "except InputError as exc:\n"
@@ -200,7 +203,7 @@ def test_the_build_path_imports_neither_metadata_nor_pyelftools() -> None:
     )
     loaded = _modules_after(probe)
     assert "toolchain.image.keep_build" in loaded
-    for heavy in ("importlib.metadata", "elftools", "email"):
+    for heavy in ("importlib.metadata", "elftools", "email", "toolchain.sign", "cryptography"):
         assert heavy not in loaded, heavy
 
 
