@@ -176,7 +176,7 @@ def test_snp_vmsas_are_kvms_in_vcpu_index_order(plans: tuple[LaunchPlan, LaunchP
     assert ap == ap2 == kvm_snp_vmsa(snp.ap_vcpu, sev_features=0x1)
     # A state KVM could not hold (a debug register the sync never copies) is refused on snp,
     # where the simulated firmware would measure it.
-    odd = replace(snp, boot_vcpu=replace(snp.boot_vcpu, dr0=0x1000))
+    odd = replace(snp, boot_vcpu=snp.boot_vcpu._replace(dr0=0x1000))
     with pytest.raises(InputError, match="never takes dr0"):
         odd.vmsa_pages(2)
     assert replace(odd, platform="simulated", c_bit=None).vmsa_pages(1)[0] != boot
@@ -199,7 +199,7 @@ def tiny_plan(platform: str) -> LaunchPlan:
             Region(0x5000, PageType.NORMAL, 4096, PML4, "page tables"),
         ),
         boot_vcpu=state,
-        ap_vcpu=replace(state, rip=0x1800, rsp=0),
+        ap_vcpu=state._replace(rip=0x1800, rsp=0),
         vcpu_count=2,
         guest_policy=0x30000,
         sev_features=0x1,
@@ -298,7 +298,7 @@ def test_snp_plan_of_refuses_elfs_that_are_not_the_plans(images: Images, tmp_pat
 def test_default_state_is_accepted_by_kvm_snp_vmsa() -> None:
     # The plan's states are ones KVM can hold: kvm_snp_vmsa refuses anything else.
     with pytest.raises(InputError, match="DR7"):
-        replace(tiny_plan("snp"), boot_vcpu=replace(VcpuState(), dr7=0xFFFF)).vmsa_pages(1)
+        replace(tiny_plan("snp"), boot_vcpu=VcpuState(dr7=0xFFFF)).vmsa_pages(1)
 
 
 def _patched(elf: Path) -> bytes:

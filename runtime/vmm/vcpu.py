@@ -600,7 +600,7 @@ def read_vcpu_state(vcpu: Vcpu) -> VcpuState:
             dr7=int(debug.dr7),
         )
     try:
-        return VcpuState(**values)  # type: ignore[arg-type]
+        return VcpuState(**values)
     except InputError as exc:
         raise PlatformError(f"KVM reported a vCPU state the VMSA cannot hold: {exc}") from exc
 
