@@ -68,7 +68,10 @@ keep_fault:
     movq %rcx, KEEP_HC_OFF_ARGS + 32(%rax)
     movq 24(%rsp), %rcx
     movq %rcx, KEEP_HC_OFF_ARGS + 40(%rax)
-    movl $KEEP_DOORBELL_RING, KEEP_DOORBELL_GPA
+    subq $8, %rsp /* 16-byte aligned at the call */
+    movl $KEEP_DOORBELL_RING, %edi
+    movl $4, %esi
+    call keep_doorbell /* a GHCB MMIO-write request, as every ring-0 doorbell write */
     jmp keep_halt
 
 /* keep_enter_user(entry, stack_top, info): iretq to ring 3 with every other register zero. */
