@@ -184,9 +184,10 @@ def _tampered_region(plan: LaunchPlan, label_part: str) -> LaunchPlan:
         if label_part in region.label and region.page_type is PageType.NORMAL:
             assert region.data is not None
             data = bytearray(region.data)
-            # The segment's last byte (page padding): no code runs it, so the keep boots and
-            # only the measurement can tell (a flipped byte in code the boot runs would fault
-            # before attestation, wherever the code happens to lie).
+            # The page padding after the segment: measured, never executed, so that only the
+            # measurement can refuse it (a changed instruction may stop the keep earlier, e.g.
+            # a flipped bit in the microkernel's GHASH makes it refuse its own report's tag).
+            assert data[-1] == 0, f"{region.label} has no padding to change"
             data[-1] ^= 0x01
             regions[index] = Region(
                 region.gpa, region.page_type, region.size, bytes(data), region.label
