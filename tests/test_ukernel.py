@@ -222,7 +222,7 @@ def _symbol_sizes(elf: Path) -> dict[str, int]:
 
 
 def test_the_platform_layer_is_chosen_at_build_time(images: Images, tmp_path: Path) -> None:
-    """Only the platform layer's two functions differ: the snp build (``ukernel-snp.elf``, what
+    """Only the platform layer's functions differ: the snp build (``ukernel-snp.elf``, what
     the snp digests are laid out from) executes WRMSR (GHCB MSR), VMGEXIT (and RDMSR for the
     GHCB MSR protocol), the simulated build (``ukernel.elf``, backends kvm and nil) rings the
     doorbell with the value 2, or writes and reads the MSR value at the doorbell + 8."""
@@ -236,7 +236,11 @@ def test_the_platform_layer_is_chosen_at_build_time(images: Images, tmp_path: Pa
     on_snp_symbols, simulated_symbols = _symbol_sizes(snp), _symbol_sizes(images.ukernel)
     assert on_snp_symbols.keys() == simulated_symbols.keys()
     differing = {n for n in simulated_symbols if on_snp_symbols[n] != simulated_symbols[n]}
-    assert differing == {"keep_platform_vmgexit", "keep_platform_ghcb_msr"}
+    assert differing == {
+        "keep_platform_vmgexit",
+        "keep_platform_ghcb_msr",
+        "keep_platform_early_doorbell",
+    }
     on_snp = _disassembly(snp, "keep_platform_vmgexit")
     assert "wrmsr" in on_snp
     assert "$0xc0010130" in on_snp
@@ -255,5 +259,12 @@ def test_the_platform_layer_is_chosen_at_build_time(images: Images, tmp_path: Pa
         assert instruction not in simulated
     assert "mov    %rdi,0x400008" in simulated  # WRMSR+VMGEXIT: a 64-bit write at doorbell + 8
     assert "mov    0x400008,%rax" in simulated  # RDMSR: a 64-bit read there
+    # Before the GHCB is registered (a stop only): the termination request, or the plain store.
+    on_snp, simulated = (
+        _disassembly(elf, "keep_platform_early_doorbell") for elf in (snp, images.ukernel)
+    )
+    assert "$0x100" in on_snp
+    assert "call" in on_snp
+    assert "$0x1,0x400000" in simulated
     with pytest.raises(InputError, match="unknown platform"):
         build_ukernel(tmp_path / "x", platform="tdx")

@@ -20,13 +20,23 @@ doorbell + ``DOORBELL_MSR_OFFSET`` is WRMSR and VMGEXIT, a 64-bit read there RDM
 ``msr_write``/``msr_read`` play the hypervisor: a registration of any GPA but the plan's GHCB
 page is refused (GFN all ones), a page-state change outside the shared pages gets an error, and
 ``shared_gfns`` records what the guest made shared.
+
+The microkernel's own doorbell writes (its hypercalls, its FAULT report, and ring 3's doorbell
+stores that its #VC handler forwards on SEV-SNP) are GHCB MMIO Write requests (SW_EXITCODE
+0x8000_0002, SW_EXITINFO1 the GPA, SW_EXITINFO2 the length, the data at SW_SCRATCH in the GHCB's
+shared buffer). On SNP hardware KVM turns them into the plain MMIO exit the VMM already serves;
+here ``serve`` does what KVM does: it answers SW_EXITINFO1 = SW_EXITINFO2 = 0 and hands the
+access to ``runtime.vmm.doorbell.doorbell_access``, the very handler of a plain MMIO exit. It
+serves MMIO requests (read or write) for the doorbell's GPA only and refuses any other GPA, a
+length other than 1, 2, 4 or 8, and a SW_SCRATCH outside the shared buffer.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from runtime.vmm.doorbell import DoorbellHandler, doorbell_access
 from runtime.vmm.errors import GuestError
 from runtime.vmm.memory import GuestMemory
 from toolchain.errors import InputError, KeepError
@@ -48,6 +58,18 @@ PROTOCOL_VERSION = 0xFFA
 USAGE = 0xFFC
 GHCB_VERSION = 2
 SVM_VMGEXIT_GUEST_REQUEST = 0x8000_0011
+SVM_VMGEXIT_MMIO_READ = 0x8000_0001
+SVM_VMGEXIT_MMIO_WRITE = 0x8000_0002
+SW_SCRATCH = 0x3A8
+#: The GHCB's shared buffer, where SW_SCRATCH points for an MMIO request (Linux struct ghcb).
+SHARED_BUFFER = 0x800
+SHARED_BUFFER_SIZE = 0x7F0
+#: SW_EXITCODE, SW_EXITINFO1/2: marked valid in every NAE event (GHCB spec v2, table 7).
+_EXIT_FIELDS = (
+    ("SW_EXITCODE", SW_EXIT_CODE),
+    ("SW_EXITINFO1", SW_EXIT_INFO_1),
+    ("SW_EXITINFO2", SW_EXIT_INFO_2),
+)
 #: SW_EXITINFO2 for a request the firmware refused: SEV_RET_INVALID_PARAM (Linux psp-sev.h).
 FIRMWARE_REFUSED = 0x16
 PAGE_SIZE = 0x1000
@@ -67,11 +89,36 @@ SETUP_REASONS = frozenset(
 GuestRequest = Callable[[bytes], bytes]
 
 
+#: The reasons the microkernel may stop for at any time, ring 3 running or not: the host's
+#: answer to a doorbell MMIO request, and a #VC it does not handle.
+RUNTIME_REASONS = frozenset(
+    ABI_STOP_REASONS[name][0]
+    for name in (
+        "MMIO_EXITINFO1",
+        "MMIO_EXITINFO2",
+        "VC_EXIT_CODE",
+        "VC_RING",
+        "VC_INSTRUCTION",
+        "VC_GPA",
+    )
+)
+_VC_INSTRUCTION = ABI_STOP_REASONS["VC_INSTRUCTION"][0]
+
+
 def stop_message(reason: int, expected: int, found: int) -> str:
-    """What the microkernel's EXIT(125, reason, expected, found) before ring 3 says."""
+    """What the microkernel's EXIT(125, reason, expected, found) says."""
     what = STOP_REASONS.get(reason)
     if what is None:
         return f"the microkernel stopped before ring 3 (reason {reason}, unknown to this VMM)"
+    if reason == _VC_INSTRUCTION:
+        # expected: the RIP; found: up to 8 bytes there, little-endian (runtime/guest/ukernel/vc.h)
+        code = found.to_bytes(8, "little").hex(" ")
+        return (
+            f"the microkernel stopped the keep: {what}: at RIP {expected:#x}, found the bytes "
+            f"{code} (the #VC handler forwards only a `mov $imm32, (%reg)` to the doorbell)"
+        )
+    if reason in RUNTIME_REASONS:
+        return f"the microkernel stopped the keep: {what}: expected {expected:#x}, found {found:#x}"
     if reason in SETUP_REASONS:
         return (
             f"the microkernel stopped before ring 3, the host refused its GHCB setup: {what}: "
@@ -94,8 +141,15 @@ class GhcbServer:
         shared: tuple[int, int],
         guest_request: GuestRequest,
         hc_page: int | None = None,
+        doorbell: int | None = None,
+        on_doorbell: DoorbellHandler | None = None,
     ) -> None:
         self.memory = memory
+        # The doorbell and its handler (the hypercall server's), for MMIO requests; without
+        # them every MMIO request is refused.
+        self.doorbell = doorbell
+        self.on_doorbell = on_doorbell
+        self.mmio_requests = 0
         self.ghcb = ghcb
         self.shared = shared  # [start, end) the guest may name as request/response pages
         self.guest_request = guest_request
@@ -148,8 +202,9 @@ class GhcbServer:
             )
         return gpa
 
-    def serve(self) -> None:
-        """One VMGEXIT: check the GHCB, serve the guest request, answer in SW_EXITINFO2."""
+    def serve(self) -> int | None:
+        """One VMGEXIT: check the GHCB, serve the event. Returns the keep's exit status when the
+        event was a doorbell write that ended it (EXIT), else None (resume the guest)."""
         if self.registered is None:
             raise self._fail("GHCB MSR", "the GHCB was used before its GPA was registered")
         ghcb = self.memory.read(self.ghcb, GHCB_SIZE)
@@ -160,21 +215,29 @@ class GhcbServer:
                 "GHCB_USAGE",
                 f"GHCB usage {usage} version {version} (expected usage 0, version {GHCB_VERSION})",
             )
+        self._require_valid(ghcb, _EXIT_FIELDS)
+        code, info1, info2 = struct.unpack_from("<QQQ", ghcb, SW_EXIT_CODE)
+        if code == SVM_VMGEXIT_GUEST_REQUEST:
+            self._guest_request(info1, info2)
+            return None
+        if code in (SVM_VMGEXIT_MMIO_READ, SVM_VMGEXIT_MMIO_WRITE):
+            self._require_valid(ghcb, (("SW_SCRATCH", SW_SCRATCH),))
+            (scratch,) = struct.unpack_from("<Q", ghcb, SW_SCRATCH)
+            return self._mmio(code == SVM_VMGEXIT_MMIO_WRITE, info1, info2, scratch)
+        raise self._fail(
+            "SW_EXITCODE",
+            f"exit code {code:#x} is not served (SNP Guest Request {SVM_VMGEXIT_GUEST_REQUEST:#x}, "
+            f"MMIO read {SVM_VMGEXIT_MMIO_READ:#x} and write {SVM_VMGEXIT_MMIO_WRITE:#x} are)",
+        )
+
+    def _require_valid(self, ghcb: bytes, names: Sequence[tuple[str, int]]) -> None:
         valid = int.from_bytes(ghcb[VALID_BITMAP : VALID_BITMAP + 16], "little")
-        for name, offset in (
-            ("SW_EXITCODE", SW_EXIT_CODE),
-            ("SW_EXITINFO1", SW_EXIT_INFO_1),
-            ("SW_EXITINFO2", SW_EXIT_INFO_2),
-        ):
+        for name, offset in names:
             if not valid >> (offset // 8) & 1:
                 raise self._fail(name, "not marked valid in the GHCB's valid bitmap")
-        code, info1, info2 = struct.unpack_from("<QQQ", ghcb, SW_EXIT_CODE)
-        if code != SVM_VMGEXIT_GUEST_REQUEST:
-            raise self._fail(
-                "SW_EXITCODE",
-                f"exit code {code:#x} is not served (SNP Guest Request, "
-                f"{SVM_VMGEXIT_GUEST_REQUEST:#x}, is)",
-            )
+
+    def _guest_request(self, info1: int, info2: int) -> None:
+        """SNP Guest Request: the request page to the firmware, its answer to the response page."""
         request = self.memory.read(self._page("SW_EXITINFO1", info1), PAGE_SIZE)
         response_gpa = self._page("SW_EXITINFO2", info2)
         self.requests += 1
@@ -189,3 +252,28 @@ class GhcbServer:
             self.memory.write(response_gpa, response)
             answer = 0
         self.memory.write(self.ghcb + SW_EXIT_INFO_2, struct.pack("<Q", answer))
+
+    def _mmio(self, write: bool, gpa: int, length: int, scratch: int) -> int | None:
+        """MMIO Read/Write (SW_EXITINFO1 the GPA, SW_EXITINFO2 the length, the data at
+        SW_SCRATCH in the GHCB's shared buffer), as KVM serves it: answered 0/0, then handed to
+        the doorbell's handler exactly as a plain MMIO exit is. Only the doorbell is served."""
+        if self.doorbell is None or self.on_doorbell is None:
+            raise self._fail("SW_EXITINFO1", f"MMIO request for GPA {gpa:#x}: none is served")
+        if gpa != self.doorbell:
+            raise self._fail(
+                "SW_EXITINFO1",
+                f"MMIO request for GPA {gpa:#x}: only the doorbell {self.doorbell:#x} is served",
+            )
+        if length not in (1, 2, 4, 8):
+            raise self._fail("SW_EXITINFO2", f"MMIO length {length} (1, 2, 4 or 8 bytes)")
+        start = self.ghcb + SHARED_BUFFER
+        if not start <= scratch <= start + SHARED_BUFFER_SIZE - length:
+            raise self._fail(
+                "SW_SCRATCH",
+                f"{scratch:#x} is not in the GHCB's shared buffer "
+                f"[{start:#x}, {start + SHARED_BUFFER_SIZE:#x})",
+            )
+        self.memory.write(self.ghcb + SW_EXIT_INFO_1, bytes(16))  # served: SW_EXITINFO1/2 = 0
+        value = int.from_bytes(self.memory.read(scratch, length), "little") if write else None
+        self.mmio_requests += 1
+        return doorbell_access(length, value, self.on_doorbell)

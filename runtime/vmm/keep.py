@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from runtime.firmware.interface import Firmware, measured_launch
+from runtime.vmm.doorbell import DoorbellHandler
 from runtime.vmm.errors import GuestError
 from runtime.vmm.ghcb import GhcbServer
 from runtime.vmm.hypercalls import DEFAULT_OUTPUT_LIMIT, HypercallServer, ReportVerifier
@@ -162,7 +163,7 @@ class Keep:
             trees=trees,
             rw=rw,
         )
-        ghcb = self._ghcb_server()
+        ghcb = self._ghcb_server(server.serve)
         boot = vm.vcpus[0]
         exit_status: int | None = None
         error: KeepError | None = None
@@ -203,8 +204,9 @@ class Keep:
             result=stats.result if exit_status is not None else None,
         )
 
-    def _ghcb_server(self) -> GhcbServer | None:
-        """ABI 4: the GHCB's guest requests go to the firmware (the simulated VMGEXIT)."""
+    def _ghcb_server(self, on_doorbell: DoorbellHandler) -> GhcbServer | None:
+        """ABI 4: the GHCB's guest requests go to the firmware (the simulated VMGEXIT), its
+        doorbell MMIO requests to ``on_doorbell``, as plain doorbell writes do."""
         if self.vm is None or self.plan.abi.abi_version < GUEST_MESSAGE_VERSION:
             return None
         layout = self.layout
@@ -214,6 +216,8 @@ class Keep:
             shared=(layout.buffer, layout.buffer + layout.buffer_size),
             guest_request=self.firmware.guest_request,
             hc_page=layout.page,
+            doorbell=self.plan.abi.doorbell,
+            on_doorbell=on_doorbell,
         )
 
     def close(self) -> None:

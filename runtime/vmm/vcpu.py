@@ -21,9 +21,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from runtime.vmm import kvm_abi
+from runtime.vmm.doorbell import DoorbellHandler, doorbell_access
 from runtime.vmm.errors import GuestError, KeepTimeoutError
 from toolchain.errors import InputError, PlatformError
-from toolchain.measure.abi import DOORBELL_MSR_OFFSET, DOORBELL_VMGEXIT
+from toolchain.measure.abi import DOORBELL_MSR_OFFSET
 from toolchain.snp.vmsa import Segment, VcpuState
 
 #: The signal that kicks a vCPU thread out of KVM_RUN (its handler does nothing).
@@ -51,10 +52,6 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 def raw_ioctl(fd: int, request: int, arg: int) -> int:
     """ioctl with a full-width integer argument, releasing the GIL; -1 and errno on failure."""
     return int(_libc.ioctl(fd, request, arg))
-
-
-#: The doorbell handler: returns None to resume the guest, or the keep's exit status.
-DoorbellHandler = Callable[[], "int | None"]
 
 
 class GhcbMsr(Protocol):
@@ -383,16 +380,11 @@ class Vcpu:
     ) -> int | None:
         mmio = run.mmio
         gpa, length = int(mmio.phys_addr), int(mmio.len)
-        if gpa == doorbell_gpa and mmio.is_write:
+        if gpa == doorbell_gpa:
             value = int.from_bytes(bytes(mmio.data[: min(length, 8)]), "little")
-            if length == 4 and value == DOORBELL_VMGEXIT and on_vmgexit is not None:
-                return on_vmgexit()
-            if length != 4 or value != 1:
-                raise GuestError(
-                    f"doorbell written with {length} bytes of value {value:#x} "
-                    "(the ABI rings it with the 32-bit value 1)"
-                )
-            return on_doorbell()
+            return doorbell_access(
+                length, value if mmio.is_write else None, on_doorbell, on_vmgexit
+            )
         access = "write to" if mmio.is_write else "read from"
         raise GuestError(
             f"{access} GPA {gpa:#x} ({length} bytes), where there is no memory, "

@@ -94,6 +94,9 @@ GHCB_MSR_REG_GPA_RESP = 0x13  # bits 63:12 the registered GFN (all ones: refused
 GHCB_MSR_PSC_REQ = 0x14  # bits 51:12 the GFN, bits 55:52 the operation
 GHCB_MSR_PSC_RESP = 0x15  # bits 63:32 the error code (0: done)
 PSC_SHARED = 2
+#: The MSR protocol's termination request (reason set 0, code 0): the snp microkernel's only way
+#: to stop before its GHCB is registered (runtime/guest/ukernel/platform.c).
+GHCB_MSR_TERM_REQ = 0x100
 
 
 class Hypercall(enum.IntEnum):
@@ -161,6 +164,12 @@ STOP_REASONS: Mapping[str, tuple[int, str]] = {
     "GHCB_REG_GFN": (19, "GFN of the host's answer to the GHCB registration"),
     "PSC_INFO": (20, "GHCBInfo of the host's answer to a page-state change"),
     "PSC_ERROR": (21, "error code of the host's answer to a page-state change to shared"),
+    "MMIO_EXITINFO1": (22, "SW_EXITINFO1 of the host's answer to a doorbell MMIO request"),
+    "MMIO_EXITINFO2": (23, "SW_EXITINFO2 of the host's answer to a doorbell MMIO request"),
+    "VC_EXIT_CODE": (24, "the #VC's exit code (only NPF on the doorbell, 0x400, is handled)"),
+    "VC_RING": (25, "the ring of the #VC (only ring 3's doorbell writes are handled)"),
+    "VC_INSTRUCTION": (26, "the instruction at the #VC's RIP (not a doorbell store)"),
+    "VC_GPA": (27, "the GPA the #VC's store writes (only the doorbell is handled)"),
 }
 
 # ---- the note and the user-info page -------------------------------------------------------------
@@ -589,6 +598,7 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
             Define("GHCB_MSR_PSC_REQ", GHCB_MSR_PSC_REQ),
             Define("GHCB_MSR_PSC_RESP", GHCB_MSR_PSC_RESP),
             _dec("PSC_SHARED", PSC_SHARED),
+            Define("GHCB_MSR_TERM_REQ", GHCB_MSR_TERM_REQ),
             "call numbers (Hypercall); FAULT's arguments: vector, error code, CR2, RIP, CS, RSP",
             *(
                 _dec(

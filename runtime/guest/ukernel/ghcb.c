@@ -12,6 +12,8 @@ static __attribute__((noreturn)) void setup_stop(uint64_t reason, uint64_t expec
     keep_stop(KEEP_EXIT_ATTEST_FAILED, reason, expected, found);
 }
 
+static int registered; /* set once the host accepted the GHCB's GPA */
+
 /* The host must answer 0x13 naming our GFN: any other GFN (all ones: refused) means the host
  * will not serve this GHCB, and a GHCB it does not serve cannot carry the guest request. */
 static void register_ghcb(void) {
@@ -23,7 +25,10 @@ static void register_ghcb(void) {
     if (answer >> 12 != gfn) {
         setup_stop(KEEP_STOP_GHCB_REG_GFN, gfn, answer >> 12);
     }
+    registered = 1;
 }
+
+int keep_ghcb_registered(void) { return registered; }
 
 /* Page-state change to shared of the 4 KiB page at gpa: response 0x15, error code (63:32) 0. */
 static void make_shared(uint64_t gpa) {
@@ -54,16 +59,23 @@ static void ghcb_set(volatile uint8_t *ghcb, uint32_t offset, uint64_t value) {
     bitmap[bit / 64] |= 1ull << (bit % 64);
 }
 
-uint64_t keep_ghcb_guest_request(uint64_t request_gpa, uint64_t response_gpa) {
+void keep_ghcb_exit(uint64_t exit_code, uint64_t info1, uint64_t info2, uint64_t scratch) {
     volatile uint8_t *ghcb = (volatile uint8_t *)KEEP_GHCB_GPA;
     volatile uint64_t *bitmap = (volatile uint64_t *)(ghcb + KEEP_GHCB_VALID_BITMAP);
     bitmap[0] = 0; /* nothing left valid from an earlier exit */
     bitmap[1] = 0;
-    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_CODE, KEEP_SVM_VMGEXIT_GUEST_REQUEST);
-    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_1, request_gpa);
-    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_2, response_gpa);
+    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_CODE, exit_code);
+    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_1, info1);
+    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_2, info2);
+    if (scratch != 0) {
+        ghcb_set(ghcb, KEEP_GHCB_SW_SCRATCH, scratch);
+    }
     *(volatile uint16_t *)(ghcb + KEEP_GHCB_PROTOCOL_VERSION) = KEEP_GHCB_VERSION;
     *(volatile uint32_t *)(ghcb + KEEP_GHCB_USAGE) = 0;
     keep_platform_vmgexit(KEEP_GHCB_GPA);
-    return *(volatile uint64_t *)(ghcb + KEEP_GHCB_SW_EXIT_INFO_2);
+}
+
+uint64_t keep_ghcb_guest_request(uint64_t request_gpa, uint64_t response_gpa) {
+    keep_ghcb_exit(KEEP_SVM_VMGEXIT_GUEST_REQUEST, request_gpa, response_gpa, 0);
+    return *(volatile uint64_t *)(KEEP_GHCB_GPA + KEEP_GHCB_SW_EXIT_INFO_2);
 }

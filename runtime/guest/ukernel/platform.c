@@ -3,6 +3,7 @@
  * hardware; otherwise the simulated platform of this machine's software KVM, where each
  * instruction is replaced by the MMIO doorbell exit that the VMM serves the same way. */
 #include "ghcb.h"
+#include "hypercall.h"
 #include "keep_abi.h"
 
 #ifdef KEEP_PLATFORM_SNP
@@ -20,6 +21,13 @@ uint64_t keep_platform_ghcb_msr(uint64_t value) {
     __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(KEEP_GHCB_MSR));
     return (uint64_t)hi << 32 | lo;
 }
+
+void keep_platform_early_doorbell(void) {
+    /* No GHCB to carry an MMIO request yet (doorbell.c): the host learns that the keep
+     * stopped, not why, and never resumes it. */
+    keep_platform_ghcb_msr(KEEP_GHCB_MSR_TERM_REQ);
+    keep_halt();
+}
 #else
 void keep_platform_vmgexit(uint64_t ghcb_gpa) {
     /* The VMM reads the GHCB at the plan's GHCB GPA, which is ghcb_gpa: WRMSR has no effect here. */
@@ -33,5 +41,11 @@ uint64_t keep_platform_ghcb_msr(uint64_t value) {
     volatile uint64_t *msr = (volatile uint64_t *)(KEEP_DOORBELL_GPA + KEEP_DOORBELL_MSR_OFFSET);
     *msr = value;
     return *msr;
+}
+
+void keep_platform_early_doorbell(void) {
+    /* The stand-in's plain doorbell store, which the VMM serves as a hypercall: the stop's
+     * reason reaches it. */
+    *(volatile uint32_t *)KEEP_DOORBELL_GPA = KEEP_DOORBELL_RING;
 }
 #endif

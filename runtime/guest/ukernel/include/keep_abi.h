@@ -77,6 +77,7 @@
 #define KEEP_GHCB_MSR_PSC_REQ 0x14
 #define KEEP_GHCB_MSR_PSC_RESP 0x15
 #define KEEP_PSC_SHARED 2
+#define KEEP_GHCB_MSR_TERM_REQ 0x100
 /* call numbers (Hypercall); FAULT's arguments: vector, error code, CR2, RIP, CS, RSP */
 #define KEEP_HC_CONSOLE_WRITE 1
 #define KEEP_HC_STDIN_READ 2
@@ -123,6 +124,12 @@
 #define KEEP_STOP_GHCB_REG_GFN 19
 #define KEEP_STOP_PSC_INFO 20
 #define KEEP_STOP_PSC_ERROR 21
+#define KEEP_STOP_MMIO_EXITINFO1 22
+#define KEEP_STOP_MMIO_EXITINFO2 23
+#define KEEP_STOP_VC_EXIT_CODE 24
+#define KEEP_STOP_VC_RING 25
+#define KEEP_STOP_VC_INSTRUCTION 26
+#define KEEP_STOP_VC_GPA 27
 
 /* ---- .note.keepstack and the user-info page ---------------------------------------------- */
 #define KEEP_NOTE_NAME "Keepstack" /* namesz 10 with the NUL, padded to 12 */
