@@ -20,6 +20,15 @@ doorbell + ``DOORBELL_MSR_OFFSET`` is WRMSR and VMGEXIT, a 64-bit read there RDM
 ``msr_write``/``msr_read`` play the hypervisor: a registration of any GPA but the plan's GHCB
 page is refused (GFN all ones), a page-state change outside the shared pages gets an error, and
 ``shared_gfns`` records what the guest made shared.
+
+Then it makes the heap and stack private: Page State Change NAE events (SW_EXITCODE
+0x8000_0010, the descriptor in the GHCB's shared buffer named by SW_SCRATCH), served like KVM's
+``snp_begin_psc``: every entry checked (operation private or shared, GFN aligned to its page
+size, inside RAM, never a page the VMM shares), the RMP model (``rmp.Rmp``)
+updated, the header's cur_entry advanced past end_entry; a bad header or entry stops there with
+the error in SW_EXITINFO2 (Linux ``VMGEXIT_PSC_ERROR_*``). PVALIDATE, the guest's own
+instruction, the simulated platform replaces with the doorbell + ``DOORBELL_PVALIDATE_OFFSET``
+pair that ``pvalidate_write``/``pvalidate_read`` serve from the same RMP.
 """
 
 from __future__ import annotations
@@ -29,13 +38,18 @@ from collections.abc import Callable
 
 from runtime.vmm.errors import GuestError
 from runtime.vmm.memory import GuestMemory
+from runtime.vmm.rmp import Rmp
 from toolchain.errors import InputError, KeepError
 from toolchain.measure.abi import (
     GHCB_MSR_PSC_REQ,
     GHCB_MSR_PSC_RESP,
     GHCB_MSR_REG_GPA_REQ,
     GHCB_MSR_REG_GPA_RESP,
+    GHCB_SHARED_BUFFER_OFFSET,
+    PSC_MAX_ENTRY,
+    PSC_PRIVATE,
     PSC_SHARED,
+    SVM_VMGEXIT_PSC,
 )
 from toolchain.measure.abi import STOP_REASONS as ABI_STOP_REASONS
 
@@ -43,6 +57,7 @@ GHCB_SIZE = 0x1000
 SW_EXIT_CODE = 0x390
 SW_EXIT_INFO_1 = 0x398
 SW_EXIT_INFO_2 = 0x3A0
+SW_SCRATCH = 0x3A8
 VALID_BITMAP = 0x3F0
 PROTOCOL_VERSION = 0xFFA
 USAGE = 0xFFC
@@ -55,6 +70,12 @@ PAGE_SIZE = 0x1000
 GFN_REFUSED = (1 << 52) - 1
 #: The page-state change's error code for a page the VMM does not share (nonzero: refused).
 PSC_REFUSED = 1
+#: SW_EXITINFO2 of a refused Page State Change NAE event (Linux asm/sev-common.h).
+PSC_ERROR_INVALID_HDR = 1 << 32 | 1
+PSC_ERROR_INVALID_ENTRY = 1 << 32 | 2
+PSC_DESCRIPTOR = GHCB_SHARED_BUFFER_OFFSET  # where in the GHCB the guest puts the descriptor
+PSC_GFN_MASK = (1 << 40) - 1
+LARGE_PAGE = 0x200000
 
 #: The KEEP_STOP_* reasons of keep_abi.h: EXIT(125, reason, expected, found) before ring 3.
 STOP_REASONS = dict(ABI_STOP_REASONS.values())
@@ -62,16 +83,27 @@ STOP_REASONS = dict(ABI_STOP_REASONS.values())
 SETUP_REASONS = frozenset(
     ABI_STOP_REASONS[name][0] for name in ("GHCB_REG_INFO", "GHCB_REG_GFN", "PSC_INFO", "PSC_ERROR")
 )
+#: The reasons of making the heap and stack private (pvalidate.c): EXIT's argument 4 is the GPA.
+RAM_REASONS = frozenset(
+    ABI_STOP_REASONS[name][0]
+    for name in ("PSC_NAE", "PSC_END_ENTRY", "PSC_CUR_ENTRY", "PVALIDATE", "PVALIDATE_UNCHANGED")
+)
 
 #: The firmware's SNP_GUEST_REQUEST: one sealed request page in, one sealed response page out.
 GuestRequest = Callable[[bytes], bytes]
 
 
-def stop_message(reason: int, expected: int, found: int) -> str:
-    """What the microkernel's EXIT(125, reason, expected, found) before ring 3 says."""
+def stop_message(reason: int, expected: int, found: int, gpa: int = 0) -> str:
+    """What the microkernel's EXIT(125, reason, expected, found, gpa) before ring 3 says."""
     what = STOP_REASONS.get(reason)
     if what is None:
         return f"the microkernel stopped before ring 3 (reason {reason}, unknown to this VMM)"
+    if reason in RAM_REASONS:
+        return (
+            "the microkernel stopped before ring 3, its heap and stack could not be made "
+            f"private and validated: {what} at GPA {gpa:#x}: expected {expected:#x}, "
+            f"found {found:#x}"
+        )
     if reason in SETUP_REASONS:
         return (
             f"the microkernel stopped before ring 3, the host refused its GHCB setup: {what}: "
@@ -84,7 +116,8 @@ def stop_message(reason: int, expected: int, found: int) -> str:
 
 
 class GhcbServer:
-    """Serves one keep's GHCB exits (SNP Guest Request only). Create one per keep."""
+    """Serves one keep's GHCB exits (SNP Guest Request, Page State Change) and its GHCB MSR and
+    simulated PVALIDATE. Create one per keep."""
 
     def __init__(
         self,
@@ -94,6 +127,7 @@ class GhcbServer:
         shared: tuple[int, int],
         guest_request: GuestRequest,
         hc_page: int | None = None,
+        rmp: Rmp | None = None,
     ) -> None:
         self.memory = memory
         self.ghcb = ghcb
@@ -109,6 +143,8 @@ class GhcbServer:
         self.shared_gfns: set[int] = set()
         self.registered: int | None = None  # the GHCB's GFN, once registered
         self.msr = 0  # the GHCB MSR as the guest will read it back
+        self.rmp = rmp  # page states for PSC and PVALIDATE; None: neither is served
+        self.psc_exits = 0
 
     def msr_write(self, value: int) -> None:
         """WRMSR of the GHCB MSR and VMGEXIT: answer one MSR-protocol request in ``msr``."""
@@ -122,6 +158,8 @@ class GhcbServer:
             ok = operation == PSC_SHARED and gfn in self.shareable
             if ok:
                 self.shared_gfns.add(gfn)
+                if self.rmp is not None:
+                    self.rmp.change(gfn * PAGE_SIZE, PAGE_SIZE, private=False)
             self.msr = (0 if ok else PSC_REFUSED) << 32 | GHCB_MSR_PSC_RESP
         else:
             raise GuestError(
@@ -134,6 +172,19 @@ class GhcbServer:
     def msr_read(self) -> int:
         """RDMSR of the GHCB MSR: the answer to the last request."""
         return self.msr
+
+    def _rmp(self, what: str) -> Rmp:
+        if self.rmp is None:
+            raise self._fail(what, "not served: this VMM models no RMP for the keep")
+        return self.rmp
+
+    def pvalidate_write(self, value: int) -> None:
+        """The simulated PVALIDATE (the doorbell + DOORBELL_PVALIDATE_OFFSET, written)."""
+        self._rmp("PVALIDATE").request(value)
+
+    def pvalidate_read(self) -> int:
+        """Its result: bits 31:0 EAX, bit 32 CF."""
+        return self._rmp("PVALIDATE").answer()
 
     def _fail(self, field: str, message: str) -> GuestError:
         return GuestError(message, call="VMGEXIT", argument=field)
@@ -149,7 +200,8 @@ class GhcbServer:
         return gpa
 
     def serve(self) -> None:
-        """One VMGEXIT: check the GHCB, serve the guest request, answer in SW_EXITINFO2."""
+        """One VMGEXIT: check the GHCB, serve the guest request or page-state change, answer in
+        SW_EXITINFO2."""
         if self.registered is None:
             raise self._fail("GHCB MSR", "the GHCB was used before its GPA was registered")
         ghcb = self.memory.read(self.ghcb, GHCB_SIZE)
@@ -169,12 +221,20 @@ class GhcbServer:
             if not valid >> (offset // 8) & 1:
                 raise self._fail(name, "not marked valid in the GHCB's valid bitmap")
         code, info1, info2 = struct.unpack_from("<QQQ", ghcb, SW_EXIT_CODE)
-        if code != SVM_VMGEXIT_GUEST_REQUEST:
+        if code == SVM_VMGEXIT_PSC:
+            answer = self._psc(ghcb, valid)
+        elif code == SVM_VMGEXIT_GUEST_REQUEST:
+            answer = self._guest_request(info1, info2)
+        else:
             raise self._fail(
                 "SW_EXITCODE",
                 f"exit code {code:#x} is not served (SNP Guest Request, "
-                f"{SVM_VMGEXIT_GUEST_REQUEST:#x}, is)",
+                f"{SVM_VMGEXIT_GUEST_REQUEST:#x}, and Page State Change, "
+                f"{SVM_VMGEXIT_PSC:#x}, are)",
             )
+        self.memory.write(self.ghcb + SW_EXIT_INFO_2, struct.pack("<Q", answer))
+
+    def _guest_request(self, info1: int, info2: int) -> int:
         request = self.memory.read(self._page("SW_EXITINFO1", info1), PAGE_SIZE)
         response_gpa = self._page("SW_EXITINFO2", info2)
         self.requests += 1
@@ -182,10 +242,46 @@ class GhcbServer:
             response = self.guest_request(request)
         except KeepError as exc:
             self.failure = exc.message
-            answer = FIRMWARE_REFUSED
+            return FIRMWARE_REFUSED
+        if len(response) != PAGE_SIZE:
+            raise InputError(f"the firmware answered with {len(response)} bytes, not a page")
+        self.memory.write(response_gpa, response)
+        return 0
+
+    def _psc(self, ghcb: bytes, valid: int) -> int:
+        """One Page State Change: serve entries cur_entry..end_entry, advance the header."""
+        rmp = self._rmp("SW_EXITCODE")
+        (scratch,) = struct.unpack_from("<Q", ghcb, SW_SCRATCH)
+        if not valid >> (SW_SCRATCH // 8) & 1 or scratch != self.ghcb + PSC_DESCRIPTOR:
+            raise self._fail(
+                "SW_SCRATCH",
+                f"the descriptor at {scratch:#x} is not the GHCB's shared buffer "
+                f"({self.ghcb + PSC_DESCRIPTOR:#x}), or not marked valid",
+            )
+        self.psc_exits += 1
+        cur, end, reserved = struct.unpack_from("<HHI", ghcb, PSC_DESCRIPTOR)
+        if reserved or end >= PSC_MAX_ENTRY or cur > end:
+            return PSC_ERROR_INVALID_HDR
+        answer = 0
+        for index in range(cur, end + 1):
+            (entry,) = struct.unpack_from("<Q", ghcb, PSC_DESCRIPTOR + 8 * (1 + index))
+            if not self._psc_entry(rmp, entry):
+                cur, answer = index, PSC_ERROR_INVALID_ENTRY
+                break
         else:
-            if len(response) != PAGE_SIZE:
-                raise InputError(f"the firmware answered with {len(response)} bytes, not a page")
-            self.memory.write(response_gpa, response)
-            answer = 0
-        self.memory.write(self.ghcb + SW_EXIT_INFO_2, struct.pack("<Q", answer))
+            cur = end + 1
+        self.memory.write(self.ghcb + PSC_DESCRIPTOR, struct.pack("<H", cur))
+        return answer
+
+    def _psc_entry(self, rmp: Rmp, entry: int) -> bool:
+        """One entry: to private anywhere in RAM but the shared pages, to shared only those."""
+        gpa = (entry >> 12 & PSC_GFN_MASK) * PAGE_SIZE
+        operation, size = entry >> 52 & 0xF, LARGE_PAGE if entry >> 56 & 1 else PAGE_SIZE
+        pages = range(gpa // PAGE_SIZE, (gpa + size) // PAGE_SIZE)
+        if entry & 0xFFF or entry >> 57 or operation not in (PSC_PRIVATE, PSC_SHARED):
+            return False  # cur_page, reserved bits, unknown operations: never partial here
+        if operation == PSC_SHARED and not set(pages) <= self.shareable:
+            return False
+        if operation == PSC_PRIVATE and not self.shareable.isdisjoint(pages):
+            return False
+        return rmp.change(gpa, size, private=operation == PSC_PRIVATE)

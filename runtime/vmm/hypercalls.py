@@ -195,7 +195,7 @@ class HypercallServer:
                 # A keep that never proved what it is has no exit status worth passing on.
                 stopped = status == ATTEST_FAILED_EXIT_STATUS
                 if stopped and self.abi_version >= GUEST_MESSAGE_VERSION:
-                    raise GuestError(stop_message(*args[1:4]), call=name)
+                    raise GuestError(stop_message(*args[1:5]), call=name)
                 raise GuestError(
                     f"exit status {status} asked for before the keep was attested",
                     call=name,

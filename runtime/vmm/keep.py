@@ -26,6 +26,7 @@ from runtime.vmm.errors import GuestError
 from runtime.vmm.ghcb import GhcbServer
 from runtime.vmm.hypercalls import DEFAULT_OUTPUT_LIMIT, HypercallServer, ReportVerifier
 from runtime.vmm.memory import PAGE_SIZE, RamRange
+from runtime.vmm.rmp import Rmp
 from runtime.vmm.vcpu import Watchdog, read_vcpu_state, write_vcpu_state
 from runtime.vmm.vm import Vm
 from toolchain.errors import EvidenceError, InputError, KeepError
@@ -214,6 +215,8 @@ class Keep:
             shared=(layout.buffer, layout.buffer + layout.buffer_size),
             guest_request=self.firmware.guest_request,
             hc_page=layout.page,
+            # The launch made exactly the plan's regions private and validated.
+            rmp=Rmp(self.plan.ram_size, [(r.gpa, r.size) for r in self.plan.regions]),
         )
 
     def close(self) -> None:

@@ -94,6 +94,23 @@ GHCB_MSR_REG_GPA_RESP = 0x13  # bits 63:12 the registered GFN (all ones: refused
 GHCB_MSR_PSC_REQ = 0x14  # bits 51:12 the GFN, bits 55:52 the operation
 GHCB_MSR_PSC_RESP = 0x15  # bits 63:32 the error code (0: done)
 PSC_SHARED = 2
+#: Version 4, simulated platform: a 64-bit write at the doorbell GPA + this offset replaces
+#: PVALIDATE (bits 63:12 the page's GPA = rAX, bit 0 the page size = ECX (1: 2 MiB), bit 1
+#: validate = EDX); a 64-bit read there is its result: bits 31:0 EAX, bit 32 rFLAGS.CF
+#: (runtime/vmm/rmp.py models the RMP's validated bit).
+DOORBELL_PVALIDATE_OFFSET = 0x10
+#: The Page State Change NAE event (GHCB spec v2 §4.1.6; Linux asm/sev-common.h, asm/sev.h):
+#: SW_SCRATCH the descriptor's GPA (the GHCB's shared buffer), a u16 cur_entry, u16 end_entry
+#: (inclusive), u32 reserved header, then up to 253 entries: bits 11:0 cur_page, 51:12 the
+#: GFN, 55:52 the operation, bit 56 the page size (1: 2 MiB).
+SVM_VMGEXIT_PSC = 0x8000_0010
+GHCB_SHARED_BUFFER_OFFSET = 0x800
+PSC_MAX_ENTRY = 253
+PSC_PRIVATE = 1
+#: PVALIDATE's return codes in EAX (AMD APM vol. 3; Linux asm/sev.h); CF=1 with EAX 0: the RMP
+#: entry already had the state asked for.
+PVALIDATE_FAIL_INPUT = 1
+PVALIDATE_FAIL_SIZEMISMATCH = 6
 
 
 class Hypercall(enum.IntEnum):
@@ -161,6 +178,11 @@ STOP_REASONS: Mapping[str, tuple[int, str]] = {
     "GHCB_REG_GFN": (19, "GFN of the host's answer to the GHCB registration"),
     "PSC_INFO": (20, "GHCBInfo of the host's answer to a page-state change"),
     "PSC_ERROR": (21, "error code of the host's answer to a page-state change to shared"),
+    "PSC_NAE": (22, "SW_EXITINFO2 of the host's answer to a page-state change to private"),
+    "PSC_END_ENTRY": (23, "end_entry and reserved of the page-state change header"),
+    "PSC_CUR_ENTRY": (24, "cur_entry of the page-state change header (no progress)"),
+    "PVALIDATE": (25, "the return code (EAX) of PVALIDATE"),
+    "PVALIDATE_UNCHANGED": (26, "rFLAGS.CF of PVALIDATE (1: the page was validated already)"),
 }
 
 # ---- the note and the user-info page -------------------------------------------------------------
@@ -606,6 +628,14 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
             "Version 4: the SNP guest request's request and response pages (page-aligned GPAs).",
             Define("BOOT_GUEST_REQ_OFFSET", BOOT_GUEST_REQ_OFFSET),
             Define("BOOT_GUEST_RSP_OFFSET", BOOT_GUEST_RSP_OFFSET),
+            "Version 4: heap and stack made private and validated (pvalidate.c, ABI.md).",
+            Define("DOORBELL_PVALIDATE_OFFSET", DOORBELL_PVALIDATE_OFFSET),
+            Define("SVM_VMGEXIT_PSC", SVM_VMGEXIT_PSC, suffix="u"),
+            Define("GHCB_SHARED_BUFFER_OFFSET", GHCB_SHARED_BUFFER_OFFSET),
+            _dec("PSC_MAX_ENTRY", PSC_MAX_ENTRY),
+            _dec("PSC_PRIVATE", PSC_PRIVATE),
+            _dec("PVALIDATE_FAIL_INPUT", PVALIDATE_FAIL_INPUT),
+            _dec("PVALIDATE_FAIL_SIZEMISMATCH", PVALIDATE_FAIL_SIZEMISMATCH),
         ],
     ),
     (

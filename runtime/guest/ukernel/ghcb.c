@@ -1,6 +1,6 @@
-/* The GHCB's setup through the GHCB MSR protocol (GHCB spec v2 §2.3.1) and SNP Guest Request
- * through the GHCB: the same code on every platform; only the exits themselves
- * (keep_platform_vmgexit, keep_platform_ghcb_msr) are the platform's. */
+/* The GHCB's setup through the GHCB MSR protocol (GHCB spec v2 §2.3.1), and the NAE events
+ * SNP Guest Request and Page State Change through the GHCB: the same code on every platform;
+ * only the exits themselves (keep_platform_vmgexit, keep_platform_ghcb_msr) are the platform's. */
 #include "ghcb.h"
 
 #include "hypercall.h"
@@ -54,16 +54,32 @@ static void ghcb_set(volatile uint8_t *ghcb, uint32_t offset, uint64_t value) {
     bitmap[bit / 64] |= 1ull << (bit % 64);
 }
 
-uint64_t keep_ghcb_guest_request(uint64_t request_gpa, uint64_t response_gpa) {
+/* Start an NAE event: nothing left valid from an earlier exit, then the exit code and info. */
+static volatile uint8_t *ghcb_begin(uint64_t code, uint64_t info1, uint64_t info2) {
     volatile uint8_t *ghcb = (volatile uint8_t *)KEEP_GHCB_GPA;
     volatile uint64_t *bitmap = (volatile uint64_t *)(ghcb + KEEP_GHCB_VALID_BITMAP);
-    bitmap[0] = 0; /* nothing left valid from an earlier exit */
+    bitmap[0] = 0;
     bitmap[1] = 0;
-    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_CODE, KEEP_SVM_VMGEXIT_GUEST_REQUEST);
-    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_1, request_gpa);
-    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_2, response_gpa);
+    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_CODE, code);
+    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_1, info1);
+    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_2, info2);
+    return ghcb;
+}
+
+/* Make the exit; the host's answer is in SW_EXITINFO2. */
+static uint64_t ghcb_exit(volatile uint8_t *ghcb) {
     *(volatile uint16_t *)(ghcb + KEEP_GHCB_PROTOCOL_VERSION) = KEEP_GHCB_VERSION;
     *(volatile uint32_t *)(ghcb + KEEP_GHCB_USAGE) = 0;
     keep_platform_vmgexit(KEEP_GHCB_GPA);
     return *(volatile uint64_t *)(ghcb + KEEP_GHCB_SW_EXIT_INFO_2);
+}
+
+uint64_t keep_ghcb_guest_request(uint64_t request_gpa, uint64_t response_gpa) {
+    return ghcb_exit(ghcb_begin(KEEP_SVM_VMGEXIT_GUEST_REQUEST, request_gpa, response_gpa));
+}
+
+uint64_t keep_ghcb_psc(uint64_t descriptor_gpa) {
+    volatile uint8_t *ghcb = ghcb_begin(KEEP_SVM_VMGEXIT_PSC, 0, 0);
+    ghcb_set(ghcb, KEEP_GHCB_SW_SCRATCH, descriptor_gpa);
+    return ghcb_exit(ghcb);
 }

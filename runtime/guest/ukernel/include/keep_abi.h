@@ -98,6 +98,14 @@
 /* Version 4: the SNP guest request's request and response pages (page-aligned GPAs). */
 #define KEEP_BOOT_GUEST_REQ_OFFSET 0x1000
 #define KEEP_BOOT_GUEST_RSP_OFFSET 0x2000
+/* Version 4: heap and stack made private and validated (pvalidate.c, ABI.md). */
+#define KEEP_DOORBELL_PVALIDATE_OFFSET 0x10
+#define KEEP_SVM_VMGEXIT_PSC 0x80000010u
+#define KEEP_GHCB_SHARED_BUFFER_OFFSET 0x800
+#define KEEP_PSC_MAX_ENTRY 253
+#define KEEP_PSC_PRIVATE 1
+#define KEEP_PVALIDATE_FAIL_INPUT 1
+#define KEEP_PVALIDATE_FAIL_SIZEMISMATCH 6
 
 /* ---- version 4: why the microkernel stopped before ring 3 -------------------------------- */
 /* EXIT arguments when attestation fails: this status, reason, expected, found. */
@@ -123,6 +131,11 @@
 #define KEEP_STOP_GHCB_REG_GFN 19
 #define KEEP_STOP_PSC_INFO 20
 #define KEEP_STOP_PSC_ERROR 21
+#define KEEP_STOP_PSC_NAE 22
+#define KEEP_STOP_PSC_END_ENTRY 23
+#define KEEP_STOP_PSC_CUR_ENTRY 24
+#define KEEP_STOP_PVALIDATE 25
+#define KEEP_STOP_PVALIDATE_UNCHANGED 26
 
 /* ---- .note.keepstack and the user-info page ---------------------------------------------- */
 #define KEEP_NOTE_NAME "Keepstack" /* namesz 10 with the NUL, padded to 12 */
