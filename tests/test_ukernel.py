@@ -237,7 +237,12 @@ def test_the_platform_layer_is_chosen_at_build_time(images: Images, tmp_path: Pa
     on_snp_symbols, simulated_symbols = _symbol_sizes(snp), _symbol_sizes(images.ukernel)
     assert on_snp_symbols.keys() == simulated_symbols.keys()
     differing = {n for n in simulated_symbols if on_snp_symbols[n] != simulated_symbols[n]}
-    platform_layer = {"keep_platform_vmgexit", "keep_platform_ghcb_msr", "keep_platform_pvalidate"}
+    platform_layer = {
+        "keep_platform_vmgexit",
+        "keep_platform_ghcb_msr",
+        "keep_platform_pvalidate",
+        "keep_platform_cpuid_table",
+    }
     assert differing <= platform_layer
     assert {"keep_platform_vmgexit", "keep_platform_ghcb_msr"} <= differing
     on_snp = _disassembly(snp, "keep_platform_vmgexit")

@@ -111,6 +111,11 @@ PSC_PRIVATE = 1
 #: entry already had the state asked for.
 PVALIDATE_FAIL_INPUT = 1
 PVALIDATE_FAIL_SIZEMISMATCH = 6
+#: The SNP CPUID page (Linux asm/sev.h struct snp_cpuid_table): u32 count, 12 bytes reserved,
+#: then up to 64 functions of 0x30 bytes (u32 eax_in, ecx_in, u64 xcr0_in, xss_in, u32 eax, ebx,
+#: ecx, edx, u64 reserved); the C-bit is function 0x8000001F's EBX[5:0].
+CPUID_LEAF_SEV = 0x8000_001F
+CPUID_COUNT_MAX = 64
 
 
 class Hypercall(enum.IntEnum):
@@ -183,6 +188,8 @@ STOP_REASONS: Mapping[str, tuple[int, str]] = {
     "PSC_CUR_ENTRY": (24, "cur_entry of the page-state change header (no progress)"),
     "PVALIDATE": (25, "the return code (EAX) of PVALIDATE"),
     "PVALIDATE_UNCHANGED": (26, "rFLAGS.CF of PVALIDATE (1: the page was validated already)"),
+    "CPUID_LEAF": (27, "function 0x8000001F of the CPUID page (found: the count, none matched)"),
+    "C_BIT": (28, "C-bit of the CPUID page (0x8000001F EBX[5:0]; expected: the page tables')"),
 }
 
 # ---- the note and the user-info page -------------------------------------------------------------
@@ -322,7 +329,7 @@ USER_INFO = CStruct(
     (
         Field("magic", "uint32_t", "KEEP_USER_INFO_MAGIC"),
         Field("abi_version", "uint16_t"),
-        Field("reserved", "uint16_t"),
+        Field("c_bit", "uint16_t", "version 4, snp: the C-bit the page tables carry (0: none)"),
         _u64("hc_page"),
         _u64("hc_buffer"),
         _u64("hc_buffer_size"),
@@ -475,12 +482,14 @@ class AbiAddresses:
         """The hypercall page and buffer the VMM serves."""
         return HypercallLayout(self.hc_page, self.hc_buffer, self.hc_buffer_size)
 
-    def user_info_page(self, ram_size: int) -> bytes:
-        """``struct keep_user_info`` (``USER_INFO``) for this keep, as measured at ``user_info``."""
+    def user_info_page(self, ram_size: int, c_bit: int = 0) -> bytes:
+        """``struct keep_user_info`` (``USER_INFO``) for this keep, as measured at ``user_info``;
+        ``c_bit`` the position the snp plan's page tables carry (0 on simulated: the bytes of
+        every earlier plan, where the field was reserved and zero)."""
         values = {name: getattr(self, name) for name in USER_INFO.names if hasattr(self, name)}
         values.update(
             magic=USER_INFO_MAGIC,
-            reserved=0,
+            c_bit=c_bit,
             entry=self.user_entry,
             ram_size=ram_size,
         )
@@ -636,6 +645,9 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
             _dec("PSC_PRIVATE", PSC_PRIVATE),
             _dec("PVALIDATE_FAIL_INPUT", PVALIDATE_FAIL_INPUT),
             _dec("PVALIDATE_FAIL_SIZEMISMATCH", PVALIDATE_FAIL_SIZEMISMATCH),
+            "Version 4, snp: the C-bit checked against the CPUID page (cbit.c, ABI.md).",
+            Define("CPUID_LEAF_SEV", CPUID_LEAF_SEV, suffix="u"),
+            _dec("CPUID_COUNT_MAX", CPUID_COUNT_MAX),
         ],
     ),
     (

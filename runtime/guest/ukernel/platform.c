@@ -2,6 +2,7 @@
  * Chosen at build time (so it is in the launch digest): -DKEEP_PLATFORM_SNP for SEV-SNP
  * hardware; otherwise the simulated platform of this machine's software KVM, where each
  * instruction is replaced by the MMIO doorbell exit that the VMM serves the same way. */
+#include "cbit.h"
 #include "ghcb.h"
 #include "keep_abi.h"
 #include "pvalidate.h"
@@ -33,6 +34,10 @@ uint64_t keep_platform_pvalidate(uint64_t va, uint32_t page_size, uint32_t valid
                      : "memory", "cc");
     return (uint64_t)unchanged << 32 | rc;
 }
+
+const volatile uint8_t *keep_platform_cpuid_table(void) {
+    return (const volatile uint8_t *)KEEP_CPUID_GPA; /* filled by the VMM, checked by the PSP */
+}
 #else
 void keep_platform_vmgexit(uint64_t ghcb_gpa) {
     /* The VMM reads the GHCB at the plan's GHCB GPA, which is ghcb_gpa: WRMSR has no effect here. */
@@ -55,5 +60,9 @@ uint64_t keep_platform_pvalidate(uint64_t va, uint32_t page_size, uint32_t valid
         (volatile uint64_t *)(KEEP_DOORBELL_GPA + KEEP_DOORBELL_PVALIDATE_OFFSET);
     *port = (va & ~0xFFFull) | (page_size & 1) | (uint64_t)(validate & 1) << 1;
     return *port;
+}
+
+const volatile uint8_t *keep_platform_cpuid_table(void) {
+    return 0; /* the simulated launch fills no CPUID page, and its tables carry no C-bit */
 }
 #endif

@@ -106,6 +106,9 @@
 #define KEEP_PSC_PRIVATE 1
 #define KEEP_PVALIDATE_FAIL_INPUT 1
 #define KEEP_PVALIDATE_FAIL_SIZEMISMATCH 6
+/* Version 4, snp: the C-bit checked against the CPUID page (cbit.c, ABI.md). */
+#define KEEP_CPUID_LEAF_SEV 0x8000001Fu
+#define KEEP_CPUID_COUNT_MAX 64
 
 /* ---- version 4: why the microkernel stopped before ring 3 -------------------------------- */
 /* EXIT arguments when attestation fails: this status, reason, expected, found. */
@@ -136,6 +139,8 @@
 #define KEEP_STOP_PSC_CUR_ENTRY 24
 #define KEEP_STOP_PVALIDATE 25
 #define KEEP_STOP_PVALIDATE_UNCHANGED 26
+#define KEEP_STOP_CPUID_LEAF 27
+#define KEEP_STOP_C_BIT 28
 
 /* ---- .note.keepstack and the user-info page ---------------------------------------------- */
 #define KEEP_NOTE_NAME "Keepstack" /* namesz 10 with the NUL, padded to 12 */
@@ -188,7 +193,7 @@ KEEP_ABI_SIZE(keep_hc_page, 80);
 struct keep_user_info {
     uint32_t magic; /* KEEP_USER_INFO_MAGIC */
     uint16_t abi_version;
-    uint16_t reserved;
+    uint16_t c_bit; /* version 4, snp: the C-bit the page tables carry (0: none) */
     uint64_t hc_page;
     uint64_t hc_buffer;
     uint64_t hc_buffer_size;
@@ -204,7 +209,7 @@ struct keep_user_info {
 };
 KEEP_ABI_OFFSET(keep_user_info, magic, 0);
 KEEP_ABI_OFFSET(keep_user_info, abi_version, 4);
-KEEP_ABI_OFFSET(keep_user_info, reserved, 6);
+KEEP_ABI_OFFSET(keep_user_info, c_bit, 6);
 KEEP_ABI_OFFSET(keep_user_info, hc_page, 8);
 KEEP_ABI_OFFSET(keep_user_info, hc_buffer, 16);
 KEEP_ABI_OFFSET(keep_user_info, hc_buffer_size, 24);
