@@ -20,6 +20,7 @@ import pytest
 from ukernel_images import Images, build_images
 
 from toolchain.errors import InputError
+from toolchain.measure.abi import USER_INFO
 from toolchain.measure.keep import (
     GHCB_PAGE,
     KERNEL_RO,
@@ -124,7 +125,8 @@ def test_snp_page_table_entries_carry_the_c_bit_except_on_shared_pages(
 def test_snp_plan_differs_only_in_page_tables_and_vmsas(
     plans: tuple[LaunchPlan, LaunchPlan],
 ) -> None:
-    """Strip the C-bit from the snp tables: the simulated plan's bytes (GHCB entry and all)."""
+    """Strip the C-bit from the snp tables: the simulated plan's bytes (GHCB entry and all); the
+    user-info page declares the C-bit (0 on simulated) for the microkernel's check (cbit.c)."""
     simulated, snp = plans
     assert [(r.gpa, r.page_type, r.size, r.label) for r in simulated.regions] == [
         (r.gpa, r.page_type, r.size, r.label) for r in snp.regions
@@ -134,7 +136,14 @@ def test_snp_plan_differs_only_in_page_tables_and_vmsas(
         r.gpa + o for r in snp.regions if r.label == "page tables" for o in range(0, r.size, 4096)
     }
     ghcb_pt = None
+    info = snp.abi.user_info
+    c_bit_at = info + USER_INFO.offset("c_bit")
+    assert struct.unpack_from("<H", sim_pages[info], c_bit_at - info) == (0,)
+    assert struct.unpack_from("<H", snp_pages[info], c_bit_at - info) == (51,)
     for gpa, data in snp_pages.items():
+        if gpa == info:
+            at = c_bit_at - info
+            data = data[:at] + bytes(2) + data[at + 2 :]  # noqa: PLW2901
         if gpa not in tables:
             assert data == sim_pages[gpa], hex(gpa)
             continue
@@ -268,6 +277,10 @@ def test_c_bit_is_a_parameter(images: Images) -> None:
     c51 = build_plan(images.ukernel, images.user, platform="snp")
     assert c47.launch_digest(2) != c51.launch_digest(2)
     assert entry(c47, 0x1000) == (1, 0x8000_8000_0000_1063)
+    info = c47.abi.user_info
+    (page,) = (r for r in c47.regions if r.gpa <= info < r.end)
+    assert page.data is not None
+    assert struct.unpack_from("<H", page.data, info - page.gpa + USER_INFO.offset("c_bit")) == (47,)
     for bad in (38, 52, 63, True):
         with pytest.raises(InputError, match="C-bit position"):
             build_plan(images.ukernel, images.user, platform="snp", c_bit=bad)  # type: ignore[arg-type]

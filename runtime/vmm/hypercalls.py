@@ -190,7 +190,7 @@ class HypercallServer:
             if stopped and version_4 and args[1] in RUNTIME_REASONS:
                 # The microkernel stopped the keep (a #VC it does not handle, a host answer
                 # out of protocol): say why, attested or not; ring 3's EXIT has reason 0.
-                raise GuestError(stop_message(*args[1:4]), call=name)
+                raise GuestError(stop_message(*args[1:5]), call=name)
             if self._result_total is not None and self.stats.result is None:
                 raise GuestError(
                     f"exit with {len(self._result)} of the result's {self._result_total} bytes",
@@ -200,7 +200,7 @@ class HypercallServer:
             if not self.attested:
                 # A keep that never proved what it is has no exit status worth passing on.
                 if stopped and version_4:
-                    raise GuestError(stop_message(*args[1:4]), call=name)
+                    raise GuestError(stop_message(*args[1:5]), call=name)
                 raise GuestError(
                     f"exit status {status} asked for before the keep was attested",
                     call=name,

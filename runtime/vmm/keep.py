@@ -27,6 +27,7 @@ from runtime.vmm.errors import GuestError
 from runtime.vmm.ghcb import GhcbServer
 from runtime.vmm.hypercalls import DEFAULT_OUTPUT_LIMIT, HypercallServer, ReportVerifier
 from runtime.vmm.memory import PAGE_SIZE, RamRange
+from runtime.vmm.rmp import Rmp
 from runtime.vmm.vcpu import Watchdog, read_vcpu_state, write_vcpu_state
 from runtime.vmm.vm import Vm
 from toolchain.errors import EvidenceError, InputError, KeepError
@@ -218,6 +219,8 @@ class Keep:
             hc_page=layout.page,
             doorbell=self.plan.abi.doorbell,
             on_doorbell=on_doorbell,
+            # The launch made exactly the plan's regions private and validated.
+            rmp=Rmp(self.plan.ram_size, [(r.gpa, r.size) for r in self.plan.regions]),
         )
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from runtime.vmm import kvm_abi
 from runtime.vmm.doorbell import DoorbellHandler, doorbell_access
 from runtime.vmm.errors import GuestError, KeepTimeoutError
 from toolchain.errors import InputError, PlatformError
-from toolchain.measure.abi import DOORBELL_MSR_OFFSET
+from toolchain.measure.abi import DOORBELL_MSR_OFFSET, DOORBELL_PVALIDATE_OFFSET
 from toolchain.snp.vmsa import Segment, VcpuState
 
 #: The signal that kicks a vCPU thread out of KVM_RUN (its handler does nothing).
@@ -59,6 +59,8 @@ class GhcbMsr(Protocol):
 
     def msr_write(self, value: int) -> None: ...
     def msr_read(self) -> int: ...
+    def pvalidate_write(self, value: int) -> None: ...
+    def pvalidate_read(self) -> int: ...
 
 
 _INTERNAL_SUBERRORS = {
@@ -353,7 +355,10 @@ class Vcpu:
         if reason == kvm_abi.KVM_EXIT_MMIO:
             mmio = run.mmio
             if ghcb_msr is not None and mmio.phys_addr == doorbell_gpa + DOORBELL_MSR_OFFSET:
-                _on_ghcb_msr(mmio, ghcb_msr)
+                _on_ghcb_msr(mmio, ghcb_msr.msr_write, ghcb_msr.msr_read)
+                return None
+            if ghcb_msr is not None and mmio.phys_addr == doorbell_gpa + DOORBELL_PVALIDATE_OFFSET:
+                _on_ghcb_msr(mmio, ghcb_msr.pvalidate_write, ghcb_msr.pvalidate_read)
                 return None
             return self._on_mmio(run, doorbell_gpa, on_doorbell, on_vmgexit)
         handler = self._handlers.get(reason)
@@ -636,11 +641,16 @@ def write_vcpu_state(vcpu: Vcpu, state: VcpuState) -> None:
         vcpu.set_debugregs(debug)
 
 
-def _on_ghcb_msr(mmio: kvm_abi.KvmRunMmio, msr: GhcbMsr) -> None:
-    """A 64-bit write is WRMSR+VMGEXIT, a 64-bit read RDMSR (KVM completes it from ``data``)."""
+def _on_ghcb_msr(
+    mmio: kvm_abi.KvmRunMmio, write: Callable[[int], None], read: Callable[[], int]
+) -> None:
+    """A 64-bit write is WRMSR+VMGEXIT (or PVALIDATE), a 64-bit read RDMSR (or PVALIDATE's
+    result; KVM completes the read from ``data``)."""
     if int(mmio.len) != 8:
-        raise GuestError(f"GHCB MSR accessed with {int(mmio.len)} bytes (the ABI uses 8)")
+        raise GuestError(
+            f"GHCB MSR or PVALIDATE port accessed with {int(mmio.len)} bytes (the ABI uses 8)"
+        )
     if mmio.is_write:
-        msr.msr_write(int.from_bytes(bytes(mmio.data), "little"))
+        write(int.from_bytes(bytes(mmio.data), "little"))
     else:
-        mmio.data[:] = list(msr.msr_read().to_bytes(8, "little"))
+        mmio.data[:] = list(read().to_bytes(8, "little"))

@@ -652,7 +652,9 @@ def build_plan(
     mappings = _Mappings()
     _place_segments(kernel, pages, mappings, user=False, label="microkernel")
     _place_segments(user, pages, mappings, user=True, label="runtime image")
-    _place_fixed_pages(layout, abi, pages, mappings)
+    # Version 4 microkernels check the C-bit (cbit.c); older ones had the field reserved, zero.
+    declared_c_bit = c_bit if snp and layout.abi_version >= GUEST_MESSAGE_VERSION else 0
+    _place_fixed_pages(layout, abi, pages, mappings, declared_c_bit)
     _map_shared_pages(layout, pages, mappings, snp=snp)
     mappings.add_range(abi.heap_start, abi.heap_end, USER_RW, "heap")
     mappings.add_range(abi.stack_bottom, abi.stack_top, USER_RW, "stack")
@@ -713,10 +715,11 @@ def _abi_addresses(layout: KeepLayout, kernel: ElfImage, user: ElfImage) -> AbiA
 
 
 def _place_fixed_pages(
-    layout: KeepLayout, abi: AbiAddresses, pages: _PageMap, mappings: _Mappings
+    layout: KeepLayout, abi: AbiAddresses, pages: _PageMap, mappings: _Mappings, c_bit: int
 ) -> None:
-    """The GDT, IDT, SECRETS and CPUID pages and the user info page, launched and mapped."""
-    user_info = abi.user_info_page(layout.ram_size)
+    """The GDT, IDT, SECRETS and CPUID pages and the user info page (with the tables' C-bit, 0
+    without: the microkernel checks it against the CPUID page), launched and mapped."""
+    user_info = abi.user_info_page(layout.ram_size, c_bit)
     fixed: Iterable[tuple[int, PageType, bytes | None, str, Access]] = (
         (layout.gdt, PageType.NORMAL, _gdt_page(layout), "GDT and TSS", KERNEL_RW),
         (layout.idt, PageType.NORMAL, _idt_page(layout), "IDT", KERNEL_RO),

@@ -14,7 +14,7 @@
 /* The request itself; returns the stop reason for the host's answer (0: served), *found the
  * offending field. */
 static uint64_t mmio_write(uint64_t value, uint32_t size, uint64_t *found) {
-    const uint64_t scratch = KEEP_GHCB_GPA + KEEP_GHCB_SHARED_BUFFER;
+    const uint64_t scratch = KEEP_GHCB_GPA + KEEP_GHCB_SHARED_BUFFER_OFFSET;
     *(volatile uint64_t *)scratch = value; /* size 4: the low half, little-endian */
     keep_ghcb_exit(KEEP_SVM_VMGEXIT_MMIO_WRITE, KEEP_DOORBELL_GPA, size, scratch);
     *found = INFO(KEEP_GHCB_SW_EXIT_INFO_1);

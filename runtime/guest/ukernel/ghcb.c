@@ -1,6 +1,6 @@
-/* The GHCB's setup through the GHCB MSR protocol (GHCB spec v2 §2.3.1) and SNP Guest Request
- * through the GHCB: the same code on every platform; only the exits themselves
- * (keep_platform_vmgexit, keep_platform_ghcb_msr) are the platform's. */
+/* The GHCB's setup through the GHCB MSR protocol (GHCB spec v2 §2.3.1), and the NAE events
+ * SNP Guest Request and Page State Change through the GHCB: the same code on every platform;
+ * only the exits themselves (keep_platform_vmgexit, keep_platform_ghcb_msr) are the platform's. */
 #include "ghcb.h"
 
 #include "hypercall.h"
@@ -62,7 +62,7 @@ static void ghcb_set(volatile uint8_t *ghcb, uint32_t offset, uint64_t value) {
 void keep_ghcb_exit(uint64_t exit_code, uint64_t info1, uint64_t info2, uint64_t scratch) {
     volatile uint8_t *ghcb = (volatile uint8_t *)KEEP_GHCB_GPA;
     volatile uint64_t *bitmap = (volatile uint64_t *)(ghcb + KEEP_GHCB_VALID_BITMAP);
-    bitmap[0] = 0; /* nothing left valid from an earlier exit */
+    bitmap[0] = 0;
     bitmap[1] = 0;
     ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_CODE, exit_code);
     ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_1, info1);
@@ -77,5 +77,10 @@ void keep_ghcb_exit(uint64_t exit_code, uint64_t info1, uint64_t info2, uint64_t
 
 uint64_t keep_ghcb_guest_request(uint64_t request_gpa, uint64_t response_gpa) {
     keep_ghcb_exit(KEEP_SVM_VMGEXIT_GUEST_REQUEST, request_gpa, response_gpa, 0);
+    return *(volatile uint64_t *)(KEEP_GHCB_GPA + KEEP_GHCB_SW_EXIT_INFO_2);
+}
+
+uint64_t keep_ghcb_psc(uint64_t descriptor_gpa) {
+    keep_ghcb_exit(KEEP_SVM_VMGEXIT_PSC, 0, 0, descriptor_gpa);
     return *(volatile uint64_t *)(KEEP_GHCB_GPA + KEEP_GHCB_SW_EXIT_INFO_2);
 }

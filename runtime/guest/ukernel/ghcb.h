@@ -1,5 +1,5 @@
 /* The GHCB (GHCB specification v2, AMD pub. 56421; Linux arch/x86/include/asm/svm.h struct ghcb)
- * and the one NAE event the microkernel makes: SNP Guest Request. */
+ * and the NAE events the microkernel makes: SNP Guest Request, Page State Change. */
 #ifndef KEEP_GHCB_H
 #define KEEP_GHCB_H
 #include <stdint.h>
@@ -9,7 +9,7 @@
 #define KEEP_GHCB_SW_EXIT_INFO_2 0x3A0
 #define KEEP_GHCB_SW_SCRATCH 0x3A8
 #define KEEP_GHCB_VALID_BITMAP 0x3F0 /* bit n: the qword at offset 8n is valid */
-#define KEEP_GHCB_SHARED_BUFFER 0x800 /* 2032 bytes: what SW_SCRATCH may point into */
+
 #define KEEP_GHCB_PROTOCOL_VERSION 0xFFA
 #define KEEP_GHCB_USAGE 0xFFC /* 0: the standard layout */
 #define KEEP_GHCB_VERSION 2
@@ -24,6 +24,10 @@ void keep_ghcb_exit(uint64_t exit_code, uint64_t info1, uint64_t info2, uint64_t
 /* SNP Guest Request through the GHCB: request and response pages are shared GPAs. Returns the
  * host's SW_EXITINFO2 (0: the firmware answered; else its error, the VMM's in bits 63:32). */
 uint64_t keep_ghcb_guest_request(uint64_t request_gpa, uint64_t response_gpa);
+
+/* Page State Change with the descriptor at descriptor_gpa (SW_SCRATCH; the GHCB's shared
+ * buffer). Returns the host's SW_EXITINFO2 (0: served); the host advances the header. */
+uint64_t keep_ghcb_psc(uint64_t descriptor_gpa);
 
 /* Before the first GHCB or hypercall page use: register the GHCB's GPA and make the GHCB page,
  * the hypercall page and the data buffer shared, through the GHCB MSR protocol. A host answer
