@@ -155,7 +155,10 @@ def stop_message(reason: int, expected: int, found: int, gpa: int = 0) -> str:
             f"found {found:#x}"
         )
     if reason in CPUID_REASONS:
-        return f"the microkernel stopped before ring 3: {what}: expected {expected:#x}, found {found:#x}"
+        return (
+            f"the microkernel stopped before ring 3: {what}: expected {expected:#x}, "
+            f"found {found:#x}"
+        )
     if reason in SETUP_REASONS:
         return (
             f"the microkernel stopped before ring 3, the host refused its GHCB setup: {what}: "
