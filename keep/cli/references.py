@@ -12,8 +12,8 @@ if TYPE_CHECKING:
 
 #: Where the default comes from, for --help (never the current directory).
 TRUST_DEFAULT_HELP = (
-    "default: $KEEPSTACK_TRUST when set, else the built-in policy shipped with keepstack "
-    "(its release keys)"
+    "a pinned TUF root .json, made with keep tuf init; default: $KEEPSTACK_TRUST when set, "
+    "else the TUF root pinned in keepstack"
 )
 
 
@@ -26,8 +26,8 @@ def add_trust_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     trust.add_argument(
         "--trust",
         type=Path,
-        metavar="FILE",
-        help=f"trust policy ({TRUST_DEFAULT_HELP})",
+        metavar="ROOT.json",
+        help=f"TUF root to trust ({TRUST_DEFAULT_HELP})",
     )
     trust.add_argument(
         "--trusted-key",

@@ -41,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from keep.cli.references import TRUST_DEFAULT_HELP
 
     parser.add_argument(
-        "--trust", type=Path, metavar="FILE", help=f"trust policy ({TRUST_DEFAULT_HELP})"
+        "--trust", type=Path, metavar="ROOT.json", help=f"TUF root to trust ({TRUST_DEFAULT_HELP})"
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
