@@ -517,9 +517,10 @@ def test_threshold_zero_is_unusable_input(
 
 def plant_trust_policy(directory: Path, key: PrivateKey, envelope: bytes) -> Path:
     """Someone else's TUF repository ``directory/reference-measurements`` (the attacker's
-    checkout, or a downloaded tarball), listing ``envelope`` as release 0.1.0 and trusting
-    ``key`` to sign it; returns its root (what a tenant would have to pin to trust it)."""
-    return make_repository(directory, key, {"0.1.0/their.dsse.json": envelope})
+    checkout, or a downloaded tarball), listing ``envelope`` under the release it names and
+    trusting ``key`` to sign it; returns its root (what a tenant would have to pin to trust it)."""
+    release = json.loads(Envelope.parse(envelope).payload)["predicate"]["release"]
+    return make_repository(directory, key, {f"{release}/their.dsse.json": envelope})
 
 
 def builtin_line() -> str:

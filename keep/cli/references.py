@@ -18,7 +18,7 @@ TRUST_DEFAULT_HELP = (
 
 
 def add_trust_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--trust FILE`` | ``--trusted-key PUB ...``: which keys may sign reference measurements.
+    """``--trust ROOT.json`` | ``--trusted-key PUB ...``: which keys may sign references.
 
     Shared by every command that reads signed references (references, verify-report, run).
     """
@@ -75,8 +75,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def trust_policy_from_args(args: argparse.Namespace) -> TrustPolicy:
     """The policy the options name: ``--trusted-key`` keys, else ``TrustPolicy.select(--trust)``
-    (``--trust FILE``, else ``$KEEPSTACK_TRUST``, else the built-in policy; never a file of the
-    current directory). Reads ``args.trust``, ``args.trusted_key`` and (when present)
+    (``--trust ROOT.json``, else ``$KEEPSTACK_TRUST``, else the built-in TUF root; never a file of
+    the current directory). Reads ``args.trust``, ``args.trusted_key`` and (when present)
     ``args.threshold``; also used by ``keep verify-report --references`` and ``keep run``.
     """
     from toolchain.errors import InputError

@@ -53,8 +53,7 @@ def _document(policy: TrustPolicy, tuf: TufTrust) -> dict[str, object]:
         "pinned_sha256": tuf.pinned_sha256,
         "expires": tuf.expires,
         "targets": {
-            t.path: {"role": t.role, "keys": [k.key_id for k in t.policy.keys]}
-            for t in tuf.targets
+            t.path: {"role": t.role, "keys": [k.key_id for k in t.policy.keys]} for t in tuf.targets
         },
     }
 
