@@ -1,16 +1,20 @@
 """Tests that kill the mutants of ``toolchain.sign.trust`` its suite let survive
 (tests/MUTATION.md): a key's release scope (no release, a pattern, every release), which anchor
 ``select`` picks (``--trust`` over ``$KEEPSTACK_TRUST`` over the built-in root) and that only a
-TUF root is ever one (the trust.toml format is refused by name), and the names ``--trusted-key``
-gives keys."""
+TUF root is ever one (the trust.toml format is refused by name), a threshold that is not an
+integer, a key of an unsupported curve, a built-in root that is not a plain file, and the names
+``--trusted-key`` gives keys."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from toolchain.errors import InputError
+import toolchain.sign.trust as sign_trust
+from toolchain.errors import InputError, PlatformError
 from toolchain.sign import generate_private_key
 from toolchain.sign.keys import key_id
 from toolchain.sign.trust import TrustedKey, TrustPolicy
@@ -79,3 +83,27 @@ def test_trusted_keys_are_named_by_their_key_id_prefix() -> None:
     assert key.key_id == key_id(public)
     assert key.name == key_id(public)[:16]
     assert key.releases is None  # exactly these keys, for every release
+
+
+@pytest.mark.parametrize("threshold", ["2", 2.0, True, None])
+def test_a_threshold_that_is_not_an_integer_is_refused(threshold: object) -> None:
+    with pytest.raises(InputError, match="threshold must be an integer"):
+        TrustPolicy((), threshold)  # type: ignore[arg-type]
+
+
+def test_a_key_of_an_unsupported_curve_is_never_trusted() -> None:
+    p256 = ec.generate_private_key(ec.SECP256R1()).public_key()
+    with pytest.raises(InputError, match="unsupported elliptic curve secp256r1"):
+        TrustPolicy.from_keys([p256])
+
+
+def test_a_built_in_root_that_is_not_a_plain_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed zipped, the root is no file the TUF client could read: a PlatformError."""
+    archive = tmp_path / "keepstack.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("release-trust/root.json", "{}")
+    monkeypatch.setattr(sign_trust.resources, "files", lambda package: zipfile.Path(archive))
+    with pytest.raises(PlatformError, match=r"not a file .*regular \(unzipped\) package"):
+        TrustPolicy.builtin_file()

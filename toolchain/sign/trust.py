@@ -105,10 +105,6 @@ class TrustPolicy:
     def with_threshold(self, threshold: int) -> TrustPolicy:
         return replace(self, threshold=threshold)
 
-    @property
-    def builtin(self) -> bool:
-        return self.source == BUILTIN
-
     def describe(self) -> str:
         """Which policy this is, for a checklist: for TUF, the root (version and SHA-256, and the
         pinned root it was followed from); for a role or given keys, their key IDs."""
