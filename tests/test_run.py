@@ -720,6 +720,8 @@ def test_witnessed_firmware_counts_sealed_guest_requests_too():
 
     class Inner:
         name = "fake"  # a test double: answers the first message, refuses the second
+        simulated = True
+        sees_report_requests = True
 
         def __init__(self) -> None:
             self.calls = 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.firmware.snp import GUEST_PATH_MISSING, VCEK_MISSING, SnpFirmware
+from runtime.firmware.snp import GUEST_PATH_ONLY, VCEK_MISSING, SnpFirmware
 from runtime.run.backends import BACKENDS, Launch, SnpBackend, choose_backend, snp_plan
 from runtime.run.runner import development_references
 from runtime.vmm import kvm_snp
@@ -184,7 +184,7 @@ def test_the_real_firmware_answers_nothing_the_verifier_could_trust() -> None:
     assert info.value.message == VCEK_MISSING
     with pytest.raises(PlatformError) as info:
         firmware.guest_request_report(bytes(64), 0)
-    assert info.value.message == GUEST_PATH_MISSING
+    assert info.value.message == GUEST_PATH_ONLY
     with pytest.raises(PlatformError, match="KVM issues the launch commands"):
         firmware.launch_start(0x30000)
     assert firmware.measurement == b""  # only the signed report holds it
@@ -193,21 +193,28 @@ def test_the_real_firmware_answers_nothing_the_verifier_could_trust() -> None:
 def test_on_an_snp_host_the_run_never_trusts_the_simulated_root(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Even with ``--dev`` the snp firmware's chain is never simulated: without the chip's VCEK
-    the run stops (exit 3) before anything is launched, naming what is missing."""
+    """Even with ``--dev`` the snp firmware's chain is never simulated: no root is added, and a
+    keep that never handed over a report fails the run."""
     from keep.cli import main
+    from runtime.run.backends import Ended
     from runtime.run.runner import _roots
+    from toolchain.verify import TrustedRoots
 
-    with pytest.raises(PlatformError, match="VCEK"):
-        _roots(True, SnpFirmware())
+    assert _roots(True, SnpFirmware()) == TrustedRoots.amd()
     launched: list[Launch] = []
+
+    def run(self: SnpBackend, launch: Launch) -> Ended:
+        launched.append(launch)
+        return Ended(0, b"")
+
     monkeypatch.setattr(SnpBackend, "unavailable", lambda self: None)
-    monkeypatch.setattr(SnpBackend, "run", lambda self, launch: launched.append(launch))
-    assert main(["run", "--dev", "--backend", "snp", str(HELLO)]) == 3
+    monkeypatch.setattr(SnpBackend, "firmware", lambda self, vcek=None: SnpFirmware())
+    monkeypatch.setattr(SnpBackend, "run", run)
+    assert main(["run", "--dev", "--backend", "snp", str(HELLO)]) == 1
     err = capsys.readouterr().err
-    assert "report-signing VCEK of this chip" in err
     assert "trusting the simulated AMD root" not in err  # never for snp
-    assert launched == []
+    assert "✗ attestation.requested: expected the keep hands over its attestation report" in err
+    assert len(launched) == 1
 
 
 def test_a_real_chain_is_checked_against_amds_roots_only_even_with_dev(
@@ -224,7 +231,7 @@ def test_a_real_chain_is_checked_against_amds_roots_only_even_with_dev(
     from toolchain.verify import TrustedRoots
 
     chain = replace(SimFirmware().certificate_chain(), simulated=False)
-    monkeypatch.setattr(SnpFirmware, "certificate_chain", lambda self: chain)
+    monkeypatch.setattr(SnpFirmware, "certificate_chain", lambda self, report=None: chain)
     assert _roots(True, SnpFirmware()) == TrustedRoots.amd()
     launched: list[Launch] = []
 
@@ -233,6 +240,7 @@ def test_a_real_chain_is_checked_against_amds_roots_only_even_with_dev(
         return Ended(0, b"")
 
     monkeypatch.setattr(SnpBackend, "unavailable", lambda self: None)
+    monkeypatch.setattr(SnpBackend, "firmware", lambda self, vcek=None: SnpFirmware())
     monkeypatch.setattr(SnpBackend, "run", run)
     assert main(["run", "--dev", "--backend", "snp", str(HELLO)]) == 1
     err = capsys.readouterr().err

@@ -19,9 +19,10 @@ import pytest
 
 from runtime.vmm import kvm_abi, kvm_snp, miniguest
 from runtime.vmm.errors import GuestError
-from runtime.vmm.fake_kvm_snp import PVM_HOST_CAPS, FakeKvmSnp
+from runtime.vmm.fake_kvm_snp import GENOA_CPUID, PVM_HOST_CAPS, FakeKvmSnp
 from runtime.vmm.memory import GuestMemory, RamRange
 from runtime.vmm.platform import kvm_unavailable_reason
+from runtime.vmm.snp_cpuid import HostCpu, cpuid_page
 from runtime.vmm.snp_launch import (
     CpuidRejectedError,
     RealSnpSystem,
@@ -172,11 +173,12 @@ def test_a_rejected_cpuid_page_is_read_back_reported_and_fails() -> None:
     with pytest.raises(CpuidRejectedError) as info:
         launch(fake)
     assert info.value.corrected == bytes(corrected)
-    assert info.value.handed == bytes(PAGE_SIZE)
+    # What was handed over is the host's CPUID page (its six entries; leaf 0's EBX "Auth").
+    assert info.value.handed == cpuid_page(HostCpu(GENOA_CPUID))
     message = info.value.message
     assert "INVALID_PARAM" in message
-    assert "+0x0: 0x0 -> 0x1" in message
-    assert "+0x2c: 0x0 -> 0x80" in message
+    assert f"+0x0: {len(GENOA_CPUID):#x} -> 0x1" in message
+    assert "+0x2c: 0x68747541 -> 0x80" in message
     assert fake.open_fds == {}
 
 

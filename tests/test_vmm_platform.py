@@ -170,6 +170,8 @@ def _snp_host_facts() -> PlatformFacts:
         vm_types=0x1D,
         snp_kvm_missing=[],
         snp_firmware="SNP API 1.55 build 21, reported TCB 0x1b00000000000004, 0 guests",
+        c_bit=51,
+        host_cpu="family 0x19 model 0x11 stepping 1 (Genoa), C-bit 51",
     )
 
 
@@ -183,6 +185,10 @@ def test_an_snp_host_is_recognised_fact_by_fact() -> None:
         "✔ sev-snp /dev/sev: /dev/sev",
         "✔ sev-snp kvm_amd.sev_snp: Y",
         "✔ sev-snp KVM SNP VM type: KVM_CAP_VM_TYPES 0x1d with KVM_X86_SNP_VM",
+        (
+            "✔ sev-snp C-bit: 51 (CPUID 0x8000001F EBX[5:0]) "
+            "(family 0x19 model 0x11 stepping 1 (Genoa), C-bit 51)"
+        ),
         "✔ sev-snp firmware: SNP API 1.55 build 21, reported TCB 0x1b00000000000004, 0 guests",
     ]
 

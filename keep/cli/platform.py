@@ -1,7 +1,7 @@
 """``keep platform``: a ✔/✗ list of what this host offers (KVM, software KVM, SEV-SNP, sim root).
 
-For SEV-SNP it names each fact (/dev/sev, kvm_amd.sev_snp, the SNP VM type, the firmware) and
-says what is missing for the ``snp`` backend.
+For SEV-SNP it names each fact (/dev/sev, kvm_amd.sev_snp, the SNP VM type, the C-bit position
+from CPUID 0x8000001F, the firmware) and says what is missing for the ``snp`` backend.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
         print("  => the snp backend (real SEV-SNP) cannot run here: " + "; ".join(missing))
     else:
         print(
-            "  => this is an SEV-SNP host: tests/hardware/ checks a real SNP launch "
-            "(the snp backend is not yet selectable in keep run)"
+            "  => this is an SEV-SNP host: keep run --backend snp --vcek FILE runs keeps here "
+            "(FILE: this chip's VCEK, obtained offline; tests/hardware/README.md)"
         )
     # Informational: exit 0 when keeps can run here at all (kvm or the nil fallback).
     return 0

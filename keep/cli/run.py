@@ -163,6 +163,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--build-dir", type=Path, metavar="DIR", help="build here (default: the per-user cache)"
     )
+    parser.add_argument(
+        "--vcek",
+        type=Path,
+        metavar="FILE",
+        help="--backend snp: this chip's VCEK for the reported TCB (DER or PEM), obtained offline "
+        "beforehand (default: $KEEPSTACK_SNP_VCEK); AMD's ASK and ARK are built in",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
             dev=args.dev,
             timeout=args.timeout,
             evidence=args.evidence,
+            vcek=args.vcek,
             build_dir=args.build_dir,
             quiet=args.quiet,
         )

@@ -26,6 +26,7 @@ from toolchain.snp.vmsa import VcpuState
 
 if TYPE_CHECKING:
     from toolchain.measure.plan import LaunchPlan, Region
+    from toolchain.snp.report import AttestationReport
 
 HOST_DATA_SIZE = 32
 ID_BLOCK_SIZE = 96
@@ -47,6 +48,11 @@ class Firmware(Protocol):
 
     #: "sim" or "snp": named in every run's output, with what it means for security.
     name: str
+    #: Its reports chain to the simulated root (trusted only under ``--dev``), not AMD's.
+    simulated: bool
+    #: The keep's report requests pass through this object (``guest_request``), so the runner
+    #: can count them; False on SNP, where KVM serves them in the kernel.
+    sees_report_requests: bool
 
     @property
     def measurement(self) -> bytes:
@@ -81,8 +87,9 @@ class Firmware(Protocol):
         """
         ...
 
-    def certificate_chain(self) -> CertificateChain:
-        """The certificates a verifier needs for this firmware's reports."""
+    def certificate_chain(self, report: AttestationReport | None = None) -> CertificateChain:
+        """The certificates a verifier needs for this firmware's reports (for ``report``: a
+        firmware without them says how to obtain the ones that report needs)."""
         ...
 
 

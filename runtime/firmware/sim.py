@@ -274,6 +274,8 @@ class SimFirmware:
     """One guest context on the simulated PSP (create one per keep)."""
 
     name = "sim"
+    simulated = True
+    sees_report_requests = True
 
     def __init__(self) -> None:
         self.identity = sim_identity()
@@ -512,5 +514,6 @@ class SimFirmware:
             report=self._signed_report(request.report_data, request.vmpl),
         )
 
-    def certificate_chain(self) -> CertificateChain:
+    def certificate_chain(self, report: AttestationReport | None = None) -> CertificateChain:
+        """This user's simulated chain: one for every report."""
         return self.identity.chain()

@@ -12,6 +12,16 @@ attested: it hands the backend its own firmware wrapped in ``WitnessedFirmware``
 report requests the firmware really served, and after the run ``LiveAttestation.verdict`` decides
 from what the runner itself saw — one report requested, produced, accepted by this verifier. A keep
 that fails any step ends the run as a failure whatever exit status it asked for, on every backend.
+
+What the runner can witness depends on the platform (``Firmware.sees_report_requests``):
+
+* simulated firmware (``kvm``, ``nil``): the report requests pass through the runner's firmware,
+  which counts each one and each report it produced;
+* SEV-SNP (``snp``): the keep's request is a sealed guest message that KVM serves in the kernel,
+  so the runner never sees it. It witnesses instead the reports the keep hands over (ATTEST):
+  *requested* is a report handed over, *produced* is that report's signature verifying under
+  the VCEK chained to AMD's pinned ARK (only the AMD-SP holds that key), *once* is exactly one
+  report handed over. Zero reports, or two, fail the run as on every other platform.
 """
 
 from __future__ import annotations
@@ -21,17 +31,40 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from toolchain.checks import Checklist
-from toolchain.errors import EvidenceError, KeepError
+from toolchain.errors import EvidenceError, KeepError, PlatformError
 from toolchain.measure.abi import REPORT_DATA_SIZE
 
 if TYPE_CHECKING:
     from runtime.firmware.interface import CertificateChain, Firmware
     from toolchain.sign.references import VerifiedReferences
     from toolchain.snp.digest import PageType
+    from toolchain.snp.report import AttestationReport
     from toolchain.snp.vmsa import VcpuState
     from toolchain.verify import VerificationPolicy, Verifier
 
 NONCE_SIZE = REPORT_DATA_SIZE  # the nonce is the REPORT_DATA the keep attests
+
+
+#: What the verdict's lines say, by whether the runner's firmware sees the report requests:
+#: (what was witnessed, requested, not requested, produced, once, what "once" counts).
+_SEEN = {
+    True: (
+        "the report requests the runner's firmware served",
+        "the keep requests its attestation report before it runs anything",
+        "no request",
+        "the firmware produces a report bound to this run's nonce",
+        "exactly one report request per run",
+        "report requests",
+    ),
+    False: (
+        "the reports the keep handed over (ATTEST), checked against the AMD-SP's VCEK chain",
+        "the keep hands over its attestation report (ATTEST) before it runs anything",
+        "no report handed over",
+        "the report is signed by the AMD-SP (its VCEK, chained to AMD's pinned ARK)",
+        "exactly one report handed over per run",
+        "reports handed over",
+    ),
+}
 
 
 def fresh_nonce() -> bytes:
@@ -64,6 +97,10 @@ class LiveAttestation:
     calls: int = field(default=0)
     #: True once a report passed every check (the only way the application may start).
     accepted: bool = field(default=False)
+    #: The chain the report was checked against (for the evidence file), once obtained.
+    chain: CertificateChain | None = None
+    #: The error the verifier refused the report with (the run ends with it).
+    error: KeepError | None = None
     witness: WitnessedFirmware = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,7 +127,13 @@ class LiveAttestation:
         except KeepError as exc:
             self.checklist = Checklist("live attestation")
             self.checklist.add("report.usable", False, expected="a verifiable report", found=exc)
-            raise EvidenceError(f"the keep's attestation report is unusable: {exc}") from exc
+            # The host lacks what the check needs (the chip's VCEK): that error says how to fix it.
+            self.error = (
+                exc
+                if isinstance(exc, PlatformError)
+                else EvidenceError(f"the keep's attestation report is unusable: {exc}")
+            )
+            raise self.error from exc
         failures = self.checklist.failures
         if failures or not self.checklist.ok:
             first = failures[0] if failures else None
@@ -103,6 +146,24 @@ class LiveAttestation:
         self.accepted = True
         return True
 
+    @property
+    def witnessed(self) -> tuple[int, int, str | None]:
+        """(reports requested, reports produced, why none was) as the runner itself saw them.
+
+        Through its firmware where the requests pass it; on SNP from the reports handed over,
+        one counting as produced only when its signature verified under the AMD chain.
+        """
+        if self.witness.sees_report_requests:
+            return self.witness.requested, self.witness.produced, self.witness.failure
+        checks = self.checklist.checks if self.checklist is not None else []
+        signed = [c for c in checks if c.name == "report.signature" or ".signed-by-" in c.name]
+        if any(c.name == "report.signature" for c in signed) and all(c.ok for c in signed):
+            return self.calls, 1, None
+        # Name the signing check that failed, else what kept the chain from being checked.
+        unsigned = next((c for c in [*signed, *checks] if c.ok is False), None)
+        why = f"{unsigned.name}: {unsigned.found}" if unsigned is not None else None
+        return self.calls, 0, why
+
     def verdict(self, ended: str) -> Checklist:
         """The runner's verdict on the whole run: did this keep attest, once, before it ran?
 
@@ -110,26 +171,17 @@ class LiveAttestation:
         state), never from what the backend reports. ``ended`` says how the keep ended, for the
         line that names the missing step. The first missing step is ✗, later ones not reached.
         """
-        served = self.witness
+        requested, produced, failure = self.witnessed
         if self.calls and not self.accepted:
             failures = self.checklist.failures if self.checklist else []
             first = failures[0] if failures else None
             rejected = f"it failed {first.name}" if first else "it did not verify"
         else:
             rejected = "the report never reached the runner's verifier"
+        seen = _SEEN[self.witness.sees_report_requests]
         steps = [
-            (
-                "attestation.requested",
-                served.requested > 0,
-                "the keep requests its attestation report before it runs anything",
-                f"no request: {ended}",
-            ),
-            (
-                "attestation.produced",
-                served.produced > 0,
-                "the firmware produces a report bound to this run's nonce",
-                f"no report: {served.failure or ended}",
-            ),
+            ("attestation.requested", requested > 0, seen[1], f"{seen[2]}: {ended}"),
+            ("attestation.produced", produced > 0, seen[3], f"no report: {failure or ended}"),
             (
                 "attestation.verified",
                 self.accepted,
@@ -138,12 +190,14 @@ class LiveAttestation:
             ),
             (
                 "attestation.once",
-                served.requested == 1 and self.calls == 1,
-                "exactly one report request per run",
-                f"{served.requested} report requests, {self.calls} given to the verifier",
+                requested == 1 and self.calls == 1,
+                seen[4],
+                f"{requested} {seen[5]}, {self.calls} given to the verifier",
             ),
         ]
-        checks = Checklist(f"attestation of this run ({self.backend}, the runner's verdict)")
+        checks = Checklist(
+            f"attestation of this run ({self.backend}, the runner's verdict; witnessed: {seen[0]})"
+        )
         missing = False
         for name, ok, expected, found in steps:
             if missing:
@@ -161,7 +215,7 @@ class LiveAttestation:
         from toolchain.verify import References
 
         report = AttestationReport.parse(report_bytes)
-        chain = self.firmware.certificate_chain()
+        chain = self.chain = self.firmware.certificate_chain(report)
         # The references verified before boot; only configurations for this launch count.
         references = References(
             self.reference_checks, self.references, backend=self.backend, vcpus=self.vcpus
@@ -191,6 +245,8 @@ class WitnessedFirmware:
     def __init__(self, inner: Firmware) -> None:
         self.inner = inner
         self.name = inner.name
+        self.simulated = inner.simulated
+        self.sees_report_requests = inner.sees_report_requests
         self.requested = 0
         self.produced = 0
         self.failure: str | None = None
@@ -234,5 +290,5 @@ class WitnessedFirmware:
         self.produced += 1
         return response
 
-    def certificate_chain(self) -> CertificateChain:
-        return self.inner.certificate_chain()
+    def certificate_chain(self, report: AttestationReport | None = None) -> CertificateChain:
+        return self.inner.certificate_chain(report)

@@ -31,7 +31,10 @@ from typing import TYPE_CHECKING, Protocol
 from toolchain.errors import InputError, KeepError, PlatformError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from runtime.firmware.interface import Firmware
+    from runtime.vmm.snp_cpuid import HostCpu
     from runtime.vmm.snp_launch import SnpLaunch, SnpSystem, VcpuSetup
     from toolchain.image.keep_build import KeepBuild
     from toolchain.measure.plan import LaunchPlan
@@ -83,8 +86,9 @@ class Backend(Protocol):
         """Why this backend cannot run on this host, or None."""
         ...
 
-    def firmware(self) -> Firmware:
-        """A fresh firmware context to attest one keep with."""
+    def firmware(self, vcek: Path | None = None) -> Firmware:
+        """A fresh firmware context to attest one keep with; ``vcek`` is the operator's VCEK
+        file for a real firmware (the runner passes one only to ``snp``)."""
         ...
 
     def statement(self, firmware: Firmware) -> str:
@@ -107,7 +111,7 @@ class KvmBackend:
 
         return kvm_unavailable_reason()
 
-    def firmware(self) -> Firmware:
+    def firmware(self, vcek: Path | None = None) -> Firmware:
         from runtime.firmware.sim import SimFirmware
 
         return SimFirmware()
@@ -154,7 +158,7 @@ class NilBackend:
     def unavailable(self) -> str | None:
         return None
 
-    def firmware(self) -> Firmware:
+    def firmware(self, vcek: Path | None = None) -> Firmware:
         from runtime.firmware.sim import SimFirmware
 
         return SimFirmware()
@@ -192,15 +196,19 @@ class SnpBackend:
     ``system``, ``vcpu_setup`` and ``run_vcpus`` are the real ones unless a test passes the fake
     KVM (``runtime.vmm.fake_kvm_snp``) and its vCPUs.
 
-    What runs today, on an SNP host: the launch (the snp plan, its pages PRIVATE, LAUNCH_START /
-    UPDATE / FINISH with ``launch.vcpus`` vCPUs) and the boot vCPU's exit loop, with the SNP
-    exits (``SnpExits``: MAP_GPA_RANGE, MEMORY_FAULT) and the keep's hypercalls served. What is
-    missing is the guest side (issue 13 §2, branch ``snpguest``): the microkernel registers no
-    GHCB and handles no #VC, so its first doorbell MMIO write stops the VM, and it asks the VMM
-    for its report, which ``SnpFirmware`` refuses (``runtime.firmware.snp.GUEST_PATH_MISSING``);
-    and the chip's VCEK is not obtained yet (``VCEK_MISSING``: the runner asks for the chain before
-    the launch, so ``keep run`` stops there on an SNP host today). Application processors are
-    launched and measured but not run (the kvm backend's AP start-up is not wired to SNP).
+    The launch: the snp plan, its pages PRIVATE, the CPUID page filled from the host's supported
+    CPUID, LAUNCH_START / UPDATE / FINISH with ``launch.vcpus`` vCPUs (one VMSA each, measured by
+    KVM in vCPU-index order), refused when the plan's C-bit is not the host's. Then the boot
+    vCPU's exit loop, with the SNP exits (``SnpExits``: MAP_GPA_RANGE, MEMORY_FAULT) and the
+    keep's hypercalls served; the keep obtains its report from the AMD-SP itself and hands it over
+    with ATTEST, where the runner verifies it against the operator's VCEK and AMD's pinned chain.
+
+    Application processors: KVM needs every vCPU to exist at LAUNCH_FINISH (it builds and measures
+    each one's VMSA from its registers there), so all ``launch.vcpus`` are created and given the
+    plan's initial state; only the boot vCPU is ever run. An AP that is never entered with
+    KVM_RUN executes nothing (KVM does not require running it; an SNP AP would start at its
+    launched VMSA only when run), and the keep does not use them: their VMSAs count in the
+    digest, which is the plan's for that vCPU count.
     """
 
     name = "snp"
@@ -224,10 +232,34 @@ class SnpBackend:
         missing = probe(timing=False).snp_missing()
         return "; ".join(missing) if missing else None
 
-    def firmware(self) -> Firmware:
-        from runtime.firmware.snp import SnpFirmware
+    def firmware(self, vcek: Path | None = None) -> Firmware:
+        """The real AMD-SP of this host's generation (its CPUID, never a default), with the
+        operator's VCEK checked against AMD's pinned chain for it; without one, the keep's
+        report is refused naming where its VCEK is (``runtime.firmware.snp``)."""
+        from runtime.firmware.snp import SnpFirmware, load_vcek
 
-        return SnpFirmware()
+        host = self.host_cpu()
+        product = host.product
+        if product is None:
+            raise PlatformError(
+                f"this host's CPU is not an SEV-SNP EPYC (Milan, Genoa or Turin): {host.describe()}"
+            )
+        return SnpFirmware(load_vcek(vcek, product) if vcek is not None else None, product)
+
+    def host_cpu(self) -> HostCpu:
+        """The host's supported CPUID (C-bit, generation), through this backend's system."""
+        from runtime.vmm.snp_cpuid import host_cpu
+        from runtime.vmm.snp_launch import KVM_DEVICE, RealSnpSystem
+
+        system = self._system if self._system is not None else RealSnpSystem()
+        try:
+            fd = system.open(KVM_DEVICE)
+        except OSError as exc:
+            raise PlatformError(f"cannot open {KVM_DEVICE}: {exc.strerror}") from exc
+        try:
+            return host_cpu(system, fd)
+        finally:
+            system.close(fd)
 
     def statement(self, firmware: Firmware) -> str:
         return (
@@ -265,9 +297,9 @@ def snp_plan(build: KeepBuild) -> LaunchPlan:
 def run_snp_vcpus(vm: SnpLaunch, launch: Launch) -> int | None:
     """Run the launched keep's boot vCPU until it exits, its SNP exits and hypercalls served.
 
-    The report request goes to the runner's (witnessed) firmware, which on SNP refuses it (the
-    guest must obtain its report itself); the error ends the keep and the runner's verdict
-    fails the run.
+    The APs are never run (see ``SnpBackend``). The keep hands its report over with ATTEST
+    (hypercall ABI 4) to ``launch.verified``, the runner's verifier; an older keep's request to
+    the runner's firmware is refused (``SnpFirmware``: only the guest can obtain it on SNP).
     """
     from runtime.vmm.hypercalls import HypercallServer
     from runtime.vmm.vcpu import Vcpu, Watchdog

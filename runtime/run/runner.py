@@ -51,6 +51,8 @@ class RunOptions:
     policy: Path | None = None
     dev: bool = False
     timeout: float = 60.0
+    #: The chip's VCEK for ``snp`` (``--vcek``; else ``$KEEPSTACK_SNP_VCEK``), never fetched.
+    vcek: Path | None = None
     evidence: Path | None = None
     build_dir: Path | None = None
     #: Guest memory in bytes (None: the default 256 MiB); part of the build and its measurement.
@@ -122,7 +124,7 @@ def _add_dev_hint(
     error: EvidenceError, checks: Checklist, options: RunOptions, firmware: Firmware
 ) -> None:
     """Say what --dev would change when the only failure is the untrusted simulated root."""
-    if options.dev or error.hint or not firmware.certificate_chain().simulated:
+    if options.dev or error.hint or not firmware.simulated:
         return
     if any(check.name == "ark.trusted" for check in checks.failures):
         error.hint = DEV_HINT
@@ -410,8 +412,8 @@ def _roots(dev: bool, firmware: Firmware) -> TrustedRoots:
     from toolchain.verify import TrustedRoots
 
     roots = TrustedRoots.amd()
-    chain = firmware.certificate_chain()
-    if chain.simulated and dev:
+    if firmware.simulated and dev:
+        chain = firmware.certificate_chain()
         roots = roots.with_extra(load_certificate(chain.ark), label=SIM_ROOT_LABEL)
     return roots
 
@@ -430,7 +432,9 @@ def write_evidence(path: Path, attestation: LiveAttestation, envelope: bytes, ba
 
     from toolchain.snp.certs import load_certificate
 
-    chain = attestation.firmware.certificate_chain()
+    chain = attestation.chain
+    if chain is None:
+        raise InputError("no evidence to write: the report was never checked against a chain")
 
     def pem(der: bytes) -> str:
         return load_certificate(der).public_bytes(Encoding.PEM).decode()
@@ -505,7 +509,7 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     if references.development:
         log.note("keep: using DEVELOPMENT reference measurements (signed by a development key)")
 
-    firmware = backend.firmware()
+    firmware = backend.firmware(_vcek(options, backend.name))
     log.note(backend.statement(firmware))
     roots = _roots(options.dev, firmware)
     if roots != TrustedRoots.amd():  # --dev added the simulated root (never for a real chain)
@@ -529,7 +533,8 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
     started = time.perf_counter()
     ended = _launch(backend, build, attestation, trees, options, log)
     timings.update(ended.timings_ms, run=(time.perf_counter() - started) * 1e3)
-    if options.evidence is not None and attestation.report is not None:
+    # Only a report checked against a chain is evidence a tenant can re-check.
+    if options.evidence is not None and attestation.chain is not None:
         write_evidence(options.evidence, attestation, envelope, backend.name)
         log.note(f"keep: evidence written to {options.evidence}")
     _require_attested(attestation, ended.exit_status, ended.error, log)
@@ -548,6 +553,24 @@ def _run(options: RunOptions, log: _Log) -> RunOutcome:
         ended.measurement,
         timings,
     )
+
+
+def _vcek(options: RunOptions, backend: str) -> Path | None:
+    """The operator's VCEK file for a backend on the SEV-SNP platform; refused for any other
+    (their reports chain to the simulated root: a VCEK there would mean nothing)."""
+    import os
+
+    from runtime.firmware.snp import VCEK_ENV
+    from toolchain.measure.plan import BACKEND_PLATFORMS, PLATFORM_SNP
+
+    if BACKEND_PLATFORMS.get(backend) != PLATFORM_SNP:
+        if options.vcek is not None:
+            raise InputError(f"--vcek is for --backend snp, not {backend}")
+        return None
+    if options.vcek is not None:
+        return options.vcek
+    from_env = os.environ.get(VCEK_ENV)
+    return Path(from_env) if from_env else None
 
 
 def _announce_trees(trees: Sequence[Tree], log: _Log) -> None:
@@ -634,9 +657,9 @@ def _require_attested(
     """
     from runtime.vmm.errors import GuestError
 
-    if attestation.accepted and attestation.calls == 1 and attestation.witness.requested == 1:
+    served = attestation.witnessed[0]
+    if attestation.accepted and attestation.calls == 1 and served == 1:
         return
-    served = attestation.witness.requested
     if served == 0 and error is not None and not isinstance(error, GuestError | EvidenceError):
         # The host broke before the keep could ask (no KVM, an unusable plan): that error
         # explains the failure better than "no request", and it is a failure already.
@@ -644,8 +667,8 @@ def _require_attested(
     verdict = attestation.verdict(_how_it_ended(status, error))
     log.release()
     log.say(verdict.render())
-    if isinstance(error, EvidenceError):
-        raise error  # the report did not verify: that error names the failed check
+    if isinstance(error, EvidenceError) or (error is not None and error is attestation.error):
+        raise error  # the report did not verify (or could not be checked): that error says why
     failed = verdict.failures[0]
     raise EvidenceError(
         "the keep did not complete attestation, so its run failed whatever status it asked for",

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from runtime.vmm import kvm_abi, kvm_snp
+from runtime.vmm.snp_cpuid import CpuidEntry
 from toolchain.errors import InputError
 from toolchain.snp.digest import PAGE_SIZE, VMSA_GPA, LaunchDigest, PageType
 from toolchain.snp.vmsa import VcpuState, kvm_snp_vmsa
@@ -49,6 +50,17 @@ PVM_HOST_CAPS = {
     kvm_snp.KVM_CAP_MEMORY_ATTRIBUTES: 0,
     kvm_snp.KVM_CAP_EXIT_HYPERCALL: 1 << kvm_snp.KVM_HC_MAP_GPA_RANGE,
 }
+#: What a Genoa host's KVM 6.12 answers to KVM_GET_SUPPORTED_CPUID, in part: the vendor, the
+#: signature (family 0x19 model 0x11), XSAVE's 0xD subleaves (index-significant) and the SEV leaf
+#: (SEV, SEV-ES, SNP; C-bit 51 in EBX[5:0]).
+GENOA_CPUID = (
+    CpuidEntry(0x0, 0, 0, 0x10, 0x6874_7541, 0x444D_4163, 0x6974_6E65),
+    CpuidEntry(0x1, 0, 0, 0x00A1_0F11, 0x0080_0800, 0xF6F8_3203, 0x178B_FBFF),
+    CpuidEntry(0xD, 0, 1, 0x2E7, 0x988, 0x988, 0),
+    CpuidEntry(0xD, 1, 1, 0xF, 0x988, 0, 0),
+    CpuidEntry(0x8000_0000, 0, 0, 0x8000_0028, 0x6874_7541, 0x444D_4163, 0x6974_6E65),
+    CpuidEntry(0x8000_001F, 0, 0, 0x0003_FFFF, 0x4033, 0x1FD, 0x1),
+)
 #: SEV_FEATURES KVM 6.12 lets an SNP guest have on Genoa (DebugSwap: bit 5).
 SUPPORTED_VMSA_FEATURES = 1 << 5
 _MBO_POLICY_BIT = 1 << 17
@@ -116,6 +128,7 @@ class FakeKvmSnp:
         eagain_updates: Sequence[int] = (),
         reject_cpuid: bytes | None = None,
         liar: bool = False,
+        cpuid: Sequence[CpuidEntry] = GENOA_CPUID,
     ) -> None:
         self.caps = dict(SNP_HOST_CAPS if caps is None else caps)
         self.sev_device = sev_device
@@ -123,6 +136,7 @@ class FakeKvmSnp:
         self.eagain_updates = set(eagain_updates)
         self.reject_cpuid = reject_cpuid
         self.liar = liar
+        self.cpuid = tuple(cpuid)
         self.calls: list[Call] = []
         self.open_fds: dict[int, str] = {}
         self._next_fd = 100
@@ -159,6 +173,7 @@ class FakeKvmSnp:
         handler = {
             kvm_abi.KVM_GET_API_VERSION: self._api_version,
             kvm_abi.KVM_CHECK_EXTENSION: self._check_extension,
+            kvm_abi.KVM_GET_SUPPORTED_CPUID: self._supported_cpuid,
             kvm_snp.KVM_GET_DEVICE_ATTR: self._device_attr,
             kvm_abi.KVM_CREATE_VM: self._create_vm,
             kvm_snp.KVM_ENABLE_CAP: self._enable_cap,
@@ -197,6 +212,21 @@ class FakeKvmSnp:
         arg = _int(arg)
         self._record(kind, "KVM_CHECK_EXTENSION", cap=arg)
         return self.caps.get(arg, 0)
+
+    def _supported_cpuid(self, kind: str, arg: ctypes.Structure | int) -> int:
+        """Fills ``struct kvm_cpuid2`` (any capacity); E2BIG when ``nent`` is too small."""
+        if isinstance(arg, int) or not hasattr(arg, "entries"):
+            raise _fail(errno.EFAULT, "expected struct kvm_cpuid2")
+        self._record(kind, "KVM_GET_SUPPORTED_CPUID", nent=arg.nent)
+        if kind != "kvm":
+            raise _fail(errno.ENOTTY, "KVM_GET_SUPPORTED_CPUID is a /dev/kvm ioctl")
+        if arg.nent < len(self.cpuid):
+            raise _fail(errno.E2BIG, f"{len(self.cpuid)} entries do not fit in {arg.nent}")
+        for slot, entry in zip(arg.entries, self.cpuid, strict=False):
+            for name in ("function", "index", "flags", "eax", "ebx", "ecx", "edx"):
+                setattr(slot, name, getattr(entry, name))
+        arg.nent = len(self.cpuid)
+        return 0
 
     def _device_attr(self, kind: str, arg: ctypes.Structure | int) -> int:
         arg = _struct(arg, kvm_snp.KvmDeviceAttr)

@@ -47,6 +47,7 @@ from toolchain.measure.abi import (  # the layout, also for the tests
 )
 from toolchain.measure.plan import LaunchPlan, Region
 from toolchain.snp.digest import PageType
+from toolchain.snp.report import AttestationReport
 from toolchain.snp.vmsa import (
     LONG_MODE_CODE,
     LONG_MODE_DATA,
@@ -285,6 +286,8 @@ class NullFirmware:
     """A firmware for guests that never attest: measures nothing, signs nothing."""
 
     name = "none"
+    simulated = False
+    sees_report_requests = True
     #: It measures nothing: no launch digest.
     measurement = b""
 
@@ -306,5 +309,5 @@ class NullFirmware:
     def guest_request(self, message: bytes) -> bytes:
         raise PlatformError("this test firmware answers no guest messages")
 
-    def certificate_chain(self) -> CertificateChain:
+    def certificate_chain(self, report: AttestationReport | None = None) -> CertificateChain:
         raise PlatformError("this test firmware has no certificates")

@@ -10,7 +10,9 @@ An SEV-SNP host is told from others by four facts, each reported with what was f
 parameter, ``KVM_CAP_VM_TYPES`` offering ``KVM_X86_SNP_VM`` together with the capabilities an
 SNP launch needs (``runtime.vmm.snp_launch.snp_missing_capabilities``), and — where ``/dev/sev``
 can be opened — the firmware's SNP_PLATFORM_STATUS (API version, build, TCB). ``snp_missing()``
-lists what is missing, for ``keep platform`` and the ``snp`` backend's errors.
+lists what is missing, for ``keep platform`` and the ``snp`` backend's errors. Beside them, the
+host's C-bit position (CPUID 0x8000001F EBX[5:0]) and CPU generation, from KVM's supported CPUID
+(``runtime.vmm.snp_cpuid``): an snp plan must be laid out for that C-bit.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class PlatformFacts:
     snp_kvm_missing: list[str] = field(default_factory=list)  # from KVM_CHECK_EXTENSION
     snp_firmware: str | None = None  # SNP_PLATFORM_STATUS, None: not readable
     snp_firmware_note: str = ""  # why not readable
+    c_bit: int | None = None  # CPUID 0x8000001F EBX[5:0] as KVM reports it; None: no SEV
+    host_cpu: str = ""  # family/model/generation and C-bit, as ``HostCpu.describe`` says
     sim_root: str | None = None
 
     def snp_missing(self) -> list[str]:
@@ -152,6 +156,20 @@ def _snp_facts(facts: PlatformFacts) -> None:
         facts.snp_firmware_note = "no /dev/sev"
 
 
+def _cpu_facts(facts: PlatformFacts, kvm_fd: int) -> None:
+    """The C-bit and CPU generation from KVM_GET_SUPPORTED_CPUID on ``kvm_fd``."""
+    from runtime.vmm.snp_cpuid import host_cpu
+    from runtime.vmm.snp_launch import RealSnpSystem
+
+    try:
+        host = host_cpu(RealSnpSystem(), kvm_fd)
+    except PlatformError as exc:
+        facts.host_cpu = exc.message
+        return
+    facts.c_bit = host.c_bit
+    facts.host_cpu = host.describe()
+
+
 def _snp_verdict(facts: PlatformFacts) -> None:
     missing = facts.snp_missing()
     facts.snp_host = not missing
@@ -233,6 +251,7 @@ def probe(*, timing: bool = True) -> PlatformFacts:
         facts.vm_types = check_extension(fd, kvm_abi.KVM_CAP_VM_TYPES)
         facts.snp_vm_type = bool(facts.vm_types >> kvm_abi.KVM_X86_SNP_VM & 1)
         facts.snp_kvm_missing = snp_missing_capabilities(RealSnpSystem(), fd)
+        _cpu_facts(facts, fd)
     finally:
         os.close(fd)
     _snp_verdict(facts)
@@ -351,6 +370,12 @@ def _snp_checks(facts: PlatformFacts, checks: Checklist) -> None:
             found="; ".join(facts.snp_kvm_missing)
             or f"KVM_CAP_VM_TYPES {facts.vm_types:#x} with KVM_X86_SNP_VM",
         )
+    checks.add(
+        "sev-snp C-bit",
+        None if facts.c_bit is None else True,
+        found="" if facts.c_bit is None else f"{facts.c_bit} (CPUID 0x8000001F EBX[5:0])",
+        detail=facts.host_cpu or "KVM is not usable: not asked",
+    )
     if facts.snp_firmware is not None:
         checks.add("sev-snp firmware", True, found=facts.snp_firmware)
     else:

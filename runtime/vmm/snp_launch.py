@@ -3,8 +3,11 @@
 ``SnpLaunch`` owns the whole sequence for one keep, in the order KVM 6.12 requires
 (``Documentation/virt/kvm/x86/amd-memory-encryption.rst``, ``arch/x86/kvm/svm/sev.c``):
 
-1. ``create()`` — ``KVM_CREATE_VM(KVM_X86_SNP_VM)`` once ``KVM_CAP_VM_TYPES`` offers it and the
-   capabilities an SNP launch needs are there; ``KVM_SEV_INIT2`` with the plan's SEV_FEATURES
+1. ``create()`` — ``KVM_CREATE_VM(KVM_X86_SNP_VM)`` once ``KVM_CAP_VM_TYPES`` offers it, the
+   capabilities an SNP launch needs are there and the host's C-bit (``KVM_GET_SUPPORTED_CPUID``
+   0x8000001F EBX[5:0], ``runtime.vmm.snp_cpuid``) is the plan's (else refused, naming both);
+   the plan's CPUID page is filled with that supported CPUID (measured by its size only);
+   ``KVM_SEV_INIT2`` with the plan's SEV_FEATURES
    (minus SNP_ACTIVE, which KVM sets itself; refused if KVM does not support them); the
    ``KVM_HC_MAP_GPA_RANGE`` exit enabled; guest RAM as memslots with a shared mapping *and* a
    guest_memfd behind them (``KVM_CREATE_GUEST_MEMFD``, ``KVM_SET_USER_MEMORY_REGION2``); every
@@ -56,6 +59,7 @@ from typing import TYPE_CHECKING, Protocol
 from runtime.vmm import kvm_abi, kvm_snp
 from runtime.vmm.errors import GuestError
 from runtime.vmm.memory import PAGE_SIZE, GuestMemory, RamRange
+from runtime.vmm.snp_cpuid import HostCpu, cpuid_page, host_cpu
 from toolchain.errors import InputError, PlatformError
 from toolchain.snp.digest import VMSA_GPA, LaunchDigest, PageType
 
@@ -186,6 +190,8 @@ class SnpLaunch:
         self.sev_path = sev_path
         self.kvm_fd = self.vm_fd = self.sev_fd = self.gmem_fd = -1
         self.memory: GuestMemory | None = None
+        #: The host's supported CPUID (read at ``create``): C-bit, generation, CPUID page.
+        self.host: HostCpu | None = None
         self.vcpus: list[Closeable] = []
         self._last_firmware_error = 0
         #: The launch digest of the bytes handed to LAUNCH_UPDATE so far (VMSAs not included).
@@ -259,6 +265,7 @@ class SnpLaunch:
                 "kvm_amd.sev_snp=1, and /dev/sev (keep platform says what this host lacks)",
             )
         self._check_vmsa_features()
+        host = self.host = self._check_host_cpu()
         self.vm_fd = self._ioctl(
             self.kvm_fd, kvm_abi.KVM_CREATE_VM, kvm_abi.KVM_X86_SNP_VM, "KVM_CREATE_VM(SNP)"
         )
@@ -278,6 +285,10 @@ class SnpLaunch:
         for region in self.plan.regions:
             if region.data is not None:
                 self.memory.write(region.gpa, region.data)
+            elif region.page_type is PageType.CPUID:
+                # Measured by its size only: the host's CPUID, which the firmware checks, is
+                # what the guest reads its C-bit and features from.
+                self.memory.write(region.gpa, cpuid_page(host))
         for region in self.plan.regions:
             try:
                 set_memory_attributes(
@@ -288,6 +299,19 @@ class SnpLaunch:
                     f"KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) {region.label or ''} at "
                     f"{region.gpa:#x}+{region.size:#x} failed: {_errno_text(exc)}"
                 ) from exc
+
+    def _check_host_cpu(self) -> HostCpu:
+        """The host's supported CPUID; its C-bit must be the one the plan's tables carry."""
+        host = host_cpu(self.system, self.kvm_fd)
+        if host.c_bit != self.plan.c_bit:
+            # Private pages would be mapped with the wrong bit: the keep could not run, and its
+            # digest is not the one a reference for this host's C-bit lists.
+            raise PlatformError(
+                f"the plan is laid out for C-bit {self.plan.c_bit}, but this host's C-bit "
+                f"(CPUID 0x8000001F EBX[5:0]) is {host.c_bit}",
+                hint=f"lay the snp plan out with c_bit={host.c_bit} (host: {host.describe()})",
+            )
+        return host
 
     def _check_vmsa_features(self) -> None:
         supported = ctypes.c_uint64()

@@ -12,6 +12,8 @@ import errno
 import fcntl
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 from runtime.vmm import kvm_abi
 from runtime.vmm.memory import GuestMemory, RamRange
@@ -58,14 +60,18 @@ def check_extension(fd: int, capability: int) -> int:
         return 0
 
 
-def supported_cpuid(kvm_fd: int) -> ctypes.Structure | None:
-    """KVM_GET_SUPPORTED_CPUID, or None where KVM will not say (vCPUs keep its defaults)."""
+def supported_cpuid(
+    kvm_fd: int, ioctl: Callable[[int, int, Any], object] = fcntl.ioctl
+) -> ctypes.Structure | None:
+    """KVM_GET_SUPPORTED_CPUID, or None where KVM will not say (vCPUs keep its defaults).
+
+    ``ioctl`` is ``fcntl.ioctl`` unless a caller goes through its own system (the SNP launch)."""
     count = 256
     while count <= 4096:
         cpuid = kvm_abi.kvm_cpuid2(count)()
         cpuid.nent = count
         try:
-            fcntl.ioctl(kvm_fd, kvm_abi.KVM_GET_SUPPORTED_CPUID, cpuid)
+            ioctl(kvm_fd, kvm_abi.KVM_GET_SUPPORTED_CPUID, cpuid)
         except OSError as exc:
             if exc.errno == errno.E2BIG:
                 count *= 2
