@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "statement": ("statement", "write the reference statement of a built keep, for keep sign"),
     "sign": ("sign", "sign a reference statement into a DSSE envelope (or co-sign one)"),
     "references": ("references", "verify or show signed reference measurements"),
-    "trust": ("trust", "show a trust policy, add a key to one, or retire a key"),
+    "trust": ("trust", "show the trust a verification uses: TUF root, roles, keys"),
     "tuf": ("tuf", "TUF key ceremonies: init, release keys, root rotation, refresh, show"),
     "verify-report": ("verify_report", "verify an SEV-SNP attestation report, offline"),
     "verify-evidence": ("verify_evidence", "verify a 'keep run --evidence' file as a whole"),
