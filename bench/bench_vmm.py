@@ -7,7 +7,11 @@ Figures (medians of several runs, each keep in a fresh VM):
      against its peer in the same run: the same handler called directly (no exit);
   3. a real keep (examples/hello: microkernel + wasm2c runtime, sim firmware, ATTEST verified by
      a callback): KVM_CREATE_VM -> report request, -> first output, -> exit;
-  4. open fds and resident memory before/after N boots.
+  4. open fds and resident memory before/after N boots;
+  5. the emulated ring 0's cost model: microseconds per instruction of each kind (register
+     ALU, multiply, taken branch, load, store, ALU with a memory operand, read-modify-write),
+     from loops of 32 of them against the empty loop (best of several runs; peer: ring 3,
+     which runs natively).
 Prints figures and ratios; asserts nothing. Skips (says why) where /dev/kvm is unusable.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -193,6 +198,66 @@ def bench_leaks() -> None:
     print(f"   per keep                       {elapsed * 1e3 / LEAK_BOOTS:7.3f} ms")
 
 
+LOAD_RSI = b"\x48\x8b\x04\x33"  # mov rax, [rbx + rsi]
+WRAP_RSI = b"\x81\xe6\xff\xff\x3f\x00"  # and esi, 0x3fffff
+#: One instruction of each kind (rbx points at scratch RAM, rax, rdx and rsi start at zero).
+COST_KINDS = {
+    "add reg, reg": b"\x48\x01\xd0",
+    "imul reg, reg": b"\x48\x0f\xaf\xc2",
+    "jmp (taken)": b"\xeb\x00",
+    "load [rbx]": b"\x48\x8b\x03",
+    "store [rbx]": b"\x48\x89\x03",
+    "xor reg, [rbx]": b"\x48\x33\x03",
+    "table load [rbx+rax*8+3]": b"\x8b\x44\xc3\x03",
+    "add [rbx], rax (read-modify-write)": b"\x48\x01\x03",
+    # Three instructions each (load [rbx+rsi]; add rsi, step; and esi, 4 MiB - 1): whether a
+    # new page costs more than the same page (a software TLB, or a page walk every access?).
+    "3: load, next 8 bytes": LOAD_RSI + b"\x48\x83\xc6\x08" + WRAP_RSI,
+    "3: load, next 4 KiB page": LOAD_RSI + b"\x48\x81\xc6\x00\x10\x00\x00" + WRAP_RSI,
+}
+COST_LOOPS, COST_UNROLL, COST_RUNS = 2000, 32, 5
+
+
+def cost_loop(body: bytes) -> miniguest.Asm:
+    """rbx = scratch RAM, rax = rdx = rsi = 0; COST_LOOPS times: COST_UNROLL copies of body."""
+    asm = miniguest.Asm().mov_rbx(0x1800000).mov_rax(0)
+    asm.code += b"\x48\x31\xd2\x48\x31\xf6"  # xor rdx, rdx; xor rsi, rsi
+    asm.mov_rcx(COST_LOOPS)
+    top = asm.here()
+    asm.code += body * COST_UNROLL + b"\x48\xff\xc9"  # ...; dec rcx
+    asm.code += b"\x0f\x85" + struct.pack("<i", top - (len(asm.code) + 6))  # jnz top
+    return asm.hypercall(hypercalls.EXIT, 0)
+
+
+def loop_ms(body: bytes, ring: int) -> float:
+    """The guest's run (enter -> exit), best of COST_RUNS, in this thread's CPU time: the vCPU
+    runs in it and the emulation is its system time, which other jobs on the machine do not
+    inflate as they do the wall time."""
+    best = float("inf")
+    plan = miniguest.mini_plan(cost_loop(body), ring=ring)
+    for _ in range(COST_RUNS):
+        with Keep(plan, firmware=miniguest.NullFirmware()) as keep:
+            keep.launch()
+            started = time.thread_time()
+            result = keep.run(stdout=io.BytesIO(), require_attestation=False, timeout=60.0)
+            best = min(best, time.thread_time() - started)
+        assert result.ok, result.error
+    return best * 1e3
+
+
+def bench_cost_model() -> None:
+    count = COST_LOOPS * COST_UNROLL
+    empty = loop_ms(b"", 0)
+    costs = {name: (loop_ms(body, 0) - empty) * 1e3 / count for name, body in COST_KINDS.items()}
+    base = costs["add reg, reg"]
+    print(f"5. emulated ring 0: us per instruction, {count} of each, best of {COST_RUNS}")
+    for name, cost in costs.items():
+        print(f"   {name:36s} {cost:6.3f} us  ({cost / base:.1f}x add reg, reg)")
+    add = COST_KINDS["add reg, reg"]
+    ring0, ring3 = loop_ms(add, 0), loop_ms(add, 3)
+    print(f"   peer: the add loop, enter -> exit: ring 3 {ring3:.3f} ms, ring 0 {ring0:.3f} ms")
+
+
 def main() -> None:
     reason = kvm_unavailable_reason()
     if reason is not None:
@@ -202,6 +267,7 @@ def main() -> None:
     bench_round_trip()
     bench_real_keep()
     bench_leaks()
+    bench_cost_model()
 
 
 if __name__ == "__main__":

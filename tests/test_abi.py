@@ -131,7 +131,9 @@ def test_the_user_info_page_is_the_abi_addresses_by_name() -> None:
     page = abi.USER_INFO.struct.unpack(addresses.user_info_page(0x1000_0000))
     values = dict(zip(abi.USER_INFO.names, page, strict=True))
     assert values["magic"] == abi.USER_INFO_MAGIC
-    assert values["reserved"] == 0
+    assert values["c_bit"] == 0  # simulated: the bytes of the reserved field it was
+    with_c_bit = abi.USER_INFO.struct.unpack(addresses.user_info_page(0x1000_0000, 51))
+    assert dict(zip(abi.USER_INFO.names, with_c_bit, strict=True))["c_bit"] == 51
     assert values["entry"] == addresses.user_entry
     assert values["ram_size"] == 0x1000_0000
     for name in ("abi_version", "hc_page", "hc_buffer", "doorbell", "heap_end", "stack_bottom"):

@@ -52,3 +52,28 @@ def test_checklist_fails_closed() -> None:
     good = Checklist("good")
     good.add("a", True)
     assert good.ok
+
+
+def test_check_texts_are_made_when_read() -> None:
+    """A check keeps its values; a function is called only when the text is read, and every
+    text (line, properties, JSON) is a string, whatever was given."""
+    calls: list[str] = []
+
+    def expected() -> str:
+        calls.append("expected")
+        return "one of [2, 4]"
+
+    checks = Checklist("lazy")
+    check = checks.add("n", False, expected=expected, found=3, detail=b"x".hex)
+    assert calls == []
+    assert check.line() == "✗ n: expected one of [2, 4], found 3 (78)"
+    assert calls == ["expected"]
+    assert (check.expected, check.found, check.detail) == ("one of [2, 4]", "3", "78")
+    assert check.as_dict() == {
+        "name": "n",
+        "ok": False,
+        "expected": "one of [2, 4]",
+        "found": "3",
+        "detail": "78",
+    }
+    assert '"found": "3"' in checks.to_json()

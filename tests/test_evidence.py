@@ -234,12 +234,13 @@ def test_a_policy_in_the_current_directory_is_never_used(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Someone else's reference-measurements/trust.toml in the current directory, trusting the
-    key that signed the evidence's references: without --trust it decides nothing."""
+    """Someone else's TUF repository (reference-measurements/) in the current directory,
+    trusting the key that signed the evidence's references: without --trust it decides nothing."""
     from test_references import FOREIGN_REFUSED_LINE, builtin_line, plant_trust_policy
 
     key, _ = dev_key()
-    planted = plant_trust_policy(tmp_path, key)
+    envelope = base64.b64decode(made["document"]["references"])
+    planted = plant_trust_policy(tmp_path, key, envelope)
     monkeypatch.chdir(tmp_path)
     argv = ["verify-evidence", str(made["path"]), "--extra-root", str(made["ark"])]
     assert main(argv) == 1
@@ -247,6 +248,7 @@ def test_a_policy_in_the_current_directory_is_never_used(
     assert builtin_line() in out
     assert FOREIGN_REFUSED_LINE in out
     assert "=> VALID" not in out
-    # Named explicitly, the same policy is used (and named in the checklist).
+    # Named explicitly (root and metadata), the same trust is used, and named in the checklist.
+    monkeypatch.setenv("KEEPSTACK_TUF_REPOSITORY", str(planted.parent.parent))
     assert main([*argv, "--trust", str(planted)]) == 0
-    assert f"✔ trust policy: {planted}, sha256" in capsys.readouterr().out
+    assert f"(followed from the pinned {planted} root, sha256" in capsys.readouterr().out

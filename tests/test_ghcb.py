@@ -159,3 +159,15 @@ def test_a_page_state_change_is_granted_only_for_the_shared_pages(
 def test_an_unknown_ghcb_msr_request_stops_the_guest(memory: GuestMemory) -> None:
     with pytest.raises(GuestError, match="GHCB MSR request 0x4 is not served"):
         _server(memory, lambda page: page).msr_write(0x4)
+
+
+def test_a_c_bit_stop_is_named_as_the_cpuid_pages_not_the_reports() -> None:
+    """Reasons 33 and 34 (cbit.c) stop the keep before ring 3 over the CPUID page's C-bit."""
+    from toolchain.measure.abi import STOP_REASONS
+
+    for name, expected, found in (("CPUID_LEAF", 0x8000001F, 3), ("C_BIT", 51, 47)):
+        message = g.stop_message(STOP_REASONS[name][0], expected, found)
+        assert message.startswith("the microkernel stopped before ring 3: "), message
+        assert STOP_REASONS[name][1] in message
+        assert f"expected {expected:#x}, found {found:#x}" in message
+        assert "attestation report" not in message

@@ -96,8 +96,9 @@ def test_the_report_arrives_as_a_guest_message(plan: LaunchPlan) -> None:
     assert firmware.requests == 1
     assert result.calls.get("ATTEST") == 1
     # five hypercalls, one (simulated) VMGEXIT, and two exits (WRMSR+VMGEXIT, RDMSR) for each
-    # GHCB MSR exchange: the registration and 18 page-state changes
-    assert result.exits.get("MMIO") == 6 + 2 * (1 + 18)
+    # GHCB MSR exchange: the registration and 18 page-state changes; then the heap and stack
+    # made private and validated (exactly counted in test_pvalidate_kvm.py)
+    assert result.exits.get("MMIO", 0) > 6 + 2 * (1 + 18)
     assert result.report is not None
     report = AttestationReport.parse(result.report)
     assert report.report_data == NONCE  # sealed from the microkernel's private copy

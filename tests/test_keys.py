@@ -55,7 +55,8 @@ def test_keygen_writes_0600_private_and_public_and_id_is_sha256_of_spki(
     expected_id = hashlib.sha256(_der_from_pem(public_pem)).hexdigest()
     out = capsys.readouterr().out
     assert f"key ID:      {expected_id}" in out
-    assert f"keep trust add-key {path}.pub --trust FILE" in out
+    assert f"--release-key {path} --releases PATTERN" in out
+    assert f"--trusted-key {path}.pub" in out
     private = load_private_key(path)
     assert key_id(private) == expected_id == key_id(load_public_key(tmp_path / "release.pem.pub"))
     assert keys.algorithm_of(private) == algorithm

@@ -410,6 +410,45 @@ def _patch_note(kernel: bytes, desc_offset: int, value: int) -> bytes:
     return kernel[:at] + struct.pack("<I", value) + kernel[at + 4 :]
 
 
+def test_struct_elf_reader_reads_what_pyelftools_reads(images: Images) -> None:
+    """load_elf reads headers with ``struct`` (the build does not import pyelftools): every field
+    it uses equals pyelftools' reading, for both images and for malformed variants."""
+    import io
+
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    from toolchain.measure.keep import _elf_headers
+
+    kernel, user = images.ukernel.read_bytes(), images.user.read_bytes()
+    variants = [kernel, user, *(k for k, _ in _malformed(kernel, user).values())]
+    variants += [u for _, u in _malformed(kernel, user).values()]
+    compared = 0
+    for data in variants:
+        try:
+            elf = ELFFile(io.BytesIO(data))
+            theirs = [elf.get_segment(i).header for i in range(elf.num_segments())]
+        except (ELFError, struct.error, ValueError):
+            with pytest.raises(InputError):
+                _elf_headers(data, "x")
+            continue
+        elfclass, little_endian, header, ours = _elf_headers(data, "x")
+        assert (elfclass, little_endian) == (elf.elfclass, elf.little_endian)
+        if elfclass != 64 or not little_endian:
+            continue
+        for key in ("e_type", "e_machine", "e_entry"):
+            assert header[key] == elf.header[key], key
+        assert len(ours) == len(theirs)
+        named = ("PT_LOAD", "PT_DYNAMIC", "PT_INTERP", "PT_NOTE")  # the types load_elf uses
+        for mine, their in zip(ours, theirs, strict=True):
+            if mine["p_type"] not in named:  # another type, kept as its number
+                assert their["p_type"] not in named, their["p_type"]
+                mine = {**mine, "p_type": their["p_type"]}  # noqa: PLW2901
+            assert mine == {key: their[key] for key in mine}
+        compared += 1
+    assert compared >= 10
+
+
 def test_malformed_elf_is_input_error_naming_the_problem(images: Images) -> None:
     kernel, user = images.ukernel.read_bytes(), images.user.read_bytes()
     assert len(loads(user)) >= 3, "the test image should have text, rodata and data segments"

@@ -197,3 +197,19 @@ def test_mutated_firmware_parses_or_raises_input_error(edits, tail_bias):
             measure_guest(GuestSpec(mode=Mode.SNP, ovmf=bytes(image), vcpu_sig=1), [1, 2])
     except InputError:
         pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=16, max_size=16))
+def test_guids_convert_as_uuid_does(raw: bytes) -> None:
+    """ovmf's GUID conversions (no ``uuid`` import on measure-guest's path) are uuid's."""
+    from toolchain.snp import kernel_hashes, ovmf
+
+    text = str(uuid.UUID(bytes_le=raw))
+    assert ovmf.guid_text(raw) == text
+    assert ovmf.guid_bytes(text) == raw
+    constants = [ovmf.FOOTER_TABLE_GUID, ovmf.SEV_HASH_TABLE_RV_GUID, ovmf.SEV_METADATA_GUID]
+    constants += [ovmf.SEV_ES_RESET_BLOCK_GUID, ovmf.SVSM_INFO_GUID]
+    constants += [kernel_hashes.TABLE_HEADER_GUID, kernel_hashes.KERNEL_ENTRY_GUID]
+    for guid in constants:
+        assert ovmf.guid_bytes(guid) == uuid.UUID(guid).bytes_le

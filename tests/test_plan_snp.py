@@ -20,6 +20,7 @@ import pytest
 from ukernel_images import Images, build_images
 
 from toolchain.errors import InputError
+from toolchain.measure.abi import USER_INFO
 from toolchain.measure.keep import (
     GHCB_PAGE,
     KERNEL_RO,
@@ -124,7 +125,8 @@ def test_snp_page_table_entries_carry_the_c_bit_except_on_shared_pages(
 def test_snp_plan_differs_only_in_page_tables_and_vmsas(
     plans: tuple[LaunchPlan, LaunchPlan],
 ) -> None:
-    """Strip the C-bit from the snp tables: the simulated plan's bytes (GHCB entry and all)."""
+    """Strip the C-bit from the snp tables: the simulated plan's bytes (GHCB entry and all); the
+    user-info page declares the C-bit (0 on simulated) for the microkernel's check (cbit.c)."""
     simulated, snp = plans
     assert [(r.gpa, r.page_type, r.size, r.label) for r in simulated.regions] == [
         (r.gpa, r.page_type, r.size, r.label) for r in snp.regions
@@ -134,7 +136,14 @@ def test_snp_plan_differs_only_in_page_tables_and_vmsas(
         r.gpa + o for r in snp.regions if r.label == "page tables" for o in range(0, r.size, 4096)
     }
     ghcb_pt = None
+    info = snp.abi.user_info
+    c_bit_at = info + USER_INFO.offset("c_bit")
+    assert struct.unpack_from("<H", sim_pages[info], c_bit_at - info) == (0,)
+    assert struct.unpack_from("<H", snp_pages[info], c_bit_at - info) == (51,)
     for gpa, data in snp_pages.items():
+        if gpa == info:
+            at = c_bit_at - info
+            data = data[:at] + bytes(2) + data[at + 2 :]  # noqa: PLW2901
         if gpa not in tables:
             assert data == sim_pages[gpa], hex(gpa)
             continue
@@ -176,7 +185,7 @@ def test_snp_vmsas_are_kvms_in_vcpu_index_order(plans: tuple[LaunchPlan, LaunchP
     assert ap == ap2 == kvm_snp_vmsa(snp.ap_vcpu, sev_features=0x1)
     # A state KVM could not hold (a debug register the sync never copies) is refused on snp,
     # where the simulated firmware would measure it.
-    odd = replace(snp, boot_vcpu=replace(snp.boot_vcpu, dr0=0x1000))
+    odd = replace(snp, boot_vcpu=snp.boot_vcpu._replace(dr0=0x1000))
     with pytest.raises(InputError, match="never takes dr0"):
         odd.vmsa_pages(2)
     assert replace(odd, platform="simulated", c_bit=None).vmsa_pages(1)[0] != boot
@@ -199,7 +208,7 @@ def tiny_plan(platform: str) -> LaunchPlan:
             Region(0x5000, PageType.NORMAL, 4096, PML4, "page tables"),
         ),
         boot_vcpu=state,
-        ap_vcpu=replace(state, rip=0x1800, rsp=0),
+        ap_vcpu=state._replace(rip=0x1800, rsp=0),
         vcpu_count=2,
         guest_policy=0x30000,
         sev_features=0x1,
@@ -268,6 +277,10 @@ def test_c_bit_is_a_parameter(images: Images) -> None:
     c51 = build_plan(images.ukernel, images.user, platform="snp")
     assert c47.launch_digest(2) != c51.launch_digest(2)
     assert entry(c47, 0x1000) == (1, 0x8000_8000_0000_1063)
+    info = c47.abi.user_info
+    (page,) = (r for r in c47.regions if r.gpa <= info < r.end)
+    assert page.data is not None
+    assert struct.unpack_from("<H", page.data, info - page.gpa + USER_INFO.offset("c_bit")) == (47,)
     for bad in (38, 52, 63, True):
         with pytest.raises(InputError, match="C-bit position"):
             build_plan(images.ukernel, images.user, platform="snp", c_bit=bad)  # type: ignore[arg-type]
@@ -298,7 +311,7 @@ def test_snp_plan_of_refuses_elfs_that_are_not_the_plans(images: Images, tmp_pat
 def test_default_state_is_accepted_by_kvm_snp_vmsa() -> None:
     # The plan's states are ones KVM can hold: kvm_snp_vmsa refuses anything else.
     with pytest.raises(InputError, match="DR7"):
-        replace(tiny_plan("snp"), boot_vcpu=replace(VcpuState(), dr7=0xFFFF)).vmsa_pages(1)
+        replace(tiny_plan("snp"), boot_vcpu=VcpuState(dr7=0xFFFF)).vmsa_pages(1)
 
 
 def _patched(elf: Path) -> bytes:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tufrepo import make_repository
 
 import toolchain.sign.trust as sign_trust
 from keep.cli import main
@@ -30,6 +32,7 @@ from toolchain.sign import (
 )
 from toolchain.sign.dsse import Envelope, Signature
 from toolchain.sign.keys import public_key_pem
+from toolchain.sign.trust import TrustedKey
 
 ROOT = Path(__file__).resolve().parent.parent
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -172,47 +175,32 @@ def test_keygen_sign_cosign_verify_cli_reaches_threshold_two(
     assert json.loads(capsys.readouterr().out)["ok"] is True
 
 
-def test_trust_toml_policy_with_threshold_two(
-    tmp_path: Path, key_a: PrivateKey, key_b: PrivateKey, capsys: pytest.CaptureFixture[str]
+def test_threshold_two_and_a_key_scoped_to_releases(
+    tmp_path: Path,
+    key_a: PrivateKey,
+    key_b: PrivateKey,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    (tmp_path / "keys").mkdir()
-    for name, key in (("a", key_a), ("b", key_b)):
-        (tmp_path / "keys" / f"{name}.pub.pem").write_bytes(public_key_pem(key.public_key()))
-    (tmp_path / "trust.toml").write_text(
-        f"""version = 1
-threshold = 2
-[[keys]]
-file = "keys/a.pub.pem"
-keyid = "{key_id(key_a)}"
-[[keys]]
-file = "keys/b.pub.pem"
-keyid = "{key_id(key_b)}"
-name = "release-b"
-releases = ["0.1.*"]
-not_before = 2026-01-01T00:00:00Z
-not_after = 2027-01-01T00:00:00Z
-"""
-    )
-    policy = TrustPolicy.load(tmp_path / "trust.toml")
-    assert policy.threshold == 2
+    """What a TUF role gives its keys: a threshold and the releases they sign (the target's
+    folder; tests/test_tuf.py shows the client scoping a role's keys so)."""
+    scoped = TrustedKey(key_b.public_key(), key_id(key_b), "release-b", ("0.1.*",))
+    policy = TrustPolicy((TrustPolicy.from_keys([key_a.public_key()]).keys[0], scoped), 2)
     both = add_signature(sign_statement(_statement(), key_a), key_b)
     checklist, references = verify_envelope(both, policy, at=AT)
     assert checklist.ok, checklist.render()
     assert references is not None
     assert set(references.signers) == {key_id(key_a), key_id(key_b)}
-    # Key b is trusted only for 0.1.* and only during 2026: outside that it does not count.
+    # Key b is trusted only for 0.1.*: for another release it does not count.
     other_release = add_signature(sign_statement(_statement(release="0.2.0"), key_a), key_b)
     checklist, references = verify_envelope(other_release, policy, at=AT)
     assert references is None
-    assert "not trusted for release 0.2.0" in checklist.render()
-    checklist, references = verify_envelope(both, policy, at=datetime(2027, 2, 1, tzinfo=UTC))
-    assert references is None
-    assert "key trusted only until 2027-01-01T00:00:00Z" in checklist.render()
-    # The CLI refuses to lower the policy's threshold.
-    env = tmp_path / "e.json"
-    env.write_bytes(both)
-    assert main(["references", "verify", str(env), "--trust", str(tmp_path / "trust.toml"),
-                 "--threshold", "1"]) == 2  # fmt: skip
+    assert "not trusted for release 0.2.0 (only 0.1.*); not counted" in checklist.render()
+    # The CLI refuses to lower the threshold of a TUF trust.
+    root = make_repository(tmp_path, key_a, {"0.1.0/e.dsse.json": both})
+    monkeypatch.setenv("KEEPSTACK_TUF_REPOSITORY", str(root.parent.parent))
+    env = str(root.parent.parent / "0.1.0/e.dsse.json")
+    assert main(["references", "verify", env, "--trust", str(root), "--threshold", "0"]) == 2
     assert "may only be raised" in capsys.readouterr().err
 
 
@@ -303,21 +291,10 @@ def test_same_key_listed_twice_in_policy_counts_once(envelope: bytes, key_a: Pri
         verify_envelope(envelope, policy, at=AT)
 
 
-def test_same_key_under_two_entries_of_trust_toml_is_refused(
-    tmp_path: Path, key_a: PrivateKey
-) -> None:
-    pem = public_key_pem(key_a.public_key())
-    (tmp_path / "one.pem").write_bytes(pem)
-    (tmp_path / "two.pem").write_bytes(pem)
-    (tmp_path / "trust.toml").write_text(
-        f'threshold = 2\n[[keys]]\nfile = "one.pem"\nkeyid = "{key_id(key_a)}"\n'
-        f'[[keys]]\nfile = "two.pem"\nkeyid = "{key_id(key_a)}"\n'
-    )
+def test_same_key_under_two_entries_of_a_policy_is_refused(key_a: PrivateKey) -> None:
+    (entry,) = TrustPolicy.from_keys([key_a.public_key()]).keys
     with pytest.raises(InputError, match="same key is listed more than once"):
-        TrustPolicy.load(tmp_path / "trust.toml")
-    (tmp_path / "trust.toml").write_text(f'[[keys]]\nfile = "one.pem"\nkeyid = "{"0" * 64}"\n')
-    with pytest.raises(InputError, match=r"does not match one\.pem"):
-        TrustPolicy.load(tmp_path / "trust.toml")
+        TrustPolicy((entry, replace(entry, name="again")), 2)
 
 
 @pytest.mark.parametrize(
@@ -421,40 +398,44 @@ def test_unsatisfiable_policy_is_unusable_input(envelope: bytes) -> None:
         verify_envelope(envelope, empty, at=AT)
 
 
-def test_built_in_policy_comes_from_the_package_and_trusts_only_release_keys() -> None:
+def test_built_in_trust_is_the_tuf_root_the_package_pins() -> None:
     policy = TrustPolicy.load_builtin()
-    if TrustPolicy.builtin_file("root.json").is_file():  # the pinned TUF root (tests/test_tuf.py)
-        assert policy.tuf is not None
-        assert "pinned built-in root" in policy.describe()
-        assert not TrustPolicy.builtin_file().exists(), "trust.toml outlived the TUF root"
-        return
-    assert policy.source == "built-in"
+    assert policy.tuf is not None
+    assert "pinned built-in root" in policy.describe()
     # The installed package's file (under the mutation runner, the package is a copy elsewhere).
     package = Path(sign_trust.__file__).resolve().parent
-    assert policy.path == package / "release-trust/trust.toml"
-    assert policy.sha256 == hashlib.sha256(policy.path.read_bytes()).hexdigest()
-    assert policy.describe() == f"built-in, sha256 {policy.sha256}"
-    assert policy.threshold == 1
-    assert policy.keys
-    for key in policy.keys:  # release keys, each scoped to release versions
-        assert key.releases, f"{key.name} is trusted for every release"
-    # The repository holds one copy: no second policy beside the releases.
+    assert policy.path == package / "release-trust/root.json"
+    assert policy.tuf.pinned_sha256 == hashlib.sha256(policy.path.read_bytes()).hexdigest()
+    # No policy of the removed format anywhere: not in the package, not beside the releases.
+    assert not (package / "release-trust/trust.toml").exists()
     assert not (ROOT / "reference-measurements" / "trust.toml").exists()
 
 
-def test_bad_trust_toml_is_unusable_input(tmp_path: Path) -> None:
-    path = tmp_path / "trust.toml"
-    for text, message in [
-        ("threshold = [", "not valid TOML"),
-        ("threshold = 0", "at least 1"),
-        ("version = 2", "policy version"),
-        ("thresold = 1", "unknown setting"),
-        ('[[keys]]\nfile = "missing.pem"\nkeyid = "00"', "cannot read public key"),
-        ("[[keys]]\nkeyid = 1", "needs file"),
-    ]:
-        path.write_text(text)
-        with pytest.raises(InputError, match=message):
-            TrustPolicy.load(path)
+def test_a_trust_file_that_is_not_a_tuf_root_is_refused(
+    tmp_path: Path,
+    envelope: bytes,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trust.toml format was removed in 0.3.0: a file of it is never read, and the error
+    says what to use instead, for --trust and for $KEEPSTACK_TRUST alike."""
+    policy = tmp_path / "trust.toml"
+    policy.write_text("version = 1\nthreshold = 1\n")
+    for chosen in (policy, tmp_path / "missing.toml"):
+        with pytest.raises(InputError, match=r"removed in Keepstack 0\.3\.0") as caught:
+            TrustPolicy.select(chosen)
+        assert "keep tuf init" in str(caught.value.hint)
+        assert "--trusted-key" in str(caught.value.hint)
+    path = tmp_path / "e.json"
+    path.write_bytes(envelope)
+    assert main(["references", "verify", str(path), "--trust", str(policy)]) == 2
+    err = capsys.readouterr().err
+    assert f"--trust {policy}: not a TUF root (.json)" in err
+    monkeypatch.setenv("KEEPSTACK_TRUST", str(policy))
+    assert main(["references", "verify", str(path)]) == 2
+    assert f"$KEEPSTACK_TRUST {policy}: not a TUF root" in capsys.readouterr().err
+    with pytest.raises(InputError, match="threshold must be at least 1"):
+        TrustPolicy((), 0)
 
 
 # --- development references -------------------------------------------------------------------
@@ -534,34 +515,21 @@ def test_threshold_zero_is_unusable_input(
 # --- which trust policy decides (issue 10, finding 3) -------------------------------------------
 
 
-def plant_trust_policy(directory: Path, key: PrivateKey) -> Path:
-    """Someone else's ``reference-measurements/trust.toml`` and key in ``directory`` (the
-    attacker's checkout, or a downloaded tarball), trusting ``key``; returns the policy file."""
-    references = directory / "reference-measurements"
-    (references / "keys").mkdir(parents=True)
-    (references / "keys" / "theirs.pub.pem").write_bytes(public_key_pem(key.public_key()))
-    policy = references / "trust.toml"
-    policy.write_text(
-        f'version = 1\nthreshold = 1\n[[keys]]\nfile = "keys/theirs.pub.pem"\n'
-        f'keyid = "{key_id(key)}"\n'
-    )
-    return policy
+def plant_trust_policy(directory: Path, key: PrivateKey, envelope: bytes) -> Path:
+    """Someone else's TUF repository ``directory/reference-measurements`` (the attacker's
+    checkout, or a downloaded tarball), listing ``envelope`` under the release it names and
+    trusting ``key`` to sign it; returns its root (what a tenant would have to pin to trust it)."""
+    release = json.loads(Envelope.parse(envelope).payload)["predicate"]["release"]
+    return make_repository(directory, key, {f"{release}/their.dsse.json": envelope})
 
 
 def builtin_line() -> str:
     return f"✔ trust policy: {TrustPolicy.load_builtin().describe()}"
 
 
-#: Whether the package pins the project's TUF root (then trust.toml is gone) or ships the bridge.
-TUF_BUILTIN = TrustPolicy.builtin_file("root.json").is_file()
-#: How the built-in trust refuses an envelope signed by someone else's key: TUF lists no such
-#: envelope; the trust.toml bridge counts no trusted signature.
-FOREIGN_REFUSED = "✗ TUF target" if TUF_BUILTIN else "✗ threshold"
-FOREIGN_REFUSED_LINE = (
-    "listed by no TUF targets role"
-    if TUF_BUILTIN
-    else "✗ threshold: expected 1 distinct trusted key(s), found 0"
-)
+#: How the built-in trust refuses an envelope signed by someone else's key: TUF lists none.
+FOREIGN_REFUSED = "✗ TUF target"
+FOREIGN_REFUSED_LINE = "listed by no TUF targets role"
 
 
 def test_a_policy_in_the_current_directory_is_never_used(
@@ -571,9 +539,9 @@ def test_a_policy_in_the_current_directory_is_never_used(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The attack: a directory holding someone else's trust.toml, key and envelope. Their
-    envelope must not print VALID; the checklist names the built-in policy that decided."""
-    planted = plant_trust_policy(tmp_path, key_a)
+    """The attack: a directory holding someone else's TUF repository, key and envelope. Their
+    envelope must not print VALID; the checklist names the built-in root that decided."""
+    planted = plant_trust_policy(tmp_path, key_a, envelope)
     monkeypatch.chdir(tmp_path)
     Path("their.dsse.json").write_bytes(envelope)
     assert main(["references", "verify", "their.dsse.json", "--at", "2026-11-27T12:00:00Z"]) == 1
@@ -582,12 +550,13 @@ def test_a_policy_in_the_current_directory_is_never_used(
     assert FOREIGN_REFUSED_LINE in out
     assert "=> INVALID" in out
     assert "=> VALID" not in out
-    # Only when given does their policy count, and the checklist then names it and its digest.
+    # Only when given (root and metadata) does their trust count; the checklist then names it.
+    monkeypatch.setenv("KEEPSTACK_TUF_REPOSITORY", str(planted.parent.parent))
     at = ["--at", "2026-11-27T12:00:00Z"]
     assert main(["references", "verify", "their.dsse.json", "--trust", str(planted), *at]) == 0
     out = capsys.readouterr().out
     digest = hashlib.sha256(planted.read_bytes()).hexdigest()
-    assert f"✔ trust policy: {planted}, sha256 {digest}" in out
+    assert f"(followed from the pinned {planted} root, sha256 {digest})" in out
     assert "=> VALID" in out
 
 
@@ -598,7 +567,8 @@ def test_keepstack_trust_names_a_policy_and_the_checklist_says_so(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    planted = plant_trust_policy(tmp_path / "mine", key_a)
+    planted = plant_trust_policy(tmp_path / "mine", key_a, envelope)
+    monkeypatch.setenv("KEEPSTACK_TUF_REPOSITORY", str(planted.parent.parent))
     path = tmp_path / "e.json"
     path.write_bytes(envelope)
     monkeypatch.setenv("KEEPSTACK_TRUST", str(planted))
@@ -607,14 +577,16 @@ def test_keepstack_trust_names_a_policy_and_the_checklist_says_so(
     checks = json.loads(capsys.readouterr().out)["checks"]
     assert checks[0]["name"] == "trust policy"
     digest = hashlib.sha256(planted.read_bytes()).hexdigest()
-    assert checks[0]["found"] == f"{planted} (from $KEEPSTACK_TRUST), sha256 {digest}"
+    origin = f"{planted} (from $KEEPSTACK_TRUST)"
+    assert f"(followed from the pinned {origin} root, sha256 {digest})" in checks[0]["found"]
     # --trust wins over the variable; a variable naming a missing file is unusable input.
-    monkeypatch.setenv("KEEPSTACK_TRUST", str(tmp_path / "missing.toml"))
+    monkeypatch.setenv("KEEPSTACK_TRUST", str(tmp_path / "missing.json"))
     assert main(verify) == 2
     assert "(from $KEEPSTACK_TRUST)" in capsys.readouterr().err
     assert main([*verify, "--trust", str(planted)]) == 0
     capsys.readouterr()
     monkeypatch.delenv("KEEPSTACK_TRUST")
+    monkeypatch.delenv("KEEPSTACK_TUF_REPOSITORY")
     assert main(verify) == 1
     first = json.loads(capsys.readouterr().out)["checks"][0]["found"]
     assert first == TrustPolicy.load_builtin().describe()
@@ -644,12 +616,10 @@ def test_reproduce_refuses_an_envelope_trusted_only_by_a_planted_policy(
     """keep reproduce from the attacker's directory: refused before anything is built."""
     from toolchain import __version__
 
-    plant_trust_policy(tmp_path, key_a)
-    release = tmp_path / "reference-measurements" / __version__
-    release.mkdir()
     statement = _statement(release=__version__)
     statement["predicate"]["validity"]["notAfter"] = "2099-01-01T00:00:00Z"  # type: ignore[index]
-    (release / "hello.dsse.json").write_bytes(sign_statement(statement, key_a))
+    envelope = sign_statement(statement, key_a)
+    make_repository(tmp_path, key_a, {f"{__version__}/hello.dsse.json": envelope})
 
     def no_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("reproduce built from an envelope the built-in policy refuses")
@@ -708,8 +678,9 @@ def test_run_refuses_references_trusted_only_by_a_planted_policy(
         valid_for=timedelta(days=1),
         development=False,
     )
-    plant_trust_policy(tmp_path, key_a)
-    (tmp_path / "their.dsse.json").write_bytes(sign_statement(statement, key_a))
+    their = sign_statement(statement, key_a)
+    make_repository(tmp_path, key_a, {"9.9.9/their.dsse.json": their})
+    (tmp_path / "their.dsse.json").write_bytes(their)
     monkeypatch.chdir(tmp_path)
     run = ["run", "--dev", "--backend", "nil", "--build-dir", "build", "--references"]
     status = main([*run, "their.dsse.json", str(ROOT / "examples/hello/hello.wat")])
@@ -717,135 +688,57 @@ def test_run_refuses_references_trusted_only_by_a_planted_policy(
     assert status == 1, captured.err
     assert "hello from a keep" not in captured.out
     assert "do not verify; the keep was not started" in captured.err
-    assert ("TUF target" if TUF_BUILTIN else "threshold") in captured.err
+    assert "TUF target" in captured.err
 
 
-# --- keep trust: show, add a key, retire a key ---------------------------------------------------
+# --- keep trust show ----------------------------------------------------------------------------
 
 
 def test_trust_show_names_the_policy_a_verification_would_use(
     tmp_path: Path,
+    envelope: bytes,
     key_a: PrivateKey,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     builtin = TrustPolicy.load_builtin()
-    plant_trust_policy(tmp_path, key_a)
-    monkeypatch.chdir(tmp_path)  # a trust.toml here is not the default
+    planted = plant_trust_policy(tmp_path, key_a, envelope)
+    monkeypatch.chdir(tmp_path)  # a repository here is not the default
     assert main(["trust", "show"]) == 0
     out = capsys.readouterr().out
-    if TUF_BUILTIN:  # the root followed from the pinned one, each role and its keys
-        assert out.startswith("trust: TUF (built-in)\n")
-        assert builtin.describe() in out
-    else:
-        assert out.startswith("trust policy: built-in\n")
-        assert f"sha256     {builtin.sha256}" in out
-        for key in builtin.keys:
-            assert f"keyid      {key.key_id}" in out
-    monkeypatch.setenv("KEEPSTACK_TRUST", "reference-measurements/trust.toml")
+    # The root followed from the pinned one, each role and its keys.
+    assert out.startswith("trust: TUF (built-in)\n")
+    assert builtin.describe() in out
+    monkeypatch.setenv("KEEPSTACK_TRUST", "reference-measurements/metadata/1.root.json")
+    monkeypatch.setenv("KEEPSTACK_TUF_REPOSITORY", str(planted.parent.parent))
     assert main(["trust", "show", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
-    assert document["source"] == "reference-measurements/trust.toml (from $KEEPSTACK_TRUST)"
-    assert [k["keyid"] for k in document["keys"]] == [key_id(key_a)]
+    origin = "reference-measurements/metadata/1.root.json (from $KEEPSTACK_TRUST)"
+    assert document["source"] == f"TUF ({origin})"
+    assert document["targets"]["0.1.0/their.dsse.json"] == {
+        "role": "release",
+        "keys": [key_id(key_a)],
+    }
 
 
-def test_trust_add_key_and_retire_edit_only_the_given_file(
-    tmp_path: Path,
-    envelope: bytes,
-    key_a: PrivateKey,
-    key_b: PrivateKey,
-    capsys: pytest.CaptureFixture[str],
+def test_trust_edits_of_the_removed_format_are_gone(
+    tmp_path: Path, key_a: PrivateKey, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    policy_file = tmp_path / "policy" / "trust.toml"
-    pub_a, pub_b = tmp_path / "a.pem.pub", tmp_path / "b.pub.pem"
-    pub_a.write_bytes(public_key_pem(key_a.public_key()))
-    pub_b.write_bytes(public_key_pem(key_b.public_key()))
-    trust = ["--trust", str(policy_file)]
-    # Writes need --trust: never the built-in policy by default.
-    with pytest.raises(SystemExit):
-        main(["trust", "add-key", str(pub_a)])
-    capsys.readouterr()
-    shipped = TrustPolicy.builtin_file("root.json" if TUF_BUILTIN else "trust.toml")
-    builtin = shipped.read_bytes()
-    assert main(["trust", "add-key", str(pub_a), *trust, "--releases", "0.*"]) == 0
-    assert f"created {policy_file}: trusts key a" in capsys.readouterr().out
-    args = ["--releases", "0.1.*", "--releases", "1.*", "--not-after", "2027-06-01T00:00:00Z"]
-    assert main(["trust", "add-key", str(pub_b), *trust, "--name", "second", *args]) == 0
-    capsys.readouterr()
-    assert shipped.read_bytes() == builtin
-    policy = TrustPolicy.load(policy_file)
-    a, b = policy.key(key_id(key_a)), policy.key(key_id(key_b))
-    assert a is not None
-    assert b is not None
-    assert a.name == "a"
-    assert a.releases == ("0.*",)
-    assert b.releases == ("0.1.*", "1.*")
-    assert b.not_after == datetime(2027, 6, 1, tzinfo=UTC)
-    assert (tmp_path / "policy/keys/second.pub.pem").read_bytes() == pub_b.read_bytes()
-    # The same key twice is refused, and the file is left as it was.
-    before = policy_file.read_bytes()
-    assert main(["trust", "add-key", str(pub_a), *trust, "--name", "again"]) == 2
-    assert "already trusts key" in capsys.readouterr().err
-    assert policy_file.read_bytes() == before
-    # Verifying with it works; after retiring key a, its signature no longer counts.
-    path = tmp_path / "e.json"
-    path.write_bytes(envelope)
-    verify = ["references", "verify", str(path), *trust, "--at", "2026-11-27T12:00:00Z"]
-    assert main(verify) == 0
-    capsys.readouterr()
-    retire = ["trust", "retire", key_id(key_a)[:12], *trust]
-    assert main([*retire, "--not-after", "2026-11-20T00:00:00Z"]) == 0
-    assert "counts until 2026-11-20T00:00:00Z" in capsys.readouterr().out
-    assert main(verify) == 1
-    assert "key trusted only until 2026-11-20T00:00:00Z; not counted" in capsys.readouterr().out
-    # Retiring again moves the one not_after line; the other key's entry is untouched.
-    assert main([*retire, "--not-after", "2026-12-01T00:00:00Z"]) == 0
-    capsys.readouterr()
-    text = policy_file.read_text()
-    assert text.count("not_after") == 2
-    assert "not_after = 2026-12-01T00:00:00Z" in text
-    assert "not_after = 2027-06-01T00:00:00Z" in text
-    assert main(verify) == 0
-    capsys.readouterr()
-    # An unknown key ID, or too short a prefix, is unusable input.
-    assert main(["trust", "retire", "00000000", *trust, "--not-after", "2027-01-01"]) == 2
-    assert "lists no key 00000000" in capsys.readouterr().err
-    assert main(["trust", "retire", key_id(key_a)[:4], *trust, "--not-after", "2027-01-01"]) == 2
-    assert "at least 8 hex digits" in capsys.readouterr().err
-
-
-def test_retire_keeps_comments_and_refuses_an_empty_window(
-    tmp_path: Path, key_a: PrivateKey, key_b: PrivateKey
-) -> None:
-    from toolchain.sign.trust import add_key, retire_key
-
-    policy_file = tmp_path / "trust.toml"
-    add_key(
-        policy_file,
-        key_a.public_key(),
-        name="a",
-        releases=None,
-        not_before=datetime(2026, 6, 1, tzinfo=UTC),
-    )
-    add_key(policy_file, key_b.public_key(), name="b", releases=["0.*"])
-    policy_file.write_text("# our policy: keep this comment\n" + policy_file.read_text())
-    before = policy_file.read_bytes()
-    with pytest.raises(InputError, match="not_before must be earlier than not_after"):
-        retire_key(policy_file, key_id(key_a), datetime(2026, 1, 1, tzinfo=UTC))
-    assert policy_file.read_bytes() == before  # restored
-    policy, key = retire_key(policy_file, key_id(key_b), datetime(2027, 1, 1, tzinfo=UTC))
-    assert key.not_after == datetime(2027, 1, 1, tzinfo=UTC)
-    assert policy.key(key_id(key_a)).not_after is None  # type: ignore[union-attr]
-    assert policy_file.read_text().startswith("# our policy: keep this comment\n")
-    with pytest.raises(InputError, match="holds another key"):
-        add_key(policy_file, generate_private_key().public_key(), name="a", releases=None)
-    with pytest.raises(InputError, match="key name"):
-        add_key(policy_file, generate_private_key().public_key(), name='x"y', releases=None)
+    """``keep trust add-key`` and ``retire`` edited trust.toml; keys are now added and revoked
+    in the TUF repository (keep tuf add-release-key, revoke-key: tests/test_tuf.py)."""
+    pub = tmp_path / "a.pub"
+    pub.write_bytes(public_key_pem(key_a.public_key()))
+    for action in (["add-key", str(pub)], ["retire", key_id(key_a)]):
+        with pytest.raises(SystemExit) as caught:
+            main(["trust", *action, "--trust", str(tmp_path / "trust.toml")])
+        assert caught.value.code == 2
+        assert "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "trust.toml").exists()
 
 
 def test_an_installed_wheel_carries_the_built_in_policy(tmp_path: Path, key_a: PrivateKey) -> None:
     """The wheel holds the policy and its keys; unpacked as pip installs it and run from a
-    directory holding someone else's trust.toml, it uses its own copy and names it."""
+    directory holding someone else's TUF repository, it uses its own copy and names it."""
     import io
     import os
     import subprocess
@@ -857,12 +750,12 @@ def test_an_installed_wheel_carries_the_built_in_policy(tmp_path: Path, key_a: P
     _, data = wheel_bytes(ROOT)
     site = tmp_path / "site-packages"
     zipfile.ZipFile(io.BytesIO(data)).extractall(site)
-    name = "root.json" if TUF_BUILTIN else "trust.toml"
-    shipped = site / "toolchain/sign/release-trust" / name
-    assert shipped.read_bytes() == TrustPolicy.builtin_file(name).read_bytes()
+    shipped = site / "toolchain/sign/release-trust/root.json"
+    assert shipped.read_bytes() == TrustPolicy.builtin_file().read_bytes()
     here = tmp_path / "elsewhere"
-    plant_trust_policy(here, key_a)
-    (here / "e.json").write_bytes(sign_statement(_statement(), key_a))
+    their = sign_statement(_statement(), key_a)
+    plant_trust_policy(here, key_a, their)
+    (here / "e.json").write_bytes(their)
     script = (
         "import sys, toolchain; from keep.cli import main; print(toolchain.__file__); "
         "sys.exit(main(['references', 'verify', 'e.json', '--at', '2026-11-27T12:00:00Z']))"
@@ -883,8 +776,5 @@ def test_an_installed_wheel_carries_the_built_in_policy(tmp_path: Path, key_a: P
     assert done.returncode == 1, done.stderr
     assert done.stdout.startswith(str(site / "toolchain"))
     sha = hashlib.sha256(shipped.read_bytes()).hexdigest()
-    if TUF_BUILTIN:
-        assert f"(followed from the pinned built-in root, sha256 {sha})" in done.stdout
-    else:
-        assert f"✔ trust policy: built-in, sha256 {sha}" in done.stdout
+    assert f"(followed from the pinned built-in root, sha256 {sha})" in done.stdout
     assert "=> INVALID" in done.stdout

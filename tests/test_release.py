@@ -1,7 +1,7 @@
 """The committed releases: every envelope under reference-measurements/*/ verifies against the
-built-in trust policy (toolchain/sign/release-trust/), and while the package version is a
-published release, a fresh build of this tree reproduces every subject and launch digest in it
-(the code of keep reproduce).
+built-in trust root (toolchain/sign/release-trust/root.json, through TUF), and while the package
+version is a published release, a fresh build of this tree reproduces every subject and launch
+digest in it (the code of keep reproduce).
 
 So a change to the trusted stack (microkernel, runtime, examples, pinned toolchain) fails here
 until the version moves on; a new release then needs new signed references. Older releases
@@ -29,12 +29,9 @@ from toolchain.sign.intoto import parse_statement
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ROOT / "reference-measurements"
-# The built-in trust anchor: the pinned TUF root once the project ships one, else trust.toml.
-TRUST = (
-    TrustPolicy.builtin_file("root.json")
-    if TrustPolicy.builtin_file("root.json").is_file()
-    else TrustPolicy.builtin_file()
-)
+# The built-in trust anchor: the TUF root pinned in the package (0.1.0 and 0.2.0 are legacy
+# targets of its top-level targets role).
+TRUST = TrustPolicy.builtin_file()
 ENVELOPES = sorted(REFERENCES.glob("*/*.dsse.json"))
 
 

@@ -81,11 +81,11 @@ def test_tree_digest_ignores_bytecode_and_untrusted_paths_only(tmp_path: Path) -
     (root / "README.md").write_text("changed")
     (root / "requirements/tests.txt").write_text("changed")
     (root / "toolchain/z.py").chmod(0o640)  # not a mode git records: the same source
-    # The built-in trust policy decides who may sign, not what is built: a key added after a
+    # The built-in trust root decides who may sign, not what is built: a root pinned after a
     # release was signed must not change the source that release signed.
     policy = root / "toolchain/sign/release-trust"
     (policy / "keys").mkdir(parents=True)
-    (policy / "trust.toml").write_text("version = 1\n")
+    (policy / "root.json").write_text("{}\n")
     (policy / "keys/new.pub.pem").write_text("a key\n")
     assert tree_sha256(root) == before
     (root / "toolchain/sign/trust.py").write_text("but the code that reads it counts\n")

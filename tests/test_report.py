@@ -48,6 +48,16 @@ def test_every_raw_sample_round_trips(reports: Path, name: str) -> None:
     assert report.to_bytes() == data
     assert report.signed_bytes() == data[:0x2A0]
     assert AttestationReport.parse(report.to_bytes()) == report
+    assert_constructible(report, data)
+
+
+def assert_constructible(report: AttestationReport, data: bytes) -> None:
+    """``parse`` skips ``__init__``: what it builds must pass the constructor's validation and
+    rebuild the same bytes from its fields alone (``replace`` runs ``__post_init__``)."""
+    rebuilt = dataclasses.replace(report)
+    assert rebuilt == report
+    assert rebuilt._raw is None
+    assert rebuilt.to_bytes() == data
 
 
 def test_turin_v5_fields(reports: Path) -> None:
@@ -270,6 +280,7 @@ def test_report_show_unusable_input(reports: Path, capsys: pytest.CaptureFixture
 def test_fuzz_parse_any_report_sized_bytes(data: bytes) -> None:
     report = AttestationReport.parse(data)
     assert report.to_bytes() == data
+    assert_constructible(report, data)
     report.anomalies()
     json.dumps(report.fields())
 

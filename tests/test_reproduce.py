@@ -23,6 +23,7 @@ from toolchain.measure.plan import PLAN_FILE
 from toolchain.release import TRUSTED_ARTIFACTS, make_release, reproduce
 from toolchain.release.difference import json_differences
 from toolchain.release.history import SourceTree
+from toolchain.release.publish import Release
 from toolchain.release.reproduce import rebuild_and_compare, verify_release
 from toolchain.release.source import tree_sha256
 from toolchain.sign import (
@@ -33,29 +34,39 @@ from toolchain.sign import (
     sign_statement,
     write_key_pair,
 )
-from toolchain.sign.trust import BUILTIN_SOURCE_DIR, KEYS_DIR, POLICY_FILE
+from toolchain.sign import tuf_repository as tuf
+from toolchain.sign.keys import public_path_for
+from toolchain.sign.tokens import FileKey
+from toolchain.sign.trust import BUILTIN_SOURCE_DIR, ROOT_FILE
+from toolchain.sign.tuf_client import METADATA_DIR, REPOSITORY_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0.0.1"
 
 
-def _copy_sources(destination: Path) -> Path:
+def _copy_sources(destination: Path, release_key: FileKey) -> Path:
+    """The source tree with a TUF repository of its own: a throwaway root key, the release key
+    delegated ``0.*`` (and online: snapshot, timestamp), its first root pinned in the copy."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("keep", "runtime", "examples", "toolchain"):
         shutil.copytree(ROOT / name, destination / name, ignore=ignore)
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     text = re.sub(r'(?m)^version = "[^"]*"', f'version = "{VERSION}"', text, count=1)
     (destination / "pyproject.toml").write_text(text, encoding="utf-8")
-    # The copy's built-in policy starts empty: only the throwaway release key will be in it.
+    root_key = FileKey(generate_private_key(), "throwaway-root")
+    ring = tuf.Keyring((root_key, release_key))
+    repo = tuf.Repository(destination / "reference-measurements")
+    tuf.init(repo, ring, root_keys=[root_key], root_threshold=1, online_key=release_key)
+    tuf.add_release_key(repo, ring, release_key, name="throwaway-release", releases=["0.*"])
     shutil.rmtree(destination / BUILTIN_SOURCE_DIR)
     (destination / BUILTIN_SOURCE_DIR).mkdir()
-    _policy_file(destination).write_text("version = 1\nthreshold = 1\n", encoding="utf-8")
+    shutil.copyfile(repo.metadata / "1.root.json", _root_file(destination))
     return destination
 
 
-def _policy_file(repo: Path) -> Path:
-    """The built-in trust policy of a source tree (the copy the package ships)."""
-    return repo / BUILTIN_SOURCE_DIR / POLICY_FILE
+def _root_file(repo: Path) -> Path:
+    """The built-in trust root of a source tree (the copy the package ships)."""
+    return repo / BUILTIN_SOURCE_DIR / ROOT_FILE
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -80,22 +91,42 @@ class Published:
     key: Path
     envelopes: dict[str, Path]
     commit: str  # the release's source commit
+    release: Release
 
     @property
     def trust(self) -> TrustPolicy:
-        return TrustPolicy.load(_policy_file(self.repo))
+        """Through TUF, from the root pinned in the tree, against the tree's metadata."""
+        references = {REPOSITORY_ENV: str(self.repo / "reference-measurements")}
+        return TrustPolicy.load_tuf_root(_root_file(self.repo), environ=references)
+
+    @property
+    def key_trust(self) -> TrustPolicy:
+        """The release key alone (``--trusted-key``), for envelopes re-signed by a test."""
+        return TrustPolicy.from_keys([load_private_key(self.key).public_key()])
+
+    @property
+    def trusted_key(self) -> list[str]:
+        return ["--trusted-key", str(public_path_for(self.key))]
 
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
-    repo = _copy_sources(tmp_path_factory.mktemp("repo"))
+    key = tmp_path_factory.mktemp("keys") / "throwaway-release.pem"
+    private = generate_private_key("ecdsa-p384")
+    write_key_pair(key, private)
+    repo = _copy_sources(tmp_path_factory.mktemp("repo"), FileKey(private, str(key)))
     _git(repo, "init", "-q")
     commit = _commit_all(repo, f"sources of release {VERSION}")
-    key = tmp_path_factory.mktemp("keys") / "throwaway-release.pem"
-    write_key_pair(key, generate_private_key("ecdsa-p384"))
     release = make_release(VERSION, key, repo)
     envelopes = {p.name.removesuffix(".dsse.json"): p for p in release.envelopes}
-    return Published(repo, key, envelopes, commit)
+    return Published(repo, key, envelopes, commit, release)
+
+
+@pytest.fixture
+def tuf_trust(published: Published, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``--trust ROOT.json`` with the tree's metadata as the TUF repository."""
+    monkeypatch.setenv(REPOSITORY_ENV, str(published.repo / "reference-measurements"))
+    return ["--trust", str(_root_file(published.repo))]
 
 
 def _by_name(checklist: Checklist) -> dict[str, bool | None]:
@@ -130,11 +161,20 @@ _MARK = "\nimport pathlib as _p\n_p.Path({path!r}).write_text('crafted code ran'
 
 def test_release_layout(published: Published) -> None:
     assert sorted(published.envelopes) == ["cpu", "hello"]
-    policy = published.trust
-    assert len(policy.keys) == 1
-    assert policy.keys[0].releases == ("0.*",)
-    key_file = published.repo / BUILTIN_SOURCE_DIR / KEYS_DIR / "throwaway-release.pub.pem"
-    assert key_file.is_file()
+    # The release role lists every file of the release, each signed by the release key only.
+    assert published.release.tuf_role == "throwaway-release"
+    metadata = published.repo / "reference-measurements" / METADATA_DIR
+    assert published.release.metadata == metadata / "2.throwaway-release.json"
+    tuf_trust = published.trust.tuf
+    assert tuf_trust is not None
+    listed = {t.path: t for t in tuf_trust.targets}
+    references = published.repo / "reference-measurements"
+    files = {p.relative_to(references).as_posix() for p in (references / VERSION).rglob("*")}
+    assert set(listed) == {f for f in files if (references / f).is_file()}
+    for target in listed.values():
+        assert target.role == "throwaway-release"
+        assert [k.key_id for k in target.policy.keys] == [published.release.key_id]
+        assert target.policy.keys[0].releases == (VERSION,)
     for name, envelope in published.envelopes.items():
         statement = json.loads(Envelope.parse(envelope.read_bytes()).payload)
         assert sorted(s["name"] for s in statement["subject"]) == sorted(TRUSTED_ARTIFACTS)
@@ -182,18 +222,18 @@ def test_round_trip_reproduces_every_digest(published: Published) -> None:
         assert wheel[0].ok is None
 
 
-def test_cli_reproduces_a_version(published: Published, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reproduces_a_version(
+    published: Published, tuf_trust: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     """Release 0.0.1 is not the running code's version: its signed commit is exported from the
     clone holding the envelopes, checked by treeSha256, built by its own code in a subprocess
     and compared by the running code; with --source the same holds for that directory."""
-    trust = _policy_file(published.repo)
     envelopes = [str(published.envelopes[name]) for name in sorted(published.envelopes)]
     for extra, tree in (
         ([*envelopes], f"commit {published.commit[:12]} (signed in the statement)"),
         (["--version", VERSION, "--source", str(published.repo)], f"--source {published.repo}"),
     ):
-        argv = ["reproduce", "--trust", str(trust)]
-        assert keep_main([*argv, *extra]) == 0
+        assert keep_main(["reproduce", *tuf_trust, *extra]) == 0
         out = capsys.readouterr().out
         assert "✗" not in out
         assert out.count("=> REPRODUCED (") == 2
@@ -202,7 +242,7 @@ def test_cli_reproduces_a_version(published: Published, capsys: pytest.CaptureFi
         assert out.count(tree) == 2
         assert out.count("by the tree's own keep build") == 2
     hello = str(published.envelopes["hello"])
-    assert keep_main(["reproduce", hello, "--trust", str(trust), "--json"]) == 0
+    assert keep_main(["reproduce", hello, *tuf_trust, "--json"]) == 0
     documents = json.loads(capsys.readouterr().out)
     assert [d["ok"] for d in documents] == [True]
     checks = {c["name"]: c for c in documents[0]["checks"]}
@@ -211,7 +251,10 @@ def test_cli_reproduces_a_version(published: Published, capsys: pytest.CaptureFi
 
 
 def test_a_tree_that_is_not_the_signed_source_never_runs(
-    published: Published, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    published: Published,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """--source DIR or --source-commit SHA naming another tree than the signed one: ✗ source
     tree (expected and found treeSha256) before anything from that tree runs; exit 1."""
@@ -226,7 +269,8 @@ def test_a_tree_that_is_not_the_signed_source_never_runs(
     _git(repo, "commit", "-q", "-m", "crafted build code", "--", "keep/cli/build.py")
     crafted = _git(repo, "rev-parse", "HEAD")
     _git(repo, "checkout", "-q", "-")
-    trust = _policy_file(repo)
+    monkeypatch.setenv(REPOSITORY_ENV, str(repo / "reference-measurements"))
+    trust = _root_file(repo)
     envelope = repo / "reference-measurements" / VERSION / "hello.dsse.json"
     for extra in (["--source-commit", crafted], ["--source", str(repo)]):
         if extra[0] == "--source":
@@ -283,7 +327,7 @@ def test_snp_configurations_signed_with_the_simulated_digest_do_not_reproduce(
     envelope = tmp_path / "reference-measurements" / VERSION / "hello.dsse.json"
     envelope.parent.mkdir(parents=True)
     envelope.write_bytes(sign_statement(statement, load_private_key(published.key)))
-    checklist = reproduce(envelope, published.trust, published.repo)
+    checklist = reproduce(envelope, published.key_trust, published.repo)
     assert not checklist.ok
     launch = {c.name: c for c in checklist.checks if c.name.startswith("launch digest")}
     failed = sorted(name for name, check in launch.items() if not check.ok)
@@ -319,12 +363,12 @@ def test_unsigned_release_cli_needs_a_named_source(
     """A release of another version whose statement signs no source: exit 2 unless the user
     names the tree; named, it reproduces with a loud NOT SIGNED line and verdict."""
     unsigned = _unsigned_release(published, tmp_path)
-    trust = str(_policy_file(published.repo))
-    assert keep_main(["reproduce", str(unsigned), "--trust", trust]) == 2
+    trust = published.trusted_key
+    assert keep_main(["reproduce", str(unsigned), *trust]) == 2
     err = capsys.readouterr().err
     assert f"release {VERSION} was signed without its source" in err
     assert "--source-commit SHA" in err
-    argv = ["reproduce", str(unsigned), "--trust", trust, "--source", str(published.repo)]
+    argv = ["reproduce", str(unsigned), *trust, "--source", str(published.repo)]
     assert keep_main(argv) == 0
     out = capsys.readouterr().out
     assert f"- source NOT SIGNED (release {VERSION} was signed without its source" in out
@@ -346,7 +390,7 @@ def test_installed_package_rebuilds_from_the_current_directory(
     monkeypatch.setattr("toolchain.image.keep_build.ROOT", tmp_path / "site-packages")
     monkeypatch.setattr(toolchain, "__version__", VERSION)  # what the installed metadata says
     unsigned = _unsigned_release(published, tmp_path / "elsewhere")
-    argv = ["reproduce", str(unsigned), "--trust", str(_policy_file(published.repo))]
+    argv = ["reproduce", str(unsigned), *published.trusted_key]
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert keep_main(argv) == 2
     err = capsys.readouterr().err
@@ -399,7 +443,10 @@ def test_changed_runtime_byte_names_runtime_elf(published: Published, tmp_path: 
 
 
 def test_untrusted_signature_is_refused_before_any_build(
-    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    published: Published,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     payload = Envelope.parse(published.envelopes["hello"].read_bytes()).payload
     forged = tmp_path / "hello.dsse.json"
@@ -409,19 +456,31 @@ def test_untrusted_signature_is_refused_before_any_build(
         raise AssertionError("reproduce built from an envelope that does not verify")
 
     monkeypatch.setattr("toolchain.image.keep_build.build_keep", no_build)
-    checklist = reproduce(forged, published.trust, published.repo)
+    checklist = reproduce(forged, published.key_trust, published.repo)
     assert not checklist.ok
     assert _by_name(checklist)["threshold"] is False
     assert _by_name(checklist)["rebuild"] is None
-    trust = _policy_file(published.repo)
-    argv = ["reproduce", str(forged), "--trust", str(trust), "--source", str(published.repo)]
-    assert keep_main(argv) == 1
+    argv = ["reproduce", str(forged), "--source", str(published.repo)]
+    assert keep_main([*argv, *published.trusted_key]) == 1
+    # Through TUF, an envelope its metadata does not list is refused the same way.
+    monkeypatch.setenv(REPOSITORY_ENV, str(published.repo / "reference-measurements"))
+    assert keep_main([*argv, "--trust", str(_root_file(published.repo))]) == 1
+    assert "✗ TUF target" in capsys.readouterr().out
 
 
-def test_unusable_input_exits_2(published: Published) -> None:
-    trust = _policy_file(published.repo)
-    assert keep_main(["reproduce", "--version", "9.9.9", "--trust", str(trust)]) == 2
-    assert keep_main(["reproduce", "--trust", str(published.repo / "missing.toml")]) == 2
+def test_unusable_input_exits_2(
+    published: Published, tuf_trust: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert keep_main(["reproduce", "--version", "9.9.9", *tuf_trust]) == 2
+    assert keep_main(["reproduce", "--trust", str(published.repo / "missing.json")]) == 2
+    # The removed policy format: refused by name, whether or not such a file exists.
+    old = published.repo / "trust.toml"
+    old.write_text("version = 1\n", encoding="utf-8")
+    try:
+        assert keep_main(["reproduce", "--trust", str(old)]) == 2
+    finally:
+        old.unlink()
+    assert "the trust.toml policy format was removed in Keepstack 0.3.0" in capsys.readouterr().err
 
 
 def test_make_release_refusals(published: Published, tmp_path: Path) -> None:
@@ -436,6 +495,13 @@ def test_make_release_refusals(published: Published, tmp_path: Path) -> None:
         make_release("0.2.0.dev0", published.key, published.repo)
     with pytest.raises(InputError, match="package version is"):
         make_release("0.2.0", published.key, published.repo)
+    # Publishing needs a TUF repository: its release roles decide who signs which release.
+    repo = tmp_path / "repo"
+    shutil.copytree(published.repo, repo, symlinks=True)
+    shutil.rmtree(repo / "reference-measurements")
+    with pytest.raises(InputError, match=r"no TUF repository in .* publishing a release needs one"):
+        make_release(VERSION, published.key, repo)
+    assert not (repo / "reference-measurements" / VERSION).exists()
 
 
 def test_make_release_refuses_sources_its_commit_lacks(

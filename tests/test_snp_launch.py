@@ -382,6 +382,24 @@ def test_memory_fault_ends_the_keep_naming_the_page() -> None:
         exits.on_memory_fault(run)
 
 
+def test_a_termination_request_ends_the_keep_saying_no_reason_was_sent() -> None:
+    """The microkernel's stop before GHCB registration (GHCB MSR 0x100) arrives as KVM's
+    SEV_TERM system event; any other system event ends the keep too, naming it."""
+    exits, _fake, driver = exits_on_fake()
+    run = kvm_abi.KvmRun()
+    run.exit_reason = kvm_abi.KVM_EXIT_SYSTEM_EVENT
+    run.system_event.type = kvm_snp.KVM_SYSTEM_EVENT_SEV_TERM
+    run.system_event.ndata = 1
+    run.system_event.data[0] = 0x100
+    with driver, pytest.raises(GuestError) as info:
+        exits.on_system_event(run)
+    assert "stopped itself before its GHCB was registered" in info.value.message
+    assert "request 0x100: reason set 0, code 0" in info.value.message
+    run.system_event.type = 1  # KVM_SYSTEM_EVENT_SHUTDOWN
+    with pytest.raises(GuestError, match=r"system event 1 \(only the SEV termination request, 6"):
+        exits.on_system_event(run)
+
+
 # ---- for real, on this machine's KVM -----------------------------------------------------------
 def _real_caps() -> dict[int, int]:
     fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)

@@ -531,14 +531,14 @@ def test_builtin_root_is_the_default_and_never_falls_back(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """With a root.json in the package, the built-in trust is TUF; without its metadata the
-    command stops: it never falls back to the trust.toml bridge."""
+    """The built-in trust is the root.json in the package; without its metadata the command
+    stops: it never falls back to anything else beside the root (the removed trust.toml)."""
     shipped = tmp_path / "release-trust"
     shipped.mkdir()
     shutil.copyfile(pinned, shipped / "root.json")
-    (shipped / "trust.toml").write_text("version = 1\nthreshold = 1\n")  # a bridge, unused
+    (shipped / "trust.toml").write_text("version = 1\nthreshold = 1\n")  # never read
     monkeypatch.setattr(
-        TrustPolicy, "builtin_file", classmethod(lambda cls, name="trust.toml": shipped / name)
+        TrustPolicy, "builtin_file", classmethod(lambda cls, name="root.json": shipped / name)
     )
     policy = TrustPolicy.select()
     assert policy.tuf is not None

@@ -222,10 +222,11 @@ def _symbol_sizes(elf: Path) -> dict[str, int]:
 
 
 def test_the_platform_layer_is_chosen_at_build_time(images: Images, tmp_path: Path) -> None:
-    """Only the platform layer's two functions differ: the snp build (``ukernel-snp.elf``, what
+    """Only the platform layer's functions differ: the snp build (``ukernel-snp.elf``, what
     the snp digests are laid out from) executes WRMSR (GHCB MSR), VMGEXIT (and RDMSR for the
-    GHCB MSR protocol), the simulated build (``ukernel.elf``, backends kvm and nil) rings the
-    doorbell with the value 2, or writes and reads the MSR value at the doorbell + 8."""
+    GHCB MSR protocol) and PVALIDATE, the simulated build (``ukernel.elf``, backends kvm and
+    nil) rings the doorbell with the value 2, or writes and reads the MSR value at the
+    doorbell + 8 and the PVALIDATE request and result at the doorbell + 0x10."""
     from toolchain.image.ukernel import build_ukernel
     from toolchain.measure.keep import SNP_UKERNEL_ELF
 
@@ -236,7 +237,15 @@ def test_the_platform_layer_is_chosen_at_build_time(images: Images, tmp_path: Pa
     on_snp_symbols, simulated_symbols = _symbol_sizes(snp), _symbol_sizes(images.ukernel)
     assert on_snp_symbols.keys() == simulated_symbols.keys()
     differing = {n for n in simulated_symbols if on_snp_symbols[n] != simulated_symbols[n]}
-    assert differing == {"keep_platform_vmgexit", "keep_platform_ghcb_msr"}
+    platform_layer = {
+        "keep_platform_vmgexit",
+        "keep_platform_ghcb_msr",
+        "keep_platform_early_doorbell",
+        "keep_platform_pvalidate",
+        "keep_platform_cpuid_table",
+    }
+    assert differing <= platform_layer
+    assert platform_layer - {"keep_platform_cpuid_table"} <= differing
     on_snp = _disassembly(snp, "keep_platform_vmgexit")
     assert "wrmsr" in on_snp
     assert "$0xc0010130" in on_snp
@@ -255,5 +264,21 @@ def test_the_platform_layer_is_chosen_at_build_time(images: Images, tmp_path: Pa
         assert instruction not in simulated
     assert "mov    %rdi,0x400008" in simulated  # WRMSR+VMGEXIT: a 64-bit write at doorbell + 8
     assert "mov    0x400008,%rax" in simulated  # RDMSR: a 64-bit read there
+    # Before the GHCB is registered (a stop only): the termination request, or the plain store.
+    on_snp, simulated = (
+        _disassembly(elf, "keep_platform_early_doorbell") for elf in (snp, images.ukernel)
+    )
+    assert "$0x100" in on_snp
+    assert "call" in on_snp
+    assert "$0x1,0x400000" in simulated
+    on_snp, simulated = (
+        _disassembly(elf, "keep_platform_pvalidate") for elf in (snp, images.ukernel)
+    )
+    assert "\tpvalidate" in on_snp  # f2 0f 01 ff, then setb for CF
+    assert "\tsetb" in on_snp
+    assert "\tpvalidate" not in simulated
+    assert ",0x400010" in simulated  # PVALIDATE: a 64-bit write at doorbell + 0x10
+    assert "0x400010,%rax" in simulated  # its result: a 64-bit read there
+    assert b"\xf2\x0f\x01\xff" not in images.ukernel.read_bytes()
     with pytest.raises(InputError, match="unknown platform"):
         build_ukernel(tmp_path / "x", platform="tdx")

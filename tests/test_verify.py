@@ -395,6 +395,35 @@ def test_policy_checks_against_a_real_genoa_report(vectors: Path) -> None:
     assert failures(allowed_author_key_digests=frozenset({bytes(48)})) == {"author-key-digest"}
 
 
+def test_lazy_texts_say_what_the_checks_saw(vectors: Path) -> None:
+    """Check texts are formatted when printed (``toolchain.checks``): a policy failing many checks
+    at once, every text pinned, so no text can name a value bound after its check was added."""
+    report = _report(vectors, "microsoft-tee-av/genoa_attestation_report.bin")
+    vcek = _cert(vectors, "microsoft-tee-av/genoa_vcek.pem")
+    policy = VerificationPolicy(
+        min_abi=(9, 9),
+        min_tcb={"snp": 250, "tee": 3},
+        allowed_versions=frozenset({4, 2}),
+        report_data=b"nonce",
+        allowed_measurements=frozenset({bytes(48), b"\x01" * 48}),
+        strict=True,
+    )
+    at = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+    checks = Verifier.amd().verify_report(report, vcek, policy=policy, at=at)
+    lines = {c.name: c.line() for c in checks.checks}
+    assert lines["firmware.min-abi"] == ("✗ firmware.min-abi: expected >= 9.9, found 1.55 build 40")
+    assert lines["tcb.minimum"] == (
+        "✗ tcb.minimum: expected snp>=250 tee>=3, found bootloader=10 tee=0 snp=23 microcode=84 "
+        "(below: snp, tee)"
+    ), lines["tcb.minimum"]
+    assert lines["report.version"] == "✗ report.version: expected one of [2, 4], found 3"
+    assert lines["report-data"].startswith("✗ report-data: expected 6e6f6e636500"), lines
+    assert lines["measurement"].startswith(
+        "✗ measurement: expected one of 2 (000000000000000000000000…, 010101010101010101010101…)"
+    ), lines["measurement"]
+    assert checks.to_json().count("valid at 2025-06-01 12:00:00 UTC") == 3
+
+
 def test_migration_agent_forbidden_by_default(vectors: Path) -> None:
     report = _report(vectors, "trustee/test-report.bin")
     vcek = _cert(vectors, "trustee/test-vcek.der")

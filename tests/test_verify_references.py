@@ -125,7 +125,7 @@ def test_reference_signed_by_untrusted_key_allows_nothing(
 def test_references_without_trust_use_the_built_in_policy_never_the_current_directory(
     tmp_path: Path, report_facts: tuple[bytes, int], capsys, monkeypatch
 ) -> None:
-    """The attack: run from a directory holding someone else's trust.toml, key and envelope
+    """The attack: run from a directory holding someone else's TUF repository, key and envelope
     (listing this report's measurement). Without --trust the built-in policy decides, and the
     output names it; their envelope allows nothing."""
     from test_references import FOREIGN_REFUSED, builtin_line, plant_trust_policy
@@ -136,7 +136,9 @@ def test_references_without_trust_use_the_built_in_policy_never_the_current_dire
     envelope, _ = _envelope(
         tmp_path, "release", [LaunchConfig("milan", 1, policy, "snp", measurement)]
     )
-    planted = plant_trust_policy(tmp_path, load_private_key(tmp_path / "release"))
+    planted = plant_trust_policy(
+        tmp_path, load_private_key(tmp_path / "release"), envelope.read_bytes()
+    )
     monkeypatch.chdir(tmp_path)
     assert _verify("--references", envelope.name) == 1
     out = capsys.readouterr().out
@@ -144,8 +146,9 @@ def test_references_without_trust_use_the_built_in_policy_never_the_current_dire
     assert FOREIGN_REFUSED in out
     assert "✗ measurement" in out
     assert "=> VALID" not in out
-    # Given explicitly, their policy is used, and named.
+    # Given explicitly (root and metadata), their trust is used, and named.
+    monkeypatch.setenv("KEEPSTACK_TUF_REPOSITORY", str(planted.parent.parent))
     assert _verify("--references", envelope.name, "--trust", str(planted)) == 0
     out = capsys.readouterr().out
-    assert f"✔ trust policy: {planted}, sha256 " in out
+    assert f"(followed from the pinned {planted} root, sha256 " in out
     assert "=> VALID" in out

@@ -104,8 +104,7 @@ def test_vcpu_state_reads_back_as_the_plan_says(ring: int) -> None:
 
 def test_every_vmsa_register_round_trips_through_kvm() -> None:
     plan = mini_plan(miniguest.hello_guest())
-    state = replace(
-        plan.boot_vcpu,
+    state = plan.boot_vcpu._replace(
         rax=5,
         r15=9,
         rflags=0x202,

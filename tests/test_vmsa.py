@@ -20,6 +20,7 @@ from toolchain.snp.vmsa import (
     BSP_RESET_EIP,
     FIELD_OFFSETS,
     LONG_MODE_CODE,
+    GuestFpu,
     Segment,
     VcpuState,
     VmmType,
@@ -81,13 +82,13 @@ def test_every_field_lands_at_its_offset():
         if name.startswith("fpreg_"):
             size = 80 if name == "fpreg_x87" else 256
             blob = bytes(1 + i % 255 for i in range(size))
-            page = vmsa_page(VcpuState(**{**zero.__dict__, name: blob}), sev_features=0)
+            page = vmsa_page(zero._replace(**{name: blob}), sev_features=0)
             assert page[offset : offset + size] == blob, name
             assert page.count(0) == 4096 - size, name
             continue
         width = widths.get(name, 8)
         value = 0x5A if width == 1 else int.from_bytes(bytes(range(1, width + 1)), "little")
-        page = vmsa_page(VcpuState(**{**zero.__dict__, name: value}), sev_features=0)
+        page = vmsa_page(zero._replace(**{name: value}), sev_features=0)
         assert page[offset : offset + width] == value.to_bytes(width, "little"), name
         assert page.count(0) == 4096 - width, name
     page = vmsa_page(zero, sev_features=0x21, vmpl=2, virtual_tom=0x1000)
@@ -96,7 +97,7 @@ def test_every_field_lands_at_its_offset():
     assert page[0x3C8:0x3D0] == (0x1000).to_bytes(8, "little")
     for index, name in enumerate(segments):
         seg = Segment(0x1234, 0xA9B, 0xFFFFF, 0xDEAD0000)
-        page = vmsa_page(VcpuState(**{**zero.__dict__, name: seg}), sev_features=0)
+        page = vmsa_page(zero._replace(**{name: seg}), sev_features=0)
         assert struct.unpack_from("<HHIQ", page, 0x10 * index) == (
             0x1234,
             0xA9B,
@@ -199,3 +200,24 @@ def test_cpu_model_lookup():
     ):
         with pytest.raises(InputError):
             resolve_signature(**bad)
+
+
+def test_states_validate_when_made_and_when_replaced() -> None:
+    """``VcpuState`` and ``GuestFpu`` are NamedTuples (no dataclass generation at import): made
+    directly, positionally or through ``_replace``, a bad value is refused all the same."""
+    good = VcpuState(rip=0x1000)
+    assert good._replace(rax=1).rax == 1
+    assert good._replace(rax=1)._replace(rax=0) == good
+    assert VcpuState._fields[0] == "es"
+    assert VcpuState._fields[-1] == "fpreg_ymm"
+    for bad in ({"rax": "1"}, {"rax": True}, {"cs": (0, 0, 0, 0)}, {"fpreg_x87": bytes(81)}):
+        with pytest.raises(InputError):
+            VcpuState(**bad)
+        with pytest.raises(InputError):
+            good._replace(**bad)
+    fpu = GuestFpu()
+    assert fpu._replace(fcw=0x27F).fcw == 0x27F
+    with pytest.raises(InputError):
+        fpu._replace(fcw=1 << 16)
+    with pytest.raises(InputError):
+        GuestFpu(0x37F, 0, 0, 0, 0, 0, 0x1F80, bytes(127))

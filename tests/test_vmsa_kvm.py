@@ -9,7 +9,6 @@ The expected pages here are written by hand from the kernel source: the member l
 from __future__ import annotations
 
 import struct
-from dataclasses import replace
 
 import pytest
 
@@ -179,7 +178,7 @@ def _state() -> VcpuState:
     entry = {"rip", "rsp", "cr3", "cr0", "cr4", "efer"}
     # VcpuState spells the VMSA's DBGCTL "dbgctrl".
     others = {"dbgctrl" if k == "dbgctl" else k: v for k, v in SYNCED.items() if k not in entry}
-    return replace(state, **others)
+    return state._replace(**others)
 
 
 def _fpu(*, ymm: bytes | None = YMM) -> GuestFpu:
@@ -310,7 +309,7 @@ def test_sev_features_as_kvm_sev_init2_sets_them() -> None:
 )
 def test_states_kvm_cannot_produce_are_refused(change: dict[str, object], match: str) -> None:
     with pytest.raises(InputError, match=match):
-        kvm_snp_vmsa(replace(_state(), **change), sev_features=1)  # type: ignore[arg-type]
+        kvm_snp_vmsa(_state()._replace(**change), sev_features=1)
 
 
 def test_spec_ctrl_is_a_32_bit_value_at_0x2e0() -> None:
@@ -321,8 +320,8 @@ def test_spec_ctrl_is_a_32_bit_value_at_0x2e0() -> None:
 
 def test_a_ring3_state_needs_ss_dpl_3() -> None:
     state = _state()
-    ss3 = replace(state.ss, attrib=state.ss.attrib | 3 << 5)
-    assert kvm_snp_vmsa(replace(state, ss=ss3, cpl=3), sev_features=1)[0xCB] == 3
+    ss3 = state.ss._replace(attrib=state.ss.attrib | 3 << 5)
+    assert kvm_snp_vmsa(state._replace(ss=ss3, cpl=3), sev_features=1)[0xCB] == 3
 
 
 def test_fpu_values_are_range_checked() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 from typing import Protocol, cast
@@ -31,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "statement": ("statement", "write the reference statement of a built keep, for keep sign"),
     "sign": ("sign", "sign a reference statement into a DSSE envelope (or co-sign one)"),
     "references": ("references", "verify or show signed reference measurements"),
-    "trust": ("trust", "show a trust policy, add a key to one, or retire a key"),
+    "trust": ("trust", "show the trust a verification uses: TUF root, roles, keys"),
     "tuf": ("tuf", "TUF key ceremonies: init, release keys, root rotation, refresh, show"),
     "verify-report": ("verify_report", "verify an SEV-SNP attestation report, offline"),
     "verify-evidence": ("verify_evidence", "verify a 'keep run --evidence' file as a whole"),
@@ -49,6 +48,8 @@ class _Command(Protocol):
 
 
 def _available() -> dict[str, tuple[str, str]]:
+    import importlib.util  # only to list the commands: a named one is imported directly
+
     return {
         name: spec
         for name, spec in COMMANDS.items()
@@ -56,9 +57,18 @@ def _available() -> dict[str, tuple[str, str]]:
     }
 
 
-def _has_module(name: str) -> bool:
+def _command_module(name: str) -> _Command | None:
+    """The named command's module, imported; None when there is no such command."""
     spec = COMMANDS.get(name)
-    return spec is not None and importlib.util.find_spec(f"keep.cli.{spec[0]}") is not None
+    if spec is None:
+        return None
+    module_name = f"keep.cli.{spec[0]}"
+    try:
+        return cast(_Command, importlib.import_module(module_name))
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:  # the command exists; something it imports is missing
+            raise
+        return None
 
 
 def _top_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
@@ -86,14 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.print_help()
         return 2
     name, rest = argv[0], argv[1:]
-    # A named command is looked up alone: searching every module costs start-up time.
-    commands = {name: COMMANDS[name]} if _has_module(name) else _available()
-    if name not in commands:
-        known = ", ".join(commands)
+    # A named command is imported alone: searching every module costs start-up time.
+    module = _command_module(name)
+    if module is None:
+        known = ", ".join(_available())
         print(f"keep: unknown command {name!r} (known: {known})", file=sys.stderr)
         return 2
-    module_name, help_ = commands[name]
-    module = cast(_Command, importlib.import_module(f"keep.cli.{module_name}"))
+    help_ = COMMANDS[name][1]
     parser = argparse.ArgumentParser(prog=f"keep {name}", description=help_)
     module.configure(parser)
     if getattr(module, "INTERMIXED", False):

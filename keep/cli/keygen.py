@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"public key:  {public_path}")
     print(f"key ID:      {identity}")
     print(
-        f"\nTo trust it: keep trust add-key {public_path} --trust FILE [--releases PATTERN]"
-        "\n(then verify with --trust FILE, or KEEPSTACK_TRUST=FILE)"
+        "\nTo trust it: delegate releases to it in a TUF repository (keep tuf add-release-key "
+        f"--repository DIR --release-key {path} --releases PATTERN --key ROOT-KEY ...),"
+        f"\nor verify with --trusted-key {public_path}"
     )
     return 0

@@ -12,13 +12,13 @@ if TYPE_CHECKING:
 
 #: Where the default comes from, for --help (never the current directory).
 TRUST_DEFAULT_HELP = (
-    "default: $KEEPSTACK_TRUST when set, else the built-in policy shipped with keepstack "
-    "(its release keys)"
+    "a pinned TUF root .json, made with keep tuf init; default: $KEEPSTACK_TRUST when set, "
+    "else the TUF root pinned in keepstack"
 )
 
 
 def add_trust_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--trust FILE`` | ``--trusted-key PUB ...``: which keys may sign reference measurements.
+    """``--trust ROOT.json`` | ``--trusted-key PUB ...``: which keys may sign references.
 
     Shared by every command that reads signed references (references, verify-report, run).
     """
@@ -26,8 +26,8 @@ def add_trust_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     trust.add_argument(
         "--trust",
         type=Path,
-        metavar="FILE",
-        help=f"trust policy ({TRUST_DEFAULT_HELP})",
+        metavar="ROOT.json",
+        help=f"TUF root to trust ({TRUST_DEFAULT_HELP})",
     )
     trust.add_argument(
         "--trusted-key",
@@ -75,8 +75,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def trust_policy_from_args(args: argparse.Namespace) -> TrustPolicy:
     """The policy the options name: ``--trusted-key`` keys, else ``TrustPolicy.select(--trust)``
-    (``--trust FILE``, else ``$KEEPSTACK_TRUST``, else the built-in policy; never a file of the
-    current directory). Reads ``args.trust``, ``args.trusted_key`` and (when present)
+    (``--trust ROOT.json``, else ``$KEEPSTACK_TRUST``, else the built-in TUF root; never a file of
+    the current directory). Reads ``args.trust``, ``args.trusted_key`` and (when present)
     ``args.threshold``; also used by ``keep verify-report --references`` and ``keep run``.
     """
     from toolchain.errors import InputError

@@ -38,11 +38,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="every envelope of release V (SOURCE/reference-measurements/V/); default when no "
         "ENVELOPE is given: this package's version",
     )
-    from keep.cli.references import TRUST_DEFAULT_HELP
+    from keep.cli.references import add_trust_arguments
 
-    parser.add_argument(
-        "--trust", type=Path, metavar="FILE", help=f"trust policy ({TRUST_DEFAULT_HELP})"
-    )
+    # --trust ROOT.json | --trusted-key PUB: the same choice every verifying command offers
+    # (a private deployment without a TUF repository pins its own keys).
+    add_trust_arguments(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--source",
@@ -72,17 +72,17 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     import time
 
+    from keep.cli.references import trust_policy_from_args
     from toolchain import __version__
     from toolchain.errors import InputError
     from toolchain.image import keep_build
     from toolchain.release import history
     from toolchain.release.layout import release_envelopes
     from toolchain.release.reproduce import rebuild_and_compare, verify_release
-    from toolchain.sign import TrustPolicy
 
     if args.envelopes and args.version:
         raise InputError("give envelopes or --version, not both")
-    trust = TrustPolicy.select(args.trust)
+    trust = trust_policy_from_args(args)
     envelopes: list[Path] = list(args.envelopes)
     if not envelopes:
         releases = _published_releases(args.source, keep_build.ROOT)

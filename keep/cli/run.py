@@ -73,15 +73,20 @@ def _memory(text: str | None) -> int | None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from keep.cli.references import add_trust_arguments
-    from runtime.run.backends import BACKENDS
-
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         exit_code_table()
         + "\n\nThe application may exit with any of these itself; the runner's own failures "
         "always\nprint a line on stderr that says why."
     )
+    _what_to_run(parser)
+    _what_to_trust(parser)
+    _how_to_run(parser)
+
+
+def _what_to_run(parser: argparse.ArgumentParser) -> None:
+    from runtime.run.backends import BACKENDS
+
     parser.add_argument(
         "app",
         type=Path,
@@ -123,6 +128,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="guest memory, e.g. 512M or 1G (default 256M; part of the measurement)",
     )
+
+
+def _what_to_trust(parser: argparse.ArgumentParser) -> None:
+    from keep.cli.references import add_trust_arguments
+
     parser.add_argument(
         "--references",
         type=Path,
@@ -137,6 +147,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="development: trust the simulated AMD root and, without --references, sign a "
         "development reference for this build",
     )
+
+
+def _how_to_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=60.0, metavar="S", help="stop the keep after S seconds"
     )

@@ -55,6 +55,12 @@ def _common(parser: argparse.ArgumentParser, *, keys: bool = True) -> None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _configure_init(actions)
+    _configure_releases(actions)
+    _configure_keys(actions)
+
+
+def _configure_init(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     init = actions.add_parser("init", help="create root v1, targets, snapshot and timestamp")
     _common(init)
     init.add_argument(
@@ -78,6 +84,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the key of snapshot and timestamp (e.g. the release key)",
     )
 
+
+def _configure_releases(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     legacy = actions.add_parser(
         "import-legacy", help="the one-time trust step: list releases signed before TUF"
     )
@@ -114,6 +122,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     targets.add_argument("release", metavar="RELEASE", help="the release folder, e.g. 0.3.0")
     targets.add_argument("--role", required=True, help="the release role that lists them")
 
+
+def _configure_keys(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rotate = actions.add_parser(
         "rotate-root", help="new root version: add/remove keys of a top-level role"
     )

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from toolchain.verify import VerificationPolicy, Verifier
     from toolchain.verify.evidence import verify_evidence
 
-    # --trust FILE, $KEEPSTACK_TRUST or the built-in policy (never the current directory);
+    # --trust ROOT.json, $KEEPSTACK_TRUST or the built-in TUF root (never the current directory);
     # 'keep run --dev' evidence is signed by your development key: pass its .pub as --trusted-key.
     trust = trust_policy_from_args(args)
     trees, rw = _trees(args.dirs)

@@ -24,8 +24,6 @@ def _int_auto(text: str) -> int:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from keep.cli.references import add_trust_arguments
-
     parser.description = (
         "Verify an SEV-SNP attestation report against AMD's pinned roots and a policy, offline. "
         "Exit 0 when valid, 1 when not, 2 on unusable input."
@@ -76,6 +74,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "milan", "genoa", "turin"],
         help="CPU generation (default: detected from the certificate)",
     )
+    _policy_arguments(parser)
+    _reference_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the report must show, and how it is checked (policy, TCB, revocation)."""
     parser.add_argument(
         "--policy",
         type=Path,
@@ -119,6 +124,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="CERT",
         help="also trust this self-signed root (development: a simulated ARK); the result names it",
     )
+
+
+def _reference_arguments(parser: argparse.ArgumentParser) -> None:
+    from keep.cli.references import add_trust_arguments
+
     refs = parser.add_argument_group("signed reference measurements")
     refs.add_argument(
         "--references",
@@ -128,7 +138,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "configuration (guest policy, CPU generation)",
     )
     add_trust_arguments(refs)
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def read_file(path: Path, what: str) -> bytes:

@@ -372,7 +372,8 @@ def load_references(
         if options.trust is None:
             raise InputError(
                 "--references needs a trust policy",
-                hint="pass --trust FILE or --trusted-key PUB (keep run uses the built-in policy)",
+                hint="pass --trust ROOT.json or --trusted-key PUB "
+                "(keep run uses the built-in TUF root)",
             )
         try:
             envelope = options.references.read_bytes()

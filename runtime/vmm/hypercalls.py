@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from runtime.vmm.errors import GuestError
-from runtime.vmm.ghcb import stop_message
+from runtime.vmm.ghcb import RUNTIME_REASONS, stop_message
 from runtime.vmm.memory import GuestMemory
 from toolchain.errors import EvidenceError, InputError, PlatformError
 from toolchain.measure.abi import (
@@ -185,6 +185,12 @@ class HypercallServer:
         self.stats.calls[name] = self.stats.calls.get(name, 0) + 1
         if call == EXIT:
             status = int(args[0]) & 0xFFFFFFFF
+            stopped = status == ATTEST_FAILED_EXIT_STATUS
+            version_4 = self.abi_version >= GUEST_MESSAGE_VERSION
+            if stopped and version_4 and args[1] in RUNTIME_REASONS:
+                # The microkernel stopped the keep (a #VC it does not handle, a host answer
+                # out of protocol): say why, attested or not; ring 3's EXIT has reason 0.
+                raise GuestError(stop_message(*args[1:5]), call=name)
             if self._result_total is not None and self.stats.result is None:
                 raise GuestError(
                     f"exit with {len(self._result)} of the result's {self._result_total} bytes",
@@ -193,9 +199,8 @@ class HypercallServer:
                 )
             if not self.attested:
                 # A keep that never proved what it is has no exit status worth passing on.
-                stopped = status == ATTEST_FAILED_EXIT_STATUS
-                if stopped and self.abi_version >= GUEST_MESSAGE_VERSION:
-                    raise GuestError(stop_message(*args[1:4]), call=name)
+                if stopped and version_4:
+                    raise GuestError(stop_message(*args[1:5]), call=name)
                 raise GuestError(
                     f"exit status {status} asked for before the keep was attested",
                     call=name,

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from runtime.firmware.interface import Firmware, measured_launch
+from runtime.vmm.doorbell import DoorbellHandler
 from runtime.vmm.errors import GuestError
 from runtime.vmm.ghcb import GhcbServer
 from runtime.vmm.hypercalls import DEFAULT_OUTPUT_LIMIT, HypercallServer, ReportVerifier
 from runtime.vmm.memory import PAGE_SIZE, RamRange
+from runtime.vmm.rmp import Rmp
 from runtime.vmm.vcpu import Watchdog, read_vcpu_state, write_vcpu_state
 from runtime.vmm.vm import Vm
 from toolchain.errors import EvidenceError, InputError, KeepError
@@ -162,7 +164,7 @@ class Keep:
             trees=trees,
             rw=rw,
         )
-        ghcb = self._ghcb_server()
+        ghcb = self._ghcb_server(server.serve)
         boot = vm.vcpus[0]
         exit_status: int | None = None
         error: KeepError | None = None
@@ -203,8 +205,9 @@ class Keep:
             result=stats.result if exit_status is not None else None,
         )
 
-    def _ghcb_server(self) -> GhcbServer | None:
-        """ABI 4: the GHCB's guest requests go to the firmware (the simulated VMGEXIT)."""
+    def _ghcb_server(self, on_doorbell: DoorbellHandler) -> GhcbServer | None:
+        """ABI 4: the GHCB's guest requests go to the firmware (the simulated VMGEXIT), its
+        doorbell MMIO requests to ``on_doorbell``, as plain doorbell writes do."""
         if self.vm is None or self.plan.abi.abi_version < GUEST_MESSAGE_VERSION:
             return None
         layout = self.layout
@@ -214,6 +217,10 @@ class Keep:
             shared=(layout.buffer, layout.buffer + layout.buffer_size),
             guest_request=self.firmware.guest_request,
             hc_page=layout.page,
+            doorbell=self.plan.abi.doorbell,
+            on_doorbell=on_doorbell,
+            # The launch made exactly the plan's regions private and validated.
+            rmp=Rmp(self.plan.ram_size, [(r.gpa, r.size) for r in self.plan.regions]),
         )
 
     def close(self) -> None:

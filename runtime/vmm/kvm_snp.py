@@ -192,6 +192,10 @@ SNP_GHCB_VERSION = 2
 
 # capabilities
 KVM_CAP_EXIT_HYPERCALL = 201
+#: kvm_run.system_event.type when an SEV-ES/SNP guest asks for termination through the GHCB MSR
+#: protocol (request 0x100); data[0] is the GHCB MSR's value (Linux include/uapi/linux/kvm.h,
+#: arch/x86/kvm/svm/sev.c, v6.12).
+KVM_SYSTEM_EVENT_SEV_TERM = 6
 KVM_CAP_USER_MEMORY2 = 231
 KVM_CAP_MEMORY_ATTRIBUTES = 233
 KVM_CAP_GUEST_MEMFD = 234

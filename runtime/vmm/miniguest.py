@@ -10,7 +10,6 @@ produced by ``Asm`` below, entered directly in 64-bit mode at ring 3 (at 0x10000
 from __future__ import annotations
 
 import struct
-from dataclasses import replace
 
 from runtime.firmware.interface import CertificateChain
 from runtime.vmm.hypercalls import (  # the call numbers, also for the tests
@@ -208,7 +207,7 @@ def entry_state(*, ring: int, rip: int) -> VcpuState:
         return state
     code = Segment(SEL_UCODE, LONG_MODE_CODE | 3 << 5, 0xFFFFFFFF, 0)
     data = Segment(SEL_UDATA, LONG_MODE_DATA | 3 << 5, 0xFFFFFFFF, 0)
-    return replace(state, cs=code, ss=data, ds=data, es=data, fs=data, gs=data, cpl=3)
+    return state._replace(cs=code, ss=data, ds=data, es=data, fs=data, gs=data, cpl=3)
 
 
 def mini_plan(code: bytes | Asm, *, ring: int = 3, vcpu_count: int = 1) -> LaunchPlan:

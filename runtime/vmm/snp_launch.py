@@ -632,7 +632,8 @@ def set_memory_attributes(
 
 # ---- the run loop's SNP exits ----------------------------------------------------------------
 class SnpExits:
-    """Handlers for KVM_EXIT_HYPERCALL (MAP_GPA_RANGE) and KVM_EXIT_MEMORY_FAULT.
+    """Handlers for KVM_EXIT_HYPERCALL (MAP_GPA_RANGE), KVM_EXIT_MEMORY_FAULT and the guest's
+    termination request (KVM_EXIT_SYSTEM_EVENT).
 
     ``ranges`` is the guest RAM with a guest_memfd behind it: the only GPAs a page-state change
     may name. Counters: ``to_private`` / ``to_shared`` pages converted.
@@ -649,6 +650,7 @@ class SnpExits:
         """Serve both exits on ``vcpu``."""
         vcpu.serve(kvm_abi.KVM_EXIT_HYPERCALL, self.on_hypercall)
         vcpu.serve(kvm_abi.KVM_EXIT_MEMORY_FAULT, self.on_memory_fault)
+        vcpu.serve(kvm_abi.KVM_EXIT_SYSTEM_EVENT, self.on_system_event)
 
     def _inside(self, gpa: int, size: int) -> bool:
         return any(r.gpa <= gpa and gpa + size <= r.end for r in self.ranges)
@@ -719,6 +721,26 @@ class SnpExits:
             + (f" (unknown fault flags {other:#x})" if other else ""),
             call="KVM_EXIT_MEMORY_FAULT",
             hint="the keep must convert pages (page-state change) before using them",
+        )
+
+    def on_system_event(self, run: kvm_abi.KvmRun) -> int | None:
+        """A system event ends the keep. The one an SNP keep causes itself is the GHCB MSR
+        protocol's termination request: the microkernel's only way to stop before its GHCB is
+        registered, so its reason never reaches the host (runtime/guest/ukernel/platform.c)."""
+        event = run.system_event
+        kind = int(event.type)
+        if kind == kvm_snp.KVM_SYSTEM_EVENT_SEV_TERM:
+            msr = int(event.data[0]) if int(event.ndata) else 0
+            raise GuestError(
+                "the keep stopped itself before its GHCB was registered (GHCB MSR termination "
+                f"request {msr:#x}: reason set {msr >> 12 & 0xF}, code {msr >> 16 & 0xFF}); "
+                "the microkernel sends no reason this early",
+                call="KVM_EXIT_SYSTEM_EVENT",
+            )
+        raise GuestError(
+            f"system event {kind} (only the SEV termination request, "
+            f"{kvm_snp.KVM_SYSTEM_EVENT_SEV_TERM}, is expected of a keep)",
+            call="KVM_EXIT_SYSTEM_EVENT",
         )
 
 

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from runtime.vmm import kvm_abi
+from runtime.vmm.doorbell import DoorbellHandler, doorbell_access
 from runtime.vmm.errors import GuestError, KeepTimeoutError
 from toolchain.errors import InputError, PlatformError
-from toolchain.measure.abi import DOORBELL_MSR_OFFSET, DOORBELL_VMGEXIT
+from toolchain.measure.abi import DOORBELL_MSR_OFFSET, DOORBELL_PVALIDATE_OFFSET
 from toolchain.snp.vmsa import Segment, VcpuState
 
 #: The signal that kicks a vCPU thread out of KVM_RUN (its handler does nothing).
@@ -53,15 +54,13 @@ def raw_ioctl(fd: int, request: int, arg: int) -> int:
     return int(_libc.ioctl(fd, request, arg))
 
 
-#: The doorbell handler: returns None to resume the guest, or the keep's exit status.
-DoorbellHandler = Callable[[], "int | None"]
-
-
 class GhcbMsr(Protocol):
     """The GHCB MSR as the simulated platform reaches it (runtime/vmm/ghcb.py GhcbServer)."""
 
     def msr_write(self, value: int) -> None: ...
     def msr_read(self) -> int: ...
+    def pvalidate_write(self, value: int) -> None: ...
+    def pvalidate_read(self) -> int: ...
 
 
 _INTERNAL_SUBERRORS = {
@@ -356,7 +355,10 @@ class Vcpu:
         if reason == kvm_abi.KVM_EXIT_MMIO:
             mmio = run.mmio
             if ghcb_msr is not None and mmio.phys_addr == doorbell_gpa + DOORBELL_MSR_OFFSET:
-                _on_ghcb_msr(mmio, ghcb_msr)
+                _on_ghcb_msr(mmio, ghcb_msr.msr_write, ghcb_msr.msr_read)
+                return None
+            if ghcb_msr is not None and mmio.phys_addr == doorbell_gpa + DOORBELL_PVALIDATE_OFFSET:
+                _on_ghcb_msr(mmio, ghcb_msr.pvalidate_write, ghcb_msr.pvalidate_read)
                 return None
             return self._on_mmio(run, doorbell_gpa, on_doorbell, on_vmgexit)
         handler = self._handlers.get(reason)
@@ -383,16 +385,11 @@ class Vcpu:
     ) -> int | None:
         mmio = run.mmio
         gpa, length = int(mmio.phys_addr), int(mmio.len)
-        if gpa == doorbell_gpa and mmio.is_write:
+        if gpa == doorbell_gpa:
             value = int.from_bytes(bytes(mmio.data[: min(length, 8)]), "little")
-            if length == 4 and value == DOORBELL_VMGEXIT and on_vmgexit is not None:
-                return on_vmgexit()
-            if length != 4 or value != 1:
-                raise GuestError(
-                    f"doorbell written with {length} bytes of value {value:#x} "
-                    "(the ABI rings it with the 32-bit value 1)"
-                )
-            return on_doorbell()
+            return doorbell_access(
+                length, value if mmio.is_write else None, on_doorbell, on_vmgexit
+            )
         access = "write to" if mmio.is_write else "read from"
         raise GuestError(
             f"{access} GPA {gpa:#x} ({length} bytes), where there is no memory, "
@@ -600,7 +597,7 @@ def read_vcpu_state(vcpu: Vcpu) -> VcpuState:
             dr7=int(debug.dr7),
         )
     try:
-        return VcpuState(**values)  # type: ignore[arg-type]
+        return VcpuState(**values)
     except InputError as exc:
         raise PlatformError(f"KVM reported a vCPU state the VMSA cannot hold: {exc}") from exc
 
@@ -644,11 +641,16 @@ def write_vcpu_state(vcpu: Vcpu, state: VcpuState) -> None:
         vcpu.set_debugregs(debug)
 
 
-def _on_ghcb_msr(mmio: kvm_abi.KvmRunMmio, msr: GhcbMsr) -> None:
-    """A 64-bit write is WRMSR+VMGEXIT, a 64-bit read RDMSR (KVM completes it from ``data``)."""
+def _on_ghcb_msr(
+    mmio: kvm_abi.KvmRunMmio, write: Callable[[int], None], read: Callable[[], int]
+) -> None:
+    """A 64-bit write is WRMSR+VMGEXIT (or PVALIDATE), a 64-bit read RDMSR (or PVALIDATE's
+    result; KVM completes the read from ``data``)."""
     if int(mmio.len) != 8:
-        raise GuestError(f"GHCB MSR accessed with {int(mmio.len)} bytes (the ABI uses 8)")
+        raise GuestError(
+            f"GHCB MSR or PVALIDATE port accessed with {int(mmio.len)} bytes (the ABI uses 8)"
+        )
     if mmio.is_write:
-        msr.msr_write(int.from_bytes(bytes(mmio.data), "little"))
+        write(int.from_bytes(bytes(mmio.data), "little"))
     else:
-        mmio.data[:] = list(msr.msr_read().to_bytes(8, "little"))
+        mmio.data[:] = list(read().to_bytes(8, "little"))

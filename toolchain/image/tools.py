@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from toolchain.errors import PlatformError
 
 if TYPE_CHECKING:
-    from importlib import metadata
+    from toolchain.dist import InstalledDist
 
 ZIG_DIST = "ziglang"
 ZIG_VERSION = "0.15.2"
@@ -65,16 +65,16 @@ class Wasm2cRuntime:
     sha256: str  # over the sorted (name, content) pairs of WASM2C_RUNTIME_FILES
 
 
-def _distribution(dist: str, expected: str) -> metadata.Distribution:
-    from importlib import metadata
+def _distribution(dist: str, expected: str) -> InstalledDist:
+    # toolchain.dist, not importlib.metadata: its imports alone cost a cold build ~20 ms.
+    from toolchain.dist import find_dist
 
-    try:
-        found = metadata.distribution(dist)
-    except metadata.PackageNotFoundError as exc:
+    found = find_dist(dist)
+    if found is None:
         raise PlatformError(
             f"the pinned build tool package {dist}=={expected} is not installed",
             hint=f"pip install --require-hashes -r requirements/runtime.txt (needs {dist})",
-        ) from exc
+        )
     if found.version != expected:
         raise PlatformError(
             f"{dist} {found.version} is installed but the build is pinned to {dist}=={expected}",
@@ -83,7 +83,7 @@ def _distribution(dist: str, expected: str) -> metadata.Distribution:
     return found
 
 
-def _record_sha256(dist: metadata.Distribution, relative: str) -> str | None:
+def _record_sha256(dist: InstalledDist, relative: str) -> str | None:
     """The SHA-256 (hex) that the wheel's RECORD lists for ``relative``, if any.
 
     Reads RECORD as text and looks for the one line: ``dist.files`` would build ~22,000
@@ -183,10 +183,10 @@ def file_sha256(path: Path) -> str:
     return memo[stamp]
 
 
-def _checked_binary(dist: metadata.Distribution, relative: str, name: str) -> tuple[Path, str]:
+def _checked_binary(dist: InstalledDist, relative: str, name: str) -> tuple[Path, str]:
     path = Path(str(dist.locate_file(relative)))
     if not path.is_file():
-        raise PlatformError(f"{name} is missing from the {dist.metadata['Name']} package: {path}")
+        raise PlatformError(f"{name} is missing from the {dist.name} package: {path}")
     if not os.access(path, os.X_OK):
         raise PlatformError(f"{name} at {path} is not executable")
     actual = file_sha256(path)
@@ -254,7 +254,7 @@ def wasmtime() -> Tool:
     """The pinned wasmtime's native library (it validates every application module)."""
     dist = _distribution(WASMTIME_DIST, WASMTIME_VERSION)
     library = next(
-        (str(f) for f in dist.files or () if str(f).endswith("_libwasmtime.so")),
+        (f for f in dist.recorded_paths() if f.endswith("_libwasmtime.so")),
         "wasmtime/linux-x86_64/_libwasmtime.so",
     )
     path = Path(str(dist.locate_file(library)))

@@ -126,6 +126,31 @@ GHCB_MSR_REG_GPA_RESP = 0x13  # bits 63:12 the registered GFN (all ones: refused
 GHCB_MSR_PSC_REQ = 0x14  # bits 51:12 the GFN, bits 55:52 the operation
 GHCB_MSR_PSC_RESP = 0x15  # bits 63:32 the error code (0: done)
 PSC_SHARED = 2
+#: The MSR protocol's termination request (reason set 0, code 0): the snp microkernel's only way
+#: to stop before its GHCB is registered (runtime/guest/ukernel/platform.c).
+GHCB_MSR_TERM_REQ = 0x100
+#: Version 4, simulated platform: a 64-bit write at the doorbell GPA + this offset replaces
+#: PVALIDATE (bits 63:12 the page's GPA = rAX, bit 0 the page size = ECX (1: 2 MiB), bit 1
+#: validate = EDX); a 64-bit read there is its result: bits 31:0 EAX, bit 32 rFLAGS.CF
+#: (runtime/vmm/rmp.py models the RMP's validated bit).
+DOORBELL_PVALIDATE_OFFSET = 0x10
+#: The Page State Change NAE event (GHCB spec v2 §4.1.6; Linux asm/sev-common.h, asm/sev.h):
+#: SW_SCRATCH the descriptor's GPA (the GHCB's shared buffer), a u16 cur_entry, u16 end_entry
+#: (inclusive), u32 reserved header, then up to 253 entries: bits 11:0 cur_page, 51:12 the
+#: GFN, 55:52 the operation, bit 56 the page size (1: 2 MiB).
+SVM_VMGEXIT_PSC = 0x8000_0010
+GHCB_SHARED_BUFFER_OFFSET = 0x800
+PSC_MAX_ENTRY = 253
+PSC_PRIVATE = 1
+#: PVALIDATE's return codes in EAX (AMD APM vol. 3; Linux asm/sev.h); CF=1 with EAX 0: the RMP
+#: entry already had the state asked for.
+PVALIDATE_FAIL_INPUT = 1
+PVALIDATE_FAIL_SIZEMISMATCH = 6
+#: The SNP CPUID page (Linux asm/sev.h struct snp_cpuid_table): u32 count, 12 bytes reserved,
+#: then up to 64 functions of 0x30 bytes (u32 eax_in, ecx_in, u64 xcr0_in, xss_in, u32 eax, ebx,
+#: ecx, edx, u64 reserved); the C-bit is function 0x8000001F's EBX[5:0].
+CPUID_LEAF_SEV = 0x8000_001F
+CPUID_COUNT_MAX = 64
 
 
 class Hypercall(enum.IntEnum):
@@ -193,6 +218,19 @@ STOP_REASONS: Mapping[str, tuple[int, str]] = {
     "GHCB_REG_GFN": (19, "GFN of the host's answer to the GHCB registration"),
     "PSC_INFO": (20, "GHCBInfo of the host's answer to a page-state change"),
     "PSC_ERROR": (21, "error code of the host's answer to a page-state change to shared"),
+    "MMIO_EXITINFO1": (22, "SW_EXITINFO1 of the host's answer to a doorbell MMIO request"),
+    "MMIO_EXITINFO2": (23, "SW_EXITINFO2 of the host's answer to a doorbell MMIO request"),
+    "VC_EXIT_CODE": (24, "the #VC's exit code (only NPF on the doorbell, 0x400, is handled)"),
+    "VC_RING": (25, "the ring of the #VC (only ring 3's doorbell writes are handled)"),
+    "VC_INSTRUCTION": (26, "the instruction at the #VC's RIP (not a doorbell store)"),
+    "VC_GPA": (27, "the GPA the #VC's store writes (only the doorbell is handled)"),
+    "PSC_NAE": (28, "SW_EXITINFO2 of the host's answer to a page-state change to private"),
+    "PSC_END_ENTRY": (29, "end_entry and reserved of the page-state change header"),
+    "PSC_CUR_ENTRY": (30, "cur_entry of the page-state change header (no progress)"),
+    "PVALIDATE": (31, "the return code (EAX) of PVALIDATE"),
+    "PVALIDATE_UNCHANGED": (32, "rFLAGS.CF of PVALIDATE (1: the page was validated already)"),
+    "CPUID_LEAF": (33, "function 0x8000001F of the CPUID page (found: the count, none matched)"),
+    "C_BIT": (34, "C-bit of the CPUID page (0x8000001F EBX[5:0]; expected: the page tables')"),
 }
 
 # ---- the note and the user-info page -------------------------------------------------------------
@@ -332,7 +370,7 @@ USER_INFO = CStruct(
     (
         Field("magic", "uint32_t", "KEEP_USER_INFO_MAGIC"),
         Field("abi_version", "uint16_t"),
-        Field("reserved", "uint16_t"),
+        Field("c_bit", "uint16_t", "version 4, snp: the C-bit the page tables carry (0: none)"),
         _u64("hc_page"),
         _u64("hc_buffer"),
         _u64("hc_buffer_size"),
@@ -485,12 +523,14 @@ class AbiAddresses:
         """The hypercall page and buffer the VMM serves."""
         return HypercallLayout(self.hc_page, self.hc_buffer, self.hc_buffer_size)
 
-    def user_info_page(self, ram_size: int) -> bytes:
-        """``struct keep_user_info`` (``USER_INFO``) for this keep, as measured at ``user_info``."""
+    def user_info_page(self, ram_size: int, c_bit: int = 0) -> bytes:
+        """``struct keep_user_info`` (``USER_INFO``) for this keep, as measured at ``user_info``;
+        ``c_bit`` the position the snp plan's page tables carry (0 on simulated: the bytes of
+        every earlier plan, where the field was reserved and zero)."""
         values = {name: getattr(self, name) for name in USER_INFO.names if hasattr(self, name)}
         values.update(
             magic=USER_INFO_MAGIC,
-            reserved=0,
+            c_bit=c_bit,
             entry=self.user_entry,
             ram_size=ram_size,
         )
@@ -621,6 +661,7 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
             Define("GHCB_MSR_PSC_REQ", GHCB_MSR_PSC_REQ),
             Define("GHCB_MSR_PSC_RESP", GHCB_MSR_PSC_RESP),
             _dec("PSC_SHARED", PSC_SHARED),
+            Define("GHCB_MSR_TERM_REQ", GHCB_MSR_TERM_REQ),
             "call numbers (Hypercall); FAULT's arguments: vector, error code, CR2, RIP, CS, RSP",
             *(
                 _dec(
@@ -638,6 +679,17 @@ _SECTIONS: tuple[tuple[str, Sequence[Define | str]], ...] = (
             "Version 4: the SNP guest request's request and response pages (page-aligned GPAs).",
             Define("BOOT_GUEST_REQ_OFFSET", BOOT_GUEST_REQ_OFFSET),
             Define("BOOT_GUEST_RSP_OFFSET", BOOT_GUEST_RSP_OFFSET),
+            "Version 4: heap and stack made private and validated (pvalidate.c, ABI.md).",
+            Define("DOORBELL_PVALIDATE_OFFSET", DOORBELL_PVALIDATE_OFFSET),
+            Define("SVM_VMGEXIT_PSC", SVM_VMGEXIT_PSC, suffix="u"),
+            Define("GHCB_SHARED_BUFFER_OFFSET", GHCB_SHARED_BUFFER_OFFSET),
+            _dec("PSC_MAX_ENTRY", PSC_MAX_ENTRY),
+            _dec("PSC_PRIVATE", PSC_PRIVATE),
+            _dec("PVALIDATE_FAIL_INPUT", PVALIDATE_FAIL_INPUT),
+            _dec("PVALIDATE_FAIL_SIZEMISMATCH", PVALIDATE_FAIL_SIZEMISMATCH),
+            "Version 4, snp: the C-bit checked against the CPUID page (cbit.c, ABI.md).",
+            Define("CPUID_LEAF_SEV", CPUID_LEAF_SEV, suffix="u"),
+            _dec("CPUID_COUNT_MAX", CPUID_COUNT_MAX),
         ],
     ),
     (

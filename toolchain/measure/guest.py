@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from toolchain.errors import InputError
+from toolchain.records import Record
 from toolchain.snp.cpu import resolve_signature
 from toolchain.snp.digest import VMSA_GPA, LaunchDigest, PageType
 from toolchain.snp.kernel_hashes import PADDED_LENGTH, KernelHashes, cmdline_bytes, sha256_file
@@ -82,9 +81,11 @@ class Mode(Enum):
         return self in (Mode.SNP, Mode.SNP_SVSM, Mode.SEV_ES)
 
 
-@dataclass(frozen=True)
-class GuestSpec:
-    """Everything that determines an OVMF guest's launch digest."""
+class GuestSpec(NamedTuple):
+    """Everything that determines an OVMF guest's launch digest.
+
+    This module's classes are NamedTuples and plain classes, not dataclasses: dataclass
+    generation (and the ``dataclasses`` import) was a third of ``keep measure-guest``'s run."""
 
     mode: Mode
     #: The OVMF image: a path, or its bytes.
@@ -122,15 +123,8 @@ def _option_int(text: str | None, option: str) -> int | None:
         raise InputError(f"{option} {text!r} is not an integer") from None
 
 
-@dataclass(frozen=True)
-class GuestRequest:
-    """A measurement asked for in sev-snp-measure's terms: each option as text, as given.
-
-    Constructing one checks every option, in the order their errors have always been reported
-    (the first problem is the one named), and resolves them into ``spec`` and ``vcpu_counts``,
-    which ``measure`` hands to ``measure_guest``. What depends on the files themselves (OVMF
-    metadata, kernel hashes) and on the combination of resolved values is ``measure_guest``'s.
-    """
+class _RequestOptions(NamedTuple):
+    """The options of ``GuestRequest``, in order."""
 
     mode: str = "snp"
     ovmf: str | None = None
@@ -152,11 +146,23 @@ class GuestRequest:
     vars_size: str | None = None
     vars_file: str | None = None
     vmsa_rdx: str | None = None
-    #: Resolved from the options above when the request is made.
-    spec: GuestSpec = field(init=False)
-    vcpu_counts: tuple[int, ...] = field(init=False)
 
-    def __post_init__(self) -> None:
+
+class GuestRequest(Record, _RequestOptions):
+    """A measurement asked for in sev-snp-measure's terms: each option as text, as given.
+
+    Constructing one checks every option, in the order their errors have always been reported
+    (the first problem is the one named), and resolves them into ``spec`` and ``vcpu_counts``,
+    which ``measure`` hands to ``measure_guest``. What depends on the files themselves (OVMF
+    metadata, kernel hashes) and on the combination of resolved values is ``measure_guest``'s.
+    (No ``__slots__``: the two resolved values are kept in the instance's dictionary.)
+    """
+
+    #: Resolved from the options when the request is made.
+    spec: GuestSpec
+    vcpu_counts: tuple[int, ...]
+
+    def _validate(self) -> None:
         mode = Mode.parse(self.mode)
         if self.ovmf is None:
             raise InputError("--ovmf PATH is required")
@@ -188,8 +194,8 @@ class GuestRequest:
             vars_size=vars_size,
             vmsa_rdx=_option_int(self.vmsa_rdx, "--vmsa-rdx"),
         )
-        object.__setattr__(self, "spec", spec)
-        object.__setattr__(self, "vcpu_counts", tuple(counts))
+        self.spec = spec
+        self.vcpu_counts = tuple(counts)
 
     def _vcpu_signature(self) -> int | None:
         return resolve_signature(
@@ -269,17 +275,29 @@ class GuestRequest:
         return "\n".join(lines)
 
 
-@dataclass
 class GuestMeasurement:
-    """The result: one digest per requested vCPU count, plus every input's digest."""
+    """The result: one digest per requested vCPU count, plus every input's digest.
 
-    mode: Mode
-    digests: dict[int, bytes]
-    components: dict[str, Any] = field(default_factory=dict)
-    #: The distinct VMSA pages measured, in order: boot CPU, then the application processor.
-    vmsa_pages: list[bytes] = field(default_factory=list)
-    #: Firmware images by component name; their SHA-256 is only computed for ``as_dict``.
-    images: dict[str, bytes] = field(default_factory=dict)
+    ``vmsa_pages`` are the distinct VMSA pages measured, in order: boot CPU, then the
+    application processor; ``images`` the firmware images by component name (their SHA-256 is
+    only computed for ``as_dict``).
+    """
+
+    __slots__ = ("components", "digests", "images", "mode", "vmsa_pages")
+
+    def __init__(
+        self,
+        mode: Mode,
+        digests: dict[int, bytes],
+        components: dict[str, Any] | None = None,
+        vmsa_pages: list[bytes] | None = None,
+        images: dict[str, bytes] | None = None,
+    ) -> None:
+        self.mode = mode
+        self.digests = digests
+        self.components: dict[str, Any] = {} if components is None else components
+        self.vmsa_pages: list[bytes] = [] if vmsa_pages is None else vmsa_pages
+        self.images: dict[str, bytes] = {} if images is None else images
 
     def vmsa_for(self, index: int) -> bytes:
         return self.vmsa_pages[0] if index == 0 else self.vmsa_pages[-1]
@@ -323,6 +341,8 @@ class _Background:
     """Run a function in a thread (file hashing releases the GIL) and collect its result."""
 
     def __init__(self, function: Callable[[], bytes]) -> None:
+        import threading  # only with a kernel to hash: not every measurement's start-up
+
         self._function = function
         self._result: bytes | None = None
         self._error: BaseException | None = None

@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import itertools
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from toolchain.errors import InputError
 from toolchain.measure.abi import (
@@ -112,7 +112,7 @@ TSS_LIMIT = 0x67
 PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80
 PTE_NX = 1 << 63
 
-# ELF constants (pyelftools names).
+# ELF constants (the gABI's names).
 PF_X, PF_W, PF_R = 1, 2, 4
 
 
@@ -214,26 +214,55 @@ def _read_bytes(source: Path | bytes, what: str) -> bytes:
         raise InputError(f"cannot read the {what} {source}: {exc.strerror}") from None
 
 
+# The ELF64 header after e_ident up to e_phnum, and a program header (System V gABI;
+# little-endian, as checked).
+_ELF_HEADER = struct.Struct("<HHIQQQIHHH")
+_PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")
+_PH_FIELDS = (
+    *("p_type", "p_flags", "p_offset", "p_vaddr"),
+    *("p_paddr", "p_filesz", "p_memsz", "p_align"),
+)
+# The names pyelftools gives (errors name them); other values are shown as numbers.
+_E_TYPES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
+_E_MACHINES = {3: "EM_386", 0x28: "EM_ARM", 0x3E: "EM_X86_64", 0xB7: "EM_AARCH64", 0xF3: "EM_RISCV"}
+_P_TYPES = {1: "PT_LOAD", 2: "PT_DYNAMIC", 3: "PT_INTERP", 4: "PT_NOTE"}
+
+
+def _elf_headers(data: bytes, what: str) -> tuple[int, bool, dict[str, Any], list[dict[str, Any]]]:
+    """The ELF class (32/64), whether little-endian, the header and the program headers, read
+    with ``struct`` (only what ``load_elf`` uses: a keep's build need not import pyelftools)."""
+    if len(data) < 16 or data[:4] != b"\x7fELF":
+        raise InputError(f"the {what} is not a valid ELF file: no ELF magic")
+    elfclass = {1: 32, 2: 64}.get(data[4], 0)
+    little_endian = data[5] == 1
+    if elfclass != 64 or not little_endian:
+        return elfclass, little_endian, {}, []
+    if len(data) < 0x40:  # the whole ELF64 header
+        raise InputError(f"the {what} is not a valid ELF file: truncated ELF header")
+    fields = _ELF_HEADER.unpack_from(data, 16)
+    e_type, e_machine, _version, entry, phoff, _shoff, _flags, _ehsize, phentsize, phnum = fields
+    header: dict[str, Any] = {
+        "e_type": _E_TYPES.get(e_type, e_type),
+        "e_machine": _E_MACHINES.get(e_machine, e_machine),
+        "e_entry": entry,
+    }
+    if phnum and phentsize != _PROGRAM_HEADER.size:
+        raise InputError(f"the {what} is not a valid ELF file: e_phentsize {phentsize}")
+    if phoff + phnum * _PROGRAM_HEADER.size > len(data):
+        raise InputError(f"the {what} is not a valid ELF file: program headers past the end")
+    headers = []
+    for index in range(phnum):
+        values = _PROGRAM_HEADER.unpack_from(data, phoff + index * _PROGRAM_HEADER.size)
+        ph: dict[str, Any] = dict(zip(_PH_FIELDS, values, strict=True))
+        ph["p_type"] = _P_TYPES.get(values[0], values[0])
+        headers.append(ph)
+    return elfclass, little_endian, header, headers
+
+
 def load_elf(source: Path | bytes, what: str) -> ElfImage:
     """Parse and validate a static x86-64 ELF executable (``what`` names it in errors)."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
     data = _read_bytes(source, what)
-    try:
-        elf = ELFFile(io.BytesIO(data))
-        elfclass, little_endian, header = elf.elfclass, elf.little_endian, elf.header
-        headers = [elf.get_segment(i).header for i in range(elf.num_segments())]
-    except (
-        ELFError,
-        struct.error,
-        ValueError,
-        KeyError,
-        IndexError,
-        OSError,
-        ArithmeticError,
-    ) as exc:
-        raise InputError(f"the {what} is not a valid ELF file: {exc}") from None
+    elfclass, little_endian, header, headers = _elf_headers(data, what)
     if elfclass != 64 or not little_endian:
         raise InputError(f"the {what} is not a little-endian 64-bit ELF")
     if header["e_machine"] != "EM_X86_64":
@@ -662,7 +691,9 @@ def build_plan(
     mappings = _Mappings()
     _place_segments(kernel, pages, mappings, user=False, label="microkernel")
     _place_segments(user, pages, mappings, user=True, label="runtime image")
-    _place_fixed_pages(layout, abi, pages, mappings)
+    # Version 4 microkernels check the C-bit (cbit.c); older ones had the field reserved, zero.
+    declared_c_bit = c_bit if snp and layout.abi_version >= GUEST_MESSAGE_VERSION else 0
+    _place_fixed_pages(layout, abi, pages, mappings, declared_c_bit)
     _map_shared_pages(layout, pages, mappings, snp=snp)
     mappings.add_range(abi.heap_start, abi.heap_end, USER_RW, "heap")
     mappings.add_range(abi.stack_bottom, abi.stack_top, USER_RW, "stack")
@@ -725,10 +756,11 @@ def _abi_addresses(layout: KeepLayout, kernel: ElfImage, user: ElfImage) -> AbiA
 
 
 def _place_fixed_pages(
-    layout: KeepLayout, abi: AbiAddresses, pages: _PageMap, mappings: _Mappings
+    layout: KeepLayout, abi: AbiAddresses, pages: _PageMap, mappings: _Mappings, c_bit: int
 ) -> None:
-    """The GDT, IDT, SECRETS and CPUID pages and the user info page, launched and mapped."""
-    user_info = abi.user_info_page(layout.ram_size)
+    """The GDT, IDT, SECRETS and CPUID pages and the user info page (with the tables' C-bit, 0
+    without: the microkernel checks it against the CPUID page), launched and mapped."""
+    user_info = abi.user_info_page(layout.ram_size, c_bit)
     fixed: Iterable[tuple[int, PageType, bytes | None, str, Access]] = (
         (layout.gdt, PageType.NORMAL, _gdt_page(layout), "GDT and TSS", KERNEL_RW),
         (layout.idt, PageType.NORMAL, _idt_page(layout), "IDT", KERNEL_RO),

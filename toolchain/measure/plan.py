@@ -362,26 +362,25 @@ def _check_vcpu_count(count: object) -> None:
 
 def _state_to_dict(state: VcpuState) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for item in fields(state):
-        value = getattr(state, item.name)
+    for name, value in zip(state._fields, state, strict=True):
         if isinstance(value, Segment):
-            out[item.name] = {
+            out[name] = {
                 "selector": value.selector,
                 "attrib": value.attrib,
                 "limit": value.limit,
                 "base": value.base,
             }
         elif isinstance(value, bytes):
-            out[item.name] = {"hex": value.hex()}
+            out[name] = {"hex": value.hex()}
         else:
-            out[item.name] = value
+            out[name] = value
     return out
 
 
 def _state_from_dict(raw: Mapping[str, Any]) -> VcpuState:
     if not isinstance(raw, Mapping):
         raise InputError("a vCPU state in the launch plan is not an object")
-    known = {item.name: item for item in fields(VcpuState)}
+    known = set(VcpuState._fields)
     values: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in known:

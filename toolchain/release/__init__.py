@@ -5,7 +5,7 @@ A release engineer publishes signed reference measurements of every example keep
 every digest (``reproduce``, ``keep reproduce``)::
 
     release = make_release("0.1.0", key_path, repo_root)      # reference-measurements/0.1.0/
-    checklist = reproduce(envelope, TrustPolicy.load(trust), source_root)
+    checklist = reproduce(envelope, TrustPolicy.select(root_json), source_root)
 
 See ``layout`` for what a release directory holds.
 """

@@ -46,17 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     for line in lines:
         print(line)
     print(f"release {release.version}: {len(release.envelopes)} envelope(s) in {release.directory}")
-    print(f"signed by key {release.key_id} ({release.public_key})")
-    if release.tuf_role is not None:
-        print(
-            f"TUF role {release.tuf_role} lists the release ({release.public_key}); "
-            "commit reference-measurements/ (the release and metadata/) with it"
-        )
-    if release.trust_added:
-        print(
-            "added the key to the built-in trust policy toolchain/sign/release-trust/: "
-            "commit it with the release"
-        )
+    print(f"signed by key {release.key_id}")
+    print(
+        f"TUF role {release.tuf_role} lists the release ({release.metadata}); "
+        "commit reference-measurements/ (the release and metadata/) with it"
+    )
     return 0
 
 

@@ -7,14 +7,12 @@ is an untrusted component) with the release key, writes the envelope and the rel
 those artifacts plus the provenance record. The release key is a file outside the repository or
 a key in a PKCS#11 token (``toolchain.sign.tokens``: ``pkcs11:token=...;object=...``).
 
-Where the release is recorded depends on the trust anchor of the tree:
-
-* with a TUF repository (``reference-measurements/metadata/``): the release role that delegates
-  this version to the release key (``--role``, else the one role whose keys include it) lists
-  every file of the release, signed by that key, with new snapshot and timestamp
-  (``publish_to_tuf``); the release then verifies through the TUF client from the pinned root;
-* without one (the trust.toml bridge, releases up to 0.2.0): the public key is added to the
-  built-in trust policy (``toolchain/sign/release-trust/``: ``keys/`` and ``trust.toml``) if new.
+The release is recorded in the tree's TUF repository (``reference-measurements/metadata/``,
+made with ``keep tuf init``; publishing refuses a tree without one): the release role that
+delegates this version to the release key (``--role``, else the one role whose keys include it)
+lists every file of the release, signed by that key, with new snapshot and timestamp
+(``publish_to_tuf``); the release then verifies through the TUF client from the root pinned in
+the tree (``toolchain/sign/release-trust/root.json``, else the repository's first root).
 
 Every statement signs the source it was built from (predicate ``source``): the ``treeSha256`` of
 the trusted source files (``toolchain.release.source``) and, in a git checkout, the commit. The
@@ -49,7 +47,7 @@ from toolchain.release.source import EXCLUDED, TRUSTED_SOURCES
 
 if TYPE_CHECKING:
     from toolchain.measure.plan import LaunchPlan
-    from toolchain.sign import PublicKey, SourceDigest
+    from toolchain.sign import SourceDigest
     from toolchain.sign.tokens import SigningKey
 
 #: How long a release's references are valid, from the signing time.
@@ -63,9 +61,8 @@ class Release:
     directory: Path
     envelopes: tuple[Path, ...]
     key_id: str
-    public_key: Path  # the key file in the built-in policy, or (TUF) the role's new metadata
-    trust_added: bool  # whether the key was new to the built-in trust policy
-    tuf_role: str | None = None  # the TUF release role that lists the release
+    metadata: Path  # the release role's new metadata
+    tuf_role: str  # the TUF release role that lists the release
 
 
 def package_version(repo_root: Path) -> str:
@@ -160,25 +157,6 @@ def _signed_source(repo_root: Path, commit: str | None) -> SourceDigest:
                 f"({', '.join(TRUSTED_SOURCES)}), or commit them",
             )
     return SourceDigest(tree_sha256=source.digest(files), commit=commit)
-
-
-def _publish_key(
-    repo_root: Path, public_key: PublicKey, name: str, version: str
-) -> tuple[Path, str, bool]:
-    """Add the release key to the tree's built-in trust policy (the one copy the package ships)
-    if it is new, trusted for this major version's releases; (public key file, ID, added)."""
-    from toolchain.sign import TrustPolicy, key_id
-    from toolchain.sign.trust import BUILTIN_SOURCE_DIR, KEYS_DIR, POLICY_FILE, add_key
-
-    identity = key_id(public_key)
-    trust_path = repo_root / BUILTIN_SOURCE_DIR / POLICY_FILE
-    known = TrustPolicy.load(trust_path).key(identity)
-    public = repo_root / BUILTIN_SOURCE_DIR / KEYS_DIR / f"{name}.pub.pem"
-    if known is not None:
-        return public, identity, False
-    major = version.split(".", 1)[0]
-    add_key(trust_path, public_key, name=name, releases=[f"{major}.*"])
-    return public, identity, True
 
 
 def reference_statement(
@@ -311,7 +289,7 @@ def make_release(
         _check_key_outside(Path(spec), repo_root)
     key = open_signing_key(spec)
     try:
-        return _make_release(version, key, Path(spec).name, repo_root, now, log, role)
+        return _make_release(version, key, repo_root, now, log, role)
     finally:
         key.close()
 
@@ -319,14 +297,13 @@ def make_release(
 def _make_release(  # noqa: PLR0917 - the private body of make_release
     version: str,
     key: SigningKey,
-    key_label: str,
     repo_root: Path,
     now: datetime | None,
     log: list[str] | None,
     role: str | None,
 ) -> Release:
-    from toolchain.sign import TrustPolicy, verify_envelope
-    from toolchain.sign.trust import BUILTIN_SOURCE_DIR, POLICY_FILE, ROOT_FILE
+    from toolchain.sign.trust import BUILTIN_SOURCE_DIR, ROOT_FILE
+    from toolchain.sign.tuf_client import METADATA_DIR
     from toolchain.sign.tuf_repository import Repository
 
     _check_version(version, repo_root)
@@ -341,34 +318,28 @@ def _make_release(  # noqa: PLR0917 - the private body of make_release
             hint="a published release is never rewritten; release a new version",
         )
     signed_at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-    tuf = Repository(references).exists()
-    if tuf:  # TUF decides who signs: the key must have a release role for this version
-        role = role or release_role(references, key, version)
-        public, identity, added = references, key.key_id, False
-    else:
-        public, identity, added = _publish_key(
-            repo_root, key.public_key, key_label.removesuffix(".pem"), version
+    if not Repository(references).exists():
+        raise InputError(
+            f"no TUF repository in {references} (no {METADATA_DIR}/): publishing a release "
+            "needs one, its release roles decide who signs which release",
+            hint="create it with keep tuf init and delegate releases to your key with keep tuf "
+            "add-release-key (reference-measurements/README.md)",
         )
+    # TUF decides who signs: the key must have a release role for this version.
+    role = role or release_role(references, key, version)
     envelopes = _sign_examples(
         version, key, repo_root, directory, signed_at=signed_at, source=signed_source, log=log
     )
-    if tuf:
-        builtin = repo_root / BUILTIN_SOURCE_DIR / ROOT_FILE
-        role, written = publish_to_tuf(
-            references,
-            version,
-            key,
-            role=role,
-            at=signed_at,
-            pinned_root=builtin if builtin.is_file() else None,
-        )
-        return Release(version, directory, tuple(envelopes), identity, written, False, role)
-    policy = TrustPolicy.load(repo_root / BUILTIN_SOURCE_DIR / POLICY_FILE)
-    for envelope in envelopes:  # what was written must verify against what was written
-        checklist, verified = verify_envelope(envelope.read_bytes(), policy, at=signed_at)
-        if verified is None:
-            raise PlatformError(f"the new release does not verify:\n{checklist.render()}")
-    return Release(version, directory, tuple(envelopes), identity, public, added)
+    builtin = repo_root / BUILTIN_SOURCE_DIR / ROOT_FILE
+    role, written = publish_to_tuf(
+        references,
+        version,
+        key,
+        role=role,
+        at=signed_at,
+        pinned_root=builtin if builtin.is_file() else None,
+    )
+    return Release(version, directory, tuple(envelopes), key.key_id, written, role)
 
 
 def _sign_examples(

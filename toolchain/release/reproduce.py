@@ -101,7 +101,7 @@ def _check_subjects(
 
 
 def _generation_order(generation: str) -> tuple[int, str]:
-    from toolchain.sign.predicate import CPU_GENERATIONS
+    from toolchain.measure.reference import CPU_GENERATIONS
 
     known = generation in CPU_GENERATIONS
     return (CPU_GENERATIONS.index(generation) if known else len(CPU_GENERATIONS), generation)

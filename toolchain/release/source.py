@@ -9,9 +9,9 @@ where to find the tree; the digest decides (so nothing rests on git's SHA-1).
 Which files count (``TRUSTED_SOURCES``): every file under ``keep/``, ``runtime/``,
 ``examples/`` and ``toolchain/``, and ``requirements/runtime.txt`` — exactly the paths
 ``nox -s release`` refuses
-to have uncommitted — except the built-in trust policy (``toolchain/sign/release-trust/``,
-``EXCLUDED``): it says who may sign releases, not what is built, and it changes when a release key
-is added or retired, after the release it belongs to was signed. Python's bytecode caches
+to have uncommitted — except the built-in trust root (``toolchain/sign/release-trust/``,
+``EXCLUDED``): it says who may sign releases, not what is built, and it may change (a newly
+pinned TUF root) after the release it belongs to was signed. Python's bytecode caches
 (``__pycache__/`` directories and ``*.pyc``, ``*.pyo`` files) are left out: running the code
 writes them, git ignores them and no build reads them. A trusted path that is absent contributes
 nothing. A symbolic link, or any other file that is not a regular file or directory, under a

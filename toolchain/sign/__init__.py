@@ -5,7 +5,7 @@ The public interface other parts of Keepstack code against::
     predicate = KeepPredicate(release, configs=[LaunchConfig(...)], components=[...], ...)
     statement = build_statement(predicate, {"keep.img": {"sha256": ..., "sha384": ...}})
     envelope = sign_statement(statement, load_private_key(path))   # or dev_key()[0]
-    checklist, references = verify_envelope(envelope, TrustPolicy.load(trust_toml))
+    checklist, references = verify_envelope(envelope, TrustPolicy.select(root_json))
     references.allows(launch_digest, cpu_generation="milan", vcpus=1, guest_policy=0x30000)
 """
 

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from toolchain.errors import InputError
+from toolchain.measure.reference import CPU_GENERATIONS
 from toolchain.sign.schema_check import load_schema, validate
 
 PREDICATE_TYPE = "https://keepstack.dev/reference-measurements/v1"
 SCHEMA_FILE = "keepstack-reference-v1.schema.json"
 
-CPU_GENERATIONS = ("milan", "genoa", "turin", "any")
 BACKENDS = ("kvm", "nil", "snp")
 LAUNCH_DIGEST_SIZE = 48
 _RELEASE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")

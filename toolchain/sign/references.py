@@ -171,7 +171,7 @@ def verify_envelope(
     # Only a payload a trusted key signed is ever parsed.
     if authenticated and parsed.payload_type == INTOTO_PAYLOAD_TYPE:
         statement, predicate, statement_problem = _read_statement(parsed.payload)
-    counted = _count_signers(checklist, results, trust, predicate, moment)
+    counted = _count_signers(checklist, results, trust, predicate)
 
     if not authenticated:
         checklist.add("statement", None, detail="not examined: no trusted signature verifies")
@@ -220,7 +220,7 @@ def _deciding_policy(
         raise InputError(
             f"trust policy ({trust.source}) lists {len(trust.keys)} distinct key(s) but needs "
             f"{trust.threshold}: no envelope can satisfy it",
-            hint="add keys with keep trust add-key, or pass --trusted-key PUB",
+            hint="add keys with keep tuf add-release-key, or pass --trusted-key PUB",
         )
     return trust, policy_line
 
@@ -252,11 +252,10 @@ def _count_signers(
     results: list[_SignatureResult],
     trust: TrustPolicy,
     predicate: KeepPredicate | None,
-    moment: datetime,
 ) -> dict[str, int]:
     """One line per signature and the threshold line; the key IDs that counted (-> signature).
 
-    A key counts once however often it signed, and only within its scope (releases, window).
+    A key counts once however often it signed, and only for the releases of its scope.
     """
     counted: dict[str, int] = {}  # key ID -> index of the signature that counted
     notes: list[str] = []
@@ -298,7 +297,7 @@ def _count_signers(
             )
             notes.append(f"key {key.name} signed more than once and counts once")
             continue
-        problem = key.scope_problem(predicate.release if predicate else None, moment)
+        problem = key.scope_problem(predicate.release if predicate else None)
         if problem:
             checklist.add(label, None, found="valid", detail=f"{extra}{problem}; not counted")
             notes.append(f"key {key.name}: {problem}")

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from toolchain.errors import InputError
+from toolchain.records import Record
 
 PAGE_SIZE = 4096
 DIGEST_SIZE = 48
@@ -92,9 +93,8 @@ def _check_gpa(gpa: object, length: int) -> int:
     return gpa
 
 
-@dataclass(frozen=True)
-class PageInfo:
-    """One PAGE_INFO record: what the firmware hashes to extend the launch digest."""
+class _PageInfoFields(NamedTuple):
+    """The fields of ``PageInfo``, in order."""
 
     digest_cur: bytes
     contents: bytes
@@ -104,7 +104,14 @@ class PageInfo:
     vmpl_perms: tuple[int, int, int] = (0, 0, 0)
     length: int = PAGE_INFO_SIZE
 
-    def __post_init__(self) -> None:
+
+class PageInfo(Record, _PageInfoFields):
+    """One PAGE_INFO record: what the firmware hashes to extend the launch digest (a
+    ``toolchain.records.Record``: ``keep measure-guest`` imports this module)."""
+
+    __slots__ = ()
+
+    def _validate(self) -> None:
         if len(self.digest_cur) != DIGEST_SIZE or len(self.contents) != DIGEST_SIZE:
             raise InputError("PAGE_INFO DIGEST_CUR and CONTENTS must be 48 bytes each")
         if self.length != PAGE_INFO_SIZE:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from toolchain.errors import InputError
+from toolchain.snp.ovmf import guid_bytes
 
 TABLE_HEADER_GUID = "9438d606-4f22-4cc9-b479-a793d411fd21"
 CMDLINE_ENTRY_GUID = "97d02dd8-bd20-4c94-aa78-e7714d36ab2a"
@@ -31,10 +31,6 @@ _ENTRY = struct.Struct("<16sH32s")
 _HEADER = struct.Struct("<16sH")
 TABLE_LENGTH = _HEADER.size + 3 * _ENTRY.size  # 168
 PADDED_LENGTH = (TABLE_LENGTH + 15) // 16 * 16  # 176
-
-
-def _guid(text: str) -> bytes:
-    return uuid.UUID(text).bytes_le
 
 
 def cmdline_bytes(append: str | None) -> bytes:
@@ -50,9 +46,9 @@ def sha256_file(path: Path | str, what: str) -> bytes:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
-@dataclass(frozen=True)
-class KernelHashes:
-    """The three SHA-256 digests the table carries."""
+class KernelHashes(NamedTuple):
+    """The three SHA-256 digests the table carries (a NamedTuple: no dataclass generation at
+    import for ``keep measure-guest``)."""
 
     kernel: bytes
     initrd: bytes
@@ -80,10 +76,10 @@ class KernelHashes:
         """The padded table (176 bytes), as QEMU writes it into guest memory."""
         entry_len = _ENTRY.size
         raw = (
-            _HEADER.pack(_guid(TABLE_HEADER_GUID), TABLE_LENGTH)
-            + _ENTRY.pack(_guid(CMDLINE_ENTRY_GUID), entry_len, self.cmdline)
-            + _ENTRY.pack(_guid(INITRD_ENTRY_GUID), entry_len, self.initrd)
-            + _ENTRY.pack(_guid(KERNEL_ENTRY_GUID), entry_len, self.kernel)
+            _HEADER.pack(guid_bytes(TABLE_HEADER_GUID), TABLE_LENGTH)
+            + _ENTRY.pack(guid_bytes(CMDLINE_ENTRY_GUID), entry_len, self.cmdline)
+            + _ENTRY.pack(guid_bytes(INITRD_ENTRY_GUID), entry_len, self.initrd)
+            + _ENTRY.pack(guid_bytes(KERNEL_ENTRY_GUID), entry_len, self.kernel)
         )
         return raw + bytes(PADDED_LENGTH - len(raw))
 

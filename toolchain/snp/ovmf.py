@@ -15,10 +15,9 @@ the CPUID page, the SVSM calling area and the kernel-hashes page).
 from __future__ import annotations
 
 import struct
-import uuid
-from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import NamedTuple
 
 from toolchain.errors import InputError
 
@@ -47,8 +46,7 @@ class SectionType(IntEnum):
     SNP_KERNEL_HASHES = 0x10
 
 
-@dataclass(frozen=True)
-class MetadataSection:
+class MetadataSection(NamedTuple):
     gpa: int
     size: int
     kind: SectionType
@@ -57,9 +55,11 @@ class MetadataSection:
         return {"gpa": f"{self.gpa:#x}", "size": f"{self.size:#x}", "type": self.kind.name}
 
 
-@dataclass(frozen=True)
-class Firmware:
-    """A parsed firmware image, loaded so that it ends at ``end_gpa`` (4 GiB for OVMF)."""
+class Firmware(NamedTuple):
+    """A parsed firmware image, loaded so that it ends at ``end_gpa`` (4 GiB for OVMF).
+
+    NamedTuples, not dataclasses: ``keep measure-guest`` imports this module, and dataclass
+    generation at import was a third of its run (``toolchain.records``)."""
 
     data: bytes
     gpa: int
@@ -133,8 +133,21 @@ def load_firmware(
     return Firmware(data=data, gpa=end_gpa - len(data), table=table, sections=sections, name=label)
 
 
-def _guid_bytes(guid: str) -> bytes:
-    return uuid.UUID(guid).bytes_le
+def _swap_guid(raw: bytes) -> bytes:
+    # The first three GUID fields are little-endian in EFI tables, big-endian in the text form.
+    return raw[3::-1] + raw[5:3:-1] + raw[7:5:-1] + raw[8:]
+
+
+def guid_bytes(guid: str) -> bytes:
+    """A GUID's 16 bytes as EFI tables hold them (``uuid.UUID(guid).bytes_le``, without the
+    ``uuid`` import and its ``platform``: ``keep measure-guest`` pays every import)."""
+    return _swap_guid(bytes.fromhex(guid.replace("-", "")))
+
+
+def guid_text(raw: bytes) -> str:
+    """The text form of a GUID read from an EFI table (``str(uuid.UUID(bytes_le=raw))``)."""
+    hexed = _swap_guid(raw).hex()
+    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
 
 
 def _parse_footer_table(data: bytes, label: str) -> dict[str, bytes]:
@@ -142,7 +155,7 @@ def _parse_footer_table(data: bytes, label: str) -> dict[str, bytes]:
     if footer_at < 0:
         return {}
     size, guid = _ENTRY_HEADER.unpack_from(data, footer_at)
-    if guid != _guid_bytes(FOOTER_TABLE_GUID):
+    if guid != guid_bytes(FOOTER_TABLE_GUID):
         return {}  # no table: a plain (non-SEV) firmware image
     if size < _ENTRY_HEADER.size or size - _ENTRY_HEADER.size > footer_at:
         raise InputError(f"{label}: OVMF footer table size {size} is out of bounds")
@@ -153,7 +166,7 @@ def _parse_footer_table(data: bytes, label: str) -> dict[str, bytes]:
         entry_size, entry_guid = _ENTRY_HEADER.unpack_from(table_bytes, end - _ENTRY_HEADER.size)
         if entry_size < _ENTRY_HEADER.size or entry_size > end:
             raise InputError(f"{label}: OVMF footer table entry has invalid size {entry_size}")
-        key = str(uuid.UUID(bytes_le=entry_guid))
+        key = guid_text(entry_guid)
         table[key] = table_bytes[end - entry_size : end - _ENTRY_HEADER.size]
         end -= entry_size
     return table

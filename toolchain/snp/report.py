@@ -183,6 +183,13 @@ _CODES = {"u8": "B", "u32": "I", "u64": "Q", "tcb": "Q", "policy": "Q", "platfor
 _CODES["keyinfo"] = "I"
 _STRUCT = struct.Struct("<" + "".join(_CODES.get(kind, f"{size}s") for *_, size, kind in _LAYOUT))
 _UNPACK = _STRUCT.unpack
+_NAMES = tuple(name for name, *_ in _LAYOUT)
+_WRAPPERS = {"policy": GuestPolicy, "platform": PlatformInfo, "keyinfo": KeyInfo}
+_WRAPPED_FIELDS = tuple(
+    (i, _WRAPPERS[kind]) for i, (*_, kind) in enumerate(_LAYOUT) if kind in _WRAPPERS
+)
+_TCB_FIELDS = tuple(i for i, (*_, kind) in enumerate(_LAYOUT) if kind == "tcb")
+_SIG_FIELDS = tuple(i for i, (*_, kind) in enumerate(_LAYOUT) if kind == "sig")
 
 
 def _zeros(size: int) -> Any:
@@ -277,24 +284,20 @@ class AttestationReport:
                 f"an SEV-SNP attestation report is {REPORT_SIZE} bytes, this is {len(data)}",
                 hint="a report embedded in a larger message can be read with an offset",
             )
-        fields = _UNPACK(data)
-        turin = fields[0] >= 3 and data[0x188] == 0x1A  # CPUID family 1Ah: Turin's TCB layout
-        values: dict[str, Any] = {}
-        for (name, _offset, _size, kind), raw in zip(_LAYOUT, fields, strict=True):
-            if kind == "tcb":
-                values[name] = TcbVersion.from_int(raw, turin=turin)
-            elif kind == "sig":
-                values[name] = int.from_bytes(raw, "little")
-            elif kind == "policy":
-                values[name] = GuestPolicy(raw)
-            elif kind == "platform":
-                values[name] = PlatformInfo(raw)
-            elif kind == "keyinfo":
-                values[name] = KeyInfo(raw)
-            else:  # bytes and integers, as struct read them
-                values[name] = raw
-        report = cls(**values)
-        object.__setattr__(report, "_raw", data)
+        values: list[Any] = list(_UNPACK(data))
+        turin = values[0] >= 3 and data[0x188] == 0x1A  # CPUID family 1Ah: Turin's TCB layout
+        for index in _TCB_FIELDS:
+            values[index] = TcbVersion.from_int(values[index], turin=turin)
+        for index in _SIG_FIELDS:
+            values[index] = int.from_bytes(values[index], "little")
+        for index, kind in _WRAPPED_FIELDS:
+            values[index] = kind(values[index])
+        # Not through __init__: __post_init__ would check what the struct already guarantees
+        # (each bytes field its size, each integer its width, the four TCBs one layout), at a
+        # fifth of a verification's own cost. tests/test_report.py runs it on parsed reports.
+        report = object.__new__(cls)
+        report.__dict__.update(zip(_NAMES, values, strict=True))
+        report.__dict__["_raw"] = data
         return report
 
     # -- writing ----------------------------------------------------------------------------------
@@ -376,7 +379,7 @@ class AttestationReport:
             zero_fields += ["launch_mit_vector", "current_mit_vector"]
         for name in zero_fields:
             value = getattr(self, name)
-            if value if isinstance(value, int) else any(value):
+            if value if isinstance(value, int) else value.count(0) != len(value):
                 found.append(f"{name} (reserved in v{self.version}) is not zero")
         found.extend(
             f"{name} has bits set above the 48-byte P-384 value"

@@ -33,12 +33,7 @@ class Product(enum.Enum):
     @classmethod
     def from_name(cls, name: str) -> Product:
         """``milan``, ``Genoa``, ``Milan-B0`` (a VCEK productName: generation, dash, stepping)."""
-        base = name.strip().split("-", 1)[0].lower()
-        for product in cls:
-            if product.value.lower() == base:
-                return product
-        known = ", ".join(p.value.lower() for p in cls)
-        raise InputError(f"unknown product {name!r} (known: {known})")
+        return _product_named(name)
 
     @classmethod
     def from_cpuid(cls, family: int, model: int) -> Product | None:
@@ -51,6 +46,17 @@ class Product(enum.Enum):
         if family == 0x1A and (model <= 0x1F or 0x90 <= model <= 0xAF):
             return cls.TURIN
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def _product_named(name: str) -> Product:
+    """``Product.from_name``, once per name: every verification reads its VCEK's productName."""
+    base = name.strip().split("-", 1)[0].lower()
+    for product in Product:
+        if product.value.lower() == base:
+            return product
+    known = ", ".join(p.value.lower() for p in Product)
+    raise InputError(f"unknown product {name!r} (known: {known})")
 
 
 # byte index of each component in the 64-bit value, per layout
@@ -116,6 +122,11 @@ class TcbVersion:
         return cls.from_int(int.from_bytes(data, "little"), turin=turin)
 
     def to_int(self) -> int:
+        return self._value
+
+    @functools.cached_property
+    def _value(self) -> int:
+        # Computed once per object: a frozen value, and a verifier compares it on every report.
         layout = _TURIN_BYTES if self.turin_layout else _MILAN_GENOA_BYTES
         value = self.reserved
         for name, index in layout.items():

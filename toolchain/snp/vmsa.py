@@ -7,16 +7,22 @@ save area"; offsets below). Fields not set are zero, as KVM leaves them.
 The reset states QEMU, EC2 and GCE launch OVMF with (boot CPU at the reset vector, application
 processors at OVMF's SEV-ES AP reset address), the Coconut-SVSM start state, and a flat 64-bit
 long-mode entry (for our own microkernel) are built here from the same ``VcpuState``.
+
+``Segment`` is a ``NamedTuple``; ``VcpuState`` and ``GuestFpu`` are ``toolchain.records.Record``s
+(NamedTuples that validate themselves when made, ``_replace`` too), not dataclasses:
+``keep measure-guest`` imports this module, and generating a frozen dataclass's methods for ~100
+fields was most of its import. ``VcpuState._fields`` names the fields in order;
+``state._replace(rip=...)`` is a changed copy.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, fields, replace
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from toolchain.errors import InputError
+from toolchain.records import Record
 
 VMSA_SIZE = 4096
 
@@ -31,8 +37,7 @@ CR0_PE, CR0_MP, CR0_ET, CR0_NE, CR0_WP, CR0_PG = 0x1, 0x2, 0x10, 0x20, 0x10000, 
 CR4_PAE, CR4_MCE, CR4_OSFXSR, CR4_OSXMMEXCPT = 0x20, 0x40, 0x200, 0x400
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     """A segment register as the VMSA stores it (``vmcb_seg``).
 
     ``attrib`` is the packed 16-bit form: bits 7:0 are descriptor bits 47:40 (type, S, DPL, P),
@@ -129,28 +134,22 @@ FIELD_OFFSETS.update({name: offset for name, (offset, _) in _FP_REGISTERS.items(
 _LIMITS = {"B": 0xFF, "H": 0xFFFF, "I": 0xFFFFFFFF, "Q": 0xFFFFFFFFFFFFFFFF}
 
 
-@dataclass(frozen=True)
-class VcpuState:
-    """Every architectural register the VMSA measures that a vCPU can start with.
+_NULL_SEGMENT = Segment()
 
-    Defaults are the values KVM puts in a freshly created vCPU (and zero elsewhere); segment
-    registers default to the null segment, so build real states with the helpers below or
-    give every segment explicitly. From KVM's register state (``KVM_GET_SREGS`` and friends):
-    OR ``EFER_SVME`` into ``efer`` (KVM's VMSA carries it, sregs do not show it). The FPU
-    register files are raw bytes (``fpreg_x87`` 80, ``fpreg_xmm`` and ``fpreg_ymm`` 256 each),
-    zero-padded when shorter.
-    """
 
-    es: Segment = field(default_factory=Segment)
-    cs: Segment = field(default_factory=Segment)
-    ss: Segment = field(default_factory=Segment)
-    ds: Segment = field(default_factory=Segment)
-    fs: Segment = field(default_factory=Segment)
-    gs: Segment = field(default_factory=Segment)
-    gdtr: Segment = field(default_factory=Segment)
-    ldtr: Segment = field(default_factory=Segment)
-    idtr: Segment = field(default_factory=Segment)
-    tr: Segment = field(default_factory=Segment)
+class _VcpuFields(NamedTuple):
+    """The fields of ``VcpuState``, in order."""
+
+    es: Segment = _NULL_SEGMENT
+    cs: Segment = _NULL_SEGMENT
+    ss: Segment = _NULL_SEGMENT
+    ds: Segment = _NULL_SEGMENT
+    fs: Segment = _NULL_SEGMENT
+    gs: Segment = _NULL_SEGMENT
+    gdtr: Segment = _NULL_SEGMENT
+    ldtr: Segment = _NULL_SEGMENT
+    idtr: Segment = _NULL_SEGMENT
+    tr: Segment = _NULL_SEGMENT
     cr0: int = 0
     cr2: int = 0
     cr3: int = 0
@@ -216,20 +215,33 @@ class VcpuState:
     fpreg_xmm: bytes = b""
     fpreg_ymm: bytes = b""
 
-    def __post_init__(self) -> None:
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.name in _FP_REGISTERS:
-                size = _FP_REGISTERS[item.name][1]
+
+class VcpuState(Record, _VcpuFields):
+    """Every architectural register the VMSA measures that a vCPU can start with.
+
+    Defaults are the values KVM puts in a freshly created vCPU (and zero elsewhere); segment
+    registers default to the null segment, so build real states with the helpers below or
+    give every segment explicitly. From KVM's register state (``KVM_GET_SREGS`` and friends):
+    OR ``EFER_SVME`` into ``efer`` (KVM's VMSA carries it, sregs do not show it). The FPU
+    register files are raw bytes (``fpreg_x87`` 80, ``fpreg_xmm`` and ``fpreg_ymm`` 256 each),
+    zero-padded when shorter.
+    """
+
+    __slots__ = ()
+
+    def _validate(self) -> None:
+        for name, value in zip(self._fields, self, strict=True):
+            if name in _FP_REGISTERS:
+                size = _FP_REGISTERS[name][1]
                 if not isinstance(value, bytes) or len(value) > size:
-                    raise InputError(f"{item.name} must be at most {size} bytes, got {value!r:.40}")
+                    raise InputError(f"{name} must be at most {size} bytes, got {value!r:.40}")
                 continue
-            if item.name in _SEGMENTS:
+            if name in _SEGMENTS:
                 if not isinstance(value, Segment):
-                    raise InputError(f"{item.name} must be a Segment, got {value!r}")
+                    raise InputError(f"{name} must be a Segment, got {value!r}")
                 continue
             if not isinstance(value, int) or isinstance(value, bool):
-                raise InputError(f"{item.name} must be an integer, got {value!r}")
+                raise InputError(f"{name} must be an integer, got {value!r}")
 
 
 def _put(page: bytearray, name: str, offset: int, fmt: str, value: int) -> None:
@@ -514,14 +526,8 @@ def kvm_sev_features(vmsa_features: int = 0) -> int:
     return vmsa_features | SVM_SEV_FEAT_SNP_ACTIVE
 
 
-@dataclass(frozen=True)
-class GuestFpu:
-    """A vCPU's x87/SSE/AVX state as KVM holds it (the XSAVE image of KVM_GET_XSAVE).
-
-    Defaults are KVM's reset state (FCW 0x37F, MXCSR 0x1F80, everything else zero, no YMM
-    state). ``st_space`` is the FXSAVE register area: ST0..ST7, 16 bytes each, 10 used.
-    ``ymm`` is the upper halves of YMM0-15, or None when XSTATE_BV bit 2 is clear.
-    """
+class _FpuFields(NamedTuple):
+    """The fields of ``GuestFpu``, in order."""
 
     fcw: int = 0x37F
     fsw: int = 0
@@ -534,7 +540,18 @@ class GuestFpu:
     xmm_space: bytes = bytes(256)
     ymm: bytes | None = None
 
-    def __post_init__(self) -> None:
+
+class GuestFpu(Record, _FpuFields):
+    """A vCPU's x87/SSE/AVX state as KVM holds it (the XSAVE image of KVM_GET_XSAVE).
+
+    Defaults are KVM's reset state (FCW 0x37F, MXCSR 0x1F80, everything else zero, no YMM
+    state). ``st_space`` is the FXSAVE register area: ST0..ST7, 16 bytes each, 10 used.
+    ``ymm`` is the upper halves of YMM0-15, or None when XSTATE_BV bit 2 is clear.
+    """
+
+    __slots__ = ()
+
+    def _validate(self) -> None:
         for name, bits in (
             ("fcw", 16),
             ("fsw", 16),
@@ -638,8 +655,7 @@ def kvm_snp_vmsa(
             f"SEV_FEATURES {sev_features:#x} is not one KVM sets for an SNP guest "
             "(SNPActive, optionally DebugSwap)"
         )
-    synced = replace(
-        state,
+    synced = state._replace(
         x87_dp=fpu.rdp,
         mxcsr=fpu.mxcsr,
         x87_ftw=fpu.ftw,

@@ -14,8 +14,10 @@ ECDSA verification each. A ``Verifier`` owns one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from cryptography import x509
@@ -148,7 +150,7 @@ class ChainCache:
 
     def issuers_of(self, cert: x509.Certificate, roots: TrustedRoots) -> tuple[TrustedRoot, ...]:
         """``roots.issuers_of(cert)``, by the certificate and the roots' digests."""
-        key = (self.facts(cert).fingerprint, tuple(f"{r.sha256} {r.label}" for r in roots.roots))
+        key = (self.facts(cert).fingerprint, roots.identity)
         found = self._issuers.get(key)
         if found is None:
             self._room(self._issuers)
@@ -202,16 +204,18 @@ def chain_checks(
 
     ``ask`` is the intermediate the caller passed (None: ``intermediate`` is AMD's packaged one).
     """
-    kind = cache.facts(vek).kind
+    facts = cache.facts(vek)
+    kind = facts.kind
     role = issuer_role(kind)
+    expected_validity = partial(valid_at, when)  # formatted only when printed
     root = _choose_root(cache, roots, ark, intermediate, checks)
     if root is not None:
         ok, why = cache.signed_by(root.certificate, root.certificate)
         checks.add("ark.self-signature", ok, expected="valid", found=why)
         ok, span = cache.facts(root.certificate).validity(when)
-        checks.add("ark.validity", ok, expected=valid_at(when), found=span)
+        checks.add("ark.validity", ok, expected=expected_validity, found=span)
     if intermediate is not None and root is not None:
-        _intermediate_checks(cache, intermediate, root, role, when, checks)
+        _intermediate_checks(cache, intermediate, root, role, when, expected_validity, checks)
     else:
         checks.add(
             f"{role}.signed-by-ark",
@@ -222,17 +226,18 @@ def chain_checks(
         )
     if intermediate is not None:
         ok, why = cache.signed_by(vek, intermediate)
+        issuer_cn = cache.facts(intermediate).subject_cn
         checks.add(
             f"{(kind or 'vcek').lower()}.signed-by-{role}",
             ok,
-            expected=f"signed by {cache.facts(intermediate).subject_cn}",
+            expected=lambda: f"signed by {issuer_cn}",
             found=why,
             detail="a simulated certificate: pass its chain with --ask-chain; " + SIMULATED_ROOT
             if not ok and ask is None and is_simulated(vek.issuer)
             else "",
         )
-    ok, span = cache.facts(vek).validity(when)
-    checks.add(f"{(kind or 'vcek').lower()}.validity", ok, expected=valid_at(when), found=span)
+    ok, span = facts.validity(when)
+    checks.add(f"{(kind or 'vcek').lower()}.validity", ok, expected=expected_validity, found=span)
     return root
 
 
@@ -242,14 +247,20 @@ def _intermediate_checks(  # noqa: PLR0917
     root: TrustedRoot,
     role: str,
     when: datetime,
+    expected_validity: Callable[[], str],
     checks: Checklist,
 ) -> None:
     ok, why = cache.signed_by(intermediate, root.certificate)
-    name = cache.facts(intermediate).subject_cn
+    facts = cache.facts(intermediate)
     root_cn = cache.facts(root.certificate).subject_cn
-    checks.add(f"{role}.signed-by-ark", ok, expected=f"{name} signed by {root_cn}", found=why)
-    ok, span = cache.facts(intermediate).validity(when)
-    checks.add(f"{role}.validity", ok, expected=valid_at(when), found=span)
+    checks.add(
+        f"{role}.signed-by-ark",
+        ok,
+        expected=lambda: f"{facts.subject_cn} signed by {root_cn}",
+        found=why,
+    )
+    ok, span = facts.validity(when)
+    checks.add(f"{role}.validity", ok, expected=expected_validity, found=span)
 
 
 def _why_no_link(intermediate: x509.Certificate | None, ark: x509.Certificate | None) -> str:
@@ -300,5 +311,7 @@ def _choose_root(
             candidates[0],
         )
     root_cn = cache.facts(root.certificate).subject_cn
-    checks.add("ark.trusted", True, found=f"{root_cn}: {root.label}, sha256 {root.sha256[:16]}…")
+    checks.add(
+        "ark.trusted", True, found=lambda: f"{root_cn}: {root.label}, sha256 {root.sha256[:16]}…"
+    )
     return root

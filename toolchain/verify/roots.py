@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -45,6 +46,11 @@ class TrustedRoots:
             raise InputError(f"the extra root {common_name(certificate.subject)!r}: {why}")
         extra = TrustedRoot(certificate, label, der_sha256(certificate))
         return TrustedRoots((*self.roots, extra))
+
+    @functools.cached_property
+    def identity(self) -> tuple[str, ...]:
+        """Each root's digest and label, in order: what a cached lookup in this set is keyed by."""
+        return tuple(f"{r.sha256} {r.label}" for r in self.roots)
 
     def find(self, certificate: x509.Certificate) -> TrustedRoot | None:
         """The root identical (by DER SHA-256) to ``certificate``."""

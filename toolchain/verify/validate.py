@@ -61,7 +61,7 @@ def guest_policy_checks(
         checks.add(
             "policy.required-flags",
             None,
-            found=str(guest),
+            found=guest,
             detail="no guest policy flags required by the verification policy",
         )
 
@@ -70,7 +70,7 @@ def platform_checks(
     report: AttestationReport, policy: VerificationPolicy, checks: Checklist
 ) -> None:
     """Where the guest runs: SMT, required platform flags, the VMPL that asked for the report."""
-    smt = report.platform_info.flags()["smt_enabled"]
+    smt = report.platform_info.has("smt_enabled")
     if policy.allow_smt:
         checks.add("platform.smt", True, found=f"SMT {'enabled' if smt else 'disabled'} (allowed)")
     else:
@@ -84,7 +84,7 @@ def platform_checks(
         checks.add(
             "platform.required-flags",
             None,
-            found=str(report.platform_info),
+            found=report.platform_info,
             detail="no platform flags required by the policy",
         )
     if policy.vmpl is None:
@@ -98,32 +98,36 @@ def platform_checks(
 def tcb_checks(report: AttestationReport, policy: VerificationPolicy, checks: Checklist) -> None:
     """The firmware's minimum ABI, the minimum reported TCB, the minimum guest SVN."""
     firmware = (report.current_major, report.current_minor)
-    fw_text = f"{report.current_major}.{report.current_minor} build {report.current_build}"
+
+    def fw_text() -> str:
+        return f"{firmware[0]}.{firmware[1]} build {report.current_build}"
+
     if policy.min_abi is None:
         checks.add("firmware.min-abi", None, found=fw_text, detail="no minimum ABI in the policy")
     else:
+        min_abi = policy.min_abi
         checks.add(
             "firmware.min-abi",
-            firmware >= policy.min_abi,
-            expected=f">= {policy.min_abi[0]}.{policy.min_abi[1]}",
+            firmware >= min_abi,
+            expected=lambda: f">= {min_abi[0]}.{min_abi[1]}",
             found=fw_text,
         )
     if policy.min_tcb is None:
         checks.add(
             "tcb.minimum",
             None,
-            found=str(report.reported_tcb),
+            found=report.reported_tcb,
             detail="no minimum TCB in the policy",
         )
     else:
         have = report.reported_tcb.components()
         low = [n for n, floor in policy.min_tcb.items() if have.get(n, 0) < floor]
-        want = " ".join(f"{n}>={v}" for n, v in policy.min_tcb.items())
+        floors = policy.min_tcb
         checks.add(
             "tcb.minimum",
             not low,
-            expected=want,
-            found=str(report.reported_tcb),
+            expected=lambda: " ".join(f"{n}>={v}" for n, v in floors.items()),
+            found=report.reported_tcb,
             detail=f"below: {', '.join(low)}" if low else "",
         )
     if policy.min_guest_svn is None:
@@ -202,14 +206,17 @@ def reserved_check(
         checks.add("report.reserved", True, found="all reserved bits as the ABI requires")
     elif policy.strict:
         checks.add(
-            "report.reserved", False, expected="reserved bits clear", found="; ".join(anomalies)
+            "report.reserved",
+            False,
+            expected="reserved bits clear",
+            found=lambda: "; ".join(anomalies),
         )
     else:
         checks.add(
             "report.reserved",
             None,
-            found="; ".join(anomalies),
-            detail=f"reported, not rejected (strict mode off): {'; '.join(anomalies)}",
+            found=lambda: "; ".join(anomalies),
+            detail=lambda: f"reported, not rejected (strict mode off): {'; '.join(anomalies)}",
         )
 
 
@@ -222,22 +229,35 @@ def _allow_list(
     checks: Checklist, name: str, value: bytes, allowed: frozenset[bytes] | None, skip_reason: str
 ) -> None:
     if allowed is None:
-        checks.add(name, None, found=hexs(value), detail=skip_reason)
+        checks.add(name, None, found=lambda: hexs(value), detail=skip_reason)
         return
-    shown = ", ".join(sorted(hexs(v, 24) for v in allowed)[:4])
     checks.add(
-        name, value in allowed, expected=f"one of {len(allowed)} ({shown})", found=hexs(value)
+        name,
+        value in allowed,
+        expected=lambda: f"one of {len(allowed)} ({_shown(allowed)})",
+        found=lambda: hexs(value),
     )
+
+
+def _shown(allowed: frozenset[bytes]) -> str:
+    """The first four allowed values, sorted, shortened: enough to recognise the list."""
+    return ", ".join(sorted(hexs(v, 24) for v in allowed)[:4])
 
 
 def _equal(
     checks: Checklist, name: str, value: bytes, expected: bytes | None, skip_reason: str
 ) -> None:
     if expected is None:
-        checks.add(name, None, found=hexs(value), detail=skip_reason)
+        checks.add(name, None, found=lambda: hexs(value), detail=skip_reason)
         return
     padded = expected.ljust(len(value), b"\0")
     detail = (
         "" if len(expected) == len(value) else f"expected value zero-padded to {len(value)} bytes"
     )
-    checks.add(name, value == padded, expected=hexs(padded), found=hexs(value), detail=detail)
+    checks.add(
+        name,
+        value == padded,
+        expected=lambda: hexs(padded),
+        found=lambda: hexs(value),
+        detail=detail,
+    )

@@ -151,7 +151,7 @@ def format_checks(report: AttestationReport, policy: VerificationPolicy, checks:
     checks.add(
         "report.version",
         report.version in policy.allowed_versions,
-        expected=f"one of {sorted(policy.allowed_versions)}",
+        expected=lambda: f"one of {sorted(policy.allowed_versions)}",
         found=report.version,
     )
     checks.add(

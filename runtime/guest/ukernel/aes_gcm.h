@@ -17,7 +17,9 @@
 
 struct keep_gcm {
     uint32_t round_key[60]; /* AES-256: 15 round keys, columns packed little-endian */
-    uint64_t h_hi, h_lo;    /* the hash key E(K, 0^128), big-endian halves */
+    /* The hash key H = E(K, 0^128) as the multiplier's operands: its low and high big-endian
+     * halves, their XOR, and the same three bit-reversed (aes_gcm.c, gf_mul). */
+    uint64_t h[6];
 };
 
 void keep_gcm_init(struct keep_gcm *gcm, const uint8_t key[KEEP_GCM_KEY_SIZE]);

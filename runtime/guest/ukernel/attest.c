@@ -12,6 +12,8 @@
 
 #define REPORT_VMPL 0x30
 #define REPORT_REPORT_DATA 0x50
+_Static_assert(KEEP_REPORT_SIZE % 8 == 0 && KEEP_BOOT_REPORT_OFFSET % 8 == 0,
+               "the report is copied out in whole words");
 
 int keep_attest(const uint8_t report_data[KEEP_REPORT_DATA_SIZE]);
 
@@ -66,9 +68,7 @@ int keep_attest(const uint8_t report_data[KEEP_REPORT_DATA_SIZE]) {
     if (rc != 0) {
         stop(rc);
     }
-    volatile uint8_t *shared = (volatile uint8_t *)(KEEP_HC_BUFFER_GPA + KEEP_BOOT_REPORT_OFFSET);
-    for (int i = 0; i < KEEP_REPORT_SIZE; i++) {
-        shared[i] = report[i];
-    }
+    keep_copy_words((volatile void *)(KEEP_HC_BUFFER_GPA + KEEP_BOOT_REPORT_OFFSET), report,
+                    KEEP_REPORT_SIZE);
     return 0;
 }

@@ -1,10 +1,13 @@
-/* The boot flow: register the GHCB and share the host's pages (ghcb.c), get REPORT_DATA,
+/* The boot flow: register the GHCB and share the host's pages (ghcb.c), check the C-bit
+ * (cbit.c), make the heap and stack private and validated (pvalidate.c), get REPORT_DATA,
  * request the attestation report as an SNP guest message (attest.c), hand it to the runner,
  * enter ring 3. Nothing else: every ring-0 instruction is
  * emulated on PVM, and the toolchain already built the tables. */
+#include "cbit.h"
 #include "ghcb.h"
 #include "hypercall.h"
 #include "keep_abi.h"
+#include "pvalidate.h"
 
 int keep_attest(const uint8_t report_data[KEEP_REPORT_DATA_SIZE]);
 
@@ -30,6 +33,8 @@ void keep_main(void) {
     const struct keep_user_info *info = (const struct keep_user_info *)KEEP_USER_INFO_GPA;
 
     keep_ghcb_setup(); /* before the first use of the hypercall page or the GHCB */
+    keep_check_c_bit(info);  /* the tables' C-bit is the CPU's, before private RAM is used */
+    keep_validate_ram(info); /* before the first write to the stack (keep_report_data) */
 
     /* The guest message is sealed from the private copy (the shared buffer's REPORT_DATA may
      * have changed since); ATTEST hands the checked report to the runner, which may stop us. */

@@ -32,7 +32,11 @@ keep_vector_stubs:
     pushq $0
     .endif
     pushq $vec
+    .if vec == 29
+    jmp keep_vc_entry /* #VC: ring 3's doorbell store, forwarded through the GHCB (vc.c) */
+    .else
     jmp keep_fault
+    .endif
     .set vec, vec + 1
     .endr
     .balign KEEP_VECTOR_STUB_SIZE
@@ -77,7 +81,10 @@ keep_fault:
     movq %rcx, KEEP_HC_OFF_ARGS + 32(%rax)
     movq 24(%rsp), %rcx
     movq %rcx, KEEP_HC_OFF_ARGS + 40(%rax)
-    movl $KEEP_DOORBELL_RING, KEEP_DOORBELL_GPA
+    subq $8, %rsp /* 16-byte aligned at the call */
+    movl $KEEP_DOORBELL_RING, %edi
+    movl $4, %esi
+    call keep_doorbell /* a GHCB MMIO-write request, as every ring-0 doorbell write */
     jmp keep_halt
 2:
     movq %rsi, 16(%rsp) /* resume after the gate's read */
@@ -85,6 +92,50 @@ keep_fault:
     subq $8, %rsp
     call keep_linear_grow
     addq $24, %rsp /* the alignment word, the vector and the error code */
+    iretq
+
+/* #VC (vector 29) on IST1: [rsp] vector, error code (the exit code), RIP, CS, RFLAGS, RSP, SS.
+ * Saves the GPRs as struct keep_vc_frame (gpr[i] is register i; rsp's slot is 0: the decoder
+ * never uses it), lets keep_vc_handle forward the store and advance RIP (or stop the keep),
+ * and returns to the instruction after the store. No SSE register is touched on the way. */
+keep_vc_entry:
+    pushq %r15
+    pushq %r14
+    pushq %r13
+    pushq %r12
+    pushq %r11
+    pushq %r10
+    pushq %r9
+    pushq %r8
+    pushq %rdi
+    pushq %rsi
+    pushq %rbp
+    pushq $0
+    pushq %rbx
+    pushq %rdx
+    pushq %rcx
+    pushq %rax
+    movq %rsp, %rdi
+    subq $8, %rsp /* 16-byte aligned at the call */
+    call keep_vc_handle
+    addq $8, %rsp
+    popq %rax
+    popq %rcx
+    popq %rdx
+    popq %rbx
+    addq $8, %rsp
+    popq %rbp
+    popq %rsi
+    popq %rdi
+    popq %r8
+    popq %r9
+    popq %r10
+    popq %r11
+    popq %r12
+    popq %r13
+    popq %r14
+    popq %r15
+    addq $16, %rsp /* vector, error code */
     iretq
 
 /* keep_enter_user(entry, stack_top, info): iretq to ring 3 with every other register zero. */

@@ -1,6 +1,6 @@
-/* The GHCB's setup through the GHCB MSR protocol (GHCB spec v2 §2.3.1) and SNP Guest Request
- * through the GHCB: the same code on every platform; only the exits themselves
- * (keep_platform_vmgexit, keep_platform_ghcb_msr) are the platform's. */
+/* The GHCB's setup through the GHCB MSR protocol (GHCB spec v2 §2.3.1), and the NAE events
+ * SNP Guest Request and Page State Change through the GHCB: the same code on every platform;
+ * only the exits themselves (keep_platform_vmgexit, keep_platform_ghcb_msr) are the platform's. */
 #include "ghcb.h"
 
 #include "hypercall.h"
@@ -11,6 +11,8 @@
 static __attribute__((noreturn)) void setup_stop(uint64_t reason, uint64_t expected, uint64_t found) {
     keep_stop(KEEP_EXIT_ATTEST_FAILED, reason, expected, found);
 }
+
+static int registered; /* set once the host accepted the GHCB's GPA */
 
 /* The host must answer 0x13 naming our GFN: any other GFN (all ones: refused) means the host
  * will not serve this GHCB, and a GHCB it does not serve cannot carry the guest request. */
@@ -23,7 +25,10 @@ static void register_ghcb(void) {
     if (answer >> 12 != gfn) {
         setup_stop(KEEP_STOP_GHCB_REG_GFN, gfn, answer >> 12);
     }
+    registered = 1;
 }
+
+int keep_ghcb_registered(void) { return registered; }
 
 /* Page-state change to shared of the 4 KiB page at gpa: response 0x15, error code (63:32) 0. */
 static void make_shared(uint64_t gpa) {
@@ -54,16 +59,28 @@ static void ghcb_set(volatile uint8_t *ghcb, uint32_t offset, uint64_t value) {
     bitmap[bit / 64] |= 1ull << (bit % 64);
 }
 
-uint64_t keep_ghcb_guest_request(uint64_t request_gpa, uint64_t response_gpa) {
+void keep_ghcb_exit(uint64_t exit_code, uint64_t info1, uint64_t info2, uint64_t scratch) {
     volatile uint8_t *ghcb = (volatile uint8_t *)KEEP_GHCB_GPA;
     volatile uint64_t *bitmap = (volatile uint64_t *)(ghcb + KEEP_GHCB_VALID_BITMAP);
-    bitmap[0] = 0; /* nothing left valid from an earlier exit */
+    bitmap[0] = 0;
     bitmap[1] = 0;
-    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_CODE, KEEP_SVM_VMGEXIT_GUEST_REQUEST);
-    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_1, request_gpa);
-    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_2, response_gpa);
+    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_CODE, exit_code);
+    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_1, info1);
+    ghcb_set(ghcb, KEEP_GHCB_SW_EXIT_INFO_2, info2);
+    if (scratch != 0) {
+        ghcb_set(ghcb, KEEP_GHCB_SW_SCRATCH, scratch);
+    }
     *(volatile uint16_t *)(ghcb + KEEP_GHCB_PROTOCOL_VERSION) = KEEP_GHCB_VERSION;
     *(volatile uint32_t *)(ghcb + KEEP_GHCB_USAGE) = 0;
     keep_platform_vmgexit(KEEP_GHCB_GPA);
-    return *(volatile uint64_t *)(ghcb + KEEP_GHCB_SW_EXIT_INFO_2);
+}
+
+uint64_t keep_ghcb_guest_request(uint64_t request_gpa, uint64_t response_gpa) {
+    keep_ghcb_exit(KEEP_SVM_VMGEXIT_GUEST_REQUEST, request_gpa, response_gpa, 0);
+    return *(volatile uint64_t *)(KEEP_GHCB_GPA + KEEP_GHCB_SW_EXIT_INFO_2);
+}
+
+uint64_t keep_ghcb_psc(uint64_t descriptor_gpa) {
+    keep_ghcb_exit(KEEP_SVM_VMGEXIT_PSC, 0, 0, descriptor_gpa);
+    return *(volatile uint64_t *)(KEEP_GHCB_GPA + KEEP_GHCB_SW_EXIT_INFO_2);
 }

@@ -1,9 +1,12 @@
-/* Ring-0 hypercalls: fill the shared page, ring the MMIO doorbell, read the status back. */
+/* Ring-0 hypercalls: fill the shared page, ring the doorbell (a GHCB MMIO-write request,
+ * doorbell.c), read the status back. */
 #include "hypercall.h"
 
+#include "doorbell.h"
 #include "keep_abi.h"
 
-int32_t keep_hypercall(uint32_t call, uint64_t arg0, uint64_t arg1, uint64_t arg2) {
+volatile struct keep_hc_page *keep_hc_prepare(uint32_t call, uint64_t arg0, uint64_t arg1,
+                                              uint64_t arg2) {
     volatile struct keep_hc_page *page = (volatile struct keep_hc_page *)KEEP_HC_PAGE_GPA;
     page->magic = KEEP_HC_MAGIC;
     page->version = KEEP_ABI_VERSION;
@@ -11,7 +14,12 @@ int32_t keep_hypercall(uint32_t call, uint64_t arg0, uint64_t arg1, uint64_t arg
     page->arg[0] = arg0;
     page->arg[1] = arg1;
     page->arg[2] = arg2;
-    *(volatile uint32_t *)KEEP_DOORBELL_GPA = KEEP_DOORBELL_RING;
+    return page;
+}
+
+int32_t keep_hypercall(uint32_t call, uint64_t arg0, uint64_t arg1, uint64_t arg2) {
+    volatile struct keep_hc_page *page = keep_hc_prepare(call, arg0, arg1, arg2);
+    keep_doorbell(KEEP_DOORBELL_RING, 4);
     return page->status;
 }
 

@@ -23,9 +23,14 @@
 
 /* Private memory: the request is sealed here, the response copied here before any check (the VMM
  * may rewrite the shared pages at any moment), the plaintext opened here. */
-static uint8_t request[KEEP_MSG_HEADER_SIZE + KEEP_MSG_REPORT_REQ_SIZE];
-static uint8_t response[KEEP_PAGE_SIZE];
-static uint8_t plaintext[KEEP_MSG_REPORT_RSP_SIZE];
+#define WORDS __attribute__((aligned(8))) /* copied with keep_copy_words */
+static uint8_t request[KEEP_MSG_HEADER_SIZE + KEEP_MSG_REPORT_REQ_SIZE] WORDS;
+static uint8_t response[KEEP_PAGE_SIZE] WORDS;
+static uint8_t plaintext[KEEP_MSG_REPORT_RSP_SIZE] WORDS; /* the report at 0x20: aligned too */
+_Static_assert(sizeof request % 8 == 0 &&
+                   (KEEP_MSG_HEADER_SIZE + KEEP_MSG_REPORT_RSP_SIZE) % 8 == 0 &&
+                   KEEP_BOOT_GUEST_REQ_OFFSET % 8 == 0 && KEEP_BOOT_GUEST_RSP_OFFSET % 8 == 0,
+               "the guest messages are copied in whole words");
 
 static uint64_t get_le(const uint8_t *p, int n) {
     uint64_t x = 0;
@@ -44,6 +49,14 @@ static void put_le(uint8_t *p, uint64_t x, int n) {
 static void zero(uint8_t *p, uint64_t n) {
     for (uint64_t i = 0; i < n; i++) {
         p[i] = 0;
+    }
+}
+
+void keep_copy_words(volatile void *to, const volatile void *from, uint64_t n) {
+    volatile uint64_t *dst = (volatile uint64_t *)to;
+    const volatile uint64_t *src = (const volatile uint64_t *)from;
+    for (uint64_t i = 0; i < n / 8; i++) {
+        dst[i] = src[i];
     }
 }
 
@@ -112,9 +125,7 @@ int keep_channel_seal_report_request(struct keep_channel *ch, const uint8_t repo
     message_iv(iv, seqno);
     keep_gcm_seal(&ch->gcm, iv, request + HDR_AAD, KEEP_MSG_HEADER_SIZE - HDR_AAD, payload,
                   sizeof payload, request + KEEP_MSG_HEADER_SIZE, request);
-    for (uint64_t i = 0; i < sizeof request; i++) {
-        out[i] = request[i];
-    }
+    keep_copy_words(out, request, sizeof request);
     return 0;
 }
 
@@ -152,9 +163,7 @@ int keep_channel_open_report_response(struct keep_channel *ch, const volatile ui
         return keep_channel_fail(ch, KEEP_STOP_DISABLED, 1, 0);
     }
     /* One copy of everything a valid response can hold, then never the shared page again. */
-    for (uint64_t i = 0; i < KEEP_MSG_HEADER_SIZE + KEEP_MSG_REPORT_RSP_SIZE; i++) {
-        response[i] = in[i];
-    }
+    keep_copy_words(response, in, KEEP_MSG_HEADER_SIZE + KEEP_MSG_REPORT_RSP_SIZE);
     if ((rc = check_header(ch, &msg_sz)) != 0) {
         return rc;
     }

@@ -36,6 +36,10 @@ int keep_channel_seal_report_request(struct keep_channel *ch, const uint8_t repo
  * report in private memory, valid until the next call. */
 int keep_channel_open_report_response(struct keep_channel *ch, const volatile uint8_t *in,
                                       const uint8_t **report);
+/* Copy n bytes, a multiple of 8 between 8-byte aligned buffers, one 64-bit volatile access
+ * each (one of the two is shared memory: each word is read or written exactly once, and a byte
+ * loop would cost eight times the emulated ring-0 instructions). */
+void keep_copy_words(volatile void *to, const volatile void *from, uint64_t n);
 /* Record a failure found outside the channel (e.g. the transport): wipes the key too. */
 int keep_channel_fail(struct keep_channel *ch, int reason, uint64_t expected, uint64_t found);
 

@@ -77,6 +77,7 @@
 #define KEEP_GHCB_MSR_PSC_REQ 0x14
 #define KEEP_GHCB_MSR_PSC_RESP 0x15
 #define KEEP_PSC_SHARED 2
+#define KEEP_GHCB_MSR_TERM_REQ 0x100
 /* call numbers (Hypercall); FAULT's arguments: vector, error code, CR2, RIP, CS, RSP */
 #define KEEP_HC_CONSOLE_WRITE 1
 #define KEEP_HC_STDIN_READ 2
@@ -98,6 +99,17 @@
 /* Version 4: the SNP guest request's request and response pages (page-aligned GPAs). */
 #define KEEP_BOOT_GUEST_REQ_OFFSET 0x1000
 #define KEEP_BOOT_GUEST_RSP_OFFSET 0x2000
+/* Version 4: heap and stack made private and validated (pvalidate.c, ABI.md). */
+#define KEEP_DOORBELL_PVALIDATE_OFFSET 0x10
+#define KEEP_SVM_VMGEXIT_PSC 0x80000010u
+#define KEEP_GHCB_SHARED_BUFFER_OFFSET 0x800
+#define KEEP_PSC_MAX_ENTRY 253
+#define KEEP_PSC_PRIVATE 1
+#define KEEP_PVALIDATE_FAIL_INPUT 1
+#define KEEP_PVALIDATE_FAIL_SIZEMISMATCH 6
+/* Version 4, snp: the C-bit checked against the CPUID page (cbit.c, ABI.md). */
+#define KEEP_CPUID_LEAF_SEV 0x8000001Fu
+#define KEEP_CPUID_COUNT_MAX 64
 
 /* ---- version 4: why the microkernel stopped before ring 3 -------------------------------- */
 /* EXIT arguments when attestation fails: this status, reason, expected, found. */
@@ -123,6 +135,19 @@
 #define KEEP_STOP_GHCB_REG_GFN 19
 #define KEEP_STOP_PSC_INFO 20
 #define KEEP_STOP_PSC_ERROR 21
+#define KEEP_STOP_MMIO_EXITINFO1 22
+#define KEEP_STOP_MMIO_EXITINFO2 23
+#define KEEP_STOP_VC_EXIT_CODE 24
+#define KEEP_STOP_VC_RING 25
+#define KEEP_STOP_VC_INSTRUCTION 26
+#define KEEP_STOP_VC_GPA 27
+#define KEEP_STOP_PSC_NAE 28
+#define KEEP_STOP_PSC_END_ENTRY 29
+#define KEEP_STOP_PSC_CUR_ENTRY 30
+#define KEEP_STOP_PVALIDATE 31
+#define KEEP_STOP_PVALIDATE_UNCHANGED 32
+#define KEEP_STOP_CPUID_LEAF 33
+#define KEEP_STOP_C_BIT 34
 
 /* ---- .note.keepstack and the user-info page ---------------------------------------------- */
 #define KEEP_NOTE_NAME "Keepstack" /* namesz 10 with the NUL, padded to 12 */
@@ -192,7 +217,7 @@ KEEP_ABI_SIZE(keep_hc_page, 80);
 struct keep_user_info {
     uint32_t magic; /* KEEP_USER_INFO_MAGIC */
     uint16_t abi_version;
-    uint16_t reserved;
+    uint16_t c_bit; /* version 4, snp: the C-bit the page tables carry (0: none) */
     uint64_t hc_page;
     uint64_t hc_buffer;
     uint64_t hc_buffer_size;
@@ -208,7 +233,7 @@ struct keep_user_info {
 };
 KEEP_ABI_OFFSET(keep_user_info, magic, 0);
 KEEP_ABI_OFFSET(keep_user_info, abi_version, 4);
-KEEP_ABI_OFFSET(keep_user_info, reserved, 6);
+KEEP_ABI_OFFSET(keep_user_info, c_bit, 6);
 KEEP_ABI_OFFSET(keep_user_info, hc_page, 8);
 KEEP_ABI_OFFSET(keep_user_info, hc_buffer, 16);
 KEEP_ABI_OFFSET(keep_user_info, hc_buffer_size, 24);
