@@ -2,6 +2,7 @@
  * first character of the first one picks what it does (see ACTIONS in tests/ukernel_images.py):
  * '0' greets and exits 7, the others touch memory the layout forbids and must fault. */
 #include "keep_abi.h"
+#include "keep_linear_gate.h"
 
 static long call(const struct keep_user_info *info, uint32_t nr, uint64_t a0, uint64_t a1,
                  uint64_t a2) {
@@ -15,19 +16,6 @@ static long call(const struct keep_user_info *info, uint32_t nr, uint64_t a0, ui
     *(volatile uint32_t *)info->doorbell = KEEP_DOORBELL_RING;
     if (page->status != 0) return page->status;
     return (long)page->ret[0];
-}
-
-/* The linear memory's gate (ABI.md "Linear memory"): ask ring 0 to map [0, size); 0 or -1. */
-static long linear_grow(uint64_t size) {
-    long answer;
-    __asm__ volatile("lea 1f(%%rip), %%rsi\n\t"
-                     "movabsq %[gate], %%rax\n\t"
-                     "movb (%%rax), %%al\n"
-                     "1:"
-                     : "=&a"(answer), "+d"(size)
-                     : [gate] "i"(KEEP_LINEAR_GATE)
-                     : "rcx", "rsi", "rdi", "r8", "r9", "r10", "r11", "memory", "cc");
-    return answer;
 }
 
 /* Write through the linear memory at offset, read back through the heap's identity mapping
@@ -58,7 +46,7 @@ static uint64_t linear_answers(const struct keep_user_info *info, char action,
     unsigned count = action == 'g' ? sizeof(g) / sizeof(g[0]) : sizeof(h) / sizeof(h[0]);
     uint64_t n = 0;
     for (unsigned i = 0; i < count; i++) {
-        out[n++] = linear_grow(sizes[i]) == 0 ? '0' : 'r';
+        out[n++] = keep_linear_gate(sizes[i]) == 0 ? '0' : 'r';
         if (action == 'g' && i == 3) { /* three large pages, five 4 KiB pages of the fourth */
             out[n++] = backed_where_declared(info, 0);
             out[n++] = backed_where_declared(info, 2 * chunk + 8);

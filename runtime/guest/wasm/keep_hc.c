@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "keep_linear_gate.h"
 #include "keep_platform.h"
 
 static volatile struct keep_hc_page *hc_page;
@@ -63,21 +64,10 @@ void keep_platform_init(uintptr_t boot_arg, struct keep_platform_memory *memory)
 /* The page tables' range at KEEP_LINEAR_BASE, not present until the microkernel maps it. */
 uintptr_t keep_platform_linear_reserve(void) { return (uintptr_t)KEEP_LINEAR_BASE; }
 
-/* Ring 3 cannot map memory: a read of the gate page asks the microkernel to map [base, base +
- * size) (ABI.md "Linear memory"; runtime/guest/ukernel/linear.c). It answers in rax and resumes
- * at rsi, the label after the read; it may change every caller-saved register. */
+/* Ring 3 cannot map memory: it asks the microkernel through the gate (keep_linear_gate.h). */
 int keep_platform_linear_map(uintptr_t base, size_t size) {
     (void)base; /* always KEEP_LINEAR_BASE */
-    long answer;
-    uint64_t request = size;
-    __asm__ volatile("lea 1f(%%rip), %%rsi\n\t"
-                     "movabsq %[gate], %%rax\n\t"
-                     "movb (%%rax), %%al\n"
-                     "1:"
-                     : "=&a"(answer), "+d"(request)
-                     : [gate] "i"(KEEP_LINEAR_GATE)
-                     : "rcx", "rsi", "rdi", "r8", "r9", "r10", "r11", "memory", "cc");
-    return answer == 0 ? 0 : -1;
+    return keep_linear_gate(size) == 0 ? 0 : -1;
 }
 
 long keep_platform_console_write(int fd, const void *buf, size_t len) {
