@@ -15,11 +15,13 @@ fields was most of its import. ``VcpuState._fields`` names the fields in order;
 ``state._replace(rip=...)`` is a changed copy.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: ``typing.NamedTuple`` turns every string annotation
+# into a ``ForwardRef`` (one ``compile`` each), a quarter of this module's import with
+# ``VcpuState``'s ~100 fields; evaluated annotations cost nothing (tests/test_perf_paths.py).
 
 import struct
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from toolchain.errors import InputError
 from toolchain.records import Record
@@ -297,7 +299,7 @@ class VmmType(Enum):
     GCE = "gce"
 
     @classmethod
-    def parse(cls, name: str) -> VmmType:
+    def parse(cls, name: str) -> Self:
         for member in cls:
             if member.value.lower() == name.lower():
                 return member
@@ -572,7 +574,7 @@ class GuestFpu(Record, _FpuFields):
             raise InputError("FPU ymm must be 256 bytes (or None: no YMM state)")
 
     @classmethod
-    def from_xsave(cls, region: bytes) -> GuestFpu:
+    def from_xsave(cls, region: bytes) -> Self:
         """From the XSAVE image KVM_GET_XSAVE returns (at least the legacy area and header)."""
         if len(region) < _YMM_OFFSET:
             raise InputError(f"an XSAVE image is at least {_YMM_OFFSET} bytes, not {len(region)}")
