@@ -93,6 +93,11 @@ def mutation(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks against peers in the same run; prints ratios (no timing asserts anywhere)."""
     _install(session, "tests")
+    # Byte-compile the project as pip does when it installs a wheel: the editable install does
+    # not, and under PYTHONDONTWRITEBYTECODE every fresh `keep` process would compile its
+    # sources again (a third of `keep measure-guest`), which no installed copy ever does.
+    packages = [str(ROOT / name) for name in ("keep", "toolchain", "runtime")]
+    session.run("python", "-m", "compileall", "-q", *packages)
     benches = sorted((ROOT / "bench").glob("bench_*.py"))
     selected = [b for b in benches if not session.posargs or b.stem in session.posargs]
     for bench_file in selected:
