@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from toolchain.errors import InputError
 
@@ -126,8 +126,6 @@ def build_keep(
     """
     # Imported here, not above: ``keep run`` takes ``KeepBuild`` from this module on every run
     # and builds nothing when its build is recorded complete.
-    from concurrent.futures import ThreadPoolExecutor
-
     from toolchain.image import record
     from toolchain.image.cache import BuildCache
     from toolchain.image.provenance import PROVENANCE_FILE, write_provenance
@@ -143,17 +141,11 @@ def build_keep(
     # a changed input next time, never recorded as what these outputs were built from.
     build_cache = cache if cache is not None else BuildCache()
     recorded_inputs = record.current_inputs(app, root) if build_cache.enabled else None
-    with ThreadPoolExecutor(max_workers=1) as background:
-        # The wheel depends on the sources alone, so it is zipped while the compilers run (the
-        # main thread mostly waits for their processes; deflate and hashing release the GIL).
-        # Its time is reported after the images', in the order the steps always had.
-        wheel_future = background.submit(_timed_call, build_wheel, out_dir, root)
-        images = _build_images(app, out_dir, root=root, cache=cache, opt=opt, timer=timer)
-        with timer("launch plan"):
-            layout = _lay_out(images, out_dir, vcpu_counts, memory)
-        wheel, wheel_seconds = wheel_future.result()
-    if timer.progress is not None:
-        timer.progress("wheel", wheel_seconds)
+    images = _build_images(app, out_dir, root=root, cache=cache, opt=opt, timer=timer)
+    with timer("launch plan"):
+        layout = _lay_out(images, out_dir, vcpu_counts, memory)
+    with timer("wheel"):
+        wheel = build_wheel(out_dir, root)
     with timer("provenance"):
         built = (
             images.app_wasm,
@@ -192,14 +184,6 @@ def build_keep(
 
 
 UKERNEL_SOURCES = Path("runtime") / "guest" / "ukernel"
-
-_T = TypeVar("_T")
-
-
-def _timed_call(function: Callable[..., _T], *args: object) -> tuple[_T, float]:
-    """``function(*args)`` and the seconds it took (for a step run on another thread)."""
-    started = time.perf_counter()
-    return function(*args), time.perf_counter() - started
 
 
 class _Timer:
