@@ -260,37 +260,3 @@ def test_an_opt_level_other_than_o2_is_in_the_provenance(tmp_path: Path) -> None
     assert "app_c_flags" not in internal(default)
     assert internal(smaller)["app_c_flags"] == ["-Os"]
 
-
-def test_the_wheel_is_built_while_the_application_compiles(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The wheel (app-independent) overlaps the application's compiles; it is the same wheel,
-    and its time is still reported after the images' and the plan's."""
-    import threading
-
-    from toolchain.image import keep_build, wheel
-
-    started = threading.Event()
-    real_wheel, real_app = wheel.build_wheel, app_build.build_app_image
-
-    def wheel_marked(*args, **kwargs):  # type: ignore[no-untyped-def]
-        started.set()
-        return real_wheel(*args, **kwargs)
-
-    def app_waiting(*args, **kwargs):  # type: ignore[no-untyped-def]
-        # Built one after the other, the wheel would only start once this returned.
-        assert started.wait(timeout=60), "the wheel did not start while the application built"
-        return real_app(*args, **kwargs)
-
-    monkeypatch.setattr(wheel, "build_wheel", wheel_marked)
-    monkeypatch.setattr(app_build, "build_app_image", app_waiting)
-    steps: list[str] = []
-    build = keep_build.build_keep(
-        ROOT / "examples" / "hello" / "hello.wat",
-        tmp_path / "out",
-        vcpu_counts=(1,),
-        progress=lambda step, _seconds: steps.append(step),
-    )
-    expected = real_wheel(tmp_path / "direct", ROOT)
-    assert build.artifacts[expected.path.name].read_bytes() == expected.path.read_bytes()
-    assert steps.index("wheel") > steps.index("launch plan") > steps.index("runtime image")
