@@ -16,6 +16,7 @@ from ukernel_images import Images, build_images
 
 from toolchain.errors import InputError
 from toolchain.measure.abi import (
+    ALIGNED_HEAP_VERSION,
     LINEAR_BASE,
     LINEAR_PD_COUNT,
     LINEAR_PD_GPA,
@@ -23,7 +24,14 @@ from toolchain.measure.abi import (
     LINEAR_PT_GPA,
     LINEAR_RESERVE,
 )
-from toolchain.measure.keep import GDT_LIMIT, GHCB_PAGE, build_plan, load_elf, read_layout
+from toolchain.measure.keep import (
+    GDT_LIMIT,
+    GHCB_PAGE,
+    build_plan,
+    linear_memory_limit,
+    load_elf,
+    read_layout,
+)
 from toolchain.measure.plan import LaunchPlan
 from toolchain.snp.digest import PageType
 
@@ -230,6 +238,28 @@ def test_page_table_permissions(plan: LaunchPlan, images: Images) -> None:
     assert abi.page_tables not in mapped
     executable = [va for va, m in mapped.items() if m.execute]
     assert all(expected[va].execute for va in executable)
+
+
+def test_the_heap_is_2mib_aligned_from_abi_5_and_as_before_until_abi_4(
+    plan: LaunchPlan, images: Images
+) -> None:
+    """ABI 5 (issue 15): the heap runs from the first 2 MiB boundary above the runtime image to
+    the last one at or below the stack's guard page, so the microkernel validates it in 2 MiB
+    pages only; the gap below it and the guard (now 2 MiB) are unmapped (test_page_tables).
+    A microkernel declaring ABI 4 keeps its layout byte for byte: the heap from the image's end
+    to one guard page below the stack (release 0.3.0 reproduces with it)."""
+    large = 0x200000
+    abi = plan.abi
+    assert abi.abi_version == ALIGNED_HEAP_VERSION == 5
+    assert abi.heap_start == -(-abi.image_end // large) * large
+    assert abi.image_end < abi.heap_start  # this image leaves a gap (hello.c's action "i")
+    assert abi.heap_end % large == 0
+    assert abi.stack_bottom - abi.heap_end == large  # the guard (hello.c's actions "8", "j")
+    kernel = _patch_note(images.ukernel.read_bytes(), 0, 4)
+    old = build_plan(kernel, images.user).abi
+    assert old.abi_version == 4
+    assert (old.heap_start, old.heap_end) == (abi.image_end, abi.stack_bottom - PAGE)
+    assert linear_memory_limit(abi) <= linear_memory_limit(old)
 
 
 def test_the_linear_memory_range_is_reserved_not_present(plan: LaunchPlan) -> None:

@@ -200,7 +200,9 @@ def _git(repo: Path, *args: str) -> None:
     )
 
 
-@pytest.mark.parametrize("version", _older_releases())
+@pytest.mark.parametrize(
+    "version", sorted(set(_older_releases()) & set(_published_releases(signed_source=False)))
+)
 def test_an_older_release_without_its_sources_is_unusable_input(
     version: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -230,6 +232,24 @@ def test_an_older_release_without_its_sources_is_unusable_input(
     # Never an option to git: a name starting with "-" would be read as one.
     assert keep_main(["reproduce", envelope, "--trust", trust, "--source-commit=--output=x"]) == 2
     assert "'--output=x' is not a commit name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("version", _published_releases(signed_source=True))
+def test_a_release_that_signs_its_source_outside_a_clone_is_unusable_input(
+    version: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its envelope names the commit to rebuild (signed), so without the history that holds it
+    the error names that commit and how to get the history; nothing is built."""
+    outside = _copy_release(tmp_path / "plain", version)
+    envelope = outside / "hello.dsse.json"
+    _, predicate = parse_statement(Envelope.parse(envelope.read_bytes()).payload)
+    assert predicate is not None
+    assert predicate.source is not None
+    assert keep_main(["reproduce", str(envelope), "--trust", str(TRUST)]) == 2
+    err = capsys.readouterr().err
+    assert f"the sources of release {version} are commit {predicate.source.commit}" in err
+    assert "not inside a git clone" in err
+    assert "--unshallow" in err
 
 
 @pytest.mark.parametrize("version", _older_releases())

@@ -16,6 +16,7 @@ from ukernel_images import (
     LINEAR_GATE_ACTIONS,
     LINEAR_OOB_ACTIONS,
     STACK_GUARD_ACTION,
+    STACK_GUARD_LOW_ACTION,
     Images,
     build_images,
 )
@@ -107,6 +108,7 @@ OOB_LINE = b"wasm trap: out of bounds memory access\n"
     ("action", "line"),
     [
         (STACK_GUARD_ACTION, b"wasm trap: call stack exhausted\n"),
+        (STACK_GUARD_LOW_ACTION, b"wasm trap: call stack exhausted\n"),
         *((action, OOB_LINE) for action in LINEAR_OOB_ACTIONS),
     ],
 )

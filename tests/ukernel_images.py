@@ -26,10 +26,13 @@ ACTIONS: dict[str, tuple[str, tuple[str, ...], int | None]] = {
     "9": ("cli in ring 3", ("#GP",), 0),
     "c": ("read just past the reserved linear-memory range", ("#PF",), 0x4),
     "d": ("read the page below the linear memory's gate", ("#PF",), 0x4),
+    "i": ("read the unmapped gap between the image and the 2 MiB-aligned heap", ("#PF",), 0x4),
 }
 #: The one ring-3 fault the microkernel does not report as FAULT: a write to the stack guard
 #: page is the application exhausting its stack (trap line on stderr, exit status 134).
 STACK_GUARD_ACTION = "8"
+#: A write to the guard's lowest byte, heap_end (ABI 5: 2 MiB below the stack): the same trap.
+STACK_GUARD_LOW_ACTION = "j"
 #: Ring-3 faults in the reserved linear-memory range (ABI 4): reads of its first byte and of the
 #: guard's last byte, which the microkernel ends as the trap "out of bounds memory access".
 LINEAR_OOB_ACTIONS = ("a", "b")

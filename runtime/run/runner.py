@@ -15,7 +15,8 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -246,20 +247,42 @@ def build_for_run(
         raise InputError(f"application {app} does not exist")
     if build_dir is None:
         sized = b"" if memory is None else f"memory={memory}".encode()
-        key = hashlib.sha256(app.read_bytes() + app.suffix.encode() + sized).hexdigest()[:16]
-        build_dir = cache_dir("run", f"{app.stem}-{key}")
+        # The checkout that builds is part of the key: two checkouts never share (and rebuild
+        # over) one directory; every input is still re-hashed on each run.
+        source = str(Path(__file__).resolve().parents[2]).encode()
+        key = hashlib.sha256(app.read_bytes() + app.suffix.encode() + sized + b"\0" + source)
+        build_dir = cache_dir("run", f"{app.stem}-{key.hexdigest()[:16]}")
 
     def step(name: str, seconds: float) -> None:
         log.progress(f"  {name}: {seconds * 1e3:.0f} ms")
 
-    recorded = recorded_build(app, build_dir, vcpu_counts=(vcpus,), memory=memory)
-    if recorded is not None:
-        log.progress(f"{build_dir}: a complete build of {app}, every input and output as recorded")
-        return recorded
-    from toolchain.image.keep_build import build_keep
+    with _exclusive(build_dir):  # keeps of one app started at once: one builds, the rest reuse
+        recorded = recorded_build(app, build_dir, vcpu_counts=(vcpus,), memory=memory)
+        if recorded is not None:
+            log.progress(
+                f"{build_dir}: a complete build of {app}, every input and output as recorded"
+            )
+            return recorded
+        from toolchain.image.keep_build import build_keep
 
-    log.progress(f"building {app} into {build_dir}")
-    return build_keep(app, build_dir, vcpu_counts=(vcpus,), progress=step, memory=memory)
+        log.progress(f"building {app} into {build_dir}")
+        return build_keep(app, build_dir, vcpu_counts=(vcpus,), progress=step, memory=memory)
+
+
+@contextmanager
+def _exclusive(build_dir: Path) -> Iterator[None]:
+    """Hold ``build_dir``'s lock (a file beside it, so the directory's contents stay only the
+    build's) while the build is recognised or made."""
+    import fcntl
+
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = build_dir.with_name(build_dir.name + ".lock").open("a+b")
+    except OSError as exc:
+        raise PlatformError(f"cannot lock the build directory {build_dir}: {exc.strerror}") from exc
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def development_references(build: KeepBuild, backend: str, vcpus: int) -> tuple[bytes, TrustPolicy]:

@@ -95,6 +95,8 @@ __attribute__((noreturn)) void _start(const struct keep_user_info *info) {
         break;                                                                   /* past it */
     case 'd': exit_status = *(volatile uint64_t *)(KEEP_LINEAR_GATE - KEEP_PAGE_SIZE);
         break;                                                                   /* below */
+    case 'i': exit_status = *(volatile uint64_t *)(info->heap_start - 8); break; /* the gap */
+    case 'j': *(volatile uint64_t *)info->heap_end = 1; break;     /* the guard's lowest page */
     case 'g':
     case 'h': {
         uint64_t past = 0;

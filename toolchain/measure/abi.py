@@ -31,15 +31,20 @@ from pathlib import Path
 from toolchain.errors import InputError
 
 #: The ABI version this tree's microkernel and runtime speak.
-ABI_VERSION = 4
+ABI_VERSION = 5
 #: Every version the toolchain lays out and the VMM serves: 1 (releases 0.1.0 and 0.2.0,
 #: rebuilt from their commits), 2 (the TREES call and the attested REPORT_DATA for ring 3),
-#: 3 (the RESULT call: the ``--dir ...:rw`` trees handed back at the application's exit) and
-#: 4 (the report asked for as an SNP guest message through the GHCB, on every platform).
-ABI_VERSIONS = (1, 2, 3, 4)
+#: 3 (the RESULT call: the ``--dir ...:rw`` trees handed back at the application's exit),
+#: 4 (the report asked for as an SNP guest message through the GHCB, on every platform) and
+#: 5 (the heap 2 MiB-aligned at both ends, so private RAM is validated in 2 MiB pages only).
+ABI_VERSIONS = (1, 2, 3, 4, 5)
 #: From this version on the microkernel brings its own report to ATTEST (an SNP guest message)
 #: and the GHCB page is mapped on every platform.
 GUEST_MESSAGE_VERSION = 4
+#: From this version on the heap starts at the first 2 MiB boundary above the runtime image and
+#: ends at the last one at or below the stack's guard page (``ukernel/ABI.md``, "Private RAM"):
+#: the microkernel then changes and PVALIDATEs its private RAM in 2 MiB pages only (boot time).
+ALIGNED_HEAP_VERSION = 5
 
 # ---- the default layout (the microkernel declares it in its note; plans carry it) -------------
 PAGE_SIZE = 0x1000

@@ -45,6 +45,7 @@ from typing import Any
 from toolchain.errors import InputError
 from toolchain.measure.abi import (
     ABI_VERSIONS,
+    ALIGNED_HEAP_VERSION,
     GHCB_GPA,
     GUEST_MESSAGE_VERSION,
     KEEP_LAYOUT,
@@ -736,8 +737,7 @@ def _abi_addresses(layout: KeepLayout, kernel: ElfImage, user: ElfImage) -> AbiA
         )
     stack_top = layout.ram_size
     stack_bottom = stack_top - layout.user_stack_size
-    heap_start = user.end
-    heap_end = stack_bottom - PAGE_SIZE  # one unmapped guard page below the stack
+    heap_start, heap_end = _heap_of(layout.abi_version, user.end, stack_bottom)
     if heap_end <= heap_start:
         raise InputError(
             f"the runtime image ends at {user.end:#x}: no room for a heap below the stack "
@@ -753,6 +753,20 @@ def _abi_addresses(layout: KeepLayout, kernel: ElfImage, user: ElfImage) -> AbiA
         stack_top=stack_top,
         stack_bottom=stack_bottom,
     )
+
+
+def _heap_of(abi_version: int, image_end: int, stack_bottom: int) -> tuple[int, int]:
+    """[heap_start, heap_end) between the runtime image's end and the stack's bottom.
+
+    Before ``ALIGNED_HEAP_VERSION`` the heap fills the gap up to one unmapped guard page below
+    the stack (kept byte for byte: released keeps rebuild with it). From it on both ends are
+    2 MiB boundaries, so the microkernel validates the heap in 2 MiB pages only: the gap
+    [image_end, heap_start) stays unmapped, and the guard [heap_end, stack_bottom) grows to at
+    least one page, 2 MiB for a 2 MiB-aligned stack (still the "call stack exhausted" trap)."""
+    guard = stack_bottom - PAGE_SIZE  # one unmapped guard page below the stack
+    if abi_version < ALIGNED_HEAP_VERSION:
+        return image_end, guard
+    return -(-image_end // LARGE_PAGE) * LARGE_PAGE, guard // LARGE_PAGE * LARGE_PAGE
 
 
 def _place_fixed_pages(

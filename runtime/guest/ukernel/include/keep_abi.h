@@ -1,4 +1,4 @@
-/* Keep hypercall ABI and launch layout, version 4 (see runtime/guest/ukernel/ABI.md).
+/* Keep hypercall ABI and launch layout, version 5 (see runtime/guest/ukernel/ABI.md).
  *
  * GENERATED from toolchain/measure/abi.py by `python -m toolchain.measure.abi --header`:
  * edit that module, then regenerate; keep build refuses a tree where the two differ.
@@ -12,7 +12,7 @@
 #define KEEP_ABI_H
 
 /* ---- version ----------------------------------------------------------------------------- */
-#define KEEP_ABI_VERSION 4
+#define KEEP_ABI_VERSION 5
 
 /* ---- guest physical layout (identity mapped: VA = GPA) ----------------------------------- */
 #define KEEP_PAGE_SIZE 0x1000
