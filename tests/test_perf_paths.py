@@ -259,4 +259,3 @@ def test_an_opt_level_other_than_o2_is_in_the_provenance(tmp_path: Path) -> None
 
     assert "app_c_flags" not in internal(default)
     assert internal(smaller)["app_c_flags"] == ["-Os"]
-
