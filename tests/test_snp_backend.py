@@ -190,17 +190,11 @@ def test_the_real_firmware_answers_nothing_the_verifier_could_trust() -> None:
     assert firmware.measurement == b""  # only the signed report holds it
 
 
-def test_on_an_snp_host_the_run_never_trusts_the_simulated_root(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Even with ``--dev`` the snp firmware's chain is never simulated: no root is added, and a
-    keep that never handed over a report fails the run."""
-    from keep.cli import main
+def _snp_backend_that_launches_nothing(monkeypatch: pytest.MonkeyPatch) -> list[Launch]:
+    """The snp backend as if on an SNP host, whose keep never hands over a report: the launches
+    it is asked for are recorded."""
     from runtime.run.backends import Ended
-    from runtime.run.runner import _roots
-    from toolchain.verify import TrustedRoots
 
-    assert _roots(True, SnpFirmware()) == TrustedRoots.amd()
     launched: list[Launch] = []
 
     def run(self: SnpBackend, launch: Launch) -> Ended:
@@ -210,6 +204,20 @@ def test_on_an_snp_host_the_run_never_trusts_the_simulated_root(
     monkeypatch.setattr(SnpBackend, "unavailable", lambda self: None)
     monkeypatch.setattr(SnpBackend, "firmware", lambda self, vcek=None: SnpFirmware())
     monkeypatch.setattr(SnpBackend, "run", run)
+    return launched
+
+
+def test_on_an_snp_host_the_run_never_trusts_the_simulated_root(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Even with ``--dev`` the snp firmware's chain is never simulated: no root is added, and a
+    keep that never handed over a report fails the run."""
+    from keep.cli import main
+    from runtime.run.runner import _roots
+    from toolchain.verify import TrustedRoots
+
+    assert _roots(True, SnpFirmware()) == TrustedRoots.amd()
+    launched = _snp_backend_that_launches_nothing(monkeypatch)
     assert main(["run", "--dev", "--backend", "snp", str(HELLO)]) == 1
     err = capsys.readouterr().err
     assert "trusting the simulated AMD root" not in err  # never for snp
@@ -226,22 +234,13 @@ def test_a_real_chain_is_checked_against_amds_roots_only_even_with_dev(
 
     from keep.cli import main
     from runtime.firmware.sim import SimFirmware
-    from runtime.run.backends import Ended
     from runtime.run.runner import _roots
     from toolchain.verify import TrustedRoots
 
     chain = replace(SimFirmware().certificate_chain(), simulated=False)
     monkeypatch.setattr(SnpFirmware, "certificate_chain", lambda self, report=None: chain)
     assert _roots(True, SnpFirmware()) == TrustedRoots.amd()
-    launched: list[Launch] = []
-
-    def run(self: SnpBackend, launch: Launch) -> Ended:
-        launched.append(launch)
-        return Ended(0, b"")
-
-    monkeypatch.setattr(SnpBackend, "unavailable", lambda self: None)
-    monkeypatch.setattr(SnpBackend, "firmware", lambda self, vcek=None: SnpFirmware())
-    monkeypatch.setattr(SnpBackend, "run", run)
+    launched = _snp_backend_that_launches_nothing(monkeypatch)
     assert main(["run", "--dev", "--backend", "snp", str(HELLO)]) == 1
     err = capsys.readouterr().err
     assert "trusting the simulated AMD root" not in err
